@@ -1,0 +1,245 @@
+//! [`Bus`] inside one process, for standalone mode and unit tests.
+//!
+//! Subjects match exactly (Herald uses no wildcards). Like NATS, a subscriber that falls
+//! behind loses messages instead of growing a queue without bound: its channel holds
+//! [`SUBSCRIBER_BUFFER`] messages, and gateways fill any resulting gap from history.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use futures_util::StreamExt;
+use tokio::sync::mpsc;
+
+use super::{Bus, BusError, BusMessage, Subscription};
+
+/// Messages buffered per subscriber before new ones are dropped.
+pub const SUBSCRIBER_BUFFER: usize = 16 * 1024;
+
+struct Subscriber {
+    id: u64,
+    queue: Option<String>,
+    tx: mpsc::Sender<BusMessage>,
+}
+
+#[derive(Default)]
+struct Registry {
+    by_subject: HashMap<String, Vec<Subscriber>>,
+}
+
+#[derive(Default)]
+struct Shared {
+    registry: Mutex<Registry>,
+    next_id: AtomicU64,
+}
+
+impl Shared {
+    fn registry(&self) -> MutexGuard<'_, Registry> {
+        // A panic while holding this lock cannot leave the map inconsistent (every mutation
+        // is a single insert or retain), so a poisoned lock is still usable.
+        self.registry.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// The in-process bus. Clones share the same subjects.
+#[derive(Clone, Default)]
+pub struct MemoryBus {
+    shared: Arc<Shared>,
+}
+
+/// Removes its subscriber from the registry when the subscription is dropped.
+struct Unsubscribe {
+    shared: Arc<Shared>,
+    subject: String,
+    id: u64,
+}
+
+impl Drop for Unsubscribe {
+    fn drop(&mut self) {
+        let mut registry = self.shared.registry();
+        if let Some(subs) = registry.by_subject.get_mut(&self.subject) {
+            subs.retain(|s| s.id != self.id);
+            if subs.is_empty() {
+                registry.by_subject.remove(&self.subject);
+            }
+        }
+    }
+}
+
+impl MemoryBus {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn add(&self, subject: String, queue: Option<String>) -> Subscription {
+        let id = self.shared.next_id.fetch_add(1, Ordering::Relaxed);
+        let (tx, rx) = mpsc::channel(SUBSCRIBER_BUFFER);
+        self.shared
+            .registry()
+            .by_subject
+            .entry(subject.clone())
+            .or_default()
+            .push(Subscriber { id, queue, tx });
+        let guard = Unsubscribe {
+            shared: self.shared.clone(),
+            subject,
+            id,
+        };
+        let stream = futures_util::stream::unfold((rx, guard), |(mut rx, guard)| async move {
+            rx.recv().await.map(|m| (m, (rx, guard)))
+        });
+        Subscription::new(stream.boxed())
+    }
+
+    /// Delivers to every plain subscriber and to one member of each queue group; returns
+    /// how many received it.
+    fn deliver(&self, subject: &str, message: BusMessage) -> usize {
+        let registry = self.shared.registry();
+        let Some(subs) = registry.by_subject.get(subject) else {
+            return 0;
+        };
+        let mut delivered = 0;
+        let mut groups_served: Vec<&str> = Vec::new();
+        // Rotate the starting point so queue members share the load.
+        let start = self.shared.next_id.fetch_add(1, Ordering::Relaxed) as usize;
+        for i in 0..subs.len() {
+            let sub = &subs[(start + i) % subs.len()];
+            if let Some(queue) = sub.queue.as_deref() {
+                if groups_served.contains(&queue) {
+                    continue;
+                }
+                if sub.tx.try_send(message.clone()).is_ok() {
+                    groups_served.push(queue);
+                    delivered += 1;
+                }
+            } else if sub.tx.try_send(message.clone()).is_ok() {
+                delivered += 1;
+            }
+        }
+        delivered
+    }
+}
+
+#[async_trait]
+impl Bus for MemoryBus {
+    async fn publish(&self, subject: String, payload: Bytes) -> Result<(), BusError> {
+        self.deliver(
+            &subject,
+            BusMessage {
+                payload,
+                reply: None,
+            },
+        );
+        Ok(())
+    }
+
+    async fn request(
+        &self,
+        subject: String,
+        payload: Bytes,
+        timeout: Duration,
+    ) -> Result<Bytes, BusError> {
+        let inbox = format!(
+            "_INBOX.{}",
+            self.shared.next_id.fetch_add(1, Ordering::Relaxed)
+        );
+        let mut replies = self.add(inbox.clone(), None);
+        let message = BusMessage {
+            payload,
+            reply: Some(inbox),
+        };
+        if self.deliver(&subject, message) == 0 {
+            return Err(BusError::NoResponders);
+        }
+        match tokio::time::timeout(timeout, replies.next()).await {
+            Ok(Some(reply)) => Ok(reply.payload),
+            Ok(None) => Err(BusError::Other("reply subscription closed".into())),
+            Err(_) => Err(BusError::Timeout),
+        }
+    }
+
+    async fn subscribe(&self, subject: String) -> Result<Subscription, BusError> {
+        Ok(self.add(subject, None))
+    }
+
+    async fn queue_subscribe(
+        &self,
+        subject: String,
+        queue: String,
+    ) -> Result<Subscription, BusError> {
+        Ok(self.add(subject, Some(queue)))
+    }
+
+    fn is_connected(&self) -> bool {
+        true
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn plain_subscribers_all_receive_and_queue_members_share() {
+        let bus = MemoryBus::new();
+        let mut a = bus.subscribe("s".into()).await.unwrap();
+        let mut q1 = bus.queue_subscribe("s".into(), "g".into()).await.unwrap();
+        let mut q2 = bus.queue_subscribe("s".into(), "g".into()).await.unwrap();
+        for i in 0..10u8 {
+            bus.publish("s".into(), Bytes::from(vec![i])).await.unwrap();
+        }
+        for i in 0..10u8 {
+            assert_eq!(a.next().await.unwrap().payload[0], i);
+        }
+        let mut group = 0;
+        while let Ok(Some(_)) =
+            tokio::time::timeout(Duration::from_millis(20), q1.next()).await
+        {
+            group += 1;
+        }
+        while let Ok(Some(_)) =
+            tokio::time::timeout(Duration::from_millis(20), q2.next()).await
+        {
+            group += 1;
+        }
+        assert_eq!(group, 10, "each message goes to exactly one queue member");
+    }
+
+    #[tokio::test]
+    async fn request_reply_and_no_responders() {
+        let bus = MemoryBus::new();
+        assert_eq!(
+            bus.request("r".into(), Bytes::new(), Duration::from_secs(1))
+                .await,
+            Err(BusError::NoResponders)
+        );
+        let mut server = bus.queue_subscribe("r".into(), "g".into()).await.unwrap();
+        let responder = bus.clone();
+        tokio::spawn(async move {
+            while let Some(m) = server.next().await {
+                let mut answer = m.payload.to_vec();
+                answer.reverse();
+                responder
+                    .publish(m.reply.unwrap(), Bytes::from(answer))
+                    .await
+                    .unwrap();
+            }
+        });
+        let reply = bus
+            .request("r".into(), Bytes::from_static(b"ab"), Duration::from_secs(5))
+            .await
+            .unwrap();
+        assert_eq!(&reply[..], b"ba");
+    }
+
+    #[tokio::test]
+    async fn dropping_a_subscription_unsubscribes() {
+        let bus = MemoryBus::new();
+        let sub = bus.subscribe("s".into()).await.unwrap();
+        drop(sub);
+        assert!(bus.shared.registry().by_subject.is_empty());
+    }
+}

@@ -1,0 +1,87 @@
+//! The cluster bus: how nodes exchange messages.
+//!
+//! Gateways and routers talk only through this trait. [`NatsBus`] is the cluster
+//! implementation; [`MemoryBus`] connects the gateway and router of one standalone process
+//! with the same semantics (subjects, queue groups, request/reply), so both modes run the
+//! same code.
+
+mod memory;
+mod nats;
+
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use futures_util::Stream;
+use futures_util::stream::BoxStream;
+use thiserror::Error;
+
+pub use memory::MemoryBus;
+pub use nats::NatsBus;
+
+/// Why a bus operation failed. All of them are temporary from a client's point of view.
+#[derive(Debug, Clone, Error, PartialEq, Eq)]
+pub enum BusError {
+    #[error("the message bus is not connected")]
+    NotConnected,
+    #[error("no router answered in time")]
+    Timeout,
+    #[error("no router is running")]
+    NoResponders,
+    #[error("message bus error: {0}")]
+    Other(String),
+}
+
+/// One message received from a subscription.
+#[derive(Debug, Clone)]
+pub struct BusMessage {
+    pub payload: Bytes,
+    /// Where to send the answer, for requests.
+    pub reply: Option<String>,
+}
+
+/// A stream of messages on one subject. Dropping it unsubscribes.
+pub struct Subscription {
+    inner: BoxStream<'static, BusMessage>,
+}
+
+impl Subscription {
+    pub fn new(inner: BoxStream<'static, BusMessage>) -> Self {
+        Self { inner }
+    }
+}
+
+impl Stream for Subscription {
+    type Item = BusMessage;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<BusMessage>> {
+        self.inner.as_mut().poll_next(cx)
+    }
+}
+
+#[async_trait]
+pub trait Bus: Send + Sync + 'static {
+    /// Sends `payload` to every subscriber of `subject` (one per queue group).
+    async fn publish(&self, subject: String, payload: Bytes) -> Result<(), BusError>;
+
+    /// Sends a request to one subscriber of `subject` and waits for its reply.
+    async fn request(
+        &self,
+        subject: String,
+        payload: Bytes,
+        timeout: Duration,
+    ) -> Result<Bytes, BusError>;
+
+    /// Receives every message published on `subject`.
+    async fn subscribe(&self, subject: String) -> Result<Subscription, BusError>;
+
+    /// Receives a share of the messages on `subject`: each goes to one member of `queue`.
+    async fn queue_subscribe(&self, subject: String, queue: String)
+    -> Result<Subscription, BusError>;
+
+    /// Whether the bus can carry messages right now. Publishes are refused while it cannot,
+    /// rather than buffered with an unknown fate.
+    fn is_connected(&self) -> bool;
+}

@@ -1,0 +1,124 @@
+//! [`Bus`] over a NATS server, with automatic reconnection.
+
+use std::time::Duration;
+
+use async_nats::{Client, ConnectOptions, connection::State};
+use async_trait::async_trait;
+use bytes::Bytes;
+use futures_util::StreamExt;
+
+use super::{Bus, BusError, BusMessage, Subscription};
+
+/// Reconnection backoff stays short: a gateway or router waiting on NATS is useless, and
+/// tests restart NATS and expect service back within seconds.
+const MAX_RECONNECT_DELAY: Duration = Duration::from_millis(1000);
+
+/// The cluster bus on NATS.
+#[derive(Clone)]
+pub struct NatsBus {
+    client: Client,
+}
+
+impl NatsBus {
+    /// Connects to `url` (comma-separated for several servers). Fails if NATS cannot be
+    /// reached now; after that, reconnection is automatic and unlimited.
+    pub async fn connect(url: &str, name: &str) -> Result<Self, BusError> {
+        let client = ConnectOptions::new()
+            .name(name)
+            .retry_on_initial_connect()
+            .max_reconnects(None)
+            .connection_timeout(Duration::from_secs(3))
+            .reconnect_delay_callback(|attempts| {
+                MAX_RECONNECT_DELAY.min(Duration::from_millis(50 * attempts as u64))
+            })
+            .event_callback(|event| async move {
+                tracing::info!(%event, "nats connection event");
+            })
+            .connect(url)
+            .await
+            .map_err(|e| BusError::Other(format!("cannot connect to NATS at {url}: {e}")))?;
+        Ok(Self { client })
+    }
+
+    /// Waits until the first connection is established, or `timeout` passes.
+    pub async fn wait_connected(&self, timeout: Duration) -> bool {
+        let deadline = tokio::time::Instant::now() + timeout;
+        while tokio::time::Instant::now() < deadline {
+            if self.is_connected() {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        self.is_connected()
+    }
+}
+
+fn into_subscription(sub: async_nats::Subscriber) -> Subscription {
+    Subscription::new(
+        sub.map(|m| BusMessage {
+            payload: m.payload,
+            reply: m.reply.map(|r| r.to_string()),
+        })
+        .boxed(),
+    )
+}
+
+#[async_trait]
+impl Bus for NatsBus {
+    async fn publish(&self, subject: String, payload: Bytes) -> Result<(), BusError> {
+        if !self.is_connected() {
+            return Err(BusError::NotConnected);
+        }
+        self.client
+            .publish(subject, payload)
+            .await
+            .map_err(|e| BusError::Other(e.to_string()))
+    }
+
+    async fn request(
+        &self,
+        subject: String,
+        payload: Bytes,
+        timeout: Duration,
+    ) -> Result<Bytes, BusError> {
+        use async_nats::RequestErrorKind;
+        if !self.is_connected() {
+            return Err(BusError::NotConnected);
+        }
+        let request = async_nats::Request::new()
+            .payload(payload)
+            .timeout(Some(timeout));
+        match self.client.send_request(subject, request).await {
+            Ok(message) => Ok(message.payload),
+            Err(e) => Err(match e.kind() {
+                RequestErrorKind::TimedOut => BusError::Timeout,
+                RequestErrorKind::NoResponders => BusError::NoResponders,
+                RequestErrorKind::Other => BusError::Other(e.to_string()),
+            }),
+        }
+    }
+
+    async fn subscribe(&self, subject: String) -> Result<Subscription, BusError> {
+        self.client
+            .subscribe(subject)
+            .await
+            .map(into_subscription)
+            .map_err(|e| BusError::Other(e.to_string()))
+    }
+
+    async fn queue_subscribe(
+        &self,
+        subject: String,
+        queue: String,
+    ) -> Result<Subscription, BusError> {
+        self.client
+            .queue_subscribe(subject, queue)
+            .await
+            .map(into_subscription)
+            .map_err(|e| BusError::Other(e.to_string()))
+    }
+
+    fn is_connected(&self) -> bool {
+        self.client.connection_state() == State::Connected
+    }
+}

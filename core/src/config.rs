@@ -1,0 +1,363 @@
+//! Typed configuration, loaded and validated once before any port is bound.
+//!
+//! Sources, later ones winning: built-in defaults, the TOML file, `HERALD_*` environment
+//! variables (`__` separates sections: `HERALD_NATS__URL`), then command-line flags (the
+//! binary merges those in through [`Config::load`]'s `overrides`). `herald.example.toml` at
+//! the repository root lists every option with its default.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+
+use figment::Figment;
+use figment::providers::{Env, Format, Serialized, Toml};
+use serde::{Deserialize, Serialize};
+use thiserror::Error;
+
+use crate::channel;
+
+/// A configuration that could not be loaded or is inconsistent.
+#[derive(Debug, Error)]
+pub enum ConfigError {
+    #[error("config file {0} does not exist")]
+    MissingFile(String),
+    #[error("invalid configuration: {0}")]
+    Parse(#[from] Box<figment::Error>),
+    #[error("invalid configuration: {0}")]
+    Invalid(String),
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    pub node: NodeConfig,
+    pub gateway: GatewayConfig,
+    pub router: RouterConfig,
+    pub nats: NatsConfig,
+    pub redis: RedisConfig,
+    pub channels: ChannelsConfig,
+    pub log: LogConfig,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct NodeConfig {
+    /// Unique name of this node in the cluster; a random one when empty.
+    pub id: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct GatewayConfig {
+    /// Address the HTTP/WebSocket listener binds.
+    pub listen: SocketAddr,
+    /// Largest WebSocket frame accepted from a client, in bytes; larger ones close the
+    /// connection with code 3502.
+    pub max_frame_size: usize,
+    /// Frames a connection may have waiting to be written before it counts as a slow
+    /// consumer and is disconnected (code 3004).
+    pub outbound_queue: usize,
+    /// How long a gateway waits for a router's answer before replying "unavailable".
+    #[serde(with = "humantime_serde")]
+    pub request_timeout: Duration,
+    /// How long a publication that arrived after a gap in offsets is held, waiting for the
+    /// missing ones, before the gap is filled from history.
+    #[serde(with = "humantime_serde")]
+    pub gap_hold: Duration,
+    /// Publications returned by `history` when the client gives no limit.
+    pub history_default_limit: u32,
+    /// Most publications one `history` command may ask for.
+    pub history_max_limit: u32,
+}
+
+impl Default for GatewayConfig {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([0, 0, 0, 0], 3000)),
+            max_frame_size: 1024 * 1024,
+            outbound_queue: 4096,
+            request_timeout: Duration::from_secs(5),
+            gap_hold: Duration::from_millis(250),
+            history_default_limit: 100,
+            history_max_limit: 1000,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RouterConfig {
+    /// Publish and history requests one router handles at once (pipelined on Redis).
+    pub concurrency: usize,
+    /// How long an idempotency key is remembered.
+    #[serde(with = "humantime_serde")]
+    pub idempotency_ttl: Duration,
+    /// How long a channel's offset counter and epoch outlive its last publication. Past
+    /// this the stream starts over with a new epoch.
+    #[serde(with = "humantime_serde")]
+    pub stream_meta_ttl: Duration,
+}
+
+impl Default for RouterConfig {
+    fn default() -> Self {
+        Self {
+            concurrency: 512,
+            idempotency_ttl: Duration::from_secs(300),
+            stream_meta_ttl: Duration::from_secs(7 * 24 * 3600),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct NatsConfig {
+    /// NATS server URL(s), comma-separated.
+    pub url: String,
+    /// First token of every subject, so that several clusters can share one NATS.
+    pub subject_prefix: String,
+}
+
+impl Default for NatsConfig {
+    fn default() -> Self {
+        Self {
+            url: "nats://127.0.0.1:4222".into(),
+            subject_prefix: "herald".into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RedisConfig {
+    pub url: String,
+    /// Prefix of every key, so that several clusters can share one Redis.
+    pub key_prefix: String,
+    /// Longest wait for one Redis reply before the operation fails as unavailable.
+    #[serde(with = "humantime_serde")]
+    pub timeout: Duration,
+}
+
+impl Default for RedisConfig {
+    fn default() -> Self {
+        Self {
+            url: "redis://127.0.0.1:6379".into(),
+            key_prefix: "herald".into(),
+            timeout: Duration::from_secs(2),
+        }
+    }
+}
+
+/// Rules that apply to every channel of one namespace.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ChannelRules {
+    /// Publications kept per channel; 0 means no history: publications skip the router and
+    /// carry no offset.
+    pub history_size: u32,
+    /// How long history is kept after the last publication.
+    #[serde(with = "humantime_serde")]
+    pub history_ttl: Duration,
+    /// Largest publication payload, in bytes of JSON.
+    pub max_message_size: usize,
+}
+
+impl Default for ChannelRules {
+    fn default() -> Self {
+        Self {
+            history_size: 1000,
+            history_ttl: Duration::from_secs(300),
+            max_message_size: 64 * 1024,
+        }
+    }
+}
+
+impl ChannelRules {
+    pub fn has_history(&self) -> bool {
+        self.history_size > 0
+    }
+}
+
+/// Rules of one namespace: unset fields fall back to `[channels.default]`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct NamespaceRules {
+    pub history_size: Option<u32>,
+    #[serde(with = "humantime_serde")]
+    pub history_ttl: Option<Duration>,
+    pub max_message_size: Option<usize>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ChannelsConfig {
+    /// Rules for channels whose namespace has no entry of its own.
+    pub default: ChannelRules,
+    /// Rules by namespace (the part of a channel name before the first `:`).
+    pub namespaces: BTreeMap<String, NamespaceRules>,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Pretty when standard error is a terminal, JSON otherwise.
+    #[default]
+    Auto,
+    Pretty,
+    Json,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LogConfig {
+    pub format: LogFormat,
+    /// A `tracing` filter such as `info` or `herald_gateway=debug,info`; `RUST_LOG` wins.
+    pub level: String,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        Self {
+            format: LogFormat::Auto,
+            level: "info".into(),
+        }
+    }
+}
+
+impl Config {
+    /// Loads defaults, then `file` (if given), then `HERALD_*` variables, then `overrides`,
+    /// and validates the result.
+    pub fn load(file: Option<&Path>, overrides: impl Serialize) -> Result<Self, ConfigError> {
+        let mut figment = Figment::from(Serialized::defaults(Config::default()));
+        if let Some(path) = file {
+            if !path.exists() {
+                return Err(ConfigError::MissingFile(path.display().to_string()));
+            }
+            figment = figment.merge(Toml::file_exact(path));
+        }
+        figment = figment
+            .merge(Env::prefixed("HERALD_").split("__"))
+            .merge(Serialized::defaults(overrides));
+        let config: Config = figment.extract().map_err(Box::new)?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Parses a TOML document on top of the defaults (for tests and `config check`).
+    pub fn from_toml(text: &str) -> Result<Self, ConfigError> {
+        let config: Config = Figment::from(Serialized::defaults(Config::default()))
+            .merge(Toml::string(text))
+            .extract()
+            .map_err(Box::new)?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |msg: String| Err(ConfigError::Invalid(msg));
+        if self.nats.subject_prefix.is_empty()
+            || self
+                .nats
+                .subject_prefix
+                .contains(|c: char| c == '*' || c == '>' || c.is_whitespace())
+        {
+            return invalid(format!(
+                "nats.subject_prefix {:?} must be a non-empty subject without wildcards or spaces",
+                self.nats.subject_prefix
+            ));
+        }
+        if self.gateway.outbound_queue == 0 {
+            return invalid("gateway.outbound_queue must be at least 1".into());
+        }
+        if self.gateway.max_frame_size < 1024 {
+            return invalid("gateway.max_frame_size must be at least 1024 bytes".into());
+        }
+        if self.gateway.history_default_limit > self.gateway.history_max_limit {
+            return invalid("gateway.history_default_limit exceeds history_max_limit".into());
+        }
+        if self.router.concurrency == 0 {
+            return invalid("router.concurrency must be at least 1".into());
+        }
+        for (name, rules) in &self.channels.namespaces {
+            if name.is_empty() || name.contains(':') || channel::validate(name).is_err() {
+                return invalid(format!(
+                    "channels.namespaces.{name:?}: a namespace is a non-empty name without ':'"
+                ));
+            }
+            let resolved = self.channels.resolve(rules);
+            if resolved.has_history() && resolved.history_ttl.is_zero() {
+                return invalid(format!(
+                    "channels.namespaces.{name}: history_ttl must be positive"
+                ));
+            }
+        }
+        if self.channels.default.has_history() && self.channels.default.history_ttl.is_zero() {
+            return invalid("channels.default.history_ttl must be positive".into());
+        }
+        Ok(())
+    }
+}
+
+impl ChannelsConfig {
+    fn resolve(&self, ns: &NamespaceRules) -> ChannelRules {
+        let d = &self.default;
+        ChannelRules {
+            history_size: ns.history_size.unwrap_or(d.history_size),
+            history_ttl: ns.history_ttl.unwrap_or(d.history_ttl),
+            max_message_size: ns.max_message_size.unwrap_or(d.max_message_size),
+        }
+    }
+
+    /// The rules of `channel`, from its namespace's entry or the default.
+    pub fn rules_for(&self, channel: &str) -> ChannelRules {
+        match self.namespaces.get(channel::namespace(channel)) {
+            Some(ns) => self.resolve(ns),
+            None => self.default.clone(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn namespace_rules_fall_back_to_the_default() {
+        let config = Config::from_toml(
+            r#"
+            [channels.default]
+            history_size = 50
+            [channels.namespaces.typing]
+            history_size = 0
+            [channels.namespaces.chat]
+            history_ttl = "1h"
+            "#,
+        )
+        .unwrap();
+        assert!(!config.channels.rules_for("typing:room1").has_history());
+        let chat = config.channels.rules_for("chat:lobby");
+        assert_eq!(chat.history_size, 50);
+        assert_eq!(chat.history_ttl, Duration::from_secs(3600));
+        assert_eq!(config.channels.rules_for("news").history_size, 50);
+    }
+
+    #[test]
+    fn unknown_keys_and_bad_values_are_refused() {
+        let err = Config::from_toml("[gateway]\nlisten_addr = \"x\"").unwrap_err();
+        assert!(err.to_string().contains("listen_addr"), "{err}");
+        let err = Config::from_toml("[nats]\nsubject_prefix = \"a b\"").unwrap_err();
+        assert!(err.to_string().contains("subject_prefix"), "{err}");
+        let err = Config::from_toml("[channels.namespaces.\"a:b\"]").unwrap_err();
+        assert!(err.to_string().contains("namespace"), "{err}");
+    }
+
+    #[test]
+    fn the_example_config_is_valid_and_matches_the_defaults() {
+        let text = include_str!("../../herald.example.toml");
+        let config = Config::from_toml(text).unwrap();
+        let defaults = Config::default();
+        assert_eq!(config.gateway.listen, defaults.gateway.listen);
+        assert_eq!(config.channels.default, defaults.channels.default);
+        assert_eq!(config.router.concurrency, defaults.router.concurrency);
+    }
+}

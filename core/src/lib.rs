@@ -1,0 +1,17 @@
+//! What Herald's gateway and router share, so that neither depends on the other's internals.
+//!
+//! # Layout
+//! - [`config`]: the typed configuration (TOML file, `HERALD_*` environment, flags) and the
+//!   channel rules by namespace.
+//! - [`channel`]: valid channel names and their namespaces.
+//! - [`subjects`]: every NATS subject, and the reversible channel-name encoding.
+//! - [`codes`]: client-visible error and disconnect codes.
+//! - [`bus`]: the cluster bus trait, on NATS and in memory.
+//! - [`time`]: wall-clock helpers for latency measurements.
+
+pub mod bus;
+pub mod channel;
+pub mod codes;
+pub mod config;
+pub mod subjects;
+pub mod time;

@@ -1,0 +1,109 @@
+//! Every NATS subject Herald uses, built in one place.
+//!
+//! Channel names may hold characters that NATS subjects cannot (`.`, `*`, `>`, whitespace), so
+//! they are encoded reversibly into one subject token: ASCII letters, digits, `-`, `_` and `:`
+//! stay as they are (common names stay readable), every other byte becomes `%HH`.
+//! A configurable prefix lets several clusters share one NATS.
+
+use std::fmt::Write;
+
+/// Queue group in which routers receive publish and history requests.
+pub const ROUTER_QUEUE: &str = "herald-routers";
+
+/// Builds the subjects of one cluster (one prefix).
+#[derive(Debug, Clone)]
+pub struct Subjects {
+    prefix: String,
+}
+
+impl Subjects {
+    pub fn new(prefix: impl Into<String>) -> Self {
+        Self {
+            prefix: prefix.into(),
+        }
+    }
+
+    /// Where a channel's publications are delivered to gateways.
+    pub fn delivery(&self, channel: &str) -> String {
+        let mut subject = String::with_capacity(self.prefix.len() + 4 + channel.len());
+        subject.push_str(&self.prefix);
+        subject.push_str(".ch.");
+        encode_token(channel, &mut subject);
+        subject
+    }
+
+    /// Publish requests to the router queue group.
+    pub fn publish_requests(&self) -> String {
+        format!("{}.router.publish", self.prefix)
+    }
+
+    /// History requests to the router queue group.
+    pub fn history_requests(&self) -> String {
+        format!("{}.router.history", self.prefix)
+    }
+}
+
+fn keeps_as_is(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b':')
+}
+
+/// Appends `channel`, encoded as one subject token, to `out`.
+pub fn encode_token(channel: &str, out: &mut String) {
+    for &b in channel.as_bytes() {
+        if keeps_as_is(b) {
+            out.push(b as char);
+        } else {
+            // Writing to a String cannot fail.
+            let _ = write!(out, "%{b:02X}");
+        }
+    }
+}
+
+/// Reverses [`encode_token`]; `None` if `token` is not a valid encoding.
+pub fn decode_token(token: &str) -> Option<String> {
+    let bytes = token.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' {
+            let hex = token.get(i + 1..i + 3)?;
+            out.push(u8::from_str_radix(hex, 16).ok()?);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn encoding_is_reversible_and_subject_safe() {
+        for channel in ["news", "chat:lobby", "/chat:lobby", "a.b*c>d e\tf", "%", "这是一条"] {
+            let mut token = String::new();
+            encode_token(channel, &mut token);
+            assert!(
+                !token.contains(['.', '*', '>', ' ', '\t']),
+                "{channel} -> {token}"
+            );
+            assert_eq!(decode_token(&token).as_deref(), Some(channel));
+        }
+    }
+
+    #[test]
+    fn common_names_stay_readable() {
+        let subjects = Subjects::new("herald");
+        assert_eq!(subjects.delivery("chat:lobby"), "herald.ch.chat:lobby");
+        assert_eq!(subjects.delivery("/chat:x.y"), "herald.ch.%2Fchat:x%2Ey");
+    }
+
+    #[test]
+    fn distinct_channels_get_distinct_subjects() {
+        let subjects = Subjects::new("p");
+        assert_ne!(subjects.delivery("a.b"), subjects.delivery("a%2Eb"));
+    }
+}
