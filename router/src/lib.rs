@@ -1,14 +1,16 @@
-pub fn add(left: u64, right: u64) -> u64 {
-    left + right
-}
+//! The Herald router: the one place where publications get their offsets.
+//!
+//! Routers are stateless workers over a history store. They receive publish and history
+//! requests from gateways through a NATS queue group, so any number can run side by side.
+//!
+//! # Layout
+//! - [`service`]: the request loop: decode, append to history, deliver, reply.
+//! - [`history`]: the [`HistoryStore`](history::HistoryStore) trait, with a Redis
+//!   implementation (one Lua script per operation) and an in-memory one for standalone mode.
+//! - [`keys`]: every Redis key, built in one place.
 
-#[cfg(test)]
-mod tests {
-    use super::*;
+pub mod history;
+pub mod keys;
+pub mod service;
 
-    #[test]
-    fn it_works() {
-        let result = add(2, 2);
-        assert_eq!(result, 4);
-    }
-}
+pub use service::RouterService;

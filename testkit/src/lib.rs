@@ -1,14 +1,19 @@
-pub fn add(left: u64, right: u64) -> u64 {
-    left + right
-}
+//! Test support for Herald: real servers and real clients, cleaned up on `Drop`.
+//!
+//! # Layout
+//! - [`servers`]: `nats-server` and `redis-server` on free loopback ports, which a fault
+//!   test can stop and start again on the same port.
+//! - [`node`]: a Herald process of our own binary, whose listening address is read from
+//!   its standard output.
+//! - [`client`]: a native-protocol WebSocket client (commands with ids, pushes, closes).
+//! - [`wait`]: bounded waiting on a condition, never a fixed sleep.
 
-#[cfg(test)]
-mod tests {
-    use super::*;
+pub mod client;
+pub mod node;
+pub mod servers;
+pub mod wait;
 
-    #[test]
-    fn it_works() {
-        let result = add(2, 2);
-        assert_eq!(result, 4);
-    }
-}
+pub use client::NativeClient;
+pub use node::HeraldProcess;
+pub use servers::{NatsServer, RedisServer};
+pub use wait::{wait_for, wait_for_async};

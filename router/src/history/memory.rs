@@ -1,0 +1,270 @@
+//! [`HistoryStore`] in process memory, for standalone mode.
+//!
+//! Same semantics as the Redis store: offsets from 1 per epoch, size and TTL trimming,
+//! idempotency keys with a TTL. Expired channels are swept lazily, every so many appends.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use herald_proto::bus::v1::{Position, Publication};
+use tokio::time::Instant;
+
+use super::{Append, Appended, HistoryStore, Page, Query, StoreError, new_epoch};
+
+/// Appends between two sweeps of expired channels and idempotency keys.
+const SWEEP_EVERY: u64 = 4096;
+
+struct Stream {
+    epoch: String,
+    top: u64,
+    log: VecDeque<Publication>,
+    /// The log is dropped at this moment (history TTL).
+    log_expires: Instant,
+    /// The whole stream, epoch included, is forgotten at this moment.
+    meta_expires: Instant,
+}
+
+impl Stream {
+    fn new(now: Instant, meta_ttl: Duration) -> Self {
+        Self {
+            epoch: new_epoch(),
+            top: 0,
+            log: VecDeque::new(),
+            log_expires: now,
+            meta_expires: now + meta_ttl,
+        }
+    }
+
+    fn position(&self) -> Position {
+        Position {
+            offset: self.top,
+            epoch: self.epoch.clone(),
+        }
+    }
+}
+
+#[derive(Default)]
+struct State {
+    streams: HashMap<String, Stream>,
+    idempotency: HashMap<(String, String), (u64, Instant)>,
+    appends: u64,
+}
+
+impl State {
+    /// The live stream of `channel`, created (new epoch) when missing or expired.
+    fn stream(&mut self, channel: &str, now: Instant, meta_ttl: Duration) -> &mut Stream {
+        let stream = self
+            .streams
+            .entry(channel.to_string())
+            .or_insert_with(|| Stream::new(now, meta_ttl));
+        if stream.meta_expires <= now {
+            *stream = Stream::new(now, meta_ttl);
+        }
+        if stream.log_expires <= now {
+            stream.log.clear();
+        }
+        stream
+    }
+
+    fn sweep(&mut self, now: Instant) {
+        self.streams.retain(|_, s| s.meta_expires > now);
+        for stream in self.streams.values_mut() {
+            if stream.log_expires <= now {
+                stream.log.clear();
+            }
+        }
+        self.idempotency.retain(|_, (_, expires)| *expires > now);
+    }
+}
+
+/// History kept in this process.
+#[derive(Default)]
+pub struct MemoryHistory {
+    state: Mutex<State>,
+}
+
+impl MemoryHistory {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn state(&self) -> Result<std::sync::MutexGuard<'_, State>, StoreError> {
+        self.state
+            .lock()
+            .map_err(|_| StoreError("memory history lock poisoned".into()))
+    }
+}
+
+/// Selects the publications of `query` from a log sorted by offset.
+fn select(log: &VecDeque<Publication>, query: Query) -> Vec<Publication> {
+    let limit = query.limit as usize;
+    match (query.since, query.reverse) {
+        (None, false) => log.iter().skip(log.len().saturating_sub(limit)).cloned().collect(),
+        (None, true) => log.iter().rev().take(limit).cloned().collect(),
+        (Some(since), false) => log
+            .iter()
+            .filter(|p| p.offset > since)
+            .take(limit)
+            .cloned()
+            .collect(),
+        (Some(since), true) => log
+            .iter()
+            .rev()
+            .filter(|p| p.offset < since)
+            .take(limit)
+            .cloned()
+            .collect(),
+    }
+}
+
+#[async_trait]
+impl HistoryStore for MemoryHistory {
+    async fn append(&self, append: Append) -> Result<Appended, StoreError> {
+        let now = Instant::now();
+        let limits = append.limits;
+        let mut state = self.state()?;
+        state.appends += 1;
+        if state.appends.is_multiple_of(SWEEP_EVERY) {
+            state.sweep(now);
+        }
+        let idempotency = append
+            .idempotency_key
+            .as_ref()
+            .map(|key| (append.channel.clone(), key.clone()));
+        if let Some(id) = &idempotency
+            && let Some(&(offset, expires)) = state.idempotency.get(id)
+            && expires > now
+        {
+            let epoch = state.stream(&append.channel, now, limits.meta_ttl).epoch.clone();
+            return Ok(Appended {
+                offset,
+                epoch,
+                duplicate: true,
+            });
+        }
+        let stream = state.stream(&append.channel, now, limits.meta_ttl);
+        stream.top += 1;
+        let offset = stream.top;
+        stream.log.push_back(Publication {
+            channel: append.channel,
+            offset,
+            epoch: stream.epoch.clone(),
+            data: append.data,
+            origin: append.origin,
+            accepted_at_us: append.accepted_at_us,
+        });
+        while stream.log.len() > limits.size as usize {
+            stream.log.pop_front();
+        }
+        stream.log_expires = now + limits.ttl;
+        stream.meta_expires = now + limits.meta_ttl.max(limits.ttl);
+        let epoch = stream.epoch.clone();
+        if let Some(id) = idempotency {
+            state
+                .idempotency
+                .insert(id, (offset, now + limits.idempotency_ttl));
+        }
+        Ok(Appended {
+            offset,
+            epoch,
+            duplicate: false,
+        })
+    }
+
+    async fn read(
+        &self,
+        channel: &str,
+        query: Query,
+        meta_ttl: Duration,
+    ) -> Result<Page, StoreError> {
+        let now = Instant::now();
+        let mut state = self.state()?;
+        let stream = state.stream(channel, now, meta_ttl);
+        Ok(Page {
+            publications: select(&stream.log, query),
+            position: stream.position(),
+        })
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::Limits;
+    use super::*;
+    use bytes::Bytes;
+
+    fn limits(size: u32) -> Limits {
+        Limits {
+            size,
+            ttl: Duration::from_secs(60),
+            meta_ttl: Duration::from_secs(600),
+            idempotency_ttl: Duration::from_secs(60),
+        }
+    }
+
+    fn append(channel: &str, data: &str, key: Option<&str>, size: u32) -> Append {
+        Append {
+            channel: channel.into(),
+            data: Bytes::copy_from_slice(data.as_bytes()),
+            origin: String::new(),
+            idempotency_key: key.map(String::from),
+            accepted_at_us: 0,
+            limits: limits(size),
+        }
+    }
+
+    fn offsets(page: &Page) -> Vec<u64> {
+        page.publications.iter().map(|p| p.offset).collect()
+    }
+
+    #[tokio::test]
+    async fn offsets_are_consecutive_and_history_is_trimmed() {
+        let store = MemoryHistory::new();
+        for i in 1..=5u64 {
+            let appended = store.append(append("c", "1", None, 3)).await.unwrap();
+            assert_eq!(appended.offset, i);
+        }
+        let ttl = Duration::from_secs(600);
+        let q = |since, limit, reverse| Query {
+            since,
+            limit,
+            reverse,
+        };
+        let page = store.read("c", q(None, 10, false), ttl).await.unwrap();
+        assert_eq!(offsets(&page), [3, 4, 5]);
+        assert_eq!(page.position.offset, 5);
+        let page = store.read("c", q(None, 2, true), ttl).await.unwrap();
+        assert_eq!(offsets(&page), [5, 4]);
+        let page = store.read("c", q(Some(3), 10, false), ttl).await.unwrap();
+        assert_eq!(offsets(&page), [4, 5]);
+        let page = store.read("c", q(Some(5), 10, true), ttl).await.unwrap();
+        assert_eq!(offsets(&page), [4, 3]);
+    }
+
+    #[tokio::test]
+    async fn an_idempotency_key_is_stored_once() {
+        let store = MemoryHistory::new();
+        let first = store.append(append("c", "a", Some("k"), 10)).await.unwrap();
+        let again = store.append(append("c", "a", Some("k"), 10)).await.unwrap();
+        assert!(!first.duplicate && again.duplicate);
+        assert_eq!(first.offset, again.offset);
+        let other = store.append(append("c", "b", Some("k2"), 10)).await.unwrap();
+        assert_eq!(other.offset, 2);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_expired_stream_starts_a_new_epoch() {
+        let store = MemoryHistory::new();
+        let first = store.append(append("c", "a", None, 10)).await.unwrap();
+        tokio::time::advance(Duration::from_secs(601)).await;
+        let later = store.append(append("c", "b", None, 10)).await.unwrap();
+        assert_eq!(later.offset, 1);
+        assert_ne!(first.epoch, later.epoch);
+    }
+}

@@ -1,0 +1,91 @@
+//! Channel history: the ordered, bounded log of a channel's publications.
+//!
+//! A store assigns each publication the channel's next offset, appends it, trims the log to
+//! the channel's size, and remembers idempotency keys, all in one atomic step. Each channel's
+//! log has an epoch: a random name for one life of the stream. When the stream is lost
+//! (expired, or the store's data is gone) the next use starts a new epoch at offset 1, and
+//! clients can tell that their old offsets mean nothing there.
+
+mod memory;
+mod redis;
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use herald_proto::bus::v1::{Position, Publication};
+use thiserror::Error;
+
+pub use memory::MemoryHistory;
+pub use redis::RedisHistory;
+
+/// The store could not be used; the caller may retry.
+#[derive(Debug, Clone, Error)]
+#[error("history store unavailable: {0}")]
+pub struct StoreError(pub String);
+
+/// One publication to append.
+#[derive(Debug, Clone)]
+pub struct Append {
+    pub channel: String,
+    pub data: Bytes,
+    pub origin: String,
+    pub idempotency_key: Option<String>,
+    pub accepted_at_us: u64,
+    pub limits: Limits,
+}
+
+/// How much history a channel keeps, and how long its metadata lives.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    pub size: u32,
+    pub ttl: Duration,
+    /// Lifetime of the offset counter and epoch after the last publication; at least `ttl`.
+    pub meta_ttl: Duration,
+    pub idempotency_ttl: Duration,
+}
+
+/// Where an append landed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Appended {
+    pub offset: u64,
+    pub epoch: String,
+    /// The idempotency key had been seen: nothing was stored, `offset` is the first one's.
+    pub duplicate: bool,
+}
+
+/// Which publications to read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Query {
+    /// Without it: the newest `limit`. With it: those after it (or before it if `reverse`).
+    pub since: Option<u64>,
+    pub limit: u32,
+    /// Newest first.
+    pub reverse: bool,
+}
+
+/// A page of history plus the stream's current position.
+#[derive(Debug, Clone, Default)]
+pub struct Page {
+    pub publications: Vec<Publication>,
+    pub position: Position,
+}
+
+#[async_trait]
+pub trait HistoryStore: Send + Sync + 'static {
+    async fn append(&self, append: Append) -> Result<Appended, StoreError>;
+
+    /// Reads a page; creates the channel's epoch if the channel has none yet, so that a
+    /// subscriber learns the epoch its later publications will carry. `meta_ttl` bounds how
+    /// long such an epoch lives without publications.
+    async fn read(&self, channel: &str, query: Query, meta_ttl: Duration)
+    -> Result<Page, StoreError>;
+
+    /// Checks that the store answers.
+    async fn ping(&self) -> Result<(), StoreError>;
+}
+
+/// A fresh epoch name.
+pub fn new_epoch() -> String {
+    format!("{:08x}", rand::random::<u32>())
+}

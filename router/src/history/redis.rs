@@ -1,0 +1,160 @@
+//! [`HistoryStore`] on Redis: one stream per channel, written by a Lua script.
+//!
+//! Offsets are stream ids (`<offset>-0`), so "after offset N" is a plain `XRANGE`. All
+//! requests share one multiplexed connection, so concurrent appends are pipelined rather
+//! than sent one at a time; the connection manager reconnects after Redis restarts.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use herald_proto::bus::v1::{Position, Publication};
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::{Script, Value};
+
+use super::{Append, Appended, HistoryStore, Page, Query, StoreError, new_epoch};
+use crate::keys::Keys;
+
+/// History in Redis.
+pub struct RedisHistory {
+    connection: ConnectionManager,
+    keys: Keys,
+    append: Script,
+    read: Script,
+}
+
+fn store_error(e: redis::RedisError) -> StoreError {
+    StoreError(e.to_string())
+}
+
+fn millis(d: Duration) -> u64 {
+    d.as_millis().max(1) as u64
+}
+
+impl RedisHistory {
+    /// Connects to `url`. Fails if Redis cannot be reached now; later outages are survived
+    /// by reconnecting.
+    pub async fn connect(url: &str, key_prefix: &str, timeout: Duration) -> Result<Self, StoreError> {
+        let client = redis::Client::open(url).map_err(store_error)?;
+        let config = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(timeout))
+            .set_response_timeout(Some(timeout))
+            .set_max_delay(Duration::from_millis(500));
+        let connection = ConnectionManager::new_with_config(client, config)
+            .await
+            .map_err(store_error)?;
+        Ok(Self {
+            connection,
+            keys: Keys::new(key_prefix),
+            append: Script::new(include_str!("append.lua")),
+            read: Script::new(include_str!("read.lua")),
+        })
+    }
+}
+
+/// Turns one XRANGE entry (`[id, [field, value, …]]`) into a publication.
+fn parse_entry(channel: &str, epoch: &str, entry: &Value) -> Option<Publication> {
+    let Value::Array(parts) = entry else {
+        return None;
+    };
+    let [id, Value::Array(fields)] = parts.as_slice() else {
+        return None;
+    };
+    let id: String = redis::from_redis_value_ref(id).ok()?;
+    let offset = id.split('-').next()?.parse().ok()?;
+    let mut publication = Publication {
+        channel: channel.to_string(),
+        offset,
+        epoch: epoch.to_string(),
+        ..Default::default()
+    };
+    for pair in fields.chunks_exact(2) {
+        let Value::BulkString(value) = &pair[1] else {
+            continue;
+        };
+        match redis::from_redis_value_ref::<String>(&pair[0]).ok()?.as_str() {
+            "d" => publication.data = Bytes::copy_from_slice(value),
+            "o" => publication.origin = String::from_utf8_lossy(value).into_owned(),
+            "t" => {
+                publication.accepted_at_us = std::str::from_utf8(value).ok()?.parse().ok()?;
+            }
+            _ => {}
+        }
+    }
+    Some(publication)
+}
+
+#[async_trait]
+impl HistoryStore for RedisHistory {
+    async fn append(&self, append: Append) -> Result<Appended, StoreError> {
+        let limits = append.limits;
+        let key = append.idempotency_key.as_deref();
+        let (offset, epoch, duplicate): (u64, String, u8) = self
+            .append
+            .key(self.keys.history(&append.channel))
+            .key(self.keys.meta(&append.channel))
+            .key(self.keys.idempotency(&append.channel, key.unwrap_or("")))
+            .arg(append.data.as_ref())
+            .arg(&append.origin)
+            .arg(limits.size)
+            .arg(millis(limits.ttl))
+            .arg(millis(limits.meta_ttl.max(limits.ttl)))
+            .arg(new_epoch())
+            .arg(if key.is_some() { "1" } else { "0" })
+            .arg(millis(limits.idempotency_ttl))
+            .arg(append.accepted_at_us)
+            .invoke_async(&mut self.connection.clone())
+            .await
+            .map_err(store_error)?;
+        Ok(Appended {
+            offset,
+            epoch,
+            duplicate: duplicate == 1,
+        })
+    }
+
+    async fn read(
+        &self,
+        channel: &str,
+        query: Query,
+        meta_ttl: Duration,
+    ) -> Result<Page, StoreError> {
+        let mode = match (query.since, query.reverse) {
+            (None, _) => "latest",
+            (Some(_), false) => "after",
+            (Some(_), true) => "before",
+        };
+        let (epoch, top, entries): (String, u64, Vec<Value>) = self
+            .read
+            .key(self.keys.history(channel))
+            .key(self.keys.meta(channel))
+            .arg(new_epoch())
+            .arg(millis(meta_ttl))
+            .arg(mode)
+            .arg(query.since.unwrap_or(0))
+            .arg(query.limit)
+            .arg(if query.reverse { "1" } else { "0" })
+            .invoke_async(&mut self.connection.clone())
+            .await
+            .map_err(store_error)?;
+        let publications = entries
+            .iter()
+            .map(|entry| {
+                parse_entry(channel, &epoch, entry)
+                    .ok_or_else(|| StoreError(format!("malformed history entry in {channel}")))
+            })
+            .collect::<Result<_, _>>()?;
+        Ok(Page {
+            publications,
+            position: Position { offset: top, epoch },
+        })
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        redis::cmd("PING")
+            .query_async::<String>(&mut self.connection.clone())
+            .await
+            .map(|_| ())
+            .map_err(store_error)
+    }
+}

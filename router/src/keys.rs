@@ -1,0 +1,46 @@
+//! Every Redis key the router uses, built in one place.
+//!
+//! Redis keys are binary-safe, so channel names go in unencoded. The `{…}` hash tag around
+//! the channel keeps all keys of one channel in one slot should Redis Cluster be used.
+
+/// Builds the keys of one cluster (one prefix).
+#[derive(Debug, Clone)]
+pub struct Keys {
+    prefix: String,
+}
+
+impl Keys {
+    pub fn new(prefix: impl Into<String>) -> Self {
+        Self {
+            prefix: prefix.into(),
+        }
+    }
+
+    /// The stream holding a channel's history.
+    pub fn history(&self, channel: &str) -> String {
+        format!("{}:history:{{{channel}}}", self.prefix)
+    }
+
+    /// The hash holding a channel's epoch (`e`) and newest offset (`s`).
+    pub fn meta(&self, channel: &str) -> String {
+        format!("{}:meta:{{{channel}}}", self.prefix)
+    }
+
+    /// The record of one idempotency key on a channel.
+    pub fn idempotency(&self, channel: &str, key: &str) -> String {
+        format!("{}:idem:{{{channel}}}:{key}", self.prefix)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_of_one_channel_share_a_hash_tag() {
+        let keys = Keys::new("h");
+        assert_eq!(keys.history("chat:1"), "h:history:{chat:1}");
+        assert_eq!(keys.meta("chat:1"), "h:meta:{chat:1}");
+        assert_eq!(keys.idempotency("chat:1", "k"), "h:idem:{chat:1}:k");
+    }
+}

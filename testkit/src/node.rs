@@ -1,0 +1,98 @@
+//! A Herald node running as a real process of our own binary.
+//!
+//! The node is started with `--listen 127.0.0.1:0`; the port it got is read from the line
+//! it prints on standard output (`… listening on http://ADDR …`), so tests never race for
+//! ports. The process is killed on `Drop`.
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+const START_TIMEOUT: Duration = Duration::from_secs(30);
+const LISTENING: &str = "listening on http://";
+
+pub struct HeraldProcess {
+    name: String,
+    child: Child,
+    addr: SocketAddr,
+}
+
+impl HeraldProcess {
+    /// Runs `binary` with `args` (which must make it listen on `127.0.0.1:0`) and waits until
+    /// it reports its address. `name` prefixes its output in the test log.
+    pub fn spawn(name: &str, binary: impl AsRef<Path>, args: &[&str]) -> Self {
+        let mut child = Command::new(binary.as_ref())
+            .args(args)
+            .env("RUST_LOG", std::env::var("RUST_LOG").unwrap_or("info".into()))
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {name}: {e}"));
+        let stdout = child.stdout.take().expect("stdout is piped");
+        let (tx, rx) = mpsc::channel();
+        let label = name.to_string();
+        // Keep draining stdout for the life of the process, so it never blocks on a full pipe.
+        std::thread::spawn(move || {
+            let mut tx = Some(tx);
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if let Some(rest) = line.split(LISTENING).nth(1) {
+                    let addr = rest.split_whitespace().next().unwrap_or_default();
+                    if let (Some(tx), Ok(addr)) = (tx.take(), addr.parse::<SocketAddr>()) {
+                        let _ = tx.send(addr);
+                    }
+                }
+                eprintln!("[{label}] {line}");
+            }
+        });
+        let addr = match rx.recv_timeout(START_TIMEOUT) {
+            Ok(addr) => addr,
+            Err(_) => {
+                let _ = child.kill();
+                panic!("{name} did not report its address within {START_TIMEOUT:?}");
+            }
+        };
+        Self {
+            name: name.to_string(),
+            child,
+            addr,
+        }
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// URL of the native WebSocket endpoint.
+    pub fn ws_url(&self) -> String {
+        format!("ws://{}/connection/websocket", self.addr)
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Kills the process at once (SIGKILL), as a crash would.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Whether the process has exited.
+    pub fn exited(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(Some(_)))
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+}
+
+impl Drop for HeraldProcess {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
