@@ -129,15 +129,18 @@ pub enum DisconnectCode {
     BadRequest,
     /// A frame was larger than the node accepts; do not resend it.
     MessageTooLarge,
+    /// The client did not send `connect` within the handshake deadline.
+    ConnectTimeout,
 }
 
 impl DisconnectCode {
-    pub const ALL: [DisconnectCode; 5] = [
+    pub const ALL: [DisconnectCode; 6] = [
         Self::Shutdown,
         Self::ServerError,
         Self::SlowConsumer,
         Self::BadRequest,
         Self::MessageTooLarge,
+        Self::ConnectTimeout,
     ];
 
     pub const fn code(self) -> u16 {
@@ -147,6 +150,7 @@ impl DisconnectCode {
             Self::SlowConsumer => 3004,
             Self::BadRequest => 3501,
             Self::MessageTooLarge => 3502,
+            Self::ConnectTimeout => 3503,
         }
     }
 
@@ -158,6 +162,7 @@ impl DisconnectCode {
             Self::SlowConsumer => "slow consumer",
             Self::BadRequest => "bad request",
             Self::MessageTooLarge => "message too large",
+            Self::ConnectTimeout => "connect timeout",
         }
     }
 

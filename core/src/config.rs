@@ -65,6 +65,9 @@ pub struct GatewayConfig {
     /// missing ones, before the gap is filled from history.
     #[serde(with = "humantime_serde")]
     pub gap_hold: Duration,
+    /// How long a new connection has to send `connect` before it is closed (code 3503).
+    #[serde(with = "humantime_serde")]
+    pub connect_timeout: Duration,
     /// Publications returned by `history` when the client gives no limit.
     pub history_default_limit: u32,
     /// Most publications one `history` command may ask for.
@@ -79,6 +82,7 @@ impl Default for GatewayConfig {
             outbound_queue: 4096,
             request_timeout: Duration::from_secs(5),
             gap_hold: Duration::from_millis(250),
+            connect_timeout: Duration::from_secs(10),
             history_default_limit: 100,
             history_max_limit: 1000,
         }
@@ -88,6 +92,8 @@ impl Default for GatewayConfig {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct RouterConfig {
+    /// Address of the router's HTTP listener (`/healthz`, `/readyz`).
+    pub listen: SocketAddr,
     /// Publish and history requests one router handles at once (pipelined on Redis).
     pub concurrency: usize,
     /// How long an idempotency key is remembered.
@@ -102,6 +108,7 @@ pub struct RouterConfig {
 impl Default for RouterConfig {
     fn default() -> Self {
         Self {
+            listen: SocketAddr::from(([0, 0, 0, 0], 3100)),
             concurrency: 512,
             idempotency_ttl: Duration::from_secs(300),
             stream_meta_ttl: Duration::from_secs(7 * 24 * 3600),

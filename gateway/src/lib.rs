@@ -1,14 +1,27 @@
-pub fn add(left: u64, right: u64) -> u64 {
-    left + right
-}
+//! The Herald gateway: terminates client connections and fans publications out to them.
+//!
+//! Gateways are stateless: they hold connections and in-memory subscription tables only.
+//! Publications with history are sent to the routers; every publication reaches gateways
+//! on its channel's delivery subject, which a gateway subscribes to while it has at least
+//! one local subscriber.
+//!
+//! # Layout
+//! - [`gateway`]: the node's shared state and [`serve`], which runs it on a listener.
+//! - [`http`]: routes (WebSocket endpoints, `/healthz`, `/readyz`).
+//! - [`native`]: the native JSON protocol: command parsing, replies, pushes, the session.
+//! - [`hub`]: local subscriptions and fan-out (encode once, queue to many).
+//! - [`feed`]: one task per subscribed channel, bringing its publications in order.
+//! - [`sequencer`]: the ordering rule (no gaps, no duplicates), pure logic.
+//! - [`upstream`]: requests to the routers over the bus.
+//! - [`outbound`]: a connection's bounded outbound queue, close signal and writer.
 
-#[cfg(test)]
-mod tests {
-    use super::*;
+pub mod feed;
+pub mod gateway;
+pub mod http;
+pub mod hub;
+pub mod native;
+pub mod outbound;
+pub mod sequencer;
+pub mod upstream;
 
-    #[test]
-    fn it_works() {
-        let result = add(2, 2);
-        assert_eq!(result, 4);
-    }
-}
+pub use gateway::{Gateway, serve};

@@ -12,7 +12,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use bytes::Bytes;
 use futures_util::StreamExt;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 
 use super::{Bus, BusError, BusMessage, Subscription};
 
@@ -30,10 +30,20 @@ struct Registry {
     by_subject: HashMap<String, Vec<Subscriber>>,
 }
 
-#[derive(Default)]
 struct Shared {
     registry: Mutex<Registry>,
     next_id: AtomicU64,
+    connections: watch::Sender<u64>,
+}
+
+impl Default for Shared {
+    fn default() -> Self {
+        Self {
+            registry: Mutex::default(),
+            next_id: AtomicU64::new(0),
+            connections: watch::Sender::new(1),
+        }
+    }
 }
 
 impl Shared {
@@ -175,6 +185,11 @@ impl Bus for MemoryBus {
 
     fn is_connected(&self) -> bool {
         true
+    }
+
+    fn connections(&self) -> watch::Receiver<u64> {
+        // The in-process bus never disconnects.
+        self.shared.connections.subscribe()
     }
 }
 

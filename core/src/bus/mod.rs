@@ -17,6 +17,7 @@ use bytes::Bytes;
 use futures_util::Stream;
 use futures_util::stream::BoxStream;
 use thiserror::Error;
+use tokio::sync::watch;
 
 pub use memory::MemoryBus;
 pub use nats::NatsBus;
@@ -84,4 +85,9 @@ pub trait Bus: Send + Sync + 'static {
     /// Whether the bus can carry messages right now. Publishes are refused while it cannot,
     /// rather than buffered with an unknown fate.
     fn is_connected(&self) -> bool;
+
+    /// Counts the connections the bus has made. It changes after every reconnection, when
+    /// messages sent during the outage may have been lost: gateways then catch up from
+    /// history.
+    fn connections(&self) -> watch::Receiver<u64>;
 }

@@ -1,11 +1,13 @@
 //! [`Bus`] over a NATS server, with automatic reconnection.
 
+use std::sync::Arc;
 use std::time::Duration;
 
-use async_nats::{Client, ConnectOptions, connection::State};
+use async_nats::{Client, ConnectOptions, Event, connection::State};
 use async_trait::async_trait;
 use bytes::Bytes;
 use futures_util::StreamExt;
+use tokio::sync::watch;
 
 use super::{Bus, BusError, BusMessage, Subscription};
 
@@ -17,12 +19,15 @@ const MAX_RECONNECT_DELAY: Duration = Duration::from_millis(1000);
 #[derive(Clone)]
 pub struct NatsBus {
     client: Client,
+    connections: Arc<watch::Sender<u64>>,
 }
 
 impl NatsBus {
     /// Connects to `url` (comma-separated for several servers). Fails if NATS cannot be
     /// reached now; after that, reconnection is automatic and unlimited.
     pub async fn connect(url: &str, name: &str) -> Result<Self, BusError> {
+        let connections = Arc::new(watch::Sender::new(0u64));
+        let events = connections.clone();
         let client = ConnectOptions::new()
             .name(name)
             .retry_on_initial_connect()
@@ -31,13 +36,22 @@ impl NatsBus {
             .reconnect_delay_callback(|attempts| {
                 MAX_RECONNECT_DELAY.min(Duration::from_millis(50 * attempts as u64))
             })
-            .event_callback(|event| async move {
-                tracing::info!(%event, "nats connection event");
+            .event_callback(move |event| {
+                let events = events.clone();
+                async move {
+                    if matches!(event, Event::Connected) {
+                        events.send_modify(|n| *n += 1);
+                    }
+                    tracing::info!(%event, "nats connection event");
+                }
             })
             .connect(url)
             .await
             .map_err(|e| BusError::Other(format!("cannot connect to NATS at {url}: {e}")))?;
-        Ok(Self { client })
+        Ok(Self {
+            client,
+            connections,
+        })
     }
 
     /// Waits until the first connection is established, or `timeout` passes.
@@ -120,5 +134,9 @@ impl Bus for NatsBus {
 
     fn is_connected(&self) -> bool {
         self.client.connection_state() == State::Connected
+    }
+
+    fn connections(&self) -> watch::Receiver<u64> {
+        self.connections.subscribe()
     }
 }

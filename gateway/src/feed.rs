@@ -1,0 +1,210 @@
+//! A channel's feed: the one bus subscription and task that bring a channel's publications
+//! to this gateway, in order.
+//!
+//! For a channel with history the feed learns the stream's position from a router, then
+//! runs every publication through a [`Sequencer`]. A gap is first given
+//! [`FeedConfig::gap_hold`] to close by itself (another router's publication still on its
+//! way), then filled from history. After the bus reconnects, the feed catches up from
+//! history too, since publications sent during the outage never arrived.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use herald_core::codes::{ErrorCode, Refusal};
+use herald_proto::bus::v1::{HistoryRequest, Position, Publication};
+use prost::Message;
+use tokio::time::{Instant, sleep_until};
+
+use crate::hub::Hub;
+use crate::sequencer::{Accepted, Sequencer};
+use crate::upstream::Upstream;
+
+/// Publications read from history per catch-up request.
+const CATCH_UP_PAGE: u32 = 1000;
+
+#[derive(Debug, Clone, Copy)]
+pub struct FeedConfig {
+    /// How long a publication after a gap waits for the gap to close by itself.
+    pub gap_hold: Duration,
+}
+
+pub(crate) async fn run(
+    hub: Arc<Hub>,
+    upstream: Upstream,
+    config: FeedConfig,
+    channel: String,
+    generation: u64,
+    history: bool,
+) {
+    let mut subscription = match upstream
+        .bus()
+        .subscribe(upstream.subjects().delivery(&channel))
+        .await
+    {
+        Ok(subscription) => subscription,
+        Err(e) => {
+            let refusal = Refusal::new(ErrorCode::Unavailable, e.to_string());
+            return hub.feed_failed(&channel, generation, refusal);
+        }
+    };
+    let mut connections = upstream.bus().connections();
+    connections.mark_unchanged();
+    // Subscribed before asking for the position: nothing published after it can be missed.
+    let position = if history {
+        match upstream.position(&channel).await {
+            Ok(position) => position,
+            Err(refusal) => return hub.feed_failed(&channel, generation, refusal),
+        }
+    } else {
+        Position::default()
+    };
+    hub.feed_started(&channel, generation, position.clone());
+    let mut feed = Feed {
+        hub: &hub,
+        upstream: &upstream,
+        channel: &channel,
+        generation,
+        sequencer: Sequencer::new(&position),
+        gap_deadline: None,
+        gap_hold: config.gap_hold,
+    };
+    loop {
+        tokio::select! {
+            message = subscription.next() => {
+                let Some(message) = message else { break };
+                match Publication::decode(message.payload) {
+                    Ok(publication) if history => feed.accept(publication).await,
+                    Ok(publication) => hub.deliver(&channel, generation, &[publication]),
+                    Err(e) => tracing::warn!(channel, error = %e, "undecodable publication"),
+                }
+            }
+            () = wait_until(feed.gap_deadline) => feed.fill_gap().await,
+            changed = connections.changed(), if history => {
+                if changed.is_err() { break }
+                feed.catch_up().await;
+            }
+        }
+    }
+    let refusal = Refusal::new(ErrorCode::Unavailable, "channel subscription ended");
+    hub.feed_failed(&channel, generation, refusal);
+}
+
+async fn wait_until(deadline: Option<Instant>) {
+    match deadline {
+        Some(deadline) => sleep_until(deadline).await,
+        None => std::future::pending().await,
+    }
+}
+
+struct Feed<'a> {
+    hub: &'a Hub,
+    upstream: &'a Upstream,
+    channel: &'a str,
+    generation: u64,
+    sequencer: Sequencer,
+    gap_deadline: Option<Instant>,
+    gap_hold: Duration,
+}
+
+impl Feed<'_> {
+    fn deliver(&self, publications: &[Publication]) {
+        self.hub.deliver(self.channel, self.generation, publications);
+    }
+
+    /// Arms the gap timer when a gap opens, disarms it when none is left.
+    fn track_gap(&mut self) {
+        match (self.sequencer.gap(), self.gap_deadline) {
+            (Some(_), None) => self.gap_deadline = Some(Instant::now() + self.gap_hold),
+            (None, Some(_)) => self.gap_deadline = None,
+            _ => {}
+        }
+    }
+
+    async fn accept(&mut self, publication: Publication) {
+        match self.sequencer.accept(publication.clone()) {
+            Accepted::Deliver(ready) => self.deliver(&ready),
+            Accepted::Nothing => {}
+            Accepted::OtherEpoch => self.change_epoch(publication).await,
+        }
+        self.track_gap();
+    }
+
+    /// A publication from another epoch: the stream was lost and restarted, or the
+    /// publication is a straggler from the old one. A router says which.
+    async fn change_epoch(&mut self, publication: Publication) {
+        match self.upstream.position(self.channel).await {
+            Ok(current) if current.epoch == publication.epoch => {
+                tracing::info!(channel = self.channel, epoch = %current.epoch, "stream restarted");
+                self.sequencer.restart(current.epoch);
+                if let Accepted::Deliver(ready) = self.sequencer.accept(publication) {
+                    self.deliver(&ready);
+                }
+            }
+            Ok(_) => {}
+            Err(refusal) => {
+                tracing::warn!(channel = self.channel, %refusal, "cannot check the epoch");
+            }
+        }
+    }
+
+    async fn fill_gap(&mut self) {
+        let Some((from, to)) = self.sequencer.gap() else {
+            self.gap_deadline = None;
+            return;
+        };
+        let request = HistoryRequest {
+            channel: self.channel.to_string(),
+            since: Some(from - 1),
+            limit: u32::try_from(to - from + 1).unwrap_or(u32::MAX),
+            reverse: false,
+        };
+        match self.upstream.history(request).await {
+            Ok(page) => {
+                let ready = self.sequencer.fill(page.publications);
+                self.deliver(&ready);
+                self.gap_deadline = None;
+                self.track_gap();
+            }
+            Err(refusal) => {
+                tracing::warn!(channel = self.channel, %refusal, "cannot fill a gap; retrying");
+                self.gap_deadline = Some(Instant::now() + self.gap_hold);
+            }
+        }
+    }
+
+    /// Delivers whatever was published after the last delivered offset (after a bus outage).
+    async fn catch_up(&mut self) {
+        loop {
+            let position = self.sequencer.position();
+            let request = HistoryRequest {
+                channel: self.channel.to_string(),
+                since: Some(position.offset),
+                limit: CATCH_UP_PAGE,
+                reverse: false,
+            };
+            let page = match self.upstream.history(request).await {
+                Ok(page) => page,
+                Err(refusal) => {
+                    tracing::warn!(channel = self.channel, %refusal, "cannot catch up");
+                    return;
+                }
+            };
+            let current = page.position.unwrap_or_default();
+            if current.epoch != position.epoch {
+                self.sequencer.restart(current.epoch);
+                continue;
+            }
+            let full_page = page.publications.len() as u32 == CATCH_UP_PAGE;
+            for publication in page.publications {
+                if let Accepted::Deliver(ready) = self.sequencer.accept(publication) {
+                    self.deliver(&ready);
+                }
+            }
+            self.track_gap();
+            if !full_page {
+                return;
+            }
+        }
+    }
+}

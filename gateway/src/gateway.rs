@@ -1,0 +1,99 @@
+//! The shared state of one gateway node, and serving it on a listener.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use herald_core::bus::Bus;
+use herald_core::config::{ChannelsConfig, Config, GatewayConfig};
+use herald_core::subjects::Subjects;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::feed::FeedConfig;
+use crate::http;
+use crate::hub::{ClientId, Hub};
+use crate::upstream::Upstream;
+
+/// How long sessions get to say goodbye after shutdown begins.
+const SESSION_GRACE: Duration = Duration::from_secs(5);
+
+pub struct Gateway {
+    pub(crate) node_id: String,
+    pub(crate) config: GatewayConfig,
+    pub(crate) channels: ChannelsConfig,
+    pub(crate) hub: Arc<Hub>,
+    pub(crate) upstream: Upstream,
+    /// Cancelled when the node shuts down; every session watches it, because upgraded
+    /// WebSockets are out of reach of the HTTP server's own graceful shutdown.
+    pub(crate) shutdown: CancellationToken,
+    pub(crate) sessions: TaskTracker,
+    next_client: AtomicU64,
+}
+
+impl Gateway {
+    pub fn new(node_id: impl Into<String>, config: &Config, bus: Arc<dyn Bus>) -> Arc<Self> {
+        let upstream = Upstream::new(
+            bus,
+            Subjects::new(config.nats.subject_prefix.clone()),
+            config.gateway.request_timeout,
+        );
+        let feed_config = FeedConfig {
+            gap_hold: config.gateway.gap_hold,
+        };
+        Arc::new(Self {
+            node_id: node_id.into(),
+            config: config.gateway.clone(),
+            channels: config.channels.clone(),
+            hub: Hub::new(upstream.clone(), feed_config, config.gateway.request_timeout),
+            upstream,
+            shutdown: CancellationToken::new(),
+            sessions: TaskTracker::new(),
+            next_client: AtomicU64::new(1),
+        })
+    }
+
+    pub(crate) fn next_client_id(&self) -> ClientId {
+        self.next_client.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// Ready to take clients: the bus is connected and the node is not shutting down.
+    pub fn ready(&self) -> bool {
+        !self.shutdown.is_cancelled() && self.upstream.bus().is_connected()
+    }
+
+    /// Number of open client connections.
+    pub fn connections(&self) -> usize {
+        self.sessions.len()
+    }
+}
+
+/// Serves the gateway on `listener` until `shutdown` completes, then closes every session
+/// (code 3000, so clients reconnect elsewhere) and waits briefly for them to finish.
+pub async fn serve(
+    listener: TcpListener,
+    gateway: Arc<Gateway>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let token = gateway.shutdown.clone();
+    let app = http::router(gateway.clone());
+    axum::serve(listener, app)
+        .with_graceful_shutdown(async move {
+            shutdown.await;
+            token.cancel();
+        })
+        .await?;
+    gateway.sessions.close();
+    if tokio::time::timeout(SESSION_GRACE, gateway.sessions.wait())
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            open = gateway.sessions.len(),
+            "sessions still open after the grace period"
+        );
+    }
+    Ok(())
+}

@@ -1,0 +1,250 @@
+//! Who is subscribed to what on this gateway, and fan-out to them.
+//!
+//! One entry per channel with local subscribers. The first subscriber starts the channel's
+//! feed (one bus subscription and one task per channel, whatever the number of local
+//! subscribers); the last one to leave stops it. A publication is encoded once per
+//! protocol and the same bytes are queued to every subscriber.
+//!
+//! A subscriber is added under the same lock that delivery takes, together with reading
+//! the channel's position, so it receives exactly the publications after the position its
+//! subscribe reply reports.
+
+use std::collections::HashMap;
+use std::collections::hash_map::RandomState;
+use std::hash::BuildHasher;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use herald_core::codes::{DisconnectCode, ErrorCode, Refusal};
+use herald_proto::bus::v1::{Position, Publication};
+use tokio::sync::watch;
+use tokio::task::AbortHandle;
+
+use crate::feed::{self, FeedConfig};
+use crate::native;
+use crate::outbound::Outbound;
+use crate::upstream::Upstream;
+
+const SHARDS: usize = 32;
+
+/// Identifies one client connection on this gateway.
+pub type ClientId = u64;
+
+/// How a channel's feed started: its position, or why it could not.
+type Readiness = Option<Result<(), Refusal>>;
+
+struct Entry {
+    generation: u64,
+    subscribers: HashMap<ClientId, Outbound>,
+    /// Subscribe calls waiting for the feed to start; the entry stays while there are any.
+    waiting: usize,
+    position: Position,
+    ready: watch::Sender<Readiness>,
+    feed: Option<AbortHandle>,
+}
+
+impl Entry {
+    fn unused(&self) -> bool {
+        self.subscribers.is_empty() && self.waiting == 0
+    }
+}
+
+type Shard = HashMap<String, Entry>;
+
+pub struct Hub {
+    shards: Box<[Mutex<Shard>]>,
+    hasher: RandomState,
+    generations: AtomicU64,
+    upstream: Upstream,
+    feed_config: FeedConfig,
+    /// Longest wait for a channel's feed to start.
+    start_timeout: Duration,
+}
+
+impl Hub {
+    pub fn new(upstream: Upstream, feed_config: FeedConfig, start_timeout: Duration) -> Arc<Self> {
+        Arc::new(Self {
+            shards: (0..SHARDS).map(|_| Mutex::default()).collect(),
+            hasher: RandomState::new(),
+            generations: AtomicU64::new(1),
+            upstream,
+            feed_config,
+            start_timeout,
+        })
+    }
+
+    fn shard(&self, channel: &str) -> MutexGuard<'_, Shard> {
+        let index = self.hasher.hash_one(channel) as usize % SHARDS;
+        // Every critical section below leaves the map consistent at each step, so a lock
+        // poisoned by a panic elsewhere is still safe to use.
+        self.shards[index].lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Subscribes a connection; returns the channel position it starts after.
+    pub async fn subscribe(
+        self: &Arc<Self>,
+        channel: &str,
+        client: ClientId,
+        outbound: Outbound,
+        history: bool,
+    ) -> Result<Position, Refusal> {
+        let (generation, mut ready) = {
+            let mut shard = self.shard(channel);
+            let entry = shard
+                .entry(channel.to_string())
+                .or_insert_with(|| self.start_feed(channel, history));
+            if entry.subscribers.contains_key(&client) {
+                return Err(Refusal::new(
+                    ErrorCode::AlreadySubscribed,
+                    "already subscribed to this channel",
+                ));
+            }
+            entry.waiting += 1;
+            (entry.generation, entry.ready.subscribe())
+        };
+        let waiting = Waiting {
+            hub: self,
+            channel,
+            generation,
+        };
+        let started = tokio::time::timeout(self.start_timeout, ready.wait_for(Option::is_some))
+            .await
+            .map_err(|_| {
+                Refusal::new(ErrorCode::Unavailable, "timed out starting the channel feed")
+            })?
+            .map_err(|_| Refusal::new(ErrorCode::Unavailable, "channel feed stopped"))?
+            .clone();
+        if let Some(Err(refusal)) = started {
+            return Err(refusal);
+        }
+        let mut shard = self.shard(channel);
+        let entry = shard
+            .get_mut(channel)
+            .filter(|e| e.generation == generation)
+            .ok_or_else(|| Refusal::new(ErrorCode::Unavailable, "channel feed restarted"))?;
+        entry.waiting -= 1;
+        std::mem::forget(waiting);
+        entry.subscribers.insert(client, outbound);
+        Ok(entry.position.clone())
+    }
+
+    fn start_feed(self: &Arc<Self>, channel: &str, history: bool) -> Entry {
+        let generation = self.generations.fetch_add(1, Ordering::Relaxed);
+        let task = tokio::spawn(feed::run(
+            self.clone(),
+            self.upstream.clone(),
+            self.feed_config,
+            channel.to_string(),
+            generation,
+            history,
+        ));
+        Entry {
+            generation,
+            subscribers: HashMap::new(),
+            waiting: 0,
+            position: Position::default(),
+            ready: watch::Sender::new(None),
+            feed: Some(task.abort_handle()),
+        }
+    }
+
+    /// Removes a subscriber; returns whether it was subscribed.
+    pub fn unsubscribe(&self, channel: &str, client: ClientId) -> bool {
+        let mut shard = self.shard(channel);
+        let Some(entry) = shard.get_mut(channel) else {
+            return false;
+        };
+        let removed = entry.subscribers.remove(&client).is_some();
+        if entry.unused() {
+            remove(&mut shard, channel);
+        }
+        removed
+    }
+
+    /// Called by a feed once it receives publications, at `position`.
+    pub(crate) fn feed_started(&self, channel: &str, generation: u64, position: Position) {
+        let mut shard = self.shard(channel);
+        if let Some(entry) = shard.get_mut(channel).filter(|e| e.generation == generation) {
+            entry.position = position;
+            entry.ready.send_replace(Some(Ok(())));
+        }
+    }
+
+    /// Called by a feed that cannot go on: waiting subscribe calls fail with `refusal`,
+    /// subscribers are disconnected so they reconnect and resubscribe.
+    pub(crate) fn feed_failed(&self, channel: &str, generation: u64, refusal: Refusal) {
+        let mut shard = self.shard(channel);
+        if shard
+            .get(channel)
+            .is_some_and(|e| e.generation == generation)
+            && let Some(entry) = shard.remove(channel)
+        {
+            entry.ready.send_replace(Some(Err(refusal)));
+            for outbound in entry.subscribers.values() {
+                outbound.closer().close(DisconnectCode::ServerError);
+            }
+        }
+    }
+
+    /// Delivers publications, in order, to the channel's local subscribers.
+    pub(crate) fn deliver(&self, channel: &str, generation: u64, publications: &[Publication]) {
+        let Some(last) = publications.last() else {
+            return;
+        };
+        // Encode before taking the lock: once per publication, shared by every subscriber.
+        let frames: Vec<_> = publications.iter().map(native::push::publication).collect();
+        let mut shard = self.shard(channel);
+        let Some(entry) = shard.get_mut(channel).filter(|e| e.generation == generation) else {
+            return;
+        };
+        entry.position = Position {
+            offset: last.offset,
+            epoch: last.epoch.clone(),
+        };
+        for frame in frames.iter().flatten() {
+            for outbound in entry.subscribers.values() {
+                outbound.send(frame.clone());
+            }
+        }
+    }
+
+    /// Number of channels with local subscribers.
+    pub fn channels(&self) -> usize {
+        self.shards
+            .iter()
+            .map(|s| s.lock().unwrap_or_else(|e| e.into_inner()).len())
+            .sum()
+    }
+}
+
+fn remove(shard: &mut Shard, channel: &str) {
+    if let Some(entry) = shard.remove(channel)
+        && let Some(feed) = entry.feed
+    {
+        feed.abort();
+    }
+}
+
+/// Gives up a subscribe call's wait when the call is dropped or fails, so a channel nobody
+/// ended up joining does not keep its feed.
+struct Waiting<'a> {
+    hub: &'a Hub,
+    channel: &'a str,
+    generation: u64,
+}
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        let mut shard = self.hub.shard(self.channel);
+        if let Some(entry) = shard
+            .get_mut(self.channel)
+            .filter(|e| e.generation == self.generation)
+        {
+            entry.waiting -= 1;
+            if entry.unused() {
+                remove(&mut shard, self.channel);
+            }
+        }
+    }
+}

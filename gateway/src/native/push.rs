@@ -1,0 +1,95 @@
+//! Encoding server pushes (frames without an `id`).
+//!
+//! The publication push is built by hand around the payload, which is already JSON: it is
+//! copied in as it is, never parsed and re-serialized. This runs once per publication per
+//! gateway, not once per recipient.
+
+use std::fmt::Write;
+
+use axum::extract::ws::Utf8Bytes;
+use herald_core::codes::DisconnectCode;
+use herald_proto::bus::v1::Publication;
+
+/// `{"push":"publication","channel":…,"offset":…,"epoch":…,"data":…}`; the offset and epoch
+/// only for channels with history. `None` if the payload is not UTF-8 (it cannot be JSON).
+pub fn publication(p: &Publication) -> Option<Utf8Bytes> {
+    let Ok(data) = std::str::from_utf8(&p.data) else {
+        tracing::warn!(channel = %p.channel, "dropping a publication whose data is not UTF-8");
+        return None;
+    };
+    let data = if data.is_empty() { "null" } else { data };
+    let mut out = String::with_capacity(64 + p.channel.len() + p.epoch.len() + data.len());
+    out.push_str(r#"{"push":"publication","channel":"#);
+    push_json_string(&mut out, &p.channel);
+    if !p.epoch.is_empty() {
+        let _ = write!(out, r#","offset":{},"epoch":"#, p.offset);
+        push_json_string(&mut out, &p.epoch);
+    }
+    out.push_str(r#","data":"#);
+    out.push_str(data);
+    out.push('}');
+    Some(out.into())
+}
+
+/// `{"push":"disconnect","code":…,"reason":…,"reconnect":…}`, sent before the close frame.
+pub fn disconnect(code: DisconnectCode) -> Option<Utf8Bytes> {
+    Some(
+        format!(
+            r#"{{"push":"disconnect","code":{},"reason":"{}","reconnect":{}}}"#,
+            code.code(),
+            code.reason(),
+            code.reconnect()
+        )
+        .into(),
+    )
+}
+
+fn push_json_string(out: &mut String, s: &str) {
+    // Serializing a &str cannot fail.
+    out.push_str(&serde_json::to_string(s).unwrap_or_default());
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::Bytes;
+    use serde_json::{Value, json};
+
+    #[test]
+    fn publication_push_is_valid_json_with_the_payload_intact() {
+        let p = Publication {
+            channel: "chat:\"x\"".into(),
+            offset: 7,
+            epoch: "ab12".into(),
+            data: Bytes::from_static("{\"text\":\"这是一条消息\"}".as_bytes()),
+            ..Default::default()
+        };
+        let frame = publication(&p).unwrap();
+        let value: Value = serde_json::from_str(frame.as_str()).unwrap();
+        assert_eq!(
+            value,
+            json!({"push":"publication","channel":"chat:\"x\"","offset":7,"epoch":"ab12",
+                   "data":{"text":"这是一条消息"}})
+        );
+    }
+
+    #[test]
+    fn channels_without_history_carry_no_offset() {
+        let p = Publication {
+            channel: "typing".into(),
+            data: Bytes::from_static(b"1"),
+            ..Default::default()
+        };
+        let value: Value = serde_json::from_str(publication(&p).unwrap().as_str()).unwrap();
+        assert_eq!(value, json!({"push":"publication","channel":"typing","data":1}));
+    }
+
+    #[test]
+    fn disconnect_push_says_whether_to_reconnect() {
+        let value: Value =
+            serde_json::from_str(disconnect(DisconnectCode::SlowConsumer).unwrap().as_str())
+                .unwrap();
+        assert_eq!(value["code"], 3004);
+        assert_eq!(value["reconnect"], true);
+    }
+}

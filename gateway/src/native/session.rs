@@ -1,0 +1,233 @@
+//! One native-protocol connection: a `connect` handshake with a deadline, then one loop
+//! over the client's commands, until the client leaves or the server closes it.
+//!
+//! Commands of one connection are handled one after the other, so a client's publications
+//! keep the order it sent them in. Replies and publications share the connection's bounded
+//! outbound queue, written by a separate task.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use axum::extract::ws::{Message, Utf8Bytes, WebSocket};
+use bytes::Bytes;
+use futures_util::StreamExt;
+use herald_core::channel;
+use herald_core::codes::{DisconnectCode, ErrorCode, Refusal};
+use herald_proto::bus::v1::{HistoryRequest, Position, PublishRequest, Publication};
+
+use super::command::{self, ChannelParams, Command, HistoryParams, PublishParams};
+use super::{push, reply};
+use crate::gateway::Gateway;
+use crate::hub::ClientId;
+use crate::outbound::{self, Outbound};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum State {
+    /// Waiting for `connect`.
+    Connecting,
+    Connected,
+}
+
+struct Session {
+    gateway: Arc<Gateway>,
+    id: ClientId,
+    /// Cluster-wide id, carried as the origin of this client's publications.
+    name: String,
+    state: State,
+    subscriptions: HashSet<String>,
+    outbound: Outbound,
+}
+
+/// Serves one upgraded WebSocket until it closes.
+pub async fn serve(socket: WebSocket, gateway: Arc<Gateway>) {
+    let (sink, mut stream) = socket.split();
+    let (outbound, frames) = outbound::channel(gateway.config.outbound_queue);
+    let closer = outbound.closer().clone();
+    let writer = tokio::spawn(outbound::write_loop(
+        sink,
+        frames,
+        closer.clone(),
+        push::disconnect,
+    ));
+    let id = gateway.next_client_id();
+    let mut session = Session {
+        name: format!("{}-{id}", gateway.node_id),
+        gateway: gateway.clone(),
+        id,
+        state: State::Connecting,
+        subscriptions: HashSet::new(),
+        outbound,
+    };
+    let handshake = tokio::time::sleep(gateway.config.connect_timeout);
+    tokio::pin!(handshake);
+    loop {
+        tokio::select! {
+            frame = stream.next() => match frame {
+                Some(Ok(Message::Text(text))) => {
+                    if let Err(code) = session.handle(&text).await {
+                        closer.close(code);
+                    }
+                }
+                Some(Ok(Message::Binary(_))) => closer.close(DisconnectCode::BadRequest),
+                Some(Ok(Message::Ping(_) | Message::Pong(_))) => {}
+                Some(Ok(Message::Close(_))) | None => closer.gone(),
+                // Frames far over the limit are refused by the WebSocket layer itself.
+                Some(Err(_)) => closer.close(DisconnectCode::BadRequest),
+            },
+            () = &mut handshake, if session.state == State::Connecting => {
+                closer.close(DisconnectCode::ConnectTimeout);
+            }
+            () = closer.closed() => {}
+            () = gateway.shutdown.cancelled() => closer.close(DisconnectCode::Shutdown),
+        }
+        if closer.is_closed() {
+            break;
+        }
+    }
+    session.leave_all();
+    drop(session);
+    let _ = writer.await;
+}
+
+impl Session {
+    fn send(&self, frame: Utf8Bytes) {
+        self.outbound.send(frame);
+    }
+
+    /// Handles one text frame. An error closes the connection with that code.
+    async fn handle(&mut self, text: &str) -> Result<(), DisconnectCode> {
+        if text.len() > self.gateway.config.max_frame_size {
+            return Err(DisconnectCode::MessageTooLarge);
+        }
+        let parsed = command::parse(text).map_err(|violation| {
+            tracing::debug!(client = self.id, %violation, "protocol violation");
+            DisconnectCode::BadRequest
+        })?;
+        let id = parsed.id;
+        let frame = match parsed.command {
+            Ok(command) => self.execute(id, command).await,
+            Err(refusal) => Err(refusal),
+        };
+        self.send(frame.unwrap_or_else(|refusal| reply::error(id, &refusal)));
+        Ok(())
+    }
+
+    async fn execute(&mut self, id: u64, command: Command<'_>) -> Result<Utf8Bytes, Refusal> {
+        match (self.state, command) {
+            (State::Connecting, Command::Connect(_)) => {
+                self.state = State::Connected;
+                let result = reply::ConnectResult {
+                    client: &self.name,
+                    version: env!("CARGO_PKG_VERSION"),
+                };
+                Ok(reply::ok(id, &result))
+            }
+            (State::Connected, Command::Connect(_)) => Err(Refusal::new(
+                ErrorCode::AlreadyConnected,
+                "connect was already sent",
+            )),
+            (_, Command::Ping) => Ok(reply::empty(id)),
+            (State::Connecting, _) => Err(Refusal::new(
+                ErrorCode::NotConnected,
+                "send connect first",
+            )),
+            (State::Connected, Command::Subscribe(params)) => self.subscribe(id, params).await,
+            (State::Connected, Command::Unsubscribe(params)) => self.unsubscribe(id, params),
+            (State::Connected, Command::Publish(params)) => self.publish(id, params).await,
+            (State::Connected, Command::History(params)) => self.history(id, params).await,
+        }
+    }
+
+    async fn subscribe(&mut self, id: u64, params: ChannelParams) -> Result<Utf8Bytes, Refusal> {
+        let channel = params.channel;
+        valid_channel(&channel)?;
+        if self.subscriptions.contains(&channel) {
+            return Err(Refusal::new(
+                ErrorCode::AlreadySubscribed,
+                "already subscribed to this channel",
+            ));
+        }
+        let history = self.gateway.channels.rules_for(&channel).has_history();
+        let position = self
+            .gateway
+            .hub
+            .subscribe(&channel, self.id, self.outbound.clone(), history)
+            .await?;
+        self.subscriptions.insert(channel);
+        Ok(reply::ok(id, &reply::PositionResult::new(&position)))
+    }
+
+    fn unsubscribe(&mut self, id: u64, params: ChannelParams) -> Result<Utf8Bytes, Refusal> {
+        if !self.subscriptions.remove(&params.channel) {
+            return Err(Refusal::new(
+                ErrorCode::NotSubscribed,
+                "not subscribed to this channel",
+            ));
+        }
+        self.gateway.hub.unsubscribe(&params.channel, self.id);
+        Ok(reply::empty(id))
+    }
+
+    async fn publish(&mut self, id: u64, params: PublishParams<'_>) -> Result<Utf8Bytes, Refusal> {
+        let channel = params.channel;
+        valid_channel(&channel)?;
+        let rules = self.gateway.channels.rules_for(&channel);
+        let data = params.data.get();
+        if data.len() > rules.max_message_size {
+            return Err(Refusal::new(
+                ErrorCode::MessageTooLarge,
+                format!("data exceeds {} bytes", rules.max_message_size),
+            ));
+        }
+        let data = Bytes::copy_from_slice(data.as_bytes());
+        if !rules.has_history() {
+            let publication = Publication {
+                channel,
+                data,
+                origin: self.name.clone(),
+                accepted_at_us: herald_core::time::unix_micros(),
+                ..Default::default()
+            };
+            self.gateway.upstream.deliver(&publication).await?;
+            return Ok(reply::ok(id, &reply::PositionResult::new(&Position::default())));
+        }
+        let request = PublishRequest {
+            channel,
+            data,
+            idempotency_key: params.idempotency_key.unwrap_or_default(),
+            origin: self.name.clone(),
+        };
+        let position = self.gateway.upstream.publish(request).await?;
+        Ok(reply::ok(id, &reply::PositionResult::new(&position)))
+    }
+
+    async fn history(&mut self, id: u64, params: HistoryParams) -> Result<Utf8Bytes, Refusal> {
+        valid_channel(&params.channel)?;
+        let config = &self.gateway.config;
+        let limit = params.limit.unwrap_or(config.history_default_limit);
+        if limit > config.history_max_limit {
+            return Err(Refusal::new(
+                ErrorCode::BadRequest,
+                format!("limit exceeds {}", config.history_max_limit),
+            ));
+        }
+        let request = HistoryRequest {
+            channel: params.channel,
+            since: params.since,
+            limit,
+            reverse: params.reverse,
+        };
+        let page = self.gateway.upstream.history(request).await?;
+        Ok(reply::history(id, &page))
+    }
+
+    fn leave_all(&mut self) {
+        for channel in self.subscriptions.drain() {
+            self.gateway.hub.unsubscribe(&channel, self.id);
+        }
+    }
+}
+
+fn valid_channel(name: &str) -> Result<(), Refusal> {
+    channel::validate(name).map_err(|e| Refusal::new(ErrorCode::BadChannel, e.to_string()))
+}

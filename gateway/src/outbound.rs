@@ -1,0 +1,157 @@
+//! One connection's way out: a bounded queue of encoded frames, a close signal, and the
+//! writer task that drains both onto the socket.
+//!
+//! The queue bound is the slow-consumer rule: a frame that does not fit means the client
+//! has stopped keeping up, and the connection is closed with
+//! [`DisconnectCode::SlowConsumer`] instead of buffering without limit. The writer drains
+//! everything queued into one write and one flush.
+
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use axum::extract::ws::{CloseFrame, Message, Utf8Bytes};
+use futures_util::{Sink, SinkExt};
+use herald_core::codes::DisconnectCode;
+use tokio::sync::mpsc;
+use tokio::sync::mpsc::error::TrySendError;
+use tokio_util::sync::CancellationToken;
+
+/// Frames written per flush at most, so one busy connection cannot starve its own closing.
+const WRITE_BATCH: usize = 256;
+/// Time allowed for the goodbye (disconnect push and close frame) to a client.
+const FAREWELL_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// Ends a connection once, with the reason of whoever ended it first.
+#[derive(Clone, Default)]
+pub struct Closer {
+    inner: Arc<CloserInner>,
+}
+
+#[derive(Default)]
+struct CloserInner {
+    /// `None` when the client went away: there is nobody to tell why.
+    reason: OnceLock<Option<DisconnectCode>>,
+    token: CancellationToken,
+}
+
+impl Closer {
+    /// Closes with `code`, unless the connection is already closing.
+    pub fn close(&self, code: DisconnectCode) {
+        self.set(Some(code));
+    }
+
+    /// Marks the client as gone.
+    pub fn gone(&self) {
+        self.set(None);
+    }
+
+    fn set(&self, reason: Option<DisconnectCode>) {
+        if self.inner.reason.set(reason).is_ok() {
+            self.inner.token.cancel();
+        }
+    }
+
+    pub async fn closed(&self) {
+        self.inner.token.cancelled().await;
+    }
+
+    pub fn is_closed(&self) -> bool {
+        self.inner.token.is_cancelled()
+    }
+
+    /// Why the server closed the connection, if it did.
+    pub fn reason(&self) -> Option<DisconnectCode> {
+        self.inner.reason.get().copied().flatten()
+    }
+}
+
+/// The sending side of a connection, cheap to clone into the hub.
+#[derive(Clone)]
+pub struct Outbound {
+    frames: mpsc::Sender<Utf8Bytes>,
+    closer: Closer,
+}
+
+impl Outbound {
+    /// Queues a frame without waiting. A full queue closes the connection as a slow consumer;
+    /// returns whether the frame was queued.
+    pub fn send(&self, frame: Utf8Bytes) -> bool {
+        match self.frames.try_send(frame) {
+            Ok(()) => true,
+            Err(TrySendError::Full(_)) => {
+                self.closer.close(DisconnectCode::SlowConsumer);
+                false
+            }
+            Err(TrySendError::Closed(_)) => false,
+        }
+    }
+
+    pub fn closer(&self) -> &Closer {
+        &self.closer
+    }
+}
+
+/// Creates a connection's outbound queue of `capacity` frames.
+pub fn channel(capacity: usize) -> (Outbound, mpsc::Receiver<Utf8Bytes>) {
+    let (frames, rx) = mpsc::channel(capacity);
+    (
+        Outbound {
+            frames,
+            closer: Closer::default(),
+        },
+        rx,
+    )
+}
+
+/// Writes queued frames until the connection closes. When the server closed it, the client
+/// gets `farewell(code)` (a protocol-specific disconnect message, if any) and a close frame.
+pub async fn write_loop<S>(
+    mut sink: S,
+    mut frames: mpsc::Receiver<Utf8Bytes>,
+    closer: Closer,
+    farewell: impl Fn(DisconnectCode) -> Option<Utf8Bytes>,
+) where
+    S: Sink<Message> + Unpin,
+{
+    loop {
+        let first = tokio::select! {
+            biased;
+            () = closer.closed() => break,
+            frame = frames.recv() => frame,
+        };
+        let Some(first) = first else { break };
+        let write = async {
+            sink.feed(Message::Text(first)).await?;
+            for _ in 1..WRITE_BATCH {
+                match frames.try_recv() {
+                    Ok(frame) => sink.feed(Message::Text(frame)).await?,
+                    Err(_) => break,
+                }
+            }
+            sink.flush().await
+        };
+        // A client that stops reading blocks the flush; closing must still win.
+        let written = tokio::select! {
+            biased;
+            () = closer.closed() => break,
+            written = write => written,
+        };
+        if written.is_err() {
+            closer.gone();
+            break;
+        }
+    }
+    if let Some(code) = closer.reason() {
+        let goodbye = async {
+            if let Some(frame) = farewell(code) {
+                sink.send(Message::Text(frame)).await?;
+            }
+            let close = CloseFrame {
+                code: code.code(),
+                reason: code.reason().into(),
+            };
+            sink.send(Message::Close(Some(close))).await
+        };
+        let _ = tokio::time::timeout(FAREWELL_TIMEOUT, goodbye).await;
+    }
+}

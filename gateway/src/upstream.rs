@@ -1,0 +1,117 @@
+//! The gateway's side of the routers: publish and history requests over the bus, and
+//! direct delivery for channels without history.
+//!
+//! Every failure becomes a [`Refusal`] a client can act on: a bus that is down, a router
+//! that does not answer in time, or no router at all are [`ErrorCode::Unavailable`]
+//! (temporary), never a silent drop.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use herald_core::bus::{Bus, BusError};
+use herald_core::codes::{ErrorCode, Refusal};
+use herald_core::subjects::Subjects;
+use herald_proto::bus::v1::{
+    self as pb, HistoryPage, HistoryReply, HistoryRequest, Position, PublishReply,
+    PublishRequest, Publication, history_reply, publish_reply,
+};
+use prost::Message;
+
+#[derive(Clone)]
+pub struct Upstream {
+    bus: Arc<dyn Bus>,
+    subjects: Subjects,
+    timeout: Duration,
+}
+
+fn unavailable(e: BusError) -> Refusal {
+    Refusal::new(ErrorCode::Unavailable, e.to_string())
+}
+
+fn refusal(error: pb::Error) -> Refusal {
+    let code = ErrorCode::from_code(error.code).unwrap_or(ErrorCode::Internal);
+    Refusal::new(code, error.message)
+}
+
+fn malformed(e: prost::DecodeError) -> Refusal {
+    Refusal::new(ErrorCode::Internal, format!("malformed router reply: {e}"))
+}
+
+impl Upstream {
+    pub fn new(bus: Arc<dyn Bus>, subjects: Subjects, timeout: Duration) -> Self {
+        Self {
+            bus,
+            subjects,
+            timeout,
+        }
+    }
+
+    pub fn bus(&self) -> &Arc<dyn Bus> {
+        &self.bus
+    }
+
+    pub fn subjects(&self) -> &Subjects {
+        &self.subjects
+    }
+
+    /// Asks a router to store and deliver a publication.
+    pub async fn publish(&self, request: PublishRequest) -> Result<Position, Refusal> {
+        let reply = self
+            .bus
+            .request(
+                self.subjects.publish_requests(),
+                Bytes::from(request.encode_to_vec()),
+                self.timeout,
+            )
+            .await
+            .map_err(unavailable)?;
+        match PublishReply::decode(reply).map_err(malformed)?.result {
+            Some(publish_reply::Result::Position(position)) => Ok(position),
+            Some(publish_reply::Result::Error(error)) => Err(refusal(error)),
+            None => Err(Refusal::new(ErrorCode::Internal, "empty router reply")),
+        }
+    }
+
+    /// Reads a page of history from a router.
+    pub async fn history(&self, request: HistoryRequest) -> Result<HistoryPage, Refusal> {
+        let reply = self
+            .bus
+            .request(
+                self.subjects.history_requests(),
+                Bytes::from(request.encode_to_vec()),
+                self.timeout,
+            )
+            .await
+            .map_err(unavailable)?;
+        match HistoryReply::decode(reply).map_err(malformed)?.result {
+            Some(history_reply::Result::Page(page)) => Ok(page),
+            Some(history_reply::Result::Error(error)) => Err(refusal(error)),
+            None => Err(Refusal::new(ErrorCode::Internal, "empty router reply")),
+        }
+    }
+
+    /// The current position of a channel's stream.
+    pub async fn position(&self, channel: &str) -> Result<Position, Refusal> {
+        let page = self
+            .history(HistoryRequest {
+                channel: channel.to_string(),
+                since: None,
+                limit: 0,
+                reverse: false,
+            })
+            .await?;
+        Ok(page.position.unwrap_or_default())
+    }
+
+    /// Delivers a publication of a channel without history straight to subscribers.
+    pub async fn deliver(&self, publication: &Publication) -> Result<(), Refusal> {
+        self.bus
+            .publish(
+                self.subjects.delivery(&publication.channel),
+                Bytes::from(publication.encode_to_vec()),
+            )
+            .await
+            .map_err(unavailable)
+    }
+}

@@ -1,0 +1,152 @@
+//! Wiring of a node for each mode. The same gateway and router code runs in all of them;
+//! only the bus and the history store differ.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use axum::Router;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::routing::get;
+use herald_core::bus::{Bus, MemoryBus, NatsBus};
+use herald_core::config::Config;
+use herald_core::subjects::Subjects;
+use herald_gateway::Gateway;
+use herald_router::RouterService;
+use herald_router::history::{HistoryStore, MemoryHistory, RedisHistory};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::cli::Mode;
+use crate::signal;
+
+/// Longest pause between attempts to reach Redis at start-up.
+const REDIS_RETRY: Duration = Duration::from_secs(2);
+
+pub async fn run(mode: Mode, config: Config) -> anyhow::Result<()> {
+    let node_id = if config.node.id.is_empty() {
+        format!("{}-{:06x}", mode.name(), rand::random::<u32>() & 0xff_ffff)
+    } else {
+        config.node.id.clone()
+    };
+    let shutdown = signal::shutdown_token();
+    match mode {
+        Mode::Standalone => {
+            let bus: Arc<dyn Bus> = Arc::new(MemoryBus::new());
+            let router = router(&config, bus.clone(), Arc::new(MemoryHistory::new()));
+            tokio::spawn(router.run(shutdown.clone().cancelled_owned()));
+            gateway(mode, &node_id, &config, bus, shutdown).await
+        }
+        Mode::Gateway => {
+            let bus = nats(&config, &node_id).await?;
+            gateway(mode, &node_id, &config, bus, shutdown).await
+        }
+        Mode::Router => {
+            let bus = nats(&config, &node_id).await?;
+            let listener = bind(config.router.listen).await?;
+            let Some(store) = redis(&config, &shutdown).await else {
+                return Ok(());
+            };
+            let router = router(&config, bus, Arc::new(store));
+            announce(mode, &node_id, listener.local_addr()?);
+            let health = Router::new()
+                .route("/healthz", get(|| async { "ok" }))
+                .route("/readyz", get(router_ready))
+                .with_state(router.clone());
+            let stop = shutdown.clone();
+            tokio::spawn(async move {
+                let served = axum::serve(listener, health)
+                    .with_graceful_shutdown(stop.cancelled_owned())
+                    .await;
+                if let Err(e) = served {
+                    tracing::error!(error = %e, "router health listener failed");
+                }
+            });
+            router
+                .run(shutdown.cancelled_owned())
+                .await
+                .context("router stopped")
+        }
+    }
+}
+
+fn router(config: &Config, bus: Arc<dyn Bus>, store: Arc<dyn HistoryStore>) -> Arc<RouterService> {
+    RouterService::new(
+        bus,
+        store,
+        Subjects::new(config.nats.subject_prefix.clone()),
+        config.channels.clone(),
+        config.router.clone(),
+    )
+}
+
+async fn router_ready(State(router): State<Arc<RouterService>>) -> (StatusCode, &'static str) {
+    if router.ready().await {
+        (StatusCode::OK, "ready")
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "not ready")
+    }
+}
+
+async fn gateway(
+    mode: Mode,
+    node_id: &str,
+    config: &Config,
+    bus: Arc<dyn Bus>,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    let listener = bind(config.gateway.listen).await?;
+    let gateway = Gateway::new(node_id, config, bus);
+    announce(mode, node_id, listener.local_addr()?);
+    herald_gateway::serve(listener, gateway, shutdown.cancelled_owned())
+        .await
+        .context("gateway stopped")
+}
+
+async fn bind(addr: SocketAddr) -> anyhow::Result<TcpListener> {
+    TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("cannot listen on {addr}"))
+}
+
+/// Tells the terminal (and test harnesses, which read this line) where the node listens.
+fn announce(mode: Mode, node_id: &str, addr: SocketAddr) {
+    let mode = mode.name();
+    match mode {
+        "router" => println!("herald {mode} {node_id} listening on http://{addr} (health probes)"),
+        _ => println!(
+            "herald {mode} {node_id} listening on http://{addr} \
+             (native WebSocket: ws://{addr}/connection/websocket)"
+        ),
+    }
+    tracing::info!(%addr, node = node_id, mode, "listening");
+}
+
+async fn nats(config: &Config, node_id: &str) -> anyhow::Result<Arc<dyn Bus>> {
+    let bus = NatsBus::connect(&config.nats.url, node_id).await?;
+    if !bus.wait_connected(Duration::from_secs(5)).await {
+        tracing::warn!(url = %config.nats.url, "NATS not reachable yet; retrying in the background");
+    }
+    Ok(Arc::new(bus))
+}
+
+/// Connects to Redis, retrying until it answers or the node is shut down.
+async fn redis(config: &Config, shutdown: &CancellationToken) -> Option<RedisHistory> {
+    loop {
+        let connect = RedisHistory::connect(
+            &config.redis.url,
+            &config.redis.key_prefix,
+            config.redis.timeout,
+        );
+        match connect.await {
+            Ok(store) => return Some(store),
+            Err(e) => tracing::warn!(error = %e, "Redis not reachable; retrying"),
+        }
+        tokio::select! {
+            () = tokio::time::sleep(REDIS_RETRY) => {}
+            () = shutdown.cancelled() => return None,
+        }
+    }
+}
