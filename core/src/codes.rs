@@ -190,7 +190,10 @@ mod tests {
 
     #[test]
     fn only_backend_failures_are_temporary() {
-        let temporary: Vec<_> = ErrorCode::ALL.into_iter().filter(|c| c.temporary()).collect();
+        let temporary: Vec<_> = ErrorCode::ALL
+            .into_iter()
+            .filter(|c| c.temporary())
+            .collect();
         assert_eq!(temporary, [ErrorCode::Internal, ErrorCode::Unavailable]);
     }
 }

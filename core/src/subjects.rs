@@ -83,7 +83,14 @@ mod tests {
 
     #[test]
     fn encoding_is_reversible_and_subject_safe() {
-        for channel in ["news", "chat:lobby", "/chat:lobby", "a.b*c>d e\tf", "%", "这是一条"] {
+        for channel in [
+            "news",
+            "chat:lobby",
+            "/chat:lobby",
+            "a.b*c>d e\tf",
+            "%",
+            "这是一条",
+        ] {
             let mut token = String::new();
             encode_token(channel, &mut token);
             assert!(

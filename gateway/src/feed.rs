@@ -109,7 +109,8 @@ struct Feed<'a> {
 
 impl Feed<'_> {
     fn deliver(&self, publications: &[Publication]) {
-        self.hub.deliver(self.channel, self.generation, publications);
+        self.hub
+            .deliver(self.channel, self.generation, publications);
     }
 
     /// Arms the gap timer when a gap opens, disarms it when none is left.

@@ -47,7 +47,11 @@ impl Gateway {
             node_id: node_id.into(),
             config: config.gateway.clone(),
             channels: config.channels.clone(),
-            hub: Hub::new(upstream.clone(), feed_config, config.gateway.request_timeout),
+            hub: Hub::new(
+                upstream.clone(),
+                feed_config,
+                config.gateway.request_timeout,
+            ),
             upstream,
             shutdown: CancellationToken::new(),
             sessions: TaskTracker::new(),

@@ -111,7 +111,10 @@ impl Hub {
         let started = tokio::time::timeout(self.start_timeout, ready.wait_for(Option::is_some))
             .await
             .map_err(|_| {
-                Refusal::new(ErrorCode::Unavailable, "timed out starting the channel feed")
+                Refusal::new(
+                    ErrorCode::Unavailable,
+                    "timed out starting the channel feed",
+                )
             })?
             .map_err(|_| Refusal::new(ErrorCode::Unavailable, "channel feed stopped"))?
             .clone();
@@ -165,7 +168,10 @@ impl Hub {
     /// Called by a feed once it receives publications, at `position`.
     pub(crate) fn feed_started(&self, channel: &str, generation: u64, position: Position) {
         let mut shard = self.shard(channel);
-        if let Some(entry) = shard.get_mut(channel).filter(|e| e.generation == generation) {
+        if let Some(entry) = shard
+            .get_mut(channel)
+            .filter(|e| e.generation == generation)
+        {
             entry.position = position;
             entry.ready.send_replace(Some(Ok(())));
         }
@@ -195,7 +201,10 @@ impl Hub {
         // Encode before taking the lock: once per publication, shared by every subscriber.
         let frames: Vec<_> = publications.iter().map(native::push::publication).collect();
         let mut shard = self.shard(channel);
-        let Some(entry) = shard.get_mut(channel).filter(|e| e.generation == generation) else {
+        let Some(entry) = shard
+            .get_mut(channel)
+            .filter(|e| e.generation == generation)
+        else {
             return;
         };
         entry.position = Position {

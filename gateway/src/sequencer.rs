@@ -107,7 +107,11 @@ impl Sequencer {
         let Some((lost_from, lost_to)) = self.gap() else {
             return Vec::new();
         };
-        tracing::warn!(lost_from, lost_to, "publications lost: history no longer has them");
+        tracing::warn!(
+            lost_from,
+            lost_to,
+            "publications lost: history no longer has them"
+        );
         if let Some((&first, _)) = self.held.first_key_value() {
             self.last = first - 1;
         }
@@ -191,7 +195,10 @@ mod tests {
         s.accept(publication(14));
         s.accept(publication(15));
         let filled = s.fill(vec![publication(13)]);
-        assert_eq!(filled.iter().map(|p| p.offset).collect::<Vec<_>>(), [14, 15]);
+        assert_eq!(
+            filled.iter().map(|p| p.offset).collect::<Vec<_>>(),
+            [14, 15]
+        );
         assert_eq!(s.gap(), None);
     }
 

@@ -13,8 +13,8 @@ use herald_core::bus::{Bus, BusError};
 use herald_core::codes::{ErrorCode, Refusal};
 use herald_core::subjects::Subjects;
 use herald_proto::bus::v1::{
-    self as pb, HistoryPage, HistoryReply, HistoryRequest, Position, PublishReply,
-    PublishRequest, Publication, history_reply, publish_reply,
+    self as pb, HistoryPage, HistoryReply, HistoryRequest, Position, Publication, PublishReply,
+    PublishRequest, history_reply, publish_reply,
 };
 use prost::Message;
 

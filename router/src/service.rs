@@ -8,6 +8,7 @@
 
 use std::future::Future;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use bytes::Bytes;
 use futures_util::StreamExt;
@@ -18,8 +19,8 @@ use herald_core::config::{ChannelsConfig, RouterConfig};
 use herald_core::subjects::{ROUTER_QUEUE, Subjects};
 use herald_core::time::unix_micros;
 use herald_proto::bus::v1::{
-    self as pb, HistoryReply, HistoryRequest, Position, PublishReply, PublishRequest,
-    Publication, history_reply, publish_reply,
+    self as pb, HistoryReply, HistoryRequest, Position, Publication, PublishReply, PublishRequest,
+    history_reply, publish_reply,
 };
 use prost::Message;
 
@@ -41,6 +42,8 @@ pub struct RouterService {
     subjects: Subjects,
     channels: ChannelsConfig,
     config: RouterConfig,
+    /// Set once the request subscriptions are live on the bus.
+    serving: AtomicBool,
 }
 
 impl RouterService {
@@ -57,6 +60,7 @@ impl RouterService {
             subjects,
             channels,
             config,
+            serving: AtomicBool::new(false),
         })
     }
 
@@ -70,6 +74,8 @@ impl RouterService {
             .bus
             .queue_subscribe(self.subjects.history_requests(), ROUTER_QUEUE.into())
             .await?;
+        self.bus.flush().await?;
+        self.serving.store(true, Ordering::Release);
         let requests = futures_util::stream::select(
             publishes.map(Request::Publish),
             histories.map(Request::History),
@@ -82,6 +88,7 @@ impl RouterService {
             () = serve => tracing::warn!("router request subscriptions ended"),
             () = shutdown => tracing::info!("router stopping"),
         }
+        self.serving.store(false, Ordering::Release);
         Ok(())
     }
 
@@ -221,9 +228,12 @@ impl RouterService {
         })
     }
 
-    /// Whether this router can serve: the bus is connected and the store answers.
+    /// Whether this router can serve: its subscriptions are live, the bus is connected and
+    /// the store answers.
     pub async fn ready(&self) -> bool {
-        self.bus.is_connected() && self.store.ping().await.is_ok()
+        self.serving.load(Ordering::Acquire)
+            && self.bus.is_connected()
+            && self.store.ping().await.is_ok()
     }
 }
 

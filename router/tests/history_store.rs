@@ -39,12 +39,18 @@ async fn offsets(store: &dyn HistoryStore, channel: &str, q: Query) -> Vec<u64> 
 
 async fn conformance(store: &dyn HistoryStore) {
     // An empty channel already has an epoch, which its first publication keeps.
-    let empty = store.read("c", query(None, 10, false), META_TTL).await.unwrap();
+    let empty = store
+        .read("c", query(None, 10, false), META_TTL)
+        .await
+        .unwrap();
     assert_eq!(empty.position.offset, 0);
     assert!(!empty.position.epoch.is_empty());
 
     for i in 1..=5u64 {
-        let appended = store.append(append("c", &format!("{{\"n\":{i}}}"), None, 3)).await.unwrap();
+        let appended = store
+            .append(append("c", &format!("{{\"n\":{i}}}"), None, 3))
+            .await
+            .unwrap();
         assert_eq!(appended.offset, i);
         assert_eq!(appended.epoch, empty.position.epoch);
     }
@@ -53,9 +59,15 @@ async fn conformance(store: &dyn HistoryStore) {
     assert_eq!(offsets(store, "c", query(None, 2, true)).await, [5, 4]);
     assert_eq!(offsets(store, "c", query(Some(3), 10, false)).await, [4, 5]);
     assert_eq!(offsets(store, "c", query(Some(5), 10, true)).await, [4, 3]);
-    assert_eq!(offsets(store, "c", query(Some(0), 0, false)).await, Vec::<u64>::new());
+    assert_eq!(
+        offsets(store, "c", query(Some(0), 0, false)).await,
+        Vec::<u64>::new()
+    );
 
-    let page = store.read("c", query(Some(4), 1, false), META_TTL).await.unwrap();
+    let page = store
+        .read("c", query(Some(4), 1, false), META_TTL)
+        .await
+        .unwrap();
     let publication = &page.publications[0];
     assert_eq!(&publication.data[..], b"{\"n\":5}");
     assert_eq!(publication.origin, "client-1");

@@ -108,10 +108,7 @@ impl NativeClient {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let command = json!({"id": id, "method": method, "params": params});
         let (tx, rx) = oneshot::channel();
-        self.pending
-            .lock()
-            .map_err(|_| "poisoned")?
-            .insert(id, tx);
+        self.pending.lock().map_err(|_| "poisoned")?.insert(id, tx);
         self.send_text(command.to_string()).await?;
         match tokio::time::timeout(Duration::from_secs(30), rx).await {
             Ok(Ok(reply)) => Ok(reply),

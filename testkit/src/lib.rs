@@ -3,17 +3,20 @@
 //! # Layout
 //! - [`servers`]: `nats-server` and `redis-server` on free loopback ports, which a fault
 //!   test can stop and start again on the same port.
+//! - [`cluster`]: NATS, Redis, gateways and routers together, ready to use.
 //! - [`node`]: a Herald process of our own binary, whose listening address is read from
 //!   its standard output.
 //! - [`client`]: a native-protocol WebSocket client (commands with ids, pushes, closes).
 //! - [`wait`]: bounded waiting on a condition, never a fixed sleep.
 
 pub mod client;
+pub mod cluster;
 pub mod node;
 pub mod servers;
 pub mod wait;
 
 pub use client::NativeClient;
+pub use cluster::Cluster;
 pub use node::HeraldProcess;
 pub use servers::{NatsServer, RedisServer};
 pub use wait::{wait_for, wait_for_async};

@@ -11,6 +11,8 @@ use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
 
+use crate::wait::wait_for;
+
 const START_TIMEOUT: Duration = Duration::from_secs(30);
 const LISTENING: &str = "listening on http://";
 
@@ -24,9 +26,23 @@ impl HeraldProcess {
     /// Runs `binary` with `args` (which must make it listen on `127.0.0.1:0`) and waits until
     /// it reports its address. `name` prefixes its output in the test log.
     pub fn spawn(name: &str, binary: impl AsRef<Path>, args: &[&str]) -> Self {
+        Self::spawn_with_env(name, binary, args, &[])
+    }
+
+    /// Like [`spawn`](Self::spawn), with extra environment variables (`HERALD_…` settings).
+    pub fn spawn_with_env(
+        name: &str,
+        binary: impl AsRef<Path>,
+        args: &[&str],
+        env: &[(&str, &str)],
+    ) -> Self {
         let mut child = Command::new(binary.as_ref())
             .args(args)
-            .env("RUST_LOG", std::env::var("RUST_LOG").unwrap_or("info".into()))
+            .envs(env.iter().copied())
+            .env(
+                "RUST_LOG",
+                std::env::var("RUST_LOG").unwrap_or("info".into()),
+            )
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
@@ -66,6 +82,12 @@ impl HeraldProcess {
         self.addr
     }
 
+    /// Waits until `GET /readyz` answers 200; panics after `timeout`.
+    pub fn wait_ready(&self, timeout: Duration) {
+        let ready = wait_for(timeout, || http_status(self.addr, "/readyz") == Some(200));
+        assert!(ready, "{} not ready within {timeout:?}", self.name);
+    }
+
     /// URL of the native WebSocket endpoint.
     pub fn ws_url(&self) -> String {
         format!("ws://{}/connection/websocket", self.addr)
@@ -95,4 +117,20 @@ impl Drop for HeraldProcess {
     fn drop(&mut self) {
         self.kill();
     }
+}
+
+/// Status code of `GET path` on `addr`, or `None` if the request failed.
+pub fn http_status(addr: SocketAddr, path: &str) -> Option<u16> {
+    use std::io::{Read, Write};
+    let mut stream =
+        std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(500)).ok()?;
+    stream.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
+    let mut head = [0u8; 12];
+    stream.read_exact(&mut head).ok()?;
+    std::str::from_utf8(&head[9..12]).ok()?.parse().ok()
 }

@@ -183,6 +183,10 @@ impl Bus for MemoryBus {
         Ok(self.add(subject, Some(queue)))
     }
 
+    async fn flush(&self) -> Result<(), BusError> {
+        Ok(())
+    }
+
     fn is_connected(&self) -> bool {
         true
     }
@@ -210,14 +214,10 @@ mod tests {
             assert_eq!(a.next().await.unwrap().payload[0], i);
         }
         let mut group = 0;
-        while let Ok(Some(_)) =
-            tokio::time::timeout(Duration::from_millis(20), q1.next()).await
-        {
+        while let Ok(Some(_)) = tokio::time::timeout(Duration::from_millis(20), q1.next()).await {
             group += 1;
         }
-        while let Ok(Some(_)) =
-            tokio::time::timeout(Duration::from_millis(20), q2.next()).await
-        {
+        while let Ok(Some(_)) = tokio::time::timeout(Duration::from_millis(20), q2.next()).await {
             group += 1;
         }
         assert_eq!(group, 10, "each message goes to exactly one queue member");
@@ -244,7 +244,11 @@ mod tests {
             }
         });
         let reply = bus
-            .request("r".into(), Bytes::from_static(b"ab"), Duration::from_secs(5))
+            .request(
+                "r".into(),
+                Bytes::from_static(b"ab"),
+                Duration::from_secs(5),
+            )
             .await
             .unwrap();
         assert_eq!(&reply[..], b"ba");

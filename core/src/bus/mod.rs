@@ -79,8 +79,14 @@ pub trait Bus: Send + Sync + 'static {
     async fn subscribe(&self, subject: String) -> Result<Subscription, BusError>;
 
     /// Receives a share of the messages on `subject`: each goes to one member of `queue`.
-    async fn queue_subscribe(&self, subject: String, queue: String)
-    -> Result<Subscription, BusError>;
+    async fn queue_subscribe(
+        &self,
+        subject: String,
+        queue: String,
+    ) -> Result<Subscription, BusError>;
+
+    /// Returns once everything sent before has reached the server (subscriptions included).
+    async fn flush(&self) -> Result<(), BusError>;
 
     /// Whether the bus can carry messages right now. Publishes are refused while it cannot,
     /// rather than buffered with an unknown fate.

@@ -132,6 +132,13 @@ impl Bus for NatsBus {
             .map_err(|e| BusError::Other(e.to_string()))
     }
 
+    async fn flush(&self) -> Result<(), BusError> {
+        self.client
+            .flush()
+            .await
+            .map_err(|e| BusError::Other(e.to_string()))
+    }
+
     fn is_connected(&self) -> bool {
         self.client.connection_state() == State::Connected
     }

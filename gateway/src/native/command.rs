@@ -79,7 +79,10 @@ pub struct Parsed<'a> {
 
 fn params<'a, T: Deserialize<'a>>(method: &str, raw: Option<&'a RawValue>) -> Result<T, Refusal> {
     let raw = raw.ok_or_else(|| {
-        Refusal::new(ErrorCode::BadRequest, format!("{method}: params are missing"))
+        Refusal::new(
+            ErrorCode::BadRequest,
+            format!("{method}: params are missing"),
+        )
     })?;
     serde_json::from_str(raw.get())
         .map_err(|e| Refusal::new(ErrorCode::BadRequest, format!("{method}: {e}")))
@@ -149,7 +152,10 @@ mod tests {
         assert_eq!(publish.idempotency_key.as_deref(), Some("k"));
 
         let p = parse(r#"{"id":1,"method":"connect"}"#).unwrap();
-        assert!(matches!(p.command, Ok(Command::Connect(ConnectParams { token: None }))));
+        assert!(matches!(
+            p.command,
+            Ok(Command::Connect(ConnectParams { token: None }))
+        ));
         let p = parse(r#"{"id":2,"method":"history","params":{"channel":"c","since":3}}"#).unwrap();
         let Ok(Command::History(h)) = p.command else {
             panic!("not history")
@@ -163,7 +169,10 @@ mod tests {
 
     #[test]
     fn malformed_commands_are_refused_with_their_id() {
-        assert_eq!(refused(r#"{"id":4,"method":"fly"}"#).1, ErrorCode::UnknownCommand);
+        assert_eq!(
+            refused(r#"{"id":4,"method":"fly"}"#).1,
+            ErrorCode::UnknownCommand
+        );
         let (id, code, message) = refused(r#"{"id":5,"method":"subscribe"}"#);
         assert_eq!((id, code), (5, ErrorCode::BadRequest));
         assert!(message.contains("params are missing"), "{message}");
@@ -181,7 +190,14 @@ mod tests {
 
     #[test]
     fn frames_without_an_id_are_protocol_violations() {
-        for text in ["not json", "[1,2]", r#"{"method":"ping"}"#, r#"{"id":0,"method":"ping"}"#, r#"{"id":"x"}"#, ""] {
+        for text in [
+            "not json",
+            "[1,2]",
+            r#"{"method":"ping"}"#,
+            r#"{"id":0,"method":"ping"}"#,
+            r#"{"id":"x"}"#,
+            "",
+        ] {
             assert!(parse(text).is_err(), "{text:?}");
         }
     }

@@ -81,7 +81,10 @@ mod tests {
             ..Default::default()
         };
         let value: Value = serde_json::from_str(publication(&p).unwrap().as_str()).unwrap();
-        assert_eq!(value, json!({"push":"publication","channel":"typing","data":1}));
+        assert_eq!(
+            value,
+            json!({"push":"publication","channel":"typing","data":1})
+        );
     }
 
     #[test]

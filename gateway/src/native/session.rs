@@ -13,7 +13,7 @@ use bytes::Bytes;
 use futures_util::StreamExt;
 use herald_core::channel;
 use herald_core::codes::{DisconnectCode, ErrorCode, Refusal};
-use herald_proto::bus::v1::{HistoryRequest, Position, PublishRequest, Publication};
+use herald_proto::bus::v1::{HistoryRequest, Position, Publication, PublishRequest};
 
 use super::command::{self, ChannelParams, Command, HistoryParams, PublishParams};
 use super::{push, reply};
@@ -127,10 +127,9 @@ impl Session {
                 "connect was already sent",
             )),
             (_, Command::Ping) => Ok(reply::empty(id)),
-            (State::Connecting, _) => Err(Refusal::new(
-                ErrorCode::NotConnected,
-                "send connect first",
-            )),
+            (State::Connecting, _) => {
+                Err(Refusal::new(ErrorCode::NotConnected, "send connect first"))
+            }
             (State::Connected, Command::Subscribe(params)) => self.subscribe(id, params).await,
             (State::Connected, Command::Unsubscribe(params)) => self.unsubscribe(id, params),
             (State::Connected, Command::Publish(params)) => self.publish(id, params).await,
@@ -189,7 +188,10 @@ impl Session {
                 ..Default::default()
             };
             self.gateway.upstream.deliver(&publication).await?;
-            return Ok(reply::ok(id, &reply::PositionResult::new(&Position::default())));
+            return Ok(reply::ok(
+                id,
+                &reply::PositionResult::new(&Position::default()),
+            ));
         }
         let request = PublishRequest {
             channel,

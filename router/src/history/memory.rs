@@ -101,7 +101,11 @@ impl MemoryHistory {
 fn select(log: &VecDeque<Publication>, query: Query) -> Vec<Publication> {
     let limit = query.limit as usize;
     match (query.since, query.reverse) {
-        (None, false) => log.iter().skip(log.len().saturating_sub(limit)).cloned().collect(),
+        (None, false) => log
+            .iter()
+            .skip(log.len().saturating_sub(limit))
+            .cloned()
+            .collect(),
         (None, true) => log.iter().rev().take(limit).cloned().collect(),
         (Some(since), false) => log
             .iter()
@@ -137,7 +141,10 @@ impl HistoryStore for MemoryHistory {
             && let Some(&(offset, expires)) = state.idempotency.get(id)
             && expires > now
         {
-            let epoch = state.stream(&append.channel, now, limits.meta_ttl).epoch.clone();
+            let epoch = state
+                .stream(&append.channel, now, limits.meta_ttl)
+                .epoch
+                .clone();
             return Ok(Appended {
                 offset,
                 epoch,
@@ -254,7 +261,10 @@ mod tests {
         let again = store.append(append("c", "a", Some("k"), 10)).await.unwrap();
         assert!(!first.duplicate && again.duplicate);
         assert_eq!(first.offset, again.offset);
-        let other = store.append(append("c", "b", Some("k2"), 10)).await.unwrap();
+        let other = store
+            .append(append("c", "b", Some("k2"), 10))
+            .await
+            .unwrap();
         assert_eq!(other.offset, 2);
     }
 

@@ -78,8 +78,12 @@ pub trait HistoryStore: Send + Sync + 'static {
     /// Reads a page; creates the channel's epoch if the channel has none yet, so that a
     /// subscriber learns the epoch its later publications will carry. `meta_ttl` bounds how
     /// long such an epoch lives without publications.
-    async fn read(&self, channel: &str, query: Query, meta_ttl: Duration)
-    -> Result<Page, StoreError>;
+    async fn read(
+        &self,
+        channel: &str,
+        query: Query,
+        meta_ttl: Duration,
+    ) -> Result<Page, StoreError>;
 
     /// Checks that the store answers.
     async fn ping(&self) -> Result<(), StoreError>;

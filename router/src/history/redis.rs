@@ -34,7 +34,11 @@ fn millis(d: Duration) -> u64 {
 impl RedisHistory {
     /// Connects to `url`. Fails if Redis cannot be reached now; later outages are survived
     /// by reconnecting.
-    pub async fn connect(url: &str, key_prefix: &str, timeout: Duration) -> Result<Self, StoreError> {
+    pub async fn connect(
+        url: &str,
+        key_prefix: &str,
+        timeout: Duration,
+    ) -> Result<Self, StoreError> {
         let client = redis::Client::open(url).map_err(store_error)?;
         let config = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(timeout))
@@ -72,7 +76,10 @@ fn parse_entry(channel: &str, epoch: &str, entry: &Value) -> Option<Publication>
         let Value::BulkString(value) = &pair[1] else {
             continue;
         };
-        match redis::from_redis_value_ref::<String>(&pair[0]).ok()?.as_str() {
+        match redis::from_redis_value_ref::<String>(&pair[0])
+            .ok()?
+            .as_str()
+        {
             "d" => publication.data = Bytes::copy_from_slice(value),
             "o" => publication.origin = String::from_utf8_lossy(value).into_owned(),
             "t" => {

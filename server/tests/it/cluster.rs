@@ -1,0 +1,93 @@
+//! Cluster mode: NATS, Redis, two gateways and two routers, all real processes.
+
+use std::collections::HashMap;
+
+use serde_json::json;
+
+use super::*;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn publications_reach_both_gateways_in_order_without_gaps() {
+    let cluster = cluster(2, 2);
+    let channel = "chat:order";
+    let on_a = client(&cluster.ws_url(0)).await;
+    let on_b = client(&cluster.ws_url(1)).await;
+    subscribe(&on_a, channel).await;
+    subscribe(&on_b, channel).await;
+
+    // Two publishers on different gateways at once, so both routers assign offsets
+    // concurrently and publications can overtake each other on the bus.
+    const EACH: usize = 500;
+    let mut tasks = Vec::new();
+    for (name, gateway) in [("a", 0), ("b", 1)] {
+        let url = cluster.ws_url(gateway);
+        tasks.push(tokio::spawn(async move {
+            let publisher = client(&url).await;
+            for n in 0..EACH {
+                publish(&publisher, channel, json!({"from": name, "n": n})).await;
+            }
+        }));
+    }
+    for task in tasks {
+        task.await.unwrap();
+    }
+
+    for subscriber in [&on_a, &on_b] {
+        let received = publications(subscriber, channel, 2 * EACH).await;
+        let mut next_per_sender: HashMap<String, u64> = HashMap::new();
+        for (i, push) in received.iter().enumerate() {
+            assert_eq!(push["offset"], i as u64 + 1, "consecutive offsets");
+            let sender = push["data"]["from"].as_str().unwrap().to_string();
+            let expected = next_per_sender.entry(sender).or_default();
+            assert_eq!(push["data"]["n"], *expected, "each sender's order is kept");
+            *expected += 1;
+        }
+    }
+
+    let history = on_a
+        .ok("history", json!({"channel": channel, "limit": 1000}))
+        .await
+        .unwrap();
+    let offsets: Vec<u64> = history["publications"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["offset"].as_u64().unwrap())
+        .collect();
+    assert_eq!(offsets, (1..=1000).collect::<Vec<u64>>());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn channels_with_special_characters_and_without_history_cross_gateways() {
+    let cluster = Cluster::start(
+        herald(),
+        2,
+        1,
+        &[("HERALD_CHANNELS__NAMESPACES__LIVE__HISTORY_SIZE", "0")],
+    );
+    let a = client(&cluster.ws_url(0)).await;
+    let b = client(&cluster.ws_url(1)).await;
+    for channel in ["/chat:lobby", "a.b*c>d e", "live:cursor"] {
+        subscribe(&b, channel).await;
+        publish(&a, channel, json!({"where": channel})).await;
+        let push = &publications(&b, channel, 1).await[0];
+        assert_eq!(push["data"]["where"], channel);
+    }
+    // No history: no offset on the push.
+    publish(&a, "live:cursor", json!(2)).await;
+    let push = &publications(&b, "live:cursor", 1).await[0];
+    assert!(push.get("offset").is_none(), "{push}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idempotent_retry_through_another_gateway_is_stored_once() {
+    let cluster = cluster(2, 2);
+    let a = client(&cluster.ws_url(0)).await;
+    let b = client(&cluster.ws_url(1)).await;
+    let params = json!({"channel": "orders", "data": {"id": 1}, "idempotency_key": "k-1"});
+    let first = a.ok("publish", params.clone()).await.unwrap();
+    let retry = b.ok("publish", params).await.unwrap();
+    assert_eq!(first, retry);
+    let history = a.ok("history", json!({"channel": "orders"})).await.unwrap();
+    assert_eq!(history["publications"].as_array().unwrap().len(), 1);
+}

@@ -1,0 +1,69 @@
+//! Integration tests on real processes of the `herald` binary, with real `nats-server` and
+//! `redis-server` for the cluster, and real WebSocket clients.
+
+mod bad_input;
+mod cluster;
+mod faults;
+mod standalone;
+
+use std::time::Duration;
+
+use herald_testkit::{Cluster, HeraldProcess, NativeClient};
+use serde_json::{Value, json};
+
+/// Generous bound for anything that should happen quickly, on a loaded 2-core machine.
+pub const PATIENCE: Duration = Duration::from_secs(20);
+
+pub fn herald() -> &'static str {
+    env!("CARGO_BIN_EXE_herald")
+}
+
+pub fn standalone(env: &[(&str, &str)]) -> HeraldProcess {
+    HeraldProcess::spawn_with_env("standalone", herald(), &["--listen", "127.0.0.1:0"], env)
+}
+
+pub fn cluster(gateways: usize, routers: usize) -> Cluster {
+    Cluster::start(herald(), gateways, routers, &[])
+}
+
+pub async fn client(url: &str) -> NativeClient {
+    NativeClient::connect(url).await.expect("connect")
+}
+
+pub async fn subscribe(client: &NativeClient, channel: &str) -> Value {
+    client
+        .ok("subscribe", json!({ "channel": channel }))
+        .await
+        .expect("subscribe")
+}
+
+pub async fn publish(client: &NativeClient, channel: &str, data: Value) -> Value {
+    client
+        .ok("publish", json!({ "channel": channel, "data": data }))
+        .await
+        .expect("publish")
+}
+
+/// Collects `n` publication pushes of `channel`, failing on anything else.
+pub async fn publications(client: &NativeClient, channel: &str, n: usize) -> Vec<Value> {
+    let mut received = Vec::with_capacity(n);
+    while received.len() < n {
+        let push = client
+            .next_push(PATIENCE)
+            .await
+            .unwrap_or_else(|e| panic!("after {} publications: {e}", received.len()));
+        assert_eq!(push["push"], "publication", "{push}");
+        assert_eq!(push["channel"], channel, "{push}");
+        received.push(push);
+    }
+    received
+}
+
+/// The error object of a refused command, failing if it succeeded.
+pub async fn refused(client: &NativeClient, method: &str, params: Value) -> Value {
+    let reply = client.call(method, params).await.expect("a reply");
+    reply
+        .get("error")
+        .cloned()
+        .unwrap_or_else(|| panic!("{method} should be refused: {reply}"))
+}

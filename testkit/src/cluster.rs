@@ -1,0 +1,104 @@
+//! A whole Herald cluster of real processes: `nats-server`, `redis-server`, gateways and
+//! routers of our own binary, each on free loopback ports.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use crate::node::HeraldProcess;
+use crate::servers::{NatsServer, RedisServer};
+
+const READY_TIMEOUT: Duration = Duration::from_secs(30);
+
+pub struct Cluster {
+    binary: PathBuf,
+    env: Vec<(String, String)>,
+    // Nodes first: fields drop in order, so nodes stop before the servers they use.
+    pub gateways: Vec<HeraldProcess>,
+    pub routers: Vec<HeraldProcess>,
+    pub nats: NatsServer,
+    pub redis: RedisServer,
+}
+
+impl Cluster {
+    /// Starts NATS, Redis, `routers` routers and `gateways` gateways, and waits until every
+    /// node is ready. `env` holds extra `HERALD_…` settings for every node.
+    pub fn start(
+        binary: impl AsRef<Path>,
+        gateways: usize,
+        routers: usize,
+        env: &[(&str, &str)],
+    ) -> Self {
+        let mut cluster = Self {
+            binary: binary.as_ref().to_path_buf(),
+            env: env
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            gateways: Vec::new(),
+            routers: Vec::new(),
+            nats: NatsServer::start(),
+            redis: RedisServer::start(),
+        };
+        for _ in 0..routers {
+            cluster.add_router();
+        }
+        for _ in 0..gateways {
+            cluster.add_gateway();
+        }
+        cluster
+    }
+
+    fn spawn(&self, name: &str, args: &[&str]) -> HeraldProcess {
+        let env: Vec<(&str, &str)> = self
+            .env
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        let node = HeraldProcess::spawn_with_env(name, &self.binary, args, &env);
+        node.wait_ready(READY_TIMEOUT);
+        node
+    }
+
+    /// Starts one more router and waits until it serves.
+    pub fn add_router(&mut self) -> &HeraldProcess {
+        let name = format!("router-{}", self.routers.len() + 1);
+        let (nats, redis) = (self.nats.url(), self.redis.url());
+        let args = [
+            "router",
+            "--listen",
+            "127.0.0.1:0",
+            "--nats",
+            &nats,
+            "--redis",
+            &redis,
+            "--node-id",
+            &name,
+        ];
+        let node = self.spawn(&name, &args);
+        self.routers.push(node);
+        self.routers.last().expect("just pushed")
+    }
+
+    /// Starts one more gateway and waits until it is ready.
+    pub fn add_gateway(&mut self) -> &HeraldProcess {
+        let name = format!("gateway-{}", self.gateways.len() + 1);
+        let nats = self.nats.url();
+        let args = [
+            "gateway",
+            "--listen",
+            "127.0.0.1:0",
+            "--nats",
+            &nats,
+            "--node-id",
+            &name,
+        ];
+        let node = self.spawn(&name, &args);
+        self.gateways.push(node);
+        self.gateways.last().expect("just pushed")
+    }
+
+    /// WebSocket URL of gateway `i`'s native endpoint.
+    pub fn ws_url(&self, i: usize) -> String {
+        self.gateways[i].ws_url()
+    }
+}
