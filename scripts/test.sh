@@ -1,0 +1,44 @@
+#!/usr/bin/env bash
+# Runs Herald's whole test suite on a fresh machine.
+#
+# Installs what the tests need and is missing (nats-server and redis-server from the
+# distribution's packages, cargo-nextest), then checks formatting and lints, and runs every
+# test. Tests start their own nats-server and redis-server processes on free ports; nothing
+# needs to be running beforehand.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+log() { printf '\n==> %s\n' "$*"; }
+
+have() { command -v "$1" >/dev/null 2>&1 || [ -x "/usr/sbin/$1" ] || [ -x "/usr/bin/$1" ]; }
+
+as_root() {
+    if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi
+}
+
+missing=()
+have nats-server || missing+=(nats-server)
+have redis-server || missing+=(redis-server)
+if [ ${#missing[@]} -gt 0 ]; then
+    log "installing ${missing[*]}"
+    as_root apt-get update -qq
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}"
+    # The packages start system services on the default ports; the tests do not use them.
+fi
+
+if ! cargo nextest --version >/dev/null 2>&1; then
+    log "installing cargo-nextest"
+    cargo install cargo-nextest --locked
+fi
+
+log "cargo fmt --check"
+cargo fmt --all -- --check
+
+log "cargo clippy"
+cargo clippy --workspace --all-targets --locked -- -D warnings
+
+log "local cluster script"
+bash deploy/local/smoke.sh
+
+log "tests"
+cargo nextest run --workspace --locked "$@"
