@@ -1,3 +1,227 @@
-fn main() {
-    println!("Hello, world!");
+//! `herald-bench`: publish-to-delivery benchmark on a real local cluster.
+//!
+//! Starts `nats-server`, `redis-server`, one router and two gateways (processes of the
+//! release `herald` binary), puts one publisher on gateway A and one subscriber on gateway
+//! B, and measures two things, several runs each:
+//!
+//! - **throughput**: the publisher keeps `--window` publishes in flight; publications per
+//!   second from the first send to the last delivery, and the latencies under that load;
+//! - **latency**: the publisher sends at a fixed `--rate`, well below saturation; the
+//!   publish-to-delivery latency of an unloaded cluster.
+//!
+//! Latency is measured from the moment the publisher sends the command to the moment the
+//! subscriber has read the publication (one clock, one machine). Reports each run and the
+//! medians.
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use clap::Parser;
+use futures_util::StreamExt;
+use hdrhistogram::Histogram;
+use herald_core::time::unix_micros;
+use herald_testkit::{Cluster, NativeClient};
+use serde_json::json;
+
+#[derive(Debug, Parser)]
+#[command(about = "Publish-to-delivery benchmark on a real local Herald cluster")]
+struct Args {
+    /// The herald binary (build it with `cargo build --release`).
+    #[arg(long, default_value = "target/release/herald")]
+    herald: PathBuf,
+    /// Runs of each scenario; medians are reported.
+    #[arg(long, default_value_t = 5)]
+    runs: usize,
+    /// Publications per throughput run.
+    #[arg(long, default_value_t = 20_000)]
+    messages: usize,
+    /// Publishes in flight in the throughput scenario.
+    #[arg(long, default_value_t = 256)]
+    window: usize,
+    /// Publications per second in the latency scenario.
+    #[arg(long, default_value_t = 1000)]
+    rate: u64,
+    /// Publications per latency run.
+    #[arg(long, default_value_t = 3000)]
+    latency_messages: usize,
+}
+
+struct RunResult {
+    per_second: f64,
+    p50_us: u64,
+    p99_us: u64,
+    max_us: u64,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    if !args.herald.is_file() {
+        bail!(
+            "{} not found: run `cargo build --release` first",
+            args.herald.display()
+        );
+    }
+    let cluster = Cluster::start(&args.herald, 2, 1, &[("HERALD_LOG__LEVEL", "warn")]);
+    println!(
+        "cluster: nats {}, redis {}, 1 router, gateways {} and {}",
+        cluster.nats.url(),
+        cluster.redis.url(),
+        cluster.gateways[0].addr(),
+        cluster.gateways[1].addr()
+    );
+    let mut throughput = Vec::new();
+    let mut latency = Vec::new();
+    for run in 0..args.runs {
+        let result = measure(
+            &cluster,
+            &format!("bench:t{run}"),
+            args.messages,
+            Pace::Window(args.window),
+        )
+        .await?;
+        report("throughput", run, &result);
+        throughput.push(result);
+        let result = measure(
+            &cluster,
+            &format!("bench:l{run}"),
+            args.latency_messages,
+            Pace::Rate(args.rate),
+        )
+        .await?;
+        report("latency", run, &result);
+        latency.push(result);
+    }
+    println!();
+    summary(&format!("throughput (window {})", args.window), &throughput);
+    summary(&format!("latency at {}/s", args.rate), &latency);
+    Ok(())
+}
+
+enum Pace {
+    /// Keep this many publishes in flight.
+    Window(usize),
+    /// Send this many per second.
+    Rate(u64),
+}
+
+async fn measure(
+    cluster: &Cluster,
+    channel: &str,
+    n: usize,
+    pace: Pace,
+) -> anyhow::Result<RunResult> {
+    let publisher = NativeClient::connect(&cluster.ws_url(0))
+        .await
+        .map_err(anyhow::Error::msg)?;
+    let subscriber = NativeClient::connect(&cluster.ws_url(1))
+        .await
+        .map_err(anyhow::Error::msg)?;
+    subscriber
+        .ok("subscribe", json!({ "channel": channel }))
+        .await
+        .map_err(anyhow::Error::msg)?;
+
+    let started = Instant::now();
+    let channel_name = channel.to_string();
+    // One task sends every command, in order, and keeps up to `window` replies pending.
+    let sender = tokio::spawn(async move {
+        let mut pending = futures_util::stream::FuturesUnordered::new();
+        let mut tick = match pace {
+            Pace::Rate(rate) => Some(tokio::time::interval(Duration::from_micros(
+                1_000_000 / rate,
+            ))),
+            Pace::Window(_) => None,
+        };
+        let window = match pace {
+            Pace::Window(window) => window,
+            Pace::Rate(_) => usize::MAX,
+        };
+        for i in 0..n {
+            if let Some(tick) = tick.as_mut() {
+                tick.tick().await;
+            }
+            while pending.len() >= window {
+                check(pending.next().await)?;
+            }
+            let data = json!({ "i": i, "t": unix_micros() });
+            let reply = publisher
+                .start("publish", json!({ "channel": channel_name, "data": data }))
+                .await?;
+            pending.push(reply);
+        }
+        while let Some(reply) = pending.next().await {
+            check(Some(reply))?;
+        }
+        Ok::<_, String>(())
+    });
+
+    let mut histogram = Histogram::<u64>::new(3)?;
+    let mut next = 0u64;
+    while (next as usize) < n {
+        let push = subscriber
+            .next_push(Duration::from_secs(30))
+            .await
+            .map_err(anyhow::Error::msg)
+            .with_context(|| format!("after {next} deliveries"))?;
+        let now = unix_micros();
+        let data = &push["data"];
+        if data["i"].as_u64() != Some(next) {
+            bail!("out of order: expected {next}, got {push}");
+        }
+        let sent = data["t"].as_u64().context("timestamp")?;
+        histogram.record(now.saturating_sub(sent).max(1))?;
+        next += 1;
+    }
+    let elapsed = started.elapsed();
+    sender.await?.map_err(anyhow::Error::msg)?;
+    Ok(RunResult {
+        per_second: n as f64 / elapsed.as_secs_f64(),
+        p50_us: histogram.value_at_quantile(0.50),
+        p99_us: histogram.value_at_quantile(0.99),
+        max_us: histogram.max(),
+    })
+}
+
+/// Fails unless a publish reply arrived and succeeded.
+fn check(
+    reply: Option<Result<serde_json::Value, tokio::sync::oneshot::error::RecvError>>,
+) -> Result<(), String> {
+    match reply {
+        Some(Ok(reply)) if reply.get("result").is_some() => Ok(()),
+        Some(Ok(reply)) => Err(format!("publish refused: {reply}")),
+        Some(Err(_)) | None => Err("connection closed before a reply".into()),
+    }
+}
+
+fn report(scenario: &str, run: usize, r: &RunResult) {
+    println!(
+        "{scenario:>10} run {}: {:>9.0} msg/s  p50 {:>7} µs  p99 {:>7} µs  max {:>7} µs",
+        run + 1,
+        r.per_second,
+        r.p50_us,
+        r.p99_us,
+        r.max_us
+    );
+}
+
+fn median(mut values: Vec<f64>) -> f64 {
+    values.sort_by(f64::total_cmp);
+    let mid = values.len() / 2;
+    if values.len() % 2 == 0 {
+        (values[mid - 1] + values[mid]) / 2.0
+    } else {
+        values[mid]
+    }
+}
+
+fn summary(name: &str, results: &[RunResult]) {
+    let rate = median(results.iter().map(|r| r.per_second).collect());
+    let p50 = median(results.iter().map(|r| r.p50_us as f64).collect());
+    let p99 = median(results.iter().map(|r| r.p99_us as f64).collect());
+    println!(
+        "median of {} runs, {name}: {rate:.0} msg/s, p50 {p50:.0} µs, p99 {p99:.0} µs",
+        results.len()
+    );
 }

@@ -117,6 +117,21 @@ impl NativeClient {
         }
     }
 
+    /// Sends a command and returns at once with a receiver for its reply, so that a caller
+    /// can keep many commands in flight while sending them in order.
+    pub async fn start(
+        &self,
+        method: &str,
+        params: Value,
+    ) -> Result<oneshot::Receiver<Value>, String> {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let command = json!({"id": id, "method": method, "params": params});
+        let (tx, rx) = oneshot::channel();
+        self.pending.lock().map_err(|_| "poisoned")?.insert(id, tx);
+        self.send_text(command.to_string()).await?;
+        Ok(rx)
+    }
+
     /// Like [`call`](Self::call), but returns the `result` or fails with the error.
     pub async fn ok(&self, method: &str, params: Value) -> Result<Value, String> {
         let reply = self.call(method, params).await?;
