@@ -8,6 +8,7 @@ use std::time::Duration;
 use herald_core::bus::Bus;
 use herald_core::config::{ChannelsConfig, Config, GatewayConfig};
 use herald_core::subjects::Subjects;
+use axum::serve::ListenerExt;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -83,6 +84,13 @@ pub async fn serve(
 ) -> std::io::Result<()> {
     let token = gateway.shutdown.clone();
     let app = http::router(gateway.clone());
+    // Real-time frames must leave at once: Nagle's algorithm would hold small writes back
+    // for tens of milliseconds waiting for the client's delayed acknowledgement.
+    let listener = listener.tap_io(|tcp| {
+        if let Err(e) = tcp.set_nodelay(true) {
+            tracing::debug!(error = %e, "cannot set TCP_NODELAY");
+        }
+    });
     axum::serve(listener, app)
         .with_graceful_shutdown(async move {
             shutdown.await;

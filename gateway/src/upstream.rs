@@ -13,8 +13,8 @@ use herald_core::bus::{Bus, BusError};
 use herald_core::codes::{ErrorCode, Refusal};
 use herald_core::subjects::Subjects;
 use herald_proto::bus::v1::{
-    self as pb, HistoryPage, HistoryReply, HistoryRequest, Position, Publication, PublishReply,
-    PublishRequest, history_reply, publish_reply,
+    self as pb, HistoryPage, HistoryReply, HistoryRequest, Position, Publication, PublishBatch,
+    PublishBatchReply, PublishRequest, history_reply, publish_reply,
 };
 use prost::Message;
 
@@ -55,22 +55,34 @@ impl Upstream {
         &self.subjects
     }
 
-    /// Asks a router to store and deliver a publication.
-    pub async fn publish(&self, request: PublishRequest) -> Result<Position, Refusal> {
+    /// Asks a router to store and deliver publications, in order; one result per request.
+    pub async fn publish(
+        &self,
+        requests: Vec<PublishRequest>,
+    ) -> Result<Vec<Result<Position, Refusal>>, Refusal> {
+        let sent = requests.len();
         let reply = self
             .bus
             .request(
                 self.subjects.publish_requests(),
-                Bytes::from(request.encode_to_vec()),
+                Bytes::from(PublishBatch { requests }.encode_to_vec()),
                 self.timeout,
             )
             .await
             .map_err(unavailable)?;
-        match PublishReply::decode(reply).map_err(malformed)?.result {
-            Some(publish_reply::Result::Position(position)) => Ok(position),
-            Some(publish_reply::Result::Error(error)) => Err(refusal(error)),
-            None => Err(Refusal::new(ErrorCode::Internal, "empty router reply")),
+        let replies = PublishBatchReply::decode(reply).map_err(malformed)?.replies;
+        if replies.len() != sent {
+            let message = format!("router answered {} of {sent} publishes", replies.len());
+            return Err(Refusal::new(ErrorCode::Internal, message));
         }
+        Ok(replies
+            .into_iter()
+            .map(|reply| match reply.result {
+                Some(publish_reply::Result::Position(position)) => Ok(position),
+                Some(publish_reply::Result::Error(error)) => Err(refusal(error)),
+                None => Err(Refusal::new(ErrorCode::Internal, "empty router reply")),
+            })
+            .collect())
     }
 
     /// Reads a page of history from a router.

@@ -15,21 +15,28 @@ use futures_util::StreamExt;
 use herald_core::bus::{Bus, BusError, BusMessage};
 use herald_core::channel;
 use herald_core::codes::{ErrorCode, Refusal};
-use herald_core::config::{ChannelsConfig, RouterConfig};
+use herald_core::config::{ChannelRules, ChannelsConfig, RouterConfig};
 use herald_core::subjects::{ROUTER_QUEUE, Subjects};
 use herald_core::time::unix_micros;
 use herald_proto::bus::v1::{
-    self as pb, HistoryReply, HistoryRequest, Position, Publication, PublishReply, PublishRequest,
-    history_reply, publish_reply,
+    self as pb, HistoryReply, HistoryRequest, Position, Publication, PublishBatch,
+    PublishBatchReply, PublishReply, PublishRequest, history_reply, publish_reply,
 };
 use prost::Message;
 
-use crate::history::{Append, HistoryStore, Limits, Query};
+use crate::history::{Append, Entry, HistoryStore, Limits, Query};
 
 /// Longest idempotency key accepted, in bytes.
 pub const MAX_IDEMPOTENCY_KEY_LEN: usize = 128;
 /// Most publications one history request returns.
 pub const MAX_HISTORY_LIMIT: u32 = 10_000;
+
+/// The requests of one channel within a batch.
+struct Group {
+    channel: String,
+    rules: ChannelRules,
+    indices: Vec<usize>,
+}
 
 enum Request {
     Publish(BusMessage),
@@ -95,19 +102,20 @@ impl RouterService {
     async fn serve(&self, request: Request) {
         let (reply_to, answer) = match request {
             Request::Publish(message) => {
-                let reply = match PublishRequest::decode(message.payload) {
-                    Ok(req) => self.publish(req).await,
-                    Err(e) => Err(Refusal::new(ErrorCode::BadRequest, e.to_string())),
+                let replies = match PublishBatch::decode(message.payload) {
+                    Ok(batch) => self.publish_batch(batch.requests).await,
+                    Err(e) => vec![Err(Refusal::new(ErrorCode::BadRequest, e.to_string()))],
                 };
-                let result = match reply {
-                    Ok(position) => publish_reply::Result::Position(position),
-                    Err(refusal) => publish_reply::Result::Error(to_pb(refusal)),
-                };
-                let encoded = PublishReply {
-                    result: Some(result),
-                }
-                .encode_to_vec();
-                (message.reply, encoded)
+                let replies = replies
+                    .into_iter()
+                    .map(|reply| PublishReply {
+                        result: Some(match reply {
+                            Ok(position) => publish_reply::Result::Position(position),
+                            Err(refusal) => publish_reply::Result::Error(to_pb(refusal)),
+                        }),
+                    })
+                    .collect();
+                (message.reply, PublishBatchReply { replies }.encode_to_vec())
             }
             Request::History(message) => {
                 let reply = match HistoryRequest::decode(message.payload) {
@@ -133,55 +141,155 @@ impl RouterService {
     }
 
     /// Stores and delivers one publication; returns where it landed.
-    pub async fn publish(&self, req: PublishRequest) -> Result<Position, Refusal> {
-        channel::validate(&req.channel)
+    pub async fn publish(&self, request: PublishRequest) -> Result<Position, Refusal> {
+        let mut replies = self.publish_batch(vec![request]).await;
+        replies
+            .pop()
+            .unwrap_or_else(|| Err(Refusal::new(ErrorCode::Internal, "no reply")))
+    }
+
+    /// Stores and delivers a batch of publications; one result per request, in order.
+    ///
+    /// The requests of each channel are appended with one store call, in batch order, so
+    /// they get consecutive offsets in that order. Channels are independent and are
+    /// appended concurrently.
+    pub async fn publish_batch(
+        &self,
+        requests: Vec<PublishRequest>,
+    ) -> Vec<Result<Position, Refusal>> {
+        let accepted_at_us = unix_micros();
+        let mut results: Vec<Option<Result<Position, Refusal>>> = vec![None; requests.len()];
+        let mut groups: Vec<Group> = Vec::new();
+        for (index, request) in requests.iter().enumerate() {
+            match self.check(request) {
+                Ok(rules) => match groups.iter_mut().find(|g| g.channel == request.channel) {
+                    Some(group) => group.indices.push(index),
+                    None => groups.push(Group {
+                        channel: request.channel.clone(),
+                        rules,
+                        indices: vec![index],
+                    }),
+                },
+                Err(refusal) => results[index] = Some(Err(refusal)),
+            }
+        }
+        let stored = futures_util::future::join_all(
+            groups
+                .iter()
+                .map(|group| self.store(group, &requests, accepted_at_us)),
+        )
+        .await;
+        for (group, stored) in groups.iter().zip(stored) {
+            match stored {
+                Ok(publications) => {
+                    for (&index, publication) in group.indices.iter().zip(publications) {
+                        results[index] = Some(self.deliver(&group.rules, publication).await);
+                    }
+                }
+                Err(refusal) => {
+                    for &index in &group.indices {
+                        results[index] = Some(Err(refusal.clone()));
+                    }
+                }
+            }
+        }
+        results
+            .into_iter()
+            .map(|r| r.unwrap_or_else(|| Err(Refusal::new(ErrorCode::Internal, "not handled"))))
+            .collect()
+    }
+
+    /// Validates one request against its channel's rules.
+    fn check(&self, request: &PublishRequest) -> Result<ChannelRules, Refusal> {
+        channel::validate(&request.channel)
             .map_err(|e| Refusal::new(ErrorCode::BadChannel, e.to_string()))?;
-        let rules = self.channels.rules_for(&req.channel);
-        if req.data.len() > rules.max_message_size {
+        let rules = self.channels.rules_for(&request.channel);
+        if request.data.len() > rules.max_message_size {
             return Err(Refusal::new(
                 ErrorCode::MessageTooLarge,
                 format!("data exceeds {} bytes", rules.max_message_size),
             ));
         }
-        if req.idempotency_key.len() > MAX_IDEMPOTENCY_KEY_LEN {
+        if request.idempotency_key.len() > MAX_IDEMPOTENCY_KEY_LEN {
             return Err(Refusal::new(
                 ErrorCode::BadRequest,
                 format!("idempotency_key exceeds {MAX_IDEMPOTENCY_KEY_LEN} bytes"),
             ));
         }
-        let accepted_at_us = unix_micros();
-        let mut publication = Publication {
-            channel: req.channel,
-            offset: 0,
-            epoch: String::new(),
-            data: req.data,
-            origin: req.origin,
-            accepted_at_us,
-        };
-        if rules.has_history() {
-            let appended = self
-                .store
-                .append(Append {
-                    channel: publication.channel.clone(),
-                    data: publication.data.clone(),
-                    origin: publication.origin.clone(),
-                    idempotency_key: Some(req.idempotency_key).filter(|k| !k.is_empty()),
-                    accepted_at_us,
-                    limits: Limits {
-                        size: rules.history_size,
-                        ttl: rules.history_ttl,
-                        meta_ttl: self.config.stream_meta_ttl,
-                        idempotency_ttl: self.config.idempotency_ttl,
-                    },
-                })
-                .await
-                .map_err(|e| Refusal::new(ErrorCode::Unavailable, e.to_string()))?;
+        Ok(rules)
+    }
+
+    /// Appends one channel's requests to its history (when it keeps one) and returns the
+    /// publications to deliver, in order.
+    async fn store(
+        &self,
+        group: &Group,
+        requests: &[PublishRequest],
+        accepted_at_us: u64,
+    ) -> Result<Vec<Publication>, Refusal> {
+        let mut publications: Vec<Publication> = group
+            .indices
+            .iter()
+            .map(|&i| Publication {
+                channel: group.channel.clone(),
+                offset: 0,
+                epoch: String::new(),
+                data: requests[i].data.clone(),
+                origin: requests[i].origin.clone(),
+                accepted_at_us,
+            })
+            .collect();
+        if !group.rules.has_history() {
+            return Ok(publications);
+        }
+        let entries = group
+            .indices
+            .iter()
+            .map(|&i| Entry {
+                data: requests[i].data.clone(),
+                origin: requests[i].origin.clone(),
+                idempotency_key: Some(requests[i].idempotency_key.clone())
+                    .filter(|k| !k.is_empty()),
+                accepted_at_us,
+            })
+            .collect();
+        let rules = &group.rules;
+        let appended = self
+            .store
+            .append(Append {
+                channel: group.channel.clone(),
+                entries,
+                limits: Limits {
+                    size: rules.history_size,
+                    ttl: rules.history_ttl,
+                    meta_ttl: self.config.stream_meta_ttl,
+                    idempotency_ttl: self.config.idempotency_ttl,
+                },
+            })
+            .await
+            .map_err(|e| Refusal::new(ErrorCode::Unavailable, e.to_string()))?;
+        if appended.len() != publications.len() {
+            return Err(Refusal::new(
+                ErrorCode::Internal,
+                "history store lost entries",
+            ));
+        }
+        // A duplicate is delivered again on purpose: if the first attempt was stored but its
+        // delivery was lost (a router crash between the two), this one completes it.
+        // Gateways drop offsets they have already delivered.
+        for (publication, appended) in publications.iter_mut().zip(appended) {
             publication.offset = appended.offset;
             publication.epoch = appended.epoch;
-            // A duplicate is delivered again on purpose: if the first attempt was stored but
-            // its delivery was lost (a router crash between the two), this one completes it.
-            // Gateways drop offsets they have already delivered.
         }
+        Ok(publications)
+    }
+
+    /// Publishes on the channel's delivery subject; returns the publication's position.
+    async fn deliver(
+        &self,
+        rules: &ChannelRules,
+        publication: Publication,
+    ) -> Result<Position, Refusal> {
         let position = Position {
             offset: publication.offset,
             epoch: publication.epoch.clone(),
@@ -192,12 +300,11 @@ impl RouterService {
             .publish(subject, Bytes::from(publication.encode_to_vec()))
             .await
         {
-            if rules.has_history() {
-                // Stored: subscribers will fill the gap from history.
-                tracing::warn!(error = %e, "publication stored but not delivered live");
-            } else {
+            if !rules.has_history() {
                 return Err(Refusal::new(ErrorCode::Unavailable, e.to_string()));
             }
+            // Stored: subscribers will fill the gap from history.
+            tracing::warn!(error = %e, "publication stored but not delivered live");
         }
         Ok(position)
     }

@@ -3,18 +3,30 @@
 use std::time::Duration;
 
 use bytes::Bytes;
-use herald_router::history::{Append, HistoryStore, Limits, MemoryHistory, Query, RedisHistory};
+use herald_router::history::{
+    Append, Appended, Entry, HistoryStore, Limits, MemoryHistory, Query, RedisHistory,
+};
 use herald_testkit::RedisServer;
 
 const META_TTL: Duration = Duration::from_secs(600);
 
-fn append(channel: &str, data: &str, key: Option<&str>, size: u32) -> Append {
-    Append {
-        channel: channel.into(),
+fn entry(data: &str, key: Option<&str>) -> Entry {
+    Entry {
         data: Bytes::copy_from_slice(data.as_bytes()),
         origin: "client-1".into(),
         idempotency_key: key.map(String::from),
         accepted_at_us: 42,
+    }
+}
+
+fn append(channel: &str, data: &str, key: Option<&str>, size: u32) -> Append {
+    batch(channel, vec![entry(data, key)], size)
+}
+
+fn batch(channel: &str, entries: Vec<Entry>, size: u32) -> Append {
+    Append {
+        channel: channel.into(),
+        entries,
         limits: Limits {
             size,
             ttl: Duration::from_secs(60),
@@ -32,6 +44,12 @@ fn query(since: Option<u64>, limit: u32, reverse: bool) -> Query {
     }
 }
 
+async fn one(store: &dyn HistoryStore, append: Append) -> Appended {
+    let mut appended = store.append(append).await.unwrap();
+    assert_eq!(appended.len(), 1);
+    appended.remove(0)
+}
+
 async fn offsets(store: &dyn HistoryStore, channel: &str, q: Query) -> Vec<u64> {
     let page = store.read(channel, q, META_TTL).await.unwrap();
     page.publications.iter().map(|p| p.offset).collect()
@@ -47,10 +65,7 @@ async fn conformance(store: &dyn HistoryStore) {
     assert!(!empty.position.epoch.is_empty());
 
     for i in 1..=5u64 {
-        let appended = store
-            .append(append("c", &format!("{{\"n\":{i}}}"), None, 3))
-            .await
-            .unwrap();
+        let appended = one(store, append("c", &format!("{{\"n\":{i}}}"), None, 3)).await;
         assert_eq!(appended.offset, i);
         assert_eq!(appended.epoch, empty.position.epoch);
     }
@@ -75,12 +90,33 @@ async fn conformance(store: &dyn HistoryStore) {
     assert_eq!(publication.channel, "c");
     assert_eq!(page.position.offset, 5);
 
-    let first = store.append(append("d", "1", Some("k"), 10)).await.unwrap();
-    let retry = store.append(append("d", "1", Some("k"), 10)).await.unwrap();
+    let first = one(store, append("d", "1", Some("k"), 10)).await;
+    let retry = one(store, append("d", "1", Some("k"), 10)).await;
     assert!(!first.duplicate);
     assert!(retry.duplicate);
     assert_eq!(first.offset, retry.offset);
     assert_eq!(offsets(store, "d", query(None, 10, false)).await, [1]);
+
+    // A batch is appended in order; a key repeated inside it, or seen before, is stored once.
+    let entries = vec![
+        entry("a", None),
+        entry("b", Some("k")),
+        entry("c", Some("k9")),
+        entry("d", Some("k9")),
+        entry("e", None),
+    ];
+    let appended = store.append(batch("d", entries, 10)).await.unwrap();
+    let landed: Vec<(u64, bool)> = appended.iter().map(|a| (a.offset, a.duplicate)).collect();
+    assert_eq!(
+        landed,
+        [(2, false), (1, true), (3, false), (3, true), (4, false)]
+    );
+    let page = store
+        .read("d", query(Some(1), 10, false), META_TTL)
+        .await
+        .unwrap();
+    let data: Vec<&[u8]> = page.publications.iter().map(|p| &p.data[..]).collect();
+    assert_eq!(data, [&b"a"[..], b"c", b"e"]);
 }
 
 #[tokio::test]
@@ -103,7 +139,7 @@ async fn redis_store_fails_while_redis_is_down_and_recovers() {
     let store = RedisHistory::connect(&redis.url(), "t", Duration::from_secs(1))
         .await
         .unwrap();
-    store.append(append("c", "1", None, 10)).await.unwrap();
+    one(&store, append("c", "1", None, 10)).await;
     redis.stop();
     assert!(store.append(append("c", "2", None, 10)).await.is_err());
     redis.restart();

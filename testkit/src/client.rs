@@ -12,7 +12,7 @@ use serde_json::{Value, json};
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot};
 use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::{MaybeTlsStream, WebSocketStream, connect_async};
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream, connect_async_with_config};
 
 type Sink = SplitSink<WebSocketStream<MaybeTlsStream<TcpStream>>, Message>;
 type Pending = Arc<Mutex<HashMap<u64, oneshot::Sender<Value>>>>;
@@ -43,7 +43,9 @@ pub struct NativeClient {
 impl NativeClient {
     /// Opens the WebSocket; does not send `connect`.
     pub async fn open(url: &str) -> Result<Self, String> {
-        let (ws, _) = connect_async(url).await.map_err(|e| e.to_string())?;
+        let (ws, _) = connect_async_with_config(url, None, true)
+            .await
+            .map_err(|e| e.to_string())?;
         let (sink, mut stream) = ws.split();
         let pending: Pending = Arc::default();
         let (tx, rx) = mpsc::unbounded_channel();

@@ -1,25 +1,60 @@
 //! One native-protocol connection: a `connect` handshake with a deadline, then one loop
 //! over the client's commands, until the client leaves or the server closes it.
 //!
-//! Commands of one connection are handled one after the other, so a client's publications
-//! keep the order it sent them in. Replies and publications share the connection's bounded
-//! outbound queue, written by a separate task.
+//! Commands of one connection are handled in order, so a client's publications keep the
+//! order it sent them in. Publishes the client has already sent travel to the routers
+//! together as one batch, appended in order: one round trip for many publications.
+//! Replies and publications share the connection's bounded outbound queue, written by a
+//! separate task.
 
 use std::collections::HashSet;
 use std::sync::Arc;
 
 use axum::extract::ws::{Message, Utf8Bytes, WebSocket};
 use bytes::Bytes;
-use futures_util::StreamExt;
+use futures_util::{FutureExt, StreamExt};
 use herald_core::channel;
 use herald_core::codes::{DisconnectCode, ErrorCode, Refusal};
-use herald_proto::bus::v1::{HistoryRequest, Position, Publication, PublishRequest};
+use herald_proto::bus::v1::{HistoryRequest, Publication, PublishRequest};
 
 use super::command::{self, ChannelParams, Command, HistoryParams, PublishParams};
 use super::{push, reply};
 use crate::gateway::Gateway;
 use crate::hub::ClientId;
 use crate::outbound::{self, Outbound};
+
+/// Most frames read ahead and handled together.
+const MAX_BURST: usize = 256;
+/// Most payload bytes in one publish batch, well under NATS' default 1 MiB message limit.
+const MAX_BATCH_BYTES: usize = 512 * 1024;
+
+/// A publish, ready to send.
+enum Prepared {
+    /// For a channel with history: to the routers.
+    Routed(PublishRequest),
+    /// For a channel without history: straight to subscribers.
+    Direct(Publication),
+}
+
+/// Consecutive publishes of one connection, sent to a router together.
+#[derive(Default)]
+struct Batch {
+    ids: Vec<u64>,
+    requests: Vec<PublishRequest>,
+    bytes: usize,
+}
+
+impl Batch {
+    fn fits(&self, request: &PublishRequest) -> bool {
+        self.ids.is_empty() || self.bytes + request.data.len() <= MAX_BATCH_BYTES
+    }
+
+    fn push(&mut self, id: u64, request: PublishRequest) {
+        self.bytes += request.data.len();
+        self.ids.push(id);
+        self.requests.push(request);
+    }
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum State {
@@ -62,18 +97,36 @@ pub async fn serve(socket: WebSocket, gateway: Arc<Gateway>) {
     tokio::pin!(handshake);
     loop {
         tokio::select! {
-            frame = stream.next() => match frame {
-                Some(Ok(Message::Text(text))) => {
-                    if let Err(code) = session.handle(&text).await {
-                        closer.close(code);
+            frame = stream.next() => {
+                // Text frames the client has already sent are handled together, so that
+                // consecutive publishes reach the routers as one batch.
+                let mut texts = Vec::new();
+                let mut pending = Some(frame);
+                let rest = loop {
+                    match pending.take() {
+                        Some(Some(Ok(Message::Text(text)))) if texts.len() < MAX_BURST => {
+                            texts.push(text);
+                            pending = stream.next().now_or_never();
+                        }
+                        other => break other,
                     }
+                };
+                if let Err(code) = session.handle(texts).await {
+                    closer.close(code);
                 }
-                Some(Ok(Message::Binary(_))) => closer.close(DisconnectCode::BadRequest),
-                Some(Ok(Message::Ping(_) | Message::Pong(_))) => {}
-                Some(Ok(Message::Close(_))) | None => closer.gone(),
-                // Frames far over the limit are refused by the WebSocket layer itself.
-                Some(Err(_)) => closer.close(DisconnectCode::BadRequest),
-            },
+                match rest {
+                    Some(Some(Ok(Message::Text(text)))) => {
+                        if let Err(code) = session.handle(vec![text]).await {
+                            closer.close(code);
+                        }
+                    }
+                    Some(Some(Ok(Message::Binary(_)))) => closer.close(DisconnectCode::BadRequest),
+                    Some(Some(Ok(Message::Ping(_) | Message::Pong(_)))) | None => {}
+                    Some(Some(Ok(Message::Close(_))) | None) => closer.gone(),
+                    // Frames far over the limit are refused by the WebSocket layer itself.
+                    Some(Some(Err(_))) => closer.close(DisconnectCode::BadRequest),
+                }
+            }
             () = &mut handshake, if session.state == State::Connecting => {
                 closer.close(DisconnectCode::ConnectTimeout);
             }
@@ -94,22 +147,87 @@ impl Session {
         self.outbound.send(frame);
     }
 
-    /// Handles one text frame. An error closes the connection with that code.
-    async fn handle(&mut self, text: &str) -> Result<(), DisconnectCode> {
-        if text.len() > self.gateway.config.max_frame_size {
-            return Err(DisconnectCode::MessageTooLarge);
+    /// Handles text frames in order. An error closes the connection with that code, after
+    /// the commands before the offending frame have been answered.
+    async fn handle(&mut self, texts: Vec<Utf8Bytes>) -> Result<(), DisconnectCode> {
+        let mut batch = Batch::default();
+        let outcome = self.handle_into(&texts, &mut batch).await;
+        self.flush(&mut batch).await;
+        outcome
+    }
+
+    async fn handle_into(
+        &mut self,
+        texts: &[Utf8Bytes],
+        batch: &mut Batch,
+    ) -> Result<(), DisconnectCode> {
+        for text in texts {
+            if text.len() > self.gateway.config.max_frame_size {
+                return Err(DisconnectCode::MessageTooLarge);
+            }
+            let parsed = command::parse(text).map_err(|violation| {
+                tracing::debug!(client = self.id, %violation, "protocol violation");
+                DisconnectCode::BadRequest
+            })?;
+            let id = parsed.id;
+            match parsed.command {
+                Ok(Command::Publish(params)) if self.state == State::Connected => {
+                    match self.prepare_publish(params) {
+                        Ok(Prepared::Routed(request)) => {
+                            if !batch.fits(&request) {
+                                self.flush(batch).await;
+                            }
+                            batch.push(id, request);
+                        }
+                        Ok(Prepared::Direct(publication)) => {
+                            self.flush(batch).await;
+                            let delivered = self.gateway.upstream.deliver(&publication).await;
+                            self.reply(id, delivered.map(|()| reply::empty(id)));
+                        }
+                        Err(refusal) => {
+                            self.flush(batch).await;
+                            self.send(reply::error(id, &refusal));
+                        }
+                    }
+                }
+                command => {
+                    self.flush(batch).await;
+                    let frame = match command {
+                        Ok(command) => self.execute(id, command).await,
+                        Err(refusal) => Err(refusal),
+                    };
+                    self.reply(id, frame);
+                }
+            }
         }
-        let parsed = command::parse(text).map_err(|violation| {
-            tracing::debug!(client = self.id, %violation, "protocol violation");
-            DisconnectCode::BadRequest
-        })?;
-        let id = parsed.id;
-        let frame = match parsed.command {
-            Ok(command) => self.execute(id, command).await,
-            Err(refusal) => Err(refusal),
-        };
-        self.send(frame.unwrap_or_else(|refusal| reply::error(id, &refusal)));
         Ok(())
+    }
+
+    fn reply(&self, id: u64, frame: Result<Utf8Bytes, Refusal>) {
+        self.send(frame.unwrap_or_else(|refusal| reply::error(id, &refusal)));
+    }
+
+    /// Sends the batched publishes to a router and answers each, in order.
+    async fn flush(&mut self, batch: &mut Batch) {
+        if batch.ids.is_empty() {
+            return;
+        }
+        let ids = std::mem::take(&mut batch.ids);
+        let requests = std::mem::take(&mut batch.requests);
+        batch.bytes = 0;
+        match self.gateway.upstream.publish(requests).await {
+            Ok(results) => {
+                for (id, result) in ids.into_iter().zip(results) {
+                    let frame = result.map(|p| reply::ok(id, &reply::PositionResult::new(&p)));
+                    self.reply(id, frame);
+                }
+            }
+            Err(refusal) => {
+                for id in ids {
+                    self.send(reply::error(id, &refusal));
+                }
+            }
+        }
     }
 
     async fn execute(&mut self, id: u64, command: Command<'_>) -> Result<Utf8Bytes, Refusal> {
@@ -132,7 +250,10 @@ impl Session {
             }
             (State::Connected, Command::Subscribe(params)) => self.subscribe(id, params).await,
             (State::Connected, Command::Unsubscribe(params)) => self.unsubscribe(id, params),
-            (State::Connected, Command::Publish(params)) => self.publish(id, params).await,
+            // `handle` sends the publishes of a connected session through a batch instead.
+            (State::Connected, Command::Publish(_)) => {
+                Err(Refusal::new(ErrorCode::Internal, "publish outside a batch"))
+            }
             (State::Connected, Command::History(params)) => self.history(id, params).await,
         }
     }
@@ -167,7 +288,9 @@ impl Session {
         Ok(reply::empty(id))
     }
 
-    async fn publish(&mut self, id: u64, params: PublishParams<'_>) -> Result<Utf8Bytes, Refusal> {
+    /// Checks a publish and shapes it for its channel: to the routers when the channel has
+    /// history, straight to the delivery subject otherwise.
+    fn prepare_publish(&self, params: PublishParams<'_>) -> Result<Prepared, Refusal> {
         let channel = params.channel;
         valid_channel(&channel)?;
         let rules = self.gateway.channels.rules_for(&channel);
@@ -180,27 +303,20 @@ impl Session {
         }
         let data = Bytes::copy_from_slice(data.as_bytes());
         if !rules.has_history() {
-            let publication = Publication {
+            return Ok(Prepared::Direct(Publication {
                 channel,
                 data,
                 origin: self.name.clone(),
                 accepted_at_us: herald_core::time::unix_micros(),
                 ..Default::default()
-            };
-            self.gateway.upstream.deliver(&publication).await?;
-            return Ok(reply::ok(
-                id,
-                &reply::PositionResult::new(&Position::default()),
-            ));
+            }));
         }
-        let request = PublishRequest {
+        Ok(Prepared::Routed(PublishRequest {
             channel,
             data,
             idempotency_key: params.idempotency_key.unwrap_or_default(),
             origin: self.name.clone(),
-        };
-        let position = self.gateway.upstream.publish(request).await?;
-        Ok(reply::ok(id, &reply::PositionResult::new(&position)))
+        }))
     }
 
     async fn history(&mut self, id: u64, params: HistoryParams) -> Result<Utf8Bytes, Refusal> {

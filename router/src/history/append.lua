@@ -1,33 +1,43 @@
--- Appends one publication to a channel's history, atomically.
+-- Appends a run of publications to one channel's history, atomically and in order.
 --
 -- KEYS[1] history stream, KEYS[2] meta hash (e = epoch, s = newest offset),
--- KEYS[3] idempotency record (ignored unless ARGV[7] == '1').
--- ARGV: 1 data, 2 origin, 3 max size, 4 history ttl ms, 5 meta ttl ms, 6 epoch to use if the
--- channel has none, 7 '1' to check the idempotency key, 8 idempotency ttl ms,
--- 9 accepted-at (unix microseconds).
--- Returns {offset, epoch, duplicate (0/1)}.
+-- KEYS[2 + i] idempotency record of entry i (ignored when the entry has no key).
+-- ARGV[1] max size, ARGV[2] history ttl ms, ARGV[3] meta ttl ms, ARGV[4] epoch to use if the
+-- channel has none, ARGV[5] idempotency ttl ms, then 4 values per entry: data, origin,
+-- '1' if it has an idempotency key, accepted-at (unix microseconds).
+-- Returns {epoch, offset 1, duplicate 1 (0/1), offset 2, duplicate 2, ...}.
 
 local epoch = redis.call('HGET', KEYS[2], 'e')
 if not epoch then
-  epoch = ARGV[6]
+  epoch = ARGV[4]
   redis.call('HSET', KEYS[2], 'e', epoch)
   -- A log without its meta belongs to a forgotten epoch: its offsets would collide.
   redis.call('DEL', KEYS[1])
 end
 
-if ARGV[7] == '1' then
-  local seen = redis.call('GET', KEYS[3])
+local result = {epoch}
+local appended = false
+local entries = (#ARGV - 5) / 4
+for i = 1, entries do
+  local base = 5 + (i - 1) * 4
+  local data, origin, keyed, at = ARGV[base + 1], ARGV[base + 2], ARGV[base + 3], ARGV[base + 4]
+  local seen = keyed == '1' and redis.call('GET', KEYS[2 + i])
   if seen then
-    return {tonumber(seen), epoch, 1}
+    result[#result + 1] = tonumber(seen)
+    result[#result + 1] = 1
+  else
+    local offset = redis.call('HINCRBY', KEYS[2], 's', 1)
+    redis.call('XADD', KEYS[1], 'MAXLEN', ARGV[1], offset .. '-0', 'd', data, 'o', origin, 't', at)
+    if keyed == '1' then
+      redis.call('SET', KEYS[2 + i], offset, 'PX', ARGV[5])
+    end
+    appended = true
+    result[#result + 1] = offset
+    result[#result + 1] = 0
   end
 end
-
-local offset = redis.call('HINCRBY', KEYS[2], 's', 1)
-redis.call('XADD', KEYS[1], 'MAXLEN', ARGV[3], offset .. '-0',
-  'd', ARGV[1], 'o', ARGV[2], 't', ARGV[9])
-redis.call('PEXPIRE', KEYS[1], ARGV[4])
-redis.call('PEXPIRE', KEYS[2], ARGV[5])
-if ARGV[7] == '1' then
-  redis.call('SET', KEYS[3], offset, 'PX', ARGV[8])
+if appended then
+  redis.call('PEXPIRE', KEYS[1], ARGV[2])
+  redis.call('PEXPIRE', KEYS[2], ARGV[3])
 end
-return {offset, epoch, 0}
+return result

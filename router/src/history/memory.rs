@@ -11,7 +11,7 @@ use async_trait::async_trait;
 use herald_proto::bus::v1::{Position, Publication};
 use tokio::time::Instant;
 
-use super::{Append, Appended, HistoryStore, Page, Query, StoreError, new_epoch};
+use super::{Append, Appended, Entry, HistoryStore, Limits, Page, Query, StoreError, new_epoch};
 
 /// Appends between two sweeps of expired channels and idempotency keys.
 const SWEEP_EVERY: u64 = 4096;
@@ -66,6 +66,53 @@ impl State {
             stream.log.clear();
         }
         stream
+    }
+
+    fn append_one(
+        &mut self,
+        channel: &str,
+        entry: Entry,
+        limits: Limits,
+        now: Instant,
+    ) -> Appended {
+        let idempotency = entry.idempotency_key.map(|key| (channel.to_string(), key));
+        if let Some(id) = &idempotency
+            && let Some(&(offset, expires)) = self.idempotency.get(id)
+            && expires > now
+        {
+            let epoch = self.stream(channel, now, limits.meta_ttl).epoch.clone();
+            return Appended {
+                offset,
+                epoch,
+                duplicate: true,
+            };
+        }
+        let stream = self.stream(channel, now, limits.meta_ttl);
+        stream.top += 1;
+        let offset = stream.top;
+        stream.log.push_back(Publication {
+            channel: channel.to_string(),
+            offset,
+            epoch: stream.epoch.clone(),
+            data: entry.data,
+            origin: entry.origin,
+            accepted_at_us: entry.accepted_at_us,
+        });
+        while stream.log.len() > limits.size as usize {
+            stream.log.pop_front();
+        }
+        stream.log_expires = now + limits.ttl;
+        stream.meta_expires = now + limits.meta_ttl.max(limits.ttl);
+        let epoch = stream.epoch.clone();
+        if let Some(id) = idempotency {
+            self.idempotency
+                .insert(id, (offset, now + limits.idempotency_ttl));
+        }
+        Appended {
+            offset,
+            epoch,
+            duplicate: false,
+        }
     }
 
     fn sweep(&mut self, now: Instant) {
@@ -125,7 +172,7 @@ fn select(log: &VecDeque<Publication>, query: Query) -> Vec<Publication> {
 
 #[async_trait]
 impl HistoryStore for MemoryHistory {
-    async fn append(&self, append: Append) -> Result<Appended, StoreError> {
+    async fn append(&self, append: Append) -> Result<Vec<Appended>, StoreError> {
         let now = Instant::now();
         let limits = append.limits;
         let mut state = self.state()?;
@@ -133,51 +180,11 @@ impl HistoryStore for MemoryHistory {
         if state.appends.is_multiple_of(SWEEP_EVERY) {
             state.sweep(now);
         }
-        let idempotency = append
-            .idempotency_key
-            .as_ref()
-            .map(|key| (append.channel.clone(), key.clone()));
-        if let Some(id) = &idempotency
-            && let Some(&(offset, expires)) = state.idempotency.get(id)
-            && expires > now
-        {
-            let epoch = state
-                .stream(&append.channel, now, limits.meta_ttl)
-                .epoch
-                .clone();
-            return Ok(Appended {
-                offset,
-                epoch,
-                duplicate: true,
-            });
+        let mut results = Vec::with_capacity(append.entries.len());
+        for entry in append.entries {
+            results.push(state.append_one(&append.channel, entry, limits, now));
         }
-        let stream = state.stream(&append.channel, now, limits.meta_ttl);
-        stream.top += 1;
-        let offset = stream.top;
-        stream.log.push_back(Publication {
-            channel: append.channel,
-            offset,
-            epoch: stream.epoch.clone(),
-            data: append.data,
-            origin: append.origin,
-            accepted_at_us: append.accepted_at_us,
-        });
-        while stream.log.len() > limits.size as usize {
-            stream.log.pop_front();
-        }
-        stream.log_expires = now + limits.ttl;
-        stream.meta_expires = now + limits.meta_ttl.max(limits.ttl);
-        let epoch = stream.epoch.clone();
-        if let Some(id) = idempotency {
-            state
-                .idempotency
-                .insert(id, (offset, now + limits.idempotency_ttl));
-        }
-        Ok(Appended {
-            offset,
-            epoch,
-            duplicate: false,
-        })
+        Ok(results)
     }
 
     async fn read(
@@ -202,7 +209,6 @@ impl HistoryStore for MemoryHistory {
 
 #[cfg(test)]
 mod tests {
-    use super::super::Limits;
     use super::*;
     use bytes::Bytes;
 
@@ -218,12 +224,18 @@ mod tests {
     fn append(channel: &str, data: &str, key: Option<&str>, size: u32) -> Append {
         Append {
             channel: channel.into(),
-            data: Bytes::copy_from_slice(data.as_bytes()),
-            origin: String::new(),
-            idempotency_key: key.map(String::from),
-            accepted_at_us: 0,
+            entries: vec![Entry {
+                data: Bytes::copy_from_slice(data.as_bytes()),
+                origin: String::new(),
+                idempotency_key: key.map(String::from),
+                accepted_at_us: 0,
+            }],
             limits: limits(size),
         }
+    }
+
+    async fn one(store: &MemoryHistory, append: Append) -> Appended {
+        store.append(append).await.unwrap().remove(0)
     }
 
     fn offsets(page: &Page) -> Vec<u64> {
@@ -234,7 +246,7 @@ mod tests {
     async fn offsets_are_consecutive_and_history_is_trimmed() {
         let store = MemoryHistory::new();
         for i in 1..=5u64 {
-            let appended = store.append(append("c", "1", None, 3)).await.unwrap();
+            let appended = one(&store, append("c", "1", None, 3)).await;
             assert_eq!(appended.offset, i);
         }
         let ttl = Duration::from_secs(600);
@@ -257,23 +269,20 @@ mod tests {
     #[tokio::test]
     async fn an_idempotency_key_is_stored_once() {
         let store = MemoryHistory::new();
-        let first = store.append(append("c", "a", Some("k"), 10)).await.unwrap();
-        let again = store.append(append("c", "a", Some("k"), 10)).await.unwrap();
+        let first = one(&store, append("c", "a", Some("k"), 10)).await;
+        let again = one(&store, append("c", "a", Some("k"), 10)).await;
         assert!(!first.duplicate && again.duplicate);
         assert_eq!(first.offset, again.offset);
-        let other = store
-            .append(append("c", "b", Some("k2"), 10))
-            .await
-            .unwrap();
+        let other = one(&store, append("c", "b", Some("k2"), 10)).await;
         assert_eq!(other.offset, 2);
     }
 
     #[tokio::test(start_paused = true)]
     async fn an_expired_stream_starts_a_new_epoch() {
         let store = MemoryHistory::new();
-        let first = store.append(append("c", "a", None, 10)).await.unwrap();
+        let first = one(&store, append("c", "a", None, 10)).await;
         tokio::time::advance(Duration::from_secs(601)).await;
-        let later = store.append(append("c", "b", None, 10)).await.unwrap();
+        let later = one(&store, append("c", "b", None, 10)).await;
         assert_eq!(later.offset, 1);
         assert_ne!(first.epoch, later.epoch);
     }

@@ -24,15 +24,21 @@ pub use redis::RedisHistory;
 #[error("history store unavailable: {0}")]
 pub struct StoreError(pub String);
 
-/// One publication to append.
+/// Publications to append to one channel, in order.
 #[derive(Debug, Clone)]
 pub struct Append {
     pub channel: String,
+    pub entries: Vec<Entry>,
+    pub limits: Limits,
+}
+
+/// One publication to append.
+#[derive(Debug, Clone)]
+pub struct Entry {
     pub data: Bytes,
     pub origin: String,
     pub idempotency_key: Option<String>,
     pub accepted_at_us: u64,
-    pub limits: Limits,
 }
 
 /// How much history a channel keeps, and how long its metadata lives.
@@ -45,7 +51,7 @@ pub struct Limits {
     pub idempotency_ttl: Duration,
 }
 
-/// Where an append landed.
+/// Where one entry landed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Appended {
     pub offset: u64,
@@ -73,7 +79,8 @@ pub struct Page {
 
 #[async_trait]
 pub trait HistoryStore: Send + Sync + 'static {
-    async fn append(&self, append: Append) -> Result<Appended, StoreError>;
+    /// Appends the entries in order, atomically; returns where each one landed, in order.
+    async fn append(&self, append: Append) -> Result<Vec<Appended>, StoreError>;
 
     /// Reads a page; creates the channel's epoch if the channel has none yet, so that a
     /// subscriber learns the epoch its later publications will carry. `meta_ttl` bounds how

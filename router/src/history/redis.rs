@@ -23,7 +23,7 @@ pub struct RedisHistory {
     read: Script,
 }
 
-fn store_error(e: redis::RedisError) -> StoreError {
+fn store_error(e: impl std::fmt::Display) -> StoreError {
     StoreError(e.to_string())
 }
 
@@ -93,31 +93,50 @@ fn parse_entry(channel: &str, epoch: &str, entry: &Value) -> Option<Publication>
 
 #[async_trait]
 impl HistoryStore for RedisHistory {
-    async fn append(&self, append: Append) -> Result<Appended, StoreError> {
+    async fn append(&self, append: Append) -> Result<Vec<Appended>, StoreError> {
         let limits = append.limits;
-        let key = append.idempotency_key.as_deref();
-        let (offset, epoch, duplicate): (u64, String, u8) = self
-            .append
-            .key(self.keys.history(&append.channel))
-            .key(self.keys.meta(&append.channel))
-            .key(self.keys.idempotency(&append.channel, key.unwrap_or("")))
-            .arg(append.data.as_ref())
-            .arg(&append.origin)
+        let channel = &append.channel;
+        let mut invocation = self.append.prepare_invoke();
+        invocation
+            .key(self.keys.history(channel))
+            .key(self.keys.meta(channel))
             .arg(limits.size)
             .arg(millis(limits.ttl))
             .arg(millis(limits.meta_ttl.max(limits.ttl)))
             .arg(new_epoch())
-            .arg(if key.is_some() { "1" } else { "0" })
-            .arg(millis(limits.idempotency_ttl))
-            .arg(append.accepted_at_us)
+            .arg(millis(limits.idempotency_ttl));
+        for entry in &append.entries {
+            let key = entry.idempotency_key.as_deref();
+            // Every entry gets a key slot, so that entry i's record is always KEYS[2 + i].
+            invocation
+                .key(self.keys.idempotency(channel, key.unwrap_or("")))
+                .arg(entry.data.as_ref())
+                .arg(&entry.origin)
+                .arg(if key.is_some() { "1" } else { "0" })
+                .arg(entry.accepted_at_us);
+        }
+        let reply: Vec<Value> = invocation
             .invoke_async(&mut self.connection.clone())
             .await
             .map_err(store_error)?;
-        Ok(Appended {
-            offset,
-            epoch,
-            duplicate: duplicate == 1,
-        })
+        let malformed = || StoreError(format!("malformed append reply for {channel}"));
+        let (epoch, results) = reply.split_first().ok_or_else(malformed)?;
+        let epoch: String = redis::from_redis_value_ref(epoch).map_err(store_error)?;
+        if results.len() != 2 * append.entries.len() {
+            return Err(malformed());
+        }
+        results
+            .chunks_exact(2)
+            .map(|pair| {
+                let offset: u64 = redis::from_redis_value_ref(&pair[0]).map_err(store_error)?;
+                let duplicate: u8 = redis::from_redis_value_ref(&pair[1]).map_err(store_error)?;
+                Ok(Appended {
+                    offset,
+                    epoch: epoch.clone(),
+                    duplicate: duplicate == 1,
+                })
+            })
+            .collect()
     }
 
     async fn read(

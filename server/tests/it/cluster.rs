@@ -91,3 +91,74 @@ async fn an_idempotent_retry_through_another_gateway_is_stored_once() {
     let history = a.ok("history", json!({"channel": "orders"})).await.unwrap();
     assert_eq!(history["publications"].as_array().unwrap().len(), 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pipelined_publishes_are_answered_in_order_with_per_channel_offsets() {
+    let cluster = cluster(2, 2);
+    let publisher = client(&cluster.ws_url(0)).await;
+    let watcher = client(&cluster.ws_url(1)).await;
+    subscribe(&watcher, "p:one").await;
+    subscribe(&watcher, "p:two").await;
+
+    // Sent back to back without waiting, so the gateway reads them as one burst.
+    let mut commands = Vec::new();
+    for n in 0..300 {
+        let params = match n % 50 {
+            7 => json!({"channel": "", "data": n}),
+            13 => json!({"channel": "p:one", "data": "x".repeat(70_000)}),
+            21 => json!({"channel": "p:one", "data": n, "idempotency_key": "same"}),
+            _ => json!({"channel": if n % 2 == 0 { "p:one" } else { "p:two" }, "data": n}),
+        };
+        let method = if n % 50 == 30 { "ping" } else { "publish" };
+        let params = if method == "ping" { json!({}) } else { params };
+        commands.push((
+            n,
+            method,
+            params.clone(),
+            publisher.start(method, params).await.unwrap(),
+        ));
+    }
+    let mut next_offset: HashMap<&str, u64> = HashMap::new();
+    let mut keyed_offset = None;
+    for (n, method, params, reply) in commands {
+        let reply = reply.await.unwrap();
+        match (method, n % 50) {
+            ("ping", _) => assert_eq!(reply["result"], json!({}), "{reply}"),
+            (_, 7) => assert_eq!(reply["error"]["code"], 102, "{reply}"),
+            (_, 13) => assert_eq!(reply["error"]["code"], 112, "{reply}"),
+            (_, 21) => {
+                let offset = reply["result"]["offset"].as_u64().unwrap();
+                match keyed_offset {
+                    None => {
+                        keyed_offset = Some(offset);
+                        *next_offset.entry("p:one").or_insert(1) += 1;
+                    }
+                    Some(first) => assert_eq!(offset, first, "a repeated key is stored once"),
+                }
+            }
+            _ => {
+                let channel = if params["channel"] == "p:one" {
+                    "p:one"
+                } else {
+                    "p:two"
+                };
+                let expected = next_offset.entry(channel).or_insert(1);
+                assert_eq!(reply["result"]["offset"], *expected, "{n}: {reply}");
+                *expected += 1;
+            }
+        }
+    }
+    // The watcher sees each channel's publications in order, each once.
+    let stored_one = next_offset["p:one"] - 1;
+    let stored_two = next_offset["p:two"] - 1;
+    let mut seen: HashMap<String, u64> = HashMap::new();
+    for _ in 0..stored_one + stored_two {
+        let push = watcher.next_push(PATIENCE).await.unwrap();
+        let last = seen
+            .entry(push["channel"].as_str().unwrap().into())
+            .or_default();
+        assert_eq!(push["offset"], *last + 1, "{push}");
+        *last += 1;
+    }
+    assert_eq!((seen["p:one"], seen["p:two"]), (stored_one, stored_two));
+}
