@@ -123,10 +123,10 @@ impl Feed<'_> {
     }
 
     async fn accept(&mut self, publication: Publication) {
-        match self.sequencer.accept(publication.clone()) {
+        match self.sequencer.accept(publication) {
             Accepted::Deliver(ready) => self.deliver(&ready),
             Accepted::Nothing => {}
-            Accepted::OtherEpoch => self.change_epoch(publication).await,
+            Accepted::OtherEpoch(publication) => self.change_epoch(publication).await,
         }
         self.track_gap();
     }

@@ -103,10 +103,11 @@ impl Hub {
             entry.waiting += 1;
             (entry.generation, entry.ready.subscribe())
         };
-        let waiting = Waiting {
+        let mut waiting = Waiting {
             hub: self,
             channel,
             generation,
+            done: false,
         };
         let started = tokio::time::timeout(self.start_timeout, ready.wait_for(Option::is_some))
             .await
@@ -127,7 +128,7 @@ impl Hub {
             .filter(|e| e.generation == generation)
             .ok_or_else(|| Refusal::new(ErrorCode::Unavailable, "channel feed restarted"))?;
         entry.waiting -= 1;
-        std::mem::forget(waiting);
+        waiting.done = true;
         entry.subscribers.insert(client, outbound);
         Ok(entry.position.clone())
     }
@@ -241,10 +242,16 @@ struct Waiting<'a> {
     hub: &'a Hub,
     channel: &'a str,
     generation: u64,
+    /// Set once the call joined; then there is nothing to give up. (It is set while the
+    /// shard lock is held, and the guard of that lock is dropped before this one.)
+    done: bool,
 }
 
 impl Drop for Waiting<'_> {
     fn drop(&mut self) {
+        if self.done {
+            return;
+        }
         let mut shard = self.hub.shard(self.channel);
         if let Some(entry) = shard
             .get_mut(self.channel)

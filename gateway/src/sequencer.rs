@@ -28,8 +28,9 @@ pub enum Accepted {
     Deliver(Vec<Publication>),
     /// Behind a gap, or a duplicate: nothing to deliver now.
     Nothing,
-    /// From another epoch: ask the router which epoch is current.
-    OtherEpoch,
+    /// From another epoch: ask the router which epoch is current. The publication is
+    /// handed back.
+    OtherEpoch(Publication),
 }
 
 impl Sequencer {
@@ -56,7 +57,7 @@ impl Sequencer {
 
     pub fn accept(&mut self, publication: Publication) -> Accepted {
         if publication.epoch != self.epoch {
-            return Accepted::OtherEpoch;
+            return Accepted::OtherEpoch(publication);
         }
         if publication.offset <= self.last || self.held.contains_key(&publication.offset) {
             return Accepted::Nothing;
@@ -153,7 +154,7 @@ mod tests {
         match accepted {
             Accepted::Deliver(ps) => ps.iter().map(|p| p.offset).collect(),
             Accepted::Nothing => vec![],
-            Accepted::OtherEpoch => panic!("unexpected epoch"),
+            Accepted::OtherEpoch(_) => panic!("unexpected epoch"),
         }
     }
 
@@ -207,7 +208,7 @@ mod tests {
         let mut s = start(10);
         let mut other = publication(1);
         other.epoch = "f".into();
-        assert_eq!(s.accept(other.clone()), Accepted::OtherEpoch);
+        assert_eq!(s.accept(other.clone()), Accepted::OtherEpoch(other.clone()));
         s.restart("f".into());
         assert_eq!(offsets(s.accept(other)), [1]);
     }

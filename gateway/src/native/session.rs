@@ -12,6 +12,7 @@ use std::sync::Arc;
 
 use axum::extract::ws::{Message, Utf8Bytes, WebSocket};
 use bytes::Bytes;
+use futures_util::stream::SplitStream;
 use futures_util::{FutureExt, StreamExt};
 use herald_core::channel;
 use herald_core::codes::{DisconnectCode, ErrorCode, Refusal};
@@ -98,33 +99,14 @@ pub async fn serve(socket: WebSocket, gateway: Arc<Gateway>) {
     loop {
         tokio::select! {
             frame = stream.next() => {
-                // Text frames the client has already sent are handled together, so that
-                // consecutive publishes reach the routers as one batch.
-                let mut texts = Vec::new();
-                let mut pending = Some(frame);
-                let rest = loop {
-                    match pending.take() {
-                        Some(Some(Ok(Message::Text(text)))) if texts.len() < MAX_BURST => {
-                            texts.push(text);
-                            pending = stream.next().now_or_never();
-                        }
-                        other => break other,
-                    }
-                };
+                let (texts, stop) = read_burst(&mut stream, frame);
                 if let Err(code) = session.handle(texts).await {
                     closer.close(code);
                 }
-                match rest {
-                    Some(Some(Ok(Message::Text(text)))) => {
-                        if let Err(code) = session.handle(vec![text]).await {
-                            closer.close(code);
-                        }
-                    }
-                    Some(Some(Ok(Message::Binary(_)))) => closer.close(DisconnectCode::BadRequest),
-                    Some(Some(Ok(Message::Ping(_) | Message::Pong(_)))) | None => {}
-                    Some(Some(Ok(Message::Close(_))) | None) => closer.gone(),
-                    // Frames far over the limit are refused by the WebSocket layer itself.
-                    Some(Some(Err(_))) => closer.close(DisconnectCode::BadRequest),
+                match stop {
+                    Some(Stop::Binary | Stop::Broken) => closer.close(DisconnectCode::BadRequest),
+                    Some(Stop::Gone) => closer.gone(),
+                    None => {}
                 }
             }
             () = &mut handshake, if session.state == State::Connecting => {
@@ -140,6 +122,43 @@ pub async fn serve(socket: WebSocket, gateway: Arc<Gateway>) {
     session.leave_all();
     drop(session);
     let _ = writer.await;
+}
+
+/// Why a burst of text frames ended before the read-ahead ran out.
+enum Stop {
+    /// A binary frame: not part of the native protocol.
+    Binary,
+    /// The client closed the connection.
+    Gone,
+    /// The WebSocket layer failed, e.g. on a frame far over the size limit.
+    Broken,
+}
+
+/// Reads `first` and the text frames already waiting behind it (at most [`MAX_BURST`]), so
+/// that consecutive publishes reach the routers as one batch. Never waits for a frame that
+/// has not arrived.
+fn read_burst(
+    stream: &mut SplitStream<WebSocket>,
+    first: Option<Result<Message, axum::Error>>,
+) -> (Vec<Utf8Bytes>, Option<Stop>) {
+    let mut texts = Vec::new();
+    let mut frame = first;
+    loop {
+        match frame {
+            Some(Ok(Message::Text(text))) => texts.push(text),
+            Some(Ok(Message::Ping(_) | Message::Pong(_))) => {}
+            Some(Ok(Message::Binary(_))) => return (texts, Some(Stop::Binary)),
+            Some(Ok(Message::Close(_))) | None => return (texts, Some(Stop::Gone)),
+            Some(Err(_)) => return (texts, Some(Stop::Broken)),
+        }
+        if texts.len() >= MAX_BURST {
+            return (texts, None);
+        }
+        match stream.next().now_or_never() {
+            Some(next) => frame = next,
+            None => return (texts, None),
+        }
+    }
 }
 
 impl Session {
