@@ -6,7 +6,7 @@ use bytes::Bytes;
 use herald_router::history::{
     Append, Appended, Entry, HistoryStore, Limits, MemoryHistory, Query, RedisHistory,
 };
-use herald_testkit::RedisServer;
+use herald_testkit::Server;
 
 const META_TTL: Duration = Duration::from_secs(600);
 
@@ -126,7 +126,7 @@ async fn memory_store_conforms() {
 
 #[tokio::test]
 async fn redis_store_conforms() {
-    let redis = RedisServer::start();
+    let redis = Server::redis();
     let store = RedisHistory::connect(&redis.url(), "t", Duration::from_secs(2))
         .await
         .unwrap();
@@ -135,7 +135,7 @@ async fn redis_store_conforms() {
 
 #[tokio::test]
 async fn redis_store_fails_while_redis_is_down_and_recovers() {
-    let mut redis = RedisServer::start();
+    let mut redis = Server::redis();
     let store = RedisHistory::connect(&redis.url(), "t", Duration::from_secs(1))
         .await
         .unwrap();

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use crate::node::HeraldProcess;
-use crate::servers::{NatsServer, RedisServer};
+use crate::servers::Server;
 
 const READY_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -15,8 +15,8 @@ pub struct Cluster {
     // Nodes first: fields drop in order, so nodes stop before the servers they use.
     pub gateways: Vec<HeraldProcess>,
     pub routers: Vec<HeraldProcess>,
-    pub nats: NatsServer,
-    pub redis: RedisServer,
+    pub nats: Server,
+    pub redis: Server,
 }
 
 impl Cluster {
@@ -36,8 +36,8 @@ impl Cluster {
                 .collect(),
             gateways: Vec::new(),
             routers: Vec::new(),
-            nats: NatsServer::start(),
-            redis: RedisServer::start(),
+            nats: Server::nats(),
+            redis: Server::redis(),
         };
         for _ in 0..routers {
             cluster.add_router();

@@ -18,5 +18,5 @@ pub mod wait;
 pub use client::NativeClient;
 pub use cluster::Cluster;
 pub use node::HeraldProcess;
-pub use servers::{NatsServer, RedisServer};
+pub use servers::Server;
 pub use wait::{wait_for, wait_for_async};

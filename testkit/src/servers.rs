@@ -1,6 +1,6 @@
 //! Real `nats-server` and `redis-server` processes for tests.
 //!
-//! Each runs on a free loopback port and is killed on `Drop`. `stop` and `start` keep the
+//! Each runs on a free loopback port and is killed on `Drop`. `stop` and `restart` keep the
 //! port, so a fault test can take a server away and bring it back where clients expect it.
 
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -34,23 +34,49 @@ pub fn find_binary(name: &str) -> PathBuf {
         .unwrap_or_else(|| panic!("{name} not found: run scripts/test.sh, which installs it"))
 }
 
-/// A child server process on a fixed port.
-struct ServerProcess {
+/// A server child process on a fixed loopback port, killed on `Drop`.
+pub struct Server {
     name: &'static str,
+    scheme: &'static str,
     port: u16,
     args: Vec<String>,
     child: Option<Child>,
 }
 
-impl ServerProcess {
-    fn new(name: &'static str, port: u16, args: Vec<String>) -> Self {
+impl Server {
+    /// A `nats-server` on a free port.
+    pub fn nats() -> Self {
+        let port = free_port();
+        Self::start(
+            "nats-server",
+            "nats",
+            port,
+            &["-a", "127.0.0.1", "-p", &port.to_string()],
+        )
+    }
+
+    /// A `redis-server` on a free port that keeps nothing on disk.
+    pub fn redis() -> Self {
+        let port = free_port();
+        let args = ["--port", &port.to_string(), "--bind", "127.0.0.1"];
+        let no_disk = ["--save", "", "--appendonly", "no"];
+        Self::start(
+            "redis-server",
+            "redis",
+            port,
+            &[&args[..], &no_disk[..]].concat(),
+        )
+    }
+
+    fn start(name: &'static str, scheme: &'static str, port: u16, args: &[&str]) -> Self {
         let mut server = Self {
             name,
+            scheme,
             port,
-            args,
+            args: args.iter().map(|a| a.to_string()).collect(),
             child: None,
         };
-        server.start();
+        server.restart();
         server
     }
 
@@ -58,7 +84,13 @@ impl ServerProcess {
         SocketAddr::from(([127, 0, 0, 1], self.port))
     }
 
-    fn start(&mut self) {
+    /// The URL clients connect to, e.g. `nats://127.0.0.1:4222`.
+    pub fn url(&self) -> String {
+        format!("{}://{}", self.scheme, self.addr())
+    }
+
+    /// Starts the server (again) on its port and waits until it accepts connections.
+    pub fn restart(&mut self) {
         assert!(self.child.is_none(), "{} is already running", self.name);
         let child = Command::new(find_binary(self.name))
             .args(&self.args)
@@ -75,7 +107,8 @@ impl ServerProcess {
         assert!(up, "{} did not listen on {addr} in time", self.name);
     }
 
-    fn stop(&mut self) {
+    /// Kills the server; its clients see the connection drop.
+    pub fn stop(&mut self) {
         if let Some(mut child) = self.child.take() {
             let _ = child.kill();
             let _ = child.wait();
@@ -83,69 +116,8 @@ impl ServerProcess {
     }
 }
 
-impl Drop for ServerProcess {
+impl Drop for Server {
     fn drop(&mut self) {
         self.stop();
-    }
-}
-
-/// A `nats-server` on a free port.
-pub struct NatsServer(ServerProcess);
-
-impl NatsServer {
-    pub fn start() -> Self {
-        let port = free_port();
-        let args = ["-a", "127.0.0.1", "-p", &port.to_string()]
-            .map(String::from)
-            .to_vec();
-        Self(ServerProcess::new("nats-server", port, args))
-    }
-
-    pub fn url(&self) -> String {
-        format!("nats://{}", self.0.addr())
-    }
-
-    /// Kills the server; clients see the connection drop.
-    pub fn stop(&mut self) {
-        self.0.stop();
-    }
-
-    /// Starts it again on the same port.
-    pub fn restart(&mut self) {
-        self.0.start();
-    }
-}
-
-/// A `redis-server` on a free port that keeps nothing on disk.
-pub struct RedisServer(ServerProcess);
-
-impl RedisServer {
-    pub fn start() -> Self {
-        let port = free_port();
-        let args = [
-            "--port",
-            &port.to_string(),
-            "--bind",
-            "127.0.0.1",
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-        ]
-        .map(String::from)
-        .to_vec();
-        Self(ServerProcess::new("redis-server", port, args))
-    }
-
-    pub fn url(&self) -> String {
-        format!("redis://{}", self.0.addr())
-    }
-
-    pub fn stop(&mut self) {
-        self.0.stop();
-    }
-
-    pub fn restart(&mut self) {
-        self.0.start();
     }
 }
