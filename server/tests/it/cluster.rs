@@ -6,34 +6,46 @@ use serde_json::json;
 
 use super::*;
 
+/// Sends `count` publishes from a new client on `url`, up to 64 in flight, and waits for
+/// every acknowledgement.
+async fn publish_pipelined(url: String, channel: &'static str, name: &'static str, count: usize) {
+    let publisher = client(&url).await;
+    let mut in_flight = std::collections::VecDeque::new();
+    for n in 0..count {
+        let params = json!({"channel": channel, "data": {"from": name, "n": n}});
+        in_flight.push_back(publisher.start("publish", params).await.unwrap());
+        if in_flight.len() == 64 {
+            let reply = in_flight.pop_front().unwrap().await.unwrap();
+            assert!(reply.get("result").is_some(), "{reply}");
+        }
+    }
+    for reply in in_flight {
+        let reply = reply.await.unwrap();
+        assert!(reply.get("result").is_some(), "{reply}");
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn publications_reach_both_gateways_in_order_without_gaps() {
-    let cluster = cluster(2, 2);
+    let history = [("HERALD_CHANNELS__DEFAULT__HISTORY_SIZE", "2000")];
+    let cluster = Cluster::start(herald(), 2, 2, &history);
     let channel = "chat:order";
     let on_a = client(&cluster.ws_url(0)).await;
     let on_b = client(&cluster.ws_url(1)).await;
     subscribe(&on_a, channel).await;
     subscribe(&on_b, channel).await;
 
-    // Two publishers on different gateways at once, so both routers assign offsets
-    // concurrently and publications can overtake each other on the bus.
-    const EACH: usize = 500;
-    let mut tasks = Vec::new();
-    for (name, gateway) in [("a", 0), ("b", 1)] {
-        let url = cluster.ws_url(gateway);
-        tasks.push(tokio::spawn(async move {
-            let publisher = client(&url).await;
-            for n in 0..EACH {
-                publish(&publisher, channel, json!({"from": name, "n": n})).await;
-            }
-        }));
-    }
-    for task in tasks {
-        task.await.unwrap();
-    }
+    // 1,000 publications from a client on gateway A while a client on gateway B publishes
+    // 500 more: both routers assign offsets concurrently, and publications can overtake
+    // each other on the bus.
+    let from_a = tokio::spawn(publish_pipelined(cluster.ws_url(0), channel, "a", 1000));
+    let from_b = tokio::spawn(publish_pipelined(cluster.ws_url(1), channel, "b", 500));
+    from_a.await.unwrap();
+    from_b.await.unwrap();
+    const TOTAL: usize = 1500;
 
     for subscriber in [&on_a, &on_b] {
-        let received = publications(subscriber, channel, 2 * EACH).await;
+        let received = publications(subscriber, channel, TOTAL).await;
         let mut next_per_sender: HashMap<String, u64> = HashMap::new();
         for (i, push) in received.iter().enumerate() {
             assert_eq!(push["offset"], i as u64 + 1, "consecutive offsets");
@@ -42,19 +54,25 @@ async fn publications_reach_both_gateways_in_order_without_gaps() {
             assert_eq!(push["data"]["n"], *expected, "each sender's order is kept");
             *expected += 1;
         }
+        assert_eq!(next_per_sender["a"], 1000);
     }
 
-    let history = on_a
-        .ok("history", json!({"channel": channel, "limit": 1000}))
-        .await
-        .unwrap();
-    let offsets: Vec<u64> = history["publications"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|p| p["offset"].as_u64().unwrap())
-        .collect();
-    assert_eq!(offsets, (1..=1000).collect::<Vec<u64>>());
+    // History holds all of them (in two pages: one call returns at most 1,000).
+    let mut offsets = Vec::new();
+    while offsets.len() < TOTAL {
+        let page = on_a
+            .ok(
+                "history",
+                json!({"channel": channel, "since": offsets.len(), "limit": 1000}),
+            )
+            .await
+            .unwrap();
+        let publications = page["publications"].as_array().unwrap();
+        assert!(!publications.is_empty());
+        offsets.extend(publications.iter().map(|p| p["offset"].as_u64().unwrap()));
+    }
+    let expected: Vec<u64> = (1..=TOTAL as u64).collect();
+    assert!(offsets == expected, "history offsets are not 1..={TOTAL}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
