@@ -114,3 +114,23 @@ async fn unsubscribe_stops_delivery() {
     let error = refused(&b, "unsubscribe", json!({"channel": "c"})).await;
     assert_eq!(error["code"], 113);
 }
+
+#[tokio::test]
+async fn sigterm_closes_every_connection_with_shutdown_and_exits_cleanly() {
+    let mut node = standalone(&[]);
+    let a = client(&node.ws_url()).await;
+    let b = client(&node.ws_url()).await;
+    subscribe(&a, "news").await;
+    node.terminate();
+    for c in [&a, &b] {
+        let push = c.next_push(PATIENCE).await.unwrap();
+        assert_eq!(
+            push,
+            json!({"push": "disconnect", "code": 3000, "reason": "shutdown", "reconnect": true})
+        );
+        let closed = c.closed(PATIENCE).await.unwrap().unwrap();
+        assert_eq!(closed.code, 3000);
+    }
+    let status = node.wait_exit(PATIENCE).expect("the node exits");
+    assert!(status.success(), "{status}");
+}
