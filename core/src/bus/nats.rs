@@ -23,8 +23,9 @@ pub struct NatsBus {
 }
 
 impl NatsBus {
-    /// Connects to `url` (comma-separated for several servers). Fails if NATS cannot be
-    /// reached now; after that, reconnection is automatic and unlimited.
+    /// Connects to `url` (comma-separated for several servers). Returns at once: the first
+    /// connection, and every reconnection after an outage, is made in the background, so a
+    /// node can start (not ready) before NATS is up. Fails only on an invalid URL.
     pub async fn connect(url: &str, name: &str) -> Result<Self, BusError> {
         let connections = Arc::new(watch::Sender::new(0u64));
         let events = connections.clone();
