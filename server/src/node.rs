@@ -114,11 +114,17 @@ async fn bind(addr: SocketAddr) -> anyhow::Result<TcpListener> {
 /// Tells the terminal (and test harnesses, which read this line) where the node listens.
 fn announce(mode: Mode, node_id: &str, addr: SocketAddr) {
     let mode = mode.name();
+    // A wildcard address is where the node listens, not where a client should connect.
+    let reach = if addr.ip().is_unspecified() {
+        format!("localhost:{}", addr.port())
+    } else {
+        addr.to_string()
+    };
     match mode {
         "router" => println!("herald {mode} {node_id} listening on http://{addr} (health probes)"),
         _ => println!(
             "herald {mode} {node_id} listening on http://{addr} \
-             (native WebSocket: ws://{addr}/connection/websocket)"
+             (native WebSocket: ws://{reach}/connection/websocket)"
         ),
     }
     tracing::info!(%addr, node = node_id, mode, "listening");
