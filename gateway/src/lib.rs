@@ -12,6 +12,7 @@
 //! - [`hub`]: local subscriptions and fan-out (encode once, queue to many).
 //! - [`feed`]: one task per subscribed channel, bringing its publications in order.
 //! - [`sequencer`]: the ordering rule (no gaps, no duplicates), pure logic.
+//! - [`socketio`]: the Socket.IO profile (Engine.IO v4 and Socket.IO v5 wire formats so far).
 //! - [`upstream`]: requests to the routers over the bus.
 //! - [`outbound`]: a connection's bounded outbound queue, close signal and writer.
 
@@ -22,6 +23,7 @@ pub mod hub;
 pub mod native;
 pub mod outbound;
 pub mod sequencer;
+pub mod socketio;
 pub mod upstream;
 
 pub use gateway::{Gateway, serve};

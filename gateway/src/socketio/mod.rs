@@ -1,0 +1,15 @@
+//! The Socket.IO profile: what stock Socket.IO clients speak, at `/socket.io/`.
+//!
+//! Layers, each testable without a socket:
+//! - [`engine`]: Engine.IO v4 packets, and the payloads that carry several of them in one
+//!   HTTP long-polling body.
+//! - [`packet`]: Socket.IO v5 packets inside Engine.IO messages (connect, events, acks,
+//!   binary events with their attachment count).
+//! - [`binary`]: putting a binary event back together from its packet and the
+//!   attachments that follow it.
+//!
+//! The session, transports and the mapping onto Herald channels build on these.
+
+pub mod binary;
+pub mod engine;
+pub mod packet;
