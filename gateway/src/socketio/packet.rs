@@ -234,9 +234,19 @@ mod tests {
         Some(RawValue::from_string(json.to_string()).unwrap())
     }
 
+    /// Wire text, then the packet it holds: type, namespace, ack id, attachments, payload.
+    type Case = (
+        &'static str,
+        PacketType,
+        &'static str,
+        Option<u64>,
+        usize,
+        Option<&'static str>,
+    );
+
     #[test]
     fn decodes_and_re_encodes_every_shape() {
-        let cases: [(&str, PacketType, &str, Option<u64>, usize, Option<&str>); 9] = [
+        let cases: [Case; 9] = [
             ("0", PacketType::Connect, "/", None, 0, None),
             ("0/chat,", PacketType::Connect, "/chat", None, 0, None),
             (
