@@ -3,7 +3,7 @@
 //! One entry per channel with local subscribers. The first subscriber starts the channel's
 //! feed (one bus subscription and one task per channel, whatever the number of local
 //! subscribers); the last one to leave stops it. A publication is encoded once per
-//! protocol and the same bytes are queued to every subscriber.
+//! protocol and the same bytes are queued to every subscriber of that protocol.
 //!
 //! A subscriber is added under the same lock that delivery takes, together with reading
 //! the channel's position, so it receives exactly the publications after the position its
@@ -24,6 +24,7 @@ use tokio::task::AbortHandle;
 use crate::feed::{self, FeedConfig};
 use crate::native;
 use crate::outbound::Outbound;
+use crate::socketio;
 use crate::upstream::Upstream;
 
 const SHARDS: usize = 32;
@@ -34,9 +35,24 @@ pub type ClientId = u64;
 /// How a channel's feed started: its position, or why it could not.
 type Readiness = Option<Result<(), Refusal>>;
 
+/// How a subscriber receives publications.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Protocol {
+    Native,
+    /// A Socket.IO socket with this id. It does not get the events it emitted itself.
+    SocketIo {
+        sid: Arc<str>,
+    },
+}
+
+struct Subscriber {
+    outbound: Outbound,
+    protocol: Protocol,
+}
+
 struct Entry {
     generation: u64,
-    subscribers: HashMap<ClientId, Outbound>,
+    subscribers: HashMap<ClientId, Subscriber>,
     /// Subscribe calls waiting for the feed to start; the entry stays while there are any.
     waiting: usize,
     position: Position,
@@ -87,6 +103,7 @@ impl Hub {
         channel: &str,
         client: ClientId,
         outbound: Outbound,
+        protocol: Protocol,
         history: bool,
     ) -> Result<Position, Refusal> {
         let (generation, mut ready) = {
@@ -129,7 +146,9 @@ impl Hub {
             .ok_or_else(|| Refusal::new(ErrorCode::Unavailable, "channel feed restarted"))?;
         entry.waiting -= 1;
         waiting.done = true;
-        entry.subscribers.insert(client, outbound);
+        entry
+            .subscribers
+            .insert(client, Subscriber { outbound, protocol });
         Ok(entry.position.clone())
     }
 
@@ -188,19 +207,23 @@ impl Hub {
             && let Some(entry) = shard.remove(channel)
         {
             entry.ready.send_replace(Some(Err(refusal)));
-            for outbound in entry.subscribers.values() {
-                outbound.closer().close(DisconnectCode::ServerError);
+            for subscriber in entry.subscribers.values() {
+                subscriber
+                    .outbound
+                    .closer()
+                    .close(DisconnectCode::ServerError);
             }
         }
     }
 
     /// Delivers publications, in order, to the channel's local subscribers.
+    ///
+    /// Each publication is encoded at most once per protocol, on first need, and the same
+    /// bytes are queued to every subscriber of that protocol.
     pub(crate) fn deliver(&self, channel: &str, generation: u64, publications: &[Publication]) {
         let Some(last) = publications.last() else {
             return;
         };
-        // Encode before taking the lock: once per publication, shared by every subscriber.
-        let frames: Vec<_> = publications.iter().map(native::push::publication).collect();
         let mut shard = self.shard(channel);
         let Some(entry) = shard
             .get_mut(channel)
@@ -212,9 +235,22 @@ impl Hub {
             offset: last.offset,
             epoch: last.epoch.clone(),
         };
-        for frame in frames.iter().flatten() {
-            for outbound in entry.subscribers.values() {
-                outbound.send(frame.clone());
+        for publication in publications {
+            let mut native = None;
+            let mut socketio = None;
+            for subscriber in entry.subscribers.values() {
+                let frame = match &subscriber.protocol {
+                    Protocol::Native => {
+                        native.get_or_insert_with(|| native::push::publication(publication))
+                    }
+                    Protocol::SocketIo { sid } if **sid == publication.origin => continue,
+                    Protocol::SocketIo { .. } => {
+                        socketio.get_or_insert_with(|| socketio::event::frame(publication))
+                    }
+                };
+                if let Some(frame) = frame {
+                    subscriber.outbound.send(frame.clone());
+                }
             }
         }
     }

@@ -10,6 +10,7 @@ use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes};
+use bytes::Bytes;
 use futures_util::{Sink, SinkExt};
 use herald_core::codes::DisconnectCode;
 use tokio::sync::mpsc;
@@ -65,18 +66,41 @@ impl Closer {
     }
 }
 
+/// One WebSocket frame to write: text (JSON, Engine.IO packets) or binary (Socket.IO
+/// attachments). Both share their buffer when cloned.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Frame {
+    Text(Utf8Bytes),
+    Binary(Bytes),
+}
+
+impl From<Utf8Bytes> for Frame {
+    fn from(text: Utf8Bytes) -> Self {
+        Self::Text(text)
+    }
+}
+
+impl From<Frame> for Message {
+    fn from(frame: Frame) -> Self {
+        match frame {
+            Frame::Text(text) => Message::Text(text),
+            Frame::Binary(bytes) => Message::Binary(bytes),
+        }
+    }
+}
+
 /// The sending side of a connection, cheap to clone into the hub.
 #[derive(Clone)]
 pub struct Outbound {
-    frames: mpsc::Sender<Utf8Bytes>,
+    frames: mpsc::Sender<Frame>,
     closer: Closer,
 }
 
 impl Outbound {
     /// Queues a frame without waiting. A full queue closes the connection as a slow consumer;
     /// returns whether the frame was queued.
-    pub fn send(&self, frame: Utf8Bytes) -> bool {
-        match self.frames.try_send(frame) {
+    pub fn send(&self, frame: impl Into<Frame>) -> bool {
+        match self.frames.try_send(frame.into()) {
             Ok(()) => true,
             Err(TrySendError::Full(_)) => {
                 self.closer.close(DisconnectCode::SlowConsumer);
@@ -92,7 +116,7 @@ impl Outbound {
 }
 
 /// Creates a connection's outbound queue of `capacity` frames.
-pub fn channel(capacity: usize) -> (Outbound, mpsc::Receiver<Utf8Bytes>) {
+pub fn channel(capacity: usize) -> (Outbound, mpsc::Receiver<Frame>) {
     let (frames, rx) = mpsc::channel(capacity);
     (
         Outbound {
@@ -107,7 +131,7 @@ pub fn channel(capacity: usize) -> (Outbound, mpsc::Receiver<Utf8Bytes>) {
 /// gets `farewell(code)` (a protocol-specific disconnect message, if any) and a close frame.
 pub async fn write_loop<S>(
     mut sink: S,
-    mut frames: mpsc::Receiver<Utf8Bytes>,
+    mut frames: mpsc::Receiver<Frame>,
     closer: Closer,
     farewell: impl Fn(DisconnectCode) -> Option<Utf8Bytes>,
 ) where
@@ -121,10 +145,10 @@ pub async fn write_loop<S>(
         };
         let Some(first) = first else { break };
         let write = async {
-            sink.feed(Message::Text(first)).await?;
+            sink.feed(first.into()).await?;
             for _ in 1..WRITE_BATCH {
                 match frames.try_recv() {
-                    Ok(frame) => sink.feed(Message::Text(frame)).await?,
+                    Ok(frame) => sink.feed(frame.into()).await?,
                     Err(_) => break,
                 }
             }

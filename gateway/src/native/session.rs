@@ -21,7 +21,7 @@ use herald_proto::bus::v1::{HistoryRequest, Publication, PublishRequest};
 use super::command::{self, ChannelParams, Command, HistoryParams, PublishParams};
 use super::{push, reply};
 use crate::gateway::Gateway;
-use crate::hub::ClientId;
+use crate::hub::{ClientId, Protocol};
 use crate::outbound::{self, Outbound};
 
 /// Most frames read ahead and handled together.
@@ -290,7 +290,13 @@ impl Session {
         let position = self
             .gateway
             .hub
-            .subscribe(&channel, self.id, self.outbound.clone(), history)
+            .subscribe(
+                &channel,
+                self.id,
+                self.outbound.clone(),
+                Protocol::Native,
+                history,
+            )
             .await?;
         self.subscriptions.insert(channel);
         Ok(reply::ok(id, &reply::PositionResult::new(&position)))

@@ -7,9 +7,13 @@
 //!   binary events with their attachment count).
 //! - [`binary`]: putting a binary event back together from its packet and the
 //!   attachments that follow it.
+//! - [`channels`]: namespaces and rooms as Herald channels.
+//! - [`event`]: events as publication data, and publications as Socket.IO events.
 //!
 //! The session, transports and the mapping onto Herald channels build on these.
 
 pub mod binary;
+pub mod channels;
 pub mod engine;
+pub mod event;
 pub mod packet;
