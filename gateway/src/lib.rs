@@ -13,6 +13,7 @@
 //! - [`feed`]: one task per subscribed channel, bringing its publications in order.
 //! - [`sequencer`]: the ordering rule (no gaps, no duplicates), pure logic.
 //! - [`socketio`]: the Socket.IO profile (Engine.IO v4 and Socket.IO v5 wire formats so far).
+//! - [`publish`]: checking a publish against channel rules, for every protocol.
 //! - [`upstream`]: requests to the routers over the bus.
 //! - [`outbound`]: a connection's bounded outbound queue, close signal and writer.
 
@@ -22,6 +23,7 @@ pub mod http;
 pub mod hub;
 pub mod native;
 pub mod outbound;
+pub mod publish;
 pub mod sequencer;
 pub mod socketio;
 pub mod upstream;

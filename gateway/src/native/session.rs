@@ -11,31 +11,22 @@ use std::collections::HashSet;
 use std::sync::Arc;
 
 use axum::extract::ws::{Message, Utf8Bytes, WebSocket};
-use bytes::Bytes;
 use futures_util::stream::SplitStream;
 use futures_util::{FutureExt, StreamExt};
-use herald_core::channel;
 use herald_core::codes::{DisconnectCode, ErrorCode, Refusal};
-use herald_proto::bus::v1::{HistoryRequest, Publication, PublishRequest};
+use herald_proto::bus::v1::{HistoryRequest, PublishRequest};
 
-use super::command::{self, ChannelParams, Command, HistoryParams, PublishParams};
+use super::command::{self, ChannelParams, Command, HistoryParams};
 use super::{push, reply};
 use crate::gateway::Gateway;
 use crate::hub::{ClientId, Protocol};
 use crate::outbound::{self, Outbound};
+use crate::publish::{self, Prepared};
 
 /// Most frames read ahead and handled together.
 const MAX_BURST: usize = 256;
 /// Most payload bytes in one publish batch, well under NATS' default 1 MiB message limit.
 const MAX_BATCH_BYTES: usize = 512 * 1024;
-
-/// A publish, ready to send.
-enum Prepared {
-    /// For a channel with history: to the routers.
-    Routed(PublishRequest),
-    /// For a channel without history: straight to subscribers.
-    Direct(Publication),
-}
 
 /// Consecutive publishes of one connection, sent to a router together.
 #[derive(Default)]
@@ -191,7 +182,14 @@ impl Session {
             let id = parsed.id;
             match parsed.command {
                 Ok(Command::Publish(params)) if self.state == State::Connected => {
-                    match self.prepare_publish(params) {
+                    let prepared = publish::prepare(
+                        &self.gateway.channels,
+                        params.channel,
+                        params.data.get(),
+                        &self.name,
+                        params.idempotency_key,
+                    );
+                    match prepared {
                         Ok(Prepared::Routed(request)) => {
                             if !batch.fits(&request) {
                                 self.flush(batch).await;
@@ -279,7 +277,7 @@ impl Session {
 
     async fn subscribe(&mut self, id: u64, params: ChannelParams) -> Result<Utf8Bytes, Refusal> {
         let channel = params.channel;
-        valid_channel(&channel)?;
+        publish::valid_channel(&channel)?;
         if self.subscriptions.contains(&channel) {
             return Err(Refusal::new(
                 ErrorCode::AlreadySubscribed,
@@ -313,39 +311,8 @@ impl Session {
         Ok(reply::empty(id))
     }
 
-    /// Checks a publish and shapes it for its channel: to the routers when the channel has
-    /// history, straight to the delivery subject otherwise.
-    fn prepare_publish(&self, params: PublishParams<'_>) -> Result<Prepared, Refusal> {
-        let channel = params.channel;
-        valid_channel(&channel)?;
-        let rules = self.gateway.channels.rules_for(&channel);
-        let data = params.data.get();
-        if data.len() > rules.max_message_size {
-            return Err(Refusal::new(
-                ErrorCode::MessageTooLarge,
-                format!("data exceeds {} bytes", rules.max_message_size),
-            ));
-        }
-        let data = Bytes::copy_from_slice(data.as_bytes());
-        if !rules.has_history() {
-            return Ok(Prepared::Direct(Publication {
-                channel,
-                data,
-                origin: self.name.clone(),
-                accepted_at_us: herald_core::time::unix_micros(),
-                ..Default::default()
-            }));
-        }
-        Ok(Prepared::Routed(PublishRequest {
-            channel,
-            data,
-            idempotency_key: params.idempotency_key.unwrap_or_default(),
-            origin: self.name.clone(),
-        }))
-    }
-
     async fn history(&mut self, id: u64, params: HistoryParams) -> Result<Utf8Bytes, Refusal> {
-        valid_channel(&params.channel)?;
+        publish::valid_channel(&params.channel)?;
         let config = &self.gateway.config;
         let limit = params.limit.unwrap_or(config.history_default_limit);
         if limit > config.history_max_limit {
@@ -369,8 +336,4 @@ impl Session {
             self.gateway.hub.unsubscribe(&channel, self.id);
         }
     }
-}
-
-fn valid_channel(name: &str) -> Result<(), Refusal> {
-    channel::validate(name).map_err(|e| Refusal::new(ErrorCode::BadChannel, e.to_string()))
 }
