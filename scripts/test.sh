@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # Runs Herald's whole test suite on a fresh machine.
 #
-# Installs what the tests need and is missing (nats-server and redis-server from the
-# distribution's packages, cargo-nextest), then checks formatting and lints, and runs every
-# test. Tests start their own nats-server and redis-server processes on free ports; nothing
+# Installs what the tests need and is missing (nats-server, redis-server and Node.js from
+# the distribution's packages, the pinned socket.io-client from npm, cargo-nextest), then
+# checks formatting and lints, and runs every test. Tests start their own nats-server and redis-server processes on free ports; nothing
 # needs to be running beforehand.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -19,12 +19,17 @@ as_root() {
 missing=()
 have nats-server || missing+=(nats-server)
 have redis-server || missing+=(redis-server)
+have node || missing+=(nodejs)
+have npm || missing+=(npm)
 if [ ${#missing[@]} -gt 0 ]; then
     log "installing ${missing[*]}"
     as_root apt-get update -qq
     as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}"
     # The packages start system services on the default ports; the tests do not use them.
 fi
+
+log "Socket.IO test clients (npm ci in clients/js)"
+npm ci --prefix clients/js --no-audit --no-fund --loglevel=error
 
 if ! cargo nextest --version >/dev/null 2>&1; then
     log "installing cargo-nextest"

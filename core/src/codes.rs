@@ -131,16 +131,19 @@ pub enum DisconnectCode {
     MessageTooLarge,
     /// The client did not send `connect` within the handshake deadline.
     ConnectTimeout,
+    /// A Socket.IO client did not answer a heartbeat ping in time; it reconnects.
+    PingTimeout,
 }
 
 impl DisconnectCode {
-    pub const ALL: [DisconnectCode; 6] = [
+    pub const ALL: [DisconnectCode; 7] = [
         Self::Shutdown,
         Self::ServerError,
         Self::SlowConsumer,
         Self::BadRequest,
         Self::MessageTooLarge,
         Self::ConnectTimeout,
+        Self::PingTimeout,
     ];
 
     pub const fn code(self) -> u16 {
@@ -151,6 +154,7 @@ impl DisconnectCode {
             Self::BadRequest => 3501,
             Self::MessageTooLarge => 3502,
             Self::ConnectTimeout => 3503,
+            Self::PingTimeout => 3005,
         }
     }
 
@@ -163,6 +167,7 @@ impl DisconnectCode {
             Self::BadRequest => "bad request",
             Self::MessageTooLarge => "message too large",
             Self::ConnectTimeout => "connect timeout",
+            Self::PingTimeout => "ping timeout",
         }
     }
 

@@ -37,6 +37,7 @@ pub struct Config {
     pub nats: NatsConfig,
     pub redis: RedisConfig,
     pub channels: ChannelsConfig,
+    pub socketio: SocketIoConfig,
     pub log: LogConfig,
 }
 
@@ -85,6 +86,36 @@ impl Default for GatewayConfig {
             connect_timeout: Duration::from_secs(10),
             history_default_limit: 100,
             history_max_limit: 1000,
+        }
+    }
+}
+
+/// The Socket.IO profile at `/socket.io/`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SocketIoConfig {
+    /// How often the server pings each connection (Engine.IO `pingInterval`).
+    #[serde(with = "humantime_serde")]
+    pub ping_interval: Duration,
+    /// How long a ping may go unanswered before the connection is closed
+    /// (Engine.IO `pingTimeout`).
+    #[serde(with = "humantime_serde")]
+    pub ping_timeout: Duration,
+    /// Largest Engine.IO message accepted, in bytes (Engine.IO `maxPayload`).
+    pub max_payload: usize,
+    /// How long a new connection has to connect to its first namespace.
+    #[serde(with = "humantime_serde")]
+    pub connect_timeout: Duration,
+}
+
+impl Default for SocketIoConfig {
+    fn default() -> Self {
+        // The defaults of the reference Socket.IO server, which clients are tuned for.
+        Self {
+            ping_interval: Duration::from_secs(25),
+            ping_timeout: Duration::from_secs(20),
+            max_payload: 1_000_000,
+            connect_timeout: Duration::from_secs(45),
         }
     }
 }
@@ -281,6 +312,9 @@ impl Config {
         }
         if self.gateway.history_default_limit > self.gateway.history_max_limit {
             return invalid("gateway.history_default_limit exceeds history_max_limit".into());
+        }
+        if self.socketio.ping_interval.is_zero() || self.socketio.ping_timeout.is_zero() {
+            return invalid("socketio.ping_interval and ping_timeout must be positive".into());
         }
         if self.router.concurrency == 0 {
             return invalid("router.concurrency must be at least 1".into());

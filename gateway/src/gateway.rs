@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use axum::serve::ListenerExt;
 use herald_core::bus::Bus;
-use herald_core::config::{ChannelsConfig, Config, GatewayConfig};
+use herald_core::config::{ChannelsConfig, Config, GatewayConfig, SocketIoConfig};
 use herald_core::subjects::Subjects;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -25,6 +25,7 @@ pub struct Gateway {
     pub(crate) node_id: String,
     pub(crate) config: GatewayConfig,
     pub(crate) channels: ChannelsConfig,
+    pub(crate) socketio: SocketIoConfig,
     pub(crate) hub: Arc<Hub>,
     pub(crate) upstream: Upstream,
     /// Cancelled when the node shuts down; every session watches it, because upgraded
@@ -48,6 +49,7 @@ impl Gateway {
             node_id: node_id.into(),
             config: config.gateway.clone(),
             channels: config.channels.clone(),
+            socketio: config.socketio.clone(),
             hub: Hub::new(
                 upstream.clone(),
                 feed_config,

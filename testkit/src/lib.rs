@@ -7,12 +7,14 @@
 //! - [`node`]: a Herald process of our own binary, whose listening address is read from
 //!   its standard output.
 //! - [`client`]: a native-protocol WebSocket client (commands with ids, pushes, closes).
+//! - [`socketio`]: stock Socket.IO clients (npm `socket.io-client`) driven over stdin.
 //! - [`wait`]: bounded waiting on a condition, never a fixed sleep.
 
 pub mod client;
 pub mod cluster;
 pub mod node;
 pub mod servers;
+pub mod socketio;
 pub mod wait;
 
 pub use client::NativeClient;

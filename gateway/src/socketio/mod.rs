@@ -9,11 +9,14 @@
 //!   attachments that follow it.
 //! - [`channels`]: namespaces and rooms as Herald channels.
 //! - [`event`]: events as publication data, and publications as Socket.IO events.
+//! - the session: one connection, its namespaces, rooms, events and acks.
 //!
-//! The session, transports and the mapping onto Herald channels build on these.
 
 pub mod binary;
 pub mod channels;
 pub mod engine;
 pub mod event;
 pub mod packet;
+mod session;
+
+pub use session::serve;

@@ -4,6 +4,7 @@
 mod bad_input;
 mod cluster;
 mod faults;
+mod socketio;
 mod standalone;
 
 use std::time::Duration;

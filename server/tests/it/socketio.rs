@@ -1,0 +1,148 @@
+//! Stock Socket.IO clients (npm socket.io-client 4.8) against Herald, over WebSocket.
+
+use std::time::Duration;
+
+use herald_testkit::socketio::Agent;
+use serde_json::{Value, json};
+
+use super::*;
+
+fn websocket_only() -> Value {
+    json!({ "transports": ["websocket"] })
+}
+
+/// A client on `namespace` of the node at `addr`, once it is connected.
+async fn connected(addr: std::net::SocketAddr, namespace: &str) -> Agent {
+    let mut agent = Agent::spawn(&format!("http://{addr}"), namespace, websocket_only());
+    let connect = agent.next("connect", PATIENCE).await.unwrap();
+    assert!(
+        connect["id"].as_str().is_some_and(|id| !id.is_empty()),
+        "{connect}"
+    );
+    agent
+}
+
+/// Fails if an event arrives within a short while (the check is bounded, not a sync point).
+async fn no_event(agent: &mut Agent) {
+    let quiet = agent.next("event", Duration::from_millis(300)).await;
+    assert!(quiet.is_err(), "unexpected event: {quiet:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_crosses_gateways_to_every_other_socket() {
+    let cluster = cluster(2, 1);
+    let mut listener = connected(cluster.gateways[0].addr(), "/").await;
+    let mut talker = connected(cluster.gateways[1].addr(), "/").await;
+
+    let ack = talker
+        .emit_ack("message", json!(["这是一条消息"]), PATIENCE)
+        .await
+        .unwrap();
+    assert_eq!(ack["ok"], true, "{ack}");
+    assert!(ack["offset"].as_u64().is_some(), "{ack}");
+    let event = listener.next("event", PATIENCE).await.unwrap();
+    assert_eq!(event["event"], "message");
+    assert_eq!(event["args"], json!(["这是一条消息"]));
+    // The sender never gets its own event.
+    no_event(&mut talker).await;
+}
+
+#[tokio::test]
+async fn rooms_namespaces_and_native_clients_interoperate() {
+    let node = standalone(&[]);
+    let mut in_room = connected(node.addr(), "/chat").await;
+    let mut outside = connected(node.addr(), "/chat").await;
+    let mut root = connected(node.addr(), "/").await;
+    let native = client(&node.ws_url()).await;
+    subscribe(&native, "/chat:lobby").await;
+
+    assert_eq!(
+        in_room
+            .emit_ack("join", json!(["lobby"]), PATIENCE)
+            .await
+            .unwrap(),
+        json!({"ok": true})
+    );
+    let ack = outside
+        .emit_ack("to", json!(["lobby", "greet", "hi", {"n": 1}]), PATIENCE)
+        .await
+        .unwrap();
+    assert_eq!(ack["ok"], true, "{ack}");
+    let event = in_room.next("event", PATIENCE).await.unwrap();
+    assert_eq!(
+        (event["event"].clone(), event["args"].clone()),
+        (json!("greet"), json!(["hi", {"n": 1}]))
+    );
+    // A native subscriber of the room's channel sees the event envelope.
+    let push = &publications(&native, "/chat:lobby", 1).await[0];
+    assert_eq!(
+        push["data"],
+        json!({"event": "greet", "args": ["hi", {"n": 1}]})
+    );
+    // And a native publication reaches the room's sockets as a `message` event.
+    publish(&native, "/chat:lobby", json!({"text": "from native"})).await;
+    let event = in_room.next("event", PATIENCE).await.unwrap();
+    assert_eq!(
+        (event["event"].clone(), event["args"].clone()),
+        (json!("message"), json!([{"text": "from native"}]))
+    );
+    // Neither the room's outsider nor another namespace saw any of it.
+    no_event(&mut outside).await;
+    no_event(&mut root).await;
+
+    assert_eq!(
+        in_room
+            .emit_ack("leave", json!(["lobby"]), PATIENCE)
+            .await
+            .unwrap(),
+        json!({"ok": true})
+    );
+    outside
+        .emit_ack("to", json!(["lobby", "greet", 2]), PATIENCE)
+        .await
+        .unwrap();
+    no_event(&mut in_room).await;
+}
+
+#[tokio::test]
+async fn refused_requests_are_acked_with_an_error() {
+    let node = standalone(&[]);
+    let mut agent = connected(node.addr(), "/").await;
+    for (event, args, code) in [
+        ("join", json!([""]), 107),
+        ("join", json!([42]), 107),
+        ("to", json!(["room"]), 107),
+        ("to", json!(["room", "join", 1]), 107),
+    ] {
+        let ack = agent.emit_ack(event, args.clone(), PATIENCE).await.unwrap();
+        assert_eq!(ack["ok"], false, "{event} {args}: {ack}");
+        assert_eq!(ack["error"]["code"], code, "{event} {args}: {ack}");
+        assert!(
+            ack["error"]["message"]
+                .as_str()
+                .is_some_and(|m| !m.is_empty())
+        );
+    }
+    // The connection is still fine.
+    assert_eq!(
+        agent
+            .emit_ack("message", json!([1]), PATIENCE)
+            .await
+            .unwrap()["ok"],
+        true
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_senders_events_arrive_in_order() {
+    let cluster = cluster(2, 2);
+    let mut listener = connected(cluster.gateways[0].addr(), "/chat").await;
+    let mut talker = connected(cluster.gateways[1].addr(), "/chat").await;
+    for n in 0..100 {
+        talker.emit("tick", json!([n]));
+    }
+    for n in 0..100 {
+        let event = listener.next("event", PATIENCE).await.unwrap();
+        assert_eq!(event["args"], json!([n]), "{event}");
+    }
+}
