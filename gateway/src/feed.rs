@@ -50,13 +50,20 @@ pub(crate) async fn run(
     };
     let mut connections = upstream.bus().connections();
     connections.mark_unchanged();
-    // Subscribed before asking for the position: nothing published after it can be missed.
+    // The subscription must be live on the bus before any subscriber is told it is
+    // subscribed, or a publication sent right after could pass it by. For a channel with
+    // history the position request, sent after the subscription on the same connection,
+    // guarantees that; without history a flush (a round trip to the server) does.
     let position = if history {
         match upstream.position(&channel).await {
             Ok(position) => position,
             Err(refusal) => return hub.feed_failed(&channel, generation, refusal),
         }
     } else {
+        if let Err(e) = upstream.bus().flush().await {
+            let refusal = Refusal::new(ErrorCode::Unavailable, e.to_string());
+            return hub.feed_failed(&channel, generation, refusal);
+        }
         Position::default()
     };
     hub.feed_started(&channel, generation, position.clone());
