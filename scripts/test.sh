@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Runs Herald's whole test suite on a fresh machine.
 #
-# Installs what the tests need and is missing (nats-server, redis-server and Node.js from
-# the distribution's packages, the pinned socket.io-client from npm, cargo-nextest), then
-# checks formatting and lints, and runs every test. Tests start their own nats-server and redis-server processes on free ports; nothing
+# Installs what the tests need and is missing (nats-server, redis-server, Node.js and
+# Python's venv from the distribution's packages; the pinned socket.io-client from npm and
+# python-socketio from PyPI; cargo-nextest), then checks formatting and lints, and runs
+# every test. Tests start their own nats-server and redis-server processes on free ports; nothing
 # needs to be running beforehand.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -21,6 +22,7 @@ have nats-server || missing+=(nats-server)
 have redis-server || missing+=(redis-server)
 have node || missing+=(nodejs)
 have npm || missing+=(npm)
+python3 -c 'import venv, ensurepip' 2>/dev/null || missing+=(python3-venv)
 if [ ${#missing[@]} -gt 0 ]; then
     log "installing ${missing[*]}"
     as_root apt-get update -qq
@@ -28,8 +30,12 @@ if [ ${#missing[@]} -gt 0 ]; then
     # The packages start system services on the default ports; the tests do not use them.
 fi
 
-log "Socket.IO test clients (npm ci in clients/js)"
+log "Socket.IO test clients (npm ci in clients/js, pip in clients/python/.venv)"
 npm ci --prefix clients/js --no-audit --no-fund --loglevel=error
+if [ ! -x clients/python/.venv/bin/python ]; then
+    python3 -m venv clients/python/.venv
+fi
+clients/python/.venv/bin/pip install --quiet --disable-pip-version-check -r clients/python/requirements.txt
 
 if ! cargo nextest --version >/dev/null 2>&1; then
     log "installing cargo-nextest"

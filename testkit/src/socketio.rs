@@ -1,7 +1,8 @@
-//! Stock Socket.IO clients (npm `socket.io-client`, pinned in `clients/js`) driven from
-//! tests: each [`Agent`] is a `node` process running `clients/js/agent.mjs`, which takes
-//! commands as JSON lines on stdin and reports connects, events, acks and disconnects as
-//! JSON lines on stdout. The process is killed on `Drop`.
+//! Stock Socket.IO clients driven from tests: npm `socket.io-client` (pinned in
+//! `clients/js`) and PyPI `python-socketio` (pinned in `clients/python`). Each [`Agent`] is a
+//! process running the client's agent script, which takes commands as JSON lines on stdin
+//! and reports connects, events, acks and disconnects as JSON lines on stdout. Both scripts
+//! speak the same lines, so a test can use either. The process is killed on `Drop`.
 
 use std::collections::VecDeque;
 use std::io::{BufRead, BufReader, Write};
@@ -13,7 +14,42 @@ use serde_json::{Value, json};
 use tokio::sync::mpsc;
 
 fn clients_dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../clients/js")
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../clients")
+}
+
+/// Which stock client library an agent runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Library {
+    /// npm `socket.io-client`, on Node.js.
+    Js,
+    /// PyPI `python-socketio`.
+    Python,
+}
+
+impl Library {
+    /// The program and script that run an agent of this library.
+    fn command(self) -> Command {
+        let dir = clients_dir();
+        let (program, script, installed) = match self {
+            Library::Js => (
+                PathBuf::from("node"),
+                dir.join("js/agent.mjs"),
+                dir.join("js/node_modules/socket.io-client"),
+            ),
+            Library::Python => (
+                dir.join("python/.venv/bin/python"),
+                dir.join("python/agent.py"),
+                dir.join("python/.venv/bin/python"),
+            ),
+        };
+        assert!(
+            installed.exists(),
+            "{self:?} Socket.IO client not installed: run scripts/test.sh"
+        );
+        let mut command = Command::new(program);
+        command.arg(script).current_dir(dir);
+        command
+    }
 }
 
 pub struct Agent {
@@ -26,23 +62,18 @@ pub struct Agent {
 }
 
 impl Agent {
-    /// Starts a client connecting to `url` + `namespace` with socket.io-client `options`.
-    pub fn spawn(url: &str, namespace: &str, options: Value) -> Self {
-        let dir = clients_dir();
-        assert!(
-            dir.join("node_modules/socket.io-client").is_dir(),
-            "socket.io-client is not installed: run scripts/test.sh (npm ci in clients/js)"
-        );
+    /// Starts a client of `library` connecting to `url` + `namespace` with client
+    /// `options` (`transports` is understood by both libraries).
+    pub fn spawn(library: Library, url: &str, namespace: &str, options: Value) -> Self {
         let config = json!({ "namespace": namespace, "options": options }).to_string();
-        let mut child = Command::new("node")
-            .arg(dir.join("agent.mjs"))
+        let mut child = library
+            .command()
             .args([url, &config])
-            .current_dir(&dir)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
-            .expect("start node (run scripts/test.sh, which installs it)");
+            .unwrap_or_else(|e| panic!("cannot start the {library:?} agent: {e}"));
         let stdin = child.stdin.take().expect("stdin is piped");
         let stdout = child.stdout.take().expect("stdout is piped");
         let (tx, reports) = mpsc::unbounded_channel();

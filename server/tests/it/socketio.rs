@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use herald_testkit::socketio::Agent;
+use herald_testkit::socketio::{Agent, Library};
 use serde_json::{Value, json};
 
 use super::*;
@@ -11,9 +11,14 @@ fn websocket_only() -> Value {
     json!({ "transports": ["websocket"] })
 }
 
-/// A client on `namespace` of the node at `addr`, once it is connected.
+/// A JavaScript client on `namespace` of the node at `addr`, once it is connected.
 async fn connected(addr: std::net::SocketAddr, namespace: &str) -> Agent {
-    let mut agent = Agent::spawn(&format!("http://{addr}"), namespace, websocket_only());
+    connected_with(Library::Js, addr, namespace).await
+}
+
+async fn connected_with(library: Library, addr: std::net::SocketAddr, namespace: &str) -> Agent {
+    let url = format!("http://{addr}");
+    let mut agent = Agent::spawn(library, &url, namespace, websocket_only());
     let connect = agent.next("connect", PATIENCE).await.unwrap();
     assert!(
         connect["id"].as_str().is_some_and(|id| !id.is_empty()),
@@ -45,6 +50,32 @@ async fn a_message_crosses_gateways_to_every_other_socket() {
     assert_eq!(event["args"], json!(["这是一条消息"]));
     // The sender never gets its own event.
     no_event(&mut talker).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn python_and_javascript_clients_talk_across_gateways() {
+    let cluster = cluster(2, 1);
+    let mut python = connected_with(Library::Python, cluster.gateways[0].addr(), "/chat").await;
+    let mut js = connected_with(Library::Js, cluster.gateways[1].addr(), "/chat").await;
+
+    let ack = python
+        .emit_ack(
+            "message",
+            json!(["这是一条消息", {"from": "python"}]),
+            PATIENCE,
+        )
+        .await
+        .unwrap();
+    assert_eq!(ack["ok"], true, "{ack}");
+    let event = js.next("event", PATIENCE).await.unwrap();
+    assert_eq!(event["args"], json!(["这是一条消息", {"from": "python"}]));
+
+    js.emit("message", json!(["reply", 2]));
+    let event = python.next("event", PATIENCE).await.unwrap();
+    assert_eq!(
+        (event["event"].clone(), event["args"].clone()),
+        (json!("message"), json!(["reply", 2]))
+    );
 }
 
 #[tokio::test]
