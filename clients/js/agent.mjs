@@ -10,6 +10,7 @@
 //   {"type": "ack", "seq": 1, "value": {...}}
 //   {"type": "connect_error", "message": "..."}
 //   {"type": "disconnect", "reason": "..."}
+// Binary values are written {"$binary": [byte, ...]} in both directions.
 import { createInterface } from "node:readline";
 import { io } from "socket.io-client";
 
@@ -17,7 +18,21 @@ const [url, config = "{}"] = process.argv.slice(2);
 const { namespace = "/", options = {} } = JSON.parse(config);
 const socket = io(url + namespace, { reconnection: true, ...options });
 
-const report = (line) => process.stdout.write(JSON.stringify(line) + "\n");
+// Buffers reach JSON.stringify already turned into {type: "Buffer", data: [...]}.
+const describe = (_key, value) => {
+  if (value instanceof ArrayBuffer) return { $binary: Array.from(new Uint8Array(value)) };
+  if (value && value.type === "Buffer" && Array.isArray(value.data)) return { $binary: value.data };
+  return value;
+};
+const revive = (value) => {
+  if (Array.isArray(value)) return value.map(revive);
+  if (value && typeof value === "object") {
+    if (Array.isArray(value.$binary)) return Buffer.from(value.$binary);
+    return Object.fromEntries(Object.entries(value).map(([k, v]) => [k, revive(v)]));
+  }
+  return value;
+};
+const report = (line) => process.stdout.write(JSON.stringify(line, describe) + "\n");
 
 socket.on("connect", () => report({ type: "connect", id: socket.id, recovered: socket.recovered }));
 socket.on("connect_error", (error) => report({ type: "connect_error", message: error.message, data: error.data }));
@@ -27,13 +42,15 @@ socket.onAny((event, ...args) => report({ type: "event", event, args }));
 createInterface({ input: process.stdin }).on("line", (line) => {
   const command = JSON.parse(line);
   switch (command.op) {
-    case "emit":
+    case "emit": {
+      const args = revive(command.args);
       if (command.ack) {
-        socket.emit(command.event, ...command.args, (value) => report({ type: "ack", seq: command.seq, value }));
+        socket.emit(command.event, ...args, (value) => report({ type: "ack", seq: command.seq, value }));
       } else {
-        socket.emit(command.event, ...command.args);
+        socket.emit(command.event, ...args);
       }
       break;
+    }
     case "disconnect":
       socket.disconnect();
       break;

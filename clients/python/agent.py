@@ -5,6 +5,7 @@ Same line protocol as clients/js/agent.mjs:
 stdin: {"op": "emit", "seq": 1, "event": "message", "args": [...], "ack": true},
        {"op": "disconnect"}, {"op": "close"}
 stdout: {"type": "connect"|"event"|"ack"|"connect_error"|"disconnect", ...}
+Binary values are written {"$binary": [byte, ...]} in both directions.
 """
 
 import json
@@ -19,9 +20,29 @@ options = config.get("options", {})
 lock = threading.Lock()
 
 
+def describe(value):
+    if isinstance(value, (bytes, bytearray)):
+        return {"$binary": list(value)}
+    if isinstance(value, list):
+        return [describe(v) for v in value]
+    if isinstance(value, dict):
+        return {k: describe(v) for k, v in value.items()}
+    return value
+
+
+def revive(value):
+    if isinstance(value, list):
+        return [revive(v) for v in value]
+    if isinstance(value, dict):
+        if isinstance(value.get("$binary"), list):
+            return bytes(value["$binary"])
+        return {k: revive(v) for k, v in value.items()}
+    return value
+
+
 def report(line):
     with lock:
-        sys.stdout.write(json.dumps(line, ensure_ascii=False) + "\n")
+        sys.stdout.write(json.dumps(describe(line), ensure_ascii=False) + "\n")
         sys.stdout.flush()
 
 
@@ -67,7 +88,8 @@ for line in sys.stdin:
     op = command["op"]
     if op == "emit":
         callback = ack_reporter(command["seq"]) if command.get("ack") else None
-        client.emit(command["event"], tuple(command["args"]), namespace=namespace, callback=callback)
+        args = tuple(revive(command["args"]))
+        client.emit(command["event"], args, namespace=namespace, callback=callback)
     elif op == "disconnect":
         client.disconnect()
     elif op == "close":

@@ -239,17 +239,22 @@ impl Hub {
             let mut native = None;
             let mut socketio = None;
             for subscriber in entry.subscribers.values() {
-                let frame = match &subscriber.protocol {
+                match &subscriber.protocol {
                     Protocol::Native => {
-                        native.get_or_insert_with(|| native::push::publication(publication))
+                        let frame =
+                            native.get_or_insert_with(|| native::push::publication(publication));
+                        if let Some(frame) = frame {
+                            subscriber.outbound.send(frame.clone());
+                        }
                     }
-                    Protocol::SocketIo { sid } if **sid == publication.origin => continue,
+                    Protocol::SocketIo { sid } if **sid == publication.origin => {}
                     Protocol::SocketIo { .. } => {
-                        socketio.get_or_insert_with(|| socketio::event::frame(publication))
+                        let frames =
+                            socketio.get_or_insert_with(|| socketio::event::frames(publication));
+                        for frame in frames.iter().flatten() {
+                            subscriber.outbound.send(frame.clone());
+                        }
                     }
-                };
-                if let Some(frame) = frame {
-                    subscriber.outbound.send(frame.clone());
                 }
             }
         }

@@ -6,12 +6,15 @@
 //! direction, a publication whose data has that shape is delivered to sockets as
 //! `E(...args)`; any other data `D` (a native client's or a backend's) as `message(D)`.
 
-use axum::extract::ws::Utf8Bytes;
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as BASE64;
+use bytes::Bytes;
 use herald_proto::bus::v1::Publication;
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
 use super::channels;
+use crate::outbound::Frame;
 
 /// Event name under which data that is not an event envelope is delivered.
 pub const DEFAULT_EVENT: &str = "message";
@@ -22,55 +25,95 @@ struct Envelope<'a> {
     event: &'a RawValue,
     #[serde(borrow)]
     args: Vec<&'a RawValue>,
+    /// Binary attachments, base64; the arguments hold their placeholders.
+    #[serde(default)]
+    attachments: Vec<String>,
 }
 
-/// The publication data for `emit(event, ...args)`.
-pub fn envelope(event: &str, args: &[&RawValue]) -> String {
+/// The publication data for `emit(event, ...args)`. A binary event's arguments keep their
+/// `{"_placeholder": true, "num": i}` objects, and attachment `i` goes, base64, in
+/// `attachments[i]`.
+pub fn envelope(event: &str, args: &[&RawValue], attachments: &[Bytes]) -> String {
     let mut out = String::from(r#"{"event":"#);
     // Serializing a &str cannot fail.
     out.push_str(&serde_json::to_string(event).unwrap_or_default());
     out.push_str(r#","args":["#);
     push_joined(&mut out, args.iter().map(|a| a.get()));
-    out.push_str("]}");
-    out
-}
-
-/// The Socket.IO event array `[E, ...args]` for publication data.
-pub fn event_array(data: &str) -> String {
-    let mut out = String::with_capacity(data.len() + 16);
-    out.push('[');
-    match serde_json::from_str::<Envelope>(data) {
-        Ok(envelope) if envelope.event.get().starts_with('"') => {
-            push_joined(
-                &mut out,
-                std::iter::once(envelope.event.get()).chain(envelope.args.iter().map(|a| a.get())),
-            );
-        }
-        _ => {
-            out.push_str(&serde_json::to_string(DEFAULT_EVENT).unwrap_or_default());
-            out.push(',');
-            out.push_str(if data.is_empty() { "null" } else { data });
-        }
-    }
     out.push(']');
+    if !attachments.is_empty() {
+        out.push_str(r#","attachments":["#);
+        for (i, attachment) in attachments.iter().enumerate() {
+            if i > 0 {
+                out.push(',');
+            }
+            out.push('"');
+            BASE64.encode_string(attachment, &mut out);
+            out.push('"');
+        }
+        out.push(']');
+    }
+    out.push('}');
     out
 }
 
-/// The Engine.IO message (`42/ns,[E,...args]`) that delivers a publication to the Socket.IO
-/// sockets subscribed to its channel; `None` for channels outside the Socket.IO mapping or
-/// data that is not UTF-8.
-pub fn frame(publication: &Publication) -> Option<Utf8Bytes> {
+/// A Socket.IO event ready to send: the array `[E, ...args]` and its attachments.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Event {
+    pub array: String,
+    pub attachments: Vec<Bytes>,
+}
+
+/// The Socket.IO event for publication data: the envelope's event, or `message(data)`.
+pub fn decode(data: &str) -> Event {
+    if let Ok(envelope) = serde_json::from_str::<Envelope>(data)
+        && envelope.event.get().starts_with('"')
+        && let Ok(attachments) = envelope
+            .attachments
+            .iter()
+            .map(|a| BASE64.decode(a).map(Bytes::from))
+            .collect::<Result<Vec<_>, _>>()
+    {
+        let mut array = String::with_capacity(data.len());
+        array.push('[');
+        let items =
+            std::iter::once(envelope.event.get()).chain(envelope.args.iter().map(|a| a.get()));
+        push_joined(&mut array, items);
+        array.push(']');
+        return Event { array, attachments };
+    }
+    let data = if data.is_empty() { "null" } else { data };
+    let array = format!(
+        "[{},{data}]",
+        serde_json::to_string(DEFAULT_EVENT).unwrap_or_default()
+    );
+    Event {
+        array,
+        attachments: Vec::new(),
+    }
+}
+
+/// The frames that deliver a publication to the Socket.IO sockets subscribed to its channel:
+/// an event packet (`42/ns,[E,...args]`, or `45N-/ns,[…]` followed by N binary frames);
+/// `None` for channels outside the Socket.IO mapping or data that is not UTF-8.
+pub fn frames(publication: &Publication) -> Option<Vec<Frame>> {
     let namespace = channels::namespace_of(&publication.channel)?;
     let data = std::str::from_utf8(&publication.data).ok()?;
-    let array = event_array(data);
-    let mut out = String::with_capacity(4 + namespace.len() + array.len());
-    out.push_str("42");
-    if namespace != "/" {
-        out.push_str(namespace);
-        out.push(',');
+    let event = decode(data);
+    let mut text = String::with_capacity(8 + namespace.len() + event.array.len());
+    if event.attachments.is_empty() {
+        text.push_str("42");
+    } else {
+        text.push_str(&format!("45{}-", event.attachments.len()));
     }
-    out.push_str(&array);
-    Some(out.into())
+    if namespace != "/" {
+        text.push_str(namespace);
+        text.push(',');
+    }
+    text.push_str(&event.array);
+    let mut frames = Vec::with_capacity(1 + event.attachments.len());
+    frames.push(Frame::Text(text.into()));
+    frames.extend(event.attachments.into_iter().map(Frame::Binary));
+    Some(frames)
 }
 
 fn push_joined<'a>(out: &mut String, items: impl Iterator<Item = &'a str>) {
@@ -91,20 +134,46 @@ mod tests {
         RawValue::from_string(json.to_string()).unwrap()
     }
 
+    fn array(data: &str) -> Value {
+        serde_json::from_str(&decode(data).array).unwrap()
+    }
+
     #[test]
     fn an_emit_round_trips_through_publication_data() {
         let args = [raw("\"这是一条消息\""), raw("{\"n\":[1,2]}"), raw("3")];
         let args: Vec<&RawValue> = args.iter().map(|a| a.as_ref()).collect();
-        let data = envelope("greet", &args);
+        let data = envelope("greet", &args, &[]);
         let stored: Value = serde_json::from_str(&data).unwrap();
         assert_eq!(
             stored,
             json!({"event": "greet", "args": ["这是一条消息", {"n": [1, 2]}, 3]})
         );
-        let delivered: Value = serde_json::from_str(&event_array(&data)).unwrap();
         assert_eq!(
-            delivered,
+            array(&data),
             json!(["greet", "这是一条消息", {"n": [1, 2]}, 3])
+        );
+    }
+
+    #[test]
+    fn binary_attachments_travel_as_base64() {
+        let placeholder = raw(r#"{"_placeholder":true,"num":0}"#);
+        let data = envelope("bin", &[&placeholder], &[Bytes::from_static(&[1, 2, 3])]);
+        let stored: Value = serde_json::from_str(&data).unwrap();
+        assert_eq!(stored["attachments"], json!(["AQID"]));
+        let event = decode(&data);
+        assert_eq!(event.attachments, [Bytes::from_static(&[1, 2, 3])]);
+        let publication = Publication {
+            channel: "/chat:room".into(),
+            data: Bytes::from(data),
+            ..Default::default()
+        };
+        let frames = frames(&publication).unwrap();
+        assert_eq!(
+            frames,
+            [
+                Frame::Text(r#"451-/chat,["bin",{"_placeholder":true,"num":0}]"#.into()),
+                Frame::Binary(Bytes::from_static(&[1, 2, 3])),
+            ]
         );
     }
 
@@ -112,14 +181,20 @@ mod tests {
     fn publications_become_engine_io_messages_of_their_namespace() {
         let publication = |channel: &str, data: &'static str| Publication {
             channel: channel.into(),
-            data: bytes::Bytes::from_static(data.as_bytes()),
+            data: Bytes::from_static(data.as_bytes()),
             ..Default::default()
         };
-        let frame = frame(&publication("/chat:lobby", r#"{"event":"m","args":[1]}"#));
-        assert_eq!(frame.unwrap().as_str(), r#"42/chat,["m",1]"#);
-        let frame = super::frame(&publication("/", "\"hi\""));
-        assert_eq!(frame.unwrap().as_str(), r#"42["message","hi"]"#);
-        assert!(super::frame(&publication("news", "1")).is_none());
+        let text = |frames: Option<Vec<Frame>>| match frames.unwrap().remove(0) {
+            Frame::Text(text) => text.to_string(),
+            Frame::Binary(_) => panic!("expected text"),
+        };
+        let room = publication("/chat:lobby", r#"{"event":"m","args":[1]}"#);
+        assert_eq!(text(frames(&room)), r#"42/chat,["m",1]"#);
+        assert_eq!(
+            text(frames(&publication("/", "\"hi\""))),
+            r#"42["message","hi"]"#
+        );
+        assert!(frames(&publication("news", "1")).is_none());
     }
 
     #[test]
@@ -131,10 +206,13 @@ mod tests {
                 r#"{"event":1,"args":[]}"#,
                 json!(["message", {"event": 1, "args": []}]),
             ),
+            (
+                r#"{"event":"e","args":[],"attachments":["!"]}"#,
+                json!(["message", {"event": "e", "args": [], "attachments": ["!"]}]),
+            ),
             ("", json!(["message", null])),
         ] {
-            let delivered: Value = serde_json::from_str(&event_array(data)).unwrap();
-            assert_eq!(delivered, expected, "{data}");
+            assert_eq!(array(data), expected, "{data}");
         }
     }
 }

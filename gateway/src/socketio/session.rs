@@ -217,14 +217,7 @@ impl Session {
             PacketType::Connect => self.connect(&packet.namespace).await,
             PacketType::Disconnect => self.disconnect(&packet.namespace),
             PacketType::Event | PacketType::BinaryEvent => {
-                let outcome = if complete.attachments.is_empty() {
-                    self.event(&packet).await
-                } else {
-                    Err(Refusal::new(
-                        ErrorCode::NotAvailable,
-                        "binary events are not supported yet",
-                    ))
-                };
+                let outcome = self.event(&packet, &complete.attachments).await;
                 if let Some(id) = packet.id {
                     self.ack(&packet.namespace, id, outcome);
                 } else if let Err(refusal) = outcome {
@@ -307,7 +300,7 @@ impl Session {
     }
 
     /// Handles an event; the result is what its ack says.
-    async fn event(&mut self, packet: &Packet) -> Result<Position, Refusal> {
+    async fn event(&mut self, packet: &Packet, attachments: &[Bytes]) -> Result<Position, Refusal> {
         let namespace = packet.namespace.as_str();
         let Some(sid) = self.sockets.get(namespace).map(|s| s.sid.clone()) else {
             return Err(Refusal::new(
@@ -354,11 +347,12 @@ impl Session {
                     Refusal::new(ErrorCode::BadRequest, "the event name must be a string")
                 })?;
                 let channel = channels::room_channel(namespace, &room);
-                self.publish(channel, &event_name, event_args, &sid).await
+                self.publish(channel, &event_name, event_args, attachments, &sid)
+                    .await
             }
             _ => {
                 let channel = channels::namespace_channel(namespace);
-                self.publish(channel, &name, &args, &sid).await
+                self.publish(channel, &name, &args, attachments, &sid).await
             }
         }
     }
@@ -368,6 +362,7 @@ impl Session {
         channel: String,
         name: &str,
         args: &[&RawValue],
+        attachments: &[Bytes],
         sid: &str,
     ) -> Result<Position, Refusal> {
         if RESERVED_EVENTS.contains(&name) {
@@ -376,7 +371,7 @@ impl Session {
                 format!("{name:?} is a reserved event name"),
             ));
         }
-        let data = event::envelope(name, args);
+        let data = event::envelope(name, args, attachments);
         let prepared = publish::prepare(&self.gateway.channels, channel, &data, sid, None)?;
         publish::send(&self.gateway.upstream, prepared).await
     }

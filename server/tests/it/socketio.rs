@@ -177,3 +177,36 @@ async fn one_senders_events_arrive_in_order() {
         assert_eq!(event["args"], json!([n]), "{event}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn binary_payloads_arrive_intact_in_both_libraries() {
+    let cluster = cluster(2, 1);
+    let mut js = connected_with(Library::Js, cluster.gateways[0].addr(), "/files").await;
+    let mut python = connected_with(Library::Python, cluster.gateways[1].addr(), "/files").await;
+    let native = client(&cluster.ws_url(1)).await;
+    subscribe(&native, "/files").await;
+
+    let args = json!([{"$binary": [1, 2, 3]}, {"nested": {"$binary": [0, 255]}}, "caption"]);
+    let ack = js.emit_ack("upload", args.clone(), PATIENCE).await.unwrap();
+    assert_eq!(ack["ok"], true, "{ack}");
+    let event = python.next("event", PATIENCE).await.unwrap();
+    assert_eq!(
+        (event["event"].clone(), event["args"].clone()),
+        (json!("upload"), args)
+    );
+    // Native subscribers see the attachments in base64 beside the placeholders.
+    let push = &publications(&native, "/files", 1).await[0];
+    assert_eq!(push["data"]["attachments"], json!(["AQID", "AP8="]));
+    assert_eq!(
+        push["data"]["args"][0],
+        json!({"_placeholder": true, "num": 0})
+    );
+
+    let back = json!([{"$binary": [9, 8, 7, 6]}]);
+    python
+        .emit_ack("download", back.clone(), PATIENCE)
+        .await
+        .unwrap();
+    let event = js.next("event", PATIENCE).await.unwrap();
+    assert_eq!(event["args"], back);
+}
