@@ -106,6 +106,23 @@ pub struct SocketIoConfig {
     /// How long a new connection has to connect to its first namespace.
     #[serde(with = "humantime_serde")]
     pub connect_timeout: Duration,
+    /// Namespaces clients may connect to: exact names (`/chat`) or prefixes ending in `*`
+    /// (`/team-*`). Empty: every namespace.
+    pub namespaces: Vec<String>,
+}
+
+impl SocketIoConfig {
+    /// Whether clients may connect to `namespace`.
+    pub fn allows(&self, namespace: &str) -> bool {
+        self.namespaces.is_empty()
+            || self
+                .namespaces
+                .iter()
+                .any(|pattern| match pattern.strip_suffix('*') {
+                    Some(prefix) => namespace.starts_with(prefix),
+                    None => namespace == pattern,
+                })
+    }
 }
 
 impl Default for SocketIoConfig {
@@ -116,6 +133,7 @@ impl Default for SocketIoConfig {
             ping_timeout: Duration::from_secs(20),
             max_payload: 1_000_000,
             connect_timeout: Duration::from_secs(45),
+            namespaces: Vec::new(),
         }
     }
 }
@@ -390,6 +408,27 @@ mod tests {
         assert!(err.to_string().contains("subject_prefix"), "{err}");
         let err = Config::from_toml("[channels.namespaces.\"a:b\"]").unwrap_err();
         assert!(err.to_string().contains("namespace"), "{err}");
+    }
+
+    #[test]
+    fn namespace_allow_list_takes_names_and_prefixes() {
+        let config = Config::from_toml(
+            r#"
+            [socketio]
+            namespaces = ["/", "/chat", "/team-*"]
+            "#,
+        )
+        .unwrap();
+        for (namespace, allowed) in [
+            ("/", true),
+            ("/chat", true),
+            ("/team-7", true),
+            ("/chatroom", false),
+            ("/admin", false),
+        ] {
+            assert_eq!(config.socketio.allows(namespace), allowed, "{namespace}");
+        }
+        assert!(Config::default().socketio.allows("/anything"));
     }
 
     #[test]

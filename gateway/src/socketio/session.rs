@@ -246,6 +246,13 @@ impl Session {
     }
 
     async fn join_namespace(&mut self, namespace: &str) -> Result<Arc<str>, Refusal> {
+        if !self.gateway.socketio.allows(namespace) {
+            // The reference server's words, which client code may match on.
+            return Err(Refusal::new(
+                ErrorCode::PermissionDenied,
+                "Invalid namespace",
+            ));
+        }
         if namespace.contains(':') {
             return Err(Refusal::new(
                 ErrorCode::BadChannel,

@@ -210,3 +210,14 @@ async fn binary_payloads_arrive_intact_in_both_libraries() {
     let event = js.next("event", PATIENCE).await.unwrap();
     assert_eq!(event["args"], back);
 }
+
+#[tokio::test]
+async fn namespaces_outside_the_allow_list_are_refused() {
+    let node = standalone(&[("HERALD_SOCKETIO__NAMESPACES", "[\"/\", \"/chat\"]")]);
+    let url = format!("http://{}", node.addr());
+    let mut refused = Agent::spawn(Library::Js, &url, "/admin", websocket_only());
+    let error = refused.next("connect_error", PATIENCE).await.unwrap();
+    assert_eq!(error["message"], "Invalid namespace", "{error}");
+    assert_eq!(error["data"]["code"], 103, "{error}");
+    connected(node.addr(), "/chat").await;
+}
