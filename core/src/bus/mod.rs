@@ -85,7 +85,8 @@ pub trait Bus: Send + Sync + 'static {
         queue: String,
     ) -> Result<Subscription, BusError>;
 
-    /// Returns once everything sent before has reached the server (subscriptions included).
+    /// Returns once the server has processed everything sent before, subscriptions included:
+    /// from then on, every message published on a subscribed subject reaches us.
     async fn flush(&self) -> Result<(), BusError>;
 
     /// Whether the bus can carry messages right now. Publishes are refused while it cannot,

@@ -15,6 +15,11 @@ use super::{Bus, BusError, BusMessage, Subscription};
 /// tests restart NATS and expect service back within seconds.
 const MAX_RECONNECT_DELAY: Duration = Duration::from_millis(1000);
 
+/// A subject nobody subscribes to, for round trips that prove the server has processed
+/// what came before.
+const ROUND_TRIP_SUBJECT: &str = "_HERALD.ROUNDTRIP";
+const ROUND_TRIP_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// The cluster bus on NATS.
 #[derive(Clone)]
 pub struct NatsBus {
@@ -134,10 +139,18 @@ impl Bus for NatsBus {
     }
 
     async fn flush(&self) -> Result<(), BusError> {
-        self.client
-            .flush()
-            .await
-            .map_err(|e| BusError::Other(e.to_string()))
+        use async_nats::RequestErrorKind;
+        // `Client::flush` only empties our socket buffer; it does not wait for the server. A
+        // request that nobody answers does: the server replies "no responders" once it has
+        // processed everything this connection sent before it, subscriptions included.
+        let request = async_nats::Request::new()
+            .payload(Bytes::new())
+            .timeout(Some(ROUND_TRIP_TIMEOUT));
+        match self.client.send_request(ROUND_TRIP_SUBJECT, request).await {
+            Ok(_) => Ok(()),
+            Err(e) if e.kind() == RequestErrorKind::NoResponders => Ok(()),
+            Err(e) => Err(BusError::Other(format!("round trip to NATS failed: {e}"))),
+        }
     }
 
     fn is_connected(&self) -> bool {

@@ -1,0 +1,63 @@
+//! The NATS implementation of the bus against a real `nats-server`.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_util::StreamExt;
+use herald_core::bus::{Bus, BusError, NatsBus};
+use herald_testkit::Server;
+
+const WAIT: Duration = Duration::from_secs(10);
+
+async fn connect(server: &Server, name: &str) -> NatsBus {
+    let bus = NatsBus::connect(&server.url(), name).await.unwrap();
+    assert!(bus.wait_connected(WAIT).await, "{name} connects");
+    bus
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_flush_a_subscription_sees_every_later_publication() {
+    let server = Server::nats();
+    let subscriber = connect(&server, "subscriber").await;
+    let publisher = connect(&server, "publisher").await;
+    // A publication from another connection, sent right after the flush, must never pass
+    // the subscription by: this is what "subscribed" means to a client.
+    for i in 0..200 {
+        let subject = format!("t.{i}");
+        let mut subscription = subscriber.subscribe(subject.clone()).await.unwrap();
+        subscriber.flush().await.unwrap();
+        publisher
+            .publish(subject, Bytes::from(vec![1]))
+            .await
+            .unwrap();
+        let received = tokio::time::timeout(WAIT, subscription.next()).await;
+        assert!(matches!(received, Ok(Some(_))), "publication {i} was lost");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_without_responders_fail_at_once_and_outages_are_reported() {
+    let mut server = Server::nats();
+    let bus = connect(&server, "client").await;
+    let answer = bus.request("nobody.home".into(), Bytes::new(), WAIT).await;
+    assert_eq!(answer, Err(BusError::NoResponders));
+
+    let mut connections = bus.connections();
+    connections.mark_unchanged();
+    server.stop();
+    assert!(
+        herald_testkit::wait_for_async(WAIT, || async { !bus.is_connected() }).await,
+        "the bus notices the outage"
+    );
+    assert_eq!(
+        bus.publish("x".into(), Bytes::new()).await,
+        Err(BusError::NotConnected),
+        "publishes are refused, not buffered, while disconnected"
+    );
+    server.restart();
+    tokio::time::timeout(WAIT * 2, connections.changed())
+        .await
+        .expect("a reconnection is reported")
+        .unwrap();
+    assert!(bus.is_connected());
+}
