@@ -14,8 +14,9 @@ use futures_util::StreamExt;
 use herald_core::codes::{ErrorCode, Refusal};
 use herald_proto::bus::v1::{HistoryRequest, Position, Publication};
 use prost::Message;
-use tokio::time::{Instant, sleep_until};
+use tokio::time::Instant;
 
+use crate::deadline::wait_until;
 use crate::hub::Hub;
 use crate::sequencer::{Accepted, Sequencer};
 use crate::upstream::Upstream;
@@ -95,13 +96,6 @@ pub(crate) async fn run(
     }
     let refusal = Refusal::new(ErrorCode::Unavailable, "channel subscription ended");
     hub.feed_failed(&channel, generation, refusal);
-}
-
-async fn wait_until(deadline: Option<Instant>) {
-    match deadline {
-        Some(deadline) => sleep_until(deadline).await,
-        None => std::future::pending().await,
-    }
 }
 
 struct Feed<'a> {

@@ -16,7 +16,9 @@
 //! - [`publish`]: checking a publish against channel rules, for every protocol.
 //! - [`upstream`]: requests to the routers over the bus.
 //! - [`outbound`]: a connection's bounded outbound queue, close signal and writer.
+//! - [`deadline`]: optional timers for `select!` loops.
 
+pub mod deadline;
 pub mod feed;
 pub mod gateway;
 pub mod http;

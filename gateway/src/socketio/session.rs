@@ -25,6 +25,7 @@ use super::binary::{Assembler, Complete};
 use super::engine::{self, PacketType as EngineType};
 use super::packet::{Packet, PacketError, PacketType};
 use super::{channels, event};
+use crate::deadline::wait_until;
 use crate::gateway::Gateway;
 use crate::hub::{ClientId, Protocol};
 use crate::outbound::{self, Outbound};
@@ -120,13 +121,6 @@ pub async fn serve(socket: WebSocket, gateway: Arc<Gateway>) {
     session.leave_all();
     drop(session);
     let _ = writer.await;
-}
-
-async fn wait_until(deadline: Option<Instant>) {
-    match deadline {
-        Some(deadline) => sleep_until(deadline).await,
-        None => std::future::pending().await,
-    }
 }
 
 /// Why the session loop should stop reading.
