@@ -70,11 +70,6 @@ impl Gateway {
     pub fn ready(&self) -> bool {
         !self.shutdown.is_cancelled() && self.upstream.bus().is_connected()
     }
-
-    /// Number of open client connections.
-    pub fn connections(&self) -> usize {
-        self.sessions.len()
-    }
 }
 
 /// Serves the gateway on `listener` until `shutdown` completes, then closes every session

@@ -259,14 +259,6 @@ impl Hub {
             }
         }
     }
-
-    /// Number of channels with local subscribers.
-    pub fn channels(&self) -> usize {
-        self.shards
-            .iter()
-            .map(|s| s.lock().unwrap_or_else(|e| e.into_inner()).len())
-            .sum()
-    }
 }
 
 fn remove(shard: &mut Shard, channel: &str) {

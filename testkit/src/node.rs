@@ -93,10 +93,6 @@ impl HeraldProcess {
         format!("ws://{}/connection/websocket", self.addr)
     }
 
-    pub fn pid(&self) -> u32 {
-        self.child.id()
-    }
-
     /// Kills the process at once (SIGKILL), as a crash would.
     pub fn kill(&mut self) {
         let _ = self.child.kill();

@@ -91,14 +91,13 @@ struct HistoryResult<'a> {
 
 /// Result of `history`: the publications and the stream's current position.
 pub fn history(id: u64, page: &HistoryPage) -> Utf8Bytes {
-    let null: &RawValue = serde_json::from_str("null").unwrap_or_else(|_| unreachable!());
     let publications = page
         .publications
         .iter()
         .map(|p| HistoryItem {
             offset: p.offset,
             // Data was valid JSON when published; anything else is shown as null.
-            data: serde_json::from_slice(&p.data).unwrap_or(null),
+            data: serde_json::from_slice(&p.data).unwrap_or(RawValue::NULL),
         })
         .collect();
     let position = page.position.clone().unwrap_or_default();

@@ -181,7 +181,7 @@ impl Packet {
         let first = self
             .data
             .as_ref()
-            .map(|d| d.get().trim_start().as_bytes()[0]);
+            .and_then(|d| d.get().trim_start().bytes().next());
         let valid = match self.kind {
             PacketType::Connect => matches!(first, None | Some(b'{')),
             PacketType::Disconnect => first.is_none(),
