@@ -36,7 +36,12 @@ pub async fn run(mode: Mode, config: Config) -> anyhow::Result<()> {
         Mode::Standalone => {
             let bus: Arc<dyn Bus> = Arc::new(MemoryBus::new());
             let router = router(&config, bus.clone(), Arc::new(MemoryHistory::new()));
-            tokio::spawn(router.run(shutdown.clone().cancelled_owned()));
+            tokio::spawn(router.clone().run(shutdown.clone().cancelled_owned()));
+            // Clients must not reach the gateway before its router serves, or their first
+            // requests would find no router.
+            while !router.ready().await {
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
             gateway(mode, &node_id, &config, bus, shutdown).await
         }
         Mode::Gateway => {
