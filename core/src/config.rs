@@ -109,6 +109,13 @@ pub struct SocketIoConfig {
     /// Namespaces clients may connect to: exact names (`/chat`) or prefixes ending in `*`
     /// (`/team-*`). Empty: every namespace.
     pub namespaces: Vec<String>,
+    /// Web origins whose pages may use HTTP long-polling across origins (CORS): exact
+    /// origins (`https://app.example.com`), or `*` for any. Empty: no cross-origin polling.
+    pub cors_origins: Vec<String>,
+    /// How long after losing its connection a socket can come back with its rooms and the
+    /// events it missed (connection state recovery). Zero turns recovery off.
+    #[serde(with = "humantime_serde")]
+    pub recovery_window: Duration,
 }
 
 impl SocketIoConfig {
@@ -123,6 +130,17 @@ impl SocketIoConfig {
                     None => namespace == pattern,
                 })
     }
+
+    /// Whether a page from `origin` may poll across origins.
+    pub fn allows_origin(&self, origin: &str) -> bool {
+        self.cors_origins
+            .iter()
+            .any(|allowed| allowed == "*" || allowed == origin)
+    }
+
+    pub fn recovery(&self) -> bool {
+        !self.recovery_window.is_zero()
+    }
 }
 
 impl Default for SocketIoConfig {
@@ -134,6 +152,8 @@ impl Default for SocketIoConfig {
             max_payload: 1_000_000,
             connect_timeout: Duration::from_secs(45),
             namespaces: Vec::new(),
+            cors_origins: Vec::new(),
+            recovery_window: Duration::from_secs(120),
         }
     }
 }

@@ -41,6 +41,12 @@ impl Subjects {
     pub fn history_requests(&self) -> String {
         format!("{}.router.history", self.prefix)
     }
+
+    /// Socket.IO polling requests for the sessions of the gateway with `token` (a token
+    /// is made of subject-safe characters only: letters, digits, `-`, `_`).
+    pub fn gateway_polling(&self, token: &str) -> String {
+        format!("{}.gateway.{token}.polling", self.prefix)
+    }
 }
 
 fn keeps_as_is(b: u8) -> bool {

@@ -16,6 +16,7 @@ use tokio_util::task::TaskTracker;
 use crate::feed::FeedConfig;
 use crate::http;
 use crate::hub::{ClientId, Hub};
+use crate::socketio::{self, link::Links};
 use crate::upstream::Upstream;
 
 /// How long sessions get to say goodbye after shutdown begins.
@@ -32,6 +33,10 @@ pub struct Gateway {
     /// WebSockets are out of reach of the HTTP server's own graceful shutdown.
     pub(crate) shutdown: CancellationToken,
     pub(crate) sessions: TaskTracker,
+    /// Engine.IO sessions held here, for polling requests and upgrades.
+    pub(crate) socketio_links: Links,
+    /// Starts every Engine.IO sid made here, so any gateway can tell where a session lives.
+    pub(crate) engine_token: String,
     next_client: AtomicU64,
 }
 
@@ -58,12 +63,19 @@ impl Gateway {
             upstream,
             shutdown: CancellationToken::new(),
             sessions: TaskTracker::new(),
+            socketio_links: Links::default(),
+            engine_token: socketio::new_token(),
             next_client: AtomicU64::new(1),
         })
     }
 
     pub(crate) fn next_client_id(&self) -> ClientId {
         self.next_client.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// A new Engine.IO session id: this gateway's token, then random characters.
+    pub(crate) fn new_engine_sid(&self) -> String {
+        self.engine_token.clone() + &socketio::random_id::<12>()
     }
 
     /// Ready to take clients: the bus is connected and the node is not shutting down.
@@ -80,6 +92,9 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let token = gateway.shutdown.clone();
+    if let Err(error) = socketio::forward::listen(gateway.clone()).await {
+        tracing::warn!(%error, "cannot take forwarded Socket.IO polling requests");
+    }
     let app = http::router(gateway.clone());
     // Real-time frames must leave at once: Nagle's algorithm would hold small writes back
     // for tens of milliseconds waiting for the client's delayed acknowledgement.

@@ -1,23 +1,25 @@
-//! HTTP routes of a gateway: the WebSocket endpoints (native protocol, Socket.IO) and
-//! health probes.
+//! HTTP routes of a gateway: the native protocol's WebSocket endpoint, the Socket.IO
+//! endpoint (WebSocket and long-polling), and health probes.
 
 use std::sync::Arc;
 
-use axum::Json;
 use axum::Router;
-use axum::extract::Query;
-use axum::extract::State;
+use axum::body::Bytes;
 use axum::extract::ws::WebSocketUpgrade;
 use axum::extract::ws::rejection::WebSocketUpgradeRejection;
-use axum::http::StatusCode;
+use axum::extract::{DefaultBodyLimit, Query, State};
+use axum::http::{HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-
 use serde::Deserialize;
-use serde_json::json;
+use tower_http::cors::{AllowHeaders, AllowOrigin, CorsLayer};
 
 use crate::gateway::Gateway;
-use crate::{native, socketio};
+use crate::native;
+use crate::socketio::engine::RequestError;
+use crate::socketio::link::Transport;
+use crate::socketio::polling::{self, Reply};
+use crate::socketio::{forward, websocket};
 
 /// Path of the native JSON protocol.
 pub const NATIVE_PATH: &str = "/connection/websocket";
@@ -26,12 +28,34 @@ pub const NATIVE_PATH: &str = "/connection/websocket";
 pub const SOCKETIO_PATH: &str = "/socket.io/";
 
 pub fn router(gateway: Arc<Gateway>) -> Router {
+    // Twice `maxPayload`, so that a body just over it reaches the session (which ends it
+    // with a clear reason) instead of a bare 413 from the body extractor.
+    let body_limit = gateway.socketio.max_payload.saturating_mul(2);
+    let mut socketio = get(socketio_get)
+        .post(socketio_post)
+        .layer(DefaultBodyLimit::max(body_limit));
+    if !gateway.socketio.cors_origins.is_empty() {
+        socketio = socketio.layer(cors(&gateway));
+    }
     Router::new()
         .route(NATIVE_PATH, get(native_ws))
-        .route(SOCKETIO_PATH, get(socketio_ws))
+        .route(SOCKETIO_PATH, socketio)
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
         .with_state(gateway)
+}
+
+/// CORS for long-polling from pages of the allowed origins, with credentials (cookies), as
+/// browsers require for `withCredentials` requests.
+fn cors(gateway: &Gateway) -> CorsLayer {
+    let config = gateway.socketio.clone();
+    CorsLayer::new()
+        .allow_origin(AllowOrigin::predicate(move |origin: &HeaderValue, _| {
+            origin.to_str().is_ok_and(|o| config.allows_origin(o))
+        }))
+        .allow_methods([Method::GET, Method::POST])
+        .allow_headers(AllowHeaders::mirror_request())
+        .allow_credentials(true)
 }
 
 async fn native_ws(State(gateway): State<Arc<Gateway>>, upgrade: WebSocketUpgrade) -> Response {
@@ -57,37 +81,103 @@ struct EngineQuery {
     sid: Option<String>,
 }
 
-/// An Engine.IO error answer: HTTP 400 with `{code, message}`, as the reference server
-/// sends them.
-fn engine_error(code: u8, message: &str) -> Response {
-    let body = Json(json!({ "code": code, "message": message }));
-    (StatusCode::BAD_REQUEST, body).into_response()
+impl EngineQuery {
+    fn check_version(&self) -> Result<(), RequestError> {
+        match self.eio.as_deref() {
+            Some("4") => Ok(()),
+            _ => Err(RequestError::UnsupportedVersion),
+        }
+    }
 }
 
-async fn socketio_ws(
+impl IntoResponse for Reply {
+    fn into_response(self) -> Response {
+        let content_type = HeaderValue::from_str(&self.content_type)
+            .unwrap_or(HeaderValue::from_static("text/plain"));
+        let status = StatusCode::from_u16(self.status).unwrap_or(StatusCode::BAD_REQUEST);
+        (status, [(header::CONTENT_TYPE, content_type)], self.body).into_response()
+    }
+}
+
+fn refuse(error: RequestError) -> Response {
+    Reply::error(error).into_response()
+}
+
+fn shutting_down() -> Response {
+    (StatusCode::SERVICE_UNAVAILABLE, "shutting down").into_response()
+}
+
+async fn socketio_get(
     State(gateway): State<Arc<Gateway>>,
     Query(query): Query<EngineQuery>,
     upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Response {
-    if query.eio.as_deref() != Some("4") {
-        return engine_error(5, "Unsupported protocol version");
+    if let Err(error) = query.check_version() {
+        return refuse(error);
     }
-    if gateway.shutdown.is_cancelled() {
-        return (StatusCode::SERVICE_UNAVAILABLE, "shutting down").into_response();
-    }
-    match (query.transport.as_deref(), upgrade) {
-        // Sessions exist only on WebSocket so far, so no `sid` can be known yet.
-        (Some("websocket"), Ok(_)) if query.sid.is_some() => engine_error(1, "Session ID unknown"),
-        (Some("websocket"), Ok(upgrade)) => {
+    match (query.transport.as_deref(), query.sid) {
+        (Some("websocket"), sid) => {
+            let Ok(upgrade) = upgrade else {
+                return refuse(RequestError::BadRequest);
+            };
             let limit = gateway.socketio.max_payload;
+            let upgrade = upgrade.max_message_size(limit).max_frame_size(limit);
             let sessions = gateway.sessions.clone();
-            upgrade
-                .max_message_size(limit)
-                .max_frame_size(limit)
-                .on_upgrade(move |socket| sessions.track_future(socketio::serve(socket, gateway)))
+            match sid {
+                None if gateway.shutdown.is_cancelled() => shutting_down(),
+                None => upgrade.on_upgrade(move |socket| {
+                    sessions.track_future(websocket::open(socket, gateway))
+                }),
+                // An upgrade must reach the gateway that holds the session: a WebSocket
+                // cannot be forwarded. A client refused here stays on polling.
+                Some(sid) => match gateway.socketio_links.get(&sid) {
+                    None => refuse(RequestError::UnknownSid),
+                    Some(link) if link.transport() != Transport::Polling => {
+                        refuse(RequestError::BadRequest)
+                    }
+                    Some(link) => upgrade.on_upgrade(move |socket| {
+                        sessions.track_future(websocket::upgrade(socket, link))
+                    }),
+                },
+            }
         }
-        (Some("websocket"), Err(_)) => engine_error(3, "Bad request"),
-        _ => engine_error(0, "Transport unknown"),
+        (Some("polling"), None) if gateway.shutdown.is_cancelled() => shutting_down(),
+        (Some("polling"), None) => polling::handshake(&gateway).await.into_response(),
+        (Some("polling"), Some(sid)) => {
+            let request = polling::Request {
+                method: polling::Method::Get,
+                sid,
+                body: Bytes::new(),
+            };
+            forward::serve_polling(&gateway, request)
+                .await
+                .into_response()
+        }
+        _ => refuse(RequestError::TransportUnknown),
+    }
+}
+
+async fn socketio_post(
+    State(gateway): State<Arc<Gateway>>,
+    Query(query): Query<EngineQuery>,
+    body: Bytes,
+) -> Response {
+    if let Err(error) = query.check_version() {
+        return refuse(error);
+    }
+    match (query.transport.as_deref(), query.sid) {
+        (Some("polling"), Some(sid)) => {
+            let request = polling::Request {
+                method: polling::Method::Post,
+                sid,
+                body,
+            };
+            forward::serve_polling(&gateway, request)
+                .await
+                .into_response()
+        }
+        (Some("polling"), None) => refuse(RequestError::BadHandshakeMethod),
+        _ => refuse(RequestError::TransportUnknown),
     }
 }
 

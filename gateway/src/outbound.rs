@@ -131,7 +131,7 @@ pub fn channel(capacity: usize) -> (Outbound, mpsc::Receiver<Frame>) {
 /// gets `farewell(code)` (a protocol-specific disconnect message, if any) and a close frame.
 pub async fn write_loop<S>(
     mut sink: S,
-    mut frames: mpsc::Receiver<Frame>,
+    frames: &mut mpsc::Receiver<Frame>,
     closer: Closer,
     farewell: impl Fn(DisconnectCode) -> Option<Utf8Bytes>,
 ) where

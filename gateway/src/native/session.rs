@@ -68,14 +68,12 @@ struct Session {
 /// Serves one upgraded WebSocket until it closes.
 pub async fn serve(socket: WebSocket, gateway: Arc<Gateway>) {
     let (sink, mut stream) = socket.split();
-    let (outbound, frames) = outbound::channel(gateway.config.outbound_queue);
+    let (outbound, mut frames) = outbound::channel(gateway.config.outbound_queue);
     let closer = outbound.closer().clone();
-    let writer = tokio::spawn(outbound::write_loop(
-        sink,
-        frames,
-        closer.clone(),
-        push::disconnect,
-    ));
+    let writer = tokio::spawn({
+        let closer = closer.clone();
+        async move { outbound::write_loop(sink, &mut frames, closer, push::disconnect).await }
+    });
     let id = gateway.next_client_id();
     let mut session = Session {
         name: format!("{}-{id}", gateway.node_id),

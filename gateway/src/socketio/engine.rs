@@ -132,25 +132,76 @@ pub fn decode_payload(body: &str) -> Result<Vec<Packet>, EngineError> {
         .collect()
 }
 
-/// Joins packets into one polling response body.
-pub fn encode_payload(packets: &[Packet]) -> String {
+/// A packet already in its WebSocket form: a text frame, or a binary frame's bytes.
+#[derive(Debug, Clone, Copy)]
+pub enum Encoded<'a> {
+    Text(&'a str),
+    Binary(&'a [u8]),
+}
+
+/// Joins packets into one polling response body; binary ones become `b` and base64.
+pub fn encode_payload<'a>(packets: impl IntoIterator<Item = Encoded<'a>>) -> String {
     let mut out = String::new();
-    for (i, packet) in packets.iter().enumerate() {
+    for (i, packet) in packets.into_iter().enumerate() {
         if i > 0 {
             out.push(SEPARATOR);
         }
-        match &packet.data {
-            Data::Text(text) => {
-                out.push(packet.kind.digit());
-                out.push_str(text);
-            }
-            Data::Binary(bytes) => {
+        match packet {
+            Encoded::Text(text) => out.push_str(text),
+            Encoded::Binary(bytes) => {
                 out.push('b');
                 BASE64.encode_string(bytes, &mut out);
             }
         }
     }
     out
+}
+
+/// Why an Engine.IO HTTP request (a handshake, a poll, a WebSocket upgrade) was refused:
+/// the codes and messages of the reference server, which clients report as they are.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Error)]
+pub enum RequestError {
+    #[error("Transport unknown")]
+    TransportUnknown,
+    #[error("Session ID unknown")]
+    UnknownSid,
+    #[error("Bad handshake method")]
+    BadHandshakeMethod,
+    #[error("Bad request")]
+    BadRequest,
+    #[error("Forbidden")]
+    Forbidden,
+    #[error("Unsupported protocol version")]
+    UnsupportedVersion,
+    /// A POST body over `maxPayload`.
+    #[error("Payload too large")]
+    PayloadTooLarge,
+}
+
+impl RequestError {
+    pub fn code(self) -> u8 {
+        match self {
+            Self::TransportUnknown => 0,
+            Self::UnknownSid => 1,
+            Self::BadHandshakeMethod => 2,
+            Self::BadRequest | Self::PayloadTooLarge => 3,
+            Self::Forbidden => 4,
+            Self::UnsupportedVersion => 5,
+        }
+    }
+
+    pub fn status(self) -> u16 {
+        match self {
+            Self::Forbidden => 403,
+            Self::PayloadTooLarge => 413,
+            _ => 400,
+        }
+    }
+
+    /// The JSON body: `{"code":1,"message":"Session ID unknown"}`.
+    pub fn body(self) -> String {
+        serde_json::json!({ "code": self.code(), "message": self.to_string() }).to_string()
+    }
 }
 
 #[cfg(test)]
@@ -194,7 +245,12 @@ mod tests {
                 Packet::binary(Bytes::from_static(&[1, 2, 3, 4])),
             ]
         );
-        assert_eq!(encode_payload(&packets), "4hello\x1e2\x1ebAQIDBA==");
+        let encoded = encode_payload([
+            Encoded::Text("4hello"),
+            Encoded::Text("2"),
+            Encoded::Binary(&[1, 2, 3, 4]),
+        ]);
+        assert_eq!(encoded, "4hello\x1e2\x1ebAQIDBA==");
         assert_eq!(
             decode_payload("4a\x1ebnot base64!"),
             Err(EngineError::Base64)

@@ -67,7 +67,7 @@ async fn handshake_heartbeat_and_engine_io_errors() {
     assert_eq!(handshake["pingInterval"], 200);
     assert_eq!(handshake["pingTimeout"], 300);
     assert_eq!(handshake["maxPayload"], 1_000_000);
-    assert!(handshake["sid"].as_str().is_some_and(|sid| sid.len() == 20));
+    assert!(handshake["sid"].as_str().is_some_and(|sid| sid.len() == 22));
 
     ws.send(Message::text("40")).await.unwrap();
     let Some(Ok(Message::Text(reply))) = ws.next().await else {

@@ -1,0 +1,119 @@
+//! Long-polling without sticky sessions.
+//!
+//! Every Engine.IO sid starts with the token of the gateway that holds the session. A
+//! polling request that reaches another gateway (a round-robin load balancer sends each
+//! request anywhere) is forwarded over the bus to the holder's subject, served there, and
+//! its HTTP answer relayed back as it is. WebSocket upgrades cannot travel that way: an
+//! upgrade that lands elsewhere is refused and the client simply stays on polling.
+
+use std::sync::Arc;
+
+use futures_util::StreamExt;
+use herald_core::bus::{BusError, BusMessage};
+use herald_proto::bus::v1::{PollingReply, PollingRequest};
+use prost::Message;
+
+use super::engine::RequestError;
+use super::polling::{self, Method, Reply, Request};
+use super::sid_token;
+use crate::gateway::Gateway;
+
+/// Serves a polling request here when this gateway holds its session, or forwards it to the
+/// gateway that does.
+pub async fn serve_polling(gateway: &Gateway, request: Request) -> Reply {
+    let token = sid_token(&request.sid).filter(|t| subject_safe(t));
+    let Some(token) = token.filter(|t| *t != gateway.engine_token) else {
+        return polling::serve(gateway, request).await;
+    };
+    let upstream = &gateway.upstream;
+    let subject = upstream.subjects().gateway_polling(token);
+    let forwarded = PollingRequest {
+        post: request.method == Method::Post,
+        sid: request.sid,
+        body: request.body,
+    };
+    // A GET waits until the session has something to send, and a ping goes out every
+    // interval, so the holder answers within about one interval.
+    let config = &gateway.socketio;
+    let timeout = config.ping_interval + config.ping_timeout + gateway.config.request_timeout;
+    match upstream
+        .bus()
+        .request(subject, forwarded.encode_to_vec().into(), timeout)
+        .await
+        .map(PollingReply::decode)
+    {
+        Ok(Ok(reply)) => Reply {
+            status: reply.status as u16,
+            content_type: reply.content_type,
+            body: reply.body,
+        },
+        Ok(Err(error)) => {
+            tracing::warn!(%error, "malformed forwarded polling reply");
+            Reply::error(RequestError::BadRequest)
+        }
+        // No gateway has that token any more: the session died with its gateway.
+        Err(BusError::NoResponders) => Reply::error(RequestError::UnknownSid),
+        Err(error) => {
+            tracing::debug!(%error, "polling request not forwarded");
+            Reply::error(RequestError::UnknownSid)
+        }
+    }
+}
+
+/// Serves the polling requests other gateways forward to this one, until the bus
+/// subscription ends.
+pub async fn listen(gateway: Arc<Gateway>) -> Result<(), BusError> {
+    let upstream = &gateway.upstream;
+    let subject = upstream.subjects().gateway_polling(&gateway.engine_token);
+    let mut requests = upstream.bus().subscribe(subject).await?;
+    upstream.bus().flush().await?;
+    tokio::spawn(async move {
+        while let Some(message) = requests.next().await {
+            // A GET may wait a whole ping interval, so each request gets its own task.
+            tokio::spawn(answer(gateway.clone(), message));
+        }
+    });
+    Ok(())
+}
+
+async fn answer(gateway: Arc<Gateway>, message: BusMessage) {
+    let Some(reply_to) = message.reply else {
+        return;
+    };
+    let reply = match PollingRequest::decode(message.payload) {
+        Ok(request) => {
+            let method = if request.post {
+                Method::Post
+            } else {
+                Method::Get
+            };
+            let request = Request {
+                method,
+                sid: request.sid,
+                body: request.body,
+            };
+            polling::serve(&gateway, request).await
+        }
+        Err(_) => Reply::error(RequestError::BadRequest),
+    };
+    let reply = PollingReply {
+        status: reply.status.into(),
+        content_type: reply.content_type,
+        body: reply.body,
+    };
+    if let Err(error) = gateway
+        .upstream
+        .bus()
+        .publish(reply_to, reply.encode_to_vec().into())
+        .await
+    {
+        tracing::debug!(%error, "forwarded polling reply lost");
+    }
+}
+
+/// Whether a token can stand in a subject: a client controls the sid.
+fn subject_safe(token: &str) -> bool {
+    token
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}

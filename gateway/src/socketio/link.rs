@@ -1,0 +1,271 @@
+//! An Engine.IO session as its transports see it: the way in (packets for the session
+//! task), the way out (the session's outbound queue), and which transport holds it.
+//!
+//! A session outlives HTTP requests: with long-polling, every GET takes what is queued and
+//! every POST hands packets in. An upgrade hands the way out to a WebSocket; frames that no
+//! GET has taken yet stay in the queue and leave on the WebSocket, so the switch loses
+//! nothing.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use tokio::sync::{OwnedMutexGuard, mpsc, watch};
+
+use super::engine;
+use crate::outbound::{Closer, Frame};
+
+/// Frames one polling response carries at most.
+const POLL_BATCH: usize = 256;
+
+/// Which transport carries a session.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transport {
+    Polling,
+    /// A WebSocket answered the probe; polling goes on until the client sends `upgrade`.
+    Upgrading,
+    WebSocket,
+}
+
+/// What a polling GET receives.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Poll {
+    /// Frames to send, in order (never empty).
+    Frames(Vec<Frame>),
+    /// Nothing to send, but the client must stop waiting: an upgrade is under way.
+    Noop,
+    /// The session has ended.
+    Closed,
+}
+
+/// Why a polling request was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum PollError {
+    #[error("the session is on WebSocket now")]
+    NotPolling,
+    #[error("a GET is already waiting on this session")]
+    Overlap,
+}
+
+pub struct Link {
+    pub sid: Arc<str>,
+    inbound: mpsc::Sender<engine::Packet>,
+    frames: Arc<tokio::sync::Mutex<mpsc::Receiver<Frame>>>,
+    closer: Closer,
+    transport: watch::Sender<Transport>,
+    /// Held while a POST hands its packets in, so two POSTs cannot interleave.
+    posting: tokio::sync::Mutex<()>,
+}
+
+impl Link {
+    pub fn new(
+        sid: Arc<str>,
+        inbound: mpsc::Sender<engine::Packet>,
+        frames: mpsc::Receiver<Frame>,
+        closer: Closer,
+        transport: Transport,
+    ) -> Self {
+        Self {
+            sid,
+            inbound,
+            frames: Arc::new(tokio::sync::Mutex::new(frames)),
+            closer,
+            transport: watch::Sender::new(transport),
+            posting: tokio::sync::Mutex::new(()),
+        }
+    }
+
+    pub fn closer(&self) -> &Closer {
+        &self.closer
+    }
+
+    pub fn transport(&self) -> Transport {
+        *self.transport.borrow()
+    }
+
+    /// Hands one packet to the session; `false` once the session has ended.
+    pub async fn deliver(&self, packet: engine::Packet) -> bool {
+        tokio::select! {
+            sent = self.inbound.send(packet) => sent.is_ok(),
+            () = self.closer.closed() => false,
+        }
+    }
+
+    /// Hands the packets of one POST to the session, in order; `None` when another POST is
+    /// still doing so. Returns whether the session took them all.
+    pub async fn post(&self, packets: Vec<engine::Packet>) -> Option<bool> {
+        let _posting = self.posting.try_lock().ok()?;
+        for packet in packets {
+            if !self.deliver(packet).await {
+                return Some(false);
+            }
+        }
+        Some(true)
+    }
+
+    /// Waits for frames to send on a polling GET.
+    pub async fn poll(&self) -> Result<Poll, PollError> {
+        if self.transport() == Transport::WebSocket {
+            return Err(PollError::NotPolling);
+        }
+        let Ok(mut frames) = self.frames.try_lock() else {
+            return Err(PollError::Overlap);
+        };
+        let mut upgrading = self.transport.subscribe();
+        let first = tokio::select! {
+            biased;
+            frame = frames.recv() => frame,
+            () = self.closer.closed() => None,
+            _ = upgrading.wait_for(|t| *t != Transport::Polling) => return Ok(Poll::Noop),
+        };
+        let Some(first) = first else {
+            return Ok(Poll::Closed);
+        };
+        let mut batch = vec![first];
+        while batch.len() < POLL_BATCH {
+            match frames.try_recv() {
+                Ok(frame) => batch.push(frame),
+                Err(_) => break,
+            }
+        }
+        Ok(Poll::Frames(batch))
+    }
+
+    /// A WebSocket answered the probe: pending and new GETs return at once from now on.
+    /// `false` when the session is not on polling (already upgraded, or upgrading).
+    pub fn begin_upgrade(&self) -> bool {
+        self.transport.send_if_modified(|t| {
+            let polling = *t == Transport::Polling;
+            if polling {
+                *t = Transport::Upgrading;
+            }
+            polling
+        })
+    }
+
+    /// The probe came to nothing; polling carries on.
+    pub fn abort_upgrade(&self) {
+        self.transport.send_if_modified(|t| {
+            let upgrading = *t == Transport::Upgrading;
+            if upgrading {
+                *t = Transport::Polling;
+            }
+            upgrading
+        });
+    }
+
+    /// Moves the way out to a WebSocket: returns the outbound queue once no GET holds it.
+    pub async fn take_frames(&self) -> OwnedMutexGuard<mpsc::Receiver<Frame>> {
+        self.transport.send_replace(Transport::WebSocket);
+        self.frames.clone().lock_owned().await
+    }
+}
+
+/// The Engine.IO sessions this gateway holds, by sid.
+#[derive(Default)]
+pub struct Links {
+    map: Mutex<HashMap<Arc<str>, Arc<Link>>>,
+}
+
+impl Links {
+    fn map(&self) -> std::sync::MutexGuard<'_, HashMap<Arc<str>, Arc<Link>>> {
+        // Inserts and removes leave the map consistent, so a poisoned lock is still sound.
+        self.map.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub fn insert(&self, link: Arc<Link>) {
+        self.map().insert(link.sid.clone(), link);
+    }
+
+    pub fn get(&self, sid: &str) -> Option<Arc<Link>> {
+        self.map().get(sid).cloned()
+    }
+
+    pub fn remove(&self, sid: &str) {
+        self.map().remove(sid);
+    }
+
+    pub fn len(&self) -> usize {
+        self.map().len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::extract::ws::Utf8Bytes;
+
+    fn link(transport: Transport) -> (Link, mpsc::Sender<Frame>, mpsc::Receiver<engine::Packet>) {
+        let (inbound, packets) = mpsc::channel(8);
+        let (frames_tx, frames) = mpsc::channel(8);
+        let link = Link::new("sid".into(), inbound, frames, Closer::default(), transport);
+        (link, frames_tx, packets)
+    }
+
+    fn text(s: &'static str) -> Frame {
+        Frame::Text(Utf8Bytes::from_static(s))
+    }
+
+    #[tokio::test]
+    async fn a_get_takes_everything_queued() {
+        let (link, out, _packets) = link(Transport::Polling);
+        out.send(text("40")).await.unwrap();
+        out.send(text("42[\"a\"]")).await.unwrap();
+        assert_eq!(
+            link.poll().await,
+            Ok(Poll::Frames(vec![text("40"), text("42[\"a\"]")]))
+        );
+    }
+
+    #[tokio::test]
+    async fn a_second_get_overlaps() {
+        let (link, _out, _packets) = link(Transport::Polling);
+        let link = Arc::new(link);
+        let first = tokio::spawn({
+            let link = link.clone();
+            async move { link.poll().await }
+        });
+        // The first GET waits with the queue locked.
+        while link.frames.try_lock().is_ok() {
+            tokio::task::yield_now().await;
+        }
+        assert_eq!(link.poll().await, Err(PollError::Overlap));
+        link.closer().gone();
+        assert_eq!(first.await.unwrap(), Ok(Poll::Closed));
+    }
+
+    #[tokio::test]
+    async fn an_upgrade_releases_a_waiting_get_and_keeps_the_queue() {
+        let (link, out, _packets) = link(Transport::Polling);
+        let link = Arc::new(link);
+        let waiting = tokio::spawn({
+            let link = link.clone();
+            async move { link.poll().await }
+        });
+        while link.frames.try_lock().is_ok() {
+            tokio::task::yield_now().await;
+        }
+        assert!(link.begin_upgrade());
+        assert!(!link.begin_upgrade());
+        assert_eq!(waiting.await.unwrap(), Ok(Poll::Noop));
+        out.send(text("42[\"late\"]")).await.unwrap();
+        let mut frames = link.take_frames().await;
+        assert_eq!(frames.recv().await, Some(text("42[\"late\"]")));
+        assert_eq!(link.poll().await, Err(PollError::NotPolling));
+    }
+
+    #[tokio::test]
+    async fn posts_reach_the_session_in_order() {
+        let (link, _out, mut packets) = link(Transport::Polling);
+        let sent = vec![
+            engine::Packet::text(engine::PacketType::Message, "0"),
+            engine::Packet::empty(engine::PacketType::Pong),
+        ];
+        assert_eq!(link.post(sent.clone()).await, Some(true));
+        assert_eq!(packets.recv().await, Some(sent[0].clone()));
+        assert_eq!(packets.recv().await, Some(sent[1].clone()));
+    }
+}

@@ -1,0 +1,130 @@
+//! The HTTP long-polling transport: the handshake GET, then GETs that take what the
+//! session queued and POSTs that hand packets in, each body a payload of packets separated
+//! by `\x1e`.
+//!
+//! Requests are plain values ([`Request`] in, [`Reply`] out) so that a gateway can serve a
+//! request for one of its sessions that reached another gateway and was forwarded to it.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use herald_core::codes::DisconnectCode;
+
+use super::engine::{self, Encoded, RequestError};
+use super::link::{Link, Poll, PollError, Transport};
+use super::session;
+use crate::gateway::Gateway;
+use crate::outbound::Frame;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Method {
+    Get,
+    Post,
+}
+
+/// A polling request for an existing session.
+#[derive(Debug, Clone)]
+pub struct Request {
+    pub method: Method,
+    pub sid: String,
+    pub body: Bytes,
+}
+
+/// What a polling request is answered with.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reply {
+    pub status: u16,
+    pub content_type: String,
+    pub body: Bytes,
+}
+
+const PAYLOAD_TYPE: &str = "text/plain; charset=UTF-8";
+
+impl Reply {
+    fn payload(body: String) -> Self {
+        Self {
+            status: 200,
+            content_type: PAYLOAD_TYPE.into(),
+            body: body.into(),
+        }
+    }
+
+    /// The reference server's answer to a POST it took.
+    fn ok() -> Self {
+        Self {
+            status: 200,
+            content_type: "text/html".into(),
+            body: Bytes::from_static(b"ok"),
+        }
+    }
+
+    pub fn error(error: RequestError) -> Self {
+        Self {
+            status: error.status(),
+            content_type: "application/json".into(),
+            body: error.body().into(),
+        }
+    }
+}
+
+/// Opens a session on polling: the reply carries the open packet.
+pub async fn handshake(gateway: &Arc<Gateway>) -> Reply {
+    let link = session::start(gateway, Transport::Polling);
+    get(&link).await
+}
+
+/// Serves a request for a session held by this gateway.
+pub async fn serve(gateway: &Gateway, request: Request) -> Reply {
+    let Some(link) = gateway.socketio_links.get(&request.sid) else {
+        return Reply::error(RequestError::UnknownSid);
+    };
+    match request.method {
+        Method::Get => get(&link).await,
+        Method::Post => post(gateway, &link, &request.body).await,
+    }
+}
+
+async fn get(link: &Link) -> Reply {
+    match link.poll().await {
+        Ok(Poll::Frames(frames)) => Reply::payload(encode(&frames)),
+        Ok(Poll::Noop) => Reply::payload("6".into()),
+        Ok(Poll::Closed) => Reply::payload("1".into()),
+        Err(PollError::NotPolling) => Reply::error(RequestError::BadRequest),
+        Err(PollError::Overlap) => {
+            // The reference server ends a session whose client broke the one-GET rule.
+            link.closer().close(DisconnectCode::BadRequest);
+            Reply::error(RequestError::BadRequest)
+        }
+    }
+}
+
+async fn post(gateway: &Gateway, link: &Link, body: &[u8]) -> Reply {
+    if body.len() > gateway.socketio.max_payload {
+        link.closer().close(DisconnectCode::MessageTooLarge);
+        return Reply::error(RequestError::PayloadTooLarge);
+    }
+    let packets = std::str::from_utf8(body)
+        .ok()
+        .and_then(|text| engine::decode_payload(text).ok());
+    let Some(packets) = packets else {
+        tracing::debug!("malformed polling payload");
+        link.closer().close(DisconnectCode::BadRequest);
+        return Reply::error(RequestError::BadRequest);
+    };
+    match link.post(packets).await {
+        Some(true) => Reply::ok(),
+        Some(false) => Reply::error(RequestError::UnknownSid),
+        None => {
+            link.closer().close(DisconnectCode::BadRequest);
+            Reply::error(RequestError::BadRequest)
+        }
+    }
+}
+
+/// One response body: text packets as they are, binary ones as `b` and base64.
+fn encode(frames: &[Frame]) -> String {
+    engine::encode_payload(frames.iter().map(|frame| match frame {
+        Frame::Text(text) => Encoded::Text(text.as_str()),
+        Frame::Binary(bytes) => Encoded::Binary(bytes),
+    }))
+}

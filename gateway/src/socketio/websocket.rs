@@ -1,0 +1,122 @@
+//! The WebSocket transport: a session opened on WebSocket, and the upgrade of a polling
+//! session (probe, then `upgrade`).
+//!
+//! Each text frame is one Engine.IO packet and each binary frame a binary message. The
+//! reader hands packets to the session task; the writer drains the session's outbound queue.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::ws::{Message, Utf8Bytes, WebSocket};
+use futures_util::stream::{SplitSink, SplitStream};
+use futures_util::{SinkExt, StreamExt};
+use herald_core::codes::DisconnectCode;
+use tokio::sync::{OwnedMutexGuard, mpsc};
+
+use super::engine::{self, PacketType};
+use super::link::{Link, Transport};
+use super::session;
+use crate::gateway::Gateway;
+use crate::outbound::{self, Frame};
+
+/// How long a probing WebSocket has to send `upgrade`, as in the reference server.
+const UPGRADE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Serves a session that opened directly on WebSocket.
+pub async fn open(socket: WebSocket, gateway: Arc<Gateway>) {
+    let link = session::start(&gateway, Transport::WebSocket);
+    let frames = link.take_frames().await;
+    let (sink, stream) = socket.split();
+    carry(sink, stream, &link, frames).await;
+}
+
+/// Serves a WebSocket that asks to take over the polling session `link`.
+pub async fn upgrade(socket: WebSocket, link: Arc<Link>) {
+    let (mut sink, mut stream) = socket.split();
+    let probed = tokio::time::timeout(UPGRADE_TIMEOUT, async {
+        if next_packet(&mut stream).await? != engine::Packet::text(PacketType::Ping, "probe") {
+            return None;
+        }
+        sink.send(Message::Text(Utf8Bytes::from_static("3probe")))
+            .await
+            .ok()?;
+        if !link.begin_upgrade() {
+            return None;
+        }
+        let upgraded =
+            next_packet(&mut stream).await == Some(engine::Packet::empty(PacketType::Upgrade));
+        if !upgraded {
+            link.abort_upgrade();
+        }
+        upgraded.then_some(())
+    })
+    .await;
+    match probed {
+        Ok(Some(())) => {
+            let frames = link.take_frames().await;
+            carry(sink, stream, &link, frames).await;
+        }
+        // The client stays on polling; the probing WebSocket just goes away.
+        _ => {
+            link.abort_upgrade();
+            let _ = sink.close().await;
+        }
+    }
+}
+
+/// The next Engine.IO text packet during the upgrade handshake.
+async fn next_packet(stream: &mut SplitStream<WebSocket>) -> Option<engine::Packet> {
+    loop {
+        match stream.next().await? {
+            Ok(Message::Text(text)) => return engine::Packet::decode_text(&text).ok(),
+            Ok(Message::Ping(_) | Message::Pong(_)) => {}
+            _ => return None,
+        }
+    }
+}
+
+/// Carries the session over the WebSocket until either side ends it.
+async fn carry(
+    sink: SplitSink<WebSocket, Message>,
+    mut stream: SplitStream<WebSocket>,
+    link: &Link,
+    mut frames: OwnedMutexGuard<mpsc::Receiver<Frame>>,
+) {
+    let closer = link.closer().clone();
+    // A Socket.IO client learns why from the close itself; there is no farewell message.
+    let writer = outbound::write_loop(sink, &mut frames, closer.clone(), |_| None);
+    let reader = async {
+        loop {
+            let message = tokio::select! {
+                () = closer.closed() => break,
+                message = stream.next() => message,
+            };
+            let packet = match message {
+                Some(Ok(Message::Text(text))) => match engine::Packet::decode_text(&text) {
+                    Ok(packet) => packet,
+                    Err(error) => {
+                        tracing::debug!(%error, "Engine.IO protocol violation");
+                        closer.close(DisconnectCode::BadRequest);
+                        break;
+                    }
+                },
+                Some(Ok(Message::Binary(bytes))) => engine::Packet::binary(bytes),
+                Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
+                Some(Ok(Message::Close(_))) | None => {
+                    closer.gone();
+                    break;
+                }
+                Some(Err(error)) => {
+                    // Mostly a message over `maxPayload`, which the WebSocket layer refuses.
+                    tracing::debug!(%error, "WebSocket error");
+                    closer.close(DisconnectCode::BadRequest);
+                    break;
+                }
+            };
+            if !link.deliver(packet).await {
+                break;
+            }
+        }
+    };
+    tokio::join!(reader, writer);
+}
