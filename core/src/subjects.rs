@@ -42,6 +42,11 @@ impl Subjects {
         format!("{}.router.history", self.prefix)
     }
 
+    /// Socket.IO session requests (recovery records) to the router queue group.
+    pub fn session_requests(&self) -> String {
+        format!("{}.router.sessions", self.prefix)
+    }
+
     /// Socket.IO polling requests for the sessions of the gateway with `token` (a token
     /// is made of subject-safe characters only: letters, digits, `-`, `_`).
     pub fn gateway_polling(&self, token: &str) -> String {

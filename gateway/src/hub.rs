@@ -25,6 +25,7 @@ use crate::feed::{self, FeedConfig};
 use crate::native;
 use crate::outbound::Outbound;
 use crate::socketio;
+use crate::socketio::offsets::Marks;
 use crate::upstream::Upstream;
 
 const SHARDS: usize = 32;
@@ -36,18 +37,43 @@ pub type ClientId = u64;
 type Readiness = Option<Result<(), Refusal>>;
 
 /// How a subscriber receives publications.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Clone)]
 pub enum Protocol {
     Native,
     /// A Socket.IO socket with this id. It does not get the events it emitted itself.
+    /// With connection state recovery on, its events end with an offset string made from
+    /// its `marks`.
     SocketIo {
         sid: Arc<str>,
+        marks: Option<Arc<Marks>>,
     },
+}
+
+/// Where a new subscriber starts.
+#[derive(Debug, Clone, Copy)]
+pub enum Start<'a> {
+    /// With the next publication.
+    Now,
+    /// Right after this position: a subscriber that already has everything up to it (from
+    /// history) and must get nothing twice and nothing less.
+    After(&'a Position),
+}
+
+/// How a subscribe call ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Joined {
+    /// Subscribed; publications after this position follow.
+    At(Position),
+    /// Not subscribed: the channel is already at this position, past the one asked to
+    /// start after. The caller fetches what lies between from history and asks again.
+    Behind(Position),
 }
 
 struct Subscriber {
     outbound: Outbound,
     protocol: Protocol,
+    /// Publications up to this offset are skipped: the subscriber has them already.
+    after: u64,
 }
 
 struct Entry {
@@ -106,6 +132,24 @@ impl Hub {
         protocol: Protocol,
         history: bool,
     ) -> Result<Position, Refusal> {
+        match self
+            .subscribe_from(channel, client, outbound, protocol, history, Start::Now)
+            .await?
+        {
+            Joined::At(position) | Joined::Behind(position) => Ok(position),
+        }
+    }
+
+    /// Subscribes a connection from `start`.
+    pub async fn subscribe_from(
+        self: &Arc<Self>,
+        channel: &str,
+        client: ClientId,
+        outbound: Outbound,
+        protocol: Protocol,
+        history: bool,
+        start: Start<'_>,
+    ) -> Result<Joined, Refusal> {
         let (generation, mut ready) = {
             let mut shard = self.shard(channel);
             let entry = shard
@@ -144,12 +188,27 @@ impl Hub {
             .get_mut(channel)
             .filter(|e| e.generation == generation)
             .ok_or_else(|| Refusal::new(ErrorCode::Unavailable, "channel feed restarted"))?;
+        let mut after = 0;
+        if let Start::After(start) = start
+            && !start.epoch.is_empty()
+            && start.epoch == entry.position.epoch
+        {
+            if entry.position.offset > start.offset {
+                // `waiting` gives the wait up when dropped.
+                return Ok(Joined::Behind(entry.position.clone()));
+            }
+            // The subscriber read history further than this gateway has delivered yet.
+            after = start.offset;
+        }
         entry.waiting -= 1;
         waiting.done = true;
-        entry
-            .subscribers
-            .insert(client, Subscriber { outbound, protocol });
-        Ok(entry.position.clone())
+        let subscriber = Subscriber {
+            outbound,
+            protocol,
+            after,
+        };
+        entry.subscribers.insert(client, subscriber);
+        Ok(Joined::At(entry.position.clone()))
     }
 
     fn start_feed(self: &Arc<Self>, channel: &str, history: bool) -> Entry {
@@ -236,9 +295,16 @@ impl Hub {
             epoch: last.epoch.clone(),
         };
         for publication in publications {
+            let position = Position {
+                offset: publication.offset,
+                epoch: publication.epoch.clone(),
+            };
             let mut native = None;
             let mut socketio = None;
             for subscriber in entry.subscribers.values() {
+                if publication.offset <= subscriber.after && !publication.epoch.is_empty() {
+                    continue;
+                }
                 match &subscriber.protocol {
                     Protocol::Native => {
                         let frame =
@@ -247,12 +313,28 @@ impl Hub {
                             subscriber.outbound.send(frame.clone());
                         }
                     }
-                    Protocol::SocketIo { sid } if **sid == publication.origin => {}
-                    Protocol::SocketIo { .. } => {
-                        let frames =
-                            socketio.get_or_insert_with(|| socketio::event::frames(publication));
-                        for frame in frames.iter().flatten() {
-                            subscriber.outbound.send(frame.clone());
+                    Protocol::SocketIo { sid, marks } if **sid == publication.origin => {
+                        // Its own events are not sent back, but the socket is past them.
+                        if let Some(marks) = marks {
+                            marks.set(channel, &position);
+                        }
+                    }
+                    Protocol::SocketIo { marks, .. } => {
+                        let rendered =
+                            socketio.get_or_insert_with(|| socketio::event::render(publication));
+                        let Some(rendered) = rendered else { continue };
+                        match marks {
+                            Some(marks) => {
+                                let offset = marks.advance(channel, &position);
+                                for frame in rendered.frames_with_offset(&offset) {
+                                    subscriber.outbound.send(frame);
+                                }
+                            }
+                            None => {
+                                for frame in rendered.frames() {
+                                    subscriber.outbound.send(frame);
+                                }
+                            }
                         }
                     }
                 }

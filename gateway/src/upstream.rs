@@ -14,7 +14,8 @@ use herald_core::codes::{ErrorCode, Refusal};
 use herald_core::subjects::Subjects;
 use herald_proto::bus::v1::{
     self as pb, HistoryPage, HistoryReply, HistoryRequest, Position, Publication, PublishBatch,
-    PublishBatchReply, PublishRequest, history_reply, publish_reply,
+    PublishBatchReply, PublishRequest, SessionReply, SessionRequest, SocketRecord, history_reply,
+    publish_reply, session_reply,
 };
 use prost::Message;
 
@@ -114,6 +115,25 @@ impl Upstream {
             })
             .await?;
         Ok(page.position.unwrap_or_default())
+    }
+
+    /// Asks a router to save, take, touch or drop a Socket.IO session record; returns the
+    /// record a `take` found.
+    pub async fn session(&self, request: SessionRequest) -> Result<Option<SocketRecord>, Refusal> {
+        let reply = self
+            .bus
+            .request(
+                self.subjects.session_requests(),
+                Bytes::from(request.encode_to_vec()),
+                self.timeout,
+            )
+            .await
+            .map_err(unavailable)?;
+        match SessionReply::decode(reply).map_err(malformed)?.result {
+            Some(session_reply::Result::Record(record)) => Ok(Some(record)),
+            Some(session_reply::Result::Error(error)) => Err(refusal(error)),
+            None => Ok(None),
+        }
     }
 
     /// Delivers a publication of a channel without history straight to subscribers.

@@ -26,6 +26,11 @@ impl Keys {
         format!("{}:meta:{{{channel}}}", self.prefix)
     }
 
+    /// The record of a Socket.IO socket kept for recovery, by its private id.
+    pub fn socket(&self, pid: &str) -> String {
+        format!("{}:sio:{pid}", self.prefix)
+    }
+
     /// The record of one idempotency key on a channel.
     pub fn idempotency(&self, channel: &str, key: &str) -> String {
         format!("{}:idem:{{{channel}}}:{key}", self.prefix)

@@ -7,10 +7,13 @@
 //! - [`service`]: the request loop: decode, append to history, deliver, reply.
 //! - [`history`]: the [`HistoryStore`](history::HistoryStore) trait, with a Redis
 //!   implementation (one Lua script per operation) and an in-memory one for standalone mode.
+//! - [`sessions`]: Socket.IO sockets kept for connection state recovery, in Redis or in
+//!   memory, and the service that answers gateways about them.
 //! - [`keys`]: every Redis key, built in one place.
 
 pub mod history;
 pub mod keys;
 pub mod service;
+pub mod sessions;
 
 pub use service::RouterService;

@@ -1,5 +1,5 @@
 //! Wiring of a node for each mode. The same gateway and router code runs in all of them;
-//! only the bus and the history store differ.
+//! only the bus and the stores (history, Socket.IO sessions) differ.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -16,6 +16,7 @@ use herald_core::subjects::Subjects;
 use herald_gateway::Gateway;
 use herald_router::RouterService;
 use herald_router::history::{HistoryStore, MemoryHistory, RedisHistory};
+use herald_router::sessions::{MemorySessions, RedisSessions, SessionService, SessionStore};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
@@ -35,11 +36,14 @@ pub async fn run(mode: Mode, config: Config) -> anyhow::Result<()> {
     match mode {
         Mode::Standalone => {
             let bus: Arc<dyn Bus> = Arc::new(MemoryBus::new());
-            let router = router(&config, bus.clone(), Arc::new(MemoryHistory::new()));
+            let stores: (Arc<dyn HistoryStore>, Arc<dyn SessionStore>) =
+                (Arc::new(MemoryHistory::new()), Arc::new(MemorySessions::new()));
+            let (router, sessions) = router(&config, bus.clone(), stores);
             tokio::spawn(router.clone().run(shutdown.clone().cancelled_owned()));
+            tokio::spawn(sessions.clone().run(shutdown.clone().cancelled_owned()));
             // Clients must not reach the gateway before its router serves, or their first
             // requests would find no router.
-            while !router.ready().await {
+            while !(router.ready().await && sessions.serving()) {
                 tokio::time::sleep(Duration::from_millis(2)).await;
             }
             gateway(mode, &node_id, &config, bus, shutdown).await
@@ -54,7 +58,9 @@ pub async fn run(mode: Mode, config: Config) -> anyhow::Result<()> {
             let Some(store) = redis(&config, &shutdown).await else {
                 return Ok(());
             };
-            let router = router(&config, bus, Arc::new(store));
+            let sessions = RedisSessions::new(store.connection(), &config.redis.key_prefix);
+            let (router, sessions) = router(&config, bus, (Arc::new(store), Arc::new(sessions)));
+            tokio::spawn(sessions.run(shutdown.clone().cancelled_owned()));
             announce(mode, &node_id, listener.local_addr()?);
             let health = Router::new()
                 .route("/healthz", get(|| async { "ok" }))
@@ -77,14 +83,22 @@ pub async fn run(mode: Mode, config: Config) -> anyhow::Result<()> {
     }
 }
 
-fn router(config: &Config, bus: Arc<dyn Bus>, store: Arc<dyn HistoryStore>) -> Arc<RouterService> {
-    RouterService::new(
-        bus,
-        store,
-        Subjects::new(config.nats.subject_prefix.clone()),
+/// The router's services: publications and history, and Socket.IO sessions.
+fn router(
+    config: &Config,
+    bus: Arc<dyn Bus>,
+    (history, sessions): (Arc<dyn HistoryStore>, Arc<dyn SessionStore>),
+) -> (Arc<RouterService>, Arc<SessionService>) {
+    let subjects = Subjects::new(config.nats.subject_prefix.clone());
+    let router = RouterService::new(
+        bus.clone(),
+        history,
+        subjects.clone(),
         config.channels.clone(),
         config.router.clone(),
-    )
+    );
+    let sessions = SessionService::new(bus, sessions, subjects, config.router.concurrency);
+    (router, sessions)
 }
 
 async fn router_ready(State(router): State<Arc<RouterService>>) -> (StatusCode, &'static str) {

@@ -52,6 +52,35 @@ impl Library {
     }
 }
 
+/// Whether `arg` is a Herald recovery offset string (`key:offset` pairs joined by `.`).
+pub fn is_offset(arg: &Value) -> bool {
+    arg.as_str().is_some_and(|s| {
+        s.split('.').all(|pair| {
+            pair.split_once(':').is_some_and(|(key, offset)| {
+                key.len() == 8
+                    && key.bytes().all(|b| b.is_ascii_hexdigit())
+                    && !offset.is_empty()
+                    && offset.bytes().all(|b| b.is_ascii_digit())
+            })
+        })
+    })
+}
+
+/// With connection state recovery on, every event ends with an offset string, which the
+/// application's listener receives as an extra last argument. Reports keep the event's
+/// own arguments in `args` and move that string to `offset`.
+fn split_offset(report: &mut Value) {
+    if report["type"] != "event" {
+        return;
+    }
+    if let Some(args) = report["args"].as_array_mut()
+        && args.last().is_some_and(is_offset)
+    {
+        let offset = args.pop();
+        report["offset"] = offset.unwrap_or_default();
+    }
+}
+
 pub struct Agent {
     child: Child,
     stdin: ChildStdin,
@@ -80,7 +109,8 @@ impl Agent {
         std::thread::spawn(move || {
             for line in BufReader::new(stdout).lines().map_while(Result::ok) {
                 match serde_json::from_str(&line) {
-                    Ok(report) => {
+                    Ok(mut report) => {
+                        split_offset(&mut report);
                         if tx.send(report).is_err() {
                             break;
                         }

@@ -8,6 +8,7 @@
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
+use axum::extract::ws::Utf8Bytes;
 use bytes::Bytes;
 use herald_proto::bus::v1::Publication;
 use serde::Deserialize;
@@ -92,10 +93,39 @@ pub fn decode(data: &str) -> Event {
     }
 }
 
-/// The frames that deliver a publication to the Socket.IO sockets subscribed to its channel:
-/// an event packet (`42/ns,[E,...args]`, or `45N-/ns,[…]` followed by N binary frames);
+/// A publication as a Socket.IO event packet (`42/ns,[E,...args]`, or `45N-/ns,[…]`
+/// followed by N binary frames), encoded once for every socket of a gateway.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rendered {
+    text: Utf8Bytes,
+    attachments: Vec<Bytes>,
+}
+
+impl Rendered {
+    /// The frames, sharing their bytes with every other socket's.
+    pub fn frames(&self) -> impl Iterator<Item = Frame> + '_ {
+        std::iter::once(Frame::Text(self.text.clone()))
+            .chain(self.attachments.iter().cloned().map(Frame::Binary))
+    }
+
+    /// The frames with `offset` as the event's last argument, for connection state
+    /// recovery. (An offset string holds no characters JSON would escape.)
+    pub fn frames_with_offset(&self, offset: &str) -> impl Iterator<Item = Frame> + '_ {
+        let array = self.text.as_str();
+        let open = array.strip_suffix(']').unwrap_or(array);
+        let mut text = String::with_capacity(open.len() + offset.len() + 4);
+        text.push_str(open);
+        text.push_str(",\"");
+        text.push_str(offset);
+        text.push_str("\"]");
+        std::iter::once(Frame::Text(text.into()))
+            .chain(self.attachments.iter().cloned().map(Frame::Binary))
+    }
+}
+
+/// The event packet of a publication for the Socket.IO sockets subscribed to its channel;
 /// `None` for channels outside the Socket.IO mapping or data that is not UTF-8.
-pub fn frames(publication: &Publication) -> Option<Vec<Frame>> {
+pub fn render(publication: &Publication) -> Option<Rendered> {
     let namespace = channels::namespace_of(&publication.channel)?;
     let data = std::str::from_utf8(&publication.data).ok()?;
     let event = decode(data);
@@ -110,10 +140,10 @@ pub fn frames(publication: &Publication) -> Option<Vec<Frame>> {
         text.push(',');
     }
     text.push_str(&event.array);
-    let mut frames = Vec::with_capacity(1 + event.attachments.len());
-    frames.push(Frame::Text(text.into()));
-    frames.extend(event.attachments.into_iter().map(Frame::Binary));
-    Some(frames)
+    Some(Rendered {
+        text: text.into(),
+        attachments: event.attachments,
+    })
 }
 
 fn push_joined<'a>(out: &mut String, items: impl Iterator<Item = &'a str>) {
@@ -167,11 +197,18 @@ mod tests {
             data: Bytes::from(data),
             ..Default::default()
         };
-        let frames = frames(&publication).unwrap();
+        let rendered = render(&publication).unwrap();
         assert_eq!(
-            frames,
+            rendered.frames().collect::<Vec<_>>(),
             [
                 Frame::Text(r#"451-/chat,["bin",{"_placeholder":true,"num":0}]"#.into()),
+                Frame::Binary(Bytes::from_static(&[1, 2, 3])),
+            ]
+        );
+        assert_eq!(
+            rendered.frames_with_offset("0a:1").collect::<Vec<_>>(),
+            [
+                Frame::Text(r#"451-/chat,["bin",{"_placeholder":true,"num":0},"0a:1"]"#.into()),
                 Frame::Binary(Bytes::from_static(&[1, 2, 3])),
             ]
         );
@@ -184,17 +221,17 @@ mod tests {
             data: Bytes::from_static(data.as_bytes()),
             ..Default::default()
         };
-        let text = |frames: Option<Vec<Frame>>| match frames.unwrap().remove(0) {
-            Frame::Text(text) => text.to_string(),
-            Frame::Binary(_) => panic!("expected text"),
+        let text = |rendered: Option<Rendered>| match rendered.unwrap().frames().next() {
+            Some(Frame::Text(text)) => text.to_string(),
+            _ => panic!("expected text"),
         };
         let room = publication("/chat:lobby", r#"{"event":"m","args":[1]}"#);
-        assert_eq!(text(frames(&room)), r#"42/chat,["m",1]"#);
+        assert_eq!(text(render(&room)), r#"42/chat,["m",1]"#);
         assert_eq!(
-            text(frames(&publication("/", "\"hi\""))),
+            text(render(&publication("/", "\"hi\""))),
             r#"42["message","hi"]"#
         );
-        assert!(frames(&publication("news", "1")).is_none());
+        assert!(render(&publication("news", "1")).is_none());
     }
 
     #[test]

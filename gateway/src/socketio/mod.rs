@@ -9,6 +9,8 @@
 //!   attachments that follow it.
 //! - [`channels`]: namespaces and rooms as Herald channels.
 //! - [`event`]: events as publication data, and publications as Socket.IO events.
+//! - [`offsets`]: the offset string that ends every event when connection state recovery
+//!   is on: the socket's position in each of its channels.
 //!
 //! Then the connection:
 //! - [`link`]: an Engine.IO session as its transports see it, and the gateway's table of
@@ -19,6 +21,8 @@
 //!   over the bus.
 //! - the session (one task per Engine.IO session: handshake, heartbeat, deadlines) and its
 //!   sockets (one per namespace: rooms, events, acks).
+//! - the recovery of sockets whose connection was lost: their records, kept by routers,
+//!   and the replay of what they missed.
 
 pub mod binary;
 pub mod channels;
@@ -26,8 +30,10 @@ pub mod engine;
 pub mod event;
 pub mod forward;
 pub mod link;
+pub mod offsets;
 pub mod packet;
 pub mod polling;
+mod recovery;
 mod session;
 mod sockets;
 pub mod websocket;

@@ -85,6 +85,9 @@ impl Session {
         let mut ping = tokio::time::interval_at(start + config.ping_interval, config.ping_interval);
         let connect_deadline = start + config.connect_timeout;
         let mut connected_once = false;
+        let mut refresh = self.sockets.refresh_period().map(|period| {
+            tokio::time::interval_at(start + period, period)
+        });
         loop {
             tokio::select! {
                 packet = packets.recv() => {
@@ -103,6 +106,7 @@ impl Session {
                     connected_once |= !self.sockets.is_empty();
                 }
                 _ = ping.tick() => self.ping(config.ping_timeout),
+                _ = tick(&mut refresh) => self.sockets.refresh(),
                 () = wait_until(self.pong_deadline) => closer.close(DisconnectCode::PingTimeout),
                 () = sleep_until(connect_deadline), if !connected_once => {
                     closer.close(DisconnectCode::ConnectTimeout);
@@ -114,7 +118,13 @@ impl Session {
                 break;
             }
         }
-        self.sockets.leave_all();
+        // A lost connection's sockets can come back; those of a client that broke the
+        // protocol cannot.
+        let recoverable = !matches!(
+            closer.reason(),
+            Some(DisconnectCode::BadRequest | DisconnectCode::MessageTooLarge)
+        );
+        self.sockets.leave_all(recoverable);
         self.gateway.socketio_links.remove(&self.sid);
     }
 
@@ -179,5 +189,15 @@ impl Session {
             self.sockets.on_packet(complete).await;
         }
         Ok(())
+    }
+}
+
+/// The next tick of an optional interval; never, without one.
+async fn tick(interval: &mut Option<tokio::time::Interval>) {
+    match interval {
+        Some(interval) => {
+            interval.tick().await;
+        }
+        None => std::future::pending().await,
     }
 }

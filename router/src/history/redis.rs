@@ -56,6 +56,13 @@ impl RedisHistory {
     }
 }
 
+impl RedisHistory {
+    /// The shared connection, for the router's other Redis stores.
+    pub fn connection(&self) -> ConnectionManager {
+        self.connection.clone()
+    }
+}
+
 /// Turns one XRANGE entry (`[id, [field, value, …]]`) into a publication.
 fn parse_entry(channel: &str, epoch: &str, entry: &Value) -> Option<Publication> {
     let Value::Array(parts) = entry else {

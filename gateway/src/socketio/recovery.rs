@@ -1,0 +1,278 @@
+//! Connection state recovery: the records routers keep of sockets, the missed
+//! publications of a returning one, and the order they are replayed in.
+//!
+//! A socket's record (namespace, sid, and each channel with the position it joined at)
+//! is saved when it connects and whenever it joins or leaves a room, refreshed while its
+//! connection lives, and kept for the recovery window once the connection is lost. A
+//! client that comes back with the socket's `pid` takes the record (once); the offset
+//! string it echoes says how far it got in each channel (see [`super::offsets`]).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use herald_proto::bus::v1::session_request::Action;
+use herald_proto::bus::v1::{HistoryRequest, Mark, Position, Publication, SessionRequest, SocketRecord};
+use serde::Deserialize;
+
+use super::offsets::{self, Marks};
+use crate::upstream::Upstream;
+
+/// Most publications replayed per channel; a socket that missed more starts afresh.
+pub const MAX_REPLAY: u32 = 1000;
+
+/// What a client may send with CONNECT: its `auth` object, to which a client resuming a
+/// socket adds the socket's `pid` and the last offset string it received.
+#[derive(Debug, Default, Deserialize)]
+pub struct ConnectData {
+    pub token: Option<String>,
+    pub pid: Option<String>,
+    pub offset: Option<String>,
+}
+
+impl ConnectData {
+    /// Reads the CONNECT payload; anything but an object is an empty one.
+    pub fn parse(data: Option<&serde_json::value::RawValue>) -> Self {
+        data.and_then(|raw| serde_json::from_str(raw.get()).ok())
+            .unwrap_or_default()
+    }
+}
+
+/// A socket's recovery state on its gateway.
+pub struct Recovery {
+    /// The private id the client comes back with.
+    pub pid: Arc<str>,
+    pub marks: Arc<Marks>,
+}
+
+impl Recovery {
+    pub fn new(pid: Arc<str>) -> Self {
+        Self {
+            pid,
+            marks: Arc::default(),
+        }
+    }
+}
+
+/// Requests about records, on behalf of one connection (the holder).
+pub struct Records {
+    upstream: Upstream,
+    holder: Arc<str>,
+    window: Duration,
+}
+
+impl Records {
+    pub fn new(upstream: Upstream, holder: Arc<str>, window: Duration) -> Self {
+        Self {
+            upstream,
+            holder,
+            window,
+        }
+    }
+
+    /// How long a record lives without a refresh while its connection is up: longer than
+    /// the window by the refresh period, so that a record whose gateway dies between two
+    /// refreshes still lasts the whole window.
+    fn live_ttl(&self) -> Duration {
+        self.window + self.refresh_period()
+    }
+
+    /// How often a live connection refreshes its records.
+    pub fn refresh_period(&self) -> Duration {
+        self.window / 2
+    }
+
+    fn request(&self, pid: &str, ttl: Duration, action: Action) -> SessionRequest {
+        SessionRequest {
+            pid: pid.to_string(),
+            holder: self.holder.to_string(),
+            ttl_ms: ttl.as_millis() as u64,
+            action: Some(action),
+        }
+    }
+
+    /// Sends a request in the background: a lost one costs at most one recovery.
+    fn send(&self, request: SessionRequest) {
+        let upstream = self.upstream.clone();
+        tokio::spawn(async move {
+            if let Err(refusal) = upstream.session(request).await {
+                tracing::debug!(%refusal, "Socket.IO session record not updated");
+            }
+        });
+    }
+
+    /// Saves a socket's record; waits for the router, so that a client told it joined can
+    /// recover with that room.
+    pub async fn save(&self, pid: &str, record: SocketRecord) {
+        let request = self.request(pid, self.live_ttl(), Action::Save(record));
+        if let Err(refusal) = self.upstream.session(request).await {
+            tracing::debug!(%refusal, "Socket.IO session record not saved");
+        }
+    }
+
+    /// Keeps the records of a live connection.
+    pub fn refresh(&self, pid: &str) {
+        self.send(self.request(pid, self.live_ttl(), Action::Touch(true)));
+    }
+
+    /// The connection is lost: the records last the window from now.
+    pub fn keep(&self, pid: &str) {
+        self.send(self.request(pid, self.window, Action::Touch(true)));
+    }
+
+    /// The socket left on purpose: nothing to recover.
+    pub fn drop(&self, pid: &str) {
+        self.send(self.request(pid, Duration::ZERO, Action::Drop(true)));
+    }
+
+    /// Takes the record of `pid`, if there is one: a record is good for one recovery.
+    pub async fn take(&self, pid: &str) -> Option<SocketRecord> {
+        let request = self.request(pid, Duration::ZERO, Action::Take(true));
+        match self.upstream.session(request).await {
+            Ok(record) => record,
+            Err(refusal) => {
+                tracing::debug!(%refusal, "Socket.IO session record not read");
+                None
+            }
+        }
+    }
+}
+
+/// A socket's record.
+pub fn record(namespace: &str, sid: &str, joined: &[(String, Position)]) -> SocketRecord {
+    SocketRecord {
+        namespace: namespace.to_string(),
+        sid: sid.to_string(),
+        marks: joined
+            .iter()
+            .map(|(channel, position)| Mark {
+                channel: channel.clone(),
+                joined: Some(position.clone()),
+            })
+            .collect(),
+    }
+}
+
+/// Where a returning socket stands in each channel of its record: the offset string's
+/// position where it has one for the channel, else where the socket joined it.
+pub fn starting_points(record: &SocketRecord, offset: Option<&str>) -> Vec<(String, Position)> {
+    let echoed = offsets::parse(offset.unwrap_or_default());
+    record
+        .marks
+        .iter()
+        .map(|mark| {
+            let joined = mark.joined.clone().unwrap_or_default();
+            let key = offsets::key(&mark.channel, &joined.epoch);
+            let from = match echoed.iter().find(|(k, _)| *k == key) {
+                Some(&(_, offset)) => Position {
+                    offset,
+                    epoch: joined.epoch,
+                },
+                None => joined,
+            };
+            (mark.channel.clone(), from)
+        })
+        .collect()
+}
+
+/// Every publication of `channel` after `from`; `None` when they cannot all be had (the
+/// stream has a new epoch, history was trimmed past `from`, or more than [`MAX_REPLAY`]).
+pub async fn missed(upstream: &Upstream, channel: &str, from: &Position) -> Option<Vec<Publication>> {
+    if from.epoch.is_empty() {
+        // A channel without history: there is nothing to replay, and nothing to check.
+        return Some(Vec::new());
+    }
+    let request = HistoryRequest {
+        channel: channel.to_string(),
+        since: Some(from.offset),
+        limit: MAX_REPLAY,
+        reverse: false,
+    };
+    let page = upstream.history(request).await.ok()?;
+    let position = page.position.unwrap_or_default();
+    if position.epoch != from.epoch {
+        return None;
+    }
+    let offsets = page.publications.iter().map(|p| p.offset);
+    let contiguous = offsets.eq(from.offset + 1..=position.offset);
+    contiguous.then_some(page.publications)
+}
+
+/// Merges channels' publications into one replay by acceptance time, keeping each
+/// channel's own order (routers' clocks may disagree a little; offsets may not).
+pub fn merge(mut lists: Vec<Vec<Publication>>) -> Vec<Publication> {
+    let total = lists.iter().map(Vec::len).sum();
+    let mut merged = Vec::with_capacity(total);
+    for list in &mut lists {
+        list.reverse();
+    }
+    loop {
+        let earliest = lists
+            .iter()
+            .enumerate()
+            .filter_map(|(i, list)| list.last().map(|p| (p.accepted_at_us, i)))
+            .min();
+        let Some((_, i)) = earliest else { break };
+        merged.extend(lists[i].pop());
+    }
+    merged
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn publication(channel: &str, offset: u64, accepted_at_us: u64) -> Publication {
+        Publication {
+            channel: channel.into(),
+            offset,
+            accepted_at_us,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn a_replay_interleaves_channels_by_time_but_keeps_each_channels_order() {
+        let a = vec![publication("a", 1, 10), publication("a", 2, 30)];
+        // A router with a slow clock stamped b's second publication before its first.
+        let b = vec![publication("b", 1, 20), publication("b", 2, 5)];
+        let order: Vec<_> = merge(vec![a, b])
+            .iter()
+            .map(|p| (p.channel.clone(), p.offset))
+            .collect();
+        assert_eq!(
+            order,
+            [("a".into(), 1), ("b".into(), 1), ("b".into(), 2), ("a".into(), 2)]
+        );
+    }
+
+    #[test]
+    fn a_returning_socket_starts_where_its_offset_says_or_where_it_joined() {
+        let at = |offset, epoch: &str| Position {
+            offset,
+            epoch: epoch.into(),
+        };
+        let joined = vec![("/chat".to_string(), at(3, "e")), ("/chat:lobby".to_string(), at(7, "f"))];
+        let record = record("/chat", "sid", &joined);
+        let offset = format!("{:08x}:9", offsets::key("/chat", "e"));
+        assert_eq!(
+            starting_points(&record, Some(&offset)),
+            [("/chat".to_string(), at(9, "e")), ("/chat:lobby".to_string(), at(7, "f"))]
+        );
+        assert_eq!(starting_points(&record, None), joined);
+    }
+
+    #[test]
+    fn connect_data_is_read_leniently() {
+        let raw = serde_json::value::RawValue::from_string(
+            r#"{"token":"t","pid":"p","offset":"o","extra":1}"#.into(),
+        )
+        .unwrap();
+        let data = ConnectData::parse(Some(&raw));
+        assert_eq!(
+            (data.token.as_deref(), data.pid.as_deref(), data.offset.as_deref()),
+            (Some("t"), Some("p"), Some("o"))
+        );
+        let not_an_object = serde_json::value::RawValue::from_string("[1]".into()).unwrap();
+        assert!(ConnectData::parse(Some(&not_an_object)).pid.is_none());
+    }
+}
