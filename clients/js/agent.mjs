@@ -1,11 +1,15 @@
-// A stock socket.io-client, driven by Herald's tests through JSON lines.
+// Stock socket.io-client sockets, driven by Herald's tests through JSON lines.
 //
-// Usage: node agent.mjs URL '{"namespace": "/chat", "options": {...}}'
-// stdin, one command per line:
-//   {"op": "emit", "seq": 1, "event": "message", "args": [...], "ack": true}
+// Usage: node agent.mjs URL '{"namespace": "/chat", "options": {...}, "count": 1}'
+// `count` sockets are opened, each on a connection of its own (forceNew when count > 1).
+// stdin, one command per line (`socket` picks one, 0 by default):
+//   {"op": "emit", "seq": 1, "event": "message", "args": [...], "ack": true, "socket": 0}
 //   {"op": "disconnect"}   {"op": "connect"}   {"op": "close"}
-// stdout, one report per line:
-//   {"type": "connect", "id": "...", "recovered": false}
+//   {"op": "cut"}: the transport drops, as when a network goes away; no automatic reconnect
+//   {"op": "reconnect"}: reconnect as the Manager does (with the pid and last offset)
+// stdout, one report per line (each with its `socket`):
+//   {"type": "connect", "id": "...", "recovered": false, "transport": "polling"}
+//   {"type": "upgrade", "transport": "websocket"}
 //   {"type": "event", "event": "message", "args": [...]}
 //   {"type": "ack", "seq": 1, "value": {...}}
 //   {"type": "connect_error", "message": "..."}
@@ -15,8 +19,7 @@ import { createInterface } from "node:readline";
 import { io } from "socket.io-client";
 
 const [url, config = "{}"] = process.argv.slice(2);
-const { namespace = "/", options = {} } = JSON.parse(config);
-const socket = io(url + namespace, { reconnection: true, ...options });
+const { namespace = "/", options = {}, count = 1 } = JSON.parse(config);
 
 // Buffers reach JSON.stringify already turned into {type: "Buffer", data: [...]}.
 const describe = (_key, value) => {
@@ -32,15 +35,31 @@ const revive = (value) => {
   }
   return value;
 };
-const report = (line) => process.stdout.write(JSON.stringify(line, describe) + "\n");
 
-socket.on("connect", () => report({ type: "connect", id: socket.id, recovered: socket.recovered }));
-socket.on("connect_error", (error) => report({ type: "connect_error", message: error.message, data: error.data }));
-socket.on("disconnect", (reason) => report({ type: "disconnect", reason }));
-socket.onAny((event, ...args) => report({ type: "event", event, args }));
+const open = (index) => {
+  const socket = io(url + namespace, { reconnection: true, forceNew: count > 1, ...options });
+  const report = (line) =>
+    process.stdout.write(JSON.stringify({ ...line, socket: index }, describe) + "\n");
+  const transport = () => socket.io.engine?.transport?.name;
+  socket.io.on("open", () =>
+    socket.io.engine.on("upgrade", (t) => report({ type: "upgrade", transport: t.name })),
+  );
+  socket.on("connect", () =>
+    report({ type: "connect", id: socket.id, recovered: socket.recovered, transport: transport() }),
+  );
+  socket.on("connect_error", (error) =>
+    report({ type: "connect_error", message: error.message, data: error.data }),
+  );
+  socket.on("disconnect", (reason) => report({ type: "disconnect", reason }));
+  socket.onAny((event, ...args) => report({ type: "event", event, args }));
+  return { socket, report };
+};
+
+const sockets = Array.from({ length: count }, (_, i) => open(i));
 
 createInterface({ input: process.stdin }).on("line", (line) => {
   const command = JSON.parse(line);
+  const { socket, report } = sockets[command.socket ?? 0];
   switch (command.op) {
     case "emit": {
       const args = revive(command.args);
@@ -57,8 +76,16 @@ createInterface({ input: process.stdin }).on("line", (line) => {
     case "connect":
       socket.connect();
       break;
+    case "cut":
+      socket.io.reconnection(false);
+      socket.io.engine.close();
+      break;
+    case "reconnect":
+      socket.io.reconnection(true);
+      socket.connect();
+      break;
     case "close":
-      socket.close();
+      sockets.forEach(({ socket }) => socket.close());
       process.exit(0);
   }
 });

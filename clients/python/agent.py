@@ -51,7 +51,7 @@ client = socketio.Client(reconnection=True)
 
 @client.on("connect", namespace=namespace)
 def on_connect():
-    report({"type": "connect", "id": client.get_sid(namespace)})
+    report({"type": "connect", "id": client.get_sid(namespace), "transport": client.transport()})
 
 
 @client.on("connect_error", namespace=namespace)

@@ -36,8 +36,10 @@ pub async fn run(mode: Mode, config: Config) -> anyhow::Result<()> {
     match mode {
         Mode::Standalone => {
             let bus: Arc<dyn Bus> = Arc::new(MemoryBus::new());
-            let stores: (Arc<dyn HistoryStore>, Arc<dyn SessionStore>) =
-                (Arc::new(MemoryHistory::new()), Arc::new(MemorySessions::new()));
+            let stores: (Arc<dyn HistoryStore>, Arc<dyn SessionStore>) = (
+                Arc::new(MemoryHistory::new()),
+                Arc::new(MemorySessions::new()),
+            );
             let (router, sessions) = router(&config, bus.clone(), stores);
             tokio::spawn(router.clone().run(shutdown.clone().cancelled_owned()));
             tokio::spawn(sessions.clone().run(shutdown.clone().cancelled_owned()));

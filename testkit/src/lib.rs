@@ -8,8 +8,11 @@
 //!   its standard output.
 //! - [`client`]: a native-protocol WebSocket client (commands with ids, pushes, closes).
 //! - [`socketio`]: stock Socket.IO clients (npm `socket.io-client`) driven over stdin.
+//! - [`balancer`]: a round-robin HTTP load balancer without sticky sessions, whose set
+//!   of backends a test can change.
 //! - [`wait`]: bounded waiting on a condition, never a fixed sleep.
 
+pub mod balancer;
 pub mod client;
 pub mod cluster;
 pub mod node;
@@ -17,6 +20,7 @@ pub mod servers;
 pub mod socketio;
 pub mod wait;
 
+pub use balancer::Balancer;
 pub use client::NativeClient;
 pub use cluster::Cluster;
 pub use node::HeraldProcess;

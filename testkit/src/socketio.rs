@@ -94,7 +94,19 @@ impl Agent {
     /// Starts a client of `library` connecting to `url` + `namespace` with client
     /// `options` (`transports` is understood by both libraries).
     pub fn spawn(library: Library, url: &str, namespace: &str, options: Value) -> Self {
-        let config = json!({ "namespace": namespace, "options": options }).to_string();
+        let config = json!({ "namespace": namespace, "options": options });
+        Self::start(library, url, config)
+    }
+
+    /// Starts `count` JavaScript sockets in one process, each on a connection of its own;
+    /// every report carries the index of its `socket`.
+    pub fn spawn_many(url: &str, namespace: &str, options: Value, count: usize) -> Self {
+        let config = json!({ "namespace": namespace, "options": options, "count": count });
+        Self::start(Library::Js, url, config)
+    }
+
+    fn start(library: Library, url: &str, config: Value) -> Self {
+        let config = config.to_string();
         let mut child = library
             .command()
             .args([url, &config])
@@ -180,6 +192,18 @@ impl Agent {
             .find(timeout, |r| r["type"] == "ack" && r["seq"] == seq)
             .await?;
         Ok(ack["value"].clone())
+    }
+
+    /// Drops the transport as a lost network would, with automatic reconnection off
+    /// (JavaScript only).
+    pub fn cut(&mut self) {
+        self.command(json!({"op": "cut"}));
+    }
+
+    /// Reconnects after [`Self::cut`] as the Manager does: with the socket's pid and the
+    /// last offset it received (JavaScript only).
+    pub fn reconnect(&mut self) {
+        self.command(json!({"op": "reconnect"}));
     }
 
     /// `socket.disconnect()`: leaves the namespace on purpose.

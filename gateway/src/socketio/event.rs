@@ -6,9 +6,9 @@
 //! direction, a publication whose data has that shape is delivered to sockets as
 //! `E(...args)`; any other data `D` (a native client's or a backend's) as `message(D)`.
 
+use axum::extract::ws::Utf8Bytes;
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
-use axum::extract::ws::Utf8Bytes;
 use bytes::Bytes;
 use herald_proto::bus::v1::Publication;
 use serde::Deserialize;

@@ -11,7 +11,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use herald_proto::bus::v1::session_request::Action;
-use herald_proto::bus::v1::{HistoryRequest, Mark, Position, Publication, SessionRequest, SocketRecord};
+use herald_proto::bus::v1::{
+    HistoryRequest, Mark, Position, Publication, SessionRequest, SocketRecord,
+};
 use serde::Deserialize;
 
 use super::offsets::{self, Marks};
@@ -176,7 +178,11 @@ pub fn starting_points(record: &SocketRecord, offset: Option<&str>) -> Vec<(Stri
 
 /// Every publication of `channel` after `from`; `None` when they cannot all be had (the
 /// stream has a new epoch, history was trimmed past `from`, or more than [`MAX_REPLAY`]).
-pub async fn missed(upstream: &Upstream, channel: &str, from: &Position) -> Option<Vec<Publication>> {
+pub async fn missed(
+    upstream: &Upstream,
+    channel: &str,
+    from: &Position,
+) -> Option<Vec<Publication>> {
     if from.epoch.is_empty() {
         // A channel without history: there is nothing to replay, and nothing to check.
         return Some(Vec::new());
@@ -241,7 +247,12 @@ mod tests {
             .collect();
         assert_eq!(
             order,
-            [("a".into(), 1), ("b".into(), 1), ("b".into(), 2), ("a".into(), 2)]
+            [
+                ("a".into(), 1),
+                ("b".into(), 1),
+                ("b".into(), 2),
+                ("a".into(), 2)
+            ]
         );
     }
 
@@ -251,12 +262,18 @@ mod tests {
             offset,
             epoch: epoch.into(),
         };
-        let joined = vec![("/chat".to_string(), at(3, "e")), ("/chat:lobby".to_string(), at(7, "f"))];
+        let joined = vec![
+            ("/chat".to_string(), at(3, "e")),
+            ("/chat:lobby".to_string(), at(7, "f")),
+        ];
         let record = record("/chat", "sid", &joined);
         let offset = format!("{:08x}:9", offsets::key("/chat", "e"));
         assert_eq!(
             starting_points(&record, Some(&offset)),
-            [("/chat".to_string(), at(9, "e")), ("/chat:lobby".to_string(), at(7, "f"))]
+            [
+                ("/chat".to_string(), at(9, "e")),
+                ("/chat:lobby".to_string(), at(7, "f"))
+            ]
         );
         assert_eq!(starting_points(&record, None), joined);
     }
@@ -269,7 +286,11 @@ mod tests {
         .unwrap();
         let data = ConnectData::parse(Some(&raw));
         assert_eq!(
-            (data.token.as_deref(), data.pid.as_deref(), data.offset.as_deref()),
+            (
+                data.token.as_deref(),
+                data.pid.as_deref(),
+                data.offset.as_deref()
+            ),
             (Some("t"), Some("p"), Some("o"))
         );
         let not_an_object = serde_json::value::RawValue::from_string("[1]".into()).unwrap();

@@ -85,9 +85,10 @@ impl Session {
         let mut ping = tokio::time::interval_at(start + config.ping_interval, config.ping_interval);
         let connect_deadline = start + config.connect_timeout;
         let mut connected_once = false;
-        let mut refresh = self.sockets.refresh_period().map(|period| {
-            tokio::time::interval_at(start + period, period)
-        });
+        let mut refresh = self
+            .sockets
+            .refresh_period()
+            .map(|period| tokio::time::interval_at(start + period, period));
         loop {
             tokio::select! {
                 packet = packets.recv() => {

@@ -18,7 +18,7 @@ use serde_json::value::RawValue;
 
 use super::binary::Complete;
 use super::packet::{Packet, PacketType};
-use super::recovery::{self, ConnectData, Recovery, Records};
+use super::recovery::{self, ConnectData, Records, Recovery};
 use super::{channels, event, random_id};
 use crate::gateway::Gateway;
 use crate::hub::{ClientId, Joined, Protocol, Start};
@@ -126,7 +126,10 @@ impl Sockets {
     pub async fn on_packet(&mut self, complete: Complete) {
         let packet = complete.packet;
         match packet.kind {
-            PacketType::Connect => self.connect(&packet.namespace, packet.data.as_deref()).await,
+            PacketType::Connect => {
+                self.connect(&packet.namespace, packet.data.as_deref())
+                    .await
+            }
             PacketType::Disconnect => self.disconnect(&packet.namespace),
             PacketType::Event | PacketType::BinaryEvent => {
                 let outcome = self.event(&packet, &complete.attachments).await;

@@ -75,7 +75,10 @@ async fn handshake_heartbeat_and_engine_io_errors() {
     };
     // Connection state recovery is on by default: the reply carries a private id too.
     let reply: Value = serde_json::from_str(reply.strip_prefix("40").expect("a CONNECT")).unwrap();
-    assert!(reply["sid"].is_string() && reply["pid"].is_string(), "{reply}");
+    assert!(
+        reply["sid"].is_string() && reply["pid"].is_string(),
+        "{reply}"
+    );
     // The server pings; a client that answers stays connected through several intervals.
     for _ in 0..3 {
         let Some(Ok(Message::Text(ping))) = ws.next().await else {
