@@ -5,6 +5,7 @@ mod bad_input;
 mod cluster;
 mod faults;
 mod socketio;
+mod socketio_polling;
 mod socketio_transports;
 mod socketio_wire;
 mod standalone;
