@@ -78,7 +78,12 @@ def ack_reporter(seq):
 
 
 try:
-    client.connect(url, namespaces=[namespace], transports=options.get("transports"))
+    client.connect(
+        url,
+        namespaces=[namespace],
+        transports=options.get("transports"),
+        auth=options.get("auth"),
+    )
 except socketio.exceptions.ConnectionError as error:
     report({"type": "connect_error", "message": str(error)})
     sys.exit(0)

@@ -38,7 +38,31 @@ pub struct Config {
     pub redis: RedisConfig,
     pub channels: ChannelsConfig,
     pub socketio: SocketIoConfig,
+    pub auth: AuthConfig,
     pub log: LogConfig,
+}
+
+/// Connection tokens (JWT): who a client is, for every protocol.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AuthConfig {
+    /// Whether a client without a token is let in, as an anonymous user. A token that is
+    /// given is checked either way.
+    pub anonymous: bool,
+    /// Secret of HS256 tokens. Empty: none accepted.
+    pub hmac_secret: String,
+    /// PEM file with the public key of RS256 or ES256 tokens. Empty: none accepted.
+    pub public_key_file: String,
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        Self {
+            anonymous: true,
+            hmac_secret: String::new(),
+            public_key_file: String::new(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -354,6 +378,7 @@ impl Config {
         if self.socketio.ping_interval.is_zero() || self.socketio.ping_timeout.is_zero() {
             return invalid("socketio.ping_interval and ping_timeout must be positive".into());
         }
+        crate::auth::Verifier::new(&self.auth)?;
         if self.router.concurrency == 0 {
             return invalid("router.concurrency must be at least 1".into());
         }

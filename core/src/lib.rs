@@ -3,12 +3,14 @@
 //! # Layout
 //! - [`config`]: the typed configuration (TOML file, `HERALD_*` environment, flags) and the
 //!   channel rules by namespace.
+//! - [`auth`]: connection tokens (JWT) and who they say a client is.
 //! - [`channel`]: valid channel names and their namespaces.
 //! - [`subjects`]: every NATS subject, and the reversible channel-name encoding.
 //! - [`codes`]: client-visible error and disconnect codes.
 //! - [`bus`]: the cluster bus trait, on NATS and in memory.
 //! - [`time`]: wall-clock helpers for latency measurements.
 
+pub mod auth;
 pub mod bus;
 pub mod channel;
 pub mod codes;

@@ -6,8 +6,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use axum::serve::ListenerExt;
+use herald_core::auth::Verifier;
 use herald_core::bus::Bus;
-use herald_core::config::{ChannelsConfig, Config, GatewayConfig, SocketIoConfig};
+use herald_core::config::{ChannelsConfig, Config, ConfigError, GatewayConfig, SocketIoConfig};
 use herald_core::subjects::Subjects;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -27,6 +28,7 @@ pub struct Gateway {
     pub(crate) config: GatewayConfig,
     pub(crate) channels: ChannelsConfig,
     pub(crate) socketio: SocketIoConfig,
+    pub(crate) auth: Verifier,
     pub(crate) hub: Arc<Hub>,
     pub(crate) upstream: Upstream,
     /// Cancelled when the node shuts down; every session watches it, because upgraded
@@ -41,7 +43,12 @@ pub struct Gateway {
 }
 
 impl Gateway {
-    pub fn new(node_id: impl Into<String>, config: &Config, bus: Arc<dyn Bus>) -> Arc<Self> {
+    /// Fails only on an auth key that cannot be read.
+    pub fn new(
+        node_id: impl Into<String>,
+        config: &Config,
+        bus: Arc<dyn Bus>,
+    ) -> Result<Arc<Self>, ConfigError> {
         let upstream = Upstream::new(
             bus,
             Subjects::new(config.nats.subject_prefix.clone()),
@@ -50,7 +57,8 @@ impl Gateway {
         let feed_config = FeedConfig {
             gap_hold: config.gateway.gap_hold,
         };
-        Arc::new(Self {
+        Ok(Arc::new(Self {
+            auth: Verifier::new(&config.auth)?,
             node_id: node_id.into(),
             config: config.gateway.clone(),
             channels: config.channels.clone(),
@@ -66,7 +74,7 @@ impl Gateway {
             socketio_links: Links::default(),
             engine_token: socketio::new_token(),
             next_client: AtomicU64::new(1),
-        })
+        }))
     }
 
     pub(crate) fn next_client_id(&self) -> ClientId {

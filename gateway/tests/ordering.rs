@@ -48,7 +48,7 @@ async fn node() -> Node {
         "ws://{}/connection/websocket",
         listener.local_addr().unwrap()
     );
-    let gateway = Gateway::new("gw", &config, bus.clone());
+    let gateway = Gateway::new("gw", &config, bus.clone()).unwrap();
     tokio::spawn(herald_gateway::serve(
         listener,
         gateway,

@@ -119,7 +119,7 @@ async fn gateway(
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
     let listener = bind(config.gateway.listen).await?;
-    let gateway = Gateway::new(node_id, config, bus);
+    let gateway = Gateway::new(node_id, config, bus)?;
     announce(mode, node_id, listener.local_addr()?);
     herald_gateway::serve(listener, gateway, shutdown.cancelled_owned())
         .await

@@ -30,7 +30,7 @@ struct Envelope<'a> {
 #[derive(Debug, Default, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
 pub struct ConnectParams {
-    /// Connection token; see docs/protocol.md for what this version does with it.
+    /// Connection token (JWT); required unless `auth.anonymous` is on.
     pub token: Option<String>,
 }
 

@@ -247,7 +247,10 @@ impl Session {
 
     async fn execute(&mut self, id: u64, command: Command<'_>) -> Result<Utf8Bytes, Refusal> {
         match (self.state, command) {
-            (State::Connecting, Command::Connect(_)) => {
+            (State::Connecting, Command::Connect(params)) => {
+                // Who the user is matters from issue to issue (permissions, presence);
+                // for now a bad token is refused and a good one admitted.
+                self.gateway.auth.verify(params.token.as_deref())?;
                 self.state = State::Connected;
                 let result = reply::ConnectResult {
                     client: &self.name,

@@ -170,7 +170,8 @@ impl Sockets {
     }
 
     /// Whether a client may connect to `namespace`.
-    fn admit(&self, namespace: &str, _data: &ConnectData) -> Result<(), Refusal> {
+    fn admit(&self, namespace: &str, data: &ConnectData) -> Result<(), Refusal> {
+        self.gateway.auth.verify(data.token.as_deref())?;
         if !self.gateway.socketio.allows(namespace) {
             // The reference server's words, which client code may match on.
             return Err(Refusal::new(

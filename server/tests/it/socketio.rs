@@ -221,3 +221,47 @@ async fn namespaces_outside_the_allow_list_are_refused() {
     assert_eq!(error["data"]["code"], 103, "{error}");
     connected(node.addr(), "/chat").await;
 }
+
+/// An HS256 token for `sub`, expiring `ttl_secs` from now (negative: already expired).
+fn token(secret: &str, sub: &str, ttl_secs: i64) -> String {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    let claims = json!({ "sub": sub, "exp": now + ttl_secs });
+    let key = jsonwebtoken::EncodingKey::from_secret(secret.as_bytes());
+    jsonwebtoken::encode(&jsonwebtoken::Header::default(), &claims, &key).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_jwt_in_the_connect_auth_is_required_when_auth_is_on() {
+    let node = standalone(&[
+        ("HERALD_AUTH__HMAC_SECRET", "s3cret"),
+        ("HERALD_AUTH__ANONYMOUS", "false"),
+    ]);
+    let url = format!("http://{}", node.addr());
+    let with_auth = |auth: Value| json!({ "transports": ["websocket"], "auth": auth });
+    for library in [Library::Js, Library::Python] {
+        let good = with_auth(json!({ "token": token("s3cret", "alice", 60) }));
+        let mut alice = Agent::spawn(library, &url, "/", good);
+        alice.next("connect", PATIENCE).await.unwrap();
+    }
+    for (auth, message, code) in [
+        (json!({}), "a token is required", 101),
+        (
+            json!({ "token": token("s3cret", "alice", -600) }),
+            "the token has expired",
+            109,
+        ),
+        (
+            json!({ "token": token("guessed", "mallory", 60) }),
+            "invalid token: InvalidSignature",
+            101,
+        ),
+    ] {
+        let mut refused = Agent::spawn(Library::Js, &url, "/", with_auth(auth));
+        let error = refused.next("connect_error", PATIENCE).await.unwrap();
+        assert_eq!(error["message"], message, "{error}");
+        assert_eq!(error["data"]["code"], code, "{error}");
+    }
+}

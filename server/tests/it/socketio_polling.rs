@@ -78,11 +78,18 @@ fn a_polling_session_connects_and_gets_a_new_pid_for_an_unknown_one() {
     let (sid, open) = handshake(node.addr());
     assert_eq!(open["upgrades"], json!(["websocket"]));
     // A client coming back with a pid nobody knows gets a fresh socket: a new pid.
-    let ok = post(node.addr(), &sid, r#"40{"pid":"unknown","offset":"00000000:1"}"#);
+    let ok = post(
+        node.addr(),
+        &sid,
+        r#"40{"pid":"unknown","offset":"00000000:1"}"#,
+    );
     assert_eq!((ok.status, ok.body.as_str()), (200, "ok"));
     let reply = get(node.addr(), &sid);
     let connect: Value = serde_json::from_str(reply.body.strip_prefix("40").unwrap()).unwrap();
-    assert!(connect["pid"].is_string() && connect["pid"] != "unknown", "{connect}");
+    assert!(
+        connect["pid"].is_string() && connect["pid"] != "unknown",
+        "{connect}"
+    );
     // Several packets in one POST, and the answers batched in one GET.
     let ok = post(node.addr(), &sid, "42[\"a\"]\x1e42[\"b\"]\x1e3");
     assert_eq!(ok.status, 200);
@@ -97,9 +104,18 @@ fn bad_polling_requests_get_engine_io_errors() {
     let addr = node.addr();
     let error = |r: Response| (r.status, r.json()["code"].clone());
 
-    assert_eq!(error(request(addr, "POST", POLLING, &[], "40")), (400, json!(2)));
     assert_eq!(
-        error(request(addr, "GET", "/socket.io/?EIO=3&transport=polling", &[], "")),
+        error(request(addr, "POST", POLLING, &[], "40")),
+        (400, json!(2))
+    );
+    assert_eq!(
+        error(request(
+            addr,
+            "GET",
+            "/socket.io/?EIO=3&transport=polling",
+            &[],
+            ""
+        )),
         (400, json!(5))
     );
     // Unknown sids, whether they name this gateway or no gateway at all.
@@ -114,10 +130,21 @@ fn bad_polling_requests_get_engine_io_errors() {
     assert_eq!(error(post(addr, &sid, "9garbage")), (400, json!(3)));
     session_ended(addr, &sid);
     let (sid, _) = handshake(addr);
-    assert_eq!(error(post(addr, &sid, "40\x1ebnot-base64!")), (400, json!(3)));
+    assert_eq!(
+        error(post(addr, &sid, "40\x1ebnot-base64!")),
+        (400, json!(3))
+    );
     session_ended(addr, &sid);
     let (sid, _) = handshake(addr);
-    assert_eq!(error(post(addr, &sid, "451-[\"bin\",{\"_placeholder\":true,\"num\":0}]\x1e42[\"x\"]")).0, 200);
+    assert_eq!(
+        error(post(
+            addr,
+            &sid,
+            "451-[\"bin\",{\"_placeholder\":true,\"num\":0}]\x1e42[\"x\"]"
+        ))
+        .0,
+        200
+    );
     session_ended(addr, &sid);
 
     // A body over maxPayload is refused with 413 and ends the session.
@@ -151,12 +178,18 @@ fn bad_polling_requests_get_engine_io_errors() {
         let flood = vec!["42[\"flood\",1]"; 60].join("\x1e");
         assert_eq!(post(addr, &sid, &flood).status, 200);
     }
-    assert_eq!(herald_testkit::node::http_status(addr, "/healthz"), Some(200));
+    assert_eq!(
+        herald_testkit::node::http_status(addr, "/healthz"),
+        Some(200)
+    );
 }
 
 #[test]
 fn cors_admits_only_the_configured_origins() {
-    let node = standalone(&[("HERALD_SOCKETIO__CORS_ORIGINS", r#"["https://app.example"]"#)]);
+    let node = standalone(&[(
+        "HERALD_SOCKETIO__CORS_ORIGINS",
+        r#"["https://app.example"]"#,
+    )]);
     let preflight = |origin: &str| {
         request(
             node.addr(),
@@ -172,13 +205,33 @@ fn cors_admits_only_the_configured_origins() {
     };
     let allowed = preflight("https://app.example");
     assert!(
-        allowed.head.contains("access-control-allow-origin: https://app.example"),
+        allowed
+            .head
+            .contains("access-control-allow-origin: https://app.example"),
         "{}",
         allowed.head
     );
-    assert!(allowed.head.contains("access-control-allow-credentials: true"));
+    assert!(
+        allowed
+            .head
+            .contains("access-control-allow-credentials: true")
+    );
     let refused = preflight("https://evil.example");
-    assert!(!refused.head.contains("access-control-allow-origin"), "{}", refused.head);
-    let polled = request(node.addr(), "GET", POLLING, &["Origin: https://app.example"], "");
-    assert!(polled.head.contains("access-control-allow-origin: https://app.example"));
+    assert!(
+        !refused.head.contains("access-control-allow-origin"),
+        "{}",
+        refused.head
+    );
+    let polled = request(
+        node.addr(),
+        "GET",
+        POLLING,
+        &["Origin: https://app.example"],
+        "",
+    );
+    assert!(
+        polled
+            .head
+            .contains("access-control-allow-origin: https://app.example")
+    );
 }

@@ -1,0 +1,210 @@
+//! Connection tokens: JWTs signed with an HS256 secret or an RS256/ES256 key, whose `sub`
+//! claim names the user and whose optional `info` is shown to others (presence).
+//!
+//! `exp` is checked when present (with a few seconds of leeway for clock skew); a token
+//! without one does not expire. Without a token, a client is anonymous if the config
+//! allows it, and refused otherwise.
+
+use jsonwebtoken::{Algorithm, DecodingKey, Validation, decode, errors::ErrorKind};
+use serde::Deserialize;
+use thiserror::Error;
+
+use crate::codes::{ErrorCode, Refusal};
+use crate::config::{AuthConfig, ConfigError};
+
+/// Seconds a token may be past its `exp` and still be taken, for clocks that disagree.
+const LEEWAY_SECS: u64 = 5;
+
+/// Who a client is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Identity {
+    /// The user id (`sub`); empty for an anonymous client.
+    pub user: String,
+    /// What others see of the client (`info`), as JSON.
+    pub info: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum AuthError {
+    #[error("a token is required")]
+    Missing,
+    #[error("the token has expired")]
+    Expired,
+    #[error("invalid token: {0}")]
+    Invalid(String),
+}
+
+impl From<AuthError> for Refusal {
+    fn from(error: AuthError) -> Self {
+        let code = match error {
+            AuthError::Expired => ErrorCode::TokenExpired,
+            AuthError::Missing | AuthError::Invalid(_) => ErrorCode::Unauthorized,
+        };
+        Refusal::new(code, error.to_string())
+    }
+}
+
+#[derive(Deserialize)]
+struct Claims {
+    #[serde(default)]
+    sub: String,
+    #[serde(default)]
+    info: Option<serde_json::Value>,
+}
+
+/// Checks tokens against the configured keys.
+pub struct Verifier {
+    keys: Vec<(DecodingKey, Validation)>,
+    anonymous: bool,
+}
+
+impl Verifier {
+    /// Reads the keys of `config`; fails on a key file that cannot be read or parsed, or
+    /// when tokens are required but no key is given.
+    pub fn new(config: &AuthConfig) -> Result<Self, ConfigError> {
+        let invalid = |message: String| ConfigError::Invalid(message);
+        let mut keys = Vec::new();
+        if !config.hmac_secret.is_empty() {
+            let key = DecodingKey::from_secret(config.hmac_secret.as_bytes());
+            keys.push((key, validation(Algorithm::HS256)));
+        }
+        if !config.public_key_file.is_empty() {
+            let path = &config.public_key_file;
+            let pem = std::fs::read(path)
+                .map_err(|e| invalid(format!("auth.public_key_file {path}: {e}")))?;
+            let key = match DecodingKey::from_rsa_pem(&pem) {
+                Ok(key) => (key, validation(Algorithm::RS256)),
+                Err(_) => DecodingKey::from_ec_pem(&pem)
+                    .map(|key| (key, validation(Algorithm::ES256)))
+                    .map_err(|_| {
+                        invalid(format!(
+                            "auth.public_key_file {path}: not an RSA or EC public key in PEM"
+                        ))
+                    })?,
+            };
+            keys.push(key);
+        }
+        if keys.is_empty() && !config.anonymous {
+            return Err(invalid(
+                "auth.anonymous = false needs auth.hmac_secret or auth.public_key_file".into(),
+            ));
+        }
+        Ok(Self {
+            keys,
+            anonymous: config.anonymous,
+        })
+    }
+
+    /// Who the holder of `token` is.
+    pub fn verify(&self, token: Option<&str>) -> Result<Identity, AuthError> {
+        let Some(token) = token.filter(|t| !t.is_empty()) else {
+            return match self.anonymous {
+                true => Ok(Identity {
+                    user: String::new(),
+                    info: None,
+                }),
+                false => Err(AuthError::Missing),
+            };
+        };
+        if self.keys.is_empty() {
+            return Err(AuthError::Invalid("no token keys are configured".into()));
+        }
+        let mut error = AuthError::Invalid("no key matches".into());
+        for (key, validation) in &self.keys {
+            match decode::<Claims>(token, key, validation) {
+                Ok(data) => {
+                    return Ok(Identity {
+                        user: data.claims.sub,
+                        info: data.claims.info.map(|info| info.to_string()),
+                    });
+                }
+                Err(e) if *e.kind() == ErrorKind::ExpiredSignature => {
+                    return Err(AuthError::Expired);
+                }
+                Err(e) => error = AuthError::Invalid(e.to_string()),
+            }
+        }
+        Err(error)
+    }
+}
+
+fn validation(algorithm: Algorithm) -> Validation {
+    let mut validation = Validation::new(algorithm);
+    validation.required_spec_claims.clear();
+    validation.leeway = LEEWAY_SECS;
+    validation
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use jsonwebtoken::{EncodingKey, Header, encode};
+    use serde_json::json;
+
+    fn hs256(claims: serde_json::Value, secret: &str) -> String {
+        encode(
+            &Header::default(),
+            &claims,
+            &EncodingKey::from_secret(secret.as_bytes()),
+        )
+        .unwrap()
+    }
+
+    fn verifier(anonymous: bool) -> Verifier {
+        Verifier::new(&AuthConfig {
+            anonymous,
+            hmac_secret: "s3cret".into(),
+            public_key_file: String::new(),
+        })
+        .unwrap()
+    }
+
+    #[test]
+    fn tokens_say_who_the_client_is() {
+        let now = crate::time::unix_micros() / 1_000_000;
+        let token = hs256(
+            json!({"sub": "alice", "exp": now + 60, "info": {"n": 1}}),
+            "s3cret",
+        );
+        let identity = verifier(false).verify(Some(&token)).unwrap();
+        assert_eq!(identity.user, "alice");
+        assert_eq!(identity.info.as_deref(), Some(r#"{"n":1}"#));
+        // No `exp`: the token does not expire.
+        assert!(
+            verifier(false)
+                .verify(Some(&hs256(json!({"sub": "bob"}), "s3cret")))
+                .is_ok()
+        );
+    }
+
+    #[test]
+    fn bad_tokens_are_refused_with_a_reason() {
+        let now = crate::time::unix_micros() / 1_000_000;
+        let strict = verifier(false);
+        assert_eq!(strict.verify(None), Err(AuthError::Missing));
+        let expired = hs256(json!({"sub": "alice", "exp": now - 600}), "s3cret");
+        assert_eq!(strict.verify(Some(&expired)), Err(AuthError::Expired));
+        let forged = hs256(json!({"sub": "alice"}), "guess");
+        assert!(matches!(
+            strict.verify(Some(&forged)),
+            Err(AuthError::Invalid(_))
+        ));
+        assert!(matches!(
+            strict.verify(Some("garbage")),
+            Err(AuthError::Invalid(_))
+        ));
+        // Anonymous access lets in clients without a token, not clients with a bad one.
+        let open = verifier(true);
+        assert_eq!(open.verify(None).unwrap().user, "");
+        assert!(open.verify(Some(&forged)).is_err());
+    }
+
+    #[test]
+    fn required_tokens_need_a_key() {
+        let config = AuthConfig {
+            anonymous: false,
+            ..AuthConfig::default()
+        };
+        assert!(Verifier::new(&config).is_err());
+    }
+}
