@@ -1,0 +1,71 @@
+//! The same Socket.IO session-record scenarios against both stores: in memory, and on a
+//! real `redis-server`.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use herald_router::history::RedisHistory;
+use herald_router::sessions::{MemorySessions, RedisSessions, SessionStore};
+use herald_testkit::Server;
+
+const LONG: Duration = Duration::from_secs(600);
+
+async fn conformance(store: &dyn SessionStore) {
+    let record = Bytes::from_static(b"record");
+    store
+        .save("p1", "holder-a", record.clone(), LONG)
+        .await
+        .unwrap();
+    // A record is good for one recovery.
+    assert_eq!(store.take("p1").await.unwrap(), Some(record.clone()));
+    assert_eq!(store.take("p1").await.unwrap(), None);
+    assert_eq!(store.take("never-saved").await.unwrap(), None);
+
+    // Only the holder may drop or refresh a record.
+    store
+        .save("p2", "holder-a", record.clone(), LONG)
+        .await
+        .unwrap();
+    store.drop_held("p2", "holder-b").await.unwrap();
+    store
+        .touch("p2", "holder-b", Duration::from_millis(1))
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    assert_eq!(store.take("p2").await.unwrap(), Some(record.clone()));
+    store
+        .save("p3", "holder-a", record.clone(), LONG)
+        .await
+        .unwrap();
+    store.drop_held("p3", "holder-a").await.unwrap();
+    assert_eq!(store.take("p3").await.unwrap(), None);
+
+    // A record expires when its holder stops refreshing it.
+    store
+        .save("p4", "holder-a", record.clone(), LONG)
+        .await
+        .unwrap();
+    store
+        .touch("p4", "holder-a", Duration::from_millis(1))
+        .await
+        .unwrap();
+    let expired = herald_testkit::wait_for_async(Duration::from_secs(10), || async {
+        store.take("p4").await.unwrap().is_none()
+    })
+    .await;
+    assert!(expired, "the record outlived its ttl");
+}
+
+#[tokio::test]
+async fn memory_store_conforms() {
+    conformance(&MemorySessions::new()).await;
+}
+
+#[tokio::test]
+async fn redis_store_conforms() {
+    let redis = Server::redis();
+    let history = RedisHistory::connect(&redis.url(), "t", Duration::from_secs(2))
+        .await
+        .unwrap();
+    conformance(&RedisSessions::new(history.connection(), "t")).await;
+}
