@@ -7,7 +7,9 @@
 //! - **throughput**: the publisher keeps `--window` publishes in flight; publications per
 //!   second from the first send to the last delivery, and the latencies under that load;
 //! - **latency**: the publisher sends at a fixed `--rate`, well below saturation; the
-//!   publish-to-delivery latency of an unloaded cluster.
+//!   publish-to-delivery latency of an unloaded cluster;
+//! - **Socket.IO throughput**: the same as the first, with Socket.IO sockets (events with
+//!   acks over Engine.IO on WebSocket) instead of native clients.
 //!
 //! Latency is measured from the moment the publisher sends the command to the moment the
 //! subscriber has read the publication (one clock, one machine). Reports each run and the
@@ -23,6 +25,8 @@ use hdrhistogram::Histogram;
 use herald_core::time::unix_micros;
 use herald_testkit::{Cluster, NativeClient};
 use serde_json::json;
+
+mod socketio;
 
 #[derive(Debug, Parser)]
 #[command(about = "Publish-to-delivery benchmark on a real local Herald cluster")]
@@ -45,6 +49,9 @@ struct Args {
     /// Publications per latency run.
     #[arg(long, default_value_t = 3000)]
     latency_messages: usize,
+    /// Events per Socket.IO run.
+    #[arg(long, default_value_t = 10_000)]
+    socketio_messages: usize,
 }
 
 struct RunResult {
@@ -73,6 +80,7 @@ async fn main() -> anyhow::Result<()> {
     );
     let mut throughput = Vec::new();
     let mut latency = Vec::new();
+    let mut socketio = Vec::new();
     for run in 0..args.runs {
         let result = measure(
             &cluster,
@@ -92,10 +100,15 @@ async fn main() -> anyhow::Result<()> {
         .await?;
         report("latency", run, &result);
         latency.push(result);
+        let (a, b) = (cluster.gateways[0].addr(), cluster.gateways[1].addr());
+        let result = socketio::measure(a, b, args.socketio_messages, args.window).await?;
+        report("socket.io", run, &result);
+        socketio.push(result);
     }
     println!();
     summary(&format!("throughput (window {})", args.window), &throughput);
     summary(&format!("latency at {}/s", args.rate), &latency);
+    summary(&format!("Socket.IO (window {})", args.window), &socketio);
     Ok(())
 }
 

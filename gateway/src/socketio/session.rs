@@ -8,13 +8,12 @@
 use std::sync::Arc;
 
 use axum::extract::ws::Utf8Bytes;
-use bytes::Bytes;
 use herald_core::codes::DisconnectCode;
 use serde_json::json;
 use tokio::sync::mpsc;
 use tokio::time::{Instant, sleep_until};
 
-use super::binary::Assembler;
+use super::binary::{Assembler, Complete};
 use super::engine::{self, Data, PacketType};
 use super::link::{Link, Transport};
 use super::packet::{Packet, PacketError};
@@ -24,7 +23,9 @@ use crate::gateway::Gateway;
 use crate::outbound::{self, Outbound};
 
 /// Packets a transport may hand in before it waits for the session to catch up.
-const INBOUND_QUEUE: usize = 64;
+const INBOUND_QUEUE: usize = 256;
+/// Most Socket.IO packets handled together.
+const MAX_BURST: usize = 256;
 
 /// Starts a session on `transport` and registers it with the gateway; its open packet is
 /// the first frame queued.
@@ -92,10 +93,20 @@ impl Session {
         loop {
             tokio::select! {
                 packet = packets.recv() => {
-                    let handled = match packet {
-                        Some(packet) => self.on_engine(packet).await,
+                    // Take every packet already handed in, so that their events can travel
+                    // to the routers together.
+                    let mut burst = Vec::new();
+                    let mut handled = match packet {
+                        Some(packet) => self.on_engine(packet, &mut burst),
                         None => Err(Ending::Gone),
                     };
+                    while handled.is_ok() && burst.len() < MAX_BURST {
+                        match packets.try_recv() {
+                            Ok(packet) => handled = self.on_engine(packet, &mut burst),
+                            Err(_) => break,
+                        }
+                    }
+                    self.sockets.on_packets(burst).await;
                     match handled {
                         Ok(()) => {}
                         Err(Ending::Gone) => closer.gone(),
@@ -157,17 +168,23 @@ impl Session {
         }
     }
 
-    async fn on_engine(&mut self, packet: engine::Packet) -> Result<(), Ending> {
+    /// Handles an Engine.IO packet; a complete Socket.IO packet goes to `burst`.
+    fn on_engine(
+        &mut self,
+        packet: engine::Packet,
+        burst: &mut Vec<Complete>,
+    ) -> Result<(), Ending> {
         let data = match packet.data {
-            Data::Binary(bytes) => return self.on_attachment(bytes).await,
+            Data::Binary(bytes) => {
+                burst.extend(self.assembler.attachment(bytes)?);
+                return Ok(());
+            }
             Data::Text(data) => data,
         };
         match packet.kind {
             PacketType::Message => {
                 let packet = Packet::decode(&data)?;
-                if let Some(complete) = self.assembler.packet(packet)? {
-                    self.sockets.on_packet(complete).await;
-                }
+                burst.extend(self.assembler.packet(packet)?);
                 Ok(())
             }
             PacketType::Pong => {
@@ -183,13 +200,6 @@ impl Session {
             PacketType::Upgrade | PacketType::Noop => Ok(()),
             PacketType::Open => Err(Ending::Violation("a client sent an open packet".into())),
         }
-    }
-
-    async fn on_attachment(&mut self, bytes: Bytes) -> Result<(), Ending> {
-        if let Some(complete) = self.assembler.attachment(bytes)? {
-            self.sockets.on_packet(complete).await;
-        }
-        Ok(())
     }
 }
 

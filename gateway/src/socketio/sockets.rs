@@ -12,7 +12,7 @@ use std::sync::Arc;
 use axum::extract::ws::Utf8Bytes;
 use bytes::Bytes;
 use herald_core::codes::{ErrorCode, Refusal};
-use herald_proto::bus::v1::{Position, Publication};
+use herald_proto::bus::v1::{Position, Publication, PublishRequest};
 use serde_json::json;
 use serde_json::value::RawValue;
 
@@ -23,7 +23,10 @@ use super::{channels, event, random_id};
 use crate::gateway::Gateway;
 use crate::hub::{ClientId, Joined, Protocol, Start};
 use crate::outbound::Outbound;
-use crate::publish;
+use crate::publish::{self, Prepared};
+
+/// Most event bytes in one publish batch, well under NATS' default 1 MiB message limit.
+const MAX_BATCH_BYTES: usize = 512 * 1024;
 
 /// Events with a meaning of their own: rooms, and the names Socket.IO reserves.
 const RESERVED_EVENTS: [&str; 9] = [
@@ -123,7 +126,89 @@ impl Sockets {
             .send(Utf8Bytes::from(format!("4{}", packet.encode())));
     }
 
-    pub async fn on_packet(&mut self, complete: Complete) {
+    /// Handles packets that arrived together. Consecutive events that publish on channels
+    /// with history travel to the routers as one batch, in order, and are acked in order:
+    /// one round trip for many events.
+    pub async fn on_packets(&mut self, packets: Vec<Complete>) {
+        let mut batch: Vec<(String, Option<u64>, PublishRequest)> = Vec::new();
+        let mut bytes = 0;
+        for complete in packets {
+            match self.routed_event(&complete.packet, &complete.attachments) {
+                Some(request) => {
+                    if bytes + request.data.len() > MAX_BATCH_BYTES {
+                        self.publish_batch(std::mem::take(&mut batch)).await;
+                        bytes = 0;
+                    }
+                    bytes += request.data.len();
+                    let packet = complete.packet;
+                    batch.push((packet.namespace, packet.id, request));
+                }
+                None => {
+                    self.publish_batch(std::mem::take(&mut batch)).await;
+                    self.on_packet(complete).await;
+                }
+            }
+        }
+        self.publish_batch(batch).await;
+    }
+
+    /// The publish request of an event that goes to the routers as it is: not a room
+    /// request, not refused, on a channel with history. Anything else is handled alone.
+    fn routed_event(&self, packet: &Packet, attachments: &[Bytes]) -> Option<PublishRequest> {
+        if !matches!(packet.kind, PacketType::Event | PacketType::BinaryEvent) {
+            return None;
+        }
+        let socket = self.sockets.get(&packet.namespace)?;
+        let (name, args) = packet.event().ok()?;
+        let (channel, name, args) = match name.as_str() {
+            "join" | "leave" => return None,
+            "to" => {
+                let room = room_argument(&args).ok()?;
+                let (name, args) = args.get(1..)?.split_first()?;
+                let name: String = serde_json::from_str(name.get()).ok()?;
+                (
+                    channels::room_channel(&packet.namespace, &room),
+                    name,
+                    args.to_vec(),
+                )
+            }
+            _ => (channels::namespace_channel(&packet.namespace), name, args),
+        };
+        if RESERVED_EVENTS.contains(&name.as_str()) {
+            return None;
+        }
+        let data = event::envelope(&name, &args, attachments);
+        match publish::prepare(&self.gateway.channels, channel, &data, &socket.sid, None) {
+            Ok(Prepared::Routed(request)) => Some(request),
+            _ => None,
+        }
+    }
+
+    async fn publish_batch(&self, batch: Vec<(String, Option<u64>, PublishRequest)>) {
+        if batch.is_empty() {
+            return;
+        }
+        let (acks, requests): (Vec<_>, Vec<_>) = batch
+            .into_iter()
+            .map(|(namespace, id, request)| ((namespace, id), request))
+            .unzip();
+        let outcomes = match self.gateway.upstream.publish(requests).await {
+            Ok(outcomes) => outcomes,
+            Err(refusal) => vec![Err(refusal); acks.len()],
+        };
+        for ((namespace, id), outcome) in acks.into_iter().zip(outcomes) {
+            match id {
+                Some(id) => self.ack(&namespace, id, outcome),
+                None => {
+                    if let Err(refusal) = outcome {
+                        tracing::debug!(%refusal, "event refused, and no ack was asked for");
+                    }
+                }
+            }
+        }
+    }
+
+    async fn on_packet(&mut self, complete: Complete) {
         let packet = complete.packet;
         match packet.kind {
             PacketType::Connect => {
