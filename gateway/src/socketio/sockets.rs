@@ -41,6 +41,13 @@ const RESERVED_EVENTS: [&str; 9] = [
     "removeListener",
 ];
 
+/// What an event asks for.
+enum Request {
+    Join(String),
+    Leave(String),
+    Publish(Prepared),
+}
+
 /// One namespace connection.
 struct Socket {
     sid: Arc<str>,
@@ -158,28 +165,8 @@ impl Sockets {
         if !matches!(packet.kind, PacketType::Event | PacketType::BinaryEvent) {
             return None;
         }
-        let socket = self.sockets.get(&packet.namespace)?;
-        let (name, args) = packet.event().ok()?;
-        let (channel, name, args) = match name.as_str() {
-            "join" | "leave" => return None,
-            "to" => {
-                let room = room_argument(&args).ok()?;
-                let (name, args) = args.get(1..)?.split_first()?;
-                let name: String = serde_json::from_str(name.get()).ok()?;
-                (
-                    channels::room_channel(&packet.namespace, &room),
-                    name,
-                    args.to_vec(),
-                )
-            }
-            _ => (channels::namespace_channel(&packet.namespace), name, args),
-        };
-        if RESERVED_EVENTS.contains(&name.as_str()) {
-            return None;
-        }
-        let data = event::envelope(&name, &args, attachments);
-        match publish::prepare(&self.gateway.channels, channel, &data, &socket.sid, None) {
-            Ok(Prepared::Routed(request)) => Some(request),
+        match self.request(packet, attachments) {
+            Ok(Request::Publish(Prepared::Routed(request))) => Some(request),
             _ => None,
         }
     }
@@ -466,8 +453,8 @@ impl Sockets {
         }
     }
 
-    /// Handles an event; the result is what its ack says.
-    async fn event(&mut self, packet: &Packet, attachments: &[Bytes]) -> Result<Position, Refusal> {
+    /// Reads what an event of a connected socket asks for; a publish comes checked.
+    fn request(&self, packet: &Packet, attachments: &[Bytes]) -> Result<Request, Refusal> {
         let namespace = packet.namespace.as_str();
         let Some(socket) = self.sockets.get(namespace) else {
             return Err(Refusal::new(
@@ -475,14 +462,48 @@ impl Sockets {
                 "not connected to this namespace",
             ));
         };
-        let sid = socket.sid.clone();
         let (name, args) = packet
             .event()
             .map_err(|e| Refusal::new(ErrorCode::BadRequest, e.to_string()))?;
-        match name.as_str() {
-            "join" => {
+        let (channel, name, args) = match name.as_str() {
+            "join" => return Ok(Request::Join(room_argument(&args)?)),
+            "leave" => return Ok(Request::Leave(room_argument(&args)?)),
+            "to" => {
                 let room = room_argument(&args)?;
+                let (event_name, event_args) = args[1..].split_first().ok_or_else(|| {
+                    Refusal::new(
+                        ErrorCode::BadRequest,
+                        "to(room, event, ...args) needs an event",
+                    )
+                })?;
+                let event_name: String = serde_json::from_str(event_name.get()).map_err(|_| {
+                    Refusal::new(ErrorCode::BadRequest, "the event name must be a string")
+                })?;
                 let channel = channels::room_channel(namespace, &room);
+                (channel, event_name, event_args.to_vec())
+            }
+            _ => (channels::namespace_channel(namespace), name, args),
+        };
+        if RESERVED_EVENTS.contains(&name.as_str()) {
+            return Err(Refusal::new(
+                ErrorCode::BadRequest,
+                format!("{name:?} is a reserved event name"),
+            ));
+        }
+        let data = event::envelope(&name, &args, attachments);
+        let prepared = publish::prepare(&self.gateway.channels, channel, &data, &socket.sid, None)?;
+        Ok(Request::Publish(prepared))
+    }
+
+    /// Handles an event; the result is what its ack says.
+    async fn event(&mut self, packet: &Packet, attachments: &[Bytes]) -> Result<Position, Refusal> {
+        let namespace = packet.namespace.as_str();
+        match self.request(packet, attachments)? {
+            Request::Join(room) => {
+                let channel = channels::room_channel(namespace, &room);
+                let Some(socket) = self.sockets.get(namespace) else {
+                    return Ok(Position::default());
+                };
                 let joined = self.subscribe(&channel, socket, Start::Now).await;
                 let position = match joined {
                     Ok(Joined::At(position) | Joined::Behind(position)) => position,
@@ -499,8 +520,7 @@ impl Sockets {
                 }
                 Ok(Position::default())
             }
-            "leave" => {
-                let room = room_argument(&args)?;
+            Request::Leave(room) => {
                 let channel = channels::room_channel(namespace, &room);
                 if let Some(socket) = self.sockets.get_mut(namespace)
                     && socket.left(&channel)
@@ -512,45 +532,8 @@ impl Sockets {
                 }
                 Ok(Position::default())
             }
-            "to" => {
-                let room = room_argument(&args)?;
-                let (event_name, event_args) = args[1..].split_first().ok_or_else(|| {
-                    Refusal::new(
-                        ErrorCode::BadRequest,
-                        "to(room, event, ...args) needs an event",
-                    )
-                })?;
-                let event_name: String = serde_json::from_str(event_name.get()).map_err(|_| {
-                    Refusal::new(ErrorCode::BadRequest, "the event name must be a string")
-                })?;
-                let channel = channels::room_channel(namespace, &room);
-                self.publish(channel, &event_name, event_args, attachments, &sid)
-                    .await
-            }
-            _ => {
-                let channel = channels::namespace_channel(namespace);
-                self.publish(channel, &name, &args, attachments, &sid).await
-            }
+            Request::Publish(prepared) => publish::send(&self.gateway.upstream, prepared).await,
         }
-    }
-
-    async fn publish(
-        &self,
-        channel: String,
-        name: &str,
-        args: &[&RawValue],
-        attachments: &[Bytes],
-        sid: &str,
-    ) -> Result<Position, Refusal> {
-        if RESERVED_EVENTS.contains(&name) {
-            return Err(Refusal::new(
-                ErrorCode::BadRequest,
-                format!("{name:?} is a reserved event name"),
-            ));
-        }
-        let data = event::envelope(name, args, attachments);
-        let prepared = publish::prepare(&self.gateway.channels, channel, &data, sid, None)?;
-        publish::send(&self.gateway.upstream, prepared).await
     }
 
     /// Answers an event's ack callback with `{ok: true, offset?}` or `{ok: false, error}`.

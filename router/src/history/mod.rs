@@ -7,7 +7,7 @@
 //! clients can tell that their old offsets mean nothing there.
 
 mod memory;
-mod redis;
+pub(crate) mod redis;
 
 use std::time::Duration;
 

@@ -23,11 +23,12 @@ pub struct RedisHistory {
     read: Script,
 }
 
-fn store_error(e: impl std::fmt::Display) -> StoreError {
+pub(crate) fn store_error(e: impl std::fmt::Display) -> StoreError {
     StoreError(e.to_string())
 }
 
-fn millis(d: Duration) -> u64 {
+/// A Redis expiry in milliseconds; at least 1, since 0 would delete the key.
+pub(crate) fn millis(d: Duration) -> u64 {
     d.as_millis().max(1) as u64
 }
 

@@ -10,6 +10,7 @@ use redis::aio::ConnectionManager;
 
 use super::SessionStore;
 use crate::history::StoreError;
+use crate::history::redis::{millis, store_error};
 use crate::keys::Keys;
 
 const SAVE: &str = r"
@@ -42,14 +43,6 @@ pub struct RedisSessions {
     take: Script,
     touch: Script,
     drop: Script,
-}
-
-fn store_error(e: impl std::fmt::Display) -> StoreError {
-    StoreError(e.to_string())
-}
-
-fn millis(d: Duration) -> u64 {
-    d.as_millis().max(1) as u64
 }
 
 impl RedisSessions {
