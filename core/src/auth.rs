@@ -1,9 +1,11 @@
 //! Connection tokens: JWTs signed with an HS256 secret or an RS256/ES256 key, whose `sub`
-//! claim names the user and whose optional `info` is shown to others (presence).
+//! claim names the user, whose optional `info` is shown to others (presence) and whose
+//! optional `channels` grants channels (see [`crate::rules`]).
 //!
 //! `exp` is checked when present (with a few seconds of leeway for clock skew); a token
-//! without one does not expire. Without a token, a client is anonymous if the config
-//! allows it, and refused otherwise.
+//! without one does not expire. A connection whose token expires must present a fresh one
+//! (`refresh`) before then, or it is disconnected. Without a token, a client is anonymous
+//! if the config allows it, and refused otherwise.
 
 use jsonwebtoken::{Algorithm, DecodingKey, Validation, decode, errors::ErrorKind};
 use serde::Deserialize;
@@ -22,6 +24,39 @@ pub struct Identity {
     pub user: String,
     /// What others see of the client (`info`), as JSON.
     pub info: Option<String>,
+    /// Channels the token grants: exact names, or prefixes ending in `*`.
+    pub grants: Vec<String>,
+    /// When the token expires, in Unix seconds.
+    pub expires_at: Option<u64>,
+}
+
+impl Identity {
+    pub fn anonymous() -> Self {
+        Self {
+            user: String::new(),
+            info: None,
+            grants: Vec::new(),
+            expires_at: None,
+        }
+    }
+
+    /// Whether the token grants `channel`.
+    pub fn grants(&self, channel: &str) -> bool {
+        self.grants
+            .iter()
+            .any(|grant| match grant.strip_suffix('*') {
+                Some(prefix) => channel.starts_with(prefix),
+                None => channel == grant,
+            })
+    }
+
+    /// Seconds until the token stops being accepted (its `exp` and the clock-skew
+    /// leeway), 0 once it has; `None` if it never does.
+    pub fn expires_in(&self) -> Option<u64> {
+        let now = crate::time::unix_micros() / 1_000_000;
+        self.expires_at
+            .map(|at| (at + LEEWAY_SECS).saturating_sub(now))
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
@@ -50,6 +85,10 @@ struct Claims {
     sub: String,
     #[serde(default)]
     info: Option<serde_json::Value>,
+    #[serde(default)]
+    channels: Vec<String>,
+    #[serde(default)]
+    exp: Option<u64>,
 }
 
 /// Checks tokens against the configured keys.
@@ -99,10 +138,7 @@ impl Verifier {
     pub fn verify(&self, token: Option<&str>) -> Result<Identity, AuthError> {
         let Some(token) = token.filter(|t| !t.is_empty()) else {
             return match self.anonymous {
-                true => Ok(Identity {
-                    user: String::new(),
-                    info: None,
-                }),
+                true => Ok(Identity::anonymous()),
                 false => Err(AuthError::Missing),
             };
         };
@@ -113,9 +149,12 @@ impl Verifier {
         for (key, validation) in &self.keys {
             match decode::<Claims>(token, key, validation) {
                 Ok(data) => {
+                    let claims = data.claims;
                     return Ok(Identity {
-                        user: data.claims.sub,
-                        info: data.claims.info.map(|info| info.to_string()),
+                        user: claims.sub,
+                        info: claims.info.map(|info| info.to_string()),
+                        grants: claims.channels,
+                        expires_at: claims.exp,
                     });
                 }
                 Err(e) if *e.kind() == ErrorKind::ExpiredSignature => {
@@ -169,6 +208,8 @@ mod tests {
         let identity = verifier(false).verify(Some(&token)).unwrap();
         assert_eq!(identity.user, "alice");
         assert_eq!(identity.info.as_deref(), Some(r#"{"n":1}"#));
+        assert_eq!(identity.expires_at, Some(now + 60));
+        assert!((64..=65).contains(&identity.expires_in().unwrap()));
         // No `exp`: the token does not expire.
         assert!(
             verifier(false)
@@ -197,6 +238,19 @@ mod tests {
         let open = verifier(true);
         assert_eq!(open.verify(None).unwrap().user, "");
         assert!(open.verify(Some(&forged)).is_err());
+    }
+
+    #[test]
+    fn tokens_grant_channels() {
+        let token = hs256(
+            json!({"sub": "svc", "channels": ["news", "dm:*"]}),
+            "s3cret",
+        );
+        let identity = verifier(false).verify(Some(&token)).unwrap();
+        assert!(identity.grants("news"));
+        assert!(identity.grants("dm:#alice,bob"));
+        assert!(!identity.grants("news:x"));
+        assert!(!Identity::anonymous().grants("news"));
     }
 
     #[test]

@@ -35,9 +35,15 @@ pub fn validate(name: &str) -> Result<(), ChannelError> {
 }
 
 /// The channel's namespace: the part before the first `:`, or `""` when there is none.
-/// Channel rules are configured per namespace.
+/// Channel rules are configured per namespace. A name that starts with `/` and has no `:`
+/// is its own namespace: it is a Socket.IO namespace's channel (`/chat`), whose rooms
+/// (`/chat:lobby`) share its rules.
 pub fn namespace(name: &str) -> &str {
-    name.split_once(':').map_or("", |(ns, _)| ns)
+    match name.split_once(':') {
+        Some((namespace, _)) => namespace,
+        None if name.starts_with('/') => name,
+        None => "",
+    }
 }
 
 #[cfg(test)]
@@ -63,5 +69,7 @@ mod tests {
         assert_eq!(namespace("chat:lobby:1"), "chat");
         assert_eq!(namespace("news"), "");
         assert_eq!(namespace("/chat:lobby"), "/chat");
+        assert_eq!(namespace("/chat"), "/chat");
+        assert_eq!(namespace("/"), "/");
     }
 }

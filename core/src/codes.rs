@@ -133,10 +133,13 @@ pub enum DisconnectCode {
     ConnectTimeout,
     /// A Socket.IO client did not answer a heartbeat ping in time; it reconnects.
     PingTimeout,
+    /// The connection's token expired and no fresh one came with `refresh`; reconnect with
+    /// a fresh token.
+    TokenExpired,
 }
 
 impl DisconnectCode {
-    pub const ALL: [DisconnectCode; 7] = [
+    pub const ALL: [DisconnectCode; 8] = [
         Self::Shutdown,
         Self::ServerError,
         Self::SlowConsumer,
@@ -144,6 +147,7 @@ impl DisconnectCode {
         Self::MessageTooLarge,
         Self::ConnectTimeout,
         Self::PingTimeout,
+        Self::TokenExpired,
     ];
 
     pub const fn code(self) -> u16 {
@@ -155,6 +159,7 @@ impl DisconnectCode {
             Self::MessageTooLarge => 3502,
             Self::ConnectTimeout => 3503,
             Self::PingTimeout => 3005,
+            Self::TokenExpired => 3006,
         }
     }
 
@@ -168,6 +173,7 @@ impl DisconnectCode {
             Self::MessageTooLarge => "message too large",
             Self::ConnectTimeout => "connect timeout",
             Self::PingTimeout => "ping timeout",
+            Self::TokenExpired => "token expired",
         }
     }
 

@@ -5,7 +5,6 @@
 //! binary merges those in through [`Config::load`]'s `overrides`). `herald.example.toml` at
 //! the repository root lists every option with its default.
 
-use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;
@@ -15,7 +14,7 @@ use figment::providers::{Env, Format, Serialized, Toml};
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
-use crate::channel;
+pub use crate::rules::{Access, ChannelRules, ChannelsConfig, NamespaceRules};
 
 /// A configuration that could not be loaded or is inconsistent.
 #[derive(Debug, Error)]
@@ -39,7 +38,30 @@ pub struct Config {
     pub channels: ChannelsConfig,
     pub socketio: SocketIoConfig,
     pub auth: AuthConfig,
+    pub presence: PresenceConfig,
     pub log: LogConfig,
+}
+
+/// Who is subscribed where, as routers keep it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PresenceConfig {
+    /// How long a presence entry lives without a heartbeat: the longest a client of a
+    /// crashed gateway stays in presence.
+    #[serde(with = "humantime_serde")]
+    pub ttl: Duration,
+    /// How often gateways confirm the entries of their clients.
+    #[serde(with = "humantime_serde")]
+    pub heartbeat: Duration,
+}
+
+impl Default for PresenceConfig {
+    fn default() -> Self {
+        Self {
+            ttl: Duration::from_secs(30),
+            heartbeat: Duration::from_secs(10),
+        }
+    }
 }
 
 /// Connection tokens (JWT): who a client is, for every protocol.
@@ -248,55 +270,6 @@ impl Default for RedisConfig {
     }
 }
 
-/// Rules that apply to every channel of one namespace.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct ChannelRules {
-    /// Publications kept per channel; 0 means no history: publications skip the router and
-    /// carry no offset.
-    pub history_size: u32,
-    /// How long history is kept after the last publication.
-    #[serde(with = "humantime_serde")]
-    pub history_ttl: Duration,
-    /// Largest publication payload, in bytes of JSON.
-    pub max_message_size: usize,
-}
-
-impl Default for ChannelRules {
-    fn default() -> Self {
-        Self {
-            history_size: 1000,
-            history_ttl: Duration::from_secs(300),
-            max_message_size: 64 * 1024,
-        }
-    }
-}
-
-impl ChannelRules {
-    pub fn has_history(&self) -> bool {
-        self.history_size > 0
-    }
-}
-
-/// Rules of one namespace: unset fields fall back to `[channels.default]`.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct NamespaceRules {
-    pub history_size: Option<u32>,
-    #[serde(with = "humantime_serde")]
-    pub history_ttl: Option<Duration>,
-    pub max_message_size: Option<usize>,
-}
-
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct ChannelsConfig {
-    /// Rules for channels whose namespace has no entry of its own.
-    pub default: ChannelRules,
-    /// Rules by namespace (the part of a channel name before the first `:`).
-    pub namespaces: BTreeMap<String, NamespaceRules>,
-}
-
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum LogFormat {
@@ -382,42 +355,11 @@ impl Config {
         if self.router.concurrency == 0 {
             return invalid("router.concurrency must be at least 1".into());
         }
-        for (name, rules) in &self.channels.namespaces {
-            if name.is_empty() || name.contains(':') || channel::validate(name).is_err() {
-                return invalid(format!(
-                    "channels.namespaces.{name:?}: a namespace is a non-empty name without ':'"
-                ));
-            }
-            let resolved = self.channels.resolve(rules);
-            if resolved.has_history() && resolved.history_ttl.is_zero() {
-                return invalid(format!(
-                    "channels.namespaces.{name}: history_ttl must be positive"
-                ));
-            }
-        }
-        if self.channels.default.has_history() && self.channels.default.history_ttl.is_zero() {
-            return invalid("channels.default.history_ttl must be positive".into());
+        self.channels.validate().map_err(ConfigError::Invalid)?;
+        if self.presence.heartbeat.is_zero() || self.presence.heartbeat * 2 > self.presence.ttl {
+            return invalid("presence.heartbeat must be positive and at most half of ttl".into());
         }
         Ok(())
-    }
-}
-
-impl ChannelsConfig {
-    fn resolve(&self, ns: &NamespaceRules) -> ChannelRules {
-        let d = &self.default;
-        ChannelRules {
-            history_size: ns.history_size.unwrap_or(d.history_size),
-            history_ttl: ns.history_ttl.unwrap_or(d.history_ttl),
-            max_message_size: ns.max_message_size.unwrap_or(d.max_message_size),
-        }
-    }
-
-    /// The rules of `channel`, from its namespace's entry or the default.
-    pub fn rules_for(&self, channel: &str) -> ChannelRules {
-        match self.namespaces.get(channel::namespace(channel)) {
-            Some(ns) => self.resolve(ns),
-            None => self.default.clone(),
-        }
     }
 }
 
@@ -426,33 +368,11 @@ mod tests {
     use super::*;
 
     #[test]
-    fn namespace_rules_fall_back_to_the_default() {
-        let config = Config::from_toml(
-            r#"
-            [channels.default]
-            history_size = 50
-            [channels.namespaces.typing]
-            history_size = 0
-            [channels.namespaces.chat]
-            history_ttl = "1h"
-            "#,
-        )
-        .unwrap();
-        assert!(!config.channels.rules_for("typing:room1").has_history());
-        let chat = config.channels.rules_for("chat:lobby");
-        assert_eq!(chat.history_size, 50);
-        assert_eq!(chat.history_ttl, Duration::from_secs(3600));
-        assert_eq!(config.channels.rules_for("news").history_size, 50);
-    }
-
-    #[test]
     fn unknown_keys_and_bad_values_are_refused() {
         let err = Config::from_toml("[gateway]\nlisten_addr = \"x\"").unwrap_err();
         assert!(err.to_string().contains("listen_addr"), "{err}");
         let err = Config::from_toml("[nats]\nsubject_prefix = \"a b\"").unwrap_err();
         assert!(err.to_string().contains("subject_prefix"), "{err}");
-        let err = Config::from_toml("[channels.namespaces.\"a:b\"]").unwrap_err();
-        assert!(err.to_string().contains("namespace"), "{err}");
     }
 
     #[test]

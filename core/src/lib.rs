@@ -1,8 +1,8 @@
 //! What Herald's gateway and router share, so that neither depends on the other's internals.
 //!
 //! # Layout
-//! - [`config`]: the typed configuration (TOML file, `HERALD_*` environment, flags) and the
-//!   channel rules by namespace.
+//! - [`config`]: the typed configuration (TOML file, `HERALD_*` environment, flags).
+//! - [`rules`]: channel rules by namespace, user-limited channels, and who may do what.
 //! - [`auth`]: connection tokens (JWT) and who they say a client is.
 //! - [`channel`]: valid channel names and their namespaces.
 //! - [`subjects`]: every NATS subject, and the reversible channel-name encoding.
@@ -15,5 +15,6 @@ pub mod bus;
 pub mod channel;
 pub mod codes;
 pub mod config;
+pub mod rules;
 pub mod subjects;
 pub mod time;

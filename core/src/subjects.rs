@@ -47,6 +47,11 @@ impl Subjects {
         format!("{}.router.sessions", self.prefix)
     }
 
+    /// Presence reports and queries to the router queue group.
+    pub fn presence_requests(&self) -> String {
+        format!("{}.router.presence", self.prefix)
+    }
+
     /// Socket.IO polling requests for the sessions of the gateway with `token` (a token
     /// is made of subject-safe characters only: letters, digits, `-`, `_`).
     pub fn gateway_polling(&self, token: &str) -> String {

@@ -82,6 +82,9 @@ pub(crate) async fn run(
             message = subscription.next() => {
                 let Some(message) = message else { break };
                 match Publication::decode(message.payload) {
+                    Ok(event) if event.membership.is_some() => {
+                        hub.announce(&channel, generation, &event);
+                    }
                     Ok(publication) if history => feed.accept(publication).await,
                     Ok(publication) => hub.deliver(&channel, generation, &[publication]),
                     Err(e) => tracing::warn!(channel, error = %e, "undecodable publication"),

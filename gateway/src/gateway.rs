@@ -17,6 +17,7 @@ use tokio_util::task::TaskTracker;
 use crate::feed::FeedConfig;
 use crate::http;
 use crate::hub::{ClientId, Hub};
+use crate::presence::PresenceReporter;
 use crate::socketio::{self, link::Links};
 use crate::upstream::Upstream;
 
@@ -30,6 +31,8 @@ pub struct Gateway {
     pub(crate) socketio: SocketIoConfig,
     pub(crate) auth: Verifier,
     pub(crate) hub: Arc<Hub>,
+    pub(crate) presence: Arc<PresenceReporter>,
+    presence_heartbeat: Duration,
     pub(crate) upstream: Upstream,
     /// Cancelled when the node shuts down; every session watches it, because upgraded
     /// WebSockets are out of reach of the HTTP server's own graceful shutdown.
@@ -69,6 +72,8 @@ impl Gateway {
                 config.gateway.request_timeout,
             ),
             upstream,
+            presence: Arc::default(),
+            presence_heartbeat: config.presence.heartbeat,
             shutdown: CancellationToken::new(),
             sessions: TaskTracker::new(),
             socketio_links: Links::default(),
@@ -103,6 +108,11 @@ pub async fn serve(
     if let Err(error) = socketio::forward::listen(gateway.clone()).await {
         tracing::warn!(%error, "cannot take forwarded Socket.IO polling requests");
     }
+    tokio::spawn(gateway.presence.clone().run(
+        gateway.upstream.clone(),
+        gateway.presence_heartbeat,
+        token.clone(),
+    ));
     let app = http::router(gateway.clone());
     // Real-time frames must leave at once: Nagle's algorithm would hold small writes back
     // for tens of milliseconds waiting for the client's delayed acknowledgement.

@@ -16,6 +16,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
+use axum::extract::ws::Utf8Bytes;
 use herald_core::codes::{DisconnectCode, ErrorCode, Refusal};
 use herald_proto::bus::v1::{Position, Publication};
 use tokio::sync::watch;
@@ -25,6 +26,7 @@ use crate::feed::{self, FeedConfig};
 use crate::native;
 use crate::outbound::Outbound;
 use crate::socketio;
+use crate::socketio::event::Rendered;
 use crate::socketio::offsets::Marks;
 use crate::upstream::Upstream;
 
@@ -40,11 +42,12 @@ type Readiness = Option<Result<(), Refusal>>;
 #[derive(Clone)]
 pub enum Protocol {
     Native,
-    /// A Socket.IO socket with this id. It does not get the events it emitted itself.
-    /// With connection state recovery on, its events end with an offset string made from
-    /// its `marks`.
+    /// A Socket.IO socket with this id, connected to `namespace`. It does not get the
+    /// events it emitted itself. With connection state recovery on, its events end with an
+    /// offset string made from its `marks`.
     SocketIo {
         sid: Arc<str>,
+        namespace: Arc<str>,
         marks: Option<Arc<Marks>>,
     },
 }
@@ -300,7 +303,7 @@ impl Hub {
                 epoch: publication.epoch.clone(),
             };
             let mut native = None;
-            let mut socketio = None;
+            let mut socketio = Renderings::default();
             for subscriber in entry.subscribers.values() {
                 if publication.offset <= subscriber.after && !publication.epoch.is_empty() {
                     continue;
@@ -313,16 +316,18 @@ impl Hub {
                             subscriber.outbound.send(frame.clone());
                         }
                     }
-                    Protocol::SocketIo { sid, marks } if **sid == publication.origin => {
+                    Protocol::SocketIo { sid, marks, .. } if **sid == publication.origin => {
                         // Its own events are not sent back, but the socket is past them.
                         if let Some(marks) = marks {
                             marks.set(channel, &position);
                         }
                     }
-                    Protocol::SocketIo { marks, .. } => {
-                        let rendered =
-                            socketio.get_or_insert_with(|| socketio::event::render(publication));
-                        let Some(rendered) = rendered else { continue };
+                    Protocol::SocketIo {
+                        namespace, marks, ..
+                    } => {
+                        let Some(rendered) = socketio.get(namespace, publication) else {
+                            continue;
+                        };
                         match marks {
                             Some(marks) => {
                                 let offset = marks.advance(channel, &position);
@@ -340,6 +345,58 @@ impl Hub {
                 }
             }
         }
+    }
+
+    /// Delivers a join or leave event to the channel's local subscribers.
+    pub(crate) fn announce(&self, channel: &str, generation: u64, event: &Publication) {
+        let Some(membership) = &event.membership else {
+            return;
+        };
+        let shard = self.shard(channel);
+        let Some(entry) = shard.get(channel).filter(|e| e.generation == generation) else {
+            return;
+        };
+        let mut native = None;
+        let mut socketio: Vec<(&str, Utf8Bytes)> = Vec::new();
+        for subscriber in entry.subscribers.values() {
+            let frame = match &subscriber.protocol {
+                Protocol::Native => native
+                    .get_or_insert_with(|| native::push::membership(channel, membership))
+                    .clone(),
+                Protocol::SocketIo { namespace, .. } => {
+                    match socketio.iter().find(|(ns, _)| *ns == &**namespace) {
+                        Some((_, frame)) => frame.clone(),
+                        None => {
+                            let frame = socketio::event::membership(channel, namespace, membership);
+                            socketio.push((namespace, frame.clone()));
+                            frame
+                        }
+                    }
+                }
+            };
+            subscriber.outbound.send(frame);
+        }
+    }
+}
+
+/// A publication rendered for the Socket.IO namespaces of a channel's subscribers, each
+/// once. (Only a personal channel has subscribers in several namespaces.)
+#[derive(Default)]
+struct Renderings<'a> {
+    done: Vec<(&'a str, Option<Rendered>)>,
+}
+
+impl<'a> Renderings<'a> {
+    fn get(&mut self, namespace: &'a str, publication: &Publication) -> Option<&Rendered> {
+        let index = match self.done.iter().position(|(ns, _)| *ns == namespace) {
+            Some(index) => index,
+            None => {
+                let rendered = socketio::event::render(publication, namespace);
+                self.done.push((namespace, rendered));
+                self.done.len() - 1
+            }
+        };
+        self.done[index].1.as_ref()
     }
 }
 

@@ -11,13 +11,19 @@
 //! - [`native`]: the native JSON protocol: command parsing, replies, pushes, the session.
 //! - [`hub`]: local subscriptions and fan-out (encode once, queue to many).
 //! - [`feed`]: one task per subscribed channel, bringing its publications in order.
+//! - [`catch_up`]: subscribing a returning client with exactly what it missed.
 //! - [`sequencer`]: the ordering rule (no gaps, no duplicates), pure logic.
-//! - [`socketio`]: the Socket.IO profile (Engine.IO v4 and Socket.IO v5 wire formats so far).
-//! - [`publish`]: checking a publish against channel rules, for every protocol.
+//! - [`socketio`]: the Socket.IO profile: Engine.IO v4 transports, Socket.IO v5 sockets.
+//! - [`access`]: one client's identity, permissions, publish budget and token expiry.
+//! - [`rate`]: publish rate limits (token buckets).
+//! - [`presence`]: reporting this gateway's clients to the routers' presence.
+//! - [`publish`]: turning a checked publish into what goes on the bus, for every protocol.
 //! - [`upstream`]: requests to the routers over the bus.
 //! - [`outbound`]: a connection's bounded outbound queue, close signal and writer.
 //! - [`deadline`]: optional timers for `select!` loops.
 
+pub mod access;
+pub mod catch_up;
 pub mod deadline;
 pub mod feed;
 pub mod gateway;
@@ -25,7 +31,9 @@ pub mod http;
 pub mod hub;
 pub mod native;
 pub mod outbound;
+pub mod presence;
 pub mod publish;
+pub mod rate;
 pub mod sequencer;
 pub mod socketio;
 pub mod upstream;

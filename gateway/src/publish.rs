@@ -1,11 +1,12 @@
 //! Turning a client's publish into what goes on the bus, the same way for every protocol:
-//! the channel name and the data size are checked against the channel's rules, then the
-//! publication goes to the routers (channels with history) or straight to subscribers.
+//! once the client may publish on the channel (see [`crate::access`]), the data size is
+//! checked against the channel's rules, then the publication goes to the routers (channels
+//! with history) or straight to subscribers.
 
 use bytes::Bytes;
 use herald_core::channel;
 use herald_core::codes::{ErrorCode, Refusal};
-use herald_core::config::ChannelsConfig;
+use herald_core::config::ChannelRules;
 use herald_proto::bus::v1::{Position, Publication, PublishRequest};
 
 use crate::upstream::Upstream;
@@ -23,16 +24,14 @@ pub fn valid_channel(name: &str) -> Result<(), Refusal> {
     channel::validate(name).map_err(|e| Refusal::new(ErrorCode::BadChannel, e.to_string()))
 }
 
-/// Checks a publish of `data` (JSON) to `channel` by `origin`.
+/// Checks a publish of `data` (JSON) to `channel`, whose rules are `rules`, by `origin`.
 pub fn prepare(
-    channels: &ChannelsConfig,
+    rules: &ChannelRules,
     channel: String,
     data: &str,
     origin: &str,
     idempotency_key: Option<String>,
 ) -> Result<Prepared, Refusal> {
-    valid_channel(&channel)?;
-    let rules = channels.rules_for(&channel);
     if data.len() > rules.max_message_size {
         return Err(Refusal::new(
             ErrorCode::MessageTooLarge,

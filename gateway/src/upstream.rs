@@ -13,8 +13,9 @@ use herald_core::bus::{Bus, BusError};
 use herald_core::codes::{ErrorCode, Refusal};
 use herald_core::subjects::Subjects;
 use herald_proto::bus::v1::{
-    self as pb, HistoryPage, HistoryReply, HistoryRequest, Position, Publication, PublishBatch,
-    PublishBatchReply, PublishRequest, SessionReply, SessionRequest, SocketRecord, history_reply,
+    self as pb, HistoryPage, HistoryReply, HistoryRequest, Position, PresenceQuery, PresenceReply,
+    PresenceReport, PresenceRequest, Publication, PublishBatch, PublishBatchReply, PublishRequest,
+    SessionReply, SessionRequest, SocketRecord, history_reply, presence_reply, presence_request,
     publish_reply, session_reply,
 };
 use prost::Message;
@@ -134,6 +135,46 @@ impl Upstream {
             Some(session_reply::Result::Error(error)) => Err(refusal(error)),
             None => Ok(None),
         }
+    }
+
+    /// Sends a presence report to a router and waits until it is applied.
+    pub async fn presence_report(&self, report: PresenceReport) -> Result<(), Refusal> {
+        let action = presence_request::Action::Report(report);
+        match self.presence_request(action).await? {
+            Some(presence_reply::Result::Error(error)) => Err(refusal(error)),
+            _ => Ok(()),
+        }
+    }
+
+    /// Who is present on a channel (`stats_only`: only how many).
+    pub async fn presence(&self, query: PresenceQuery) -> Result<presence_reply::Result, Refusal> {
+        match self
+            .presence_request(presence_request::Action::Query(query))
+            .await?
+        {
+            Some(presence_reply::Result::Error(error)) => Err(refusal(error)),
+            Some(result) => Ok(result),
+            None => Err(Refusal::new(ErrorCode::Internal, "empty router reply")),
+        }
+    }
+
+    async fn presence_request(
+        &self,
+        action: presence_request::Action,
+    ) -> Result<Option<presence_reply::Result>, Refusal> {
+        let request = PresenceRequest {
+            action: Some(action),
+        };
+        let reply = self
+            .bus
+            .request(
+                self.subjects.presence_requests(),
+                Bytes::from(request.encode_to_vec()),
+                self.timeout,
+            )
+            .await
+            .map_err(unavailable)?;
+        Ok(PresenceReply::decode(reply).map_err(malformed)?.result)
     }
 
     /// Delivers a publication of a channel without history straight to subscribers.

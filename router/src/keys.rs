@@ -26,6 +26,16 @@ impl Keys {
         format!("{}:meta:{{{channel}}}", self.prefix)
     }
 
+    /// The hash of a channel's present clients: client id -> encoded `ClientInfo`.
+    pub fn presence(&self, channel: &str) -> String {
+        format!("{}:presence:{{{channel}}}", self.prefix)
+    }
+
+    /// The sorted set of when each present client of a channel expires (Unix ms).
+    pub fn presence_expiry(&self, channel: &str) -> String {
+        format!("{}:presence-exp:{{{channel}}}", self.prefix)
+    }
+
     /// The record of a Socket.IO socket kept for recovery, by its private id.
     pub fn socket(&self, pid: &str) -> String {
         format!("{}:sio:{pid}", self.prefix)

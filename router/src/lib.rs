@@ -9,10 +9,15 @@
 //!   implementation (one Lua script per operation) and an in-memory one for standalone mode.
 //! - [`sessions`]: Socket.IO sockets kept for connection state recovery, in Redis or in
 //!   memory, and the service that answers gateways about them.
+//! - [`presence`]: who is subscribed where, kept from gateways' reports with expiry, in
+//!   Redis or in memory, and the service that answers gateways about it.
+//! - [`queue`]: serving one kind of request from the router queue group.
 //! - [`keys`]: every Redis key, built in one place.
 
 pub mod history;
 pub mod keys;
+pub mod presence;
+mod queue;
 pub mod service;
 pub mod sessions;
 

@@ -237,6 +237,7 @@ impl RouterService {
                 data: requests[i].data.clone(),
                 origin: requests[i].origin.clone(),
                 accepted_at_us,
+                membership: None,
             })
             .collect();
         if !group.rules.has_history() {

@@ -1,5 +1,5 @@
 //! Wiring of a node for each mode. The same gateway and router code runs in all of them;
-//! only the bus and the stores (history, Socket.IO sessions) differ.
+//! only the bus and the stores (history, Socket.IO sessions, presence) differ.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -16,6 +16,7 @@ use herald_core::subjects::Subjects;
 use herald_gateway::Gateway;
 use herald_router::RouterService;
 use herald_router::history::{HistoryStore, MemoryHistory, RedisHistory};
+use herald_router::presence::{MemoryPresence, PresenceService, PresenceStore, RedisPresence};
 use herald_router::sessions::{MemorySessions, RedisSessions, SessionService, SessionStore};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -36,16 +37,22 @@ pub async fn run(mode: Mode, config: Config) -> anyhow::Result<()> {
     match mode {
         Mode::Standalone => {
             let bus: Arc<dyn Bus> = Arc::new(MemoryBus::new());
-            let stores: (Arc<dyn HistoryStore>, Arc<dyn SessionStore>) = (
-                Arc::new(MemoryHistory::new()),
-                Arc::new(MemorySessions::new()),
+            let stores = Stores {
+                history: Arc::new(MemoryHistory::new()),
+                sessions: Arc::new(MemorySessions::new()),
+                presence: Arc::new(MemoryPresence::new()),
+            };
+            let router = Services::new(&config, bus.clone(), stores);
+            router.spawn_side_services(&shutdown);
+            tokio::spawn(
+                router
+                    .router
+                    .clone()
+                    .run(shutdown.clone().cancelled_owned()),
             );
-            let (router, sessions) = router(&config, bus.clone(), stores);
-            tokio::spawn(router.clone().run(shutdown.clone().cancelled_owned()));
-            tokio::spawn(sessions.clone().run(shutdown.clone().cancelled_owned()));
             // Clients must not reach the gateway before its router serves, or their first
             // requests would find no router.
-            while !(router.ready().await && sessions.serving()) {
+            while !router.serving().await {
                 tokio::time::sleep(Duration::from_millis(2)).await;
             }
             gateway(mode, &node_id, &config, bus, shutdown).await
@@ -60,9 +67,15 @@ pub async fn run(mode: Mode, config: Config) -> anyhow::Result<()> {
             let Some(store) = redis(&config, &shutdown).await else {
                 return Ok(());
             };
-            let sessions = RedisSessions::new(store.connection(), &config.redis.key_prefix);
-            let (router, sessions) = router(&config, bus, (Arc::new(store), Arc::new(sessions)));
-            tokio::spawn(sessions.run(shutdown.clone().cancelled_owned()));
+            let prefix = &config.redis.key_prefix;
+            let stores = Stores {
+                sessions: Arc::new(RedisSessions::new(store.connection(), prefix)),
+                presence: Arc::new(RedisPresence::new(store.connection(), prefix)),
+                history: Arc::new(store),
+            };
+            let services = Services::new(&config, bus, stores);
+            services.spawn_side_services(&shutdown);
+            let router = services.router;
             announce(mode, &node_id, listener.local_addr()?);
             let health = Router::new()
                 .route("/healthz", get(|| async { "ok" }))
@@ -85,22 +98,66 @@ pub async fn run(mode: Mode, config: Config) -> anyhow::Result<()> {
     }
 }
 
-/// The router's services: publications and history, and Socket.IO sessions.
-fn router(
-    config: &Config,
-    bus: Arc<dyn Bus>,
-    (history, sessions): (Arc<dyn HistoryStore>, Arc<dyn SessionStore>),
-) -> (Arc<RouterService>, Arc<SessionService>) {
-    let subjects = Subjects::new(config.nats.subject_prefix.clone());
-    let router = RouterService::new(
-        bus.clone(),
-        history,
-        subjects.clone(),
-        config.channels.clone(),
-        config.router.clone(),
-    );
-    let sessions = SessionService::new(bus, sessions, subjects, config.router.concurrency);
-    (router, sessions)
+/// What a router keeps: history, Socket.IO sessions and presence.
+struct Stores {
+    history: Arc<dyn HistoryStore>,
+    sessions: Arc<dyn SessionStore>,
+    presence: Arc<dyn PresenceStore>,
+}
+
+/// The router's services: publications and history, Socket.IO sessions, presence.
+struct Services {
+    router: Arc<RouterService>,
+    sessions: Arc<SessionService>,
+    presence: Arc<PresenceService>,
+}
+
+impl Services {
+    fn new(config: &Config, bus: Arc<dyn Bus>, stores: Stores) -> Self {
+        let subjects = Subjects::new(config.nats.subject_prefix.clone());
+        let concurrency = config.router.concurrency;
+        Self {
+            router: RouterService::new(
+                bus.clone(),
+                stores.history,
+                subjects.clone(),
+                config.channels.clone(),
+                config.router.clone(),
+            ),
+            sessions: SessionService::new(
+                bus.clone(),
+                stores.sessions,
+                subjects.clone(),
+                concurrency,
+            ),
+            presence: PresenceService::new(
+                bus,
+                stores.presence,
+                subjects,
+                config.channels.clone(),
+                config.presence.ttl,
+                concurrency,
+            ),
+        }
+    }
+
+    /// Starts the services beside the publish and history one, until `shutdown`.
+    fn spawn_side_services(&self, shutdown: &CancellationToken) {
+        tokio::spawn(
+            self.sessions
+                .clone()
+                .run(shutdown.clone().cancelled_owned()),
+        );
+        tokio::spawn(
+            self.presence
+                .clone()
+                .run(shutdown.clone().cancelled_owned()),
+        );
+    }
+
+    async fn serving(&self) -> bool {
+        self.router.ready().await && self.sessions.serving() && self.presence.serving()
+    }
 }
 
 async fn router_ready(State(router): State<Arc<RouterService>>) -> (StatusCode, &'static str) {

@@ -40,6 +40,23 @@ pub struct ChannelParams {
     pub channel: String,
 }
 
+#[derive(Debug, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct SubscribeParams {
+    pub channel: String,
+    /// Asks for the publications after `offset` of `epoch`, missed while away.
+    #[serde(default)]
+    pub recover: bool,
+    pub offset: Option<u64>,
+    pub epoch: Option<String>,
+}
+
+#[derive(Debug, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct RefreshParams {
+    pub token: String,
+}
+
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PublishParams<'a> {
@@ -63,10 +80,13 @@ pub struct HistoryParams {
 #[derive(Debug)]
 pub enum Command<'a> {
     Connect(ConnectParams),
-    Subscribe(ChannelParams),
+    Subscribe(SubscribeParams),
     Unsubscribe(ChannelParams),
     Publish(PublishParams<'a>),
     History(HistoryParams),
+    Presence(ChannelParams),
+    PresenceStats(ChannelParams),
+    Refresh(RefreshParams),
     Ping,
 }
 
@@ -121,6 +141,9 @@ pub fn parse(text: &str) -> Result<Parsed<'_>, ProtocolViolation> {
         "unsubscribe" => params("unsubscribe", raw).map(Command::Unsubscribe),
         "publish" => params("publish", raw).map(Command::Publish),
         "history" => params("history", raw).map(Command::History),
+        "presence" => params("presence", raw).map(Command::Presence),
+        "presence_stats" => params("presence_stats", raw).map(Command::PresenceStats),
+        "refresh" => params("refresh", raw).map(Command::Refresh),
         "ping" => Ok(Command::Ping),
         other => Err(Refusal::new(
             ErrorCode::UnknownCommand,
@@ -165,6 +188,25 @@ mod tests {
             parse(r#"{"id":3,"method":"ping"}"#).unwrap().command,
             Ok(Command::Ping)
         ));
+        let p = parse(
+            r#"{"id":4,"method":"subscribe","params":{"channel":"c","recover":true,"offset":5,"epoch":"e"}}"#,
+        )
+        .unwrap();
+        let Ok(Command::Subscribe(s)) = p.command else {
+            panic!("not subscribe")
+        };
+        assert!(s.recover);
+        assert_eq!((s.offset, s.epoch.as_deref()), (Some(5), Some("e")));
+        let p = parse(r#"{"id":5,"method":"refresh","params":{"token":"t"}}"#).unwrap();
+        assert!(matches!(p.command, Ok(Command::Refresh(RefreshParams { token })) if token == "t"));
+        for method in ["presence", "presence_stats"] {
+            let text = format!(r#"{{"id":6,"method":"{method}","params":{{"channel":"c"}}}}"#);
+            let p = parse(&text).unwrap();
+            assert!(matches!(
+                p.command,
+                Ok(Command::Presence(_) | Command::PresenceStats(_))
+            ));
+        }
     }
 
     #[test]

@@ -8,7 +8,9 @@ use std::fmt::Write;
 
 use axum::extract::ws::Utf8Bytes;
 use herald_core::codes::DisconnectCode;
-use herald_proto::bus::v1::Publication;
+use herald_proto::bus::v1::{ClientInfo, Membership, Publication};
+use serde::Serialize;
+use serde_json::value::RawValue;
 
 /// `{"push":"publication","channel":…,"offset":…,"epoch":…,"data":…}`; the offset and epoch
 /// only for channels with history. `None` if the payload is not UTF-8 (it cannot be JSON).
@@ -29,6 +31,50 @@ pub fn publication(p: &Publication) -> Option<Utf8Bytes> {
     out.push_str(data);
     out.push('}');
     Some(out.into())
+}
+
+/// A client as presence and join/leave events show it.
+#[derive(Serialize)]
+pub struct ClientView<'a> {
+    pub client: &'a str,
+    #[serde(skip_serializing_if = "str::is_empty")]
+    pub user: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub info: Option<&'a RawValue>,
+}
+
+impl<'a> ClientView<'a> {
+    pub fn new(client: &'a ClientInfo) -> Self {
+        // `info` came from a verified token as serialized JSON; anything else is left out.
+        let info = std::str::from_utf8(&client.info)
+            .ok()
+            .and_then(|info| serde_json::from_str(info).ok());
+        Self {
+            client: &client.client,
+            user: &client.user,
+            info,
+        }
+    }
+}
+
+#[derive(Serialize)]
+struct MembershipPush<'a> {
+    push: &'static str,
+    channel: &'a str,
+    #[serde(flatten)]
+    client: ClientView<'a>,
+}
+
+/// `{"push":"join"|"leave","channel":…,"client":…,"user":…,"info":…}`.
+pub fn membership(channel: &str, membership: &Membership) -> Utf8Bytes {
+    let empty = ClientInfo::default();
+    let push = MembershipPush {
+        push: if membership.joined { "join" } else { "leave" },
+        channel,
+        client: ClientView::new(membership.client.as_ref().unwrap_or(&empty)),
+    };
+    // Serializing these plain structs into a String cannot fail.
+    serde_json::to_string(&push).unwrap_or_default().into()
 }
 
 /// `{"push":"disconnect","code":…,"reason":…,"reconnect":…}`, sent before the close frame.

@@ -1,10 +1,14 @@
 //! Encoding replies: `{"id": N, "result": {...}}` or `{"id": N, "error": {...}}`.
 
+use std::collections::BTreeMap;
+
 use axum::extract::ws::Utf8Bytes;
 use herald_core::codes::Refusal;
-use herald_proto::bus::v1::{HistoryPage, Position};
+use herald_proto::bus::v1::{ClientInfo, HistoryPage, Position};
 use serde::Serialize;
 use serde_json::value::RawValue;
+
+use super::push::ClientView;
 
 #[derive(Serialize)]
 struct Ok<'a, T> {
@@ -54,6 +58,52 @@ pub fn error(id: u64, refusal: &Refusal) -> Utf8Bytes {
 pub struct ConnectResult<'a> {
     pub client: &'a str,
     pub version: &'a str,
+    /// The user id of the token; absent for anonymous clients.
+    #[serde(skip_serializing_if = "str::is_empty")]
+    pub user: &'a str,
+    /// Seconds until the token must be refreshed; absent when it does not expire.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub expires_in: Option<u64>,
+    /// The user's personal channel, which the connection is subscribed to.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub personal: Option<&'a str>,
+}
+
+/// Result of `refresh`.
+#[derive(Serialize)]
+pub struct RefreshResult {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub expires_in: Option<u64>,
+}
+
+/// Result of `subscribe`: where the channel stands, and with `recover` whether
+/// everything missed was delivered.
+#[derive(Serialize)]
+pub struct SubscribeResult<'a> {
+    #[serde(flatten)]
+    pub position: PositionResult<'a>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub recovered: Option<bool>,
+}
+
+/// Result of `presence`: every client on the channel, by client id.
+pub fn presence(id: u64, clients: &[ClientInfo]) -> Utf8Bytes {
+    #[derive(Serialize)]
+    struct PresenceResult<'a> {
+        presence: BTreeMap<&'a str, ClientView<'a>>,
+    }
+    let presence = clients
+        .iter()
+        .map(|c| (c.client.as_str(), ClientView::new(c)))
+        .collect();
+    ok(id, &PresenceResult { presence })
+}
+
+/// Result of `presence_stats`.
+#[derive(Serialize)]
+pub struct PresenceStatsResult {
+    pub num_clients: u32,
+    pub num_users: u32,
 }
 
 /// Result of `subscribe` and `publish`: where the channel's stream stands. Channels without

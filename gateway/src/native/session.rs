@@ -14,10 +14,16 @@ use axum::extract::ws::{Message, Utf8Bytes, WebSocket};
 use futures_util::stream::SplitStream;
 use futures_util::{FutureExt, StreamExt};
 use herald_core::codes::{DisconnectCode, ErrorCode, Refusal};
-use herald_proto::bus::v1::{HistoryRequest, PublishRequest};
+use herald_core::rules::Action;
+use herald_proto::bus::v1::{
+    HistoryRequest, Position, PresenceQuery, PublishRequest, presence_reply,
+};
 
-use super::command::{self, ChannelParams, Command, HistoryParams};
+use super::command::{self, ChannelParams, Command, HistoryParams, RefreshParams, SubscribeParams};
 use super::{push, reply};
+use crate::access::Access;
+use crate::catch_up::{Resumed, Returning};
+use crate::deadline::wait_until;
 use crate::gateway::Gateway;
 use crate::hub::{ClientId, Protocol};
 use crate::outbound::{self, Outbound};
@@ -48,19 +54,13 @@ impl Batch {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum State {
-    /// Waiting for `connect`.
-    Connecting,
-    Connected,
-}
-
 struct Session {
     gateway: Arc<Gateway>,
     id: ClientId,
     /// Cluster-wide id, carried as the origin of this client's publications.
     name: String,
-    state: State,
+    /// Who the client is, once it sent `connect`.
+    access: Option<Access>,
     subscriptions: HashSet<String>,
     outbound: Outbound,
 }
@@ -79,7 +79,7 @@ pub async fn serve(socket: WebSocket, gateway: Arc<Gateway>) {
         name: format!("{}-{id}", gateway.node_id),
         gateway: gateway.clone(),
         id,
-        state: State::Connecting,
+        access: None,
         subscriptions: HashSet::new(),
         outbound,
     };
@@ -98,8 +98,13 @@ pub async fn serve(socket: WebSocket, gateway: Arc<Gateway>) {
                     None => {}
                 }
             }
-            () = &mut handshake, if session.state == State::Connecting => {
+            () = &mut handshake, if session.access.is_none() => {
                 closer.close(DisconnectCode::ConnectTimeout);
+            }
+            () = wait_until(session.access.as_ref().and_then(Access::expires)) => {
+                if session.access.as_ref().is_some_and(Access::expired) {
+                    closer.close(DisconnectCode::TokenExpired);
+                }
             }
             () = closer.closed() => {}
             () = gateway.shutdown.cancelled() => closer.close(DisconnectCode::Shutdown),
@@ -179,14 +184,9 @@ impl Session {
             })?;
             let id = parsed.id;
             match parsed.command {
-                Ok(Command::Publish(params)) if self.state == State::Connected => {
-                    let prepared = publish::prepare(
-                        &self.gateway.channels,
-                        params.channel,
-                        params.data.get(),
-                        &self.name,
-                        params.idempotency_key,
-                    );
+                Ok(Command::Publish(params)) if self.access.is_some() => {
+                    let prepared =
+                        self.prepare(params.channel, params.data.get(), params.idempotency_key);
                     match prepared {
                         Ok(Prepared::Routed(request)) => {
                             if !batch.fits(&request) {
@@ -245,60 +245,153 @@ impl Session {
         }
     }
 
+    /// Checks a publish of a connected client.
+    fn prepare(
+        &mut self,
+        channel: String,
+        data: &str,
+        idempotency_key: Option<String>,
+    ) -> Result<Prepared, Refusal> {
+        let access = self.access.as_mut().ok_or_else(not_connected)?;
+        let rules = access.authorize_publish(&self.gateway.channels, &channel)?;
+        publish::prepare(&rules, channel, data, &self.name, idempotency_key)
+    }
+
+    fn access(&self) -> Result<&Access, Refusal> {
+        self.access.as_ref().ok_or_else(not_connected)
+    }
+
     async fn execute(&mut self, id: u64, command: Command<'_>) -> Result<Utf8Bytes, Refusal> {
-        match (self.state, command) {
-            (State::Connecting, Command::Connect(params)) => {
-                // Who the user is matters from issue to issue (permissions, presence);
-                // for now a bad token is refused and a good one admitted.
-                self.gateway.auth.verify(params.token.as_deref())?;
-                self.state = State::Connected;
-                let result = reply::ConnectResult {
-                    client: &self.name,
-                    version: env!("CARGO_PKG_VERSION"),
-                };
-                Ok(reply::ok(id, &result))
-            }
-            (State::Connected, Command::Connect(_)) => Err(Refusal::new(
+        match (&self.access, command) {
+            (None, Command::Connect(params)) => self.connect(id, params.token.as_deref()).await,
+            (Some(_), Command::Connect(_)) => Err(Refusal::new(
                 ErrorCode::AlreadyConnected,
                 "connect was already sent",
             )),
             (_, Command::Ping) => Ok(reply::empty(id)),
-            (State::Connecting, _) => {
-                Err(Refusal::new(ErrorCode::NotConnected, "send connect first"))
-            }
-            (State::Connected, Command::Subscribe(params)) => self.subscribe(id, params).await,
-            (State::Connected, Command::Unsubscribe(params)) => self.unsubscribe(id, params),
+            (None, _) => Err(not_connected()),
+            (Some(_), Command::Subscribe(params)) => self.subscribe(id, params).await,
+            (Some(_), Command::Unsubscribe(params)) => self.unsubscribe(id, params),
             // `handle` sends the publishes of a connected session through a batch instead.
-            (State::Connected, Command::Publish(_)) => {
+            (Some(_), Command::Publish(_)) => {
                 Err(Refusal::new(ErrorCode::Internal, "publish outside a batch"))
             }
-            (State::Connected, Command::History(params)) => self.history(id, params).await,
+            (Some(_), Command::History(params)) => self.history(id, params).await,
+            (Some(_), Command::Presence(params)) => self.presence(id, params, false).await,
+            (Some(_), Command::PresenceStats(params)) => self.presence(id, params, true).await,
+            (Some(_), Command::Refresh(params)) => self.refresh(id, params),
         }
     }
 
-    async fn subscribe(&mut self, id: u64, params: ChannelParams) -> Result<Utf8Bytes, Refusal> {
+    /// Admits the client, and subscribes it to its user's personal channel.
+    async fn connect(&mut self, id: u64, token: Option<&str>) -> Result<Utf8Bytes, Refusal> {
+        let access = Access::admit(&self.gateway.auth, token)?;
+        let personal = self.gateway.channels.personal_channel(access.user());
+        self.access = Some(access);
+        if let Some(channel) = &personal {
+            let params = SubscribeParams {
+                channel: channel.clone(),
+                recover: false,
+                offset: None,
+                epoch: None,
+            };
+            if let Err(refusal) = self.join(params).await {
+                self.access = None;
+                return Err(refusal);
+            }
+        }
+        let access = self.access()?;
+        let result = reply::ConnectResult {
+            client: &self.name,
+            version: env!("CARGO_PKG_VERSION"),
+            user: access.user(),
+            expires_in: access.identity().expires_in(),
+            personal: personal.as_deref(),
+        };
+        Ok(reply::ok(id, &result))
+    }
+
+    fn refresh(&mut self, id: u64, params: RefreshParams) -> Result<Utf8Bytes, Refusal> {
+        let auth = &self.gateway.auth;
+        let access = self.access.as_mut().ok_or_else(not_connected)?;
+        access.refresh(auth, &params.token)?;
+        let result = reply::RefreshResult {
+            expires_in: access.identity().expires_in(),
+        };
+        Ok(reply::ok(id, &result))
+    }
+
+    async fn subscribe(&mut self, id: u64, params: SubscribeParams) -> Result<Utf8Bytes, Refusal> {
+        let (position, recovered) = self.join(params).await?;
+        let result = reply::SubscribeResult {
+            position: reply::PositionResult::new(&position),
+            recovered,
+        };
+        Ok(reply::ok(id, &result))
+    }
+
+    /// Subscribes to a channel; with `recover`, first delivers what the client missed
+    /// after `offset` of `epoch`, as publication pushes. Returns the position live
+    /// publications follow, and with `recover` whether nothing was missed.
+    async fn join(&mut self, params: SubscribeParams) -> Result<(Position, Option<bool>), Refusal> {
         let channel = params.channel;
-        publish::valid_channel(&channel)?;
+        let access = self.access()?;
+        let rules = access.authorize(&self.gateway.channels, &channel, Action::Subscribe)?;
         if self.subscriptions.contains(&channel) {
             return Err(Refusal::new(
                 ErrorCode::AlreadySubscribed,
                 "already subscribed to this channel",
             ));
         }
-        let history = self.gateway.channels.rules_for(&channel).has_history();
-        let position = self
-            .gateway
-            .hub
-            .subscribe(
-                &channel,
-                self.id,
-                self.outbound.clone(),
-                Protocol::Native,
-                history,
-            )
-            .await?;
+        let history = rules.has_history();
+        let returning = Returning {
+            hub: &self.gateway.hub,
+            upstream: &self.gateway.upstream,
+            client: self.id,
+            outbound: &self.outbound,
+            protocol: Protocol::Native,
+            history,
+        };
+        let from = match (params.recover, params.offset, params.epoch) {
+            (true, Some(offset), Some(epoch)) if history && rules.recovery => {
+                Some(Position { offset, epoch })
+            }
+            _ => None,
+        };
+        let (position, recovered) = match from {
+            Some(from) => {
+                let outbound = &self.outbound;
+                let replay = |p: &_| {
+                    if let Some(frame) = push::publication(p) {
+                        outbound.send(frame);
+                    }
+                };
+                match returning.subscribe_after(&channel, from, replay).await? {
+                    Resumed::Recovered(position) => (position, Some(true)),
+                    Resumed::Lost(position) => (position, Some(false)),
+                }
+            }
+            None => {
+                let position = self
+                    .gateway
+                    .hub
+                    .subscribe(
+                        &channel,
+                        self.id,
+                        self.outbound.clone(),
+                        Protocol::Native,
+                        history,
+                    )
+                    .await?;
+                (position, params.recover.then_some(false))
+            }
+        };
+        if rules.tracks_presence() {
+            let client = access.client_info(&self.name);
+            self.gateway.presence.join(&channel, client);
+        }
         self.subscriptions.insert(channel);
-        Ok(reply::ok(id, &reply::PositionResult::new(&position)))
+        Ok((position, recovered))
     }
 
     fn unsubscribe(&mut self, id: u64, params: ChannelParams) -> Result<Utf8Bytes, Refusal> {
@@ -308,12 +401,57 @@ impl Session {
                 "not subscribed to this channel",
             ));
         }
-        self.gateway.hub.unsubscribe(&params.channel, self.id);
+        self.leave(&params.channel);
         Ok(reply::empty(id))
     }
 
+    fn leave(&self, channel: &str) {
+        self.gateway.hub.unsubscribe(channel, self.id);
+        if self.gateway.channels.rules_for(channel).tracks_presence() {
+            self.gateway.presence.leave(channel, &self.name);
+        }
+    }
+
+    async fn presence(
+        &mut self,
+        id: u64,
+        params: ChannelParams,
+        stats: bool,
+    ) -> Result<Utf8Bytes, Refusal> {
+        let access = self.access()?;
+        let rules = access.authorize(
+            &self.gateway.channels,
+            &params.channel,
+            Action::ReadPresence,
+        )?;
+        if !rules.presence {
+            return Err(Refusal::new(
+                ErrorCode::NotAvailable,
+                "the channel keeps no presence",
+            ));
+        }
+        let query = PresenceQuery {
+            channel: params.channel,
+            stats_only: stats,
+        };
+        match self.gateway.upstream.presence(query).await? {
+            presence_reply::Result::List(list) => Ok(reply::presence(id, &list.clients)),
+            presence_reply::Result::Stats(stats) => {
+                let result = reply::PresenceStatsResult {
+                    num_clients: stats.clients,
+                    num_users: stats.users,
+                };
+                Ok(reply::ok(id, &result))
+            }
+            presence_reply::Result::Error(_) => {
+                Err(Refusal::new(ErrorCode::Internal, "unexpected router reply"))
+            }
+        }
+    }
+
     async fn history(&mut self, id: u64, params: HistoryParams) -> Result<Utf8Bytes, Refusal> {
-        publish::valid_channel(&params.channel)?;
+        let access = self.access()?;
+        access.authorize(&self.gateway.channels, &params.channel, Action::ReadHistory)?;
         let config = &self.gateway.config;
         let limit = params.limit.unwrap_or(config.history_default_limit);
         if limit > config.history_max_limit {
@@ -333,8 +471,12 @@ impl Session {
     }
 
     fn leave_all(&mut self) {
-        for channel in self.subscriptions.drain() {
-            self.gateway.hub.unsubscribe(&channel, self.id);
+        for channel in std::mem::take(&mut self.subscriptions) {
+            self.leave(&channel);
         }
     }
+}
+
+fn not_connected() -> Refusal {
+    Refusal::new(ErrorCode::NotConnected, "send connect first")
 }

@@ -34,6 +34,12 @@ pub fn namespace_of(channel: &str) -> Option<&str> {
     )
 }
 
+/// The room of `namespace` that `channel` is; `None` for the namespace's own channel and
+/// for channels outside the namespace.
+pub fn room_of<'a>(channel: &'a str, namespace: &str) -> Option<&'a str> {
+    channel.strip_prefix(namespace)?.strip_prefix(':')
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -50,5 +56,8 @@ mod tests {
         assert_eq!(room_channel("/chat", "lobby"), "/chat:lobby");
         assert_eq!(room_channel("/", "lobby"), "/:lobby");
         assert_eq!(namespace_of("news"), None);
+        assert_eq!(room_of("/chat:lobby", "/chat"), Some("lobby"));
+        assert_eq!(room_of("/chat", "/chat"), None);
+        assert_eq!(room_of("/chatter:x", "/chat"), None);
     }
 }

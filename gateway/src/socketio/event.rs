@@ -10,11 +10,12 @@ use axum::extract::ws::Utf8Bytes;
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use bytes::Bytes;
-use herald_proto::bus::v1::Publication;
-use serde::Deserialize;
+use herald_proto::bus::v1::{ClientInfo, Membership, Publication};
+use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
-use super::channels;
+use super::{channels, reserved};
+use crate::native::push::ClientView;
 use crate::outbound::Frame;
 
 /// Event name under which data that is not an event envelope is delivered.
@@ -123,10 +124,9 @@ impl Rendered {
     }
 }
 
-/// The event packet of a publication for the Socket.IO sockets subscribed to its channel;
-/// `None` for channels outside the Socket.IO mapping or data that is not UTF-8.
-pub fn render(publication: &Publication) -> Option<Rendered> {
-    let namespace = channels::namespace_of(&publication.channel)?;
+/// The event packet of a publication for the sockets of `namespace` subscribed to its
+/// channel; `None` for data that is not UTF-8.
+pub fn render(publication: &Publication, namespace: &str) -> Option<Rendered> {
     let data = std::str::from_utf8(&publication.data).ok()?;
     let event = decode(data);
     let mut text = String::with_capacity(8 + namespace.len() + event.array.len());
@@ -144,6 +144,45 @@ pub fn render(publication: &Publication) -> Option<Rendered> {
         text: text.into(),
         attachments: event.attachments,
     })
+}
+
+/// The `herald:join` or `herald:leave` event for the sockets of `namespace` on `channel`:
+/// `{channel, room, client, user?, info?}`, where `room` is the room of the namespace the
+/// channel is (`null` for the namespace's own channel).
+pub fn membership(channel: &str, namespace: &str, membership: &Membership) -> Utf8Bytes {
+    #[derive(Serialize)]
+    struct Body<'a> {
+        channel: &'a str,
+        room: Option<&'a str>,
+        #[serde(flatten)]
+        client: ClientView<'a>,
+    }
+    let empty = ClientInfo::default();
+    let body = Body {
+        channel,
+        room: channels::room_of(channel, namespace),
+        client: ClientView::new(membership.client.as_ref().unwrap_or(&empty)),
+    };
+    let name = if membership.joined {
+        reserved::JOIN_EVENT
+    } else {
+        reserved::LEAVE_EVENT
+    };
+    // Serializing these plain structs cannot fail.
+    let array = serde_json::to_string(&(name, body)).unwrap_or_default();
+    packet_text(namespace, &array).into()
+}
+
+/// `42/ns,[…]`: an event packet inside an Engine.IO message (no `/ns,` for the root).
+pub fn packet_text(namespace: &str, array: &str) -> String {
+    let mut text = String::with_capacity(4 + namespace.len() + array.len());
+    text.push_str("42");
+    if namespace != "/" {
+        text.push_str(namespace);
+        text.push(',');
+    }
+    text.push_str(array);
+    text
 }
 
 fn push_joined<'a>(out: &mut String, items: impl Iterator<Item = &'a str>) {
@@ -197,7 +236,7 @@ mod tests {
             data: Bytes::from(data),
             ..Default::default()
         };
-        let rendered = render(&publication).unwrap();
+        let rendered = render(&publication, "/chat").unwrap();
         assert_eq!(
             rendered.frames().collect::<Vec<_>>(),
             [
@@ -226,12 +265,16 @@ mod tests {
             _ => panic!("expected text"),
         };
         let room = publication("/chat:lobby", r#"{"event":"m","args":[1]}"#);
-        assert_eq!(text(render(&room)), r#"42/chat,["m",1]"#);
+        assert_eq!(text(render(&room, "/chat")), r#"42/chat,["m",1]"#);
         assert_eq!(
-            text(render(&publication("/", "\"hi\""))),
+            text(render(&publication("/", "\"hi\""), "/")),
             r#"42["message","hi"]"#
         );
-        assert!(render(&publication("news", "1")).is_none());
+        // A personal channel reaches sockets in whatever namespace they are.
+        assert_eq!(
+            text(render(&publication("user:#alice", "1"), "/chat")),
+            r#"42/chat,["message",1]"#
+        );
     }
 
     #[test]

@@ -9,6 +9,7 @@
 //!   attachments that follow it.
 //! - [`channels`]: namespaces and rooms as Herald channels.
 //! - [`event`]: events as publication data, and publications as Socket.IO events.
+//! - [`reserved`]: the events Herald gives a meaning (rooms, token refresh, presence).
 //! - [`offsets`]: the offset string that ends every event when connection state recovery
 //!   is on: the socket's position in each of its channels.
 //!
@@ -34,6 +35,7 @@ pub mod offsets;
 pub mod packet;
 pub mod polling;
 mod recovery;
+pub mod reserved;
 mod session;
 mod sockets;
 pub mod websocket;

@@ -11,16 +11,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use herald_proto::bus::v1::session_request::Action;
-use herald_proto::bus::v1::{
-    HistoryRequest, Mark, Position, Publication, SessionRequest, SocketRecord,
-};
+use herald_proto::bus::v1::{Mark, Position, Publication, SessionRequest, SocketRecord};
 use serde::Deserialize;
 
 use super::offsets::{self, Marks};
 use crate::upstream::Upstream;
-
-/// Most publications replayed per channel; a socket that missed more starts afresh.
-pub const MAX_REPLAY: u32 = 1000;
 
 /// What a client may send with CONNECT: its `auth` object, to which a client resuming a
 /// socket adds the socket's `pid` and the last offset string it received.
@@ -140,10 +135,16 @@ impl Records {
 }
 
 /// A socket's record.
-pub fn record(namespace: &str, sid: &str, joined: &[(String, Position)]) -> SocketRecord {
+pub fn record(
+    namespace: &str,
+    sid: &str,
+    user: &str,
+    joined: &[(String, Position)],
+) -> SocketRecord {
     SocketRecord {
         namespace: namespace.to_string(),
         sid: sid.to_string(),
+        user: user.to_string(),
         marks: joined
             .iter()
             .map(|(channel, position)| Mark {
@@ -174,33 +175,6 @@ pub fn starting_points(record: &SocketRecord, offset: Option<&str>) -> Vec<(Stri
             (mark.channel.clone(), from)
         })
         .collect()
-}
-
-/// Every publication of `channel` after `from`; `None` when they cannot all be had (the
-/// stream has a new epoch, history was trimmed past `from`, or more than [`MAX_REPLAY`]).
-pub async fn missed(
-    upstream: &Upstream,
-    channel: &str,
-    from: &Position,
-) -> Option<Vec<Publication>> {
-    if from.epoch.is_empty() {
-        // A channel without history: there is nothing to replay, and nothing to check.
-        return Some(Vec::new());
-    }
-    let request = HistoryRequest {
-        channel: channel.to_string(),
-        since: Some(from.offset),
-        limit: MAX_REPLAY,
-        reverse: false,
-    };
-    let page = upstream.history(request).await.ok()?;
-    let position = page.position.unwrap_or_default();
-    if position.epoch != from.epoch {
-        return None;
-    }
-    let offsets = page.publications.iter().map(|p| p.offset);
-    let contiguous = offsets.eq(from.offset + 1..=position.offset);
-    contiguous.then_some(page.publications)
 }
 
 /// Merges channels' publications into one replay by acceptance time, keeping each
@@ -266,7 +240,7 @@ mod tests {
             ("/chat".to_string(), at(3, "e")),
             ("/chat:lobby".to_string(), at(7, "f")),
         ];
-        let record = record("/chat", "sid", &joined);
+        let record = record("/chat", "sid", "alice", &joined);
         let offset = format!("{:08x}:9", offsets::key("/chat", "e"));
         assert_eq!(
             starting_points(&record, Some(&offset)),

@@ -119,6 +119,7 @@ impl Session {
                 }
                 _ = ping.tick() => self.ping(config.ping_timeout),
                 _ = tick(&mut refresh) => self.sockets.refresh(),
+                () = wait_until(self.sockets.next_expiry()) => self.sockets.expire(),
                 () = wait_until(self.pong_deadline) => closer.close(DisconnectCode::PingTimeout),
                 () = sleep_until(connect_deadline), if !connected_once => {
                     closer.close(DisconnectCode::ConnectTimeout);

@@ -97,6 +97,7 @@ impl State {
             data: entry.data,
             origin: entry.origin,
             accepted_at_us: entry.accepted_at_us,
+            membership: None,
         });
         while stream.log.len() > limits.size as usize {
             stream.log.pop_front();

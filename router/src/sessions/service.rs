@@ -6,16 +6,16 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
-use futures_util::StreamExt;
 use herald_core::bus::{Bus, BusError, BusMessage};
 use herald_core::codes::ErrorCode;
-use herald_core::subjects::{ROUTER_QUEUE, Subjects};
+use herald_core::subjects::Subjects;
 use herald_proto::bus::v1::{self as pb, SessionReply, SessionRequest, SocketRecord};
 use herald_proto::bus::v1::{session_reply, session_request::Action};
 use prost::Message;
 
 use super::SessionStore;
 use crate::history::StoreError;
+use crate::queue;
 
 pub struct SessionService {
     bus: Arc<dyn Bus>,
@@ -49,22 +49,16 @@ impl SessionService {
     /// Joins the router queue group for session requests and serves them until `shutdown`
     /// completes.
     pub async fn run(self: Arc<Self>, shutdown: impl Future<Output = ()>) -> Result<(), BusError> {
-        let requests = self
-            .bus
-            .queue_subscribe(self.subjects.session_requests(), ROUTER_QUEUE.into())
-            .await?;
-        self.bus.flush().await?;
-        self.serving.store(true, Ordering::Release);
-        let serve = requests.for_each_concurrent(self.concurrency, |message| {
-            let this = self.clone();
-            async move { this.serve(message).await }
-        });
-        tokio::select! {
-            () = serve => tracing::warn!("session request subscription ended"),
-            () = shutdown => {}
-        }
-        self.serving.store(false, Ordering::Release);
-        Ok(())
+        let subject = self.subjects.session_requests();
+        queue::serve(
+            &self.bus,
+            subject,
+            self.concurrency,
+            &self.serving,
+            shutdown,
+            |message| self.serve(message),
+        )
+        .await
     }
 
     async fn serve(&self, message: BusMessage) {
@@ -85,12 +79,8 @@ impl SessionService {
             Ok(None) => None,
             Err(error) => Some(session_reply::Result::Error(error)),
         };
-        if let Some(reply_to) = message.reply {
-            let reply = SessionReply { result }.encode_to_vec();
-            if let Err(e) = self.bus.publish(reply_to, Bytes::from(reply)).await {
-                tracing::warn!(error = %e, "cannot reply to a gateway");
-            }
-        }
+        let reply = SessionReply { result }.encode_to_vec();
+        queue::reply(self.bus.as_ref(), message.reply, reply).await;
     }
 
     async fn handle(&self, request: SessionRequest) -> Result<Option<SocketRecord>, StoreError> {

@@ -1,0 +1,110 @@
+//! Subscribing a client that comes back: it gets exactly the publications it missed, in
+//! order, then the live ones, with nothing twice; or it learns that this is impossible.
+//!
+//! Both protocols use it: a native `subscribe` with `recover`, and a Socket.IO socket
+//! resumed by connection state recovery.
+
+use herald_core::codes::Refusal;
+use herald_proto::bus::v1::{HistoryRequest, Position, Publication};
+
+use crate::hub::{ClientId, Hub, Joined, Protocol, Start};
+use crate::outbound::Outbound;
+use crate::upstream::Upstream;
+
+/// Most publications a returning client is given per channel; one that missed more must
+/// fetch the state afresh.
+pub const MAX_REPLAY: u32 = 1000;
+
+/// How a returning client was subscribed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Resumed {
+    /// With everything it missed; live publications follow this position.
+    Recovered(Position),
+    /// From now on: what it missed cannot be had (history trimmed, a new epoch, or too
+    /// much). Live publications follow this position.
+    Lost(Position),
+}
+
+/// Every publication of `channel` after `from`; `None` when they cannot all be had (the
+/// stream has a new epoch, history was trimmed past `from`, or more than [`MAX_REPLAY`]).
+pub async fn missed(
+    upstream: &Upstream,
+    channel: &str,
+    from: &Position,
+) -> Option<Vec<Publication>> {
+    if from.epoch.is_empty() {
+        // A channel without history: there is nothing to replay, and nothing to check.
+        return Some(Vec::new());
+    }
+    let request = HistoryRequest {
+        channel: channel.to_string(),
+        since: Some(from.offset),
+        limit: MAX_REPLAY,
+        reverse: false,
+    };
+    let page = upstream.history(request).await.ok()?;
+    let position = page.position.unwrap_or_default();
+    if position.epoch != from.epoch {
+        return None;
+    }
+    let offsets = page.publications.iter().map(|p| p.offset);
+    let contiguous = offsets.eq(from.offset + 1..=position.offset);
+    contiguous.then_some(page.publications)
+}
+
+/// Who is coming back, and how it receives publications.
+pub struct Returning<'a> {
+    pub hub: &'a std::sync::Arc<Hub>,
+    pub upstream: &'a Upstream,
+    pub client: ClientId,
+    pub outbound: &'a Outbound,
+    pub protocol: Protocol,
+    pub history: bool,
+}
+
+impl Returning<'_> {
+    /// Subscribes to `channel` right after `from`. Whatever the channel published since is
+    /// handed to `replay` first, in order; live publications follow.
+    pub async fn subscribe_after(
+        &self,
+        channel: &str,
+        mut from: Position,
+        mut replay: impl FnMut(&Publication),
+    ) -> Result<Resumed, Refusal> {
+        loop {
+            let joined = self.join(channel, Start::After(&from)).await?;
+            match joined {
+                Joined::At(position) if position.epoch == from.epoch => {
+                    return Ok(Resumed::Recovered(position));
+                }
+                Joined::At(position) => return Ok(Resumed::Lost(position)),
+                Joined::Behind(_) => {}
+            }
+            let publications = missed(self.upstream, channel, &from).await;
+            let Some(newest) = publications.as_ref().and_then(|p| p.last()) else {
+                // Nothing to be had, though the channel is further: start from now.
+                let position = match self.join(channel, Start::Now).await? {
+                    Joined::At(position) | Joined::Behind(position) => position,
+                };
+                return Ok(Resumed::Lost(position));
+            };
+            from.offset = newest.offset;
+            for publication in publications.iter().flatten() {
+                replay(publication);
+            }
+        }
+    }
+
+    async fn join(&self, channel: &str, start: Start<'_>) -> Result<Joined, Refusal> {
+        self.hub
+            .subscribe_from(
+                channel,
+                self.client,
+                self.outbound.clone(),
+                self.protocol.clone(),
+                self.history,
+                start,
+            )
+            .await
+    }
+}

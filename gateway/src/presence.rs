@@ -1,0 +1,156 @@
+//! This gateway's part of presence: it tells the routers which of its clients joined and
+//! left channels that keep presence, and confirms the ones still there in heartbeats.
+//!
+//! Changes are coalesced (the last one per client and channel wins) and sent by one task,
+//! one report at a time, so the routers apply them in order. A report that fails is merged
+//! back and retried; a leave that never arrives is covered by the entry's expiry, a join
+//! by the next heartbeat.
+
+use std::collections::HashMap;
+use std::mem;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use herald_proto::bus::v1::{ClientInfo, Presence, PresenceReport};
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+use crate::upstream::Upstream;
+
+/// Most entries in one report, to keep bus messages small.
+const REPORT_CHUNK: usize = 1000;
+/// Pause after a failed report before the next attempt.
+const RETRY_PAUSE: Duration = Duration::from_millis(500);
+
+type Key = (String, String);
+
+enum Change {
+    Join(ClientInfo),
+    Leave,
+}
+
+#[derive(Default)]
+struct State {
+    /// Every client of this gateway on a channel with presence.
+    present: HashMap<Key, ClientInfo>,
+    /// Changes not reported yet.
+    pending: HashMap<Key, Change>,
+}
+
+#[derive(Default)]
+pub struct PresenceReporter {
+    state: Mutex<State>,
+    wake: Notify,
+}
+
+impl PresenceReporter {
+    fn state(&self) -> MutexGuard<'_, State> {
+        // Each step leaves the maps consistent, so a poisoned lock is still sound.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// `client` joined `channel`.
+    pub fn join(&self, channel: &str, client: ClientInfo) {
+        let key = (channel.to_string(), client.client.clone());
+        let mut state = self.state();
+        state.present.insert(key.clone(), client.clone());
+        state.pending.insert(key, Change::Join(client));
+        drop(state);
+        self.wake.notify_one();
+    }
+
+    /// The client with id `client` left `channel`.
+    pub fn leave(&self, channel: &str, client: &str) {
+        let key = (channel.to_string(), client.to_string());
+        let mut state = self.state();
+        if state.present.remove(&key).is_none() {
+            return;
+        }
+        state.pending.insert(key, Change::Leave);
+        drop(state);
+        self.wake.notify_one();
+    }
+
+    /// Reports changes as they come and heartbeats every `heartbeat`, until `stop`.
+    pub async fn run(
+        self: Arc<Self>,
+        upstream: Upstream,
+        heartbeat: Duration,
+        stop: CancellationToken,
+    ) {
+        let mut beat = tokio::time::interval(heartbeat);
+        beat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            let alive = tokio::select! {
+                () = stop.cancelled() => break,
+                () = self.wake.notified() => false,
+                _ = beat.tick() => true,
+            };
+            let changes = mem::take(&mut self.state().pending);
+            let mut reports = reports(changes.iter());
+            if alive {
+                let present: Vec<Presence> = self
+                    .state()
+                    .present
+                    .iter()
+                    .map(|((channel, _), client)| presence(channel, client.clone()))
+                    .collect();
+                for chunk in present.chunks(REPORT_CHUNK) {
+                    reports.push(PresenceReport {
+                        alive: chunk.to_vec(),
+                        ..Default::default()
+                    });
+                }
+            }
+            for report in reports {
+                if let Err(refusal) = upstream.presence_report(report).await {
+                    tracing::debug!(%refusal, "presence report failed; retrying");
+                    self.restore(changes);
+                    tokio::time::sleep(RETRY_PAUSE).await;
+                    self.wake.notify_one();
+                    break;
+                }
+            }
+        }
+    }
+
+    /// Puts back changes that were not reported, unless newer ones came meanwhile.
+    fn restore(&self, changes: HashMap<Key, Change>) {
+        let mut state = self.state();
+        for (key, change) in changes {
+            state.pending.entry(key).or_insert(change);
+        }
+    }
+}
+
+fn presence(channel: &str, client: ClientInfo) -> Presence {
+    Presence {
+        channel: channel.to_string(),
+        client: Some(client),
+    }
+}
+
+/// The changes as reports of at most [`REPORT_CHUNK`] entries.
+fn reports<'a>(changes: impl Iterator<Item = (&'a Key, &'a Change)>) -> Vec<PresenceReport> {
+    let mut reports = Vec::new();
+    let mut report = PresenceReport::default();
+    for ((channel, client), change) in changes {
+        match change {
+            Change::Join(info) => report.joins.push(presence(channel, info.clone())),
+            Change::Leave => {
+                let info = ClientInfo {
+                    client: client.clone(),
+                    ..Default::default()
+                };
+                report.leaves.push(presence(channel, info));
+            }
+        }
+        if report.joins.len() + report.leaves.len() >= REPORT_CHUNK {
+            reports.push(mem::take(&mut report));
+        }
+    }
+    if !report.joins.is_empty() || !report.leaves.is_empty() {
+        reports.push(report);
+    }
+    reports
+}

@@ -1,0 +1,178 @@
+//! Events with a meaning of their own: what a socket's event asks Herald to do.
+//!
+//! | event | arguments | does |
+//! | --- | --- | --- |
+//! | `join` | room | enters a room of the namespace |
+//! | `leave` | room | leaves it |
+//! | `to` | room, event, ...args | sends `event(...args)` to the room |
+//! | `herald:refresh` | token | replaces the socket's token by a fresh one |
+//! | `herald:presence` | room? | who is in the room (or the namespace) |
+//! | `herald:presence_stats` | room? | how many clients and users are |
+//!
+//! The server sends `herald:join`, `herald:leave` (presence changes) and
+//! `herald:disconnect` (why the server ends a socket). Every other name starting with
+//! `herald:`, and the names Socket.IO itself reserves, cannot be emitted.
+
+use herald_core::codes::{ErrorCode, Refusal};
+use serde_json::value::RawValue;
+
+pub const REFRESH_EVENT: &str = "herald:refresh";
+pub const PRESENCE_EVENT: &str = "herald:presence";
+pub const PRESENCE_STATS_EVENT: &str = "herald:presence_stats";
+pub const JOIN_EVENT: &str = "herald:join";
+pub const LEAVE_EVENT: &str = "herald:leave";
+pub const DISCONNECT_EVENT: &str = "herald:disconnect";
+
+/// Names Socket.IO clients and servers give a meaning of their own.
+const SOCKETIO_EVENTS: [&str; 6] = [
+    "connect",
+    "connect_error",
+    "disconnect",
+    "disconnecting",
+    "newListener",
+    "removeListener",
+];
+
+/// What one event asks for.
+#[derive(Debug)]
+pub enum Request<'a> {
+    Join(String),
+    Leave(String),
+    /// An event for the namespace (`room: None`) or a room.
+    Emit {
+        room: Option<String>,
+        event: String,
+        args: Vec<&'a RawValue>,
+    },
+    Refresh(String),
+    /// Presence of the namespace (`room: None`) or a room; `stats`: only the counts.
+    Presence {
+        room: Option<String>,
+        stats: bool,
+    },
+}
+
+fn bad(message: impl Into<String>) -> Refusal {
+    Refusal::new(ErrorCode::BadRequest, message)
+}
+
+/// Reads event `name` with `args` (the ack callback is not among them).
+pub fn parse<'a>(name: String, args: Vec<&'a RawValue>) -> Result<Request<'a>, Refusal> {
+    let request = match name.as_str() {
+        "join" => Request::Join(room(&args)?),
+        "leave" => Request::Leave(room(&args)?),
+        "to" => {
+            let room = room(&args)?;
+            let (event, args) = args[1..]
+                .split_first()
+                .ok_or_else(|| bad("to(room, event, ...args) needs an event"))?;
+            let event: String = serde_json::from_str(event.get())
+                .map_err(|_| bad("the event name must be a string"))?;
+            emit(Some(room), event, args.to_vec())?
+        }
+        REFRESH_EVENT => Request::Refresh(
+            args.first()
+                .and_then(|token| serde_json::from_str::<String>(token.get()).ok())
+                .filter(|token| !token.is_empty())
+                .ok_or_else(|| bad("herald:refresh(token) needs the token, a string"))?,
+        ),
+        PRESENCE_EVENT | PRESENCE_STATS_EVENT => Request::Presence {
+            room: optional_room(&args)?,
+            stats: name == PRESENCE_STATS_EVENT,
+        },
+        _ => emit(None, name, args)?,
+    };
+    Ok(request)
+}
+
+fn emit<'a>(
+    room: Option<String>,
+    event: String,
+    args: Vec<&'a RawValue>,
+) -> Result<Request<'a>, Refusal> {
+    if SOCKETIO_EVENTS.contains(&event.as_str())
+        || ["join", "leave", "to"].contains(&event.as_str())
+        || event.starts_with("herald:")
+    {
+        return Err(bad(format!("{event:?} is a reserved event name")));
+    }
+    Ok(Request::Emit { room, event, args })
+}
+
+/// The room named by the first argument: a non-empty string.
+fn room(args: &[&RawValue]) -> Result<String, Refusal> {
+    args.first()
+        .and_then(|room| serde_json::from_str::<String>(room.get()).ok())
+        .filter(|room| !room.is_empty())
+        .ok_or_else(|| bad("the room must be a non-empty string"))
+}
+
+/// A room as the first argument, or none (absent or `null`): the namespace.
+fn optional_room(args: &[&RawValue]) -> Result<Option<String>, Refusal> {
+    match args.first() {
+        None => Ok(None),
+        Some(arg) if arg.get() == "null" => Ok(None),
+        Some(_) => room(args).map(Some),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parsed(name: &str, args: &[&str]) -> Result<String, Refusal> {
+        let raws: Vec<Box<RawValue>> = args
+            .iter()
+            .map(|a| RawValue::from_string(a.to_string()).unwrap())
+            .collect();
+        let args = raws.iter().map(|a| a.as_ref()).collect();
+        parse(name.to_string(), args).map(|r| format!("{r:?}"))
+    }
+
+    #[test]
+    fn reads_every_request() {
+        assert_eq!(parsed("join", &["\"a\""]).unwrap(), r#"Join("a")"#);
+        assert_eq!(parsed("leave", &["\"a\""]).unwrap(), r#"Leave("a")"#);
+        assert!(
+            parsed("to", &["\"a\"", "\"m\"", "1"])
+                .unwrap()
+                .contains(r#"room: Some("a"), event: "m""#)
+        );
+        assert!(
+            parsed("chat", &["1"])
+                .unwrap()
+                .contains(r#"room: None, event: "chat""#)
+        );
+        assert_eq!(
+            parsed(REFRESH_EVENT, &["\"t\""]).unwrap(),
+            r#"Refresh("t")"#
+        );
+        assert_eq!(
+            parsed(PRESENCE_EVENT, &[]).unwrap(),
+            "Presence { room: None, stats: false }"
+        );
+        assert_eq!(
+            parsed(PRESENCE_STATS_EVENT, &["\"r\""]).unwrap(),
+            r#"Presence { room: Some("r"), stats: true }"#
+        );
+    }
+
+    #[test]
+    fn refuses_reserved_names_and_bad_arguments() {
+        for (name, args) in [
+            ("join", &[][..]),
+            ("join", &["\"\""]),
+            ("leave", &["3"]),
+            ("to", &["\"a\""]),
+            ("to", &["\"a\"", "7"]),
+            ("to", &["\"a\"", "\"join\""]),
+            ("disconnect", &[]),
+            ("herald:join", &["{}"]),
+            (REFRESH_EVENT, &[]),
+            (PRESENCE_EVENT, &["5"]),
+        ] {
+            let refusal = parsed(name, args).unwrap_err();
+            assert_eq!(refusal.code, ErrorCode::BadRequest, "{name} {args:?}");
+        }
+    }
+}

@@ -1,0 +1,121 @@
+//! [`PresenceStore`] on Redis: per channel, a hash of client id -> encoded `ClientInfo` and
+//! a sorted set of when each entry expires. Expired entries are dropped by the next read
+//! or write of the channel; both keys expire with the newest entry, so a channel everyone
+//! left quietly leaves nothing behind. Times come from the Redis server's clock, so routers
+//! with skewed clocks agree.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use herald_proto::bus::v1::ClientInfo;
+use prost::Message;
+use redis::Script;
+use redis::aio::ConnectionManager;
+
+use super::PresenceStore;
+use crate::history::StoreError;
+use crate::history::redis::{millis, store_error};
+use crate::keys::Keys;
+
+/// Shared start of every script: the server's time in ms, and expired entries dropped.
+const PRUNE: &str = r"
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local expired = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', now)
+for _, client in ipairs(expired) do
+  redis.call('HDEL', KEYS[1], client)
+end
+redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now)
+";
+
+const ADD: &str = r"
+local added = redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+redis.call('ZADD', KEYS[2], now + tonumber(ARGV[3]), ARGV[1])
+-- Every entry gets the same ttl, so the newest one expires last.
+redis.call('PEXPIRE', KEYS[1], ARGV[3])
+redis.call('PEXPIRE', KEYS[2], ARGV[3])
+return added
+";
+
+const REMOVE: &str = r"
+redis.call('ZREM', KEYS[2], ARGV[1])
+return redis.call('HDEL', KEYS[1], ARGV[1])
+";
+
+const LIST: &str = r"
+return redis.call('HVALS', KEYS[1])
+";
+
+pub struct RedisPresence {
+    connection: ConnectionManager,
+    keys: Keys,
+    add: Script,
+    remove: Script,
+    list: Script,
+}
+
+impl RedisPresence {
+    /// Uses `connection` (shared with the history store: one pipelined connection).
+    pub fn new(connection: ConnectionManager, key_prefix: &str) -> Self {
+        let script = |body: &str| Script::new(&format!("{PRUNE}{body}"));
+        Self {
+            connection,
+            keys: Keys::new(key_prefix),
+            add: script(ADD),
+            remove: script(REMOVE),
+            list: script(LIST),
+        }
+    }
+}
+
+#[async_trait]
+impl PresenceStore for RedisPresence {
+    async fn add(
+        &self,
+        channel: &str,
+        client: &ClientInfo,
+        ttl: Duration,
+    ) -> Result<bool, StoreError> {
+        let mut connection = self.connection.clone();
+        let added: i64 = self
+            .add
+            .key(self.keys.presence(channel))
+            .key(self.keys.presence_expiry(channel))
+            .arg(&client.client)
+            .arg(client.encode_to_vec())
+            .arg(millis(ttl).max(1))
+            .invoke_async(&mut connection)
+            .await
+            .map_err(store_error)?;
+        Ok(added == 1)
+    }
+
+    async fn remove(&self, channel: &str, client: &str) -> Result<bool, StoreError> {
+        let mut connection = self.connection.clone();
+        let removed: i64 = self
+            .remove
+            .key(self.keys.presence(channel))
+            .key(self.keys.presence_expiry(channel))
+            .arg(client)
+            .invoke_async(&mut connection)
+            .await
+            .map_err(store_error)?;
+        Ok(removed == 1)
+    }
+
+    async fn list(&self, channel: &str) -> Result<Vec<ClientInfo>, StoreError> {
+        let mut connection = self.connection.clone();
+        let values: Vec<Vec<u8>> = self
+            .list
+            .key(self.keys.presence(channel))
+            .key(self.keys.presence_expiry(channel))
+            .invoke_async(&mut connection)
+            .await
+            .map_err(store_error)?;
+        // An entry that does not decode was not written by Herald; it is left out.
+        Ok(values
+            .into_iter()
+            .filter_map(|bytes| ClientInfo::decode(bytes.as_slice()).ok())
+            .collect())
+    }
+}

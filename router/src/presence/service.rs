@@ -1,0 +1,176 @@
+//! Serves gateways' presence reports and queries from the router queue group, and sends
+//! join and leave events for channels that have them.
+
+use std::collections::HashSet;
+use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_util::future::join_all;
+use herald_core::bus::{Bus, BusError, BusMessage};
+use herald_core::codes::ErrorCode;
+use herald_core::config::ChannelsConfig;
+use herald_core::subjects::Subjects;
+use herald_core::time::unix_micros;
+use herald_proto::bus::v1::{
+    self as pb, Membership, Presence, PresenceList, PresenceQuery, PresenceReply, PresenceReport,
+    PresenceRequest, PresenceStats, Publication, presence_reply, presence_request,
+};
+use prost::Message;
+
+use super::PresenceStore;
+use crate::history::StoreError;
+use crate::queue;
+
+pub struct PresenceService {
+    bus: Arc<dyn Bus>,
+    store: Arc<dyn PresenceStore>,
+    subjects: Subjects,
+    channels: ChannelsConfig,
+    ttl: Duration,
+    concurrency: usize,
+    serving: AtomicBool,
+}
+
+impl PresenceService {
+    pub fn new(
+        bus: Arc<dyn Bus>,
+        store: Arc<dyn PresenceStore>,
+        subjects: Subjects,
+        channels: ChannelsConfig,
+        ttl: Duration,
+        concurrency: usize,
+    ) -> Arc<Self> {
+        Arc::new(Self {
+            bus,
+            store,
+            subjects,
+            channels,
+            ttl,
+            concurrency,
+            serving: AtomicBool::new(false),
+        })
+    }
+
+    pub fn serving(&self) -> bool {
+        self.serving.load(Ordering::Acquire)
+    }
+
+    /// Joins the router queue group for presence requests and serves them until
+    /// `shutdown` completes.
+    pub async fn run(self: Arc<Self>, shutdown: impl Future<Output = ()>) -> Result<(), BusError> {
+        let subject = self.subjects.presence_requests();
+        queue::serve(
+            &self.bus,
+            subject,
+            self.concurrency,
+            &self.serving,
+            shutdown,
+            |message| self.serve(message),
+        )
+        .await
+    }
+
+    async fn serve(&self, message: BusMessage) {
+        let result = match PresenceRequest::decode(message.payload).map(|r| r.action) {
+            Ok(Some(presence_request::Action::Report(report))) => {
+                self.apply(report).await.map(|()| None)
+            }
+            Ok(Some(presence_request::Action::Query(query))) => self.query(query).await.map(Some),
+            Ok(None) => Ok(None),
+            Err(e) => Err(pb::Error {
+                code: ErrorCode::BadRequest.code(),
+                temporary: false,
+                message: e.to_string(),
+            }),
+        };
+        let result = match result {
+            Ok(result) => result,
+            Err(error) => Some(presence_reply::Result::Error(error)),
+        };
+        let reply = PresenceReply { result }.encode_to_vec();
+        queue::reply(self.bus.as_ref(), message.reply, reply).await;
+    }
+
+    /// Applies a gateway's report. A gateway never reports one client's join and leave of
+    /// one channel in the same report, so the changes are applied all at once.
+    async fn apply(&self, report: PresenceReport) -> Result<(), pb::Error> {
+        let joins = report
+            .joins
+            .into_iter()
+            .chain(report.alive)
+            .map(|presence| async move {
+                let client = presence.client.clone().unwrap_or_default();
+                let added = self.store.add(&presence.channel, &client, self.ttl).await?;
+                Ok::<_, StoreError>(added.then_some((presence, true)))
+            });
+        let leaves = report.leaves.into_iter().map(|presence| async move {
+            let client = presence.client.as_ref().map_or("", |c| c.client.as_str());
+            let removed = self.store.remove(&presence.channel, client).await?;
+            Ok::<_, StoreError>(removed.then_some((presence, false)))
+        });
+        let (joined, left) = tokio::join!(join_all(joins), join_all(leaves));
+        let mut failure = None;
+        for outcome in joined.into_iter().chain(left) {
+            match outcome {
+                Ok(Some((presence, joined))) => self.announce(presence, joined).await,
+                Ok(None) => {}
+                Err(e) => failure = Some(e),
+            }
+        }
+        match failure {
+            Some(e) => Err(unavailable(e)),
+            None => Ok(()),
+        }
+    }
+
+    /// Sends a join or leave event to the channel's subscribers, if the channel has them.
+    async fn announce(&self, presence: Presence, joined: bool) {
+        if !self.channels.rules_for(&presence.channel).join_leave {
+            return;
+        }
+        let subject = self.subjects.delivery(&presence.channel);
+        let event = Publication {
+            channel: presence.channel,
+            membership: Some(Membership {
+                joined,
+                client: presence.client,
+            }),
+            accepted_at_us: unix_micros(),
+            ..Default::default()
+        };
+        if let Err(e) = self
+            .bus
+            .publish(subject, Bytes::from(event.encode_to_vec()))
+            .await
+        {
+            tracing::warn!(error = %e, "cannot send a join or leave event");
+        }
+    }
+
+    async fn query(&self, query: PresenceQuery) -> Result<presence_reply::Result, pb::Error> {
+        let clients = self.store.list(&query.channel).await.map_err(unavailable)?;
+        if !query.stats_only {
+            return Ok(presence_reply::Result::List(PresenceList { clients }));
+        }
+        let users: HashSet<&str> = clients
+            .iter()
+            .map(|c| c.user.as_str())
+            .filter(|user| !user.is_empty())
+            .collect();
+        Ok(presence_reply::Result::Stats(PresenceStats {
+            clients: clients.len() as u32,
+            users: users.len() as u32,
+        }))
+    }
+}
+
+fn unavailable(e: StoreError) -> pb::Error {
+    pb::Error {
+        code: ErrorCode::Unavailable.code(),
+        temporary: true,
+        message: e.to_string(),
+    }
+}
