@@ -119,6 +119,24 @@ pub struct GatewayConfig {
     pub history_default_limit: u32,
     /// Most publications one `history` command may ask for.
     pub history_max_limit: u32,
+    /// Web origins whose pages may connect (the `Origin` header of WebSocket and Socket.IO
+    /// requests): exact origins such as `https://app.example.com`, or `*`. Requests
+    /// without an `Origin` (apps, backends) are always let through. Empty: any origin.
+    pub allowed_origins: Vec<String>,
+    /// Most client connections this gateway holds at once; more are refused with HTTP 503.
+    /// 0: no limit.
+    pub max_connections: usize,
+}
+
+impl GatewayConfig {
+    /// Whether a page from `origin` may connect.
+    pub fn allows_origin(&self, origin: &str) -> bool {
+        self.allowed_origins.is_empty()
+            || self
+                .allowed_origins
+                .iter()
+                .any(|allowed| allowed == "*" || allowed == origin)
+    }
 }
 
 impl Default for GatewayConfig {
@@ -132,6 +150,8 @@ impl Default for GatewayConfig {
             connect_timeout: Duration::from_secs(10),
             history_default_limit: 100,
             history_max_limit: 1000,
+            allowed_origins: Vec::new(),
+            max_connections: 0,
         }
     }
 }

@@ -2,7 +2,7 @@
 
 use std::future::Future;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use axum::serve::ListenerExt;
@@ -43,6 +43,19 @@ pub struct Gateway {
     /// Starts every Engine.IO sid made here, so any gateway can tell where a session lives.
     pub(crate) engine_token: String,
     next_client: AtomicU64,
+    /// Client connections held now, against `config.max_connections`.
+    connections: Arc<AtomicUsize>,
+}
+
+/// One client connection counted against the gateway's limit, until dropped.
+pub struct ConnectionPermit {
+    connections: Arc<AtomicUsize>,
+}
+
+impl Drop for ConnectionPermit {
+    fn drop(&mut self) {
+        self.connections.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 impl Gateway {
@@ -79,7 +92,24 @@ impl Gateway {
             socketio_links: Links::default(),
             engine_token: socketio::new_token(),
             next_client: AtomicU64::new(1),
+            connections: Arc::default(),
         }))
+    }
+
+    /// A place for one more client connection; `None` at `max_connections`.
+    pub(crate) fn connection_permit(&self) -> Option<ConnectionPermit> {
+        let limit = match self.config.max_connections {
+            0 => usize::MAX,
+            limit => limit,
+        };
+        self.connections
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |held| {
+                (held < limit).then_some(held + 1)
+            })
+            .ok()?;
+        Some(ConnectionPermit {
+            connections: self.connections.clone(),
+        })
     }
 
     pub(crate) fn next_client_id(&self) -> ClientId {

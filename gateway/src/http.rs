@@ -7,14 +7,15 @@ use axum::Router;
 use axum::body::Bytes;
 use axum::extract::ws::WebSocketUpgrade;
 use axum::extract::ws::rejection::WebSocketUpgradeRejection;
-use axum::extract::{DefaultBodyLimit, Query, State};
+use axum::extract::{DefaultBodyLimit, Query, Request, State};
 use axum::http::{HeaderValue, Method, StatusCode, header};
+use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use serde::Deserialize;
 use tower_http::cors::{AllowHeaders, AllowOrigin, CorsLayer};
 
-use crate::gateway::Gateway;
+use crate::gateway::{ConnectionPermit, Gateway};
 use crate::native;
 use crate::socketio::engine::RequestError;
 use crate::socketio::link::Transport;
@@ -37,9 +38,15 @@ pub fn router(gateway: Arc<Gateway>) -> Router {
     if !gateway.socketio.cors_origins.is_empty() {
         socketio = socketio.layer(cors(&gateway));
     }
-    Router::new()
+    let clients = Router::new()
         .route(NATIVE_PATH, get(native_ws))
         .route(SOCKETIO_PATH, socketio)
+        .layer(middleware::from_fn_with_state(
+            gateway.clone(),
+            check_origin,
+        ));
+    Router::new()
+        .merge(clients)
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
         .with_state(gateway)
@@ -58,10 +65,55 @@ fn cors(gateway: &Gateway) -> CorsLayer {
         .allow_credentials(true)
 }
 
-async fn native_ws(State(gateway): State<Arc<Gateway>>, upgrade: WebSocketUpgrade) -> Response {
-    if gateway.shutdown.is_cancelled() {
-        return (StatusCode::SERVICE_UNAVAILABLE, "shutting down").into_response();
+/// Refuses requests from web pages of origins not in `gateway.allowed_origins` with 403,
+/// so that another site's page cannot open a connection with the user's cookies.
+async fn check_origin(
+    State(gateway): State<Arc<Gateway>>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let origin = request.headers().get(header::ORIGIN);
+    let allowed = origin.is_none_or(|origin| {
+        origin
+            .to_str()
+            .is_ok_and(|origin| gateway.config.allows_origin(origin))
+    });
+    if !allowed {
+        return (StatusCode::FORBIDDEN, "origin not allowed").into_response();
     }
+    next.run(request).await
+}
+
+/// Why a new connection is refused (HTTP 503).
+enum Refused {
+    ShuttingDown,
+    Full,
+}
+
+impl IntoResponse for Refused {
+    fn into_response(self) -> Response {
+        match self {
+            Self::ShuttingDown => shutting_down(),
+            Self::Full => {
+                (StatusCode::SERVICE_UNAVAILABLE, "connection limit reached").into_response()
+            }
+        }
+    }
+}
+
+/// A new connection's place under `gateway.max_connections`.
+fn permit(gateway: &Gateway) -> Result<ConnectionPermit, Refused> {
+    if gateway.shutdown.is_cancelled() {
+        return Err(Refused::ShuttingDown);
+    }
+    gateway.connection_permit().ok_or(Refused::Full)
+}
+
+async fn native_ws(State(gateway): State<Arc<Gateway>>, upgrade: WebSocketUpgrade) -> Response {
+    let permit = match permit(&gateway) {
+        Ok(permit) => permit,
+        Err(refused) => return refused.into_response(),
+    };
     // The WebSocket layer refuses frames over twice the limit outright; frames between the
     // limit and that are closed by the session with code 3502 and a reason.
     let hard_limit = gateway.config.max_frame_size.saturating_mul(2);
@@ -69,7 +121,12 @@ async fn native_ws(State(gateway): State<Arc<Gateway>>, upgrade: WebSocketUpgrad
     upgrade
         .max_message_size(hard_limit)
         .max_frame_size(hard_limit)
-        .on_upgrade(move |socket| sessions.track_future(native::serve(socket, gateway)))
+        .on_upgrade(move |socket| {
+            sessions.track_future(async move {
+                native::serve(socket, gateway).await;
+                drop(permit);
+            })
+        })
 }
 
 /// The query of an Engine.IO request.
@@ -124,10 +181,12 @@ async fn socketio_get(
             let upgrade = upgrade.max_message_size(limit).max_frame_size(limit);
             let sessions = gateway.sessions.clone();
             match sid {
-                None if gateway.shutdown.is_cancelled() => shutting_down(),
-                None => upgrade.on_upgrade(move |socket| {
-                    sessions.track_future(websocket::open(socket, gateway))
-                }),
+                None => match permit(&gateway) {
+                    Ok(permit) => upgrade.on_upgrade(move |socket| {
+                        sessions.track_future(websocket::open(socket, gateway, permit))
+                    }),
+                    Err(refused) => refused.into_response(),
+                },
                 // An upgrade must reach the gateway that holds the session: a WebSocket
                 // cannot be forwarded. A client refused here stays on polling.
                 Some(sid) => match gateway.socketio_links.get(&sid) {
@@ -141,8 +200,10 @@ async fn socketio_get(
                 },
             }
         }
-        (Some("polling"), None) if gateway.shutdown.is_cancelled() => shutting_down(),
-        (Some("polling"), None) => polling::handshake(&gateway).await.into_response(),
+        (Some("polling"), None) => match permit(&gateway) {
+            Ok(permit) => polling::handshake(&gateway, permit).await.into_response(),
+            Err(refused) => refused.into_response(),
+        },
         (Some("polling"), Some(sid)) => {
             let request = polling::Request {
                 method: polling::Method::Get,

@@ -13,7 +13,7 @@ use herald_core::codes::DisconnectCode;
 use super::engine::{self, Encoded, RequestError};
 use super::link::{Link, Poll, PollError, Transport};
 use super::session;
-use crate::gateway::Gateway;
+use crate::gateway::{ConnectionPermit, Gateway};
 use crate::outbound::Frame;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -68,8 +68,8 @@ impl Reply {
 }
 
 /// Opens a session on polling: the reply carries the open packet.
-pub async fn handshake(gateway: &Arc<Gateway>) -> Reply {
-    let link = session::start(gateway, Transport::Polling);
+pub async fn handshake(gateway: &Arc<Gateway>, permit: ConnectionPermit) -> Reply {
+    let link = session::start(gateway, Transport::Polling, permit);
     get(&link).await
 }
 

@@ -19,7 +19,7 @@ use super::link::{Link, Transport};
 use super::packet::{Packet, PacketError};
 use super::sockets::Sockets;
 use crate::deadline::wait_until;
-use crate::gateway::Gateway;
+use crate::gateway::{ConnectionPermit, Gateway};
 use crate::outbound::{self, Outbound};
 
 /// Packets a transport may hand in before it waits for the session to catch up.
@@ -29,7 +29,7 @@ const MAX_BURST: usize = 256;
 
 /// Starts a session on `transport` and registers it with the gateway; its open packet is
 /// the first frame queued.
-pub fn start(gateway: &Arc<Gateway>, transport: Transport) -> Arc<Link> {
+pub fn start(gateway: &Arc<Gateway>, transport: Transport, permit: ConnectionPermit) -> Arc<Link> {
     let (outbound, frames) = outbound::channel(gateway.config.outbound_queue);
     let (inbound, packets) = mpsc::channel(INBOUND_QUEUE);
     let sid: Arc<str> = gateway.new_engine_sid().into();
@@ -48,6 +48,7 @@ pub fn start(gateway: &Arc<Gateway>, transport: Transport) -> Arc<Link> {
         outbound,
         assembler: Assembler::default(),
         pong_deadline: None,
+        _permit: permit,
     };
     gateway.sessions.spawn(session.run(packets, transport));
     link
@@ -61,6 +62,7 @@ struct Session {
     sockets: Sockets,
     /// Set while a ping waits for its pong.
     pong_deadline: Option<Instant>,
+    _permit: ConnectionPermit,
 }
 
 /// Why the session should end.

@@ -16,15 +16,15 @@ use tokio::sync::{OwnedMutexGuard, mpsc};
 use super::engine::{self, PacketType};
 use super::link::{Link, Transport};
 use super::session;
-use crate::gateway::Gateway;
+use crate::gateway::{ConnectionPermit, Gateway};
 use crate::outbound::{self, Frame};
 
 /// How long a probing WebSocket has to send `upgrade`, as in the reference server.
 const UPGRADE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Serves a session that opened directly on WebSocket.
-pub async fn open(socket: WebSocket, gateway: Arc<Gateway>) {
-    let link = session::start(&gateway, Transport::WebSocket);
+pub async fn open(socket: WebSocket, gateway: Arc<Gateway>, permit: ConnectionPermit) {
+    let link = session::start(&gateway, Transport::WebSocket, permit);
     let frames = link.take_frames().await;
     let (sink, stream) = socket.split();
     carry(sink, stream, &link, frames).await;

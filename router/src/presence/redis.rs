@@ -31,9 +31,12 @@ redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now)
 const ADD: &str = r"
 local added = redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
 redis.call('ZADD', KEYS[2], now + tonumber(ARGV[3]), ARGV[1])
--- Every entry gets the same ttl, so the newest one expires last.
-redis.call('PEXPIRE', KEYS[1], ARGV[3])
-redis.call('PEXPIRE', KEYS[2], ARGV[3])
+-- The keys live as long as their longest-lived entry.
+local keep = tonumber(ARGV[3])
+local current = redis.call('PTTL', KEYS[1])
+if current > keep then keep = current end
+redis.call('PEXPIRE', KEYS[1], keep)
+redis.call('PEXPIRE', KEYS[2], keep)
 return added
 ";
 
