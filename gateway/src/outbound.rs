@@ -19,8 +19,10 @@ use tokio_util::sync::CancellationToken;
 
 /// Frames written per flush at most, so one busy connection cannot starve its own closing.
 const WRITE_BATCH: usize = 256;
-/// Time allowed for the goodbye (disconnect push and close frame) to a client.
-const FAREWELL_TIMEOUT: Duration = Duration::from_secs(1);
+/// Time allowed for the goodbye (disconnect push and close frame) to a client. A slow
+/// consumer's goodbye waits behind what its socket still holds, so it gets a few seconds;
+/// by then the queue is gone, and only the socket's buffers hold memory.
+const FAREWELL_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Ends a connection once, with the reason of whoever ended it first.
 #[derive(Clone, Default)]
@@ -165,6 +167,9 @@ pub async fn write_loop<S>(
             break;
         }
     }
+    // What is still queued will never be sent: free it before waiting on the goodbye.
+    frames.close();
+    while frames.try_recv().is_ok() {}
     if let Some(code) = closer.reason() {
         let goodbye = async {
             if let Some(frame) = farewell(code) {

@@ -26,7 +26,7 @@ type Key = (String, String);
 
 enum Change {
     Join(ClientInfo),
-    Leave,
+    Leave(ClientInfo),
 }
 
 #[derive(Default)]
@@ -63,10 +63,10 @@ impl PresenceReporter {
     pub fn leave(&self, channel: &str, client: &str) {
         let key = (channel.to_string(), client.to_string());
         let mut state = self.state();
-        if state.present.remove(&key).is_none() {
+        let Some(client) = state.present.remove(&key) else {
             return;
-        }
-        state.pending.insert(key, Change::Leave);
+        };
+        state.pending.insert(key, Change::Leave(client));
         drop(state);
         self.wake.notify_one();
     }
@@ -134,16 +134,10 @@ fn presence(channel: &str, client: ClientInfo) -> Presence {
 fn reports<'a>(changes: impl Iterator<Item = (&'a Key, &'a Change)>) -> Vec<PresenceReport> {
     let mut reports = Vec::new();
     let mut report = PresenceReport::default();
-    for ((channel, client), change) in changes {
+    for ((channel, _), change) in changes {
         match change {
-            Change::Join(info) => report.joins.push(presence(channel, info.clone())),
-            Change::Leave => {
-                let info = ClientInfo {
-                    client: client.clone(),
-                    ..Default::default()
-                };
-                report.leaves.push(presence(channel, info));
-            }
+            Change::Join(client) => report.joins.push(presence(channel, client.clone())),
+            Change::Leave(client) => report.leaves.push(presence(channel, client.clone())),
         }
         if report.joins.len() + report.leaves.len() >= REPORT_CHUNK {
             reports.push(mem::take(&mut report));

@@ -38,6 +38,14 @@ pub struct NativeClient {
     pending: Pending,
     events: tokio::sync::Mutex<mpsc::UnboundedReceiver<Event>>,
     next_id: AtomicU64,
+    /// The task reading the connection; aborted on drop, which closes the connection.
+    reader: tokio::task::AbortHandle,
+}
+
+impl Drop for NativeClient {
+    fn drop(&mut self) {
+        self.reader.abort();
+    }
 }
 
 impl NativeClient {
@@ -50,7 +58,7 @@ impl NativeClient {
         let pending: Pending = Arc::default();
         let (tx, rx) = mpsc::unbounded_channel();
         let replies = pending.clone();
-        tokio::spawn(async move {
+        let reader = tokio::spawn(async move {
             let mut closed = None;
             while let Some(frame) = stream.next().await {
                 match frame {
@@ -92,6 +100,7 @@ impl NativeClient {
             pending,
             events: tokio::sync::Mutex::new(rx),
             next_id: AtomicU64::new(1),
+            reader: reader.abort_handle(),
         })
     }
 

@@ -121,6 +121,14 @@ impl HeraldProcess {
     pub fn name(&self) -> &str {
         &self.name
     }
+
+    /// The process's resident memory in bytes (Linux), if it can be read.
+    pub fn rss_bytes(&self) -> Option<u64> {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).ok()?;
+        let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+        let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+        Some(kib * 1024)
+    }
 }
 
 impl Drop for HeraldProcess {

@@ -1,14 +1,20 @@
 //! Integration tests on real processes of the `herald` binary, with real `nats-server` and
 //! `redis-server` for the cluster, and real WebSocket clients.
 
+mod auth;
 mod bad_input;
+mod channels;
 mod cluster;
 mod faults;
+mod presence;
+mod recovery;
+mod slow_consumer;
 mod socketio;
 mod socketio_polling;
 mod socketio_transports;
 mod socketio_wire;
 mod standalone;
+mod tokens;
 
 use std::time::Duration;
 
@@ -24,6 +30,31 @@ pub fn herald() -> &'static str {
 
 pub fn standalone(env: &[(&str, &str)]) -> HeraldProcess {
     HeraldProcess::spawn_with_env("standalone", herald(), &["--listen", "127.0.0.1:0"], env)
+}
+
+/// A standalone node with the config file `toml` (written to a fresh file) and `env`.
+pub fn standalone_with_config(toml: &str, env: &[(&str, &str)]) -> HeraldProcess {
+    static FILES: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let n = FILES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let path = format!(
+        "{}/herald-{}-{n}.toml",
+        env!("CARGO_TARGET_TMPDIR"),
+        std::process::id()
+    );
+    std::fs::write(&path, toml).expect("write a config file");
+    let args = ["--config", path.as_str(), "--listen", "127.0.0.1:0"];
+    HeraldProcess::spawn_with_env("standalone", herald(), &args, env)
+}
+
+/// A native client that sends `connect` with `token`, expecting success; returns the
+/// client and the connect result.
+pub async fn client_with_token(url: &str, token: &str) -> (NativeClient, Value) {
+    let client = NativeClient::open(url).await.expect("open");
+    let result = client
+        .ok("connect", json!({ "token": token }))
+        .await
+        .expect("connect");
+    (client, result)
 }
 
 pub fn cluster(gateways: usize, routers: usize) -> Cluster {

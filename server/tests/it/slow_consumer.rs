@@ -1,0 +1,119 @@
+//! A client that stops reading, next to one that reads: the reader gets everything, the
+//! stuck one is cut with code 3004 once its outbound queue is full, and the gateway's
+//! memory does not grow with what the stuck client did not read.
+
+use futures_util::{SinkExt, StreamExt};
+use serde_json::{Value, json};
+use tokio::net::TcpSocket;
+use tokio_tungstenite::tungstenite::Message;
+
+use crate::{PATIENCE, client, publications, standalone, subscribe};
+
+/// Frames a connection may have waiting; well above the publisher's window below, so a
+/// client that reads keeps up with its bursts.
+const QUEUE: usize = 256;
+const WINDOW: usize = 32;
+const PAYLOAD: usize = 16 * 1024;
+
+/// The most a kernel may buffer for one TCP socket's sends, in bytes.
+fn kernel_send_buffer() -> usize {
+    std::fs::read_to_string("/proc/sys/net/ipv4/tcp_wmem")
+        .ok()
+        .and_then(|text| text.split_whitespace().nth(2)?.parse().ok())
+        .unwrap_or(4 * 1024 * 1024)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_stops_reading_is_cut_and_the_others_are_served() {
+    let queue = QUEUE.to_string();
+    let node = standalone(&[
+        ("HERALD_GATEWAY__OUTBOUND_QUEUE", &queue),
+        ("HERALD_CHANNELS__DEFAULT__HISTORY_SIZE", "10"),
+    ]);
+    let url = node.ws_url();
+    let channel = "feed:firehose";
+
+    // The stuck client: a small receive buffer, and once subscribed it reads nothing.
+    let socket = TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(8 * 1024).unwrap();
+    let stream = socket.connect(node.addr()).await.unwrap();
+    let (mut stuck, _) = tokio_tungstenite::client_async(url.as_str(), stream)
+        .await
+        .unwrap();
+    for (id, method, params) in [
+        (1, "connect", json!({})),
+        (2, "subscribe", json!({ "channel": channel })),
+    ] {
+        let command = json!({ "id": id, "method": method, "params": params });
+        stuck
+            .send(Message::text(command.to_string()))
+            .await
+            .unwrap();
+        let reply = stuck.next().await.unwrap().unwrap();
+        assert!(reply.to_text().unwrap().contains("result"), "{reply:?}");
+    }
+
+    let reader = client(&url).await;
+    subscribe(&reader, channel).await;
+    let publisher = client(&url).await;
+    let baseline = node.rss_bytes().expect("the gateway's RSS");
+
+    // Far more than the kernel can buffer for the stuck client, plus its queue.
+    let total = 8 * (kernel_send_buffer() + QUEUE * PAYLOAD);
+    let count = total / PAYLOAD;
+    let data = "x".repeat(PAYLOAD - 16);
+    let mut pending = Vec::new();
+    for n in 0..count {
+        let params = json!({ "channel": channel, "data": { "n": n, "pad": data } });
+        pending.push(publisher.start("publish", params).await.unwrap());
+        if pending.len() == WINDOW {
+            for reply in pending.drain(..) {
+                let reply: Value = reply.await.unwrap();
+                assert!(reply.get("result").is_some(), "{reply}");
+            }
+        }
+    }
+    let received = publications(&reader, channel, count).await;
+    let order: Vec<u64> = received
+        .iter()
+        .map(|p| p["data"]["n"].as_u64().unwrap())
+        .collect();
+    assert_eq!(
+        order,
+        (0..count as u64).collect::<Vec<_>>(),
+        "the reader lost its stream"
+    );
+    let grown = node.rss_bytes().unwrap().saturating_sub(baseline);
+    eprintln!("slow consumer: {count} publications, {total} bytes, gateway grew {grown} bytes");
+    assert!(
+        grown < (total / 2) as u64,
+        "the gateway grew by {grown} bytes while {total} bytes were sent to a stuck client"
+    );
+
+    // Reading again, the stuck client finds the publications its buffers held, then the
+    // reason it was cut.
+    let mut publications_read = 0;
+    let mut reasons = Vec::new();
+    let read = tokio::time::timeout(PATIENCE, async {
+        while let Some(Ok(frame)) = stuck.next().await {
+            match frame {
+                Message::Text(text) => {
+                    let push: Value = serde_json::from_str(&text).unwrap();
+                    match push["push"].as_str() {
+                        Some("publication") => publications_read += 1,
+                        _ => reasons.push(push["code"].as_u64()),
+                    }
+                }
+                Message::Close(Some(close)) => reasons.push(Some(u16::from(close.code).into())),
+                _ => {}
+            }
+        }
+    });
+    read.await.expect("the stuck client's connection ended");
+    assert!(publications_read < count, "the stuck client got everything");
+    assert_eq!(
+        reasons,
+        [Some(3004), Some(3004)],
+        "the disconnect push and close frame"
+    );
+}
