@@ -138,10 +138,12 @@ pub async fn serve(
     if let Err(error) = socketio::forward::listen(gateway.clone()).await {
         tracing::warn!(%error, "cannot take forwarded Socket.IO polling requests");
     }
-    tokio::spawn(gateway.presence.clone().run(
+    // Presence reports outlive the sessions, so that the leaves of drained clients go out.
+    let presence_stop = CancellationToken::new();
+    let reporter = tokio::spawn(gateway.presence.clone().run(
         gateway.upstream.clone(),
         gateway.presence_heartbeat,
-        token.clone(),
+        presence_stop.clone(),
     ));
     let app = http::router(gateway.clone());
     // Real-time frames must leave at once: Nagle's algorithm would hold small writes back
@@ -167,5 +169,7 @@ pub async fn serve(
             "sessions still open after the grace period"
         );
     }
+    presence_stop.cancel();
+    let _ = tokio::time::timeout(gateway.config.request_timeout, reporter).await;
     Ok(())
 }

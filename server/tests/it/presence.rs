@@ -225,3 +225,36 @@ async fn socketio_sockets_see_presence_and_joins_through_reserved_events() {
         .await
         .unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_draining_gateway_takes_its_clients_out_of_presence_at_once() {
+    // A TTL far longer than the test waits: only the gateway's own leaves can do it.
+    let mut settings = SETTINGS.to_vec();
+    settings.retain(|(key, _)| !key.starts_with("HERALD_PRESENCE"));
+    settings.push(("HERALD_PRESENCE__TTL", "10m"));
+    let mut cluster = Cluster::start(herald(), 2, 1, &settings);
+    let channel = "chat:drain";
+    let (alice, _) = client_with_token(&cluster.ws_url(0), &tokens::user("alice", 600)).await;
+    subscribe(&alice, channel).await;
+    let (bob, hello) = client_with_token(&cluster.ws_url(1), &tokens::user("bob", 600)).await;
+    subscribe(&bob, channel).await;
+    let both = wait_for_async(PATIENCE, || async {
+        users(&alice, channel).await == ["alice", "bob"]
+    })
+    .await;
+    assert!(both);
+
+    cluster.gateways[1].terminate();
+    let closed = bob.closed(PATIENCE).await.unwrap().expect("a close frame");
+    assert_eq!(closed.code, 3000);
+    // `membership` fails if the leave does not come within PATIENCE.
+    while membership(&alice).await
+        != json!({
+            "push": "leave", "channel": channel, "client": hello["client"], "user": "bob",
+        })
+    {}
+    assert_eq!(users(&alice, channel).await, ["alice"]);
+    cluster.gateways[1]
+        .wait_exit(PATIENCE)
+        .expect("the gateway exited");
+}
