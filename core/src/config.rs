@@ -424,5 +424,11 @@ mod tests {
         assert_eq!(config.gateway.listen, defaults.gateway.listen);
         assert_eq!(config.channels.default, defaults.channels.default);
         assert_eq!(config.router.concurrency, defaults.router.concurrency);
+        assert_eq!(
+            config.channels.personal_namespace,
+            defaults.channels.personal_namespace
+        );
+        assert_eq!(config.presence.ttl, defaults.presence.ttl);
+        assert_eq!(config.gateway.max_connections, defaults.gateway.max_connections);
     }
 }
