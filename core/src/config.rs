@@ -429,6 +429,9 @@ mod tests {
             defaults.channels.personal_namespace
         );
         assert_eq!(config.presence.ttl, defaults.presence.ttl);
-        assert_eq!(config.gateway.max_connections, defaults.gateway.max_connections);
+        assert_eq!(
+            config.gateway.max_connections,
+            defaults.gateway.max_connections
+        );
     }
 }

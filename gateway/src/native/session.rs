@@ -10,15 +10,13 @@
 use std::collections::HashSet;
 use std::sync::Arc;
 
-use axum::extract::ws::{Message, Utf8Bytes, WebSocket};
-use futures_util::stream::SplitStream;
-use futures_util::{FutureExt, StreamExt};
+use axum::extract::ws::{Utf8Bytes, WebSocket};
+use futures_util::StreamExt;
 use herald_core::codes::{DisconnectCode, ErrorCode, Refusal};
 use herald_core::rules::Action;
-use herald_proto::bus::v1::{
-    HistoryRequest, Position, PresenceQuery, PublishRequest, presence_reply,
-};
+use herald_proto::bus::v1::{HistoryRequest, Position, PresenceQuery, presence_reply};
 
+use super::burst::{Batch, Stop, read_burst};
 use super::command::{self, ChannelParams, Command, HistoryParams, RefreshParams, SubscribeParams};
 use super::{push, reply};
 use crate::access::Access;
@@ -28,31 +26,6 @@ use crate::gateway::Gateway;
 use crate::hub::{ClientId, Protocol};
 use crate::outbound::{self, Outbound};
 use crate::publish::{self, Prepared};
-
-/// Most frames read ahead and handled together.
-const MAX_BURST: usize = 256;
-/// Most payload bytes in one publish batch, well under NATS' default 1 MiB message limit.
-const MAX_BATCH_BYTES: usize = 512 * 1024;
-
-/// Consecutive publishes of one connection, sent to a router together.
-#[derive(Default)]
-struct Batch {
-    ids: Vec<u64>,
-    requests: Vec<PublishRequest>,
-    bytes: usize,
-}
-
-impl Batch {
-    fn fits(&self, request: &PublishRequest) -> bool {
-        self.ids.is_empty() || self.bytes + request.data.len() <= MAX_BATCH_BYTES
-    }
-
-    fn push(&mut self, id: u64, request: PublishRequest) {
-        self.bytes += request.data.len();
-        self.ids.push(id);
-        self.requests.push(request);
-    }
-}
 
 struct Session {
     gateway: Arc<Gateway>,
@@ -116,43 +89,6 @@ pub async fn serve(socket: WebSocket, gateway: Arc<Gateway>) {
     session.leave_all();
     drop(session);
     let _ = writer.await;
-}
-
-/// Why a burst of text frames ended before the read-ahead ran out.
-enum Stop {
-    /// A binary frame: not part of the native protocol.
-    Binary,
-    /// The client closed the connection.
-    Gone,
-    /// The WebSocket layer failed, e.g. on a frame far over the size limit.
-    Broken,
-}
-
-/// Reads `first` and the text frames already waiting behind it (at most [`MAX_BURST`]), so
-/// that consecutive publishes reach the routers as one batch. Never waits for a frame that
-/// has not arrived.
-fn read_burst(
-    stream: &mut SplitStream<WebSocket>,
-    first: Option<Result<Message, axum::Error>>,
-) -> (Vec<Utf8Bytes>, Option<Stop>) {
-    let mut texts = Vec::new();
-    let mut frame = first;
-    loop {
-        match frame {
-            Some(Ok(Message::Text(text))) => texts.push(text),
-            Some(Ok(Message::Ping(_) | Message::Pong(_))) => {}
-            Some(Ok(Message::Binary(_))) => return (texts, Some(Stop::Binary)),
-            Some(Ok(Message::Close(_))) | None => return (texts, Some(Stop::Gone)),
-            Some(Err(_)) => return (texts, Some(Stop::Broken)),
-        }
-        if texts.len() >= MAX_BURST {
-            return (texts, None);
-        }
-        match stream.next().now_or_never() {
-            Some(next) => frame = next,
-            None => return (texts, None),
-        }
-    }
 }
 
 impl Session {

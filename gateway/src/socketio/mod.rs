@@ -20,10 +20,11 @@
 //!   other.
 //! - [`forward`]: polling requests for a session held by another gateway, forwarded to it
 //!   over the bus.
-//! - the session (one task per Engine.IO session: handshake, heartbeat, deadlines) and its
-//!   sockets (one per namespace: rooms, events, acks).
-//! - the recovery of sockets whose connection was lost: their records, kept by routers,
-//!   and the replay of what they missed.
+//! - the session (one task per Engine.IO session: handshake, heartbeat, deadlines), its
+//!   sockets (one per namespace: what each event asks for) and the socket-level steps
+//!   (admission, subscriptions, presence, acks).
+//! - the recovery of sockets whose connection was lost: their records, kept by routers
+//!   (`recovery`), and resuming them with the replay of what they missed (`resume`).
 
 pub mod binary;
 pub mod channels;
@@ -36,7 +37,9 @@ pub mod packet;
 pub mod polling;
 mod recovery;
 pub mod reserved;
+mod resume;
 mod session;
+mod socket;
 mod sockets;
 pub mod websocket;
 

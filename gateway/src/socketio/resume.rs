@@ -1,0 +1,129 @@
+//! Resuming a socket after a lost connection (connection state recovery): the record the
+//! routers kept, the events the client missed, then the live ones.
+
+use herald_core::rules::Action;
+use herald_proto::bus::v1::{Position, Publication};
+
+use super::event;
+use super::recovery::{self, Recovery};
+use super::socket::{Conn, Socket};
+use crate::access::Access;
+use crate::catch_up::{self, Resumed, Returning};
+
+impl Conn {
+    /// Resumes the socket the client had, if its record and every event it missed can
+    /// still be had, and the client is the same user, still allowed in every channel:
+    /// the same sid and pid, its rooms, then exactly the missed events, in order. Gives
+    /// `access` back when not: the client gets a fresh socket.
+    pub(super) async fn resume(
+        &self,
+        namespace: &str,
+        pid: &str,
+        offset: Option<&str>,
+        access: Access,
+    ) -> Result<Socket, Access> {
+        let Some(record) = self.records.take(pid).await else {
+            return Err(access);
+        };
+        let channels = &self.gateway.channels;
+        let allowed = record.marks.iter().all(|mark| {
+            access
+                .authorize(channels, &mark.channel, Action::Subscribe)
+                .is_ok_and(|rules| rules.recovery)
+        });
+        if record.namespace != namespace
+            || record.marks.is_empty()
+            || record.user != access.user()
+            || !allowed
+        {
+            return Err(access);
+        }
+        let starts = recovery::starting_points(&record, offset);
+        let upstream = &self.gateway.upstream;
+        let mut missed = Vec::with_capacity(starts.len());
+        for (channel, from) in &starts {
+            match catch_up::missed(upstream, channel, from).await {
+                Some(publications) => missed.push(publications),
+                None => return Err(access),
+            }
+        }
+        let recovery = Recovery::new(pid.into());
+        for (channel, from) in &starts {
+            recovery.marks.set(channel, from);
+        }
+        let mut socket = Socket {
+            sid: record.sid.as_str().into(),
+            namespace: namespace.into(),
+            access,
+            recovery: Some(recovery),
+            joined: Vec::new(),
+        };
+        for mark in record.marks {
+            socket.joined(mark.channel, mark.joined.unwrap_or_default());
+        }
+        // The reply first, so that no client sees events of a socket it was refused.
+        self.reply_connect(&socket);
+        let mut last: Vec<Position> = starts.iter().map(|(_, from)| from.clone()).collect();
+        for publication in recovery::merge(missed) {
+            if let Some(i) = starts.iter().position(|(c, _)| *c == publication.channel) {
+                last[i] = Position {
+                    offset: publication.offset,
+                    epoch: publication.epoch.clone(),
+                };
+            }
+            self.replay(&socket, &publication);
+        }
+        for ((channel, _), from) in starts.iter().zip(last) {
+            let returning = self.returning(&socket, channel);
+            match returning
+                .subscribe_after(channel, from, |p| self.replay(&socket, p))
+                .await
+            {
+                Ok(Resumed::Recovered(_)) => {}
+                Ok(Resumed::Lost(_)) => {
+                    tracing::debug!(channel, "cannot catch up a resumed socket")
+                }
+                Err(refusal) => {
+                    tracing::debug!(channel, %refusal, "a resumed socket lost a channel");
+                    continue;
+                }
+            }
+            self.track(&socket, channel, true);
+        }
+        self.save(&socket).await;
+        Ok(socket)
+    }
+
+    fn returning<'a>(&'a self, socket: &Socket, channel: &str) -> Returning<'a> {
+        Returning {
+            hub: &self.gateway.hub,
+            upstream: &self.gateway.upstream,
+            client: self.id,
+            outbound: &self.outbound,
+            protocol: socket.protocol(),
+            history: self.gateway.channels.rules_for(channel).has_history(),
+        }
+    }
+
+    /// Sends a missed publication to a resumed socket, as it would have been sent live.
+    fn replay(&self, socket: &Socket, publication: &Publication) {
+        let position = Position {
+            offset: publication.offset,
+            epoch: publication.epoch.clone(),
+        };
+        let Some(recovery) = &socket.recovery else {
+            return;
+        };
+        if *socket.sid == publication.origin {
+            recovery.marks.set(&publication.channel, &position);
+            return;
+        }
+        let Some(rendered) = event::render(publication, &socket.namespace) else {
+            return;
+        };
+        let offset = recovery.marks.advance(&publication.channel, &position);
+        for frame in rendered.frames_with_offset(&offset) {
+            self.outbound.send(frame);
+        }
+    }
+}

@@ -1,0 +1,291 @@
+//! One Socket.IO socket (a namespace connection), and what the sockets of one connection
+//! share: the gateway, the outbound queue, the recovery records. The socket-level steps
+//! live here: admitting a client, subscribing a socket to its channels, telling presence,
+//! answering acks.
+
+use std::sync::Arc;
+
+use axum::extract::ws::Utf8Bytes;
+use herald_core::codes::{ErrorCode, Refusal};
+use herald_core::rules::Action;
+use herald_proto::bus::v1::{Position, PresenceQuery, PublishRequest, presence_reply};
+use serde_json::value::RawValue;
+use serde_json::{Value, json};
+
+use super::channels;
+use super::packet::{Packet, PacketType};
+use super::random_id;
+use super::recovery::{self, ConnectData, Records, Recovery};
+use crate::access::Access;
+use crate::gateway::Gateway;
+use crate::hub::{ClientId, Joined, Protocol, Start};
+use crate::native::push::ClientView;
+use crate::outbound::Outbound;
+use crate::publish;
+
+/// One namespace connection.
+pub(super) struct Socket {
+    pub(super) sid: Arc<str>,
+    pub(super) namespace: Arc<str>,
+    pub(super) access: Access,
+    /// With connection state recovery on.
+    pub(super) recovery: Option<Recovery>,
+    /// The socket's channels (its namespace's first, then its rooms'), each with the
+    /// position it joined at: what its recovery record holds.
+    pub(super) joined: Vec<(String, Position)>,
+}
+
+impl Socket {
+    pub(super) fn protocol(&self) -> Protocol {
+        Protocol::SocketIo {
+            sid: self.sid.clone(),
+            namespace: self.namespace.clone(),
+            marks: self.recovery.as_ref().map(|r| r.marks.clone()),
+        }
+    }
+
+    pub(super) fn joined(&mut self, channel: String, position: Position) {
+        if let Some(recovery) = &self.recovery {
+            recovery.marks.start(&channel, &position);
+        }
+        self.joined.retain(|(c, _)| *c != channel);
+        self.joined.push((channel, position));
+    }
+
+    pub(super) fn left(&mut self, channel: &str) -> bool {
+        if let Some(recovery) = &self.recovery {
+            recovery.marks.remove(channel);
+        }
+        let before = self.joined.len();
+        self.joined.retain(|(c, _)| c != channel);
+        self.joined.len() != before
+    }
+
+    /// The channel of `room`, or of the namespace.
+    pub(super) fn channel(&self, room: Option<&str>) -> String {
+        match room {
+            Some(room) => channels::room_channel(&self.namespace, room),
+            None => channels::namespace_channel(&self.namespace),
+        }
+    }
+}
+
+/// What every socket of the connection shares.
+pub(super) struct Conn {
+    pub(super) gateway: Arc<Gateway>,
+    pub(super) id: ClientId,
+    pub(super) outbound: Outbound,
+    pub(super) records: Records,
+}
+
+impl Conn {
+    /// Sends a Socket.IO packet inside an Engine.IO message.
+    pub(super) fn send_packet(&self, packet: &Packet) {
+        self.outbound
+            .send(Utf8Bytes::from(format!("4{}", packet.encode())));
+    }
+
+    /// Who may connect to `namespace`.
+    pub(super) fn admit(&self, namespace: &str, data: &ConnectData) -> Result<Access, Refusal> {
+        let access = Access::admit(&self.gateway.auth, data.token.as_deref())?;
+        if !self.gateway.socketio.allows(namespace) {
+            // The reference server's words, which client code may match on.
+            return Err(Refusal::new(
+                ErrorCode::PermissionDenied,
+                "Invalid namespace",
+            ));
+        }
+        if namespace.contains(':') {
+            return Err(Refusal::new(
+                ErrorCode::BadChannel,
+                "a namespace name cannot contain ':'",
+            ));
+        }
+        Ok(access)
+    }
+
+    /// A new socket of `namespace`, subscribed to the namespace's channel and its user's
+    /// personal channel; the client is told.
+    pub(super) async fn join_namespace(
+        &self,
+        namespace: &str,
+        access: Access,
+    ) -> Result<Socket, Refusal> {
+        let channel = channels::namespace_channel(namespace);
+        access.authorize(&self.gateway.channels, &channel, Action::Subscribe)?;
+        let recovery = self
+            .gateway
+            .socketio
+            .recovery()
+            .then(|| Recovery::new(random_id::<15>().into()));
+        let mut socket = Socket {
+            sid: random_id::<15>().into(),
+            namespace: namespace.into(),
+            access,
+            recovery,
+            joined: Vec::new(),
+        };
+        let personal = self.gateway.channels.personal_channel(socket.access.user());
+        for channel in std::iter::once(channel).chain(personal) {
+            let position = match self.subscribe(&socket, &channel, Start::Now).await {
+                Ok(Joined::At(position) | Joined::Behind(position)) => position,
+                Err(refusal) => {
+                    self.unsubscribe_socket(&socket);
+                    return Err(refusal);
+                }
+            };
+            self.track(&socket, &channel, true);
+            socket.joined(channel, position);
+        }
+        self.save(&socket).await;
+        self.reply_connect(&socket);
+        Ok(socket)
+    }
+
+    pub(super) fn reply_connect(&self, socket: &Socket) {
+        let data = match &socket.recovery {
+            Some(recovery) => json!({ "sid": socket.sid.as_ref(), "pid": recovery.pid.as_ref() }),
+            None => json!({ "sid": socket.sid.as_ref() }),
+        };
+        let packet = Packet::new(PacketType::Connect, &socket.namespace, raw(&data));
+        self.send_packet(&packet);
+    }
+
+    pub(super) async fn save(&self, socket: &Socket) {
+        if let Some(recovery) = &socket.recovery {
+            let user = socket.access.user();
+            let record = recovery::record(&socket.namespace, &socket.sid, user, &socket.joined);
+            self.records.save(&recovery.pid, record).await;
+        }
+    }
+
+    pub(super) async fn subscribe(
+        &self,
+        socket: &Socket,
+        channel: &str,
+        start: Start<'_>,
+    ) -> Result<Joined, Refusal> {
+        publish::valid_channel(channel)?;
+        let history = self.gateway.channels.rules_for(channel).has_history();
+        self.gateway
+            .hub
+            .subscribe_from(
+                channel,
+                self.id,
+                self.outbound.clone(),
+                socket.protocol(),
+                history,
+                start,
+            )
+            .await
+    }
+
+    /// Tells presence that `socket` joined or left `channel`, if the channel keeps it.
+    pub(super) fn track(&self, socket: &Socket, channel: &str, joined: bool) {
+        if !self.gateway.channels.rules_for(channel).tracks_presence() {
+            return;
+        }
+        let presence = &self.gateway.presence;
+        match joined {
+            true => presence.join(channel, socket.access.client_info(&socket.sid)),
+            false => presence.leave(channel, &socket.sid),
+        }
+    }
+
+    pub(super) fn unsubscribe_socket(&self, socket: &Socket) {
+        for (channel, _) in &socket.joined {
+            self.gateway.hub.unsubscribe(channel, self.id);
+            self.track(socket, channel, false);
+        }
+    }
+
+    /// Who is on `channel`: `{ok, presence: {sid: {client, user?, info?}}}`, or with
+    /// `stats` `{ok, num_clients, num_users}`.
+    pub(super) async fn presence(
+        &self,
+        socket: &Socket,
+        channel: String,
+        stats: bool,
+    ) -> Result<Value, Refusal> {
+        let gateway = &self.gateway;
+        let rules = socket
+            .access
+            .authorize(&gateway.channels, &channel, Action::ReadPresence)?;
+        if !rules.presence {
+            return Err(Refusal::new(
+                ErrorCode::NotAvailable,
+                "the channel keeps no presence",
+            ));
+        }
+        let query = PresenceQuery {
+            channel,
+            stats_only: stats,
+        };
+        match gateway.upstream.presence(query).await? {
+            presence_reply::Result::Stats(stats) => Ok(json!({
+                "ok": true, "num_clients": stats.clients, "num_users": stats.users,
+            })),
+            presence_reply::Result::List(list) => {
+                let clients: serde_json::Map<String, Value> = list
+                    .clients
+                    .iter()
+                    .map(|c| (c.client.clone(), json!(ClientView::new(c))))
+                    .collect();
+                Ok(json!({ "ok": true, "presence": clients }))
+            }
+            presence_reply::Result::Error(_) => {
+                Err(Refusal::new(ErrorCode::Internal, "unexpected router reply"))
+            }
+        }
+    }
+
+    pub(super) async fn publish_batch(&self, batch: Vec<(String, Option<u64>, PublishRequest)>) {
+        if batch.is_empty() {
+            return;
+        }
+        let (acks, requests): (Vec<_>, Vec<_>) = batch
+            .into_iter()
+            .map(|(namespace, id, request)| ((namespace, id), request))
+            .unzip();
+        let outcomes = match self.gateway.upstream.publish(requests).await {
+            Ok(outcomes) => outcomes,
+            Err(refusal) => vec![Err(refusal); acks.len()],
+        };
+        for ((namespace, id), outcome) in acks.into_iter().zip(outcomes) {
+            self.answer(&namespace, id, outcome.map(|position| accepted(&position)));
+        }
+    }
+
+    /// Acks an event that asked for it with `outcome` (`{ok: true, …}` or
+    /// `{ok: false, error: {code, message}}`).
+    pub(super) fn answer(&self, namespace: &str, id: Option<u64>, outcome: Result<Value, Refusal>) {
+        let Some(id) = id else {
+            if let Err(refusal) = outcome {
+                tracing::debug!(%refusal, "event refused, and no ack was asked for");
+            }
+            return;
+        };
+        let body = match outcome {
+            Ok(body) => json!([body]),
+            Err(refusal) => json!([{
+                "ok": false,
+                "error": { "code": refusal.code.code(), "message": refusal.message },
+            }]),
+        };
+        let mut packet = Packet::new(PacketType::Ack, namespace, raw(&body));
+        packet.id = Some(id);
+        self.send_packet(&packet);
+    }
+}
+
+/// The ack of an accepted publish: `{ok: true}`, with the offset on channels with history.
+pub(super) fn accepted(position: &Position) -> Value {
+    match position.epoch.is_empty() {
+        true => json!({ "ok": true }),
+        false => json!({ "ok": true, "offset": position.offset }),
+    }
+}
+
+pub(super) fn raw(value: &Value) -> Option<Box<RawValue>> {
+    serde_json::value::to_raw_value(value).ok()
+}
