@@ -57,22 +57,30 @@ impl Upstream {
         &self.subjects
     }
 
+    /// Sends `request` to the router queue group on `subject` and decodes the reply.
+    async fn ask<Reply: Message + Default>(
+        &self,
+        subject: String,
+        request: impl Message,
+    ) -> Result<Reply, Refusal> {
+        let payload = Bytes::from(request.encode_to_vec());
+        let reply = self
+            .bus
+            .request(subject, payload, self.timeout)
+            .await
+            .map_err(unavailable)?;
+        Reply::decode(reply).map_err(malformed)
+    }
+
     /// Asks a router to store and deliver publications, in order; one result per request.
     pub async fn publish(
         &self,
         requests: Vec<PublishRequest>,
     ) -> Result<Vec<Result<Position, Refusal>>, Refusal> {
         let sent = requests.len();
-        let reply = self
-            .bus
-            .request(
-                self.subjects.publish_requests(),
-                Bytes::from(PublishBatch { requests }.encode_to_vec()),
-                self.timeout,
-            )
-            .await
-            .map_err(unavailable)?;
-        let replies = PublishBatchReply::decode(reply).map_err(malformed)?.replies;
+        let batch = PublishBatch { requests };
+        let reply: PublishBatchReply = self.ask(self.subjects.publish_requests(), batch).await?;
+        let replies = reply.replies;
         if replies.len() != sent {
             let message = format!("router answered {} of {sent} publishes", replies.len());
             return Err(Refusal::new(ErrorCode::Internal, message));
@@ -89,16 +97,8 @@ impl Upstream {
 
     /// Reads a page of history from a router.
     pub async fn history(&self, request: HistoryRequest) -> Result<HistoryPage, Refusal> {
-        let reply = self
-            .bus
-            .request(
-                self.subjects.history_requests(),
-                Bytes::from(request.encode_to_vec()),
-                self.timeout,
-            )
-            .await
-            .map_err(unavailable)?;
-        match HistoryReply::decode(reply).map_err(malformed)?.result {
+        let reply: HistoryReply = self.ask(self.subjects.history_requests(), request).await?;
+        match reply.result {
             Some(history_reply::Result::Page(page)) => Ok(page),
             Some(history_reply::Result::Error(error)) => Err(refusal(error)),
             None => Err(Refusal::new(ErrorCode::Internal, "empty router reply")),
@@ -121,16 +121,8 @@ impl Upstream {
     /// Asks a router to save, take, touch or drop a Socket.IO session record; returns the
     /// record a `take` found.
     pub async fn session(&self, request: SessionRequest) -> Result<Option<SocketRecord>, Refusal> {
-        let reply = self
-            .bus
-            .request(
-                self.subjects.session_requests(),
-                Bytes::from(request.encode_to_vec()),
-                self.timeout,
-            )
-            .await
-            .map_err(unavailable)?;
-        match SessionReply::decode(reply).map_err(malformed)?.result {
+        let reply: SessionReply = self.ask(self.subjects.session_requests(), request).await?;
+        match reply.result {
             Some(session_reply::Result::Record(record)) => Ok(Some(record)),
             Some(session_reply::Result::Error(error)) => Err(refusal(error)),
             None => Ok(None),
@@ -165,16 +157,8 @@ impl Upstream {
         let request = PresenceRequest {
             action: Some(action),
         };
-        let reply = self
-            .bus
-            .request(
-                self.subjects.presence_requests(),
-                Bytes::from(request.encode_to_vec()),
-                self.timeout,
-            )
-            .await
-            .map_err(unavailable)?;
-        Ok(PresenceReply::decode(reply).map_err(malformed)?.result)
+        let reply: PresenceReply = self.ask(self.subjects.presence_requests(), request).await?;
+        Ok(reply.result)
     }
 
     /// Delivers a publication of a channel without history straight to subscribers.

@@ -10,33 +10,52 @@ use futures_util::StreamExt;
 use herald_core::bus::{Bus, BusError, BusMessage};
 use herald_core::subjects::ROUTER_QUEUE;
 
-/// Joins the queue group on `subject` and runs `handle` on every request, up to
-/// `concurrency` at once, until `shutdown` completes. `serving` is set while the
-/// subscription is live.
-pub(crate) async fn serve<F, Fut>(
-    bus: &Arc<dyn Bus>,
-    subject: String,
+/// A service's seat in the router queue group.
+pub(crate) struct Seat {
+    /// Requests served at once.
     concurrency: usize,
-    serving: &AtomicBool,
-    shutdown: impl Future<Output = ()>,
-    handle: F,
-) -> Result<(), BusError>
-where
-    F: Fn(BusMessage) -> Fut,
-    Fut: Future<Output = ()>,
-{
-    let requests = bus
-        .queue_subscribe(subject.clone(), ROUTER_QUEUE.into())
-        .await?;
-    bus.flush().await?;
-    serving.store(true, Ordering::Release);
-    let served = requests.for_each_concurrent(concurrency, handle);
-    tokio::select! {
-        () = served => tracing::warn!(subject, "request subscription ended"),
-        () = shutdown => {}
+    /// Set while the subscription is live on the bus.
+    serving: AtomicBool,
+}
+
+impl Seat {
+    pub(crate) fn new(concurrency: usize) -> Self {
+        Self {
+            concurrency,
+            serving: AtomicBool::new(false),
+        }
     }
-    serving.store(false, Ordering::Release);
-    Ok(())
+
+    pub(crate) fn serving(&self) -> bool {
+        self.serving.load(Ordering::Acquire)
+    }
+
+    /// Joins the queue group on `subject` and runs `handle` on every request until
+    /// `shutdown` completes.
+    pub(crate) async fn serve<F, Fut>(
+        &self,
+        bus: &Arc<dyn Bus>,
+        subject: String,
+        shutdown: impl Future<Output = ()>,
+        handle: F,
+    ) -> Result<(), BusError>
+    where
+        F: Fn(BusMessage) -> Fut,
+        Fut: Future<Output = ()>,
+    {
+        let requests = bus
+            .queue_subscribe(subject.clone(), ROUTER_QUEUE.into())
+            .await?;
+        bus.flush().await?;
+        self.serving.store(true, Ordering::Release);
+        let served = requests.for_each_concurrent(self.concurrency, handle);
+        tokio::select! {
+            () = served => tracing::warn!(subject, "request subscription ended"),
+            () = shutdown => {}
+        }
+        self.serving.store(false, Ordering::Release);
+        Ok(())
+    }
 }
 
 /// Sends `payload` to a request's reply subject, if it has one.

@@ -4,7 +4,6 @@
 use std::collections::HashSet;
 use std::future::Future;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -22,7 +21,7 @@ use prost::Message;
 
 use super::PresenceStore;
 use crate::history::StoreError;
-use crate::queue;
+use crate::queue::{self, Seat};
 
 pub struct PresenceService {
     bus: Arc<dyn Bus>,
@@ -30,8 +29,7 @@ pub struct PresenceService {
     subjects: Subjects,
     channels: ChannelsConfig,
     ttl: Duration,
-    concurrency: usize,
-    serving: AtomicBool,
+    seat: Seat,
 }
 
 impl PresenceService {
@@ -49,28 +47,20 @@ impl PresenceService {
             subjects,
             channels,
             ttl,
-            concurrency,
-            serving: AtomicBool::new(false),
+            seat: Seat::new(concurrency),
         })
     }
 
     pub fn serving(&self) -> bool {
-        self.serving.load(Ordering::Acquire)
+        self.seat.serving()
     }
 
     /// Joins the router queue group for presence requests and serves them until
     /// `shutdown` completes.
     pub async fn run(self: Arc<Self>, shutdown: impl Future<Output = ()>) -> Result<(), BusError> {
         let subject = self.subjects.presence_requests();
-        queue::serve(
-            &self.bus,
-            subject,
-            self.concurrency,
-            &self.serving,
-            shutdown,
-            |message| self.serve(message),
-        )
-        .await
+        let handle = |message| self.serve(message);
+        self.seat.serve(&self.bus, subject, shutdown, handle).await
     }
 
     async fn serve(&self, message: BusMessage) {

@@ -2,7 +2,6 @@
 
 use std::future::Future;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -15,15 +14,13 @@ use prost::Message;
 
 use super::SessionStore;
 use crate::history::StoreError;
-use crate::queue;
+use crate::queue::{self, Seat};
 
 pub struct SessionService {
     bus: Arc<dyn Bus>,
     store: Arc<dyn SessionStore>,
     subjects: Subjects,
-    concurrency: usize,
-    /// Set once the request subscription is live on the bus.
-    serving: AtomicBool,
+    seat: Seat,
 }
 
 impl SessionService {
@@ -37,28 +34,20 @@ impl SessionService {
             bus,
             store,
             subjects,
-            concurrency,
-            serving: AtomicBool::new(false),
+            seat: Seat::new(concurrency),
         })
     }
 
     pub fn serving(&self) -> bool {
-        self.serving.load(Ordering::Acquire)
+        self.seat.serving()
     }
 
     /// Joins the router queue group for session requests and serves them until `shutdown`
     /// completes.
     pub async fn run(self: Arc<Self>, shutdown: impl Future<Output = ()>) -> Result<(), BusError> {
         let subject = self.subjects.session_requests();
-        queue::serve(
-            &self.bus,
-            subject,
-            self.concurrency,
-            &self.serving,
-            shutdown,
-            |message| self.serve(message),
-        )
-        .await
+        let handle = |message| self.serve(message);
+        self.seat.serve(&self.bus, subject, shutdown, handle).await
     }
 
     async fn serve(&self, message: BusMessage) {
