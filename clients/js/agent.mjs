@@ -7,6 +7,7 @@
 //   {"op": "disconnect"}   {"op": "connect"}   {"op": "close"}
 //   {"op": "cut"}: the transport drops, as when a network goes away; no automatic reconnect
 //   {"op": "reconnect"}: reconnect as the Manager does (with the pid and last offset)
+//   {"op": "auth", "auth": {...}}: what the socket sends in its next CONNECT
 // stdout, one report per line (each with its `socket`):
 //   {"type": "connect", "id": "...", "recovered": false, "transport": "polling"}
 //   {"type": "upgrade", "transport": "websocket"}
@@ -79,6 +80,9 @@ createInterface({ input: process.stdin }).on("line", (line) => {
     case "cut":
       socket.io.reconnection(false);
       socket.io.engine.close();
+      break;
+    case "auth":
+      socket.auth = command.auth;
       break;
     case "reconnect":
       socket.io.reconnection(true);

@@ -9,7 +9,10 @@
 //! - **latency**: the publisher sends at a fixed `--rate`, well below saturation; the
 //!   publish-to-delivery latency of an unloaded cluster;
 //! - **Socket.IO throughput**: the same as the first, with Socket.IO sockets (events with
-//!   acks over Engine.IO on WebSocket) instead of native clients.
+//!   acks over Engine.IO on WebSocket) instead of native clients;
+//! - **slow consumer**: paced publications of `--stuck-payload` bytes, once as they are and
+//!   once with a subscriber that reads nothing beside the reader on gateway B: the reader's
+//!   latencies side by side, and whether the stuck subscriber was cut (code 3004).
 //!
 //! Latency is measured from the moment the publisher sends the command to the moment the
 //! subscriber has read the publication (one clock, one machine). Reports each run and the
@@ -27,6 +30,7 @@ use herald_testkit::{Cluster, NativeClient};
 use serde_json::json;
 
 mod socketio;
+mod stuck;
 
 #[derive(Debug, Parser)]
 #[command(about = "Publish-to-delivery benchmark on a real local Herald cluster")]
@@ -52,7 +56,14 @@ struct Args {
     /// Events per Socket.IO run.
     #[arg(long, default_value_t = 10_000)]
     socketio_messages: usize,
+    /// Bytes of padding per publication in the slow-consumer scenario.
+    #[arg(long, default_value_t = 16 * 1024)]
+    stuck_payload: usize,
 }
+
+/// Every gateway's outbound queue, in frames: the slow-consumer scenario sends several
+/// times what it holds. (The default of 4,096 would take minutes to fill at the paced rate.)
+const OUTBOUND_QUEUE: &str = "1024";
 
 struct RunResult {
     per_second: f64,
@@ -70,7 +81,11 @@ async fn main() -> anyhow::Result<()> {
             args.herald.display()
         );
     }
-    let cluster = Cluster::start(&args.herald, 2, 1, &[("HERALD_LOG__LEVEL", "warn")]);
+    let settings = [
+        ("HERALD_LOG__LEVEL", "warn"),
+        ("HERALD_GATEWAY__OUTBOUND_QUEUE", OUTBOUND_QUEUE),
+    ];
+    let cluster = Cluster::start(&args.herald, 2, 1, &settings);
     println!(
         "cluster: nats {}, redis {}, 1 router, gateways {} and {}",
         cluster.nats.url(),
@@ -81,12 +96,17 @@ async fn main() -> anyhow::Result<()> {
     let mut throughput = Vec::new();
     let mut latency = Vec::new();
     let mut socketio = Vec::new();
+    let mut padded = Vec::new();
+    let mut stuck = Vec::new();
+    let mut cuts = 0;
+    let paced = Pace::Rate(args.rate);
     for run in 0..args.runs {
         let result = measure(
             &cluster,
             &format!("bench:t{run}"),
             args.messages,
             Pace::Window(args.window),
+            0,
         )
         .await?;
         report("throughput", run, &result);
@@ -95,11 +115,22 @@ async fn main() -> anyhow::Result<()> {
             &cluster,
             &format!("bench:l{run}"),
             args.latency_messages,
-            Pace::Rate(args.rate),
+            paced,
+            0,
         )
         .await?;
         report("latency", run, &result);
         latency.push(result);
+        let channel = format!("bench:p{run}");
+        let (n, padding) = (args.latency_messages, args.stuck_payload);
+        let result = measure(&cluster, &channel, n, paced, padding).await?;
+        report("padded", run, &result);
+        padded.push(result);
+        let channel = format!("bench:s{run}");
+        let (result, cut) = measure_beside_stuck(&cluster, &channel, &args).await?;
+        report("+stuck", run, &result);
+        cuts += usize::from(cut);
+        stuck.push(result);
         let (a, b) = (cluster.gateways[0].addr(), cluster.gateways[1].addr());
         let result = socketio::measure(a, b, args.socketio_messages, args.window).await?;
         report("socket.io", run, &result);
@@ -109,9 +140,36 @@ async fn main() -> anyhow::Result<()> {
     summary(&format!("throughput (window {})", args.window), &throughput);
     summary(&format!("latency at {}/s", args.rate), &latency);
     summary(&format!("Socket.IO (window {})", args.window), &socketio);
+    let padded_name = format!("{} B at {}/s", args.stuck_payload, args.rate);
+    summary(&padded_name, &padded);
+    summary(&format!("{padded_name}, a stuck subscriber beside"), &stuck);
+    println!(
+        "stuck subscriber cut with 3004 in {cuts} of {} runs",
+        args.runs
+    );
     Ok(())
 }
 
+/// A paced run with a stuck subscriber on the reader's gateway; whether it was cut.
+async fn measure_beside_stuck(
+    cluster: &Cluster,
+    channel: &str,
+    args: &Args,
+) -> anyhow::Result<(RunResult, bool)> {
+    let stuck = stuck::Stuck::subscribe(cluster.gateways[1].addr(), channel).await?;
+    let pace = Pace::Rate(args.rate);
+    let result = measure(
+        cluster,
+        channel,
+        args.latency_messages,
+        pace,
+        args.stuck_payload,
+    )
+    .await?;
+    Ok((result, stuck.was_cut().await))
+}
+
+#[derive(Debug, Clone, Copy)]
 enum Pace {
     /// Keep this many publishes in flight.
     Window(usize),
@@ -124,6 +182,7 @@ async fn measure(
     channel: &str,
     n: usize,
     pace: Pace,
+    padding: usize,
 ) -> anyhow::Result<RunResult> {
     let publisher = NativeClient::connect(&cluster.ws_url(0))
         .await
@@ -151,6 +210,7 @@ async fn measure(
             Pace::Window(window) => window,
             Pace::Rate(_) => usize::MAX,
         };
+        let pad = "x".repeat(padding);
         for i in 0..n {
             if let Some(tick) = tick.as_mut() {
                 tick.tick().await;
@@ -158,7 +218,10 @@ async fn measure(
             while pending.len() >= window {
                 check(pending.next().await)?;
             }
-            let data = json!({ "i": i, "t": unix_micros() });
+            let data = match padding {
+                0 => json!({ "i": i, "t": unix_micros() }),
+                _ => json!({ "i": i, "t": unix_micros(), "pad": pad }),
+            };
             let reply = publisher
                 .start("publish", json!({ "channel": channel_name, "data": data }))
                 .await?;

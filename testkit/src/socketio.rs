@@ -206,6 +206,11 @@ impl Agent {
         self.command(json!({"op": "reconnect"}));
     }
 
+    /// Sets the `auth` object the socket sends with its next CONNECT (JavaScript only).
+    pub fn set_auth(&mut self, auth: Value) {
+        self.command(json!({"op": "auth", "auth": auth}));
+    }
+
     /// `socket.disconnect()`: leaves the namespace on purpose.
     pub fn disconnect(&mut self) {
         self.command(json!({"op": "disconnect"}));

@@ -155,3 +155,34 @@ async fn socketio_sockets_refresh_with_a_reserved_event_and_expire_with_a_reason
         .unwrap();
     assert_eq!(ack["ok"], Value::Bool(true), "{ack}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_socket_is_recovered_only_for_its_own_user() {
+    let node = standalone(&[("HERALD_AUTH__HMAC_SECRET", SECRET)]);
+    let url = format!("http://{}", node.addr());
+    let options = json!({
+        "transports": ["websocket"],
+        "auth": { "token": tokens::user("alice", 600) },
+    });
+    let mut socket = Agent::spawn(Library::Js, &url, "/", options);
+    let first = socket.next("connect", PATIENCE).await.unwrap();
+
+    // Back with alice's token: the same socket.
+    socket.cut();
+    socket.next("disconnect", PATIENCE).await.unwrap();
+    socket.reconnect();
+    let again = socket.next("connect", PATIENCE).await.unwrap();
+    assert_eq!(
+        (again["recovered"].clone(), again["id"].clone()),
+        (json!(true), first["id"].clone())
+    );
+
+    // Back with mallory's token (and alice's pid): a fresh socket of mallory's.
+    socket.cut();
+    socket.next("disconnect", PATIENCE).await.unwrap();
+    socket.set_auth(json!({ "token": tokens::user("mallory", 600) }));
+    socket.reconnect();
+    let taken = socket.next("connect", PATIENCE).await.unwrap();
+    assert_eq!(taken["recovered"], false, "{taken}");
+    assert_ne!(taken["id"], first["id"], "{taken}");
+}

@@ -115,6 +115,15 @@ async fn direct_messages_reach_only_their_users_and_personal_channels_every_devi
     // Nobody but alice (or a backend whose token grants it) may use her personal channel.
     let error = refused(&carol, "subscribe", json!({ "channel": "user:#alice" })).await;
     assert_eq!(error["code"], 103, "{error}");
+    // Alice's Socket.IO app is one of her devices too.
+    let socketio = format!("http://{}", node.addr());
+    let options = json!({
+        "transports": ["websocket"],
+        "auth": { "token": tokens::user("alice", 600) },
+    });
+    let mut alice_app = Agent::spawn(Library::Js, &socketio, "/chat", options);
+    alice_app.next("connect", PATIENCE).await.unwrap();
+
     let backend_token = hs256(&json!({ "sub": "backend", "channels": ["user:*"] }));
     let (backend, _) = client_with_token(&url, &backend_token).await;
     publish(&backend, "user:#alice", json!({ "notice": "new login" })).await;
@@ -122,6 +131,9 @@ async fn direct_messages_reach_only_their_users_and_personal_channels_every_devi
         let got = publications(device, "user:#alice", 1).await;
         assert_eq!(got[0]["data"]["notice"], "new login");
     }
+    let got = alice_app.next("event", PATIENCE).await.unwrap();
+    assert_eq!(got["event"], "message", "{got}");
+    assert_eq!(got["args"][0], json!({ "notice": "new login" }), "{got}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
