@@ -39,7 +39,28 @@ pub struct Config {
     pub socketio: SocketIoConfig,
     pub auth: AuthConfig,
     pub presence: PresenceConfig,
+    pub api: ApiConfig,
     pub log: LogConfig,
+}
+
+/// The gRPC server API (docs/server-api.md), served by routers and standalone nodes.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ApiConfig {
+    /// Address the gRPC listener binds.
+    pub listen: SocketAddr,
+    /// When set, every call must carry it in the `x-api-key` metadata. Prefer
+    /// `HERALD_API__KEY` to writing it in a file.
+    pub key: String,
+}
+
+impl Default for ApiConfig {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([0, 0, 0, 0], 3200)),
+            key: String::new(),
+        }
+    }
 }
 
 /// Who is subscribed where, as routers keep it.

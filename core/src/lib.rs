@@ -8,6 +8,9 @@
 //! - [`subjects`]: every NATS subject, and the reversible channel-name encoding.
 //! - [`codes`]: client-visible error and disconnect codes.
 //! - [`bus`]: the cluster bus trait, on NATS and in memory.
+//! - [`publish`]: turning a permitted publish into what goes on the bus, for every protocol
+//!   and the server API.
+//! - [`upstream`]: requests to the routers over the bus, for gateways and the server API.
 //! - [`time`]: wall-clock helpers for latency measurements.
 
 pub mod auth;
@@ -15,6 +18,8 @@ pub mod bus;
 pub mod channel;
 pub mod codes;
 pub mod config;
+pub mod publish;
 pub mod rules;
 pub mod subjects;
 pub mod time;
+pub mod upstream;

@@ -9,7 +9,7 @@ use herald_proto::bus::v1::{HistoryRequest, Position, Publication};
 
 use crate::hub::{ClientId, Hub, Joined, Protocol, Start};
 use crate::outbound::Outbound;
-use crate::upstream::Upstream;
+use herald_core::upstream::Upstream;
 
 /// Most publications a returning client is given per channel; one that missed more must
 /// fetch the state afresh.

@@ -19,7 +19,7 @@ use tokio::time::Instant;
 use crate::deadline::wait_until;
 use crate::hub::Hub;
 use crate::sequencer::{Accepted, Sequencer};
-use crate::upstream::Upstream;
+use herald_core::upstream::Upstream;
 
 /// Publications read from history per catch-up request.
 const CATCH_UP_PAGE: u32 = 1000;

@@ -19,7 +19,7 @@ use crate::http;
 use crate::hub::{ClientId, Hub};
 use crate::presence::PresenceReporter;
 use crate::socketio::{self, link::Links};
-use crate::upstream::Upstream;
+use herald_core::upstream::Upstream;
 
 /// How long sessions get to say goodbye after shutdown begins.
 const SESSION_GRACE: Duration = Duration::from_secs(5);

@@ -28,7 +28,7 @@ use crate::outbound::Outbound;
 use crate::socketio;
 use crate::socketio::event::Rendered;
 use crate::socketio::offsets::Marks;
-use crate::upstream::Upstream;
+use herald_core::upstream::Upstream;
 
 const SHARDS: usize = 32;
 

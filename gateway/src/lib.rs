@@ -17,8 +17,6 @@
 //! - [`access`]: one client's identity, permissions, publish budget and token expiry.
 //! - [`rate`]: publish rate limits (token buckets).
 //! - [`presence`]: reporting this gateway's clients to the routers' presence.
-//! - [`publish`]: turning a checked publish into what goes on the bus, for every protocol.
-//! - [`upstream`]: requests to the routers over the bus.
 //! - [`outbound`]: a connection's bounded outbound queue, close signal and writer.
 //! - [`deadline`]: optional timers for `select!` loops.
 
@@ -32,10 +30,8 @@ pub mod hub;
 pub mod native;
 pub mod outbound;
 pub mod presence;
-pub mod publish;
 pub mod rate;
 pub mod sequencer;
 pub mod socketio;
-pub mod upstream;
 
 pub use gateway::{Gateway, serve};

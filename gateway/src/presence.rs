@@ -15,7 +15,7 @@ use herald_proto::bus::v1::{ClientInfo, Presence, PresenceReport};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
-use crate::upstream::Upstream;
+use herald_core::upstream::Upstream;
 
 /// Most entries in one report, to keep bus messages small.
 const REPORT_CHUNK: usize = 1000;

@@ -32,6 +32,11 @@ pub struct Cli {
     #[arg(short, long, value_name = "ADDR")]
     pub listen: Option<SocketAddr>,
 
+    /// Address of the gRPC server API of a router or standalone node (api.listen, default
+    /// 0.0.0.0:3200). Port 0 picks a free port.
+    #[arg(long, value_name = "ADDR")]
+    pub api_listen: Option<SocketAddr>,
+
     /// NATS URL(s) for gateway and router (nats.url).
     #[arg(long, value_name = "URL")]
     pub nats: Option<String>,
@@ -84,6 +89,9 @@ impl Cli {
                 "gateway"
             };
             set(section, "listen", json!(listen.to_string()));
+        }
+        if let Some(listen) = self.api_listen {
+            set("api", "listen", json!(listen.to_string()));
         }
         if let Some(url) = &self.nats {
             set("nats", "url", json!(url));

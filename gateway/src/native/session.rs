@@ -25,7 +25,7 @@ use crate::deadline::wait_until;
 use crate::gateway::Gateway;
 use crate::hub::{ClientId, Protocol};
 use crate::outbound::{self, Outbound};
-use crate::publish::{self, Prepared};
+use herald_core::publish::{self, Prepared};
 
 struct Session {
     gateway: Arc<Gateway>,

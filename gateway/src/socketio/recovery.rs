@@ -15,7 +15,7 @@ use herald_proto::bus::v1::{Mark, Position, Publication, SessionRequest, SocketR
 use serde::Deserialize;
 
 use super::offsets::{self, Marks};
-use crate::upstream::Upstream;
+use herald_core::upstream::Upstream;
 
 /// What a client may send with CONNECT: its `auth` object, to which a client resuming a
 /// socket adds the socket's `pid` and the last offset string it received.

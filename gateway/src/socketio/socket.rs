@@ -21,7 +21,7 @@ use crate::gateway::Gateway;
 use crate::hub::{ClientId, Joined, Protocol, Start};
 use crate::native::push::ClientView;
 use crate::outbound::Outbound;
-use crate::publish;
+use herald_core::publish;
 
 /// One namespace connection.
 pub(super) struct Socket {

@@ -28,7 +28,7 @@ use super::{event, random_id};
 use crate::gateway::Gateway;
 use crate::hub::{ClientId, Joined, Start};
 use crate::outbound::Outbound;
-use crate::publish::{self, Prepared};
+use herald_core::publish::{self, Prepared};
 
 /// Most event bytes in one publish batch, well under NATS' default 1 MiB message limit.
 const MAX_BATCH_BYTES: usize = 512 * 1024;

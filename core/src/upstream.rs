@@ -1,5 +1,6 @@
-//! The gateway's side of the routers: publish and history requests over the bus, and
-//! direct delivery for channels without history.
+//! Requests to the routers over the bus (publish, history, presence, Socket.IO session
+//! records), and direct delivery for channels without history: what gateways and the
+//! server API ask of the cluster.
 //!
 //! Every failure becomes a [`Refusal`] a client can act on: a bus that is down, a router
 //! that does not answer in time, or no router at all are [`ErrorCode::Unavailable`]
@@ -8,10 +9,10 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::bus::{Bus, BusError};
+use crate::codes::{ErrorCode, Refusal};
+use crate::subjects::Subjects;
 use bytes::Bytes;
-use herald_core::bus::{Bus, BusError};
-use herald_core::codes::{ErrorCode, Refusal};
-use herald_core::subjects::Subjects;
 use herald_proto::bus::v1::{
     self as pb, HistoryPage, HistoryReply, HistoryRequest, Position, PresenceQuery, PresenceReply,
     PresenceReport, PresenceRequest, Publication, PublishBatch, PublishBatchReply, PublishRequest,

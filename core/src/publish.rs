@@ -1,14 +1,14 @@
-//! Turning a client's publish into what goes on the bus, the same way for every protocol:
-//! once the client may publish on the channel (see [`crate::access`]), the data size is
-//! checked against the channel's rules, then the publication goes to the routers (channels
-//! with history) or straight to subscribers.
+//! Turning a publish into what goes on the bus, the same way for every protocol and the
+//! server API: once the publisher may publish on the channel (for clients, the gateway's
+//! access checks), the data size is checked against the channel's rules, then the
+//! publication goes to the routers (channels with history) or straight to subscribers.
 
 use bytes::Bytes;
-use herald_core::channel;
-use herald_core::codes::{ErrorCode, Refusal};
-use herald_core::config::ChannelRules;
 use herald_proto::bus::v1::{Position, Publication, PublishRequest};
 
+use crate::channel;
+use crate::codes::{ErrorCode, Refusal};
+use crate::config::ChannelRules;
 use crate::upstream::Upstream;
 
 /// A publish, checked and ready to send.
@@ -44,7 +44,7 @@ pub fn prepare(
             channel,
             data,
             origin: origin.to_string(),
-            accepted_at_us: herald_core::time::unix_micros(),
+            accepted_at_us: crate::time::unix_micros(),
             ..Default::default()
         }));
     }
