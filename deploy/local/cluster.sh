@@ -7,7 +7,8 @@
 #   deploy/local/cluster.sh status show what is running
 #
 # Ports can be changed with NATS_PORT, REDIS_PORT, GATEWAY_PORTS ("3001 3002") and
-# ROUTER_PORTS ("3101 3102"). Logs and the pid file live in deploy/local/run/.
+# ROUTER_PORTS ("3101 3102", health probes) and API_PORTS ("3201 3202", the routers' gRPC
+# server API). Logs and the pid file live in deploy/local/run/.
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 root="$(cd "$here/../.." && pwd)"
@@ -18,6 +19,7 @@ NATS_PORT="${NATS_PORT:-14222}"
 REDIS_PORT="${REDIS_PORT:-16379}"
 GATEWAY_PORTS="${GATEWAY_PORTS:-3001 3002}"
 ROUTER_PORTS="${ROUTER_PORTS:-3101 3102}"
+API_PORTS="${API_PORTS:-3201 3202}"
 HERALD="$root/target/release/herald"
 
 find_bin() {
@@ -86,10 +88,12 @@ up() {
     wait_tcp "$REDIS_PORT" redis
     local nats_url="nats://127.0.0.1:$NATS_PORT" redis_url="redis://127.0.0.1:$REDIS_PORT"
     local i=0
+    local api_ports=($API_PORTS)
     for port in $ROUTER_PORTS; do
         i=$((i + 1))
         start "router-$i" "$HERALD" router --listen "127.0.0.1:$port" --nats "$nats_url" \
-            --redis "$redis_url" --node-id "router-$i"
+            --redis "$redis_url" --node-id "router-$i" \
+            --api-listen "127.0.0.1:${api_ports[$((i - 1))]}"
     done
     i=0
     for port in $GATEWAY_PORTS; do
@@ -111,6 +115,9 @@ up() {
     done
     for port in $ROUTER_PORTS; do
         echo "  router:   http://127.0.0.1:$port/readyz"
+    done
+    for port in $API_PORTS; do
+        echo "  API:      grpc://127.0.0.1:$port  (gRPC server API, docs/server-api.md)"
     done
     echo "  logs:     $run/*.log"
     echo "Stop it with: $0 down"

@@ -4,6 +4,7 @@
 //! requests from gateways through a NATS queue group, so any number can run side by side.
 //!
 //! # Layout
+//! - [`api`]: the gRPC server API for backends and operators, with health and reflection.
 //! - [`service`]: the request loop: decode, append to history, deliver, reply.
 //! - [`history`]: the [`HistoryStore`](history::HistoryStore) trait, with a Redis
 //!   implementation (one Lua script per operation) and an in-memory one for standalone mode.
@@ -14,6 +15,7 @@
 //! - [`queue`]: serving one kind of request from the router queue group.
 //! - [`keys`]: every Redis key, built in one place.
 
+pub mod api;
 pub mod history;
 pub mod keys;
 pub mod presence;

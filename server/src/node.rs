@@ -14,10 +14,10 @@ use herald_core::bus::{Bus, MemoryBus, NatsBus};
 use herald_core::config::Config;
 use herald_core::subjects::Subjects;
 use herald_gateway::Gateway;
-use herald_router::RouterService;
 use herald_router::history::{HistoryStore, MemoryHistory, RedisHistory};
 use herald_router::presence::{MemoryPresence, PresenceService, PresenceStore, RedisPresence};
 use herald_router::sessions::{MemorySessions, RedisSessions, SessionService, SessionStore};
+use herald_router::{RouterService, api};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
@@ -55,6 +55,7 @@ pub async fn run(mode: Mode, config: Config) -> anyhow::Result<()> {
             while !router.serving().await {
                 tokio::time::sleep(Duration::from_millis(2)).await;
             }
+            serve_api(&config, bus.clone(), &shutdown).await?;
             gateway(mode, &node_id, &config, bus, shutdown).await
         }
         Mode::Gateway => {
@@ -73,8 +74,9 @@ pub async fn run(mode: Mode, config: Config) -> anyhow::Result<()> {
                 presence: Arc::new(RedisPresence::new(store.connection(), prefix)),
                 history: Arc::new(store),
             };
-            let services = Services::new(&config, bus, stores);
+            let services = Services::new(&config, bus.clone(), stores);
             services.spawn_side_services(&shutdown);
+            serve_api(&config, bus, &shutdown).await?;
             let router = services.router;
             announce(mode, &node_id, listener.local_addr()?);
             let health = Router::new()
@@ -181,6 +183,27 @@ async fn gateway(
     herald_gateway::serve(listener, gateway, shutdown.cancelled_owned())
         .await
         .context("gateway stopped")
+}
+
+/// Starts the gRPC server API (routers and standalone nodes), until `shutdown`.
+async fn serve_api(
+    config: &Config,
+    bus: Arc<dyn Bus>,
+    shutdown: &CancellationToken,
+) -> anyhow::Result<()> {
+    let listener = bind(config.api.listen).await?;
+    let addr = listener.local_addr()?;
+    // A distinct line, which test harnesses read for the API's address.
+    println!("herald api listening on grpc://{addr}");
+    tracing::info!(%addr, "server API listening");
+    let config = config.clone();
+    let stop = shutdown.clone();
+    tokio::spawn(async move {
+        if let Err(e) = api::serve(listener, &config, bus, stop.cancelled_owned()).await {
+            tracing::error!(error = %e, "server API failed");
+        }
+    });
+    Ok(())
 }
 
 async fn bind(addr: SocketAddr) -> anyhow::Result<TcpListener> {

@@ -67,6 +67,8 @@ impl Cluster {
             "router",
             "--listen",
             "127.0.0.1:0",
+            "--api-listen",
+            "127.0.0.1:0",
             "--nats",
             &nats,
             "--redis",

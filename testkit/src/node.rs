@@ -8,18 +8,21 @@ use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
+use std::sync::{Arc, Mutex, mpsc};
 use std::time::Duration;
 
 use crate::wait::wait_for;
 
 const START_TIMEOUT: Duration = Duration::from_secs(30);
 const LISTENING: &str = "listening on http://";
+const API_LISTENING: &str = "api listening on grpc://";
 
 pub struct HeraldProcess {
     name: String,
     child: Child,
     addr: SocketAddr,
+    /// Where the gRPC server API listens (routers and standalone nodes), once it said so.
+    api: Arc<Mutex<Option<SocketAddr>>>,
 }
 
 impl HeraldProcess {
@@ -51,10 +54,18 @@ impl HeraldProcess {
         let stdout = child.stdout.take().expect("stdout is piped");
         let (tx, rx) = mpsc::channel();
         let label = name.to_string();
+        let api: Arc<Mutex<Option<SocketAddr>>> = Arc::default();
+        let api_seen = api.clone();
         // Keep draining stdout for the life of the process, so it never blocks on a full pipe.
         std::thread::spawn(move || {
             let mut tx = Some(tx);
             for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if let Some(rest) = line.split(API_LISTENING).nth(1)
+                    && let Ok(addr) = rest.trim().parse::<SocketAddr>()
+                    && let Ok(mut api) = api_seen.lock()
+                {
+                    *api = Some(addr);
+                }
                 if let Some(rest) = line.split(LISTENING).nth(1) {
                     let addr = rest.split_whitespace().next().unwrap_or_default();
                     if let (Some(tx), Ok(addr)) = (tx.take(), addr.parse::<SocketAddr>()) {
@@ -75,7 +86,18 @@ impl HeraldProcess {
             name: name.to_string(),
             child,
             addr,
+            api,
         }
+    }
+
+    /// Where the node's gRPC server API listens; panics if it did not say within `timeout`.
+    pub fn api_addr(&self) -> SocketAddr {
+        let mut addr = None;
+        wait_for(START_TIMEOUT, || {
+            addr = self.api.lock().ok().and_then(|api| *api);
+            addr.is_some()
+        });
+        addr.unwrap_or_else(|| panic!("{} announced no API address", self.name))
     }
 
     pub fn addr(&self) -> SocketAddr {

@@ -8,6 +8,7 @@ mod cluster;
 mod faults;
 mod presence;
 mod recovery;
+mod server_api;
 mod slow_consumer;
 mod socketio;
 mod socketio_polling;
@@ -29,7 +30,8 @@ pub fn herald() -> &'static str {
 }
 
 pub fn standalone(env: &[(&str, &str)]) -> HeraldProcess {
-    HeraldProcess::spawn_with_env("standalone", herald(), &["--listen", "127.0.0.1:0"], env)
+    let args = ["--listen", "127.0.0.1:0", "--api-listen", "127.0.0.1:0"];
+    HeraldProcess::spawn_with_env("standalone", herald(), &args, env)
 }
 
 /// A standalone node with the config file `toml` (written to a fresh file) and `env`.
@@ -42,7 +44,14 @@ pub fn standalone_with_config(toml: &str, env: &[(&str, &str)]) -> HeraldProcess
         std::process::id()
     );
     std::fs::write(&path, toml).expect("write a config file");
-    let args = ["--config", path.as_str(), "--listen", "127.0.0.1:0"];
+    let args = [
+        "--config",
+        path.as_str(),
+        "--listen",
+        "127.0.0.1:0",
+        "--api-listen",
+        "127.0.0.1:0",
+    ];
     HeraldProcess::spawn_with_env("standalone", herald(), &args, env)
 }
 

@@ -1,0 +1,64 @@
+//! The gRPC server API for backends and operators (`proto/herald/api/v1/api.proto`,
+//! `docs/server-api.md`), served by routers and standalone nodes.
+//!
+//! The API asks the cluster what a gateway would, over the bus (so any router may answer),
+//! with no permission checks: callers are trusted, and proven by the API key when one is
+//! configured. Beside it on the same port: the standard gRPC health service (for probes)
+//! and server reflection (for `grpcurl`), both without the key.
+
+mod key;
+mod service;
+mod status;
+
+use std::future::Future;
+use std::sync::Arc;
+
+use herald_core::bus::Bus;
+use herald_core::config::Config;
+use herald_core::subjects::Subjects;
+use herald_core::upstream::Upstream;
+use herald_proto::api::v1::FILE_DESCRIPTOR_SET;
+use herald_proto::api::v1::herald_api_server::HeraldApiServer;
+use tokio::net::TcpListener;
+use tonic::transport::Server;
+use tonic::transport::server::TcpIncoming;
+use tonic_health::ServingStatus;
+
+pub use service::Api;
+
+/// Name of the API service, as health checks and reflection know it.
+pub const SERVICE_NAME: &str = "herald.api.v1.HeraldApi";
+
+/// Serves the API on `listener` until `shutdown` completes.
+pub async fn serve(
+    listener: TcpListener,
+    config: &Config,
+    bus: Arc<dyn Bus>,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), tonic::transport::Error> {
+    let upstream = Upstream::new(
+        bus,
+        Subjects::new(config.nats.subject_prefix.clone()),
+        config.gateway.request_timeout,
+    );
+    let api = Api::new(upstream, config.channels.clone());
+    let api = HeraldApiServer::with_interceptor(api, key::check(&config.api.key));
+    let (health, health_service) = tonic_health::server::health_reporter();
+    health
+        .set_service_status(SERVICE_NAME, ServingStatus::Serving)
+        .await;
+    health.set_service_status("", ServingStatus::Serving).await;
+    let reflection = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1();
+    let mut server = Server::builder();
+    let mut routes = server.add_service(health_service).add_service(api);
+    match reflection {
+        Ok(reflection) => routes = routes.add_service(reflection),
+        Err(e) => tracing::warn!(error = %e, "gRPC reflection is off"),
+    }
+    routes
+        .serve_with_incoming_shutdown(TcpIncoming::from(listener), shutdown)
+        .await
+}

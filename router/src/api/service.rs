@@ -1,0 +1,225 @@
+//! The calls of the server API, each answered by asking the routers over the bus.
+
+use herald_core::channel;
+use herald_core::codes::{ErrorCode, Refusal};
+use herald_core::config::ChannelsConfig;
+use herald_core::publish::{self, Prepared};
+use herald_core::upstream::Upstream;
+use herald_proto::api::v1::herald_api_server::HeraldApi;
+use herald_proto::api::v1::{
+    self as api, BroadcastRequest, BroadcastResponse, BroadcastResult, HistoryRequest,
+    HistoryResponse, PresenceRequest, PresenceResponse, PresenceStatsRequest,
+    PresenceStatsResponse, PublishRequest, PublishResponse, StreamPosition, broadcast_result,
+};
+use herald_proto::bus::v1::{self as bus, PresenceQuery, presence_reply};
+use serde_json::value::RawValue;
+use tonic::{Request, Response, Status};
+
+use super::status::{from_refusal, invalid};
+use crate::service::MAX_HISTORY_LIMIT;
+
+/// Most channels one `Broadcast` may name.
+pub const MAX_BROADCAST_CHANNELS: usize = 1000;
+
+pub struct Api {
+    upstream: Upstream,
+    channels: ChannelsConfig,
+}
+
+impl Api {
+    pub fn new(upstream: Upstream, channels: ChannelsConfig) -> Self {
+        Self { upstream, channels }
+    }
+
+    /// Checks a publish of `data` on `channel` and makes it ready to send.
+    fn prepare(&self, channel: &str, data: &str, key: String) -> Result<Prepared, Refusal> {
+        publish::valid_channel(channel)?;
+        let key = (!key.is_empty()).then_some(key);
+        let rules = self.channels.rules_for(channel);
+        publish::prepare(&rules, channel.to_string(), data, "", key)
+    }
+
+    /// Checks that `channel` is valid and keeps presence.
+    fn presence_channel(&self, channel: &str) -> Result<(), Status> {
+        channel::validate(channel).map_err(|e| invalid(format!("channel: {e}")))?;
+        if !self.channels.rules_for(channel).presence {
+            let refusal = Refusal::new(ErrorCode::NotAvailable, "the channel keeps no presence");
+            return Err(from_refusal(refusal));
+        }
+        Ok(())
+    }
+
+    async fn presence_query(
+        &self,
+        channel: String,
+        stats_only: bool,
+    ) -> Result<presence_reply::Result, Status> {
+        self.presence_channel(&channel)?;
+        let query = PresenceQuery {
+            channel,
+            stats_only,
+        };
+        self.upstream.presence(query).await.map_err(from_refusal)
+    }
+}
+
+/// Checks that `data` is one JSON document.
+fn json(data: &str) -> Result<(), Status> {
+    serde_json::from_str::<&RawValue>(data)
+        .map(drop)
+        .map_err(|e| invalid(format!("data is not JSON: {e}")))
+}
+
+fn position(position: bus::Position) -> StreamPosition {
+    StreamPosition {
+        offset: position.offset,
+        epoch: position.epoch,
+    }
+}
+
+#[tonic::async_trait]
+impl HeraldApi for Api {
+    async fn publish(
+        &self,
+        request: Request<PublishRequest>,
+    ) -> Result<Response<PublishResponse>, Status> {
+        let request = request.into_inner();
+        json(&request.data)?;
+        let prepared = self
+            .prepare(&request.channel, &request.data, request.idempotency_key)
+            .map_err(from_refusal)?;
+        let at = publish::send(&self.upstream, prepared)
+            .await
+            .map_err(from_refusal)?;
+        Ok(Response::new(PublishResponse {
+            position: Some(position(at)),
+        }))
+    }
+
+    async fn broadcast(
+        &self,
+        request: Request<BroadcastRequest>,
+    ) -> Result<Response<BroadcastResponse>, Status> {
+        let request = request.into_inner();
+        json(&request.data)?;
+        if request.channels.len() > MAX_BROADCAST_CHANNELS {
+            return Err(invalid(format!(
+                "at most {MAX_BROADCAST_CHANNELS} channels per broadcast"
+            )));
+        }
+        // Channels with history go to the routers as one batch; the others straight out.
+        let mut outcomes: Vec<Option<Result<bus::Position, Refusal>>> =
+            vec![None; request.channels.len()];
+        let mut routed = Vec::new();
+        let mut routed_at = Vec::new();
+        for (i, channel) in request.channels.iter().enumerate() {
+            match self.prepare(channel, &request.data, String::new()) {
+                Ok(Prepared::Routed(publish)) => {
+                    routed.push(publish);
+                    routed_at.push(i);
+                }
+                Ok(direct) => {
+                    outcomes[i] = Some(publish::send(&self.upstream, direct).await);
+                }
+                Err(refusal) => outcomes[i] = Some(Err(refusal)),
+            }
+        }
+        if !routed.is_empty() {
+            let replies = match self.upstream.publish(routed).await {
+                Ok(replies) => replies,
+                Err(refusal) => vec![Err(refusal); routed_at.len()],
+            };
+            for (i, reply) in routed_at.into_iter().zip(replies) {
+                outcomes[i] = Some(reply);
+            }
+        }
+        let results = request
+            .channels
+            .into_iter()
+            .zip(outcomes)
+            .map(|(channel, outcome)| {
+                let outcome =
+                    outcome.unwrap_or_else(|| Err(Refusal::new(ErrorCode::Internal, "not sent")));
+                let result = match outcome {
+                    Ok(at) => broadcast_result::Result::Position(position(at)),
+                    Err(refusal) => broadcast_result::Result::Error(api::Error {
+                        code: refusal.code.code(),
+                        message: refusal.message,
+                    }),
+                };
+                BroadcastResult {
+                    channel,
+                    result: Some(result),
+                }
+            })
+            .collect();
+        Ok(Response::new(BroadcastResponse { results }))
+    }
+
+    async fn history(
+        &self,
+        request: Request<HistoryRequest>,
+    ) -> Result<Response<HistoryResponse>, Status> {
+        let request = request.into_inner();
+        channel::validate(&request.channel).map_err(|e| invalid(format!("channel: {e}")))?;
+        if request.limit > MAX_HISTORY_LIMIT {
+            return Err(invalid(format!("limit exceeds {MAX_HISTORY_LIMIT}")));
+        }
+        let page = self
+            .upstream
+            .history(bus::HistoryRequest {
+                channel: request.channel,
+                since: request.since,
+                limit: request.limit,
+                reverse: request.reverse,
+            })
+            .await
+            .map_err(from_refusal)?;
+        let publications = page
+            .publications
+            .into_iter()
+            .map(|p| api::Publication {
+                offset: p.offset,
+                data: String::from_utf8_lossy(&p.data).into_owned(),
+            })
+            .collect();
+        Ok(Response::new(HistoryResponse {
+            publications,
+            position: page.position.map(position),
+        }))
+    }
+
+    async fn presence(
+        &self,
+        request: Request<PresenceRequest>,
+    ) -> Result<Response<PresenceResponse>, Status> {
+        let channel = request.into_inner().channel;
+        let presence_reply::Result::List(list) = self.presence_query(channel, false).await? else {
+            return Err(Status::internal("unexpected router reply"));
+        };
+        let clients = list
+            .clients
+            .into_iter()
+            .map(|c| api::ClientInfo {
+                client: c.client,
+                user: c.user,
+                info: String::from_utf8_lossy(&c.info).into_owned(),
+            })
+            .collect();
+        Ok(Response::new(PresenceResponse { clients }))
+    }
+
+    async fn presence_stats(
+        &self,
+        request: Request<PresenceStatsRequest>,
+    ) -> Result<Response<PresenceStatsResponse>, Status> {
+        let channel = request.into_inner().channel;
+        let presence_reply::Result::Stats(stats) = self.presence_query(channel, true).await? else {
+            return Err(Status::internal("unexpected router reply"));
+        };
+        Ok(Response::new(PresenceStatsResponse {
+            num_clients: stats.clients,
+            num_users: stats.users,
+        }))
+    }
+}
