@@ -136,10 +136,13 @@ pub enum DisconnectCode {
     /// The connection's token expired and no fresh one came with `refresh`; reconnect with
     /// a fresh token.
     TokenExpired,
+    /// A backend disconnected the client through the server API; do not reconnect on your
+    /// own.
+    Disconnected,
 }
 
 impl DisconnectCode {
-    pub const ALL: [DisconnectCode; 8] = [
+    pub const ALL: [DisconnectCode; 9] = [
         Self::Shutdown,
         Self::ServerError,
         Self::SlowConsumer,
@@ -148,6 +151,7 @@ impl DisconnectCode {
         Self::ConnectTimeout,
         Self::PingTimeout,
         Self::TokenExpired,
+        Self::Disconnected,
     ];
 
     pub const fn code(self) -> u16 {
@@ -160,6 +164,7 @@ impl DisconnectCode {
             Self::ConnectTimeout => 3503,
             Self::PingTimeout => 3005,
             Self::TokenExpired => 3006,
+            Self::Disconnected => 3504,
         }
     }
 
@@ -174,6 +179,7 @@ impl DisconnectCode {
             Self::ConnectTimeout => "connect timeout",
             Self::PingTimeout => "ping timeout",
             Self::TokenExpired => "token expired",
+            Self::Disconnected => "disconnected by the server",
         }
     }
 

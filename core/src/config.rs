@@ -108,11 +108,24 @@ impl Default for AuthConfig {
     }
 }
 
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct NodeConfig {
     /// Unique name of this node in the cluster; a random one when empty.
     pub id: String,
+    /// How often the node tells the cluster it is alive; after three missed heartbeats it
+    /// drops out of the server API's `Info`.
+    #[serde(with = "humantime_serde")]
+    pub heartbeat: Duration,
+}
+
+impl Default for NodeConfig {
+    fn default() -> Self {
+        Self {
+            id: String::new(),
+            heartbeat: Duration::from_secs(5),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -393,6 +406,9 @@ impl Config {
             return invalid("socketio.ping_interval and ping_timeout must be positive".into());
         }
         crate::auth::Verifier::new(&self.auth)?;
+        if self.node.heartbeat.is_zero() {
+            return invalid("node.heartbeat must be positive".into());
+        }
         if self.router.concurrency == 0 {
             return invalid("router.concurrency must be at least 1".into());
         }

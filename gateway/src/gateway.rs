@@ -14,6 +14,8 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::clients::Clients;
+use crate::control;
 use crate::feed::FeedConfig;
 use crate::http;
 use crate::hub::{ClientId, Hub};
@@ -32,6 +34,8 @@ pub struct Gateway {
     pub(crate) auth: Verifier,
     pub(crate) hub: Arc<Hub>,
     pub(crate) presence: Arc<PresenceReporter>,
+    /// Client connections by user and client id, for the server API's commands.
+    pub(crate) clients: Clients,
     presence_heartbeat: Duration,
     pub(crate) upstream: Upstream,
     /// Cancelled when the node shuts down; every session watches it, because upgraded
@@ -86,6 +90,7 @@ impl Gateway {
             ),
             upstream,
             presence: Arc::default(),
+            clients: Clients::default(),
             presence_heartbeat: config.presence.heartbeat,
             shutdown: CancellationToken::new(),
             sessions: TaskTracker::new(),
@@ -121,6 +126,13 @@ impl Gateway {
         self.engine_token.clone() + &socketio::random_id::<12>()
     }
 
+    /// How many client connections, subscriptions and channels this gateway holds.
+    pub fn load(&self) -> (u64, u64, u64) {
+        let (subscriptions, channels) = self.hub.totals();
+        let connections = self.connections.load(Ordering::Relaxed) as u64;
+        (connections, subscriptions, channels)
+    }
+
     /// Ready to take clients: the bus is connected and the node is not shutting down.
     pub fn ready(&self) -> bool {
         !self.shutdown.is_cancelled() && self.upstream.bus().is_connected()
@@ -137,6 +149,9 @@ pub async fn serve(
     let token = gateway.shutdown.clone();
     if let Err(error) = socketio::forward::listen(gateway.clone()).await {
         tracing::warn!(%error, "cannot take forwarded Socket.IO polling requests");
+    }
+    if let Err(error) = control::listen(gateway.clone()).await {
+        tracing::warn!(%error, "cannot take commands of the server API");
     }
     // Presence reports outlive the sessions, so that the leaves of drained clients go out.
     let presence_stop = CancellationToken::new();

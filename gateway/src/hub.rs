@@ -234,6 +234,36 @@ impl Hub {
         }
     }
 
+    /// The channels with local subscribers for which `wanted` holds, with their numbers of
+    /// subscribers.
+    pub fn channel_counts(&self, wanted: impl Fn(&str) -> bool) -> Vec<(String, u32)> {
+        let mut counts = Vec::new();
+        for shard in self.shards.iter() {
+            let shard = shard.lock().unwrap_or_else(|e| e.into_inner());
+            counts.extend(
+                shard
+                    .iter()
+                    .filter(|(channel, entry)| !entry.subscribers.is_empty() && wanted(channel))
+                    .map(|(channel, entry)| (channel.clone(), entry.subscribers.len() as u32)),
+            );
+        }
+        counts
+    }
+
+    /// How many subscriptions this gateway holds, and on how many channels.
+    pub fn totals(&self) -> (u64, u64) {
+        let (mut subscriptions, mut channels) = (0, 0);
+        for shard in self.shards.iter() {
+            let shard = shard.lock().unwrap_or_else(|e| e.into_inner());
+            channels += shard.len() as u64;
+            subscriptions += shard
+                .values()
+                .map(|e| e.subscribers.len() as u64)
+                .sum::<u64>();
+        }
+        (subscriptions, channels)
+    }
+
     /// Removes a subscriber; returns whether it was subscribed.
     pub fn unsubscribe(&self, channel: &str, client: ClientId) -> bool {
         let mut shard = self.shard(channel);

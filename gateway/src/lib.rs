@@ -16,12 +16,16 @@
 //! - [`socketio`]: the Socket.IO profile: Engine.IO v4 transports, Socket.IO v5 sockets.
 //! - [`access`]: one client's identity, permissions, publish budget and token expiry.
 //! - [`rate`]: publish rate limits (token buckets).
+//! - [`clients`] and [`control`]: commands of the server API (disconnect, unsubscribe,
+//!   channels) reaching the sessions they concern.
 //! - [`presence`]: reporting this gateway's clients to the routers' presence.
 //! - [`outbound`]: a connection's bounded outbound queue, close signal and writer.
 //! - [`deadline`]: optional timers for `select!` loops.
 
 pub mod access;
 pub mod catch_up;
+pub mod clients;
+pub mod control;
 pub mod deadline;
 pub mod feed;
 pub mod gateway;

@@ -12,8 +12,12 @@ use axum::http::StatusCode;
 use axum::routing::get;
 use herald_core::bus::{Bus, MemoryBus, NatsBus};
 use herald_core::config::Config;
+use herald_core::heartbeat;
 use herald_core::subjects::Subjects;
+use herald_core::time::unix_micros;
 use herald_gateway::Gateway;
+use herald_proto::bus::v1::NodeStatus;
+use herald_router::api::nodes::Nodes;
 use herald_router::history::{HistoryStore, MemoryHistory, RedisHistory};
 use herald_router::presence::{MemoryPresence, PresenceService, PresenceStore, RedisPresence};
 use herald_router::sessions::{MemorySessions, RedisSessions, SessionService, SessionStore};
@@ -76,7 +80,10 @@ pub async fn run(mode: Mode, config: Config) -> anyhow::Result<()> {
             };
             let services = Services::new(&config, bus.clone(), stores);
             services.spawn_side_services(&shutdown);
-            serve_api(&config, bus, &shutdown).await?;
+            serve_api(&config, bus.clone(), &shutdown).await?;
+            let started = unix_micros() / 1000;
+            let status = status_of(mode, &node_id, started, || (0, 0, 0));
+            heartbeats(&config, bus, status, &shutdown);
             let router = services.router;
             announce(mode, &node_id, listener.local_addr()?);
             let health = Router::new()
@@ -178,11 +185,51 @@ async fn gateway(
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
     let listener = bind(config.gateway.listen).await?;
-    let gateway = Gateway::new(node_id, config, bus)?;
+    let gateway = Gateway::new(node_id, config, bus.clone())?;
+    let started = unix_micros() / 1000;
+    let load = gateway.clone();
+    let status = status_of(mode, node_id, started, move || load.load());
+    heartbeats(config, bus, status, &shutdown);
     announce(mode, node_id, listener.local_addr()?);
     herald_gateway::serve(listener, gateway, shutdown.cancelled_owned())
         .await
         .context("gateway stopped")
+}
+
+/// What this node tells the cluster in its heartbeats; `load` gives its connections,
+/// subscriptions and channels.
+fn status_of(
+    mode: Mode,
+    node_id: &str,
+    started_at_ms: u64,
+    load: impl Fn() -> (u64, u64, u64) + Send + 'static,
+) -> impl Fn() -> NodeStatus + Send + 'static {
+    let id = node_id.to_string();
+    move || {
+        let (connections, subscriptions, channels) = load();
+        NodeStatus {
+            id: id.clone(),
+            kind: mode.name().into(),
+            version: env!("CARGO_PKG_VERSION").into(),
+            started_at_ms,
+            connections,
+            subscriptions,
+            channels,
+        }
+    }
+}
+
+/// Sends this node's heartbeats until `shutdown`.
+fn heartbeats(
+    config: &Config,
+    bus: Arc<dyn Bus>,
+    status: impl Fn() -> NodeStatus + Send + 'static,
+    shutdown: &CancellationToken,
+) {
+    let subjects = Subjects::new(config.nats.subject_prefix.clone());
+    let interval = config.node.heartbeat;
+    let stop = shutdown.clone().cancelled_owned();
+    tokio::spawn(heartbeat::run(bus, subjects, interval, status, stop));
 }
 
 /// Starts the gRPC server API (routers and standalone nodes), until `shutdown`.
@@ -196,10 +243,14 @@ async fn serve_api(
     // A distinct line, which test harnesses read for the API's address.
     println!("herald api listening on grpc://{addr}");
     tracing::info!(%addr, "server API listening");
+    let nodes = Nodes::new(config.node.heartbeat);
+    let subjects = Subjects::new(config.nats.subject_prefix.clone());
+    nodes.clone().listen(bus.clone(), subjects.nodes()).await?;
     let config = config.clone();
     let stop = shutdown.clone();
     tokio::spawn(async move {
-        if let Err(e) = api::serve(listener, &config, bus, stop.cancelled_owned()).await {
+        let served = api::serve(listener, &config, bus, nodes, stop.cancelled_owned());
+        if let Err(e) = served.await {
             tracing::error!(error = %e, "server API failed");
         }
     });

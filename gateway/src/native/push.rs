@@ -77,6 +77,14 @@ pub fn membership(channel: &str, membership: &Membership) -> Utf8Bytes {
     serde_json::to_string(&push).unwrap_or_default().into()
 }
 
+/// `{"push":"unsubscribe","channel":…}`: the server unsubscribed the connection.
+pub fn unsubscribe(channel: &str) -> Utf8Bytes {
+    let mut out = String::from(r#"{"push":"unsubscribe","channel":"#);
+    push_json_string(&mut out, channel);
+    out.push('}');
+    out.into()
+}
+
 /// `{"push":"disconnect","code":…,"reason":…,"reconnect":…}`, sent before the close frame.
 pub fn disconnect(code: DisconnectCode) -> Option<Utf8Bytes> {
     Some(

@@ -21,6 +21,7 @@ use super::command::{self, ChannelParams, Command, HistoryParams, RefreshParams,
 use super::{push, reply};
 use crate::access::Access;
 use crate::catch_up::{Resumed, Returning};
+use crate::clients::Command as ApiCommand;
 use crate::deadline::wait_until;
 use crate::gateway::Gateway;
 use crate::hub::{ClientId, Protocol};
@@ -56,10 +57,12 @@ pub async fn serve(socket: WebSocket, gateway: Arc<Gateway>) {
         subscriptions: HashSet::new(),
         outbound,
     };
+    let mut commands = gateway.clients.open(id);
     let handshake = tokio::time::sleep(gateway.config.connect_timeout);
     tokio::pin!(handshake);
     loop {
         tokio::select! {
+            Some(command) = commands.recv() => session.on_command(command),
             frame = stream.next() => {
                 let (texts, stop) = read_burst(&mut stream, frame);
                 if let Err(code) = session.handle(texts).await {
@@ -86,6 +89,7 @@ pub async fn serve(socket: WebSocket, gateway: Arc<Gateway>) {
             break;
         }
     }
+    gateway.clients.close(id);
     session.leave_all();
     drop(session);
     let _ = writer.await;
@@ -94,6 +98,21 @@ pub async fn serve(socket: WebSocket, gateway: Arc<Gateway>) {
 impl Session {
     fn send(&self, frame: Utf8Bytes) {
         self.outbound.send(frame);
+    }
+
+    /// A command of the server API about this connection.
+    fn on_command(&mut self, command: ApiCommand) {
+        match command {
+            ApiCommand::Disconnect { .. } => {
+                self.outbound.closer().close(DisconnectCode::Disconnected);
+            }
+            ApiCommand::Unsubscribe { channel, .. } => {
+                if self.subscriptions.remove(&channel) {
+                    self.leave(&channel);
+                    self.send(push::unsubscribe(&channel));
+                }
+            }
+        }
     }
 
     /// Handles text frames in order. An error closes the connection with that code, after
@@ -222,6 +241,7 @@ impl Session {
     /// Admits the client, and subscribes it to its user's personal channel.
     async fn connect(&mut self, id: u64, token: Option<&str>) -> Result<Utf8Bytes, Refusal> {
         let access = Access::admit(&self.gateway.auth, token)?;
+        self.gateway.clients.add(self.id, &self.name, access.user());
         let personal = self.gateway.channels.personal_channel(access.user());
         self.access = Some(access);
         if let Some(channel) = &personal {
@@ -232,7 +252,11 @@ impl Session {
                 epoch: None,
             };
             if let Err(refusal) = self.join(params).await {
-                self.access = None;
+                if let Some(access) = self.access.take() {
+                    self.gateway
+                        .clients
+                        .remove(self.id, &self.name, access.user());
+                }
                 return Err(refusal);
             }
         }

@@ -9,8 +9,9 @@
 //! | `herald:presence` | room? | who is in the room (or the namespace) |
 //! | `herald:presence_stats` | room? | how many clients and users are |
 //!
-//! The server sends `herald:join`, `herald:leave` (presence changes) and
-//! `herald:disconnect` (why the server ends a socket). Every other name starting with
+//! The server sends `herald:join`, `herald:leave` (presence changes),
+//! `herald:unsubscribe` (a backend took the socket out of a room) and `herald:disconnect`
+//! (why the server ends a socket). Every other name starting with
 //! `herald:`, and the names Socket.IO itself reserves, cannot be emitted.
 
 use herald_core::codes::{ErrorCode, Refusal};
@@ -22,6 +23,7 @@ pub const PRESENCE_STATS_EVENT: &str = "herald:presence_stats";
 pub const JOIN_EVENT: &str = "herald:join";
 pub const LEAVE_EVENT: &str = "herald:leave";
 pub const DISCONNECT_EVENT: &str = "herald:disconnect";
+pub const UNSUBSCRIBE_EVENT: &str = "herald:unsubscribe";
 
 /// Names Socket.IO clients and servers give a meaning of their own.
 const SOCKETIO_EVENTS: [&str; 6] = [

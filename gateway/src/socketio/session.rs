@@ -18,8 +18,10 @@ use super::engine::{self, Data, PacketType};
 use super::link::{Link, Transport};
 use super::packet::{Packet, PacketError};
 use super::sockets::Sockets;
+use crate::clients::Commands;
 use crate::deadline::wait_until;
 use crate::gateway::{ConnectionPermit, Gateway};
+use crate::hub::ClientId;
 use crate::outbound::{self, Outbound};
 
 /// Packets a transport may hand in before it waits for the session to catch up.
@@ -41,8 +43,11 @@ pub fn start(gateway: &Arc<Gateway>, transport: Transport, permit: ConnectionPer
         transport,
     ));
     gateway.socketio_links.insert(link.clone());
+    let id = gateway.next_client_id();
     let session = Session {
-        sockets: Sockets::new(gateway.clone(), gateway.next_client_id(), outbound.clone()),
+        commands: gateway.clients.open(id),
+        id,
+        sockets: Sockets::new(gateway.clone(), id, outbound.clone()),
         gateway: gateway.clone(),
         sid,
         outbound,
@@ -63,6 +68,9 @@ struct Session {
     /// Set while a ping waits for its pong.
     pong_deadline: Option<Instant>,
     _permit: ConnectionPermit,
+    id: ClientId,
+    /// Commands of the server API about this connection's sockets.
+    commands: Commands,
 }
 
 /// Why the session should end.
@@ -94,6 +102,7 @@ impl Session {
             .map(|period| tokio::time::interval_at(start + period, period));
         loop {
             tokio::select! {
+                Some(command) = self.commands.recv() => self.sockets.on_command(command).await,
                 packet = packets.recv() => {
                     // Take every packet already handed in, so that their events can travel
                     // to the routers together.
@@ -140,6 +149,7 @@ impl Session {
             Some(DisconnectCode::BadRequest | DisconnectCode::MessageTooLarge)
         );
         self.sockets.leave_all(recoverable);
+        self.gateway.clients.close(self.id);
         self.gateway.socketio_links.remove(&self.sid);
     }
 

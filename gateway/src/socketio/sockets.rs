@@ -22,9 +22,10 @@ use tokio::time::Instant;
 use super::binary::Complete;
 use super::packet::{Packet, PacketType};
 use super::recovery::{ConnectData, Records};
-use super::reserved::{self, DISCONNECT_EVENT};
+use super::reserved::{self, DISCONNECT_EVENT, UNSUBSCRIBE_EVENT};
 use super::socket::{Conn, Socket, accepted, raw};
-use super::{event, random_id};
+use super::{channels, event, random_id};
+use crate::clients::Command;
 use crate::gateway::Gateway;
 use crate::hub::{ClientId, Joined, Start};
 use crate::outbound::Outbound;
@@ -103,17 +104,57 @@ impl Sockets {
             .map(|(namespace, _)| namespace.clone())
             .collect();
         for namespace in expired {
-            let code = DisconnectCode::TokenExpired;
-            let reason = json!({
-                "code": code.code(), "reason": code.reason(), "reconnect": code.reconnect(),
-            });
-            let array = json!([DISCONNECT_EVENT, reason]).to_string();
-            self.conn
-                .outbound
-                .send(Utf8Bytes::from(event::packet_text(&namespace, &array)));
-            self.conn
-                .send_packet(&Packet::new(PacketType::Disconnect, &namespace, None));
-            self.disconnect(&namespace);
+            self.kick(&namespace, DisconnectCode::TokenExpired);
+        }
+    }
+
+    /// Ends the socket of `namespace` from the server's side: a `herald:disconnect` event
+    /// with `code`, then a DISCONNECT packet (the client does not reconnect by itself).
+    fn kick(&mut self, namespace: &str, code: DisconnectCode) {
+        let reason = json!({
+            "code": code.code(), "reason": code.reason(), "reconnect": code.reconnect(),
+        });
+        let array = json!([DISCONNECT_EVENT, reason]).to_string();
+        self.conn
+            .outbound
+            .send(Utf8Bytes::from(event::packet_text(namespace, &array)));
+        self.conn
+            .send_packet(&Packet::new(PacketType::Disconnect, namespace, None));
+        self.disconnect(namespace);
+    }
+
+    /// A command of the server API about sockets of this connection.
+    pub async fn on_command(&mut self, command: Command) {
+        match command {
+            Command::Disconnect { user, client } => {
+                let chosen: Vec<String> = self
+                    .sockets
+                    .iter()
+                    .filter(|(_, s)| {
+                        (!user.is_empty() && s.access.user() == user) || *s.sid == client
+                    })
+                    .map(|(namespace, _)| namespace.clone())
+                    .collect();
+                for namespace in chosen {
+                    self.kick(&namespace, DisconnectCode::Disconnected);
+                }
+            }
+            Command::Unsubscribe { user, channel } => {
+                for socket in self.sockets.values_mut() {
+                    if socket.access.user() == user && socket.left(&channel) {
+                        self.conn.gateway.hub.unsubscribe(&channel, self.conn.id);
+                        self.conn.track(socket, &channel, false);
+                        self.conn.save(socket).await;
+                        let body = json!({
+                            "channel": channel,
+                            "room": channels::room_of(&channel, &socket.namespace),
+                        });
+                        let array = json!([UNSUBSCRIBE_EVENT, body]).to_string();
+                        let text = event::packet_text(&socket.namespace, &array);
+                        self.conn.outbound.send(Utf8Bytes::from(text));
+                    }
+                }
+            }
         }
     }
 
@@ -192,6 +233,8 @@ impl Sockets {
         };
         match outcome {
             Ok(socket) => {
+                let clients = &self.conn.gateway.clients;
+                clients.add(self.conn.id, &socket.sid, socket.access.user());
                 self.sockets.insert(namespace.to_string(), socket);
             }
             Err(refusal) => {
@@ -205,6 +248,8 @@ impl Sockets {
 
     fn disconnect(&mut self, namespace: &str) {
         if let Some(socket) = self.sockets.remove(namespace) {
+            let clients = &self.conn.gateway.clients;
+            clients.remove(self.conn.id, &socket.sid, socket.access.user());
             self.conn.unsubscribe_socket(&socket);
             if let Some(recovery) = &socket.recovery {
                 self.conn.records.drop(&recovery.pid);
@@ -216,6 +261,8 @@ impl Sockets {
     /// sockets' records are kept for the recovery window.
     pub fn leave_all(&mut self, recoverable: bool) {
         for socket in std::mem::take(&mut self.sockets).into_values() {
+            let clients = &self.conn.gateway.clients;
+            clients.remove(self.conn.id, &socket.sid, socket.access.user());
             self.conn.unsubscribe_socket(&socket);
             if let Some(recovery) = &socket.recovery {
                 match recoverable {

@@ -6,12 +6,15 @@
 //! configured. Beside it on the same port: the standard gRPC health service (for probes)
 //! and server reflection (for `grpcurl`), both without the key.
 
+mod gateways;
 mod key;
+pub mod nodes;
 mod service;
 mod status;
 
 use std::future::Future;
 use std::sync::Arc;
+use std::time::Duration;
 
 use herald_core::bus::Bus;
 use herald_core::config::Config;
@@ -26,22 +29,29 @@ use tonic_health::ServingStatus;
 
 pub use service::Api;
 
+use gateways::Gateways;
+use nodes::Nodes;
+
 /// Name of the API service, as health checks and reflection know it.
 pub const SERVICE_NAME: &str = "herald.api.v1.HeraldApi";
 
-/// Serves the API on `listener` until `shutdown` completes.
+/// Longest wait for the gateways' answers to a control command.
+const GATEWAYS_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Serves the API on `listener` until `shutdown` completes. `nodes` is what this node
+/// hears of the cluster's heartbeats.
 pub async fn serve(
     listener: TcpListener,
     config: &Config,
     bus: Arc<dyn Bus>,
+    nodes: Arc<Nodes>,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), tonic::transport::Error> {
-    let upstream = Upstream::new(
-        bus,
-        Subjects::new(config.nats.subject_prefix.clone()),
-        config.gateway.request_timeout,
-    );
-    let api = Api::new(upstream, config.channels.clone());
+    let subjects = Subjects::new(config.nats.subject_prefix.clone());
+    let timeout = config.gateway.request_timeout;
+    let upstream = Upstream::new(bus.clone(), subjects.clone(), timeout);
+    let gateways = Gateways::new(bus, subjects, nodes, timeout.min(GATEWAYS_TIMEOUT));
+    let api = Api::new(upstream, config.channels.clone(), gateways);
     let api = HeraldApiServer::with_interceptor(api, key::check(&config.api.key));
     let (health, health_service) = tonic_health::server::health_reporter();
     health

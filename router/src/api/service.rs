@@ -1,20 +1,29 @@
 //! The calls of the server API, each answered by asking the routers over the bus.
 
+use std::collections::BTreeMap;
+
 use herald_core::channel;
 use herald_core::codes::{ErrorCode, Refusal};
 use herald_core::config::ChannelsConfig;
 use herald_core::publish::{self, Prepared};
+use herald_core::time::unix_micros;
 use herald_core::upstream::Upstream;
 use herald_proto::api::v1::herald_api_server::HeraldApi;
 use herald_proto::api::v1::{
-    self as api, BroadcastRequest, BroadcastResponse, BroadcastResult, HistoryRequest,
-    HistoryResponse, PresenceRequest, PresenceResponse, PresenceStatsRequest,
-    PresenceStatsResponse, PublishRequest, PublishResponse, StreamPosition, broadcast_result,
+    self as api, BroadcastRequest, BroadcastResponse, BroadcastResult, ChannelInfo,
+    ChannelsRequest, ChannelsResponse, DisconnectRequest, DisconnectResponse, HistoryRequest,
+    HistoryResponse, InfoRequest, InfoResponse, NodeInfo, PresenceRequest, PresenceResponse,
+    PresenceStatsRequest, PresenceStatsResponse, PublishRequest, PublishResponse, StreamPosition,
+    UnsubscribeRequest, UnsubscribeResponse, broadcast_result,
 };
-use herald_proto::bus::v1::{self as bus, PresenceQuery, presence_reply};
+use herald_proto::bus::v1::control_command::Action;
+use herald_proto::bus::v1::{
+    self as bus, ClientSelector, ControlReply, PresenceQuery, presence_reply,
+};
 use serde_json::value::RawValue;
 use tonic::{Request, Response, Status};
 
+use super::gateways::Gateways;
 use super::status::{from_refusal, invalid};
 use crate::service::MAX_HISTORY_LIMIT;
 
@@ -24,11 +33,23 @@ pub const MAX_BROADCAST_CHANNELS: usize = 1000;
 pub struct Api {
     upstream: Upstream,
     channels: ChannelsConfig,
+    gateways: Gateways,
 }
 
 impl Api {
-    pub fn new(upstream: Upstream, channels: ChannelsConfig) -> Self {
-        Self { upstream, channels }
+    pub fn new(upstream: Upstream, channels: ChannelsConfig, gateways: Gateways) -> Self {
+        Self {
+            upstream,
+            channels,
+            gateways,
+        }
+    }
+
+    async fn ask_gateways(&self, action: Action) -> Result<Vec<ControlReply>, Status> {
+        self.gateways
+            .ask(action)
+            .await
+            .map_err(|e| Status::unavailable(e.to_string()))
     }
 
     /// Checks a publish of `data` on `channel` and makes it ready to send.
@@ -221,5 +242,88 @@ impl HeraldApi for Api {
             num_clients: stats.clients,
             num_users: stats.users,
         }))
+    }
+
+    async fn channels(
+        &self,
+        request: Request<ChannelsRequest>,
+    ) -> Result<Response<ChannelsResponse>, Status> {
+        let pattern = request.into_inner().pattern;
+        let replies = self.ask_gateways(Action::Channels(pattern)).await?;
+        let mut counts: BTreeMap<String, u32> = BTreeMap::new();
+        for reply in &replies {
+            for count in &reply.channels {
+                *counts.entry(count.channel.clone()).or_default() += count.subscribers;
+            }
+        }
+        let channels = counts
+            .into_iter()
+            .map(|(channel, subscribers)| ChannelInfo {
+                channel,
+                subscribers,
+            })
+            .collect();
+        Ok(Response::new(ChannelsResponse {
+            channels,
+            gateways: replies.len() as u32,
+        }))
+    }
+
+    async fn disconnect(
+        &self,
+        request: Request<DisconnectRequest>,
+    ) -> Result<Response<DisconnectResponse>, Status> {
+        let request = request.into_inner();
+        if request.user.is_empty() && request.client.is_empty() {
+            return Err(invalid("name a user or a client"));
+        }
+        let who = ClientSelector {
+            user: request.user,
+            client: request.client,
+            channel: String::new(),
+        };
+        let replies = self.ask_gateways(Action::Disconnect(who)).await?;
+        let connections = replies.iter().map(|r| r.affected).sum();
+        Ok(Response::new(DisconnectResponse { connections }))
+    }
+
+    async fn unsubscribe(
+        &self,
+        request: Request<UnsubscribeRequest>,
+    ) -> Result<Response<UnsubscribeResponse>, Status> {
+        let request = request.into_inner();
+        if request.user.is_empty() {
+            return Err(invalid("name a user"));
+        }
+        channel::validate(&request.channel).map_err(|e| invalid(format!("channel: {e}")))?;
+        let who = ClientSelector {
+            user: request.user,
+            client: String::new(),
+            channel: request.channel,
+        };
+        let replies = self.ask_gateways(Action::Unsubscribe(who)).await?;
+        let connections = replies.iter().map(|r| r.affected).sum();
+        Ok(Response::new(UnsubscribeResponse { connections }))
+    }
+
+    async fn info(&self, _: Request<InfoRequest>) -> Result<Response<InfoResponse>, Status> {
+        let now_ms = unix_micros() / 1000;
+        let nodes = self
+            .gateways
+            .nodes()
+            .live()
+            .into_iter()
+            .map(|(status, since)| NodeInfo {
+                uptime_seconds: now_ms.saturating_sub(status.started_at_ms) / 1000,
+                id: status.id,
+                kind: status.kind,
+                version: status.version,
+                connections: status.connections,
+                subscriptions: status.subscriptions,
+                channels: status.channels,
+                last_seen_ms: since.as_millis() as u64,
+            })
+            .collect();
+        Ok(Response::new(InfoResponse { nodes }))
     }
 }

@@ -1,15 +1,17 @@
 //! The gRPC server API on real processes: a backend's publish and broadcast reach native
-//! and Socket.IO clients on every gateway; the API key; invalid arguments; the standard
-//! health service.
+//! and Socket.IO clients on every gateway; the cluster's nodes, channels and clients
+//! (info, channels, unsubscribe, disconnect); the API key; invalid arguments; the
+//! standard health service.
 
 use std::net::SocketAddr;
 
 use herald_proto::api::v1::herald_api_client::HeraldApiClient;
 use herald_proto::api::v1::{
-    BroadcastRequest, HistoryRequest, PresenceRequest, PublishRequest, broadcast_result,
+    BroadcastRequest, ChannelsRequest, DisconnectRequest, HistoryRequest, InfoRequest, NodeInfo,
+    PresenceRequest, PublishRequest, UnsubscribeRequest, broadcast_result,
 };
-use herald_testkit::Cluster;
 use herald_testkit::socketio::{Agent, Library};
+use herald_testkit::{Cluster, wait_for_async};
 use serde_json::json;
 use tonic::Code;
 use tonic::metadata::MetadataValue;
@@ -17,7 +19,8 @@ use tonic::transport::Channel;
 use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_client::HealthClient;
 
-use crate::{PATIENCE, client, herald, publications, standalone, subscribe};
+use crate::tokens;
+use crate::{PATIENCE, client, client_with_token, herald, publications, standalone, subscribe};
 
 async fn api(addr: SocketAddr) -> HeraldApiClient<Channel> {
     HeraldApiClient::connect(format!("http://{addr}"))
@@ -205,4 +208,139 @@ async fn invalid_arguments_are_refused_with_a_reason() {
         .unwrap_err();
     assert_eq!(status.code(), Code::FailedPrecondition, "{status:?}");
     assert!(status.message().contains("108"), "{status:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cluster_answers_for_its_nodes_channels_and_clients() {
+    let settings = [
+        ("HERALD_AUTH__HMAC_SECRET", tokens::SECRET),
+        ("HERALD_NODE__HEARTBEAT", "300ms"),
+    ];
+    let mut cluster = Cluster::start(herald(), 2, 2, &settings);
+    let mut api = api(cluster.routers[0].api_addr()).await;
+
+    // Info: all four nodes, by their heartbeats.
+    let kinds = |nodes: &[NodeInfo]| {
+        let mut kinds: Vec<(String, String)> = nodes
+            .iter()
+            .map(|n| (n.id.clone(), n.kind.clone()))
+            .collect();
+        kinds.sort();
+        kinds
+    };
+    let all = [
+        ("gateway-1", "gateway"),
+        ("gateway-2", "gateway"),
+        ("router-1", "router"),
+        ("router-2", "router"),
+    ]
+    .map(|(id, kind)| (id.to_string(), kind.to_string()));
+    let listed = wait_for_async(PATIENCE, || {
+        let mut api = api.clone();
+        let all = all.clone();
+        async move { kinds(&api.info(InfoRequest {}).await.unwrap().into_inner().nodes) == all }
+    })
+    .await;
+    assert!(listed, "Info did not list the four nodes");
+
+    // Channels, counted over both gateways.
+    let (alice_a, _) = client_with_token(&cluster.ws_url(0), &tokens::user("alice", 600)).await;
+    let (alice_b, _) = client_with_token(&cluster.ws_url(1), &tokens::user("alice", 600)).await;
+    let (bob, _) = client_with_token(&cluster.ws_url(0), &tokens::user("bob", 600)).await;
+    for (client, channel) in [
+        (&alice_a, "news"),
+        (&alice_b, "news"),
+        (&bob, "news"),
+        (&bob, "chat:a"),
+    ] {
+        subscribe(client, channel).await;
+    }
+    let url = format!("http://{}", cluster.gateways[1].addr());
+    let options = json!({
+        "transports": ["websocket"],
+        "auth": { "token": tokens::user("alice", 600) },
+    });
+    let mut alice_app = Agent::spawn(Library::Js, &url, "/", options);
+    alice_app.next("connect", PATIENCE).await.unwrap();
+    let channels = api
+        .channels(ChannelsRequest {
+            pattern: String::new(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let counts: Vec<(String, u32)> = channels
+        .channels
+        .iter()
+        .map(|c| (c.channel.clone(), c.subscribers))
+        .collect();
+    assert_eq!(channels.gateways, 2);
+    for expected in [("news", 3), ("chat:a", 1), ("/", 1), ("user:#alice", 3)] {
+        let expected = (expected.0.to_string(), expected.1);
+        assert!(counts.contains(&expected), "{expected:?} not in {counts:?}");
+    }
+    let chat = api
+        .channels(ChannelsRequest {
+            pattern: "chat:*".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(chat.channels.len(), 1, "{chat:?}");
+
+    // Unsubscribe bob from news; he is told, and may subscribe again.
+    let unsubscribed = api
+        .unsubscribe(UnsubscribeRequest {
+            user: "bob".into(),
+            channel: "news".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(unsubscribed.connections, 1);
+    let push = bob.next_push(PATIENCE).await.unwrap();
+    assert_eq!(push, json!({ "push": "unsubscribe", "channel": "news" }));
+    subscribe(&bob, "news").await;
+
+    // Disconnect alice: every connection of hers, on both gateways, and nobody else's.
+    let disconnected = api
+        .disconnect(DisconnectRequest {
+            user: "alice".into(),
+            client: String::new(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(disconnected.connections, 3);
+    for connection in [&alice_a, &alice_b] {
+        let closed = connection
+            .closed(PATIENCE)
+            .await
+            .unwrap()
+            .expect("a close frame");
+        assert_eq!(
+            (closed.code, closed.reason.as_str()),
+            (3504, "disconnected by the server")
+        );
+    }
+    let told = alice_app
+        .find(PATIENCE, |r| r["event"] == "herald:disconnect")
+        .await
+        .unwrap();
+    assert_eq!(told["args"][0]["code"], 3504, "{told}");
+    let gone = alice_app.next("disconnect", PATIENCE).await.unwrap();
+    assert_eq!(gone["reason"], "io server disconnect");
+    bob.ok("ping", json!({})).await.unwrap();
+
+    // A killed node drops out of Info after three missed heartbeats.
+    cluster.gateways[1].kill();
+    let dropped = wait_for_async(PATIENCE, || {
+        let mut api = api.clone();
+        async move {
+            let nodes = api.info(InfoRequest {}).await.unwrap().into_inner().nodes;
+            nodes.len() == 3 && nodes.iter().all(|n| n.id != "gateway-2")
+        }
+    })
+    .await;
+    assert!(dropped, "the killed gateway stayed in Info");
 }

@@ -1,0 +1,74 @@
+//! Commands of the server API to every gateway (`<prefix>.control`): disconnect clients,
+//! unsubscribe a user, list the channels with local subscribers. Each gateway answers on
+//! the command's `reply_to` with what it did, so the API can add up the cluster.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use futures_util::StreamExt;
+use herald_core::bus::BusError;
+use herald_proto::bus::v1::{ChannelCount, ControlCommand, ControlReply, control_command::Action};
+use prost::Message;
+use wildmatch::WildMatch;
+
+use crate::clients::Command;
+use crate::gateway::Gateway;
+
+/// Subscribes to control commands and answers them, for the life of the gateway.
+pub async fn listen(gateway: Arc<Gateway>) -> Result<(), BusError> {
+    let bus = gateway.upstream.bus().clone();
+    let mut commands = bus.subscribe(gateway.upstream.subjects().control()).await?;
+    tokio::spawn(async move {
+        while let Some(message) = commands.next().await {
+            let Ok(command) = ControlCommand::decode(message.payload) else {
+                continue;
+            };
+            let reply = answer(&gateway, command.action);
+            if command.reply_to.is_empty() {
+                continue;
+            }
+            let payload = Bytes::from(reply.encode_to_vec());
+            if let Err(e) = bus.publish(command.reply_to, payload).await {
+                tracing::debug!(error = %e, "control reply not sent");
+            }
+        }
+    });
+    Ok(())
+}
+
+fn answer(gateway: &Gateway, action: Option<Action>) -> ControlReply {
+    let mut reply = ControlReply {
+        node: gateway.node_id.clone(),
+        ..Default::default()
+    };
+    match action {
+        Some(Action::Disconnect(who)) => {
+            let command = Command::Disconnect {
+                user: who.user.clone(),
+                client: who.client.clone(),
+            };
+            reply.affected = gateway.clients.send(&who.user, &who.client, command);
+        }
+        Some(Action::Unsubscribe(who)) => {
+            let command = Command::Unsubscribe {
+                user: who.user.clone(),
+                channel: who.channel,
+            };
+            reply.affected = gateway.clients.send(&who.user, "", command);
+        }
+        Some(Action::Channels(pattern)) => {
+            let pattern = WildMatch::new(if pattern.is_empty() { "*" } else { &pattern });
+            reply.channels = gateway
+                .hub
+                .channel_counts(|channel| pattern.matches(channel))
+                .into_iter()
+                .map(|(channel, subscribers)| ChannelCount {
+                    channel,
+                    subscribers,
+                })
+                .collect();
+        }
+        None => {}
+    }
+    reply
+}
