@@ -1,0 +1,274 @@
+//! The commands that call the server API, each printed as a table or as JSON.
+
+use anyhow::{Context, bail};
+use herald_proto::api::v1::herald_api_client::HeraldApiClient;
+use herald_proto::api::v1::{
+    BroadcastRequest, ChannelsRequest, DisconnectRequest, HistoryRequest, InfoRequest,
+    PresenceRequest, PresenceStatsRequest, PublishRequest, StreamPosition, UnsubscribeRequest,
+    broadcast_result,
+};
+use serde_json::{Value, json};
+use tonic::metadata::MetadataValue;
+use tonic::service::interceptor::InterceptedService;
+use tonic::transport::Channel;
+use tonic::{Request, Status};
+
+use crate::cli::{Command, Connection};
+use crate::table;
+
+type Client = HeraldApiClient<InterceptedService<Channel, AddKey>>;
+
+/// Adds the API key to every call.
+#[derive(Clone)]
+pub struct AddKey(Option<MetadataValue<tonic::metadata::Ascii>>);
+
+impl tonic::service::Interceptor for AddKey {
+    fn call(&mut self, mut request: Request<()>) -> Result<Request<()>, Status> {
+        if let Some(key) = &self.0 {
+            request.metadata_mut().insert("x-api-key", key.clone());
+        }
+        Ok(request)
+    }
+}
+
+async fn connect(connection: &Connection) -> anyhow::Result<Client> {
+    let channel = Channel::from_shared(connection.url.clone())
+        .context("--url is not a URL")?
+        .connect()
+        .await
+        .with_context(|| format!("cannot reach the server API at {}", connection.url))?;
+    let key = match &connection.key {
+        Some(key) => Some(key.parse().context("the API key is not valid metadata")?),
+        None => None,
+    };
+    Ok(HeraldApiClient::with_interceptor(channel, AddKey(key)))
+}
+
+/// Checks that `data` is JSON before it travels.
+fn json_document(data: &str) -> anyhow::Result<String> {
+    serde_json::from_str::<Value>(data)
+        .context("DATA must be a JSON document (quote strings: '\"hi\"')")?;
+    Ok(data.to_string())
+}
+
+fn position(position: Option<StreamPosition>) -> Value {
+    match position {
+        Some(p) if !p.epoch.is_empty() => json!({ "offset": p.offset, "epoch": p.epoch }),
+        _ => json!({}),
+    }
+}
+
+/// A value as a table shows it: strings without their quotes, nothing for null.
+fn plain(value: &Value) -> String {
+    match value {
+        Value::String(text) => text.clone(),
+        Value::Null => String::new(),
+        other => other.to_string(),
+    }
+}
+
+/// Parses a payload for display; what is not JSON is shown as a string.
+fn parsed(data: &str) -> Value {
+    serde_json::from_str(data).unwrap_or_else(|_| Value::String(data.to_string()))
+}
+
+/// Prints `value` as JSON, or as a table of `rows` under `header`.
+fn show(json_output: bool, value: Value, header: &[&str], rows: Vec<Vec<String>>) {
+    if json_output {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&value).unwrap_or_default()
+        );
+    } else {
+        table::print(header, &rows);
+    }
+}
+
+pub async fn run(
+    connection: &Connection,
+    json_output: bool,
+    command: Command,
+) -> anyhow::Result<()> {
+    let mut api = connect(connection).await?;
+    match command {
+        Command::Publish {
+            channel,
+            data,
+            idempotency_key,
+        } => {
+            let request = PublishRequest {
+                channel,
+                data: json_document(&data)?,
+                idempotency_key: idempotency_key.unwrap_or_default(),
+            };
+            let reply = api.publish(request).await?.into_inner();
+            let at = position(reply.position);
+            let row = vec![plain(&at["offset"]), plain(&at["epoch"])];
+            show(json_output, at, &["OFFSET", "EPOCH"], vec![row]);
+        }
+        Command::Broadcast { data, channels } => {
+            let request = BroadcastRequest {
+                channels,
+                data: json_document(&data)?,
+            };
+            let results = api.broadcast(request).await?.into_inner().results;
+            let mut values = Vec::new();
+            let mut rows = Vec::new();
+            for result in results {
+                let (value, outcome) = match result.result {
+                    Some(broadcast_result::Result::Position(p)) => {
+                        let at = position(Some(p));
+                        (at.clone(), format!("offset {}", at["offset"]))
+                    }
+                    Some(broadcast_result::Result::Error(e)) => (
+                        json!({ "error": { "code": e.code, "message": e.message } }),
+                        format!("error {}: {}", e.code, e.message),
+                    ),
+                    None => (json!({}), String::new()),
+                };
+                values.push(json!({ "channel": result.channel, "result": value }));
+                rows.push(vec![result.channel, outcome]);
+            }
+            show(json_output, json!(values), &["CHANNEL", "RESULT"], rows);
+        }
+        Command::History {
+            channel,
+            limit,
+            since,
+            reverse,
+        } => {
+            let request = HistoryRequest {
+                channel,
+                since,
+                limit,
+                reverse,
+            };
+            let page = api.history(request).await?.into_inner();
+            let publications: Vec<Value> = page
+                .publications
+                .iter()
+                .map(|p| json!({ "offset": p.offset, "data": parsed(&p.data) }))
+                .collect();
+            let rows = page
+                .publications
+                .iter()
+                .map(|p| vec![p.offset.to_string(), p.data.clone()])
+                .collect();
+            let value =
+                json!({ "publications": publications, "position": position(page.position) });
+            show(json_output, value, &["OFFSET", "DATA"], rows);
+        }
+        Command::Presence { channel } => {
+            let clients = api
+                .presence(PresenceRequest { channel })
+                .await?
+                .into_inner()
+                .clients;
+            let value: Vec<Value> = clients
+                .iter()
+                .map(|c| json!({ "client": c.client, "user": c.user, "info": parsed(&c.info) }))
+                .collect();
+            let rows = clients
+                .into_iter()
+                .map(|c| vec![c.client, c.user, c.info])
+                .collect();
+            show(json_output, json!(value), &["CLIENT", "USER", "INFO"], rows);
+        }
+        Command::PresenceStats { channel } => {
+            let stats = api
+                .presence_stats(PresenceStatsRequest { channel })
+                .await?
+                .into_inner();
+            let value = json!({ "num_clients": stats.num_clients, "num_users": stats.num_users });
+            let row = vec![stats.num_clients.to_string(), stats.num_users.to_string()];
+            show(json_output, value, &["CLIENTS", "USERS"], vec![row]);
+        }
+        Command::Channels { pattern } => {
+            let request = ChannelsRequest {
+                pattern: pattern.unwrap_or_default(),
+            };
+            let reply = api.channels(request).await?.into_inner();
+            let value = json!({
+                "gateways": reply.gateways,
+                "channels": reply.channels.iter()
+                    .map(|c| json!({ "channel": c.channel, "subscribers": c.subscribers }))
+                    .collect::<Vec<_>>(),
+            });
+            let rows = reply
+                .channels
+                .into_iter()
+                .map(|c| vec![c.channel, c.subscribers.to_string()])
+                .collect();
+            show(json_output, value, &["CHANNEL", "SUBSCRIBERS"], rows);
+        }
+        Command::Info => {
+            let nodes = api.info(InfoRequest {}).await?.into_inner().nodes;
+            let value: Vec<Value> = nodes
+                .iter()
+                .map(|n| {
+                    json!({
+                        "id": n.id, "kind": n.kind, "version": n.version,
+                        "uptime_seconds": n.uptime_seconds, "connections": n.connections,
+                        "subscriptions": n.subscriptions, "channels": n.channels,
+                        "last_seen_ms": n.last_seen_ms,
+                    })
+                })
+                .collect();
+            let rows = nodes
+                .into_iter()
+                .map(|n| {
+                    vec![
+                        n.id,
+                        n.kind,
+                        n.version,
+                        format!("{}s", n.uptime_seconds),
+                        n.connections.to_string(),
+                        n.subscriptions.to_string(),
+                        n.channels.to_string(),
+                        format!("{}ms", n.last_seen_ms),
+                    ]
+                })
+                .collect();
+            let header = [
+                "NODE",
+                "KIND",
+                "VERSION",
+                "UPTIME",
+                "CONNECTIONS",
+                "SUBSCRIPTIONS",
+                "CHANNELS",
+                "LAST SEEN",
+            ];
+            show(json_output, json!(value), &header, rows);
+        }
+        Command::Disconnect { user, client } => {
+            let request = DisconnectRequest {
+                user: user.unwrap_or_default(),
+                client: client.unwrap_or_default(),
+            };
+            let reply = api.disconnect(request).await?.into_inner();
+            let value = json!({ "connections": reply.connections });
+            show(
+                json_output,
+                value,
+                &["CONNECTIONS"],
+                vec![vec![reply.connections.to_string()]],
+            );
+        }
+        Command::Unsubscribe { user, channel } => {
+            let reply = api
+                .unsubscribe(UnsubscribeRequest { user, channel })
+                .await?
+                .into_inner();
+            let value = json!({ "connections": reply.connections });
+            show(
+                json_output,
+                value,
+                &["CONNECTIONS"],
+                vec![vec![reply.connections.to_string()]],
+            );
+        }
+        Command::Token(_) | Command::Config(_) => bail!("not an API command"),
+    }
+    Ok(())
+}

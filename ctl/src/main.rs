@@ -1,0 +1,39 @@
+//! `heraldctl`: drives a Herald cluster through its gRPC server API, and helps with the
+//! local chores: a development token, an example config, checking a config file.
+//!
+//! # Layout
+//! - `cli`: the commands and flags (clap).
+//! - `api`: the calls of the server API, printed as tables or JSON.
+//! - `local`: what needs no cluster (tokens, config).
+//! - `table`: plain aligned tables for a terminal.
+
+mod api;
+mod cli;
+mod local;
+mod table;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+use cli::{Cli, Command};
+
+#[tokio::main(flavor = "current_thread")]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let done = match cli.command {
+        Command::Token(args) => local::token(&args),
+        Command::Config(command) => local::config(command),
+        command => api::run(&cli.connection, cli.json, command).await,
+    };
+    match done {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            match error.downcast_ref::<tonic::Status>() {
+                Some(status) => eprintln!("heraldctl: {} ({:?})", status.message(), status.code()),
+                None => eprintln!("heraldctl: {error:#}"),
+            }
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,133 @@
+//! `heraldctl` as an operator runs it: against a real standalone node (the `herald` binary
+//! built beside it), and the local helpers.
+
+use std::path::PathBuf;
+use std::process::{Command, Output};
+
+use herald_testkit::{HeraldProcess, NativeClient};
+use serde_json::{Value, json};
+
+fn heraldctl(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_heraldctl"))
+        .args(args)
+        .env_remove("HERALDCTL_URL")
+        .env_remove("HERALDCTL_KEY")
+        .output()
+        .expect("run heraldctl")
+}
+
+fn stdout(output: &Output) -> String {
+    assert!(
+        output.status.success(),
+        "heraldctl failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+/// The `herald` binary of the same build (`cargo nextest run --workspace` builds it).
+fn herald() -> PathBuf {
+    let ctl = PathBuf::from(env!("CARGO_BIN_EXE_heraldctl"));
+    let herald = ctl.with_file_name("herald");
+    assert!(herald.is_file(), "{} is not built", herald.display());
+    herald
+}
+
+fn standalone(env: &[(&str, &str)]) -> HeraldProcess {
+    let args = ["--listen", "127.0.0.1:0", "--api-listen", "127.0.0.1:0"];
+    HeraldProcess::spawn_with_env("standalone", herald(), &args, env)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn drives_a_node_through_the_server_api() {
+    let node = standalone(&[("HERALD_API__KEY", "k3y")]);
+    let url = format!("http://{}", node.api_addr());
+    let api = |args: &[&str]| {
+        let mut all = vec!["--url", url.as_str(), "--key", "k3y"];
+        all.extend(args);
+        heraldctl(&all)
+    };
+    let subscriber = NativeClient::connect(&node.ws_url()).await.unwrap();
+    subscriber
+        .ok("subscribe", json!({ "channel": "news" }))
+        .await
+        .unwrap();
+
+    let published = stdout(&api(&["--json", "publish", "news", r#"{"text":"hi"}"#]));
+    let published: Value = serde_json::from_str(&published).unwrap();
+    assert_eq!(published["offset"], 1, "{published}");
+    let push = subscriber
+        .next_push(std::time::Duration::from_secs(20))
+        .await
+        .unwrap();
+    assert_eq!(push["data"], json!({ "text": "hi" }));
+
+    let history = stdout(&api(&["--json", "history", "news"]));
+    let history: Value = serde_json::from_str(&history).unwrap();
+    assert_eq!(history["publications"][0]["data"], json!({ "text": "hi" }));
+    let table = stdout(&api(&["channels"]));
+    assert!(table.starts_with("CHANNEL"), "{table}");
+    assert!(
+        table
+            .lines()
+            .any(|l| l.split_whitespace().eq(["news", "1"])),
+        "{table}"
+    );
+    let info = stdout(&api(&["--json", "info"]));
+    let info: Value = serde_json::from_str(&info).unwrap();
+    assert_eq!(info[0]["kind"], "standalone", "{info}");
+
+    // Refusals exit non-zero with the reason.
+    let wrong = heraldctl(&["--url", &url, "--key", "nope", "info"]);
+    assert!(!wrong.status.success());
+    assert!(
+        String::from_utf8_lossy(&wrong.stderr).contains("API key"),
+        "{wrong:?}"
+    );
+    let invalid = api(&["publish", "news", "not json"]);
+    assert!(!invalid.status.success());
+    assert!(
+        String::from_utf8_lossy(&invalid.stderr).contains("JSON"),
+        "{invalid:?}"
+    );
+}
+
+#[test]
+fn makes_tokens_and_checks_configs() {
+    let token = stdout(&heraldctl(&[
+        "token",
+        "alice",
+        "--secret",
+        "s3cret",
+        "--ttl",
+        "10m",
+        "--info",
+        r#"{"name":"A"}"#,
+        "--grant",
+        "vip:*",
+    ]));
+    let key = jsonwebtoken::DecodingKey::from_secret(b"s3cret");
+    let claims =
+        jsonwebtoken::decode::<Value>(token.trim(), &key, &jsonwebtoken::Validation::default())
+            .unwrap()
+            .claims;
+    assert_eq!(claims["sub"], "alice");
+    assert_eq!(claims["info"], json!({ "name": "A" }));
+    assert_eq!(claims["channels"], json!(["vip:*"]));
+
+    let example = stdout(&heraldctl(&["config", "example"]));
+    herald_core::config::Config::from_toml(&example).expect("the example is a valid config");
+
+    let dir = env!("CARGO_TARGET_TMPDIR");
+    let good = format!("{dir}/heraldctl-good.toml");
+    std::fs::write(&good, "[gateway]\nlisten = \"127.0.0.1:4000\"\n").unwrap();
+    stdout(&heraldctl(&["config", "check", &good]));
+    let bad = format!("{dir}/heraldctl-bad.toml");
+    std::fs::write(&bad, "[gateway]\nlisten_addr = \"x\"\n").unwrap();
+    let checked = heraldctl(&["config", "check", &bad]);
+    assert!(!checked.status.success());
+    assert!(
+        String::from_utf8_lossy(&checked.stderr).contains("listen_addr"),
+        "{checked:?}"
+    );
+}
