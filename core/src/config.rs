@@ -52,6 +52,9 @@ pub struct ApiConfig {
     /// When set, every call must carry it in the `x-api-key` metadata. Prefer
     /// `HERALD_API__KEY` to writing it in a file.
     pub key: String,
+    /// PEM certificate chain and private key: with both set, the API is served over TLS.
+    pub tls_cert_file: String,
+    pub tls_key_file: String,
 }
 
 impl Default for ApiConfig {
@@ -59,6 +62,8 @@ impl Default for ApiConfig {
         Self {
             listen: SocketAddr::from(([0, 0, 0, 0], 3200)),
             key: String::new(),
+            tls_cert_file: String::new(),
+            tls_key_file: String::new(),
         }
     }
 }
@@ -406,6 +411,9 @@ impl Config {
             return invalid("socketio.ping_interval and ping_timeout must be positive".into());
         }
         crate::auth::Verifier::new(&self.auth)?;
+        if self.api.tls_cert_file.is_empty() != self.api.tls_key_file.is_empty() {
+            return invalid("api.tls_cert_file and api.tls_key_file go together".into());
+        }
         if self.node.heartbeat.is_zero() {
             return invalid("node.heartbeat must be positive".into());
         }

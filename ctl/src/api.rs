@@ -10,7 +10,7 @@ use herald_proto::api::v1::{
 use serde_json::{Value, json};
 use tonic::metadata::MetadataValue;
 use tonic::service::interceptor::InterceptedService;
-use tonic::transport::Channel;
+use tonic::transport::{Certificate, Channel, ClientTlsConfig};
 use tonic::{Request, Status};
 
 use crate::cli::{Command, Connection};
@@ -32,8 +32,15 @@ impl tonic::service::Interceptor for AddKey {
 }
 
 async fn connect(connection: &Connection) -> anyhow::Result<Client> {
-    let channel = Channel::from_shared(connection.url.clone())
-        .context("--url is not a URL")?
+    let mut endpoint =
+        Channel::from_shared(connection.url.clone()).context("--url is not a URL")?;
+    if let Some(ca_file) = &connection.ca_file {
+        let ca =
+            std::fs::read(ca_file).with_context(|| format!("cannot read {}", ca_file.display()))?;
+        let tls = ClientTlsConfig::new().ca_certificate(Certificate::from_pem(ca));
+        endpoint = endpoint.tls_config(tls)?;
+    }
+    let channel = endpoint
         .connect()
         .await
         .with_context(|| format!("cannot reach the server API at {}", connection.url))?;

@@ -34,6 +34,10 @@ pub struct Connection {
     /// The API key, when the cluster requires one (api.key).
     #[arg(long, global = true, env = "HERALDCTL_KEY", hide_env_values = true)]
     pub key: Option<String>,
+    /// For an `https://` URL: the PEM certificate of the CA that signed the API's
+    /// certificate (or the certificate itself, when self-signed).
+    #[arg(long, global = true, env = "HERALDCTL_CA_FILE")]
+    pub ca_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Subcommand)]

@@ -238,6 +238,8 @@ async fn serve_api(
     bus: Arc<dyn Bus>,
     shutdown: &CancellationToken,
 ) -> anyhow::Result<()> {
+    // A key or certificate that cannot be read stops the node before it serves anything.
+    api::tls(config)?;
     let listener = bind(config.api.listen).await?;
     let addr = listener.local_addr()?;
     // A distinct line, which test harnesses read for the API's address.

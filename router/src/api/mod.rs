@@ -23,8 +23,8 @@ use herald_core::upstream::Upstream;
 use herald_proto::api::v1::FILE_DESCRIPTOR_SET;
 use herald_proto::api::v1::herald_api_server::HeraldApiServer;
 use tokio::net::TcpListener;
-use tonic::transport::Server;
 use tonic::transport::server::TcpIncoming;
+use tonic::transport::{Identity, Server, ServerTlsConfig};
 use tonic_health::ServingStatus;
 
 pub use service::Api;
@@ -38,6 +38,30 @@ pub const SERVICE_NAME: &str = "herald.api.v1.HeraldApi";
 /// Longest wait for the gateways' answers to a control command.
 const GATEWAYS_TIMEOUT: Duration = Duration::from_secs(2);
 
+/// Why the API cannot be served.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("api.{0}: {1}")]
+    TlsFile(&'static str, std::io::Error),
+    #[error("server API: {0}")]
+    Transport(#[from] tonic::transport::Error),
+}
+
+/// The TLS settings of the API, when `api.tls_cert_file` and `api.tls_key_file` are set;
+/// an error when the files cannot be read.
+pub fn tls(config: &Config) -> Result<Option<ServerTlsConfig>, ApiError> {
+    let api = &config.api;
+    if api.tls_cert_file.is_empty() {
+        return Ok(None);
+    }
+    let cert =
+        std::fs::read(&api.tls_cert_file).map_err(|e| ApiError::TlsFile("tls_cert_file", e))?;
+    let key = std::fs::read(&api.tls_key_file).map_err(|e| ApiError::TlsFile("tls_key_file", e))?;
+    Ok(Some(
+        ServerTlsConfig::new().identity(Identity::from_pem(cert, key)),
+    ))
+}
+
 /// Serves the API on `listener` until `shutdown` completes. `nodes` is what this node
 /// hears of the cluster's heartbeats.
 pub async fn serve(
@@ -46,7 +70,7 @@ pub async fn serve(
     bus: Arc<dyn Bus>,
     nodes: Arc<Nodes>,
     shutdown: impl Future<Output = ()>,
-) -> Result<(), tonic::transport::Error> {
+) -> Result<(), ApiError> {
     let subjects = Subjects::new(config.nats.subject_prefix.clone());
     let timeout = config.gateway.request_timeout;
     let upstream = Upstream::new(bus.clone(), subjects.clone(), timeout);
@@ -63,6 +87,9 @@ pub async fn serve(
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
         .build_v1();
     let mut server = Server::builder();
+    if let Some(tls) = tls(config)? {
+        server = server.tls_config(tls)?;
+    }
     let mut routes = server.add_service(health_service).add_service(api);
     match reflection {
         Ok(reflection) => routes = routes.add_service(reflection),
@@ -70,5 +97,6 @@ pub async fn serve(
     }
     routes
         .serve_with_incoming_shutdown(TcpIncoming::from(listener), shutdown)
-        .await
+        .await?;
+    Ok(())
 }

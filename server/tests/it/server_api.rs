@@ -15,7 +15,7 @@ use herald_testkit::{Cluster, wait_for_async};
 use serde_json::json;
 use tonic::Code;
 use tonic::metadata::MetadataValue;
-use tonic::transport::Channel;
+use tonic::transport::{Certificate, Channel, ClientTlsConfig};
 use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_client::HealthClient;
 
@@ -343,4 +343,40 @@ async fn the_cluster_answers_for_its_nodes_channels_and_clients() {
     })
     .await;
     assert!(dropped, "the killed gateway stayed in Info");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_api_can_be_served_over_tls() {
+    let (cert, key) = (
+        tokens::key_file("tls_cert.pem"),
+        tokens::key_file("tls_key.pem"),
+    );
+    let node = standalone(&[
+        ("HERALD_API__TLS_CERT_FILE", &cert),
+        ("HERALD_API__TLS_KEY_FILE", &key),
+    ]);
+    let port = node.api_addr().port();
+    let ca = Certificate::from_pem(std::fs::read(&cert).unwrap());
+    let tls = ClientTlsConfig::new()
+        .ca_certificate(ca)
+        .domain_name("localhost");
+    let channel = Channel::from_shared(format!("https://localhost:{port}"))
+        .unwrap()
+        .tls_config(tls)
+        .unwrap()
+        .connect()
+        .await
+        .expect("a TLS connection");
+    let nodes = HeraldApiClient::new(channel)
+        .info(InfoRequest {})
+        .await
+        .unwrap()
+        .into_inner()
+        .nodes;
+    assert_eq!(nodes.len(), 1, "{nodes:?}");
+    // Plain HTTP/2 gets nowhere.
+    let plain = HeraldApiClient::connect(format!("http://{}", node.api_addr())).await;
+    if let Ok(mut plain) = plain {
+        assert!(plain.info(InfoRequest {}).await.is_err());
+    }
 }
