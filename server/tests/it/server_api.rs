@@ -18,6 +18,10 @@ use tonic::metadata::MetadataValue;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig};
 use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_client::HealthClient;
+use tonic_reflection::pb::v1::ServerReflectionRequest;
+use tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient;
+use tonic_reflection::pb::v1::server_reflection_request::MessageRequest;
+use tonic_reflection::pb::v1::server_reflection_response::MessageResponse;
 
 use crate::tokens;
 use crate::{PATIENCE, client, client_with_token, herald, publications, standalone, subscribe};
@@ -44,10 +48,14 @@ async fn a_backend_reaches_native_and_socketio_clients_on_every_gateway() {
     for subscriber in [&first, &second] {
         subscribe(subscriber, "news").await;
     }
-    let url = format!("http://{}", cluster.gateways[1].addr());
     let options = json!({ "transports": ["websocket"] });
-    let mut socket = Agent::spawn(Library::Js, &url, "/", options);
-    socket.next("connect", PATIENCE).await.unwrap();
+    let mut sockets = Vec::new();
+    for (gateway, library) in [(0, Library::Python), (1, Library::Js)] {
+        let url = format!("http://{}", cluster.gateways[gateway].addr());
+        let mut socket = Agent::spawn(library, &url, "/", options.clone());
+        socket.next("connect", PATIENCE).await.unwrap();
+        sockets.push(socket);
+    }
 
     // Each router serves the API.
     let mut api = api(cluster.routers[1].api_addr()).await;
@@ -89,13 +97,12 @@ async fn a_backend_reaches_native_and_socketio_clients_on_every_gateway() {
         let got = publications(subscriber, "news", 1).await;
         assert_eq!(got[0]["data"]["alert"], "maintenance");
     }
-    let event = socket.next("event", PATIENCE).await.unwrap();
-    assert_eq!(event["event"], "message", "{event}");
-    assert_eq!(
-        event["args"][0],
-        json!({ "alert": "maintenance" }),
-        "{event}"
-    );
+    for socket in &mut sockets {
+        let event = socket.next("event", PATIENCE).await.unwrap();
+        assert_eq!(event["event"], "message", "{event}");
+        let alert = json!({ "alert": "maintenance" });
+        assert_eq!(event["args"][0], alert, "{event}");
+    }
 
     let history = api
         .history(HistoryRequest {
@@ -149,6 +156,25 @@ async fn calls_need_the_api_key_and_probes_do_not() {
     assert_eq!(status.code(), Code::Unauthenticated, "{status:?}");
     let mut right = HeraldApiClient::with_interceptor(channel.clone(), key("k3y"));
     right.publish(publish("news", json!(1))).await.unwrap();
+
+    // grpcurl finds the services by reflection, without the key.
+    let mut reflection = ServerReflectionClient::new(channel.clone());
+    let request = ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(MessageRequest::ListServices(String::new())),
+    };
+    let mut answers = reflection
+        .server_reflection_info(futures_util::stream::iter([request]))
+        .await
+        .unwrap()
+        .into_inner();
+    let answer = answers.message().await.unwrap().expect("an answer");
+    let Some(MessageResponse::ListServicesResponse(list)) = answer.message_response else {
+        panic!("not a list of services: {answer:?}");
+    };
+    let names: Vec<&str> = list.service.iter().map(|s| s.name.as_str()).collect();
+    assert!(names.contains(&"herald.api.v1.HeraldApi"), "{names:?}");
+    assert!(names.contains(&"grpc.health.v1.Health"), "{names:?}");
 
     // Kubernetes probes and grpcurl's health check carry no key.
     let mut health = HealthClient::new(channel);
