@@ -91,6 +91,17 @@ fn show(json_output: bool, value: Value, header: &[&str], rows: Vec<Vec<String>>
     }
 }
 
+/// How many connections a command reached.
+fn show_connections(json_output: bool, connections: u32) {
+    let value = json!({ "connections": connections });
+    show(
+        json_output,
+        value,
+        &["CONNECTIONS"],
+        vec![vec![connections.to_string()]],
+    );
+}
+
 pub async fn run(
     connection: &Connection,
     json_output: bool,
@@ -254,26 +265,14 @@ pub async fn run(
                 client: client.unwrap_or_default(),
             };
             let reply = api.disconnect(request).await?.into_inner();
-            let value = json!({ "connections": reply.connections });
-            show(
-                json_output,
-                value,
-                &["CONNECTIONS"],
-                vec![vec![reply.connections.to_string()]],
-            );
+            show_connections(json_output, reply.connections);
         }
         Command::Unsubscribe { user, channel } => {
             let reply = api
                 .unsubscribe(UnsubscribeRequest { user, channel })
                 .await?
                 .into_inner();
-            let value = json!({ "connections": reply.connections });
-            show(
-                json_output,
-                value,
-                &["CONNECTIONS"],
-                vec![vec![reply.connections.to_string()]],
-            );
+            show_connections(json_output, reply.connections);
         }
         Command::Token(_) | Command::Config(_) => bail!("not an API command"),
     }
