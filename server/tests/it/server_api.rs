@@ -358,6 +358,27 @@ async fn the_cluster_answers_for_its_nodes_channels_and_clients() {
     assert_eq!(gone["reason"], "io server disconnect");
     bob.ok("ping", json!({})).await.unwrap();
 
+    // One client, by its id: carol's second connection goes, her first stays.
+    let (carol_a, _) = client_with_token(&cluster.ws_url(0), &tokens::user("carol", 600)).await;
+    let (carol_b, hello) = client_with_token(&cluster.ws_url(1), &tokens::user("carol", 600)).await;
+    let client = hello["client"].as_str().unwrap().to_string();
+    let disconnected = api
+        .disconnect(DisconnectRequest {
+            user: String::new(),
+            client,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(disconnected.connections, 1);
+    let closed = carol_b
+        .closed(PATIENCE)
+        .await
+        .unwrap()
+        .expect("a close frame");
+    assert_eq!(closed.code, 3504);
+    carol_a.ok("ping", json!({})).await.unwrap();
+
     // A killed node drops out of Info after three missed heartbeats.
     cluster.gateways[1].kill();
     let dropped = wait_for_async(PATIENCE, || {
