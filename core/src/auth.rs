@@ -44,10 +44,7 @@ impl Identity {
     pub fn grants(&self, channel: &str) -> bool {
         self.grants
             .iter()
-            .any(|grant| match grant.strip_suffix('*') {
-                Some(prefix) => channel.starts_with(prefix),
-                None => channel == grant,
-            })
+            .any(|grant| crate::channel::matches(grant, channel))
     }
 
     /// Seconds until the token stops being accepted (its `exp` and the clock-skew

@@ -46,6 +46,21 @@ pub fn namespace(name: &str) -> &str {
     }
 }
 
+/// Whether `name` matches `pattern`: the same name, or a prefix ending in `*` (token grants,
+/// the Socket.IO namespace allow-list).
+pub fn matches(pattern: &str, name: &str) -> bool {
+    match pattern.strip_suffix('*') {
+        Some(prefix) => name.starts_with(prefix),
+        None => name == pattern,
+    }
+}
+
+/// Whether `origin` is in a list of web origins, where `*` stands for any.
+pub fn origin_listed(list: &[String], origin: &str) -> bool {
+    list.iter()
+        .any(|allowed| allowed == "*" || allowed == origin)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -14,6 +14,7 @@ use figment::providers::{Env, Format, Serialized, Toml};
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
+use crate::channel;
 pub use crate::rules::{Access, ChannelRules, ChannelsConfig, NamespaceRules};
 
 /// A configuration that could not be loaded or is inconsistent.
@@ -170,11 +171,7 @@ pub struct GatewayConfig {
 impl GatewayConfig {
     /// Whether a page from `origin` may connect.
     pub fn allows_origin(&self, origin: &str) -> bool {
-        self.allowed_origins.is_empty()
-            || self
-                .allowed_origins
-                .iter()
-                .any(|allowed| allowed == "*" || allowed == origin)
+        self.allowed_origins.is_empty() || channel::origin_listed(&self.allowed_origins, origin)
     }
 }
 
@@ -230,17 +227,12 @@ impl SocketIoConfig {
             || self
                 .namespaces
                 .iter()
-                .any(|pattern| match pattern.strip_suffix('*') {
-                    Some(prefix) => namespace.starts_with(prefix),
-                    None => namespace == pattern,
-                })
+                .any(|pattern| channel::matches(pattern, namespace))
     }
 
     /// Whether a page from `origin` may poll across origins.
     pub fn allows_origin(&self, origin: &str) -> bool {
-        self.cors_origins
-            .iter()
-            .any(|allowed| allowed == "*" || allowed == origin)
+        channel::origin_listed(&self.cors_origins, origin)
     }
 
     pub fn recovery(&self) -> bool {

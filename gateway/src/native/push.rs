@@ -4,6 +4,7 @@
 //! copied in as it is, never parsed and re-serialized. This runs once per publication per
 //! gateway, not once per recipient.
 
+use std::collections::BTreeMap;
 use std::fmt::Write;
 
 use axum::extract::ws::Utf8Bytes;
@@ -55,6 +56,14 @@ impl<'a> ClientView<'a> {
             info,
         }
     }
+}
+
+/// Every client on a channel, by client id: what `presence` shows on both protocols.
+pub fn presence_map(clients: &[ClientInfo]) -> BTreeMap<&str, ClientView<'_>> {
+    clients
+        .iter()
+        .map(|c| (c.client.as_str(), ClientView::new(c)))
+        .collect()
 }
 
 #[derive(Serialize)]

@@ -8,7 +8,7 @@ use herald_proto::bus::v1::{ClientInfo, HistoryPage, Position};
 use serde::Serialize;
 use serde_json::value::RawValue;
 
-use super::push::ClientView;
+use super::push::{self, ClientView};
 
 #[derive(Serialize)]
 struct Ok<'a, T> {
@@ -92,10 +92,7 @@ pub fn presence(id: u64, clients: &[ClientInfo]) -> Utf8Bytes {
     struct PresenceResult<'a> {
         presence: BTreeMap<&'a str, ClientView<'a>>,
     }
-    let presence = clients
-        .iter()
-        .map(|c| (c.client.as_str(), ClientView::new(c)))
-        .collect();
+    let presence = push::presence_map(clients);
     ok(id, &PresenceResult { presence })
 }
 

@@ -379,17 +379,11 @@ impl Session {
         stats: bool,
     ) -> Result<Utf8Bytes, Refusal> {
         let access = self.access()?;
-        let rules = access.authorize(
+        access.authorize(
             &self.gateway.channels,
             &params.channel,
             Action::ReadPresence,
         )?;
-        if !rules.presence {
-            return Err(Refusal::new(
-                ErrorCode::NotAvailable,
-                "the channel keeps no presence",
-            ));
-        }
         let query = PresenceQuery {
             channel: params.channel,
             stats_only: stats,

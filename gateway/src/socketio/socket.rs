@@ -19,7 +19,7 @@ use super::recovery::{self, ConnectData, Records, Recovery};
 use crate::access::Access;
 use crate::gateway::Gateway;
 use crate::hub::{ClientId, Joined, Protocol, Start};
-use crate::native::push::ClientView;
+use crate::native::push;
 use crate::outbound::Outbound;
 use herald_core::publish;
 
@@ -208,15 +208,9 @@ impl Conn {
         stats: bool,
     ) -> Result<Value, Refusal> {
         let gateway = &self.gateway;
-        let rules = socket
+        socket
             .access
             .authorize(&gateway.channels, &channel, Action::ReadPresence)?;
-        if !rules.presence {
-            return Err(Refusal::new(
-                ErrorCode::NotAvailable,
-                "the channel keeps no presence",
-            ));
-        }
         let query = PresenceQuery {
             channel,
             stats_only: stats,
@@ -226,12 +220,8 @@ impl Conn {
                 "ok": true, "num_clients": stats.clients, "num_users": stats.users,
             })),
             presence_reply::Result::List(list) => {
-                let clients: serde_json::Map<String, Value> = list
-                    .clients
-                    .iter()
-                    .map(|c| (c.client.clone(), json!(ClientView::new(c))))
-                    .collect();
-                Ok(json!({ "ok": true, "presence": clients }))
+                let presence = push::presence_map(&list.clients);
+                Ok(json!({ "ok": true, "presence": presence }))
             }
             presence_reply::Result::Error(_) => {
                 Err(Refusal::new(ErrorCode::Internal, "unexpected router reply"))

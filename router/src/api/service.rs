@@ -2,7 +2,6 @@
 
 use std::collections::BTreeMap;
 
-use herald_core::channel;
 use herald_core::codes::{ErrorCode, Refusal};
 use herald_core::config::ChannelsConfig;
 use herald_core::publish::{self, Prepared};
@@ -60,28 +59,23 @@ impl Api {
         publish::prepare(&rules, channel.to_string(), data, "", key)
     }
 
-    /// Checks that `channel` is valid and keeps presence.
-    fn presence_channel(&self, channel: &str) -> Result<(), Status> {
-        channel::validate(channel).map_err(|e| invalid(format!("channel: {e}")))?;
-        if !self.channels.rules_for(channel).presence {
-            let refusal = Refusal::new(ErrorCode::NotAvailable, "the channel keeps no presence");
-            return Err(from_refusal(refusal));
-        }
-        Ok(())
-    }
-
     async fn presence_query(
         &self,
         channel: String,
         stats_only: bool,
     ) -> Result<presence_reply::Result, Status> {
-        self.presence_channel(&channel)?;
+        valid_channel(&channel)?;
         let query = PresenceQuery {
             channel,
             stats_only,
         };
         self.upstream.presence(query).await.map_err(from_refusal)
     }
+}
+
+/// Refuses an invalid channel name, as clients are refused (code 102).
+fn valid_channel(channel: &str) -> Result<(), Status> {
+    publish::valid_channel(channel).map_err(from_refusal)
 }
 
 /// Checks that `data` is one JSON document.
@@ -182,7 +176,7 @@ impl HeraldApi for Api {
         request: Request<HistoryRequest>,
     ) -> Result<Response<HistoryResponse>, Status> {
         let request = request.into_inner();
-        channel::validate(&request.channel).map_err(|e| invalid(format!("channel: {e}")))?;
+        valid_channel(&request.channel)?;
         if request.limit > MAX_HISTORY_LIMIT {
             return Err(invalid(format!("limit exceeds {MAX_HISTORY_LIMIT}")));
         }
@@ -295,7 +289,7 @@ impl HeraldApi for Api {
         if request.user.is_empty() {
             return Err(invalid("name a user"));
         }
-        channel::validate(&request.channel).map_err(|e| invalid(format!("channel: {e}")))?;
+        valid_channel(&request.channel)?;
         let who = ClientSelector {
             user: request.user,
             client: String::new(),

@@ -140,7 +140,15 @@ impl PresenceService {
         }
     }
 
+    /// Answers a query, for every caller (gateways and the server API) alike.
     async fn query(&self, query: PresenceQuery) -> Result<presence_reply::Result, pb::Error> {
+        if !self.channels.rules_for(&query.channel).presence {
+            return Err(pb::Error {
+                code: ErrorCode::NotAvailable.code(),
+                temporary: false,
+                message: "the channel keeps no presence".into(),
+            });
+        }
         let clients = self.store.list(&query.channel).await.map_err(unavailable)?;
         if !query.stats_only {
             return Ok(presence_reply::Result::List(PresenceList { clients }));
