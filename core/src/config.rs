@@ -166,6 +166,12 @@ pub struct GatewayConfig {
     /// Most client connections this gateway holds at once; more are refused with HTTP 503.
     /// 0: no limit.
     pub max_connections: usize,
+    /// How long a stopping gateway takes to send its clients away (code 3000, to reconnect
+    /// elsewhere). Each client leaves at a random moment within it, so that they do not all
+    /// reconnect at once. Keep it below the orchestrator's grace period (Kubernetes
+    /// `terminationGracePeriodSeconds`) by at least 10 s. Zero: all at once.
+    #[serde(with = "humantime_serde")]
+    pub drain_period: Duration,
 }
 
 impl GatewayConfig {
@@ -188,6 +194,7 @@ impl Default for GatewayConfig {
             history_max_limit: 1000,
             allowed_origins: Vec::new(),
             max_connections: 0,
+            drain_period: Duration::from_secs(15),
         }
     }
 }

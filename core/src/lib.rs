@@ -11,6 +11,7 @@
 //! - [`publish`]: turning a permitted publish into what goes on the bus, for every protocol
 //!   and the server API.
 //! - [`upstream`]: requests to the routers over the bus, for gateways and the server API.
+//! - [`metrics`]: the Prometheus families every node exports, and their exporter.
 //! - [`heartbeat`]: the heartbeats by which nodes say they are alive.
 //! - [`time`]: wall-clock helpers for latency measurements.
 
@@ -20,6 +21,7 @@ pub mod channel;
 pub mod codes;
 pub mod config;
 pub mod heartbeat;
+pub mod metrics;
 pub mod publish;
 pub mod rules;
 pub mod subjects;

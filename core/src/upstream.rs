@@ -29,6 +29,7 @@ pub struct Upstream {
 }
 
 fn unavailable(e: BusError) -> Refusal {
+    metrics::counter!(crate::metrics::BUS_REQUEST_ERRORS, "kind" => e.kind()).increment(1);
     Refusal::new(ErrorCode::Unavailable, e.to_string())
 }
 

@@ -8,6 +8,7 @@ use herald_core::codes::Refusal;
 use herald_proto::bus::v1::{HistoryRequest, Position, Publication};
 
 use crate::hub::{ClientId, Hub, Joined, Protocol, Start};
+use crate::metrics;
 use crate::outbound::Outbound;
 use herald_core::upstream::Upstream;
 
@@ -66,6 +67,23 @@ impl Returning<'_> {
     /// Subscribes to `channel` right after `from`. Whatever the channel published since is
     /// handed to `replay` first, in order; live publications follow.
     pub async fn subscribe_after(
+        &self,
+        channel: &str,
+        from: Position,
+        replay: impl FnMut(&Publication),
+    ) -> Result<Resumed, Refusal> {
+        let resumed = self.resume(channel, from, replay).await;
+        if let Ok(resumed) = &resumed {
+            let label = match self.protocol {
+                Protocol::Native => metrics::NATIVE,
+                Protocol::SocketIo { .. } => metrics::SOCKETIO,
+            };
+            metrics::recovered(label, matches!(resumed, Resumed::Recovered(_)));
+        }
+        resumed
+    }
+
+    async fn resume(
         &self,
         channel: &str,
         mut from: Position,

@@ -16,6 +16,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::clients::Clients;
 use crate::control;
+use crate::drain::Drain;
 use crate::feed::FeedConfig;
 use crate::http;
 use crate::hub::{ClientId, Hub};
@@ -23,7 +24,7 @@ use crate::presence::PresenceReporter;
 use crate::socketio::{self, link::Links};
 use herald_core::upstream::Upstream;
 
-/// How long sessions get to say goodbye after shutdown begins.
+/// How long sessions get to say goodbye after the drain period.
 const SESSION_GRACE: Duration = Duration::from_secs(5);
 
 pub struct Gateway {
@@ -38,9 +39,10 @@ pub struct Gateway {
     pub(crate) clients: Clients,
     presence_heartbeat: Duration,
     pub(crate) upstream: Upstream,
-    /// Cancelled when the node shuts down; every session watches it, because upgraded
-    /// WebSockets are out of reach of the HTTP server's own graceful shutdown.
-    pub(crate) shutdown: CancellationToken,
+    /// Begins when the node is told to stop; every session watches for its turn to leave,
+    /// because upgraded WebSockets are out of reach of the HTTP server's own graceful
+    /// shutdown.
+    pub(crate) drain: Drain,
     pub(crate) sessions: TaskTracker,
     /// Engine.IO sessions held here, for polling requests and upgrades.
     pub(crate) socketio_links: Links,
@@ -92,7 +94,7 @@ impl Gateway {
             presence: Arc::default(),
             clients: Clients::default(),
             presence_heartbeat: config.presence.heartbeat,
-            shutdown: CancellationToken::new(),
+            drain: Drain::new(config.gateway.drain_period),
             sessions: TaskTracker::new(),
             socketio_links: Links::default(),
             engine_token: socketio::new_token(),
@@ -133,20 +135,21 @@ impl Gateway {
         (connections, subscriptions, channels)
     }
 
-    /// Ready to take clients: the bus is connected and the node is not shutting down.
+    /// Ready to take clients: the bus is connected and the node is not draining.
     pub fn ready(&self) -> bool {
-        !self.shutdown.is_cancelled() && self.upstream.bus().is_connected()
+        !self.drain.is_draining() && self.upstream.bus().is_connected()
     }
 }
 
-/// Serves the gateway on `listener` until `shutdown` completes, then closes every session
-/// (code 3000, so clients reconnect elsewhere) and waits briefly for them to finish.
+/// Serves the gateway on `listener`. When `shutdown` completes the gateway drains: it
+/// turns not ready and refuses new clients, sends its clients away over the drain period
+/// (code 3000, so that they reconnect elsewhere), waits briefly for their goodbyes, sends
+/// the last presence report, and returns. Probes and `/metrics` answer throughout.
 pub async fn serve(
     listener: TcpListener,
     gateway: Arc<Gateway>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    let token = gateway.shutdown.clone();
     if let Err(error) = socketio::forward::listen(gateway.clone()).await {
         tracing::warn!(%error, "cannot take forwarded Socket.IO polling requests");
     }
@@ -168,23 +171,36 @@ pub async fn serve(
             tracing::debug!(error = %e, "cannot set TCP_NODELAY");
         }
     });
+    let drained = tokio::spawn(drain_sessions(gateway.clone(), shutdown));
+    let stop_listening = drained_signal(drained);
     axum::serve(listener, app)
-        .with_graceful_shutdown(async move {
-            shutdown.await;
-            token.cancel();
-        })
+        .with_graceful_shutdown(stop_listening)
         .await?;
+    presence_stop.cancel();
+    let _ = tokio::time::timeout(gateway.config.request_timeout, reporter).await;
+    Ok(())
+}
+
+/// Waits for `shutdown`, then drains the gateway's sessions.
+async fn drain_sessions(gateway: Arc<Gateway>, shutdown: impl Future<Output = ()>) {
+    shutdown.await;
+    gateway.drain.begin();
     gateway.sessions.close();
-    if tokio::time::timeout(SESSION_GRACE, gateway.sessions.wait())
+    let limit = gateway.drain.period() + SESSION_GRACE;
+    if tokio::time::timeout(limit, gateway.sessions.wait())
         .await
         .is_err()
     {
         tracing::warn!(
             open = gateway.sessions.len(),
-            "sessions still open after the grace period"
+            "sessions still open after the drain period"
         );
     }
-    presence_stop.cancel();
-    let _ = tokio::time::timeout(gateway.config.request_timeout, reporter).await;
-    Ok(())
+}
+
+/// Completes when the drain task does, however it ends.
+async fn drained_signal(drained: tokio::task::JoinHandle<()>) {
+    if let Err(e) = drained.await {
+        tracing::error!(error = %e, "drain failed");
+    }
 }

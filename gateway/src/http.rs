@@ -1,5 +1,5 @@
 //! HTTP routes of a gateway: the native protocol's WebSocket endpoint, the Socket.IO
-//! endpoint (WebSocket and long-polling), and health probes.
+//! endpoint (WebSocket and long-polling), health probes and Prometheus metrics.
 
 use std::sync::Arc;
 
@@ -16,6 +16,7 @@ use serde::Deserialize;
 use tower_http::cors::{AllowHeaders, AllowOrigin, CorsLayer};
 
 use crate::gateway::{ConnectionPermit, Gateway};
+use crate::metrics::{self, Refused};
 use crate::native;
 use crate::socketio::engine::RequestError;
 use crate::socketio::link::Transport;
@@ -49,6 +50,7 @@ pub fn router(gateway: Arc<Gateway>) -> Router {
         .merge(clients)
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
+        .route("/metrics", get(scrape))
         .with_state(gateway)
 }
 
@@ -79,34 +81,35 @@ async fn check_origin(
             .is_ok_and(|origin| gateway.config.allows_origin(origin))
     });
     if !allowed {
-        return (StatusCode::FORBIDDEN, "origin not allowed").into_response();
+        metrics::refused(Refused::Origin);
+        return Refused::Origin.into_response();
     }
     next.run(request).await
-}
-
-/// Why a new connection is refused (HTTP 503).
-enum Refused {
-    ShuttingDown,
-    Full,
 }
 
 impl IntoResponse for Refused {
     fn into_response(self) -> Response {
         match self {
-            Self::ShuttingDown => shutting_down(),
+            Self::Draining => shutting_down(),
             Self::Full => {
                 (StatusCode::SERVICE_UNAVAILABLE, "connection limit reached").into_response()
             }
+            Self::Origin => (StatusCode::FORBIDDEN, "origin not allowed").into_response(),
         }
     }
 }
 
 /// A new connection's place under `gateway.max_connections`.
 fn permit(gateway: &Gateway) -> Result<ConnectionPermit, Refused> {
-    if gateway.shutdown.is_cancelled() {
-        return Err(Refused::ShuttingDown);
-    }
-    gateway.connection_permit().ok_or(Refused::Full)
+    let refused = if gateway.drain.is_draining() {
+        Refused::Draining
+    } else if let Some(permit) = gateway.connection_permit() {
+        return Ok(permit);
+    } else {
+        Refused::Full
+    };
+    metrics::refused(refused);
+    Err(refused)
 }
 
 async fn native_ws(State(gateway): State<Arc<Gateway>>, upgrade: WebSocketUpgrade) -> Response {
@@ -248,4 +251,16 @@ async fn readyz(State(gateway): State<Arc<Gateway>>) -> Response {
     } else {
         (StatusCode::SERVICE_UNAVAILABLE, "not ready").into_response()
     }
+}
+
+/// The Prometheus exposition (text format 0.0.4).
+async fn scrape(State(gateway): State<Arc<Gateway>>) -> Response {
+    metrics::observe(&gateway);
+    exposition(herald_core::metrics::render())
+}
+
+/// A Prometheus text exposition as an HTTP response; shared with the router's listener.
+pub fn exposition(body: String) -> Response {
+    let content_type = "text/plain; version=0.0.4; charset=utf-8";
+    ([(header::CONTENT_TYPE, content_type)], body).into_response()
 }

@@ -23,6 +23,7 @@ use tokio::sync::watch;
 use tokio::task::AbortHandle;
 
 use crate::feed::{self, FeedConfig};
+use crate::metrics::Deliveries;
 use crate::native;
 use crate::outbound::Outbound;
 use crate::socketio;
@@ -105,6 +106,7 @@ pub struct Hub {
     feed_config: FeedConfig,
     /// Longest wait for a channel's feed to start.
     start_timeout: Duration,
+    deliveries: Deliveries,
 }
 
 impl Hub {
@@ -116,6 +118,7 @@ impl Hub {
             upstream,
             feed_config,
             start_timeout,
+            deliveries: Deliveries::default(),
         })
     }
 
@@ -327,7 +330,9 @@ impl Hub {
             offset: last.offset,
             epoch: last.epoch.clone(),
         };
+        let (mut native_sent, mut socketio_sent) = (0, 0);
         for publication in publications {
+            self.deliveries.arrived(publication.accepted_at_us);
             let position = Position {
                 offset: publication.offset,
                 epoch: publication.epoch.clone(),
@@ -344,6 +349,7 @@ impl Hub {
                             native.get_or_insert_with(|| native::push::publication(publication));
                         if let Some(frame) = frame {
                             subscriber.outbound.send(frame.clone());
+                            native_sent += 1;
                         }
                     }
                     Protocol::SocketIo { sid, marks, .. } if **sid == publication.origin => {
@@ -358,6 +364,7 @@ impl Hub {
                         let Some(rendered) = socketio.get(namespace, publication) else {
                             continue;
                         };
+                        socketio_sent += 1;
                         match marks {
                             Some(marks) => {
                                 let offset = marks.advance(channel, &position);
@@ -375,6 +382,7 @@ impl Hub {
                 }
             }
         }
+        self.deliveries.sent(native_sent, socketio_sent);
     }
 
     /// Delivers a join or leave event to the channel's local subscribers.

@@ -7,7 +7,9 @@
 //!
 //! # Layout
 //! - [`gateway`]: the node's shared state and [`serve`], which runs it on a listener.
-//! - [`http`]: routes (WebSocket endpoints, `/healthz`, `/readyz`).
+//! - [`http`]: routes (WebSocket endpoints, `/healthz`, `/readyz`, `/metrics`).
+//! - [`drain`]: moving clients off a stopping gateway, spread over the drain period.
+//! - [`metrics`]: what a gateway records about its clients, and its gauges at scrape time.
 //! - [`native`]: the native JSON protocol: command parsing, replies, pushes, the session.
 //! - [`hub`]: local subscriptions and fan-out (encode once, queue to many).
 //! - [`feed`]: one task per subscribed channel, bringing its publications in order.
@@ -19,6 +21,7 @@
 //! - [`clients`] and [`control`]: commands of the server API (disconnect, unsubscribe,
 //!   channels) reaching the sessions they concern.
 //! - [`presence`]: reporting this gateway's clients to the routers' presence.
+//! - [`inbound`]: telling a client that went away from one that broke the protocol.
 //! - [`outbound`]: a connection's bounded outbound queue, close signal and writer.
 //! - [`deadline`]: optional timers for `select!` loops.
 
@@ -27,10 +30,13 @@ pub mod catch_up;
 pub mod clients;
 pub mod control;
 pub mod deadline;
+pub mod drain;
 pub mod feed;
 pub mod gateway;
 pub mod http;
 pub mod hub;
+pub mod inbound;
+pub mod metrics;
 pub mod native;
 pub mod outbound;
 pub mod presence;

@@ -14,10 +14,12 @@
 //!   Redis or in memory, and the service that answers gateways about it.
 //! - [`queue`]: serving one kind of request from the router queue group.
 //! - [`keys`]: every Redis key, built in one place.
+//! - [`metrics`]: the time and failures of Redis operations.
 
 pub mod api;
 pub mod history;
 pub mod keys;
+mod metrics;
 pub mod presence;
 mod queue;
 pub mod service;

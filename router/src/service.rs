@@ -6,6 +6,7 @@
 //! same NATS connection, so a publisher subscribed to its own channel sees the publication
 //! before its acknowledgement. Many requests are in flight at once, pipelined on the store.
 
+use herald_core::metrics::PUBLICATIONS;
 use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -307,6 +308,7 @@ impl RouterService {
             // Stored: subscribers will fill the gap from history.
             tracing::warn!(error = %e, "publication stored but not delivered live");
         }
+        metrics::counter!(PUBLICATIONS).increment(1);
         Ok(position)
     }
 
@@ -339,9 +341,16 @@ impl RouterService {
     /// Whether this router can serve: its subscriptions are live, the bus is connected and
     /// the store answers.
     pub async fn ready(&self) -> bool {
-        self.serving.load(Ordering::Acquire)
-            && self.bus.is_connected()
-            && self.store.ping().await.is_ok()
+        self.serving.load(Ordering::Acquire) && self.bus_connected() && self.store_reachable().await
+    }
+
+    pub fn bus_connected(&self) -> bool {
+        self.bus.is_connected()
+    }
+
+    /// Whether the history store answers a ping.
+    pub async fn store_reachable(&self) -> bool {
+        self.store.ping().await.is_ok()
     }
 }
 

@@ -3,6 +3,7 @@
 mod cli;
 mod logging;
 mod node;
+mod router_http;
 mod signal;
 
 use clap::Parser;
@@ -13,6 +14,7 @@ fn main() -> anyhow::Result<()> {
     // Validate the whole configuration before anything starts or binds.
     let config = Config::load(cli.config.as_deref(), cli.overrides())?;
     logging::init(&config.log);
+    herald_core::metrics::install(cli.mode.name())?;
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?

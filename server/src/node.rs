@@ -6,10 +6,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use axum::Router;
-use axum::extract::State;
-use axum::http::StatusCode;
-use axum::routing::get;
 use herald_core::bus::{Bus, MemoryBus, NatsBus};
 use herald_core::config::Config;
 use herald_core::heartbeat;
@@ -26,7 +22,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::cli::Mode;
-use crate::signal;
+use crate::{router_http, signal};
 
 /// Longest pause between attempts to reach Redis at start-up.
 const REDIS_RETRY: Duration = Duration::from_secs(2);
@@ -86,19 +82,7 @@ pub async fn run(mode: Mode, config: Config) -> anyhow::Result<()> {
             heartbeats(&config, bus, status, &shutdown);
             let router = services.router;
             announce(mode, &node_id, listener.local_addr()?);
-            let health = Router::new()
-                .route("/healthz", get(|| async { "ok" }))
-                .route("/readyz", get(router_ready))
-                .with_state(router.clone());
-            let stop = shutdown.clone();
-            tokio::spawn(async move {
-                let served = axum::serve(listener, health)
-                    .with_graceful_shutdown(stop.cancelled_owned())
-                    .await;
-                if let Err(e) = served {
-                    tracing::error!(error = %e, "router health listener failed");
-                }
-            });
+            router_http::spawn(listener, router.clone(), shutdown.clone());
             router
                 .run(shutdown.cancelled_owned())
                 .await
@@ -166,14 +150,6 @@ impl Services {
 
     async fn serving(&self) -> bool {
         self.router.ready().await && self.sessions.serving() && self.presence.serving()
-    }
-}
-
-async fn router_ready(State(router): State<Arc<RouterService>>) -> (StatusCode, &'static str) {
-    if router.ready().await {
-        (StatusCode::OK, "ready")
-    } else {
-        (StatusCode::SERVICE_UNAVAILABLE, "not ready")
     }
 }
 

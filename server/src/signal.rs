@@ -1,4 +1,5 @@
-//! Shutdown on SIGTERM or SIGINT (Ctrl-C).
+//! Shutdown on SIGTERM or SIGINT (Ctrl-C): the first signal starts a graceful drain, a
+//! second one ends the process at once (an impatient Ctrl-C at a terminal).
 
 use tokio_util::sync::CancellationToken;
 
@@ -8,8 +9,11 @@ pub fn shutdown_token() -> CancellationToken {
     let cancel = token.clone();
     tokio::spawn(async move {
         wait_for_signal().await;
-        tracing::info!("shutdown signal received");
+        tracing::info!("shutdown signal received; a second one exits at once");
         cancel.cancel();
+        wait_for_signal().await;
+        tracing::warn!("second shutdown signal: exiting without finishing the drain");
+        std::process::exit(130);
     });
     token
 }

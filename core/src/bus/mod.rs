@@ -35,6 +35,18 @@ pub enum BusError {
     Other(String),
 }
 
+impl BusError {
+    /// A short name for metrics labels.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::NotConnected => "not_connected",
+            Self::Timeout => "timeout",
+            Self::NoResponders => "no_responders",
+            Self::Other(_) => "other",
+        }
+    }
+}
+
 /// One message received from a subscription.
 #[derive(Debug, Clone)]
 pub struct BusMessage {

@@ -10,6 +10,7 @@ use futures_util::StreamExt;
 use tokio::sync::watch;
 
 use super::{Bus, BusError, BusMessage, Subscription};
+use crate::metrics::{NATS_CONNECTS, NATS_DISCONNECTS, NATS_ERRORS};
 
 /// Reconnection backoff stays short: a gateway or router waiting on NATS is useless, and
 /// tests restart NATS and expect service back within seconds.
@@ -45,8 +46,16 @@ impl NatsBus {
             .event_callback(move |event| {
                 let events = events.clone();
                 async move {
-                    if matches!(event, Event::Connected) {
-                        events.send_modify(|n| *n += 1);
+                    match &event {
+                        Event::Connected => {
+                            events.send_modify(|n| *n += 1);
+                            metrics::counter!(NATS_CONNECTS).increment(1);
+                        }
+                        Event::Disconnected => metrics::counter!(NATS_DISCONNECTS).increment(1),
+                        Event::SlowConsumer(_) => count_error("slow_consumer"),
+                        Event::ServerError(_) => count_error("server"),
+                        Event::ClientError(_) => count_error("client"),
+                        _ => {}
                     }
                     tracing::info!(%event, "nats connection event");
                 }
@@ -71,6 +80,10 @@ impl NatsBus {
         }
         self.is_connected()
     }
+}
+
+fn count_error(kind: &'static str) {
+    metrics::counter!(NATS_ERRORS, "kind" => kind).increment(1);
 }
 
 fn into_subscription(sub: async_nats::Subscriber) -> Subscription {

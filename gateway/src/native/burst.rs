@@ -6,6 +6,8 @@ use futures_util::stream::SplitStream;
 use futures_util::{FutureExt, StreamExt};
 use herald_proto::bus::v1::PublishRequest;
 
+use crate::inbound::client_gone;
+
 /// Most frames read ahead and handled together.
 const MAX_BURST: usize = 256;
 /// Most payload bytes in one publish batch, well under NATS' default 1 MiB message limit.
@@ -35,7 +37,7 @@ impl Batch {
 pub(super) enum Stop {
     /// A binary frame: not part of the native protocol.
     Binary,
-    /// The client closed the connection.
+    /// The client closed the connection, or it dropped.
     Gone,
     /// The WebSocket layer failed, e.g. on a frame far over the size limit.
     Broken,
@@ -56,7 +58,14 @@ pub(super) fn read_burst(
             Some(Ok(Message::Ping(_) | Message::Pong(_))) => {}
             Some(Ok(Message::Binary(_))) => return (texts, Some(Stop::Binary)),
             Some(Ok(Message::Close(_))) | None => return (texts, Some(Stop::Gone)),
-            Some(Err(_)) => return (texts, Some(Stop::Broken)),
+            Some(Err(error)) => {
+                let stop = if client_gone(error) {
+                    Stop::Gone
+                } else {
+                    Stop::Broken
+                };
+                return (texts, Some(stop));
+            }
         }
         if texts.len() >= MAX_BURST {
             return (texts, None);

@@ -9,6 +9,7 @@
 
 use std::collections::HashSet;
 use std::sync::Arc;
+use std::time::Instant;
 
 use axum::extract::ws::{Utf8Bytes, WebSocket};
 use futures_util::StreamExt;
@@ -25,6 +26,7 @@ use crate::clients::Command as ApiCommand;
 use crate::deadline::wait_until;
 use crate::gateway::Gateway;
 use crate::hub::{ClientId, Protocol};
+use crate::metrics::{self, NATIVE};
 use crate::outbound::{self, Outbound};
 use herald_core::publish::{self, Prepared};
 
@@ -58,8 +60,10 @@ pub async fn serve(socket: WebSocket, gateway: Arc<Gateway>) {
         outbound,
     };
     let mut commands = gateway.clients.open(id);
+    metrics::opened(NATIVE);
     let handshake = tokio::time::sleep(gateway.config.connect_timeout);
-    tokio::pin!(handshake);
+    let leave = gateway.drain.turn();
+    tokio::pin!(handshake, leave);
     loop {
         tokio::select! {
             Some(command) = commands.recv() => session.on_command(command),
@@ -83,7 +87,7 @@ pub async fn serve(socket: WebSocket, gateway: Arc<Gateway>) {
                 }
             }
             () = closer.closed() => {}
-            () = gateway.shutdown.cancelled() => closer.close(DisconnectCode::Shutdown),
+            () = &mut leave => closer.close(DisconnectCode::Shutdown),
         }
         if closer.is_closed() {
             break;
@@ -92,6 +96,7 @@ pub async fn serve(socket: WebSocket, gateway: Arc<Gateway>) {
     gateway.clients.close(id);
     session.leave_all();
     drop(session);
+    metrics::ended(NATIVE, closer.reason());
     let _ = writer.await;
 }
 
@@ -151,12 +156,14 @@ impl Session {
                         }
                         Ok(Prepared::Direct(publication)) => {
                             self.flush(batch).await;
+                            let started = Instant::now();
                             let delivered = self.gateway.upstream.deliver(&publication).await;
+                            metrics::published(NATIVE, started, 1);
                             self.reply(id, delivered.map(|()| reply::empty(id)));
                         }
                         Err(refusal) => {
                             self.flush(batch).await;
-                            self.send(reply::error(id, &refusal));
+                            self.reply(id, Err(refusal));
                         }
                     }
                 }
@@ -174,6 +181,7 @@ impl Session {
     }
 
     fn reply(&self, id: u64, frame: Result<Utf8Bytes, Refusal>) {
+        metrics::replied(NATIVE, &frame);
         self.send(frame.unwrap_or_else(|refusal| reply::error(id, &refusal)));
     }
 
@@ -185,7 +193,10 @@ impl Session {
         let ids = std::mem::take(&mut batch.ids);
         let requests = std::mem::take(&mut batch.requests);
         batch.bytes = 0;
-        match self.gateway.upstream.publish(requests).await {
+        let started = Instant::now();
+        let published = self.gateway.upstream.publish(requests).await;
+        metrics::published(NATIVE, started, ids.len());
+        match published {
             Ok(results) => {
                 for (id, result) in ids.into_iter().zip(results) {
                     let frame = result.map(|p| reply::ok(id, &reply::PositionResult::new(&p)));
@@ -194,7 +205,7 @@ impl Session {
             }
             Err(refusal) => {
                 for id in ids {
-                    self.send(reply::error(id, &refusal));
+                    self.reply(id, Err(refusal.clone()));
                 }
             }
         }

@@ -188,6 +188,16 @@ impl Links {
         self.map().len()
     }
 
+    /// How many sessions are on long-polling (upgrading ones included) and on WebSocket.
+    pub fn by_transport(&self) -> (usize, usize) {
+        let map = self.map();
+        let websocket = map
+            .values()
+            .filter(|link| link.transport() == Transport::WebSocket)
+            .count();
+        (map.len() - websocket, websocket)
+    }
+
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }

@@ -22,6 +22,7 @@ use crate::clients::Commands;
 use crate::deadline::wait_until;
 use crate::gateway::{ConnectionPermit, Gateway};
 use crate::hub::ClientId;
+use crate::metrics::{self, SOCKETIO};
 use crate::outbound::{self, Outbound};
 
 /// Packets a transport may hand in before it waits for the session to catch up.
@@ -55,6 +56,7 @@ pub fn start(gateway: &Arc<Gateway>, transport: Transport, permit: ConnectionPer
         pong_deadline: None,
         _permit: permit,
     };
+    metrics::opened(SOCKETIO);
     gateway.sessions.spawn(session.run(packets, transport));
     link
 }
@@ -96,6 +98,8 @@ impl Session {
         let mut ping = tokio::time::interval_at(start + config.ping_interval, config.ping_interval);
         let connect_deadline = start + config.connect_timeout;
         let mut connected_once = false;
+        let leave = self.gateway.drain.turn();
+        tokio::pin!(leave);
         let mut refresh = self
             .sockets
             .refresh_period()
@@ -136,7 +140,7 @@ impl Session {
                     closer.close(DisconnectCode::ConnectTimeout);
                 }
                 () = closer.closed() => {}
-                () = self.gateway.shutdown.cancelled() => closer.close(DisconnectCode::Shutdown),
+                () = &mut leave => closer.close(DisconnectCode::Shutdown),
             }
             if closer.is_closed() {
                 break;
@@ -151,6 +155,7 @@ impl Session {
         self.sockets.leave_all(recoverable);
         self.gateway.clients.close(self.id);
         self.gateway.socketio_links.remove(&self.sid);
+        metrics::ended(SOCKETIO, closer.reason());
     }
 
     fn send_engine(&self, text: String) {

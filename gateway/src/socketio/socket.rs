@@ -19,6 +19,7 @@ use super::recovery::{self, ConnectData, Records, Recovery};
 use crate::access::Access;
 use crate::gateway::Gateway;
 use crate::hub::{ClientId, Joined, Protocol, Start};
+use crate::metrics::{self, SOCKETIO};
 use crate::native::push;
 use crate::outbound::Outbound;
 use herald_core::publish;
@@ -237,7 +238,10 @@ impl Conn {
             .into_iter()
             .map(|(namespace, id, request)| ((namespace, id), request))
             .unzip();
-        let outcomes = match self.gateway.upstream.publish(requests).await {
+        let started = std::time::Instant::now();
+        let published = self.gateway.upstream.publish(requests).await;
+        metrics::published(SOCKETIO, started, acks.len());
+        let outcomes = match published {
             Ok(outcomes) => outcomes,
             Err(refusal) => vec![Err(refusal); acks.len()],
         };
@@ -249,6 +253,7 @@ impl Conn {
     /// Acks an event that asked for it with `outcome` (`{ok: true, …}` or
     /// `{ok: false, error: {code, message}}`).
     pub(super) fn answer(&self, namespace: &str, id: Option<u64>, outcome: Result<Value, Refusal>) {
+        metrics::replied(SOCKETIO, &outcome);
         let Some(id) = id else {
             if let Err(refusal) = outcome {
                 tracing::debug!(%refusal, "event refused, and no ack was asked for");

@@ -28,6 +28,7 @@ use super::{channels, event, random_id};
 use crate::clients::Command;
 use crate::gateway::Gateway;
 use crate::hub::{ClientId, Joined, Start};
+use crate::metrics::{self, SOCKETIO};
 use crate::outbound::Outbound;
 use herald_core::publish::{self, Prepared};
 
@@ -219,9 +220,16 @@ impl Sockets {
                     .filter(|_| self.conn.gateway.socketio.recovery());
                 let resumed = match pid {
                     Some(pid) => {
-                        self.conn
+                        let resumed = self
+                            .conn
                             .resume(namespace, pid, data.offset.as_deref(), access)
-                            .await
+                            .await;
+                        if resumed.is_err() {
+                            // Channels resumed one by one count themselves; a socket that
+                            // cannot be resumed at all counts here.
+                            metrics::recovered(SOCKETIO, false);
+                        }
+                        resumed
                     }
                     None => Err(access),
                 };
@@ -318,8 +326,10 @@ impl Sockets {
         };
         match request {
             Request::Publish(prepared) => {
-                let position = publish::send(&conn.gateway.upstream, prepared).await?;
-                Ok(accepted(&position))
+                let started = std::time::Instant::now();
+                let sent = publish::send(&conn.gateway.upstream, prepared).await;
+                metrics::published(SOCKETIO, started, 1);
+                Ok(accepted(&sent?))
             }
             Request::Join(channel) => {
                 let gateway = &conn.gateway;

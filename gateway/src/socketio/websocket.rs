@@ -17,6 +17,7 @@ use super::engine::{self, PacketType};
 use super::link::{Link, Transport};
 use super::session;
 use crate::gateway::{ConnectionPermit, Gateway};
+use crate::inbound::client_gone;
 use crate::outbound::{self, Frame};
 
 /// How long a probing WebSocket has to send `upgrade`, as in the reference server.
@@ -107,9 +108,13 @@ async fn carry(
                     break;
                 }
                 Some(Err(error)) => {
-                    // Mostly a message over `maxPayload`, which the WebSocket layer refuses.
-                    tracing::debug!(%error, "WebSocket error");
-                    closer.close(DisconnectCode::BadRequest);
+                    if client_gone(error) {
+                        closer.gone();
+                    } else {
+                        // Mostly a message over `maxPayload`, which the WebSocket layer
+                        // refuses.
+                        closer.close(DisconnectCode::BadRequest);
+                    }
                     break;
                 }
             };

@@ -14,6 +14,7 @@ use redis::{Script, Value};
 
 use super::{Append, Appended, HistoryStore, Page, Query, StoreError, new_epoch};
 use crate::keys::Keys;
+use crate::metrics::Operation;
 
 /// History in Redis.
 pub struct RedisHistory {
@@ -102,6 +103,7 @@ fn parse_entry(channel: &str, epoch: &str, entry: &Value) -> Option<Publication>
 #[async_trait]
 impl HistoryStore for RedisHistory {
     async fn append(&self, append: Append) -> Result<Vec<Appended>, StoreError> {
+        let op = Operation::start("history_append");
         let limits = append.limits;
         let channel = &append.channel;
         let mut invocation = self.append.prepare_invoke();
@@ -126,7 +128,7 @@ impl HistoryStore for RedisHistory {
         let reply: Vec<Value> = invocation
             .invoke_async(&mut self.connection.clone())
             .await
-            .map_err(store_error)?;
+            .map_err(|e| op.failed(e))?;
         let malformed = || StoreError(format!("malformed append reply for {channel}"));
         let (epoch, results) = reply.split_first().ok_or_else(malformed)?;
         let epoch: String = redis::from_redis_value_ref(epoch).map_err(store_error)?;
@@ -153,6 +155,7 @@ impl HistoryStore for RedisHistory {
         query: Query,
         meta_ttl: Duration,
     ) -> Result<Page, StoreError> {
+        let op = Operation::start("history_read");
         let mode = match (query.since, query.reverse) {
             (None, _) => "latest",
             (Some(_), false) => "after",
@@ -170,7 +173,7 @@ impl HistoryStore for RedisHistory {
             .arg(if query.reverse { "1" } else { "0" })
             .invoke_async(&mut self.connection.clone())
             .await
-            .map_err(store_error)?;
+            .map_err(|e| op.failed(e))?;
         let publications = entries
             .iter()
             .map(|entry| {
@@ -185,10 +188,11 @@ impl HistoryStore for RedisHistory {
     }
 
     async fn ping(&self) -> Result<(), StoreError> {
+        let op = Operation::start("ping");
         redis::cmd("PING")
             .query_async::<String>(&mut self.connection.clone())
             .await
             .map(|_| ())
-            .map_err(store_error)
+            .map_err(|e| op.failed(e))
     }
 }

@@ -14,8 +14,9 @@ use redis::aio::ConnectionManager;
 
 use super::PresenceStore;
 use crate::history::StoreError;
-use crate::history::redis::{millis, store_error};
+use crate::history::redis::millis;
 use crate::keys::Keys;
+use crate::metrics::Operation;
 
 /// Shared start of every script: the server's time in ms, and expired entries dropped.
 const PRUNE: &str = r"
@@ -79,6 +80,7 @@ impl PresenceStore for RedisPresence {
         client: &ClientInfo,
         ttl: Duration,
     ) -> Result<bool, StoreError> {
+        let op = Operation::start("presence_add");
         let mut connection = self.connection.clone();
         let added: i64 = self
             .add
@@ -89,11 +91,12 @@ impl PresenceStore for RedisPresence {
             .arg(millis(ttl).max(1))
             .invoke_async(&mut connection)
             .await
-            .map_err(store_error)?;
+            .map_err(|e| op.failed(e))?;
         Ok(added == 1)
     }
 
     async fn remove(&self, channel: &str, client: &str) -> Result<bool, StoreError> {
+        let op = Operation::start("presence_remove");
         let mut connection = self.connection.clone();
         let removed: i64 = self
             .remove
@@ -102,11 +105,12 @@ impl PresenceStore for RedisPresence {
             .arg(client)
             .invoke_async(&mut connection)
             .await
-            .map_err(store_error)?;
+            .map_err(|e| op.failed(e))?;
         Ok(removed == 1)
     }
 
     async fn list(&self, channel: &str) -> Result<Vec<ClientInfo>, StoreError> {
+        let op = Operation::start("presence_list");
         let mut connection = self.connection.clone();
         let values: Vec<Vec<u8>> = self
             .list
@@ -114,7 +118,7 @@ impl PresenceStore for RedisPresence {
             .key(self.keys.presence_expiry(channel))
             .invoke_async(&mut connection)
             .await
-            .map_err(store_error)?;
+            .map_err(|e| op.failed(e))?;
         // An entry that does not decode was not written by Herald; it is left out.
         Ok(values
             .into_iter()

@@ -1,6 +1,7 @@
 //! Serves gateways' presence reports and queries from the router queue group, and sends
 //! join and leave events for channels that have them.
 
+use herald_core::metrics::{PRESENCE_CHANGES, PRESENCE_SIZE};
 use std::collections::HashSet;
 use std::future::Future;
 use std::sync::Arc;
@@ -105,7 +106,11 @@ impl PresenceService {
         let mut failure = None;
         for outcome in joined.into_iter().chain(left) {
             match outcome {
-                Ok(Some((presence, joined))) => self.announce(presence, joined).await,
+                Ok(Some((presence, joined))) => {
+                    let change = if joined { "join" } else { "leave" };
+                    metrics::counter!(PRESENCE_CHANGES, "change" => change).increment(1);
+                    self.announce(presence, joined).await;
+                }
                 Ok(None) => {}
                 Err(e) => failure = Some(e),
             }
@@ -150,6 +155,7 @@ impl PresenceService {
             });
         }
         let clients = self.store.list(&query.channel).await.map_err(unavailable)?;
+        metrics::histogram!(PRESENCE_SIZE).record(clients.len() as f64);
         if !query.stats_only {
             return Ok(presence_reply::Result::List(PresenceList { clients }));
         }

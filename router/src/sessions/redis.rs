@@ -10,8 +10,9 @@ use redis::aio::ConnectionManager;
 
 use super::SessionStore;
 use crate::history::StoreError;
-use crate::history::redis::{millis, store_error};
+use crate::history::redis::millis;
 use crate::keys::Keys;
+use crate::metrics::Operation;
 
 const SAVE: &str = r"
 redis.call('HSET', KEYS[1], 'r', ARGV[1], 'h', ARGV[2])
@@ -68,6 +69,7 @@ impl SessionStore for RedisSessions {
         record: Bytes,
         ttl: Duration,
     ) -> Result<(), StoreError> {
+        let op = Operation::start("session_save");
         let mut connection = self.connection.clone();
         self.save
             .key(self.keys.socket(pid))
@@ -76,21 +78,23 @@ impl SessionStore for RedisSessions {
             .arg(millis(ttl))
             .invoke_async::<()>(&mut connection)
             .await
-            .map_err(store_error)
+            .map_err(|e| op.failed(e))
     }
 
     async fn take(&self, pid: &str) -> Result<Option<Bytes>, StoreError> {
+        let op = Operation::start("session_take");
         let mut connection = self.connection.clone();
         let record: Option<Vec<u8>> = self
             .take
             .key(self.keys.socket(pid))
             .invoke_async(&mut connection)
             .await
-            .map_err(store_error)?;
+            .map_err(|e| op.failed(e))?;
         Ok(record.map(Bytes::from))
     }
 
     async fn touch(&self, pid: &str, holder: &str, ttl: Duration) -> Result<(), StoreError> {
+        let op = Operation::start("session_touch");
         let mut connection = self.connection.clone();
         self.touch
             .key(self.keys.socket(pid))
@@ -98,16 +102,17 @@ impl SessionStore for RedisSessions {
             .arg(millis(ttl))
             .invoke_async::<()>(&mut connection)
             .await
-            .map_err(store_error)
+            .map_err(|e| op.failed(e))
     }
 
     async fn drop_held(&self, pid: &str, holder: &str) -> Result<(), StoreError> {
+        let op = Operation::start("session_drop");
         let mut connection = self.connection.clone();
         self.drop
             .key(self.keys.socket(pid))
             .arg(holder)
             .invoke_async::<()>(&mut connection)
             .await
-            .map_err(store_error)
+            .map_err(|e| op.failed(e))
     }
 }

@@ -1,0 +1,132 @@
+//! What a gateway records about its clients, in the families named in
+//! [`herald_core::metrics`]: the label values, one function per event, and the gauges read
+//! from the gateway's state when `/metrics` is scraped (so that no hot path keeps them).
+
+use herald_core::codes::{DisconnectCode, Refusal};
+use herald_core::metrics::{
+    CHANNELS, CONNECTIONS, CONNECTIONS_OPENED, CONNECTIONS_REFUSED, DELIVERY_LATENCY, DISCONNECTS,
+    DRAINING, MESSAGES_RECEIVED, MESSAGES_SENT, NATS_CONNECTED, PUBLISH_DURATION, RECOVERIES,
+    REPLIES, SUBSCRIPTIONS,
+};
+use std::time::Instant;
+
+use herald_core::time::unix_micros;
+use metrics::{Counter, Histogram, counter, gauge, histogram};
+
+use crate::gateway::Gateway;
+
+/// `protocol` label of the native JSON protocol.
+pub const NATIVE: &str = "native";
+/// `protocol` label of the Socket.IO profile.
+pub const SOCKETIO: &str = "socketio";
+
+/// Why a connection attempt was turned away, as the `reason` label.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refused {
+    /// At `gateway.max_connections`.
+    Full,
+    /// The gateway is draining.
+    Draining,
+    /// A page of an origin not allowed.
+    Origin,
+}
+
+pub fn refused(why: Refused) {
+    let reason = match why {
+        Refused::Full => "full",
+        Refused::Draining => "draining",
+        Refused::Origin => "origin",
+    };
+    counter!(CONNECTIONS_REFUSED, "reason" => reason).increment(1);
+}
+
+pub fn opened(protocol: &'static str) {
+    counter!(CONNECTIONS_OPENED, "protocol" => protocol).increment(1);
+}
+
+/// A connection ended: closed by the server with `reason`, or by the client (`None`).
+pub fn ended(protocol: &'static str, reason: Option<DisconnectCode>) {
+    let code = reason.map_or_else(|| "client".to_string(), |code| code.code().to_string());
+    counter!(DISCONNECTS, "protocol" => protocol, "code" => code).increment(1);
+}
+
+/// A command or acknowledged event was answered: with success, or refused.
+pub fn replied<T>(protocol: &'static str, outcome: &Result<T, Refusal>) {
+    match outcome {
+        Ok(_) => counter!(REPLIES, "protocol" => protocol, "code" => "0").increment(1),
+        Err(refusal) => {
+            let code = refusal.code.code().to_string();
+            counter!(REPLIES, "protocol" => protocol, "code" => code).increment(1);
+        }
+    }
+}
+
+/// `count` publications of clients, sent on together at `started`, have their answer.
+pub fn published(protocol: &'static str, started: Instant, count: usize) {
+    counter!(MESSAGES_RECEIVED, "protocol" => protocol).increment(count as u64);
+    let duration = histogram!(PUBLISH_DURATION, "protocol" => protocol);
+    let elapsed = started.elapsed().as_secs_f64();
+    for _ in 0..count {
+        duration.record(elapsed);
+    }
+}
+
+/// A returning subscription got everything it missed (`true`) or could not (`false`).
+pub fn recovered(protocol: &'static str, recovered: bool) {
+    let result = if recovered { "recovered" } else { "lost" };
+    counter!(RECOVERIES, "protocol" => protocol, "result" => result).increment(1);
+}
+
+/// The families of the fan-out, registered once: it records for every publication.
+pub struct Deliveries {
+    native: Counter,
+    socketio: Counter,
+    latency: Histogram,
+}
+
+impl Default for Deliveries {
+    fn default() -> Self {
+        Self {
+            native: counter!(MESSAGES_SENT, "protocol" => NATIVE),
+            socketio: counter!(MESSAGES_SENT, "protocol" => SOCKETIO),
+            latency: histogram!(DELIVERY_LATENCY),
+        }
+    }
+}
+
+impl Deliveries {
+    /// A publication accepted by a router at `accepted_at_us` (Unix microseconds) arrived.
+    /// Clocks of different hosts make this as exact as their synchronisation.
+    pub fn arrived(&self, accepted_at_us: u64) {
+        if accepted_at_us > 0 {
+            let micros = unix_micros().saturating_sub(accepted_at_us);
+            self.latency.record(micros as f64 / 1e6);
+        }
+    }
+
+    /// Publications were queued to `native` and `socketio` subscribers.
+    pub fn sent(&self, native: u64, socketio: u64) {
+        self.native.increment(native);
+        self.socketio.increment(socketio);
+    }
+}
+
+/// Sets the gauges that describe the gateway now; called before each scrape.
+pub fn observe(gateway: &Gateway) {
+    let (connections, subscriptions, channels) = gateway.load();
+    let (polling, websocket) = gateway.socketio_links.by_transport();
+    let native = connections.saturating_sub((polling + websocket) as u64);
+    let held = [
+        (NATIVE, "websocket", native as f64),
+        (SOCKETIO, "websocket", websocket as f64),
+        (SOCKETIO, "polling", polling as f64),
+    ];
+    for (protocol, transport, count) in held {
+        gauge!(CONNECTIONS, "protocol" => protocol, "transport" => transport).set(count);
+    }
+    gauge!(SUBSCRIPTIONS).set(subscriptions as f64);
+    gauge!(CHANNELS).set(channels as f64);
+    gauge!(DRAINING).set(f64::from(u8::from(gateway.drain.is_draining())));
+    let connected = gateway.upstream.bus().is_connected();
+    gauge!(NATS_CONNECTED).set(f64::from(u8::from(connected)));
+}
