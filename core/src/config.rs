@@ -265,7 +265,7 @@ impl Default for SocketIoConfig {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct RouterConfig {
-    /// Address of the router's HTTP listener (`/healthz`, `/readyz`).
+    /// Address of the router's HTTP listener (`/healthz`, `/readyz`, `/metrics`).
     pub listen: SocketAddr,
     /// Publish and history requests one router handles at once (pipelined on Redis).
     pub concurrency: usize,

@@ -12,7 +12,8 @@
 use std::sync::OnceLock;
 use std::time::Duration;
 
-use metrics::{Unit, describe_counter, describe_gauge, describe_histogram, gauge};
+use crate::bus::BusError;
+use metrics::{Unit, counter, describe_counter, describe_gauge, describe_histogram, gauge};
 use metrics_exporter_prometheus::{BuildError, Matcher, PrometheusBuilder, PrometheusHandle};
 use thiserror::Error;
 
@@ -119,6 +120,7 @@ pub fn install(mode: &'static str) -> Result<(), MetricsError> {
         .map_err(MetricsError::Upkeep)?;
     let _ = HANDLE.set(handle);
     describe();
+    initialize();
     gauge!(BUILD_INFO, "version" => env!("CARGO_PKG_VERSION"), "mode" => mode).set(1.0);
     Ok(())
 }
@@ -129,6 +131,24 @@ pub fn render() -> String {
         .get()
         .map(PrometheusHandle::render)
         .unwrap_or_default()
+}
+
+/// The families every node has, at zero from the start, so that dashboards and alerts see
+/// a series before the first event.
+fn initialize() {
+    counter!(NATS_CONNECTS).absolute(0);
+    counter!(NATS_DISCONNECTS).absolute(0);
+    for kind in ["slow_consumer", "server", "client"] {
+        counter!(NATS_ERRORS, "kind" => kind).absolute(0);
+    }
+    for error in [
+        BusError::NotConnected,
+        BusError::Timeout,
+        BusError::NoResponders,
+        BusError::Other(String::new()),
+    ] {
+        counter!(BUS_REQUEST_ERRORS, "kind" => error.kind()).absolute(0);
+    }
 }
 
 fn describe() {

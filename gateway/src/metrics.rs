@@ -1,8 +1,9 @@
 //! What a gateway records about its clients, in the families named in
 //! [`herald_core::metrics`]: the label values, one function per event, and the gauges read
 //! from the gateway's state when `/metrics` is scraped (so that no hot path keeps them).
+//! Every family starts at zero ([`initialize`]).
 
-use herald_core::codes::{DisconnectCode, Refusal};
+use herald_core::codes::{DisconnectCode, ErrorCode, Refusal};
 use herald_core::metrics::{
     CHANNELS, CONNECTIONS, CONNECTIONS_OPENED, CONNECTIONS_REFUSED, DELIVERY_LATENCY, DISCONNECTS,
     DRAINING, MESSAGES_RECEIVED, MESSAGES_SENT, NATS_CONNECTED, PUBLISH_DURATION, RECOVERIES,
@@ -20,6 +21,30 @@ pub const NATIVE: &str = "native";
 /// `protocol` label of the Socket.IO profile.
 pub const SOCKETIO: &str = "socketio";
 
+/// Makes every family of a gateway visible from the start, at zero, so that dashboards
+/// and alerts see a series before the first event.
+pub fn initialize() {
+    for reason in [Refused::Full, Refused::Draining, Refused::Origin] {
+        counter!(CONNECTIONS_REFUSED, "reason" => reason.label()).absolute(0);
+    }
+    for protocol in [NATIVE, SOCKETIO] {
+        counter!(CONNECTIONS_OPENED, "protocol" => protocol).absolute(0);
+        counter!(MESSAGES_RECEIVED, "protocol" => protocol).absolute(0);
+        let _ = histogram!(PUBLISH_DURATION, "protocol" => protocol);
+        for result in ["recovered", "lost"] {
+            counter!(RECOVERIES, "protocol" => protocol, "result" => result).absolute(0);
+        }
+        let codes = ErrorCode::ALL.iter().map(|c| c.code().to_string());
+        for code in std::iter::once("0".to_string()).chain(codes) {
+            counter!(REPLIES, "protocol" => protocol, "code" => code).absolute(0);
+        }
+        let codes = DisconnectCode::ALL.iter().map(|c| c.code().to_string());
+        for code in std::iter::once("client".to_string()).chain(codes) {
+            counter!(DISCONNECTS, "protocol" => protocol, "code" => code).absolute(0);
+        }
+    }
+}
+
 /// Why a connection attempt was turned away, as the `reason` label.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Refused {
@@ -31,13 +56,18 @@ pub enum Refused {
     Origin,
 }
 
+impl Refused {
+    fn label(self) -> &'static str {
+        match self {
+            Self::Full => "full",
+            Self::Draining => "draining",
+            Self::Origin => "origin",
+        }
+    }
+}
+
 pub fn refused(why: Refused) {
-    let reason = match why {
-        Refused::Full => "full",
-        Refused::Draining => "draining",
-        Refused::Origin => "origin",
-    };
-    counter!(CONNECTIONS_REFUSED, "reason" => reason).increment(1);
+    counter!(CONNECTIONS_REFUSED, "reason" => why.label()).increment(1);
 }
 
 pub fn opened(protocol: &'static str) {

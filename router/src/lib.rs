@@ -19,7 +19,7 @@
 pub mod api;
 pub mod history;
 pub mod keys;
-mod metrics;
+pub mod metrics;
 pub mod presence;
 mod queue;
 pub mod service;

@@ -1,13 +1,53 @@
 //! What a router records, in the families named in [`herald_core::metrics`]: the time and
-//! failures of each Redis operation of its stores.
+//! failures of each Redis operation of its stores, and every family at zero from the start.
 
 use std::time::Instant;
 
-use herald_core::metrics::{REDIS_DURATION, REDIS_ERRORS};
+use herald_core::metrics::{
+    PRESENCE_CHANGES, PRESENCE_SIZE, PUBLICATIONS, REDIS_DURATION, REDIS_ERRORS,
+};
 use metrics::{counter, histogram};
 
 use crate::history::StoreError;
 use crate::history::redis::store_error;
+
+/// The `operation` label of each Redis operation of the stores.
+pub(crate) const HISTORY_APPEND: &str = "history_append";
+pub(crate) const HISTORY_READ: &str = "history_read";
+pub(crate) const PING: &str = "ping";
+pub(crate) const PRESENCE_ADD: &str = "presence_add";
+pub(crate) const PRESENCE_REMOVE: &str = "presence_remove";
+pub(crate) const PRESENCE_LIST: &str = "presence_list";
+pub(crate) const SESSION_SAVE: &str = "session_save";
+pub(crate) const SESSION_TAKE: &str = "session_take";
+pub(crate) const SESSION_TOUCH: &str = "session_touch";
+pub(crate) const SESSION_DROP: &str = "session_drop";
+const OPERATIONS: [&str; 10] = [
+    HISTORY_APPEND,
+    HISTORY_READ,
+    PING,
+    PRESENCE_ADD,
+    PRESENCE_REMOVE,
+    PRESENCE_LIST,
+    SESSION_SAVE,
+    SESSION_TAKE,
+    SESSION_TOUCH,
+    SESSION_DROP,
+];
+
+/// Makes every family of a router visible from the start, at zero, so that dashboards and
+/// alerts see a series before the first event.
+pub fn initialize() {
+    for operation in OPERATIONS {
+        counter!(REDIS_ERRORS, "operation" => operation).absolute(0);
+        let _ = histogram!(REDIS_DURATION, "operation" => operation);
+    }
+    counter!(PUBLICATIONS).absolute(0);
+    for change in ["join", "leave"] {
+        counter!(PRESENCE_CHANGES, "change" => change).absolute(0);
+    }
+    let _ = histogram!(PRESENCE_SIZE);
+}
 
 /// One Redis operation, timed from [`start`](Self::start) until dropped.
 pub(crate) struct Operation {

@@ -34,6 +34,12 @@ pub async fn run(mode: Mode, config: Config) -> anyhow::Result<()> {
         config.node.id.clone()
     };
     let shutdown = signal::shutdown_token();
+    if matches!(mode, Mode::Standalone | Mode::Gateway) {
+        herald_gateway::metrics::initialize();
+    }
+    if matches!(mode, Mode::Standalone | Mode::Router) {
+        herald_router::metrics::initialize();
+    }
     match mode {
         Mode::Standalone => {
             let bus: Arc<dyn Bus> = Arc::new(MemoryBus::new());

@@ -14,7 +14,7 @@ use redis::{Script, Value};
 
 use super::{Append, Appended, HistoryStore, Page, Query, StoreError, new_epoch};
 use crate::keys::Keys;
-use crate::metrics::Operation;
+use crate::metrics::{HISTORY_APPEND, HISTORY_READ, Operation, PING};
 
 /// History in Redis.
 pub struct RedisHistory {
@@ -103,7 +103,7 @@ fn parse_entry(channel: &str, epoch: &str, entry: &Value) -> Option<Publication>
 #[async_trait]
 impl HistoryStore for RedisHistory {
     async fn append(&self, append: Append) -> Result<Vec<Appended>, StoreError> {
-        let op = Operation::start("history_append");
+        let op = Operation::start(HISTORY_APPEND);
         let limits = append.limits;
         let channel = &append.channel;
         let mut invocation = self.append.prepare_invoke();
@@ -155,7 +155,7 @@ impl HistoryStore for RedisHistory {
         query: Query,
         meta_ttl: Duration,
     ) -> Result<Page, StoreError> {
-        let op = Operation::start("history_read");
+        let op = Operation::start(HISTORY_READ);
         let mode = match (query.since, query.reverse) {
             (None, _) => "latest",
             (Some(_), false) => "after",
@@ -188,7 +188,7 @@ impl HistoryStore for RedisHistory {
     }
 
     async fn ping(&self) -> Result<(), StoreError> {
-        let op = Operation::start("ping");
+        let op = Operation::start(PING);
         redis::cmd("PING")
             .query_async::<String>(&mut self.connection.clone())
             .await

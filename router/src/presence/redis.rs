@@ -16,7 +16,7 @@ use super::PresenceStore;
 use crate::history::StoreError;
 use crate::history::redis::millis;
 use crate::keys::Keys;
-use crate::metrics::Operation;
+use crate::metrics::{Operation, PRESENCE_ADD, PRESENCE_LIST, PRESENCE_REMOVE};
 
 /// Shared start of every script: the server's time in ms, and expired entries dropped.
 const PRUNE: &str = r"
@@ -80,7 +80,7 @@ impl PresenceStore for RedisPresence {
         client: &ClientInfo,
         ttl: Duration,
     ) -> Result<bool, StoreError> {
-        let op = Operation::start("presence_add");
+        let op = Operation::start(PRESENCE_ADD);
         let mut connection = self.connection.clone();
         let added: i64 = self
             .add
@@ -96,7 +96,7 @@ impl PresenceStore for RedisPresence {
     }
 
     async fn remove(&self, channel: &str, client: &str) -> Result<bool, StoreError> {
-        let op = Operation::start("presence_remove");
+        let op = Operation::start(PRESENCE_REMOVE);
         let mut connection = self.connection.clone();
         let removed: i64 = self
             .remove
@@ -110,7 +110,7 @@ impl PresenceStore for RedisPresence {
     }
 
     async fn list(&self, channel: &str) -> Result<Vec<ClientInfo>, StoreError> {
-        let op = Operation::start("presence_list");
+        let op = Operation::start(PRESENCE_LIST);
         let mut connection = self.connection.clone();
         let values: Vec<Vec<u8>> = self
             .list

@@ -12,7 +12,7 @@ use super::SessionStore;
 use crate::history::StoreError;
 use crate::history::redis::millis;
 use crate::keys::Keys;
-use crate::metrics::Operation;
+use crate::metrics::{Operation, SESSION_DROP, SESSION_SAVE, SESSION_TAKE, SESSION_TOUCH};
 
 const SAVE: &str = r"
 redis.call('HSET', KEYS[1], 'r', ARGV[1], 'h', ARGV[2])
@@ -69,7 +69,7 @@ impl SessionStore for RedisSessions {
         record: Bytes,
         ttl: Duration,
     ) -> Result<(), StoreError> {
-        let op = Operation::start("session_save");
+        let op = Operation::start(SESSION_SAVE);
         let mut connection = self.connection.clone();
         self.save
             .key(self.keys.socket(pid))
@@ -82,7 +82,7 @@ impl SessionStore for RedisSessions {
     }
 
     async fn take(&self, pid: &str) -> Result<Option<Bytes>, StoreError> {
-        let op = Operation::start("session_take");
+        let op = Operation::start(SESSION_TAKE);
         let mut connection = self.connection.clone();
         let record: Option<Vec<u8>> = self
             .take
@@ -94,7 +94,7 @@ impl SessionStore for RedisSessions {
     }
 
     async fn touch(&self, pid: &str, holder: &str, ttl: Duration) -> Result<(), StoreError> {
-        let op = Operation::start("session_touch");
+        let op = Operation::start(SESSION_TOUCH);
         let mut connection = self.connection.clone();
         self.touch
             .key(self.keys.socket(pid))
@@ -106,7 +106,7 @@ impl SessionStore for RedisSessions {
     }
 
     async fn drop_held(&self, pid: &str, holder: &str) -> Result<(), StoreError> {
-        let op = Operation::start("session_drop");
+        let op = Operation::start(SESSION_DROP);
         let mut connection = self.connection.clone();
         self.drop
             .key(self.keys.socket(pid))

@@ -40,6 +40,20 @@ fn sample(exposition: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> 
     found
 }
 
+/// Writes the scrapes to `$METRICS_SCRAPE_DIR`, when set, for `deploy/check.sh` to
+/// validate the dashboards and the exposition against. (Not `HERALD_…`: the nodes this
+/// test starts inherit the environment, and would refuse an unknown setting.)
+fn keep(scrapes: &[(&str, &str)]) {
+    let Ok(dir) = std::env::var("METRICS_SCRAPE_DIR") else {
+        return;
+    };
+    std::fs::create_dir_all(&dir).expect("create the scrape directory");
+    for (name, exposition) in scrapes {
+        let path = std::path::Path::new(&dir).join(name);
+        std::fs::write(&path, exposition).expect("write a scrape");
+    }
+}
+
 fn at_least(exposition: &str, name: &str, labels: &[(&str, &str)], min: f64) {
     let value = sample(exposition, name, labels);
     assert!(
@@ -154,6 +168,11 @@ async fn a_scrape_after_traffic_shows_the_counters_moved() {
         Some(1.0)
     );
 
+    keep(&[
+        ("gateway.prom", &near_scrape),
+        ("gateway-publisher.prom", &far_scrape),
+        ("router.prom", &router_scrape),
+    ]);
     for exposition in [&far_scrape, &near_scrape, &router_scrape] {
         assert!(
             !exposition.contains("metrics-secret-room"),

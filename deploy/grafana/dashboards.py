@@ -1,0 +1,240 @@
+#!/usr/bin/env python3
+"""Writes Herald's Grafana dashboards from the panel lists below.
+
+    python3 deploy/grafana/dashboards.py
+
+Writes deploy/grafana/dashboards/*.json and the Helm chart's copies in
+deploy/helm/herald/dashboards/. Edit the panels here rather than the JSON, so that both
+dashboards keep one style and the chart never drifts from the files.
+"""
+
+import json
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+OUTPUTS = [HERE / "dashboards", HERE.parent / "helm" / "herald" / "dashboards"]
+DATASOURCE = {"type": "prometheus", "uid": "${datasource}"}
+RATE = "[$__rate_interval]"
+
+
+def target(expr, legend, ref):
+    return {"datasource": DATASOURCE, "expr": expr, "legendFormat": legend, "refId": ref}
+
+
+def panel(title, targets, unit="short", kind="timeseries", width=12, height=8, description=""):
+    """One panel; `targets` is a list of (expr, legend)."""
+    return {
+        "type": kind,
+        "title": title,
+        "description": description,
+        "datasource": DATASOURCE,
+        "gridPos": {"w": width, "h": height},
+        "fieldConfig": {"defaults": {"unit": unit}, "overrides": []},
+        "options": {"legend": {"displayMode": "list", "placement": "bottom"}}
+        if kind == "timeseries"
+        else {"reduceOptions": {"calcs": ["lastNotNull"]}},
+        "targets": [target(e, l, chr(ord("A") + i)) for i, (e, l) in enumerate(targets)],
+    }
+
+
+def stat(title, expr, unit="short", description=""):
+    return panel(title, [(expr, "")], unit, "stat", width=4, height=4, description=description)
+
+
+def row(title):
+    return {"type": "row", "title": title, "collapsed": False, "panels": [],
+            "gridPos": {"w": 24, "h": 1}}
+
+
+def quantiles(metric, selector, by=""):
+    """p50, p95 and p99 of a histogram."""
+    group = f"le{', ' + by if by else ''}"
+    suffix = f" {{{{{by}}}}}" if by else ""
+    return [
+        (f"histogram_quantile({q}, sum by ({group}) "
+         f"(rate({metric}_bucket{selector}{RATE})))", f"p{int(q * 100)}{suffix}")
+        for q in (0.5, 0.95, 0.99)
+    ]
+
+
+def layout(panels):
+    """Places panels left to right, wrapping at Grafana's 24 columns; a row starts a line."""
+    x = y = line_height = 0
+    for i, p in enumerate(panels):
+        w, h = p["gridPos"]["w"], p["gridPos"]["h"]
+        if p["type"] == "row" or x + w > 24:
+            x, y, line_height = 0, y + line_height, 0
+        p["gridPos"].update({"x": x, "y": y})
+        p["id"] = i + 1
+        if p["type"] == "row":
+            y += h
+        else:
+            x += w
+            line_height = max(line_height, h)
+    return panels
+
+
+def dashboard(uid, title, description, panels, variables):
+    datasource = {
+        "name": "datasource", "label": "Data source", "type": "datasource",
+        "query": "prometheus", "current": {}, "hide": 0, "refresh": 1,
+    }
+    return {
+        "uid": uid,
+        "title": title,
+        "description": description,
+        "tags": ["herald"],
+        "timezone": "",
+        "editable": True,
+        "schemaVersion": 39,
+        "version": 1,
+        "refresh": "30s",
+        "time": {"from": "now-1h", "to": "now"},
+        "templating": {"list": [datasource, *variables]},
+        "annotations": {"list": []},
+        "panels": layout(panels),
+    }
+
+
+def overview():
+    s = ""
+    panels = [
+        row("Clients"),
+        stat("Connections", "sum(herald_connections)"),
+        stat("Gateways", 'count(herald_build_info{mode="gateway"})'),
+        stat("Routers", 'count(herald_build_info{mode="router"})'),
+        stat("Publications in", f"sum(rate(herald_messages_received_total{RATE}))", "reqps"),
+        stat("Deliveries out", f"sum(rate(herald_messages_sent_total{RATE}))", "reqps"),
+        stat("Draining nodes", "sum(herald_draining)"),
+        panel("Connections by protocol and transport",
+              [("sum by (protocol, transport) (herald_connections)", "{{protocol}} {{transport}}")]),
+        panel("Connections opened and refused", [
+            (f"sum by (protocol) (rate(herald_connections_opened_total{RATE}))", "opened {{protocol}}"),
+            (f"sum by (reason) (rate(herald_connections_refused_total{RATE}))", "refused: {{reason}}"),
+        ], "ops"),
+        panel("Disconnects by close code",
+              [(f"sum by (code) (rate(herald_disconnects_total{RATE}))", "{{code}}")], "ops",
+              description="3000 drain or shutdown, 3004 slow consumer, 3006 token expired, "
+                          "client: the client left."),
+        panel("Subscriptions and channels", [
+            ("sum(herald_subscriptions)", "subscriptions"),
+            ("sum(herald_channels)", "channels (summed over gateways)"),
+        ]),
+        row("Messages"),
+        panel("Publications in and deliveries out", [
+            (f"sum by (protocol) (rate(herald_messages_received_total{RATE}))", "in {{protocol}}"),
+            (f"sum by (protocol) (rate(herald_messages_sent_total{RATE}))", "out {{protocol}}"),
+            (f"sum(rate(herald_publications_total{RATE}))", "stored by routers"),
+        ], "ops"),
+        panel("Publish latency (to acknowledgement)",
+              quantiles("herald_publish_duration_seconds", s), "s"),
+        panel("Delivery latency (router to gateway)",
+              quantiles("herald_delivery_latency_seconds", s), "s"),
+        panel("Refusals by code",
+              [(f'sum by (code) (rate(herald_replies_total{{code!="0"}}{RATE}))', "{{code}}")], "ops",
+              description="docs/protocol.md lists the codes; 100 and 111 are server-side."),
+        panel("Recoveries", [
+            (f"sum by (result) (rate(herald_recoveries_total{RATE}))", "{{result}}"),
+        ], "ops"),
+        panel("Slow consumers cut off",
+              [(f'sum(rate(herald_disconnects_total{{code="3004"}}{RATE}))', "slow consumers")], "ops"),
+        row("NATS and Redis"),
+        panel("NATS connection", [
+            ("sum(herald_nats_connected)", "nodes connected"),
+            (f"sum(increase(herald_nats_disconnects_total{RATE}))", "disconnects"),
+            (f"sum by (kind) (increase(herald_nats_errors_total{RATE}))", "errors: {{kind}}"),
+        ]),
+        panel("Requests to routers failing",
+              [(f"sum by (kind) (rate(herald_bus_request_errors_total{RATE}))", "{{kind}}")], "ops"),
+        panel("Redis operation p99",
+              [(f"histogram_quantile(0.99, sum by (le, operation) "
+                f"(rate(herald_redis_operation_duration_seconds_bucket{RATE})))", "{{operation}}")], "s"),
+        panel("Redis errors and reachability", [
+            (f"sum by (operation) (rate(herald_redis_errors_total{RATE}))", "errors: {{operation}}"),
+            ("min(herald_redis_up)", "up (lowest router)"),
+        ]),
+        panel("Presence", [
+            (f"sum by (change) (rate(herald_presence_changes_total{RATE}))", "{{change}}s"),
+            (f"histogram_quantile(0.95, sum by (le) (rate(herald_presence_size_bucket{RATE})))",
+             "p95 clients per presence query"),
+        ]),
+    ]
+    return dashboard("herald-overview", "Herald / Cluster overview",
+                     "Clients, messages, latency and backends of a whole Herald cluster.",
+                     panels, [])
+
+
+def node():
+    s = '{instance="$instance"}'
+    only = 'instance="$instance"'
+    instance = {
+        "name": "instance", "label": "Node", "type": "query",
+        "datasource": DATASOURCE,
+        "query": {"query": "label_values(herald_build_info, instance)", "refId": "instance"},
+        "definition": "label_values(herald_build_info, instance)",
+        "refresh": 2, "sort": 1, "current": {}, "hide": 0, "includeAll": False, "multi": False,
+    }
+    panels = [
+        row("Node"),
+        stat("Mode and version", f"herald_build_info{s}",
+             description="The legend of the series names mode and version."),
+        stat("Connections", f"sum(herald_connections{s})"),
+        stat("Subscriptions", f"sum(herald_subscriptions{s})"),
+        stat("Channels", f"sum(herald_channels{s})"),
+        stat("NATS connected", f"herald_nats_connected{s}"),
+        stat("Draining", f"herald_draining{s}"),
+        panel("Connections by protocol and transport",
+              [(f"sum by (protocol, transport) (herald_connections{s})", "{{protocol}} {{transport}}")]),
+        panel("Disconnects by close code",
+              [(f"sum by (code) (rate(herald_disconnects_total{s}{RATE}))", "{{code}}")], "ops"),
+        row("Messages"),
+        panel("Publications in and deliveries out", [
+            (f"sum by (protocol) (rate(herald_messages_received_total{s}{RATE}))", "in {{protocol}}"),
+            (f"sum by (protocol) (rate(herald_messages_sent_total{s}{RATE}))", "out {{protocol}}"),
+            (f"sum(rate(herald_publications_total{s}{RATE}))", "stored (router)"),
+        ], "ops"),
+        panel("Replies by code",
+              [(f"sum by (code) (rate(herald_replies_total{s}{RATE}))", "{{code}}")], "ops"),
+        panel("Publish latency", quantiles("herald_publish_duration_seconds", s), "s"),
+        panel("Delivery latency", quantiles("herald_delivery_latency_seconds", s), "s"),
+        panel("Recoveries",
+              [(f"sum by (protocol, result) (rate(herald_recoveries_total{s}{RATE}))",
+                "{{protocol}} {{result}}")], "ops"),
+        panel("Connections opened and refused", [
+            (f"sum by (protocol) (rate(herald_connections_opened_total{s}{RATE}))", "opened {{protocol}}"),
+            (f"sum by (reason) (rate(herald_connections_refused_total{s}{RATE}))", "refused: {{reason}}"),
+        ], "ops"),
+        row("NATS and Redis"),
+        panel("NATS events", [
+            (f"increase(herald_nats_connects_total{s}{RATE})", "connects"),
+            (f"increase(herald_nats_disconnects_total{s}{RATE})", "disconnects"),
+            (f"sum by (kind) (increase(herald_nats_errors_total{s}{RATE}))", "errors: {{kind}}"),
+            (f"sum by (kind) (rate(herald_bus_request_errors_total{s}{RATE}))", "router requests failing: {{kind}}"),
+        ]),
+        panel("Redis operation latency (router)",
+              quantiles("herald_redis_operation_duration_seconds", s, "operation"), "s"),
+        panel("Redis errors and reachability (router)", [
+            (f"sum by (operation) (rate(herald_redis_errors_total{{{only}}}{RATE}))", "errors: {{operation}}"),
+            (f"herald_redis_up{s}", "up"),
+        ]),
+        panel("Presence (router)", [
+            (f"sum by (change) (rate(herald_presence_changes_total{s}{RATE}))", "{{change}}s"),
+            (f"histogram_quantile(0.95, sum by (le) (rate(herald_presence_size_bucket{s}{RATE})))",
+             "p95 clients per query"),
+        ]),
+    ]
+    return dashboard("herald-node", "Herald / Node",
+                     "One gateway or router: its clients, messages, latency and backends.",
+                     panels, [instance])
+
+
+def main():
+    for name, board in [("herald-overview.json", overview()), ("herald-node.json", node())]:
+        text = json.dumps(board, indent=2) + "\n"
+        for out in OUTPUTS:
+            out.mkdir(parents=True, exist_ok=True)
+            (out / name).write_text(text)
+
+
+if __name__ == "__main__":
+    main()
