@@ -53,3 +53,6 @@ bash deploy/local/smoke.sh
 
 log "tests"
 cargo nextest run --workspace --locked "$@"
+
+log "deploy checks (Helm chart, dashboards, alert rules, /metrics)"
+bash deploy/check.sh

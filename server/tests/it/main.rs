@@ -5,6 +5,7 @@ mod auth;
 mod bad_input;
 mod channels;
 mod cluster;
+mod deploy;
 mod drain;
 mod faults;
 mod metrics;

@@ -1,0 +1,53 @@
+#!/usr/bin/env bash
+# Validates what operators deploy, with the workplace's validators (check-helm.sh,
+# check-metrics.sh, check-dashboards.sh, promtool):
+#
+#   1. the alert rules pass `promtool check rules`;
+#   2. the Helm chart lints, renders and passes the Kubernetes schemas, with default values
+#      and with every values file in deploy/helm/herald/ci/ (all features on, an existing
+#      Secret);
+#   3. a real cluster's /metrics (two gateways and a router after traffic, scraped by the
+#      metrics integration test) passes promtool's parser and linter;
+#   4. the dashboards are valid, and every metric they query is in that scrape.
+#
+#   deploy/check.sh            the validators in $HERALD_TOOLS, else ../shared/tools
+#
+# Without the validators it says so and exits 0 (they are not part of a user's machine);
+# set HERALD_REQUIRE_TOOLS=1 to make that an error.
+set -euo pipefail
+root="$(cd "$(dirname "$0")/.." && pwd)"
+cd "$root"
+tools="${HERALD_TOOLS:-$root/../shared/tools}"
+
+if [ ! -x "$tools/check-helm.sh" ]; then
+    echo "deploy checks skipped: no validators at $tools (set HERALD_TOOLS)"
+    [ "${HERALD_REQUIRE_TOOLS:-0}" = 1 ] && exit 1
+    exit 0
+fi
+
+log() { printf '\n==> %s\n' "$*"; }
+
+"$tools/setup.sh" >/dev/null
+promtool="${HERALD_TOOLS_STATE:-$HOME/.cache/herald-tools}/.bin/promtool"
+
+log "alert rules (promtool check rules)"
+"$promtool" check rules deploy/prometheus/alerts.yml
+
+log "Helm chart (default values and deploy/helm/herald/ci/*.yaml)"
+"$tools/check-helm.sh" deploy/helm/herald
+
+log "a live cluster's /metrics (the metrics integration test scrapes it)"
+scrapes="$(mktemp -d)"
+trap 'rm -rf "$scrapes"' EXIT
+METRICS_SCRAPE_DIR="$scrapes" cargo nextest run -p herald --test it --locked \
+    --no-fail-fast -E 'test(a_scrape_after_traffic_shows_the_counters_moved)'
+for scrape in "$scrapes"/*.prom; do
+    echo "--- $(basename "$scrape")"
+    "$tools/check-metrics.sh" "$scrape" | tail -1
+done
+
+log "Grafana dashboards against that scrape"
+cat "$scrapes"/*.prom >"$scrapes/all.prom.txt"
+"$tools/check-dashboards.sh" deploy/grafana "$scrapes/all.prom.txt"
+
+log "deploy checks: ok"

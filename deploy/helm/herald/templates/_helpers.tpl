@@ -1,0 +1,154 @@
+{{/* Name of the chart, or nameOverride. */}}
+{{- define "herald.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/* Full name of the release's objects, at most 63 characters. */}}
+{{- define "herald.fullname" -}}
+{{- if .Values.fullnameOverride }}
+{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- $name := default .Chart.Name .Values.nameOverride }}
+{{- if contains $name .Release.Name }}
+{{- .Release.Name | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- printf "%s-%s" .Release.Name $name | trunc 63 | trimSuffix "-" }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{/* Labels of every object. */}}
+{{- define "herald.labels" -}}
+helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" }}
+app.kubernetes.io/name: {{ include "herald.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+app.kubernetes.io/part-of: herald
+{{- end }}
+
+{{/* Selector labels of one component: (dict "root" $ "component" "gateway"). */}}
+{{- define "herald.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "herald.name" .root }}
+app.kubernetes.io/instance: {{ .root.Release.Name }}
+app.kubernetes.io/component: {{ .component }}
+{{- end }}
+
+{{- define "herald.componentLabels" -}}
+{{ include "herald.labels" .root }}
+app.kubernetes.io/component: {{ .component }}
+{{- end }}
+
+{{- define "herald.image" -}}
+{{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) }}
+{{- end }}
+
+{{- define "herald.serviceAccountName" -}}
+{{- if .Values.serviceAccount.create }}
+{{- default (include "herald.fullname" .) .Values.serviceAccount.name }}
+{{- else }}
+{{- default "default" .Values.serviceAccount.name }}
+{{- end }}
+{{- end }}
+
+{{/* The Secret with the token keys and the API key. */}}
+{{- define "herald.secretName" -}}
+{{- default (include "herald.fullname" .) .Values.auth.existingSecret }}
+{{- end }}
+
+{{/* Whether a public key file is mounted for RS256/ES256 tokens. */}}
+{{- define "herald.publicKey" -}}
+{{- if or .Values.auth.publicKey (and .Values.auth.existingSecret .Values.auth.existingSecretHasPublicKey) }}true{{ end }}
+{{- end }}
+
+{{/* Environment shared by gateways and routers. */}}
+{{- define "herald.env" -}}
+- name: HERALD_NODE__ID
+  valueFrom:
+    fieldRef:
+      fieldPath: metadata.name
+- name: HERALD_NATS__URL
+  value: {{ .Values.nats.url | quote }}
+- name: HERALD_AUTH__ANONYMOUS
+  value: {{ .Values.auth.anonymous | quote }}
+- name: HERALD_AUTH__HMAC_SECRET
+  valueFrom:
+    secretKeyRef:
+      name: {{ include "herald.secretName" . }}
+      key: hmac-secret
+      optional: true
+- name: HERALD_API__KEY
+  valueFrom:
+    secretKeyRef:
+      name: {{ include "herald.secretName" . }}
+      key: api-key
+      optional: true
+{{- if include "herald.publicKey" . }}
+- name: HERALD_AUTH__PUBLIC_KEY_FILE
+  value: /etc/herald/keys/public-key.pem
+{{- end }}
+{{- end }}
+
+{{/* Volumes shared by gateways and routers: the config file and the token key. */}}
+{{- define "herald.volumes" -}}
+- name: config
+  configMap:
+    name: {{ include "herald.fullname" . }}
+{{- if include "herald.publicKey" . }}
+- name: keys
+  secret:
+    secretName: {{ include "herald.secretName" . }}
+    items:
+      - key: public-key.pem
+        path: public-key.pem
+{{- end }}
+{{- end }}
+
+{{- define "herald.volumeMounts" -}}
+- name: config
+  mountPath: /etc/herald/config
+  readOnly: true
+{{- if include "herald.publicKey" . }}
+- name: keys
+  mountPath: /etc/herald/keys
+  readOnly: true
+{{- end }}
+{{- end }}
+
+{{/* Probes on the node's HTTP port. */}}
+{{- define "herald.probes" -}}
+livenessProbe:
+  httpGet:
+    path: /healthz
+    port: http
+  periodSeconds: {{ .Values.probes.liveness.periodSeconds }}
+  timeoutSeconds: {{ .Values.probes.liveness.timeoutSeconds }}
+  failureThreshold: {{ .Values.probes.liveness.failureThreshold }}
+readinessProbe:
+  httpGet:
+    path: /readyz
+    port: http
+  periodSeconds: {{ .Values.probes.readiness.periodSeconds }}
+  timeoutSeconds: {{ .Values.probes.readiness.timeoutSeconds }}
+  failureThreshold: {{ .Values.probes.readiness.failureThreshold }}
+{{- end }}
+
+{{/* Pod scheduling settings of a component's values. */}}
+{{- define "herald.scheduling" -}}
+{{- with .nodeSelector }}
+nodeSelector:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- with .tolerations }}
+tolerations:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- with .affinity }}
+affinity:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- with .topologySpreadConstraints }}
+topologySpreadConstraints:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- end }}
