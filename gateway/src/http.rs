@@ -112,6 +112,23 @@ fn permit(gateway: &Gateway) -> Result<ConnectionPermit, Refused> {
     Err(refused)
 }
 
+/// Bytes a connection reserves for reading frames. The WebSocket layer's default, 128 KiB,
+/// would be most of an idle connection's memory; larger frames still arrive whole, in
+/// several reads.
+const READ_BUFFER: usize = 4 * 1024;
+/// Bytes written frames gather before they go to the socket, within one batch of the
+/// writer (which flushes after each batch anyway).
+const WRITE_BUFFER: usize = 16 * 1024;
+
+/// A WebSocket upgrade with Herald's buffer sizes and a frame limit of `limit` bytes.
+fn buffered(upgrade: WebSocketUpgrade, limit: usize) -> WebSocketUpgrade {
+    upgrade
+        .read_buffer_size(READ_BUFFER)
+        .write_buffer_size(WRITE_BUFFER)
+        .max_message_size(limit)
+        .max_frame_size(limit)
+}
+
 async fn native_ws(State(gateway): State<Arc<Gateway>>, upgrade: WebSocketUpgrade) -> Response {
     let permit = match permit(&gateway) {
         Ok(permit) => permit,
@@ -121,15 +138,12 @@ async fn native_ws(State(gateway): State<Arc<Gateway>>, upgrade: WebSocketUpgrad
     // limit and that are closed by the session with code 3502 and a reason.
     let hard_limit = gateway.config.max_frame_size.saturating_mul(2);
     let sessions = gateway.sessions.clone();
-    upgrade
-        .max_message_size(hard_limit)
-        .max_frame_size(hard_limit)
-        .on_upgrade(move |socket| {
-            sessions.track_future(async move {
-                native::serve(socket, gateway).await;
-                drop(permit);
-            })
+    buffered(upgrade, hard_limit).on_upgrade(move |socket| {
+        sessions.track_future(async move {
+            native::serve(socket, gateway).await;
+            drop(permit);
         })
+    })
 }
 
 /// The query of an Engine.IO request.
@@ -181,7 +195,7 @@ async fn socketio_get(
                 return refuse(RequestError::BadRequest);
             };
             let limit = gateway.socketio.max_payload;
-            let upgrade = upgrade.max_message_size(limit).max_frame_size(limit);
+            let upgrade = buffered(upgrade, limit);
             let sessions = gateway.sessions.clone();
             match sid {
                 None => match permit(&gateway) {

@@ -14,6 +14,9 @@
 //!   once with a subscriber that reads nothing beside the reader on gateway B: the reader's
 //!   latencies side by side, and whether the stuck subscriber was cut (code 3004).
 //!
+//! - **memory**: gateway resident memory per idle connection subscribed to a channel of its
+//!   own, on a fresh cluster each run (`--idle-connections`, 0 to skip).
+//!
 //! Latency is measured from the moment the publisher sends the command to the moment the
 //! subscriber has read the publication (one clock, one machine). Reports each run and the
 //! medians.
@@ -29,6 +32,7 @@ use herald_core::time::unix_micros;
 use herald_testkit::{Cluster, NativeClient};
 use serde_json::json;
 
+mod memory;
 mod socketio;
 mod stuck;
 
@@ -59,6 +63,9 @@ struct Args {
     /// Bytes of padding per publication in the slow-consumer scenario.
     #[arg(long, default_value_t = 16 * 1024)]
     stuck_payload: usize,
+    /// Connections per run of the memory scenario; 0 skips it.
+    #[arg(long, default_value_t = 5000)]
+    idle_connections: usize,
 }
 
 /// Every gateway's outbound queue, in frames: the slow-consumer scenario sends several
@@ -147,6 +154,21 @@ async fn main() -> anyhow::Result<()> {
         "stuck subscriber cut with 3004 in {cuts} of {} runs",
         args.runs
     );
+    if args.idle_connections > 0 {
+        drop(cluster);
+        let mut per_connection = Vec::new();
+        for run in 0..args.runs {
+            let bytes = memory::per_connection(&args.herald, args.idle_connections).await?;
+            println!("    memory run {}: {bytes:.0} B per connection", run + 1);
+            per_connection.push(bytes);
+        }
+        println!(
+            "median of {} runs, memory with {} subscribed connections: {:.1} KiB per connection",
+            args.runs,
+            args.idle_connections,
+            median(per_connection) / 1024.0
+        );
+    }
     Ok(())
 }
 
