@@ -31,7 +31,7 @@ impl Seat {
     }
 
     /// Joins the queue group on `subject` and runs `handle` on every request until
-    /// `shutdown` completes.
+    /// `shutdown` completes, then waits for the requests in hand.
     pub(crate) async fn serve<F, Fut>(
         &self,
         bus: &Arc<dyn Bus>,
@@ -48,12 +48,19 @@ impl Seat {
             .await?;
         bus.flush().await?;
         self.serving.store(true, Ordering::Release);
-        let served = requests.for_each_concurrent(self.concurrency, handle);
-        tokio::select! {
-            () = served => tracing::warn!(subject, "request subscription ended"),
-            () = shutdown => {}
+        // On shutdown, take no new request but finish those in hand: an append whose reply
+        // is lost would leave its publisher waiting for a timeout.
+        let stopping = async {
+            shutdown.await;
+            self.serving.store(false, Ordering::Release);
+        };
+        requests
+            .take_until(stopping)
+            .for_each_concurrent(self.concurrency, handle)
+            .await;
+        if self.serving.swap(false, Ordering::AcqRel) {
+            tracing::warn!(subject, "request subscription ended");
         }
-        self.serving.store(false, Ordering::Release);
         Ok(())
     }
 }

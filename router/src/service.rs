@@ -88,15 +88,23 @@ impl RouterService {
             publishes.map(Request::Publish),
             histories.map(Request::History),
         );
-        let serve = requests.for_each_concurrent(self.config.concurrency, |request| {
-            let this = self.clone();
-            async move { this.serve(request).await }
-        });
-        tokio::select! {
-            () = serve => tracing::warn!("router request subscriptions ended"),
-            () = shutdown => tracing::info!("router stopping"),
+        // On shutdown, take no new request but finish those in hand: a publication stored
+        // but neither delivered nor acknowledged would keep its publisher waiting.
+        let stopping = async {
+            shutdown.await;
+            tracing::info!("router stopping: finishing the requests in hand");
+            self.serving.store(false, Ordering::Release);
+        };
+        requests
+            .take_until(stopping)
+            .for_each_concurrent(self.config.concurrency, |request| {
+                let this = self.clone();
+                async move { this.serve(request).await }
+            })
+            .await;
+        if self.serving.swap(false, Ordering::AcqRel) {
+            tracing::warn!("router request subscriptions ended");
         }
-        self.serving.store(false, Ordering::Release);
         Ok(())
     }
 

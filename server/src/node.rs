@@ -48,21 +48,23 @@ pub async fn run(mode: Mode, config: Config) -> anyhow::Result<()> {
                 sessions: Arc::new(MemorySessions::new()),
                 presence: Arc::new(MemoryPresence::new()),
             };
+            // The router and the API serve until the gateway has drained its clients, who
+            // publish until their turn to leave.
+            let drained = CancellationToken::new();
             let router = Services::new(&config, bus.clone(), stores);
-            router.spawn_side_services(&shutdown);
-            tokio::spawn(
-                router
-                    .router
-                    .clone()
-                    .run(shutdown.clone().cancelled_owned()),
-            );
+            router.spawn_side_services(&drained);
+            let routing =
+                tokio::spawn(router.router.clone().run(drained.clone().cancelled_owned()));
             // Clients must not reach the gateway before its router serves, or their first
             // requests would find no router.
             while !router.serving().await {
                 tokio::time::sleep(Duration::from_millis(2)).await;
             }
-            serve_api(&config, bus.clone(), &shutdown).await?;
-            gateway(mode, &node_id, &config, bus, shutdown).await
+            serve_api(&config, bus.clone(), &drained).await?;
+            let served = gateway(mode, &node_id, &config, bus, shutdown).await;
+            drained.cancel();
+            let _ = routing.await;
+            served
         }
         Mode::Gateway => {
             let bus = nats(&config, &node_id).await?;

@@ -41,9 +41,6 @@ impl HeraldProcess {
     ) -> Self {
         let mut child = Command::new(binary.as_ref())
             .args(args)
-            // Tests that stop a gateway wait for its drain; a short one keeps them quick.
-            // Tests of the drain itself set their own.
-            .env("HERALD_GATEWAY__DRAIN_PERIOD", "1s")
             .envs(env.iter().copied())
             .env(
                 "RUST_LOG",

@@ -232,6 +232,7 @@ async fn a_draining_gateway_takes_its_clients_out_of_presence_at_once() {
     let mut settings = SETTINGS.to_vec();
     settings.retain(|(key, _)| !key.starts_with("HERALD_PRESENCE"));
     settings.push(("HERALD_PRESENCE__TTL", "10m"));
+    settings.push(("HERALD_GATEWAY__DRAIN_PERIOD", "1s"));
     let mut cluster = Cluster::start(herald(), 2, 1, &settings);
     let channel = "chat:drain";
     let (alice, _) = client_with_token(&cluster.ws_url(0), &tokens::user("alice", 600)).await;

@@ -117,7 +117,7 @@ async fn unsubscribe_stops_delivery() {
 
 #[tokio::test]
 async fn sigterm_closes_every_connection_with_shutdown_and_exits_cleanly() {
-    let mut node = standalone(&[]);
+    let mut node = standalone(&[("HERALD_GATEWAY__DRAIN_PERIOD", "1s")]);
     let a = client(&node.ws_url()).await;
     let b = client(&node.ws_url()).await;
     subscribe(&a, "news").await;
