@@ -2,7 +2,8 @@
 # Validates what operators deploy, with the workplace's validators (check-helm.sh,
 # check-metrics.sh, check-dashboards.sh, promtool):
 #
-#   1. the alert rules pass `promtool check rules`;
+#   1. the alert rules pass `promtool check rules`, docker compose's Prometheus config
+#      `promtool check config`, and the compose file parses and names files that exist;
 #   2. the Helm chart lints, renders and passes the Kubernetes schemas, with default values
 #      and with every values file in deploy/helm/herald/ci/ (all features on, an existing
 #      Secret);
@@ -33,12 +34,41 @@ promtool="${HERALD_TOOLS_STATE:-$HOME/.cache/herald-tools}/.bin/promtool"
 log "alert rules (promtool check rules)"
 "$promtool" check rules deploy/prometheus/alerts.yml
 
+log "Prometheus config of docker compose (promtool check config)"
+work="$(mktemp -d)"
+trap 'rm -rf "$work"' EXIT
+sed "s|/etc/prometheus/alerts.yml|$root/deploy/prometheus/alerts.yml|" \
+    deploy/prometheus/prometheus.yml >"$work/prometheus.yml"
+"$promtool" check config "$work/prometheus.yml"
+
+log "docker compose file (parses; every mounted file and the build context exist)"
+python3 - deploy/docker-compose.yml <<'PY'
+import os, sys, yaml
+path = sys.argv[1]
+base = os.path.dirname(path)
+compose = yaml.safe_load(open(path))
+problems = []
+for name, service in compose["services"].items():
+    if not service.get("image") and not service.get("build"):
+        problems.append(f"{name}: neither image nor build")
+    build = service.get("build")
+    if build and not os.path.isfile(os.path.join(base, build["context"], build["dockerfile"])):
+        problems.append(f"{name}: no Dockerfile at {build}")
+    for volume in service.get("volumes", []):
+        source = volume.split(":")[0]
+        if source.startswith(".") and not os.path.exists(os.path.join(base, source)):
+            problems.append(f"{name}: {source} does not exist")
+for problem in problems:
+    print("FAIL", problem)
+print(f"{len(compose['services'])} services checked")
+sys.exit(1 if problems else 0)
+PY
+
 log "Helm chart (default values and deploy/helm/herald/ci/*.yaml)"
 "$tools/check-helm.sh" deploy/helm/herald
 
 log "a live cluster's /metrics (the metrics integration test scrapes it)"
-scrapes="$(mktemp -d)"
-trap 'rm -rf "$scrapes"' EXIT
+scrapes="$work/scrapes"
 METRICS_SCRAPE_DIR="$scrapes" cargo nextest run -p herald --test it --locked \
     --no-fail-fast -E 'test(a_scrape_after_traffic_shows_the_counters_moved)'
 for scrape in "$scrapes"/*.prom; do

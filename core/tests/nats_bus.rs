@@ -61,3 +61,49 @@ async fn requests_without_responders_fail_at_once_and_outages_are_reported() {
         .unwrap();
     assert!(bus.is_connected());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_drained_queue_member_yields_what_it_received_and_the_rest_go_to_the_others() {
+    let server = Server::nats();
+    let leaving = connect(&server, "leaving").await;
+    let staying = connect(&server, "staying").await;
+    let publisher = connect(&server, "publisher").await;
+    let mut left = leaving
+        .queue_subscribe("work".into(), "g".into())
+        .await
+        .unwrap();
+    leaving.flush().await.unwrap();
+    for i in 0..20u8 {
+        publisher
+            .publish("work".into(), Bytes::from(vec![i]))
+            .await
+            .unwrap();
+    }
+    publisher.flush().await.unwrap();
+    let mut stays = staying
+        .queue_subscribe("work".into(), "g".into())
+        .await
+        .unwrap();
+    staying.flush().await.unwrap();
+    left.drainer().cancel();
+    // Everything sent while it was the only member comes out of it, then its stream ends.
+    let received =
+        tokio::time::timeout(WAIT, (&mut left).map(|m| m.payload[0]).collect::<Vec<_>>())
+            .await
+            .expect("the drained stream ends");
+    assert_eq!(received, (0..20).collect::<Vec<u8>>());
+    // Once it has ended, every new message reaches the member that stays.
+    for i in 20..30u8 {
+        publisher
+            .publish("work".into(), Bytes::from(vec![i]))
+            .await
+            .unwrap();
+    }
+    for i in 20..30u8 {
+        let message = tokio::time::timeout(WAIT, stays.next())
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(message.payload[0], i);
+    }
+}

@@ -1,14 +1,18 @@
 //! Serving one kind of request from the router queue group: many at once, each answered
-//! on its reply subject, with a flag that tells readiness checks the subscription is live.
+//! on its reply subject, with a flag that tells readiness checks the subscription is live,
+//! and a stop that answers every request received before leaving the group.
 
 use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
+use std::time::Duration;
+
 use bytes::Bytes;
-use futures_util::StreamExt;
+use futures_util::{Stream, StreamExt};
 use herald_core::bus::{Bus, BusError, BusMessage};
 use herald_core::subjects::ROUTER_QUEUE;
+use tokio_util::sync::CancellationToken;
 
 /// A service's seat in the router queue group.
 pub(crate) struct Seat {
@@ -31,7 +35,7 @@ impl Seat {
     }
 
     /// Joins the queue group on `subject` and runs `handle` on every request until
-    /// `shutdown` completes, then waits for the requests in hand.
+    /// `shutdown` completes, then answers the requests it has received and leaves.
     pub(crate) async fn serve<F, Fut>(
         &self,
         bus: &Arc<dyn Bus>,
@@ -48,20 +52,62 @@ impl Seat {
             .await?;
         bus.flush().await?;
         self.serving.store(true, Ordering::Release);
-        // On shutdown, take no new request but finish those in hand: an append whose reply
-        // is lost would leave its publisher waiting for a timeout.
-        let stopping = async {
-            shutdown.await;
-            self.serving.store(false, Ordering::Release);
+        let drainers = [requests.drainer()];
+        let handling = Handling {
+            concurrency: self.concurrency,
+            serving: &self.serving,
+            drainers: &drainers,
         };
-        requests
-            .take_until(stopping)
-            .for_each_concurrent(self.concurrency, handle)
-            .await;
-        if self.serving.swap(false, Ordering::AcqRel) {
+        if !handling.run(requests, shutdown, handle).await {
             tracing::warn!(subject, "request subscription ended");
         }
         Ok(())
+    }
+}
+
+/// How long a stopping router may take to answer the requests it has received.
+const STOP_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Serving requests many at once, and stopping without dropping any.
+pub(crate) struct Handling<'a> {
+    pub(crate) concurrency: usize,
+    /// Cleared as soon as the router stops taking requests, for readiness checks.
+    pub(crate) serving: &'a AtomicBool,
+    /// Of the subscriptions `requests` comes from.
+    pub(crate) drainers: &'a [CancellationToken],
+}
+
+impl Handling<'_> {
+    /// Runs `handle` on `requests` until `shutdown`, then drains: the subscriptions take no
+    /// new request (the queue group's other members get them), and those already received
+    /// are answered, within [`STOP_TIMEOUT`]. Returns whether it stopped for `shutdown`
+    /// (rather than the subscriptions ending on their own).
+    pub(crate) async fn run<T, F, Fut>(
+        &self,
+        requests: impl Stream<Item = T>,
+        shutdown: impl Future<Output = ()>,
+        handle: F,
+    ) -> bool
+    where
+        F: FnMut(T) -> Fut,
+        Fut: Future<Output = ()>,
+    {
+        let served = requests.for_each_concurrent(self.concurrency, handle);
+        tokio::pin!(served);
+        let stopped = tokio::select! {
+            () = &mut served => false,
+            () = shutdown => true,
+        };
+        self.serving.store(false, Ordering::Release);
+        if stopped {
+            for drainer in self.drainers {
+                drainer.cancel();
+            }
+            if tokio::time::timeout(STOP_TIMEOUT, served).await.is_err() {
+                tracing::warn!("requests still unanswered when the router stopped");
+            }
+        }
+        stopped
     }
 }
 

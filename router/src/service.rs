@@ -6,7 +6,6 @@
 //! same NATS connection, so a publisher subscribed to its own channel sees the publication
 //! before its acknowledgement. Many requests are in flight at once, pipelined on the store.
 
-use herald_core::metrics::PUBLICATIONS;
 use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -17,6 +16,7 @@ use herald_core::bus::{Bus, BusError, BusMessage};
 use herald_core::channel;
 use herald_core::codes::{ErrorCode, Refusal};
 use herald_core::config::{ChannelRules, ChannelsConfig, RouterConfig};
+use herald_core::metrics::PUBLICATIONS;
 use herald_core::subjects::{ROUTER_QUEUE, Subjects};
 use herald_core::time::unix_micros;
 use herald_proto::bus::v1::{
@@ -26,6 +26,7 @@ use herald_proto::bus::v1::{
 use prost::Message;
 
 use crate::history::{Append, Entry, HistoryStore, Limits, Query};
+use crate::queue::Handling;
 
 /// Longest idempotency key accepted, in bytes.
 pub const MAX_IDEMPOTENCY_KEY_LEN: usize = 128;
@@ -72,7 +73,8 @@ impl RouterService {
         })
     }
 
-    /// Joins the router queue group and serves requests until `shutdown` completes.
+    /// Joins the router queue group and serves requests until `shutdown` completes, then
+    /// answers the requests it has received and leaves the group.
     pub async fn run(self: Arc<Self>, shutdown: impl Future<Output = ()>) -> Result<(), BusError> {
         let publishes = self
             .bus
@@ -84,25 +86,23 @@ impl RouterService {
             .await?;
         self.bus.flush().await?;
         self.serving.store(true, Ordering::Release);
+        let drainers = [publishes.drainer(), histories.drainer()];
         let requests = futures_util::stream::select(
             publishes.map(Request::Publish),
             histories.map(Request::History),
         );
-        // On shutdown, take no new request but finish those in hand: a publication stored
-        // but neither delivered nor acknowledged would keep its publisher waiting.
-        let stopping = async {
-            shutdown.await;
-            tracing::info!("router stopping: finishing the requests in hand");
-            self.serving.store(false, Ordering::Release);
+        let handling = Handling {
+            concurrency: self.config.concurrency,
+            serving: &self.serving,
+            drainers: &drainers,
         };
-        requests
-            .take_until(stopping)
-            .for_each_concurrent(self.config.concurrency, |request| {
-                let this = self.clone();
-                async move { this.serve(request).await }
-            })
-            .await;
-        if self.serving.swap(false, Ordering::AcqRel) {
+        let handle = |request| {
+            let this = self.clone();
+            async move { this.serve(request).await }
+        };
+        if handling.run(requests, shutdown, handle).await {
+            tracing::info!("router stopped: every request received was answered");
+        } else {
             tracing::warn!("router request subscriptions ended");
         }
         Ok(())

@@ -13,6 +13,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use futures_util::StreamExt;
 use tokio::sync::{mpsc, watch};
+use tokio_util::sync::CancellationToken;
 
 use super::{Bus, BusError, BusMessage, Subscription};
 
@@ -67,8 +68,10 @@ struct Unsubscribe {
     id: u64,
 }
 
-impl Drop for Unsubscribe {
-    fn drop(&mut self) {
+impl Unsubscribe {
+    /// Takes the subscriber out of the registry: its channel closes once every message
+    /// already sent to it has been received. Doing it twice does nothing.
+    fn remove(&self) {
         let mut registry = self.shared.registry();
         if let Some(subs) = registry.by_subject.get_mut(&self.subject) {
             subs.retain(|s| s.id != self.id);
@@ -76,6 +79,12 @@ impl Drop for Unsubscribe {
                 registry.by_subject.remove(&self.subject);
             }
         }
+    }
+}
+
+impl Drop for Unsubscribe {
+    fn drop(&mut self) {
+        self.remove();
     }
 }
 
@@ -98,10 +107,29 @@ impl MemoryBus {
             subject,
             id,
         };
-        let stream = futures_util::stream::unfold((rx, guard), |(mut rx, guard)| async move {
-            rx.recv().await.map(|m| (m, (rx, guard)))
+        let drain = CancellationToken::new();
+        let draining = drain.clone();
+        let state = (rx, guard, false);
+        let stream = futures_util::stream::unfold(state, move |(mut rx, guard, mut removed)| {
+            let draining = draining.clone();
+            async move {
+                loop {
+                    if draining.is_cancelled() && !removed {
+                        // Closes the channel behind what was already sent to it.
+                        guard.remove();
+                        removed = true;
+                    }
+                    tokio::select! {
+                        biased;
+                        () = draining.cancelled(), if !removed => {}
+                        message = rx.recv() => {
+                            return message.map(|m| (m, (rx, guard, removed)));
+                        }
+                    }
+                }
+            }
         });
-        Subscription::new(stream.boxed())
+        Subscription::new(stream.boxed(), drain)
     }
 
     /// Delivers to every plain subscriber and to one member of each queue group; returns
@@ -252,6 +280,23 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(&reply[..], b"ba");
+    }
+
+    #[tokio::test]
+    async fn a_drained_subscription_yields_what_it_received_then_ends() {
+        let bus = MemoryBus::new();
+        let mut sub = bus.queue_subscribe("s".into(), "g".into()).await.unwrap();
+        for i in 0..3u8 {
+            bus.publish("s".into(), Bytes::from(vec![i])).await.unwrap();
+        }
+        sub.drainer().cancel();
+        let mut other = bus.queue_subscribe("s".into(), "g".into()).await.unwrap();
+        let received: Vec<u8> = (&mut sub).map(|m| m.payload[0]).collect().await;
+        assert_eq!(received, [0, 1, 2]);
+        // Later messages go to the rest of the queue group.
+        bus.publish("s".into(), Bytes::from(vec![3])).await.unwrap();
+        assert_eq!(other.next().await.unwrap().payload[0], 3);
+        assert!(sub.next().await.is_none());
     }
 
     #[tokio::test]

@@ -14,10 +14,11 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use futures_util::Stream;
 use futures_util::stream::BoxStream;
+use futures_util::{Stream, StreamExt};
 use thiserror::Error;
 use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
 
 pub use memory::MemoryBus;
 pub use nats::NatsBus;
@@ -55,14 +56,27 @@ pub struct BusMessage {
     pub reply: Option<String>,
 }
 
-/// A stream of messages on one subject. Dropping it unsubscribes.
+/// A stream of messages on one subject. Dropping it unsubscribes at once; draining it
+/// (see [`drainer`](Self::drainer)) lets it end gracefully.
 pub struct Subscription {
     inner: BoxStream<'static, BusMessage>,
+    drain: CancellationToken,
 }
 
 impl Subscription {
-    pub fn new(inner: BoxStream<'static, BusMessage>) -> Self {
-        Self { inner }
+    /// `inner` must watch `drain`: once it is cancelled, take no new message, yield those
+    /// already received, then end.
+    pub fn new(inner: BoxStream<'static, BusMessage>, drain: CancellationToken) -> Self {
+        // Fused: a subscription that ended stays ended, however often it is polled.
+        let inner = inner.fuse().boxed();
+        Self { inner, drain }
+    }
+
+    /// A handle that drains the subscription while something else consumes it: no new
+    /// message reaches it (in a queue group, the others get them), the ones it has already
+    /// received still come out, and then the stream ends.
+    pub fn drainer(&self) -> CancellationToken {
+        self.drain.clone()
     }
 }
 

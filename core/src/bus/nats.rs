@@ -8,6 +8,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use futures_util::StreamExt;
 use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
 
 use super::{Bus, BusError, BusMessage, Subscription};
 use crate::metrics::{NATS_CONNECTS, NATS_DISCONNECTS, NATS_ERRORS};
@@ -87,13 +88,35 @@ fn count_error(kind: &'static str) {
 }
 
 fn into_subscription(sub: async_nats::Subscriber) -> Subscription {
-    Subscription::new(
-        sub.map(|m| BusMessage {
-            payload: m.payload,
-            reply: m.reply.map(|r| r.to_string()),
-        })
-        .boxed(),
-    )
+    let drain = CancellationToken::new();
+    let draining = drain.clone();
+    let stream = futures_util::stream::unfold((sub, false), move |(mut sub, mut drained)| {
+        let draining = draining.clone();
+        async move {
+            loop {
+                if draining.is_cancelled() && !drained {
+                    // The server stops sending; what it sent before still comes, then the end.
+                    if let Err(e) = sub.drain().await {
+                        tracing::warn!(error = %e, "cannot drain a NATS subscription");
+                        return None;
+                    }
+                    drained = true;
+                }
+                tokio::select! {
+                    biased;
+                    () = draining.cancelled(), if !drained => {}
+                    message = sub.next() => {
+                        let message = message.map(|m| BusMessage {
+                            payload: m.payload,
+                            reply: m.reply.map(|r| r.to_string()),
+                        });
+                        return message.map(|m| (m, (sub, drained)));
+                    }
+                }
+            }
+        }
+    });
+    Subscription::new(stream.boxed(), drain)
 }
 
 #[async_trait]

@@ -1,7 +1,6 @@
 //! Serves gateways' presence reports and queries from the router queue group, and sends
 //! join and leave events for channels that have them.
 
-use herald_core::metrics::{PRESENCE_CHANGES, PRESENCE_SIZE};
 use std::collections::HashSet;
 use std::future::Future;
 use std::sync::Arc;
@@ -12,6 +11,7 @@ use futures_util::future::join_all;
 use herald_core::bus::{Bus, BusError, BusMessage};
 use herald_core::codes::ErrorCode;
 use herald_core::config::ChannelsConfig;
+use herald_core::metrics::{PRESENCE_CHANGES, PRESENCE_SIZE};
 use herald_core::subjects::Subjects;
 use herald_core::time::unix_micros;
 use herald_proto::bus::v1::{

@@ -1,6 +1,7 @@
-//! Graceful drain: a gateway told to stop (SIGTERM) turns not ready, refuses new clients,
+//! Graceful stops: a gateway told to stop (SIGTERM) turns not ready, refuses new clients,
 //! and sends its clients away over the drain period; they come back on the other gateway
-//! and recover, and no acknowledged publication is lost.
+//! and recover, and no acknowledged publication is lost. A router told to stop answers
+//! every request it has taken, and the other router takes the rest.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -22,11 +23,12 @@ const DRAIN_PERIOD: &str = "5s";
 /// 100 subscribers reading each one stay cheap on 2 cores.
 const PUBLISH_EVERY: Duration = Duration::from_millis(10);
 
-/// Publishes until `stop`, one publication every [`PUBLISH_EVERY`], each acknowledged
-/// before the next; returns the acknowledged offsets.
+/// Publishes until `stop`, one publication every `every`, each acknowledged before the
+/// next; returns the acknowledged offsets. Any refusal fails the test.
 async fn publish_until(
     publisher: NativeClient,
     channel: String,
+    every: Duration,
     stop: Arc<AtomicBool>,
 ) -> Vec<u64> {
     let mut acked = Vec::new();
@@ -40,7 +42,9 @@ async fn publish_until(
             .expect("a reply");
         let offset = reply["result"]["offset"].as_u64();
         acked.push(offset.unwrap_or_else(|| panic!("publish {n} refused: {reply}")));
-        tokio::time::sleep(PUBLISH_EVERY).await;
+        if !every.is_zero() {
+            tokio::time::sleep(every).await;
+        }
     }
     acked
 }
@@ -133,7 +137,12 @@ async fn a_draining_gateway_moves_its_subscribers_to_the_other_one_losing_nothin
     }
     let publisher = client(&other).await;
     let stop = Arc::new(AtomicBool::new(false));
-    let publishing = tokio::spawn(publish_until(publisher, channel.clone(), stop.clone()));
+    let publishing = tokio::spawn(publish_until(
+        publisher,
+        channel.clone(),
+        PUBLISH_EVERY,
+        stop.clone(),
+    ));
 
     cluster.gateways[0].terminate();
     // While it drains, the gateway is alive but not ready, and takes no new client.
@@ -234,4 +243,51 @@ async fn socketio_clients_of_a_draining_gateway_reconnect_elsewhere_and_recover(
     for (socket, seen) in numbers.iter().enumerate() {
         assert_eq!(*seen, (0..=21).collect::<Vec<u64>>(), "socket {socket}");
     }
+}
+
+/// Publications stored by the router whose HTTP listener is at `addr`.
+fn stored_by(addr: std::net::SocketAddr) -> f64 {
+    let (_, exposition) = http_get(addr, "/metrics").unwrap_or_default();
+    exposition
+        .lines()
+        .find_map(|line| line.strip_prefix("herald_publications_total "))
+        .and_then(|value| value.parse().ok())
+        .unwrap_or(0.0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stopping_router_answers_every_request_it_took_and_the_other_takes_the_rest() {
+    let mut cluster = Cluster::start(herald(), 1, 2, &[]);
+    let (stopping, staying) = (cluster.routers[0].addr(), cluster.routers[1].addr());
+    let publisher = client(&cluster.ws_url(0)).await;
+    let channel = "chat:router-stop".to_string();
+    let stop = Arc::new(AtomicBool::new(false));
+    // Back to back, so that the stopping router is in the middle of a request.
+    let publishing = tokio::spawn(publish_until(
+        publisher,
+        channel,
+        Duration::ZERO,
+        stop.clone(),
+    ));
+    assert!(
+        wait_for(PATIENCE, || stored_by(stopping) >= 50.0),
+        "both routers take publications"
+    );
+    cluster.routers[0].terminate();
+    let status = cluster.routers[0].wait_exit(PATIENCE);
+    assert!(status.is_some_and(|s| s.success()), "exit: {status:?}");
+    let before = stored_by(staying);
+    assert!(
+        wait_for(PATIENCE, || stored_by(staying) >= before + 200.0),
+        "the other router takes every publication"
+    );
+    stop.store(true, Ordering::Relaxed);
+    // No publish was refused or timed out (the publisher fails the test on any), and the
+    // offsets the two routers gave follow each other.
+    let acked = publishing.await.expect("the publisher finished");
+    let first = acked[0];
+    assert_eq!(
+        acked,
+        (first..first + acked.len() as u64).collect::<Vec<_>>()
+    );
 }
