@@ -54,6 +54,7 @@ impl Seat {
         self.serving.store(true, Ordering::Release);
         let drainers = [requests.drainer()];
         let handling = Handling {
+            bus: bus.as_ref(),
             concurrency: self.concurrency,
             serving: &self.serving,
             drainers: &drainers,
@@ -70,6 +71,8 @@ const STOP_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Serving requests many at once, and stopping without dropping any.
 pub(crate) struct Handling<'a> {
+    /// Where the replies go.
+    pub(crate) bus: &'a dyn Bus,
     pub(crate) concurrency: usize,
     /// Cleared as soon as the router stops taking requests, for readiness checks.
     pub(crate) serving: &'a AtomicBool,
@@ -105,6 +108,11 @@ impl Handling<'_> {
             }
             if tokio::time::timeout(STOP_TIMEOUT, served).await.is_err() {
                 tracing::warn!("requests still unanswered when the router stopped");
+            }
+            // The last replies may still sit in the client's buffer; the process must not
+            // exit before the server has them.
+            if let Err(e) = self.bus.flush().await {
+                tracing::warn!(error = %e, "last replies may be lost");
             }
         }
         stopped

@@ -92,6 +92,7 @@ impl RouterService {
             histories.map(Request::History),
         );
         let handling = Handling {
+            bus: self.bus.as_ref(),
             concurrency: self.config.concurrency,
             serving: &self.serving,
             drainers: &drainers,

@@ -14,7 +14,7 @@ use herald_testkit::{Balancer, Cluster, NativeClient, wait_for};
 use serde_json::{Value, json};
 use tokio::sync::watch;
 
-use crate::{PATIENCE, client, herald, subscribe};
+use crate::{PATIENCE, client, herald, publish_until, subscribe};
 
 const SUBSCRIBERS: usize = 100;
 /// Long enough that the test sees the gateway draining, short enough to keep it quick.
@@ -22,32 +22,6 @@ const DRAIN_PERIOD: &str = "5s";
 /// Pace of the publisher: enough publications to cross the whole drain, few enough that
 /// 100 subscribers reading each one stay cheap on 2 cores.
 const PUBLISH_EVERY: Duration = Duration::from_millis(10);
-
-/// Publishes until `stop`, one publication every `every`, each acknowledged before the
-/// next; returns the acknowledged offsets. Any refusal fails the test.
-async fn publish_until(
-    publisher: NativeClient,
-    channel: String,
-    every: Duration,
-    stop: Arc<AtomicBool>,
-) -> Vec<u64> {
-    let mut acked = Vec::new();
-    for n in 0.. {
-        if stop.load(Ordering::Relaxed) {
-            break;
-        }
-        let reply = publisher
-            .call("publish", json!({ "channel": channel, "data": n }))
-            .await
-            .expect("a reply");
-        let offset = reply["result"]["offset"].as_u64();
-        acked.push(offset.unwrap_or_else(|| panic!("publish {n} refused: {reply}")));
-        if !every.is_zero() {
-            tokio::time::sleep(every).await;
-        }
-    }
-    acked
-}
 
 /// What one subscriber saw: every offset received, in order, on both gateways.
 struct Seen {

@@ -20,6 +20,8 @@ mod socketio_wire;
 mod standalone;
 mod tokens;
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use herald_testkit::{Cluster, HeraldProcess, NativeClient};
@@ -113,4 +115,30 @@ pub async fn refused(client: &NativeClient, method: &str, params: Value) -> Valu
         .get("error")
         .cloned()
         .unwrap_or_else(|| panic!("{method} should be refused: {reply}"))
+}
+
+/// Publishes until `stop`, one publication every `every`, each acknowledged before the
+/// next; returns the acknowledged offsets. Any refusal fails the test.
+async fn publish_until(
+    publisher: NativeClient,
+    channel: String,
+    every: Duration,
+    stop: Arc<AtomicBool>,
+) -> Vec<u64> {
+    let mut acked = Vec::new();
+    for n in 0.. {
+        if stop.load(Ordering::Relaxed) {
+            break;
+        }
+        let reply = publisher
+            .call("publish", json!({ "channel": channel, "data": n }))
+            .await
+            .expect("a reply");
+        let offset = reply["result"]["offset"].as_u64();
+        acked.push(offset.unwrap_or_else(|| panic!("publish {n} refused: {reply}")));
+        if !every.is_zero() {
+            tokio::time::sleep(every).await;
+        }
+    }
+    acked
 }

@@ -4,12 +4,15 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
 
 use herald_testkit::client::Event;
 use herald_testkit::{Cluster, NativeClient};
 use serde_json::{Value, json};
 
-use crate::{PATIENCE, client, herald, publications, publish, standalone, subscribe};
+use crate::{
+    PATIENCE, client, herald, publications, publish, publish_until, standalone, subscribe,
+};
 
 fn offsets(pushes: &[Value]) -> Vec<u64> {
     pushes
@@ -89,28 +92,6 @@ async fn a_returning_subscriber_gets_exactly_what_it_missed_or_is_told_it_cannot
     }
 }
 
-/// Publishes one publication after another until `stop` is set; returns the acknowledged
-/// offsets.
-async fn publish_until(
-    publisher: NativeClient,
-    channel: String,
-    stop: Arc<AtomicBool>,
-) -> Vec<u64> {
-    let mut acked = Vec::new();
-    for n in 0.. {
-        if stop.load(Ordering::Relaxed) {
-            break;
-        }
-        let reply = publisher
-            .call("publish", json!({ "channel": channel, "data": n }))
-            .await
-            .expect("a reply");
-        let offset = reply["result"]["offset"].as_u64();
-        acked.push(offset.unwrap_or_else(|| panic!("publish {n} refused: {reply}")));
-    }
-    acked
-}
-
 /// Reads publication pushes until the connection drops; their offsets, in order.
 async fn read_until_closed(client: &NativeClient) -> Vec<u64> {
     let mut offsets = Vec::new();
@@ -138,7 +119,12 @@ async fn no_acknowledged_publication_is_lost_when_a_subscribers_gateway_is_kille
         let publisher = client(&cluster.ws_url(survivor)).await;
         // The publisher goes on through the kill and the subscriber's return.
         let stop = Arc::new(AtomicBool::new(false));
-        let publishing = tokio::spawn(publish_until(publisher, channel.clone(), stop.clone()));
+        let publishing = tokio::spawn(publish_until(
+            publisher,
+            channel.clone(),
+            Duration::ZERO,
+            stop.clone(),
+        ));
 
         let mut received = offsets(&publications(&subscriber, &channel, KILL_AFTER).await);
         cluster.gateways[victim].kill();
