@@ -11,18 +11,19 @@
 #      metrics integration test) passes promtool's parser and linter;
 #   4. the dashboards are valid, and every metric they query is in that scrape.
 #
-#   deploy/check.sh            the validators in $HERALD_TOOLS, else ../shared/tools
+#   deploy/check.sh            the validators in $VALIDATORS, else ../shared/tools
 #
 # Without the validators it says so and exits 0 (they are not part of a user's machine);
-# set HERALD_REQUIRE_TOOLS=1 to make that an error.
+# set REQUIRE_VALIDATORS=1 to make that an error. (No HERALD_ prefix on these: the nodes the
+# metrics test starts inherit the environment and refuse settings they do not know.)
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 cd "$root"
-tools="${HERALD_TOOLS:-$root/../shared/tools}"
+tools="${VALIDATORS:-$root/../shared/tools}"
 
 if [ ! -x "$tools/check-helm.sh" ]; then
-    echo "deploy checks skipped: no validators at $tools (set HERALD_TOOLS)"
-    [ "${HERALD_REQUIRE_TOOLS:-0}" = 1 ] && exit 1
+    echo "deploy checks skipped: no validators at $tools (set VALIDATORS)"
+    [ "${REQUIRE_VALIDATORS:-0}" = 1 ] && exit 1
     exit 0
 fi
 
@@ -69,7 +70,7 @@ log "Helm chart (default values and deploy/helm/herald/ci/*.yaml)"
 
 log "a live cluster's /metrics (the metrics integration test scrapes it)"
 scrapes="$work/scrapes"
-METRICS_SCRAPE_DIR="$scrapes" cargo nextest run -p herald --test it --locked \
+env -u HERALD_TOOLS_STATE METRICS_SCRAPE_DIR="$scrapes" cargo nextest run -p herald --test it --locked \
     --no-fail-fast -E 'test(a_scrape_after_traffic_shows_the_counters_moved)'
 for scrape in "$scrapes"/*.prom; do
     echo "--- $(basename "$scrape")"
