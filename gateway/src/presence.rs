@@ -71,7 +71,9 @@ impl PresenceReporter {
         self.wake.notify_one();
     }
 
-    /// Reports changes as they come and heartbeats every `heartbeat`, until `stop`.
+    /// Reports changes as they come and heartbeats every `heartbeat`, until `stop`; then
+    /// reports the changes still pending once (the leaves of a drained gateway's last
+    /// clients), so that they need not wait for expiry.
     pub async fn run(
         self: Arc<Self>,
         upstream: Upstream,
@@ -81,10 +83,10 @@ impl PresenceReporter {
         let mut beat = tokio::time::interval(heartbeat);
         beat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
-            let alive = tokio::select! {
-                () = stop.cancelled() => break,
-                () = self.wake.notified() => false,
-                _ = beat.tick() => true,
+            let (alive, last) = tokio::select! {
+                () = stop.cancelled() => (false, true),
+                () = self.wake.notified() => (false, false),
+                _ = beat.tick() => (true, false),
             };
             let changes = mem::take(&mut self.state().pending);
             let mut reports = reports(changes.iter());
@@ -104,12 +106,19 @@ impl PresenceReporter {
             }
             for report in reports {
                 if let Err(refusal) = upstream.presence_report(report).await {
+                    if last {
+                        tracing::debug!(%refusal, "last presence report failed; entries expire");
+                        return;
+                    }
                     tracing::debug!(%refusal, "presence report failed; retrying");
                     self.restore(changes);
                     tokio::time::sleep(RETRY_PAUSE).await;
                     self.wake.notify_one();
                     break;
                 }
+            }
+            if last {
+                return;
             }
         }
     }
