@@ -171,10 +171,9 @@ pub async fn serve(
             tracing::debug!(error = %e, "cannot set TCP_NODELAY");
         }
     });
-    let drained = tokio::spawn(drain_sessions(gateway.clone(), shutdown));
-    let stop_listening = drained_signal(drained);
+    // The listener stays open while the sessions drain, for probes and metrics.
     axum::serve(listener, app)
-        .with_graceful_shutdown(stop_listening)
+        .with_graceful_shutdown(drain_sessions(gateway.clone(), shutdown))
         .await?;
     presence_stop.cancel();
     let _ = tokio::time::timeout(gateway.config.request_timeout, reporter).await;
@@ -195,12 +194,5 @@ async fn drain_sessions(gateway: Arc<Gateway>, shutdown: impl Future<Output = ()
             open = gateway.sessions.len(),
             "sessions still open after the drain period"
         );
-    }
-}
-
-/// Completes when the drain task does, however it ends.
-async fn drained_signal(drained: tokio::task::JoinHandle<()>) {
-    if let Err(e) = drained.await {
-        tracing::error!(error = %e, "drain failed");
     }
 }
