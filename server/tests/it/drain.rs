@@ -14,7 +14,7 @@ use herald_testkit::{Balancer, Cluster, NativeClient, wait_for};
 use serde_json::{Value, json};
 use tokio::sync::watch;
 
-use crate::{PATIENCE, client, herald, publish_until, subscribe};
+use crate::{PATIENCE, client, herald, publish_until, quick_reconnects, subscribe};
 
 const SUBSCRIBERS: usize = 100;
 /// Long enough that the test sees the gateway draining, short enough to keep it quick.
@@ -167,11 +167,7 @@ async fn socketio_clients_of_a_draining_gateway_reconnect_elsewhere_and_recover(
     // The balancer stands for the Kubernetes Service: it sends new connections to ready
     // gateways only.
     let balancer = Balancer::start(&[a]).await;
-    let options = json!({
-        "transports": ["websocket"],
-        "reconnectionDelay": 200,
-        "reconnectionDelayMax": 500,
-    });
+    let options = quick_reconnects();
     let mut crowd = Agent::spawn_many(&balancer.url(), "/", options, SOCKETS);
     let mut ids = Vec::new();
     for _ in 0..SOCKETS {

@@ -142,3 +142,12 @@ async fn publish_until(
     }
     acked
 }
+
+/// Socket.IO client options: WebSocket only, reconnecting within half a second.
+pub fn quick_reconnects() -> Value {
+    json!({
+        "transports": ["websocket"],
+        "reconnectionDelay": 200,
+        "reconnectionDelayMax": 500,
+    })
+}

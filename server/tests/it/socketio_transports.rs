@@ -192,11 +192,7 @@ async fn a_socket_recovers_on_another_gateway_after_its_gateway_is_killed() {
     // The listener reaches gateway A through the balancer, then A dies and the balancer
     // sends its reconnection to B.
     let balancer = Balancer::start(&[a]).await;
-    let options = json!({
-        "transports": ["websocket"],
-        "reconnectionDelay": 200,
-        "reconnectionDelayMax": 500,
-    });
+    let options = quick_reconnects();
     let (mut listener, first) = connected(Library::Js, &balancer.url(), options).await;
     let (mut talker, _) =
         connected(Library::Js, &url(b), json!({"transports": ["websocket"]})).await;
