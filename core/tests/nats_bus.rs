@@ -85,7 +85,7 @@ async fn a_drained_queue_member_yields_what_it_received_and_the_rest_go_to_the_o
         .await
         .unwrap();
     staying.flush().await.unwrap();
-    left.drainer().cancel();
+    left.drainer().drain();
     // Everything sent while it was the only member comes out of it, then its stream ends.
     let received =
         tokio::time::timeout(WAIT, (&mut left).map(|m| m.payload[0]).collect::<Vec<_>>())

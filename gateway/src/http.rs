@@ -101,15 +101,15 @@ impl IntoResponse for Refused {
 
 /// A new connection's place under `gateway.max_connections`.
 fn permit(gateway: &Gateway) -> Result<ConnectionPermit, Refused> {
-    let refused = if gateway.drain.is_draining() {
-        Refused::Draining
-    } else if let Some(permit) = gateway.connection_permit() {
-        return Ok(permit);
+    let permit = if gateway.drain.is_draining() {
+        Err(Refused::Draining)
     } else {
-        Refused::Full
+        gateway.connection_permit().ok_or(Refused::Full)
     };
-    metrics::refused(refused);
-    Err(refused)
+    if let Err(refused) = permit {
+        metrics::refused(refused);
+    }
+    permit
 }
 
 /// Bytes a connection reserves for reading frames. The WebSocket layer's default, 128 KiB,

@@ -10,9 +10,8 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use futures_util::{Stream, StreamExt};
-use herald_core::bus::{Bus, BusError, BusMessage};
+use herald_core::bus::{Bus, BusError, BusMessage, Drainer};
 use herald_core::subjects::ROUTER_QUEUE;
-use tokio_util::sync::CancellationToken;
 
 /// A service's seat in the router queue group.
 pub(crate) struct Seat {
@@ -77,7 +76,7 @@ pub(crate) struct Handling<'a> {
     /// Cleared as soon as the router stops taking requests, for readiness checks.
     pub(crate) serving: &'a AtomicBool,
     /// Of the subscriptions `requests` comes from.
-    pub(crate) drainers: &'a [CancellationToken],
+    pub(crate) drainers: &'a [Drainer],
 }
 
 impl Handling<'_> {
@@ -104,7 +103,7 @@ impl Handling<'_> {
         self.serving.store(false, Ordering::Release);
         if stopped {
             for drainer in self.drainers {
-                drainer.cancel();
+                drainer.drain();
             }
             if tokio::time::timeout(STOP_TIMEOUT, served).await.is_err() {
                 tracing::warn!("requests still unanswered when the router stopped");

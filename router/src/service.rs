@@ -53,6 +53,9 @@ pub struct RouterService {
     config: RouterConfig,
     /// Set once the request subscriptions are live on the bus.
     serving: AtomicBool,
+    /// Counts every publication stored and delivered; kept, as it is counted per
+    /// publication.
+    published: metrics::Counter,
 }
 
 impl RouterService {
@@ -70,6 +73,7 @@ impl RouterService {
             channels,
             config,
             serving: AtomicBool::new(false),
+            published: metrics::counter!(PUBLICATIONS),
         })
     }
 
@@ -317,7 +321,7 @@ impl RouterService {
             // Stored: subscribers will fill the gap from history.
             tracing::warn!(error = %e, "publication stored but not delivered live");
         }
-        metrics::counter!(PUBLICATIONS).increment(1);
+        self.published.increment(1);
         Ok(position)
     }
 

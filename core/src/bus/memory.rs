@@ -13,9 +13,8 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use futures_util::StreamExt;
 use tokio::sync::{mpsc, watch};
-use tokio_util::sync::CancellationToken;
 
-use super::{Bus, BusError, BusMessage, Subscription};
+use super::{Bus, BusError, BusMessage, Subscription, drain};
 
 /// Messages buffered per subscriber before new ones are dropped.
 pub const SUBSCRIBER_BUFFER: usize = 16 * 1024;
@@ -88,6 +87,23 @@ impl Drop for Unsubscribe {
     }
 }
 
+/// A subscriber's channel as a drainable source.
+struct MemorySource {
+    rx: mpsc::Receiver<BusMessage>,
+    guard: Unsubscribe,
+}
+
+impl drain::Source for MemorySource {
+    async fn next(&mut self) -> Option<BusMessage> {
+        self.rx.recv().await
+    }
+
+    async fn stop(&mut self) {
+        // Closes the channel behind what was already sent to it.
+        self.guard.remove();
+    }
+}
+
 impl MemoryBus {
     pub fn new() -> Self {
         Self::default()
@@ -107,29 +123,7 @@ impl MemoryBus {
             subject,
             id,
         };
-        let drain = CancellationToken::new();
-        let draining = drain.clone();
-        let state = (rx, guard, false);
-        let stream = futures_util::stream::unfold(state, move |(mut rx, guard, mut removed)| {
-            let draining = draining.clone();
-            async move {
-                loop {
-                    if draining.is_cancelled() && !removed {
-                        // Closes the channel behind what was already sent to it.
-                        guard.remove();
-                        removed = true;
-                    }
-                    tokio::select! {
-                        biased;
-                        () = draining.cancelled(), if !removed => {}
-                        message = rx.recv() => {
-                            return message.map(|m| (m, (rx, guard, removed)));
-                        }
-                    }
-                }
-            }
-        });
-        Subscription::new(stream.boxed(), drain)
+        Subscription::new(MemorySource { rx, guard })
     }
 
     /// Delivers to every plain subscriber and to one member of each queue group; returns
@@ -289,7 +283,7 @@ mod tests {
         for i in 0..3u8 {
             bus.publish("s".into(), Bytes::from(vec![i])).await.unwrap();
         }
-        sub.drainer().cancel();
+        sub.drainer().drain();
         let mut other = bus.queue_subscribe("s".into(), "g".into()).await.unwrap();
         let received: Vec<u8> = (&mut sub).map(|m| m.payload[0]).collect().await;
         assert_eq!(received, [0, 1, 2]);

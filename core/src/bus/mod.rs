@@ -5,6 +5,7 @@
 //! with the same semantics (subjects, queue groups, request/reply), so both modes run the
 //! same code.
 
+mod drain;
 mod memory;
 mod nats;
 
@@ -18,8 +19,8 @@ use futures_util::stream::BoxStream;
 use futures_util::{Stream, StreamExt};
 use thiserror::Error;
 use tokio::sync::watch;
-use tokio_util::sync::CancellationToken;
 
+pub use drain::Drainer;
 pub use memory::MemoryBus;
 pub use nats::NatsBus;
 
@@ -60,23 +61,22 @@ pub struct BusMessage {
 /// (see [`drainer`](Self::drainer)) lets it end gracefully.
 pub struct Subscription {
     inner: BoxStream<'static, BusMessage>,
-    drain: CancellationToken,
+    drainer: Drainer,
 }
 
 impl Subscription {
-    /// `inner` must watch `drain`: once it is cancelled, take no new message, yield those
-    /// already received, then end.
-    pub fn new(inner: BoxStream<'static, BusMessage>, drain: CancellationToken) -> Self {
+    fn new(source: impl drain::Source) -> Self {
+        let drainer = Drainer::default();
         // Fused: a subscription that ended stays ended, however often it is polled.
-        let inner = inner.fuse().boxed();
-        Self { inner, drain }
+        let inner = drain::stream(source, drainer.clone()).fuse().boxed();
+        Self { inner, drainer }
     }
 
     /// A handle that drains the subscription while something else consumes it: no new
     /// message reaches it (in a queue group, the others get them), the ones it has already
     /// received still come out, and then the stream ends.
-    pub fn drainer(&self) -> CancellationToken {
-        self.drain.clone()
+    pub fn drainer(&self) -> Drainer {
+        self.drainer.clone()
     }
 }
 

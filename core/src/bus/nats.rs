@@ -8,9 +8,8 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use futures_util::StreamExt;
 use tokio::sync::watch;
-use tokio_util::sync::CancellationToken;
 
-use super::{Bus, BusError, BusMessage, Subscription};
+use super::{Bus, BusError, BusMessage, Subscription, drain};
 use crate::metrics::{NATS_CONNECTS, NATS_DISCONNECTS, NATS_ERRORS};
 
 /// Reconnection backoff stays short: a gateway or router waiting on NATS is useless, and
@@ -87,36 +86,39 @@ fn count_error(kind: &'static str) {
     metrics::counter!(NATS_ERRORS, "kind" => kind).increment(1);
 }
 
-fn into_subscription(sub: async_nats::Subscriber) -> Subscription {
-    let drain = CancellationToken::new();
-    let draining = drain.clone();
-    let stream = futures_util::stream::unfold((sub, false), move |(mut sub, mut drained)| {
-        let draining = draining.clone();
-        async move {
-            loop {
-                if draining.is_cancelled() && !drained {
-                    // The server stops sending; what it sent before still comes, then the end.
-                    if let Err(e) = sub.drain().await {
-                        tracing::warn!(error = %e, "cannot drain a NATS subscription");
-                        return None;
-                    }
-                    drained = true;
-                }
-                tokio::select! {
-                    biased;
-                    () = draining.cancelled(), if !drained => {}
-                    message = sub.next() => {
-                        let message = message.map(|m| BusMessage {
-                            payload: m.payload,
-                            reply: m.reply.map(|r| r.to_string()),
-                        });
-                        return message.map(|m| (m, (sub, drained)));
-                    }
-                }
-            }
+fn into_subscription(subscriber: async_nats::Subscriber) -> Subscription {
+    Subscription::new(NatsSource {
+        subscriber,
+        ended: false,
+    })
+}
+
+/// A NATS subscription as a drainable source.
+struct NatsSource {
+    subscriber: async_nats::Subscriber,
+    /// Set when the drain could not be sent: nothing more is read.
+    ended: bool,
+}
+
+impl drain::Source for NatsSource {
+    async fn next(&mut self) -> Option<BusMessage> {
+        if self.ended {
+            return None;
         }
-    });
-    Subscription::new(stream.boxed(), drain)
+        let message = self.subscriber.next().await?;
+        Some(BusMessage {
+            payload: message.payload,
+            reply: message.reply.map(|r| r.to_string()),
+        })
+    }
+
+    async fn stop(&mut self) {
+        // The server stops sending; what it sent before still comes, then the end.
+        if let Err(e) = self.subscriber.drain().await {
+            tracing::warn!(error = %e, "cannot drain a NATS subscription");
+            self.ended = true;
+        }
+    }
 }
 
 #[async_trait]

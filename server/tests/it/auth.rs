@@ -7,7 +7,7 @@ use herald_testkit::socketio::{Agent, Library};
 use serde_json::{Value, json};
 
 use crate::tokens::{self, SECRET, es256, hs256, hs256_with, now, rs256};
-use crate::{PATIENCE, client_with_token, refused, standalone};
+use crate::{PATIENCE, client_with_token, close_frame, refused, standalone};
 
 /// Tokens that have just expired but are still inside the 5 s clock-skew leeway: accepted,
 /// and running out about two seconds later.
@@ -88,11 +88,7 @@ async fn a_refreshed_connection_lives_on_and_an_expired_one_is_closed_with_3006(
         .unwrap();
     assert!(result["expires_in"].as_u64().unwrap() > 590, "{result}");
 
-    let closed = expiring
-        .closed(PATIENCE)
-        .await
-        .unwrap()
-        .expect("a close frame");
+    let closed = close_frame(&expiring).await;
     assert_eq!(
         (closed.code, closed.reason.as_str()),
         (3006, "token expired")

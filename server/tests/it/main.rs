@@ -24,6 +24,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
+use herald_testkit::client::Closed;
 use herald_testkit::{Cluster, HeraldProcess, NativeClient};
 use serde_json::{Value, json};
 
@@ -150,4 +151,13 @@ pub fn quick_reconnects() -> Value {
         "reconnectionDelay": 200,
         "reconnectionDelayMax": 500,
     })
+}
+
+/// The close frame the server ends `client`'s connection with, within [`PATIENCE`].
+pub async fn close_frame(client: &NativeClient) -> Closed {
+    client
+        .closed(PATIENCE)
+        .await
+        .unwrap()
+        .expect("a close frame")
 }

@@ -7,7 +7,9 @@ use herald_testkit::{Cluster, NativeClient, wait_for_async};
 use serde_json::{Value, json};
 
 use crate::tokens::{self, SECRET, hs256, now};
-use crate::{PATIENCE, client, client_with_token, herald, refused, standalone, subscribe};
+use crate::{
+    PATIENCE, client, client_with_token, close_frame, herald, refused, standalone, subscribe,
+};
 
 const SETTINGS: [(&str, &str); 7] = [
     ("HERALD_AUTH__HMAC_SECRET", SECRET),
@@ -246,7 +248,7 @@ async fn a_draining_gateway_takes_its_clients_out_of_presence_at_once() {
     assert!(both);
 
     cluster.gateways[1].terminate();
-    let closed = bob.closed(PATIENCE).await.unwrap().expect("a close frame");
+    let closed = close_frame(&bob).await;
     assert_eq!(closed.code, 3000);
     // `membership` fails if the leave does not come within PATIENCE.
     while membership(&alice).await

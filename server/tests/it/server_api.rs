@@ -24,7 +24,9 @@ use tonic_reflection::pb::v1::server_reflection_request::MessageRequest;
 use tonic_reflection::pb::v1::server_reflection_response::MessageResponse;
 
 use crate::tokens;
-use crate::{PATIENCE, client, client_with_token, herald, publications, standalone, subscribe};
+use crate::{
+    PATIENCE, client, client_with_token, close_frame, herald, publications, standalone, subscribe,
+};
 
 async fn api(addr: SocketAddr) -> HeraldApiClient<Channel> {
     HeraldApiClient::connect(format!("http://{addr}"))
@@ -339,11 +341,7 @@ async fn the_cluster_answers_for_its_nodes_channels_and_clients() {
         .into_inner();
     assert_eq!(disconnected.connections, 3);
     for connection in [&alice_a, &alice_b] {
-        let closed = connection
-            .closed(PATIENCE)
-            .await
-            .unwrap()
-            .expect("a close frame");
+        let closed = close_frame(connection).await;
         assert_eq!(
             (closed.code, closed.reason.as_str()),
             (3504, "disconnected by the server")
@@ -371,11 +369,7 @@ async fn the_cluster_answers_for_its_nodes_channels_and_clients() {
         .unwrap()
         .into_inner();
     assert_eq!(disconnected.connections, 1);
-    let closed = carol_b
-        .closed(PATIENCE)
-        .await
-        .unwrap()
-        .expect("a close frame");
+    let closed = close_frame(&carol_b).await;
     assert_eq!(closed.code, 3504);
     carol_a.ok("ping", json!({})).await.unwrap();
 
