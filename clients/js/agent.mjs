@@ -2,6 +2,8 @@
 //
 // Usage: node agent.mjs URL '{"namespace": "/chat", "options": {...}, "count": 1}'
 // `count` sockets are opened, each on a connection of its own (forceNew when count > 1).
+// With "namespaces": ["/a", "/b"] instead, one socket per namespace shares one connection
+// (the client's default multiplexing), socket i on namespaces[i].
 // stdin, one command per line (`socket` picks one, 0 by default):
 //   {"op": "emit", "seq": 1, "event": "message", "args": [...], "ack": true, "socket": 0}
 //   {"op": "disconnect"}   {"op": "connect"}   {"op": "close"}
@@ -11,7 +13,10 @@
 // stdout, one report per line (each with its `socket`):
 //   {"type": "connect", "id": "...", "recovered": false, "transport": "polling"}
 //   {"type": "upgrade", "transport": "websocket"}
-//   {"type": "event", "event": "message", "args": [...]}
+//   {"type": "event", "event": "message", "args": [...], "dart": ...}
+//     `args` as the listener received them; `dart` is what a handler of Flutter's
+//     socket_io_client would get for them (one argument as it is, several as one List,
+//     none as null), so that tests can check what a Flutter app sees.
 //   {"type": "ack", "seq": 1, "value": {...}}
 //   {"type": "connect_error", "message": "..."}
 //   {"type": "disconnect", "reason": "..."}
@@ -20,7 +25,7 @@ import { createInterface } from "node:readline";
 import { io } from "socket.io-client";
 
 const [url, config = "{}"] = process.argv.slice(2);
-const { namespace = "/", options = {}, count = 1 } = JSON.parse(config);
+const { namespace = "/", options = {}, count = 1, namespaces } = JSON.parse(config);
 
 // Buffers reach JSON.stringify already turned into {type: "Buffer", data: [...]}.
 const describe = (_key, value) => {
@@ -37,8 +42,8 @@ const revive = (value) => {
   return value;
 };
 
-const open = (index) => {
-  const socket = io(url + namespace, { reconnection: true, forceNew: count > 1, ...options });
+const open = (namespace, index, forceNew) => {
+  const socket = io(url + namespace, { reconnection: true, forceNew, ...options });
   const report = (line) =>
     process.stdout.write(JSON.stringify({ ...line, socket: index }, describe) + "\n");
   const transport = () => socket.io.engine?.transport?.name;
@@ -52,11 +57,16 @@ const open = (index) => {
     report({ type: "connect_error", message: error.message, data: error.data }),
   );
   socket.on("disconnect", (reason) => report({ type: "disconnect", reason }));
-  socket.onAny((event, ...args) => report({ type: "event", event, args }));
+  socket.onAny((event, ...args) => {
+    const dart = args.length > 1 ? args : args.length === 1 ? args[0] : null;
+    report({ type: "event", event, args, dart });
+  });
   return { socket, report };
 };
 
-const sockets = Array.from({ length: count }, (_, i) => open(i));
+const sockets = namespaces
+  ? namespaces.map((ns, i) => open(ns, i, false))
+  : Array.from({ length: count }, (_, i) => open(namespace, i, count > 1));
 
 createInterface({ input: process.stdin }).on("line", (line) => {
   const command = JSON.parse(line);

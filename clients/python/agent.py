@@ -2,6 +2,9 @@
 
 Same line protocol as clients/js/agent.mjs:
     python agent.py URL '{"namespace": "/chat", "options": {"transports": ["websocket"]}}'
+With "one_argument": ["message", ...] in the config, those events get a handler that takes
+exactly one argument, `def handler(data)`, as applications write them: an event with more
+arguments makes python-socketio raise TypeError, and no report comes.
 stdin: {"op": "emit", "seq": 1, "event": "message", "args": [...], "ack": true},
        {"op": "disconnect"}, {"op": "close"}
 stdout: {"type": "connect"|"event"|"ack"|"connect_error"|"disconnect", ...}
@@ -68,6 +71,17 @@ def on_disconnect(reason=None):
 @client.on("*", namespace=namespace)
 def on_any(event, *args):
     report({"type": "event", "event": event, "args": list(args)})
+
+
+def one_argument_handler(event):
+    def handler(data):
+        report({"type": "event", "event": event, "args": [data]})
+
+    return handler
+
+
+for event in config.get("one_argument", []):
+    client.on(event, one_argument_handler(event), namespace=namespace)
 
 
 def ack_reporter(seq):

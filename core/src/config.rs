@@ -221,20 +221,25 @@ pub struct SocketIoConfig {
     /// Web origins whose pages may use HTTP long-polling across origins (CORS): exact
     /// origins (`https://app.example.com`), or `*` for any. Empty: no cross-origin polling.
     pub cors_origins: Vec<String>,
-    /// How long after losing its connection a socket can come back with its rooms and the
-    /// events it missed (connection state recovery). Zero turns recovery off.
+    /// How long after losing its connection a socket with connection state recovery can
+    /// come back with its rooms and the events it missed. Zero turns recovery off for
+    /// every socket.
     #[serde(with = "humantime_serde")]
     pub recovery_window: Duration,
+    /// Namespaces whose every socket has connection state recovery, as the reference
+    /// server's `connectionStateRecovery` option gives it: exact names (`/chat`) or
+    /// prefixes ending in `*`. A socket of another namespace has it when its client asks
+    /// in the CONNECT `auth` (`{recovery: true}`). Recovery ends every event a socket
+    /// receives with an offset argument, which only socket.io-client ≥ 4.6 and the Dart
+    /// client expect: keep it off where Python clients or handlers that count their
+    /// arguments connect.
+    pub recovery_namespaces: Vec<String>,
 }
 
 impl SocketIoConfig {
     /// Whether clients may connect to `namespace`.
     pub fn allows(&self, namespace: &str) -> bool {
-        self.namespaces.is_empty()
-            || self
-                .namespaces
-                .iter()
-                .any(|pattern| channel::matches(pattern, namespace))
+        self.namespaces.is_empty() || listed(&self.namespaces, namespace)
     }
 
     /// Whether a page from `origin` may poll across origins.
@@ -242,8 +247,15 @@ impl SocketIoConfig {
         channel::origin_listed(&self.cors_origins, origin)
     }
 
+    /// Whether connection state recovery is possible at all.
     pub fn recovery(&self) -> bool {
         !self.recovery_window.is_zero()
+    }
+
+    /// Whether a socket of `namespace` has connection state recovery; `asked`: its client
+    /// asked for it in the CONNECT `auth`.
+    pub fn recovers(&self, namespace: &str, asked: bool) -> bool {
+        self.recovery() && (asked || listed(&self.recovery_namespaces, namespace))
     }
 }
 
@@ -258,8 +270,16 @@ impl Default for SocketIoConfig {
             namespaces: Vec::new(),
             cors_origins: Vec::new(),
             recovery_window: Duration::from_secs(120),
+            recovery_namespaces: Vec::new(),
         }
     }
+}
+
+/// Whether `namespace` is one of `patterns` (exact names, or prefixes ending in `*`).
+fn listed(patterns: &[String], namespace: &str) -> bool {
+    patterns
+        .iter()
+        .any(|pattern| channel::matches(pattern, namespace))
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -458,6 +478,24 @@ mod tests {
             assert_eq!(config.socketio.allows(namespace), allowed, "{namespace}");
         }
         assert!(Config::default().socketio.allows("/anything"));
+    }
+
+    #[test]
+    fn recovery_is_asked_for_by_a_client_or_given_to_a_namespace() {
+        let config = Config::from_toml(
+            r#"
+            [socketio]
+            recovery_namespaces = ["/js", "/web-*"]
+            "#,
+        )
+        .unwrap();
+        let socketio = &config.socketio;
+        assert!(socketio.recovers("/js", false));
+        assert!(socketio.recovers("/web-app", false));
+        assert!(!socketio.recovers("/", false));
+        assert!(socketio.recovers("/", true));
+        let off = Config::from_toml("[socketio]\nrecovery_window = \"0s\"").unwrap();
+        assert!(!off.socketio.recovers("/", true));
     }
 
     #[test]

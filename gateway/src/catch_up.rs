@@ -7,9 +7,10 @@
 use herald_core::codes::Refusal;
 use herald_proto::bus::v1::{HistoryRequest, Position, Publication};
 
-use crate::hub::{ClientId, Hub, Joined, Protocol, Start};
+use std::sync::Arc;
+
+use crate::hub::{Hub, Joined, Start, Subscriber, SubscriberId};
 use crate::metrics;
-use crate::outbound::Outbound;
 use herald_core::upstream::Upstream;
 
 /// Most publications a returning client is given per channel; one that missed more must
@@ -55,11 +56,10 @@ pub async fn missed(
 
 /// Who is coming back, and how it receives publications.
 pub struct Returning<'a> {
-    pub hub: &'a std::sync::Arc<Hub>,
+    pub hub: &'a Arc<Hub>,
     pub upstream: &'a Upstream,
-    pub client: ClientId,
-    pub outbound: &'a Outbound,
-    pub protocol: Protocol,
+    pub id: SubscriberId,
+    pub subscriber: Arc<dyn Subscriber>,
     pub history: bool,
 }
 
@@ -74,10 +74,7 @@ impl Returning<'_> {
     ) -> Result<Resumed, Refusal> {
         let resumed = self.resume(channel, from, replay).await;
         if let Ok(resumed) = &resumed {
-            let label = match self.protocol {
-                Protocol::Native => metrics::NATIVE,
-                Protocol::SocketIo { .. } => metrics::SOCKETIO,
-            };
+            let label = self.subscriber.format().label();
             metrics::recovered(label, matches!(resumed, Resumed::Recovered(_)));
         }
         resumed
@@ -117,9 +114,8 @@ impl Returning<'_> {
         self.hub
             .subscribe_from(
                 channel,
-                self.client,
-                self.outbound.clone(),
-                self.protocol.clone(),
+                self.id,
+                self.subscriber.clone(),
                 self.history,
                 start,
             )

@@ -2,8 +2,10 @@
 //!
 //! One entry per channel with local subscribers. The first subscriber starts the channel's
 //! feed (one bus subscription and one task per channel, whatever the number of local
-//! subscribers); the last one to leave stops it. A publication is encoded once per
-//! protocol and the same bytes are queued to every subscriber of that protocol.
+//! subscribers); the last one to leave stops it. A subscriber is one native connection or
+//! one Socket.IO socket (a connection has one socket per namespace), known to the hub only
+//! as a [`Subscriber`]: the hub knows no protocol. A publication is encoded once per
+//! [`Format`] and the same bytes are queued to every subscriber of that format.
 //!
 //! A subscriber is added under the same lock that delivery takes, together with reading
 //! the channel's position, so it receives exactly the publications after the position its
@@ -16,7 +18,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use axum::extract::ws::Utf8Bytes;
 use herald_core::codes::{DisconnectCode, ErrorCode, Refusal};
 use herald_proto::bus::v1::{Position, Publication};
 use tokio::sync::watch;
@@ -24,11 +25,8 @@ use tokio::task::AbortHandle;
 
 use crate::feed::{self, FeedConfig};
 use crate::metrics::Deliveries;
-use crate::native;
-use crate::outbound::Outbound;
-use crate::socketio;
-use crate::socketio::event::Rendered;
-use crate::socketio::offsets::Marks;
+use crate::outbound::{Encoded, Outbound};
+use crate::render::Format;
 use herald_core::upstream::Upstream;
 
 const SHARDS: usize = 32;
@@ -36,21 +34,47 @@ const SHARDS: usize = 32;
 /// Identifies one client connection on this gateway.
 pub type ClientId = u64;
 
+/// Identifies one subscriber on this gateway: a native connection, or a Socket.IO socket.
+/// Drawn from the same sequence as [`ClientId`]s, so a native connection uses its own.
+pub type SubscriberId = u64;
+
 /// How a channel's feed started: its position, or why it could not.
 type Readiness = Option<Result<(), Refusal>>;
 
-/// How a subscriber receives publications.
-#[derive(Clone)]
-pub enum Protocol {
-    Native,
-    /// A Socket.IO socket with this id, connected to `namespace`. It does not get the
-    /// events it emitted itself. With connection state recovery on, its events end with an
-    /// offset string made from its `marks`.
-    SocketIo {
-        sid: Arc<str>,
-        namespace: Arc<str>,
-        marks: Option<Arc<Marks>>,
-    },
+/// One local subscriber as the hub sees it: the format it takes, and where its frames go.
+pub trait Subscriber: Send + Sync {
+    fn format(&self) -> &Format;
+
+    fn outbound(&self) -> &Outbound;
+
+    /// Queues a publication of `channel`, encoded in [`Self::format`]; returns whether
+    /// anything was queued. By default the encoding goes out as it is.
+    fn publication(&self, channel: &str, publication: &Publication, encoded: &Encoded) -> bool {
+        let _ = (channel, publication);
+        self.outbound().send_encoded(encoded)
+    }
+}
+
+/// A subscriber that takes every publication as it is encoded (a native connection).
+pub struct Plain {
+    format: Format,
+    outbound: Outbound,
+}
+
+impl Plain {
+    pub fn new(format: Format, outbound: Outbound) -> Arc<Self> {
+        Arc::new(Self { format, outbound })
+    }
+}
+
+impl Subscriber for Plain {
+    fn format(&self) -> &Format {
+        &self.format
+    }
+
+    fn outbound(&self) -> &Outbound {
+        &self.outbound
+    }
 }
 
 /// Where a new subscriber starts.
@@ -73,16 +97,15 @@ pub enum Joined {
     Behind(Position),
 }
 
-struct Subscriber {
-    outbound: Outbound,
-    protocol: Protocol,
+struct Subscribed {
+    subscriber: Arc<dyn Subscriber>,
     /// Publications up to this offset are skipped: the subscriber has them already.
     after: u64,
 }
 
 struct Entry {
     generation: u64,
-    subscribers: HashMap<ClientId, Subscriber>,
+    subscribers: HashMap<SubscriberId, Subscribed>,
     /// Subscribe calls waiting for the feed to start; the entry stays while there are any.
     waiting: usize,
     position: Position,
@@ -129,30 +152,29 @@ impl Hub {
         self.shards[index].lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Subscribes a connection; returns the channel position it starts after.
+    /// Subscribes `subscriber`, known as `id`; returns the channel position it starts
+    /// after.
     pub async fn subscribe(
         self: &Arc<Self>,
         channel: &str,
-        client: ClientId,
-        outbound: Outbound,
-        protocol: Protocol,
+        id: SubscriberId,
+        subscriber: Arc<dyn Subscriber>,
         history: bool,
     ) -> Result<Position, Refusal> {
         match self
-            .subscribe_from(channel, client, outbound, protocol, history, Start::Now)
+            .subscribe_from(channel, id, subscriber, history, Start::Now)
             .await?
         {
             Joined::At(position) | Joined::Behind(position) => Ok(position),
         }
     }
 
-    /// Subscribes a connection from `start`.
+    /// Subscribes `subscriber`, known as `id`, from `start`.
     pub async fn subscribe_from(
         self: &Arc<Self>,
         channel: &str,
-        client: ClientId,
-        outbound: Outbound,
-        protocol: Protocol,
+        id: SubscriberId,
+        subscriber: Arc<dyn Subscriber>,
         history: bool,
         start: Start<'_>,
     ) -> Result<Joined, Refusal> {
@@ -161,7 +183,7 @@ impl Hub {
             let entry = shard
                 .entry(channel.to_string())
                 .or_insert_with(|| self.start_feed(channel, history));
-            if entry.subscribers.contains_key(&client) {
+            if entry.subscribers.contains_key(&id) {
                 return Err(Refusal::new(
                     ErrorCode::AlreadySubscribed,
                     "already subscribed to this channel",
@@ -208,12 +230,9 @@ impl Hub {
         }
         entry.waiting -= 1;
         waiting.done = true;
-        let subscriber = Subscriber {
-            outbound,
-            protocol,
-            after,
-        };
-        entry.subscribers.insert(client, subscriber);
+        entry
+            .subscribers
+            .insert(id, Subscribed { subscriber, after });
         Ok(Joined::At(entry.position.clone()))
     }
 
@@ -268,12 +287,12 @@ impl Hub {
     }
 
     /// Removes a subscriber; returns whether it was subscribed.
-    pub fn unsubscribe(&self, channel: &str, client: ClientId) -> bool {
+    pub fn unsubscribe(&self, channel: &str, id: SubscriberId) -> bool {
         let mut shard = self.shard(channel);
         let Some(entry) = shard.get_mut(channel) else {
             return false;
         };
-        let removed = entry.subscribers.remove(&client).is_some();
+        let removed = entry.subscribers.remove(&id).is_some();
         if entry.unused() {
             remove(&mut shard, channel);
         }
@@ -302,19 +321,17 @@ impl Hub {
             && let Some(entry) = shard.remove(channel)
         {
             entry.ready.send_replace(Some(Err(refusal)));
-            for subscriber in entry.subscribers.values() {
-                subscriber
-                    .outbound
-                    .closer()
-                    .close(DisconnectCode::ServerError);
+            for subscribed in entry.subscribers.values() {
+                let closer = subscribed.subscriber.outbound().closer();
+                closer.close(DisconnectCode::ServerError);
             }
         }
     }
 
     /// Delivers publications, in order, to the channel's local subscribers.
     ///
-    /// Each publication is encoded at most once per protocol, on first need, and the same
-    /// bytes are queued to every subscriber of that protocol.
+    /// Each publication is encoded at most once per format, on first need, and the same
+    /// bytes are queued to every subscriber of that format.
     pub(crate) fn deliver(&self, channel: &str, generation: u64, publications: &[Publication]) {
         let Some(last) = publications.last() else {
             return;
@@ -330,59 +347,25 @@ impl Hub {
             offset: last.offset,
             epoch: last.epoch.clone(),
         };
-        let (mut native_sent, mut socketio_sent) = (0, 0);
         for publication in publications {
             self.deliveries.arrived(publication.accepted_at_us);
-            let position = Position {
-                offset: publication.offset,
-                epoch: publication.epoch.clone(),
-            };
-            let mut native = None;
-            let mut socketio = Renderings::default();
-            for subscriber in entry.subscribers.values() {
-                if publication.offset <= subscriber.after && !publication.epoch.is_empty() {
+            let mut encodings = Encodings::default();
+            for subscribed in entry.subscribers.values() {
+                if publication.offset <= subscribed.after && !publication.epoch.is_empty() {
                     continue;
                 }
-                match &subscriber.protocol {
-                    Protocol::Native => {
-                        let frame =
-                            native.get_or_insert_with(|| native::push::publication(publication));
-                        if let Some(frame) = frame {
-                            subscriber.outbound.send(frame.clone());
-                            native_sent += 1;
-                        }
-                    }
-                    Protocol::SocketIo { sid, marks, .. } if **sid == publication.origin => {
-                        // Its own events are not sent back, but the socket is past them.
-                        if let Some(marks) = marks {
-                            marks.set(channel, &position);
-                        }
-                    }
-                    Protocol::SocketIo {
-                        namespace, marks, ..
-                    } => {
-                        let Some(rendered) = socketio.get(namespace, publication) else {
-                            continue;
-                        };
-                        socketio_sent += 1;
-                        match marks {
-                            Some(marks) => {
-                                let offset = marks.advance(channel, &position);
-                                for frame in rendered.frames_with_offset(&offset) {
-                                    subscriber.outbound.send(frame);
-                                }
-                            }
-                            None => {
-                                for frame in rendered.frames() {
-                                    subscriber.outbound.send(frame);
-                                }
-                            }
-                        }
-                    }
+                let subscriber = &subscribed.subscriber;
+                let (encoded, sent) = encodings.get(subscriber.format(), publication);
+                if let Some(encoded) = encoded
+                    && subscriber.publication(channel, publication, encoded)
+                {
+                    *sent += 1;
                 }
             }
+            for (format, _, sent) in encodings.done {
+                self.deliveries.sent(format.label(), sent);
+            }
         }
-        self.deliveries.sent(native_sent, socketio_sent);
     }
 
     /// Delivers a join or leave event to the channel's local subscribers.
@@ -394,47 +377,47 @@ impl Hub {
         let Some(entry) = shard.get(channel).filter(|e| e.generation == generation) else {
             return;
         };
-        let mut native = None;
-        let mut socketio: Vec<(&str, Utf8Bytes)> = Vec::new();
-        for subscriber in entry.subscribers.values() {
-            let frame = match &subscriber.protocol {
-                Protocol::Native => native
-                    .get_or_insert_with(|| native::push::membership(channel, membership))
-                    .clone(),
-                Protocol::SocketIo { namespace, .. } => {
-                    match socketio.iter().find(|(ns, _)| *ns == &**namespace) {
-                        Some((_, frame)) => frame.clone(),
-                        None => {
-                            let frame = socketio::event::membership(channel, namespace, membership);
-                            socketio.push((namespace, frame.clone()));
-                            frame
-                        }
-                    }
+        let mut encodings: Vec<(&Format, Encoded)> = Vec::new();
+        for subscribed in entry.subscribers.values() {
+            let subscriber = &subscribed.subscriber;
+            let format = subscriber.format();
+            let encoded = match encodings.iter().find(|(f, _)| *f == format) {
+                Some((_, encoded)) => encoded,
+                None => {
+                    let encoded = format.membership(channel, membership);
+                    encodings.push((format, encoded));
+                    &encodings[encodings.len() - 1].1
                 }
             };
-            subscriber.outbound.send(frame);
+            subscriber.outbound().send_encoded(encoded);
         }
     }
 }
 
-/// A publication rendered for the Socket.IO namespaces of a channel's subscribers, each
-/// once. (Only a personal channel has subscribers in several namespaces.)
+/// One publication encoded in the formats of a channel's subscribers, each once, with how
+/// many subscribers of each format it was queued to. A channel's subscribers take few
+/// formats (one per protocol, and per Socket.IO namespace on a personal channel), so a
+/// list beats a map.
 #[derive(Default)]
-struct Renderings<'a> {
-    done: Vec<(&'a str, Option<Rendered>)>,
+struct Encodings<'a> {
+    done: Vec<(&'a Format, Option<Encoded>, u64)>,
 }
 
-impl<'a> Renderings<'a> {
-    fn get(&mut self, namespace: &'a str, publication: &Publication) -> Option<&Rendered> {
-        let index = match self.done.iter().position(|(ns, _)| *ns == namespace) {
+impl<'a> Encodings<'a> {
+    fn get(
+        &mut self,
+        format: &'a Format,
+        publication: &Publication,
+    ) -> (Option<&Encoded>, &mut u64) {
+        let index = match self.done.iter().position(|(f, _, _)| *f == format) {
             Some(index) => index,
             None => {
-                let rendered = socketio::event::render(publication, namespace);
-                self.done.push((namespace, rendered));
+                self.done.push((format, format.publication(publication), 0));
                 self.done.len() - 1
             }
         };
-        self.done[index].1.as_ref()
+        let (_, encoded, sent) = &mut self.done[index];
+        (encoded.as_ref(), sent)
     }
 }
 

@@ -11,7 +11,8 @@
 //! - [`drain`]: moving clients off a stopping gateway, spread over the drain period.
 //! - [`metrics`]: what a gateway records about its clients, and its gauges at scrape time.
 //! - [`native`]: the native JSON protocol: command parsing, replies, pushes, the session.
-//! - [`hub`]: local subscriptions and fan-out (encode once, queue to many).
+//! - [`hub`]: local subscriptions and fan-out (encode once, queue to many), protocol-neutral.
+//! - [`render`]: publications and join/leave events in each wire format the hub serves.
 //! - [`feed`]: one task per subscribed channel, bringing its publications in order.
 //! - [`catch_up`]: subscribing a returning client with exactly what it missed.
 //! - [`sequencer`]: the ordering rule (no gaps, no duplicates), pure logic.
@@ -41,6 +42,7 @@ pub mod native;
 pub mod outbound;
 pub mod presence;
 pub mod rate;
+pub mod render;
 pub mod sequencer;
 pub mod socketio;
 

@@ -134,10 +134,12 @@ impl Deliveries {
         }
     }
 
-    /// Publications were queued to `native` and `socketio` subscribers.
-    pub fn sent(&self, native: u64, socketio: u64) {
-        self.native.increment(native);
-        self.socketio.increment(socketio);
+    /// A publication was queued to `count` subscribers of `protocol`.
+    pub fn sent(&self, protocol: &'static str, count: u64) {
+        match protocol {
+            NATIVE => self.native.increment(count),
+            _ => self.socketio.increment(count),
+        }
     }
 }
 

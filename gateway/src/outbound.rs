@@ -82,6 +82,34 @@ impl From<Utf8Bytes> for Frame {
     }
 }
 
+/// A message encoded once for the wire and shared by every connection it goes to: a text
+/// frame, and the binary frames that follow it (a Socket.IO binary event's attachments).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Encoded {
+    pub text: Utf8Bytes,
+    pub binary: Arc<[Bytes]>,
+}
+
+impl Encoded {
+    pub fn new(text: impl Into<Utf8Bytes>, binary: Vec<Bytes>) -> Self {
+        Self {
+            text: text.into(),
+            binary: binary.into(),
+        }
+    }
+
+    /// A text frame alone.
+    pub fn text(text: impl Into<Utf8Bytes>) -> Self {
+        Self::new(text, Vec::new())
+    }
+
+    /// The frames, sharing their bytes with every other connection's.
+    pub fn frames(&self) -> impl Iterator<Item = Frame> + '_ {
+        std::iter::once(Frame::Text(self.text.clone()))
+            .chain(self.binary.iter().cloned().map(Frame::Binary))
+    }
+}
+
 impl From<Frame> for Message {
     fn from(frame: Frame) -> Self {
         match frame {
@@ -110,6 +138,11 @@ impl Outbound {
             }
             Err(TrySendError::Closed(_)) => false,
         }
+    }
+
+    /// Queues every frame of `encoded`; stops at the first that does not fit.
+    pub fn send_encoded(&self, encoded: &Encoded) -> bool {
+        encoded.frames().all(|frame| self.send(frame))
     }
 
     pub fn closer(&self) -> &Closer {

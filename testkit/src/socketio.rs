@@ -66,19 +66,19 @@ pub fn is_offset(arg: &Value) -> bool {
     })
 }
 
-/// With connection state recovery on, every event ends with an offset string, which the
-/// application's listener receives as an extra last argument. Reports keep the event's
-/// own arguments in `args` and move that string to `offset`.
+/// With connection state recovery, every event ends with an offset string, which the
+/// application's listener receives as an extra last argument. For an agent whose sockets
+/// have recovery, reports keep the event's own arguments in `args` and move that string to
+/// `offset` (`null` when the event had none).
 fn split_offset(report: &mut Value) {
     if report["type"] != "event" {
         return;
     }
-    if let Some(args) = report["args"].as_array_mut()
-        && args.last().is_some_and(is_offset)
-    {
-        let offset = args.pop();
-        report["offset"] = offset.unwrap_or_default();
-    }
+    let offset = match report["args"].as_array_mut() {
+        Some(args) if args.last().is_some_and(is_offset) => args.pop(),
+        _ => None,
+    };
+    report["offset"] = offset.unwrap_or_default();
 }
 
 pub struct Agent {
@@ -88,6 +88,8 @@ pub struct Agent {
     /// Reports read while looking for another one.
     unread: VecDeque<Value>,
     next_seq: u64,
+    /// Whether events end with a recovery offset, to be split off (see [`Self::with_offsets`]).
+    offsets: bool,
 }
 
 impl Agent {
@@ -96,6 +98,27 @@ impl Agent {
     pub fn spawn(library: Library, url: &str, namespace: &str, options: Value) -> Self {
         let config = json!({ "namespace": namespace, "options": options });
         Self::start(library, url, config)
+    }
+
+    /// Starts one JavaScript socket per namespace of `namespaces`, all on one connection
+    /// (the client multiplexes them, as it does by default); socket `i` is on
+    /// `namespaces[i]`, and every report carries its index.
+    pub fn spawn_multiplexed(url: &str, namespaces: &[&str], options: Value) -> Self {
+        let config = json!({ "namespaces": namespaces, "options": options });
+        Self::start(Library::Js, url, config)
+    }
+
+    /// Starts a python-socketio client whose handlers of `events` take exactly one argument,
+    /// `def handler(data)`, as applications write them: an event with more arguments
+    /// raises `TypeError` in the client, and is never reported.
+    pub fn spawn_python_one_argument(
+        url: &str,
+        namespace: &str,
+        options: Value,
+        events: &[&str],
+    ) -> Self {
+        let config = json!({ "namespace": namespace, "options": options, "one_argument": events });
+        Self::start(Library::Python, url, config)
     }
 
     /// Starts `count` JavaScript sockets in one process, each on a connection of its own;
@@ -121,8 +144,7 @@ impl Agent {
         std::thread::spawn(move || {
             for line in BufReader::new(stdout).lines().map_while(Result::ok) {
                 match serde_json::from_str(&line) {
-                    Ok(mut report) => {
-                        split_offset(&mut report);
+                    Ok(report) => {
                         if tx.send(report).is_err() {
                             break;
                         }
@@ -137,7 +159,16 @@ impl Agent {
             reports,
             unread: VecDeque::new(),
             next_seq: 1,
+            offsets: false,
         }
+    }
+
+    /// For sockets with connection state recovery: each event report gets its recovery
+    /// offset (its last argument) in `offset`, and keeps the application's arguments in
+    /// `args`. Without this, reports show every argument as the handler received it.
+    pub fn with_offsets(mut self) -> Self {
+        self.offsets = true;
+        self
     }
 
     fn command(&mut self, command: Value) {
@@ -157,10 +188,13 @@ impl Agent {
         }
         let deadline = tokio::time::Instant::now() + timeout;
         loop {
-            let report = tokio::time::timeout_at(deadline, self.reports.recv())
+            let mut report = tokio::time::timeout_at(deadline, self.reports.recv())
                 .await
                 .map_err(|_| format!("not seen within {timeout:?}; unread: {:?}", self.unread))?
                 .ok_or("the agent exited")?;
+            if self.offsets {
+                split_offset(&mut report);
+            }
             if wanted(&report) {
                 return Ok(report);
             }
@@ -185,9 +219,22 @@ impl Agent {
         args: Value,
         timeout: Duration,
     ) -> Result<Value, String> {
+        self.emit_ack_on(0, event, args, timeout).await
+    }
+
+    /// [`Self::emit_ack`] from socket `socket` of the agent.
+    pub async fn emit_ack_on(
+        &mut self,
+        socket: usize,
+        event: &str,
+        args: Value,
+        timeout: Duration,
+    ) -> Result<Value, String> {
         let seq = self.next_seq;
         self.next_seq += 1;
-        self.command(json!({"op": "emit", "seq": seq, "event": event, "args": args, "ack": true}));
+        self.command(json!({
+            "op": "emit", "seq": seq, "event": event, "args": args, "ack": true, "socket": socket,
+        }));
         let ack = self
             .find(timeout, |r| r["type"] == "ack" && r["seq"] == seq)
             .await?;
@@ -213,7 +260,12 @@ impl Agent {
 
     /// `socket.disconnect()`: leaves the namespace on purpose.
     pub fn disconnect(&mut self) {
-        self.command(json!({"op": "disconnect"}));
+        self.disconnect_on(0);
+    }
+
+    /// [`Self::disconnect`] for socket `socket` of the agent.
+    pub fn disconnect_on(&mut self, socket: usize) {
+        self.command(json!({"op": "disconnect", "socket": socket}));
     }
 }
 

@@ -25,9 +25,10 @@ use crate::catch_up::{Resumed, Returning};
 use crate::clients::Command as ApiCommand;
 use crate::deadline::wait_until;
 use crate::gateway::Gateway;
-use crate::hub::{ClientId, Protocol};
+use crate::hub::{ClientId, Plain, Subscriber};
 use crate::metrics::{self, NATIVE};
 use crate::outbound::{self, Outbound};
+use crate::render::Format;
 use herald_core::publish::{self, Prepared};
 
 struct Session {
@@ -39,6 +40,8 @@ struct Session {
     access: Option<Access>,
     subscriptions: HashSet<String>,
     outbound: Outbound,
+    /// How the hub reaches this connection, on every channel.
+    subscriber: Arc<dyn Subscriber>,
 }
 
 /// Serves one upgraded WebSocket until it closes.
@@ -57,6 +60,7 @@ pub async fn serve(socket: WebSocket, gateway: Arc<Gateway>) {
         id,
         access: None,
         subscriptions: HashSet::new(),
+        subscriber: Plain::new(Format::Native, outbound.clone()),
         outbound,
     };
     let mut commands = gateway.clients.open(id);
@@ -318,9 +322,8 @@ impl Session {
         let returning = Returning {
             hub: &self.gateway.hub,
             upstream: &self.gateway.upstream,
-            client: self.id,
-            outbound: &self.outbound,
-            protocol: Protocol::Native,
+            id: self.id,
+            subscriber: self.subscriber.clone(),
             history,
         };
         let from = match (params.recover, params.offset, params.epoch) {
@@ -346,13 +349,7 @@ impl Session {
                 let position = self
                     .gateway
                     .hub
-                    .subscribe(
-                        &channel,
-                        self.id,
-                        self.outbound.clone(),
-                        Protocol::Native,
-                        history,
-                    )
+                    .subscribe(&channel, self.id, self.subscriber.clone(), history)
                     .await?;
                 (position, params.recover.then_some(false))
             }

@@ -16,7 +16,7 @@ use serde_json::value::RawValue;
 
 use super::{channels, reserved};
 use crate::native::push::ClientView;
-use crate::outbound::Frame;
+use crate::outbound::Encoded;
 
 /// Event name under which data that is not an event envelope is delivered.
 pub const DEFAULT_EVENT: &str = "message";
@@ -94,39 +94,26 @@ pub fn decode(data: &str) -> Event {
     }
 }
 
-/// A publication as a Socket.IO event packet (`42/ns,[E,...args]`, or `45N-/ns,[…]`
-/// followed by N binary frames), encoded once for every socket of a gateway.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Rendered {
-    text: Utf8Bytes,
-    attachments: Vec<Bytes>,
-}
-
-impl Rendered {
-    /// The frames, sharing their bytes with every other socket's.
-    pub fn frames(&self) -> impl Iterator<Item = Frame> + '_ {
-        std::iter::once(Frame::Text(self.text.clone()))
-            .chain(self.attachments.iter().cloned().map(Frame::Binary))
-    }
-
-    /// The frames with `offset` as the event's last argument, for connection state
-    /// recovery. (An offset string holds no characters JSON would escape.)
-    pub fn frames_with_offset(&self, offset: &str) -> impl Iterator<Item = Frame> + '_ {
-        let array = self.text.as_str();
-        let open = array.strip_suffix(']').unwrap_or(array);
-        let mut text = String::with_capacity(open.len() + offset.len() + 4);
-        text.push_str(open);
-        text.push_str(",\"");
-        text.push_str(offset);
-        text.push_str("\"]");
-        std::iter::once(Frame::Text(text.into()))
-            .chain(self.attachments.iter().cloned().map(Frame::Binary))
+/// `encoded` (an event packet) with `offset` as the event's last argument, for connection
+/// state recovery. (An offset string holds no characters JSON would escape.)
+pub fn with_offset(encoded: &Encoded, offset: &str) -> Encoded {
+    let array = encoded.text.as_str();
+    let open = array.strip_suffix(']').unwrap_or(array);
+    let mut text = String::with_capacity(open.len() + offset.len() + 4);
+    text.push_str(open);
+    text.push_str(",\"");
+    text.push_str(offset);
+    text.push_str("\"]");
+    Encoded {
+        text: text.into(),
+        binary: encoded.binary.clone(),
     }
 }
 
-/// The event packet of a publication for the sockets of `namespace` subscribed to its
-/// channel; `None` for data that is not UTF-8.
-pub fn render(publication: &Publication, namespace: &str) -> Option<Rendered> {
+/// The event packet of a publication (`42/ns,[E,...args]`, or `45N-/ns,[…]` followed by N
+/// binary frames) for the sockets of `namespace` subscribed to its channel; `None` for data
+/// that is not UTF-8.
+pub fn render(publication: &Publication, namespace: &str) -> Option<Encoded> {
     let data = std::str::from_utf8(&publication.data).ok()?;
     let event = decode(data);
     let mut text = String::with_capacity(8 + namespace.len() + event.array.len());
@@ -140,10 +127,7 @@ pub fn render(publication: &Publication, namespace: &str) -> Option<Rendered> {
         text.push(',');
     }
     text.push_str(&event.array);
-    Some(Rendered {
-        text: text.into(),
-        attachments: event.attachments,
-    })
+    Some(Encoded::new(text, event.attachments))
 }
 
 /// The `herald:join` or `herald:leave` event for the sockets of `namespace` on `channel`:
@@ -237,19 +221,20 @@ mod tests {
             ..Default::default()
         };
         let rendered = render(&publication, "/chat").unwrap();
+        let attachment = [Bytes::from_static(&[1, 2, 3])];
         assert_eq!(
-            rendered.frames().collect::<Vec<_>>(),
-            [
-                Frame::Text(r#"451-/chat,["bin",{"_placeholder":true,"num":0}]"#.into()),
-                Frame::Binary(Bytes::from_static(&[1, 2, 3])),
-            ]
+            rendered,
+            Encoded::new(
+                r#"451-/chat,["bin",{"_placeholder":true,"num":0}]"#,
+                attachment.to_vec()
+            )
         );
         assert_eq!(
-            rendered.frames_with_offset("0a:1").collect::<Vec<_>>(),
-            [
-                Frame::Text(r#"451-/chat,["bin",{"_placeholder":true,"num":0},"0a:1"]"#.into()),
-                Frame::Binary(Bytes::from_static(&[1, 2, 3])),
-            ]
+            with_offset(&rendered, "0a:1"),
+            Encoded::new(
+                r#"451-/chat,["bin",{"_placeholder":true,"num":0},"0a:1"]"#,
+                attachment.to_vec()
+            )
         );
     }
 
@@ -260,10 +245,7 @@ mod tests {
             data: Bytes::from_static(data.as_bytes()),
             ..Default::default()
         };
-        let text = |rendered: Option<Rendered>| match rendered.unwrap().frames().next() {
-            Some(Frame::Text(text)) => text.to_string(),
-            _ => panic!("expected text"),
-        };
+        let text = |rendered: Option<Encoded>| rendered.unwrap().text.to_string();
         let room = publication("/chat:lobby", r#"{"event":"m","args":[1]}"#);
         assert_eq!(text(render(&room, "/chat")), r#"42/chat,["m",1]"#);
         assert_eq!(

@@ -21,8 +21,9 @@
 //! - [`forward`]: polling requests for a session held by another gateway, forwarded to it
 //!   over the bus.
 //! - the session (one task per Engine.IO session: handshake, heartbeat, deadlines), its
-//!   sockets (one per namespace: what each event asks for) and the socket-level steps
-//!   (admission, subscriptions, presence, acks).
+//!   sockets (one per namespace: what each event asks for), the socket-level steps
+//!   (admission, subscriptions, presence, acks), and how the hub's publications reach a
+//!   socket (`subscriber`).
 //! - the recovery of sockets whose connection was lost: their records, kept by routers
 //!   (`recovery`), and resuming them with the replay of what they missed (`resume`).
 
@@ -41,6 +42,7 @@ mod resume;
 mod session;
 mod socket;
 mod sockets;
+mod subscriber;
 pub mod websocket;
 
 use base64::Engine as _;

@@ -12,25 +12,37 @@ use std::time::Duration;
 
 use herald_proto::bus::v1::session_request::Action;
 use herald_proto::bus::v1::{Mark, Position, Publication, SessionRequest, SocketRecord};
-use serde::Deserialize;
+use serde_json::Value;
 
 use super::offsets::{self, Marks};
 use herald_core::upstream::Upstream;
 
-/// What a client may send with CONNECT: its `auth` object, to which a client resuming a
-/// socket adds the socket's `pid` and the last offset string it received.
-#[derive(Debug, Default, Deserialize)]
+/// What a client may send with CONNECT: its `auth` object (a token, and `recovery: true`
+/// to ask for connection state recovery), to which a client resuming a socket adds the
+/// socket's `pid` and the last offset string it received.
+#[derive(Debug, Default, PartialEq, Eq)]
 pub struct ConnectData {
     pub token: Option<String>,
+    pub recovery: bool,
     pub pid: Option<String>,
     pub offset: Option<String>,
 }
 
 impl ConnectData {
-    /// Reads the CONNECT payload; anything but an object is an empty one.
+    /// Reads the CONNECT payload, each key on its own: a key of another type is left out
+    /// (the Dart client sends `"offset": null` before its first event), and anything but
+    /// an object is an empty one.
     pub fn parse(data: Option<&serde_json::value::RawValue>) -> Self {
-        data.and_then(|raw| serde_json::from_str(raw.get()).ok())
-            .unwrap_or_default()
+        let Some(Ok(Value::Object(auth))) = data.map(|raw| serde_json::from_str(raw.get())) else {
+            return Self::default();
+        };
+        let text = |key: &str| auth.get(key).and_then(Value::as_str).map(str::to_string);
+        Self {
+            token: text("token"),
+            recovery: auth.get("recovery") == Some(&Value::Bool(true)),
+            pid: text("pid"),
+            offset: text("offset"),
+        }
     }
 }
 
@@ -253,21 +265,31 @@ mod tests {
     }
 
     #[test]
-    fn connect_data_is_read_leniently() {
-        let raw = serde_json::value::RawValue::from_string(
-            r#"{"token":"t","pid":"p","offset":"o","extra":1}"#.into(),
-        )
-        .unwrap();
-        let data = ConnectData::parse(Some(&raw));
+    fn connect_data_is_read_key_by_key() {
+        let parse = |json: &str| {
+            let raw = serde_json::value::RawValue::from_string(json.into()).unwrap();
+            ConnectData::parse(Some(&raw))
+        };
         assert_eq!(
-            (
-                data.token.as_deref(),
-                data.pid.as_deref(),
-                data.offset.as_deref()
-            ),
-            (Some("t"), Some("p"), Some("o"))
+            parse(r#"{"token":"t","recovery":true,"pid":"p","offset":"o","extra":1}"#),
+            ConnectData {
+                token: Some("t".into()),
+                recovery: true,
+                pid: Some("p".into()),
+                offset: Some("o".into()),
+            }
         );
-        let not_an_object = serde_json::value::RawValue::from_string("[1]".into()).unwrap();
-        assert!(ConnectData::parse(Some(&not_an_object)).pid.is_none());
+        // The Dart client's reconnect before any event, and a recovery flag that is not
+        // `true`.
+        assert_eq!(
+            parse(r#"{"token":"t","pid":"p","offset":null,"recovery":"yes"}"#),
+            ConnectData {
+                token: Some("t".into()),
+                pid: Some("p".into()),
+                ..Default::default()
+            }
+        );
+        assert_eq!(parse("[1]"), ConnectData::default());
+        assert_eq!(ConnectData::parse(None), ConnectData::default());
     }
 }

@@ -2,9 +2,8 @@
 //! routers kept, the events the client missed, then the live ones.
 
 use herald_core::rules::Action;
-use herald_proto::bus::v1::{Position, Publication};
+use herald_proto::bus::v1::Position;
 
-use super::event;
 use super::recovery::{self, Recovery};
 use super::socket::{Conn, Socket};
 use crate::access::Access;
@@ -51,13 +50,8 @@ impl Conn {
         for (channel, from) in &starts {
             recovery.marks.set(channel, from);
         }
-        let mut socket = Socket {
-            sid: record.sid.as_str().into(),
-            namespace: namespace.into(),
-            access,
-            recovery: Some(recovery),
-            joined: Vec::new(),
-        };
+        let sid = record.sid.as_str().into();
+        let mut socket = Socket::new(self, sid, namespace, access, Some(recovery));
         for mark in record.marks {
             socket.joined(mark.channel, mark.joined.unwrap_or_default());
         }
@@ -71,12 +65,12 @@ impl Conn {
                     epoch: publication.epoch.clone(),
                 };
             }
-            self.replay(&socket, &publication);
+            socket.subscriber.replay(&publication);
         }
         for ((channel, _), from) in starts.iter().zip(last) {
             let returning = self.returning(&socket, channel);
             match returning
-                .subscribe_after(channel, from, |p| self.replay(&socket, p))
+                .subscribe_after(channel, from, |p| socket.subscriber.replay(p))
                 .await
             {
                 Ok(Resumed::Recovered(_)) => {}
@@ -98,32 +92,9 @@ impl Conn {
         Returning {
             hub: &self.gateway.hub,
             upstream: &self.gateway.upstream,
-            client: self.id,
-            outbound: &self.outbound,
-            protocol: socket.protocol(),
+            id: socket.id,
+            subscriber: socket.subscriber.clone(),
             history: self.gateway.channels.rules_for(channel).has_history(),
-        }
-    }
-
-    /// Sends a missed publication to a resumed socket, as it would have been sent live.
-    fn replay(&self, socket: &Socket, publication: &Publication) {
-        let position = Position {
-            offset: publication.offset,
-            epoch: publication.epoch.clone(),
-        };
-        let Some(recovery) = &socket.recovery else {
-            return;
-        };
-        if *socket.sid == publication.origin {
-            recovery.marks.set(&publication.channel, &position);
-            return;
-        }
-        let Some(rendered) = event::render(publication, &socket.namespace) else {
-            return;
-        };
-        let offset = recovery.marks.advance(&publication.channel, &position);
-        for frame in rendered.frames_with_offset(&offset) {
-            self.outbound.send(frame);
         }
     }
 }

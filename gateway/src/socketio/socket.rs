@@ -16,9 +16,10 @@ use super::channels;
 use super::packet::{Packet, PacketType};
 use super::random_id;
 use super::recovery::{self, ConnectData, Records, Recovery};
+use super::subscriber::SocketSubscriber;
 use crate::access::Access;
 use crate::gateway::Gateway;
-use crate::hub::{ClientId, Joined, Protocol, Start};
+use crate::hub::{ClientId, Joined, Start, SubscriberId};
 use crate::metrics::{self, SOCKETIO};
 use crate::native::push;
 use crate::outbound::Outbound;
@@ -28,6 +29,9 @@ use herald_core::publish;
 pub(super) struct Socket {
     pub(super) sid: Arc<str>,
     pub(super) namespace: Arc<str>,
+    /// The socket's own key in the hub: each socket of a connection subscribes on its own.
+    pub(super) id: SubscriberId,
+    pub(super) subscriber: Arc<SocketSubscriber>,
     pub(super) access: Access,
     /// With connection state recovery on.
     pub(super) recovery: Option<Recovery>,
@@ -37,11 +41,29 @@ pub(super) struct Socket {
 }
 
 impl Socket {
-    pub(super) fn protocol(&self) -> Protocol {
-        Protocol::SocketIo {
-            sid: self.sid.clone(),
-            namespace: self.namespace.clone(),
-            marks: self.recovery.as_ref().map(|r| r.marks.clone()),
+    /// A socket of `namespace` with id `sid` on `conn`'s connection, in no channel yet.
+    pub(super) fn new(
+        conn: &Conn,
+        sid: Arc<str>,
+        namespace: &str,
+        access: Access,
+        recovery: Option<Recovery>,
+    ) -> Self {
+        let namespace: Arc<str> = namespace.into();
+        let subscriber = SocketSubscriber::new(
+            sid.clone(),
+            namespace.clone(),
+            conn.outbound.clone(),
+            recovery.as_ref().map(|r| r.marks.clone()),
+        );
+        Self {
+            sid,
+            namespace,
+            id: conn.gateway.next_client_id(),
+            subscriber,
+            access,
+            recovery,
+            joined: Vec::new(),
         }
     }
 
@@ -106,26 +128,17 @@ impl Conn {
     }
 
     /// A new socket of `namespace`, subscribed to the namespace's channel and its user's
-    /// personal channel; the client is told.
+    /// personal channel, with connection state recovery if `recovers`; the client is told.
     pub(super) async fn join_namespace(
         &self,
         namespace: &str,
         access: Access,
+        recovers: bool,
     ) -> Result<Socket, Refusal> {
         let channel = channels::namespace_channel(namespace);
         access.authorize(&self.gateway.channels, &channel, Action::Subscribe)?;
-        let recovery = self
-            .gateway
-            .socketio
-            .recovery()
-            .then(|| Recovery::new(random_id::<15>().into()));
-        let mut socket = Socket {
-            sid: random_id::<15>().into(),
-            namespace: namespace.into(),
-            access,
-            recovery,
-            joined: Vec::new(),
-        };
+        let recovery = recovers.then(|| Recovery::new(random_id::<15>().into()));
+        let mut socket = Socket::new(self, random_id::<15>().into(), namespace, access, recovery);
         let personal = self.gateway.channels.personal_channel(socket.access.user());
         for channel in std::iter::once(channel).chain(personal) {
             let position = match self.subscribe(&socket, &channel, Start::Now).await {
@@ -172,9 +185,8 @@ impl Conn {
             .hub
             .subscribe_from(
                 channel,
-                self.id,
-                self.outbound.clone(),
-                socket.protocol(),
+                socket.id,
+                socket.subscriber.clone(),
                 history,
                 start,
             )
@@ -195,7 +207,7 @@ impl Conn {
 
     pub(super) fn unsubscribe_socket(&self, socket: &Socket) {
         for (channel, _) in &socket.joined {
-            self.gateway.hub.unsubscribe(channel, self.id);
+            self.gateway.hub.unsubscribe(channel, socket.id);
             self.track(socket, channel, false);
         }
     }

@@ -143,7 +143,7 @@ impl Sockets {
             Command::Unsubscribe { user, channel } => {
                 for socket in self.sockets.values_mut() {
                     if socket.access.user() == user && socket.left(&channel) {
-                        self.conn.gateway.hub.unsubscribe(&channel, self.conn.id);
+                        self.conn.gateway.hub.unsubscribe(&channel, socket.id);
                         self.conn.track(socket, &channel, false);
                         self.conn.save(socket).await;
                         let body = json!({
@@ -214,10 +214,12 @@ impl Sockets {
         let outcome = match self.conn.admit(namespace, &data) {
             Err(refusal) => Err(refusal),
             Ok(access) => {
-                let pid = data
-                    .pid
-                    .as_deref()
-                    .filter(|_| self.conn.gateway.socketio.recovery());
+                let recovers = self
+                    .conn
+                    .gateway
+                    .socketio
+                    .recovers(namespace, data.recovery);
+                let pid = data.pid.as_deref().filter(|_| recovers);
                 let resumed = match pid {
                     Some(pid) => {
                         let resumed = self
@@ -235,7 +237,7 @@ impl Sockets {
                 };
                 match resumed {
                     Ok(socket) => Ok(socket),
-                    Err(access) => self.conn.join_namespace(namespace, access).await,
+                    Err(access) => self.conn.join_namespace(namespace, access, recovers).await,
                 }
             }
         };
@@ -349,7 +351,7 @@ impl Sockets {
             }
             Request::Leave(channel) => {
                 if socket.left(&channel) {
-                    conn.gateway.hub.unsubscribe(&channel, conn.id);
+                    conn.gateway.hub.unsubscribe(&channel, socket.id);
                     conn.track(socket, &channel, false);
                     conn.save(socket).await;
                 }

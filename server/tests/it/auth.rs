@@ -158,7 +158,7 @@ async fn a_socket_is_recovered_only_for_its_own_user() {
     let url = format!("http://{}", node.addr());
     let options = json!({
         "transports": ["websocket"],
-        "auth": { "token": tokens::user("alice", 600) },
+        "auth": { "token": tokens::user("alice", 600), "recovery": true },
     });
     let mut socket = Agent::spawn(Library::Js, &url, "/", options);
     let first = socket.next("connect", PATIENCE).await.unwrap();
@@ -176,7 +176,7 @@ async fn a_socket_is_recovered_only_for_its_own_user() {
     // Back with mallory's token (and alice's pid): a fresh socket of mallory's.
     socket.cut();
     socket.next("disconnect", PATIENCE).await.unwrap();
-    socket.set_auth(json!({ "token": tokens::user("mallory", 600) }));
+    socket.set_auth(json!({ "token": tokens::user("mallory", 600), "recovery": true }));
     socket.reconnect();
     let taken = socket.next("connect", PATIENCE).await.unwrap();
     assert_eq!(taken["recovered"], false, "{taken}");

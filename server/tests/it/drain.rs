@@ -167,8 +167,9 @@ async fn socketio_clients_of_a_draining_gateway_reconnect_elsewhere_and_recover(
     // The balancer stands for the Kubernetes Service: it sends new connections to ready
     // gateways only.
     let balancer = Balancer::start(&[a]).await;
-    let options = quick_reconnects();
-    let mut crowd = Agent::spawn_many(&balancer.url(), "/", options, SOCKETS);
+    let mut options = quick_reconnects();
+    options["auth"] = json!({ "recovery": true });
+    let mut crowd = Agent::spawn_many(&balancer.url(), "/", options, SOCKETS).with_offsets();
     let mut ids = Vec::new();
     for _ in 0..SOCKETS {
         let connected = crowd.next("connect", PATIENCE).await.unwrap();

@@ -14,6 +14,8 @@ mod recovery;
 mod server_api;
 mod slow_consumer;
 mod socketio;
+mod socketio_arguments;
+mod socketio_namespaces;
 mod socketio_polling;
 mod socketio_transports;
 mod socketio_wire;

@@ -81,7 +81,7 @@ fn a_polling_session_connects_and_gets_a_new_pid_for_an_unknown_one() {
     let ok = post(
         node.addr(),
         &sid,
-        r#"40{"pid":"unknown","offset":"00000000:1"}"#,
+        r#"40{"recovery":true,"pid":"unknown","offset":"00000000:1"}"#,
     );
     assert_eq!((ok.status, ok.body.as_str()), (200, "ok"));
     let reply = get(node.addr(), &sid);

@@ -2,10 +2,12 @@
 //! sessions, and coming back after a lost connection (connection state recovery).
 
 use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use herald_testkit::Balancer;
 use herald_testkit::socketio::{Agent, Library};
+use herald_testkit::{Balancer, Cluster};
 use serde_json::{Value, json};
 
 use super::*;
@@ -141,10 +143,11 @@ async fn a_socket_recovers_rooms_and_missed_events_after_a_transport_cut() {
         url(cluster.gateways[1].addr()),
     );
     for transports in [json!(["websocket"]), json!(["polling"])] {
-        let options = json!({ "transports": transports });
-        let (mut listener, first) = connected(Library::Js, &a, options.clone()).await;
+        let options = json!({ "transports": transports, "auth": { "recovery": true } });
+        let mut listener = Agent::spawn(Library::Js, &a, "/", options).with_offsets();
+        let first = listener.next("connect", PATIENCE).await.unwrap();
         assert_eq!(first["recovered"], false);
-        let (mut talker, _) = connected(Library::Js, &b, options.clone()).await;
+        let (mut talker, _) = connected(Library::Js, &b, json!({ "transports": transports })).await;
         let joined = listener
             .emit_ack("join", json!(["lobby"]), PATIENCE)
             .await
@@ -185,34 +188,77 @@ async fn a_socket_recovers_rooms_and_missed_events_after_a_transport_cut() {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_socket_recovers_on_another_gateway_after_its_gateway_is_killed() {
-    let mut cluster = cluster(2, 1);
+/// A socket with connection state recovery (asked for in `options`, or given to its
+/// namespace by the cluster's `env`) listens on gateway A through a balancer; A is killed
+/// while a talker on B emits without pause. The socket comes back on B with its id, and
+/// gets every acknowledged event once, in order.
+async fn a_socket_recovers_after_its_gateway_is_killed_mid_stream(
+    env: &[(&str, &str)],
+    options: Value,
+) {
+    let mut cluster = Cluster::start(herald(), 2, 1, env);
     let (a, b) = (cluster.gateways[0].addr(), cluster.gateways[1].addr());
     // The listener reaches gateway A through the balancer, then A dies and the balancer
     // sends its reconnection to B.
     let balancer = Balancer::start(&[a]).await;
-    let options = quick_reconnects();
-    let (mut listener, first) = connected(Library::Js, &balancer.url(), options).await;
+    let mut listener = Agent::spawn(Library::Js, &balancer.url(), "/", options).with_offsets();
+    let first = listener.next("connect", PATIENCE).await.unwrap();
+    assert_eq!(first["recovered"], false, "{first}");
     let (mut talker, _) =
         connected(Library::Js, &url(b), json!({"transports": ["websocket"]})).await;
     emit_numbered(&mut talker, "n", 1, 1).await;
-    assert_eq!(received_numbers(&mut listener, 1).await, [1]);
+    let live = listener.next("event", PATIENCE).await.unwrap();
+    assert!(
+        live["offset"].is_string(),
+        "recovery gives every event an offset: {live}"
+    );
 
+    let stop = Arc::new(AtomicBool::new(false));
+    let emitting = tokio::spawn({
+        let stop = stop.clone();
+        async move {
+            let mut acked = Vec::new();
+            for n in 2.. {
+                if stop.load(Ordering::Relaxed) {
+                    break;
+                }
+                let ack = talker.emit_ack("n", json!([n]), PATIENCE).await.unwrap();
+                assert_eq!(ack["ok"], true, "{n}: {ack}");
+                acked.push(n);
+            }
+            acked
+        }
+    });
+    let mut received = vec![1];
+    // Mid-stream: the listener is receiving when its gateway dies.
+    received.extend(received_numbers(&mut listener, 5).await);
     balancer.set_backends(&[b]);
     cluster.gateways[0].kill();
     listener.next("disconnect", PATIENCE).await.unwrap();
-    emit_numbered(&mut talker, "n", 2, 20).await;
     let again = listener.next("connect", PATIENCE).await.unwrap();
     assert_eq!(again["recovered"], true, "{again}");
     assert_eq!(again["id"], first["id"]);
+    stop.store(true, Ordering::Relaxed);
+    let acked = emitting.await.unwrap();
+    let more = 1 + acked.len() - received.len();
+    received.extend(received_numbers(&mut listener, more).await);
     // Events sent while the client was away and any sent since arrive once each, in order.
-    emit_numbered(&mut talker, "n", 22, 1).await;
-    assert_eq!(
-        received_numbers(&mut listener, 21).await,
-        (2..=22).collect::<Vec<_>>()
-    );
+    let expected: Vec<u64> = std::iter::once(1).chain(acked).collect();
+    assert_eq!(received, expected);
     no_event(&mut listener).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_socket_that_asks_for_recovery_recovers_after_its_gateway_is_killed() {
+    let mut options = quick_reconnects();
+    options["auth"] = json!({ "recovery": true });
+    a_socket_recovers_after_its_gateway_is_killed_mid_stream(&[], options).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_socket_of_a_recovering_namespace_recovers_after_its_gateway_is_killed() {
+    let env = [("HERALD_SOCKETIO__RECOVERY_NAMESPACES", "[\"/\"]")];
+    a_socket_recovers_after_its_gateway_is_killed_mid_stream(&env, quick_reconnects()).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

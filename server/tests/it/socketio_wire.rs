@@ -73,8 +73,20 @@ async fn handshake_heartbeat_and_engine_io_errors() {
     let Some(Ok(Message::Text(reply))) = ws.next().await else {
         panic!("no CONNECT reply")
     };
-    // Connection state recovery is on by default: the reply carries a private id too.
+    // Without connection state recovery, which a client must ask for, the reply is the
+    // socket's id alone, as the reference server's.
     let reply: Value = serde_json::from_str(reply.strip_prefix("40").expect("a CONNECT")).unwrap();
+    assert_eq!(reply.as_object().map(|o| o.len()), Some(1), "{reply}");
+    assert!(reply["sid"].is_string(), "{reply}");
+    ws.send(Message::text(r#"40/chat,{"recovery":true}"#))
+        .await
+        .unwrap();
+    let Some(Ok(Message::Text(reply))) = ws.next().await else {
+        panic!("no CONNECT reply")
+    };
+    // A client that asks for recovery gets a private id too.
+    let reply: Value =
+        serde_json::from_str(reply.strip_prefix("40/chat,").expect("a CONNECT")).unwrap();
     assert!(
         reply["sid"].is_string() && reply["pid"].is_string(),
         "{reply}"
