@@ -22,6 +22,6 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let api = protox::compile([API], ["."])?;
     let out = PathBuf::from(std::env::var("OUT_DIR")?);
     std::fs::write(out.join("herald_api_v1.bin"), api.encode_to_vec())?;
-    tonic_prost_build::configure().compile_fds(api)?;
+    tonic_prost_build::configure().bytes(".").compile_fds(api)?;
     Ok(())
 }

@@ -234,6 +234,11 @@ pub struct SocketIoConfig {
     /// client expect: keep it off where Python clients or handlers that count their
     /// arguments connect.
     pub recovery_namespaces: Vec<String>,
+    /// Namespaces whose sockets get one more argument after those of every event: who
+    /// sent it, `{client, user?, info?}` as the server saw it (`null` for publications of
+    /// the server API). Exact names or prefixes ending in `*`; empty by default, so that
+    /// handlers get exactly the emitted arguments.
+    pub sender_namespaces: Vec<String>,
 }
 
 impl SocketIoConfig {
@@ -250,6 +255,11 @@ impl SocketIoConfig {
     /// Whether connection state recovery is possible at all.
     pub fn recovery(&self) -> bool {
         !self.recovery_window.is_zero()
+    }
+
+    /// Whether the events sockets of `namespace` receive end with their sender.
+    pub fn sends_sender(&self, namespace: &str) -> bool {
+        listed(&self.sender_namespaces, namespace)
     }
 
     /// Whether a socket of `namespace` has connection state recovery; `asked`: its client
@@ -271,6 +281,7 @@ impl Default for SocketIoConfig {
             cors_origins: Vec::new(),
             recovery_window: Duration::from_secs(120),
             recovery_namespaces: Vec::new(),
+            sender_namespaces: Vec::new(),
         }
     }
 }

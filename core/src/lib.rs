@@ -9,7 +9,8 @@
 //! - [`codes`]: client-visible error and disconnect codes.
 //! - [`bus`]: the cluster bus trait, on NATS and in memory.
 //! - [`publish`]: turning a permitted publish into what goes on the bus, for every protocol
-//!   and the server API.
+//!   and the server API, within the limits that apply to it.
+//! - [`envelope`]: Socket.IO events as publication data, and the checks of attachments.
 //! - [`upstream`]: requests to the routers over the bus, for gateways and the server API.
 //! - [`metrics`]: the Prometheus families every node exports, and their exporter.
 //! - [`heartbeat`]: the heartbeats by which nodes say they are alive.
@@ -20,6 +21,7 @@ pub mod bus;
 pub mod channel;
 pub mod codes;
 pub mod config;
+pub mod envelope;
 pub mod heartbeat;
 pub mod metrics;
 pub mod publish;

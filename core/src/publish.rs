@@ -1,22 +1,73 @@
 //! Turning a publish into what goes on the bus, the same way for every protocol and the
 //! server API: once the publisher may publish on the channel (for clients, the gateway's
-//! access checks), the data size is checked against the channel's rules, then the
-//! publication goes to the routers (channels with history) or straight to subscribers.
+//! access checks), its size is checked against the limit that applies to it and against
+//! what the bus can carry, then the publication goes to the routers (channels with
+//! history) or straight to subscribers.
+//!
+//! Sizes count the JSON data and the raw bytes of binary attachments. Three limits meet
+//! here: the channel's `max_message_size` (native and server API publishes), Socket.IO's
+//! `max_payload` (events), and the bus's message size (NATS `max_payload`, read from the
+//! server), which every publication must fit with its envelope.
 
 use bytes::Bytes;
-use herald_proto::bus::v1::{Position, Publication, PublishRequest};
+use herald_proto::bus::v1::{ClientInfo, Position, Publication, PublishRequest};
+use prost::Message;
 
 use crate::channel;
 use crate::codes::{ErrorCode, Refusal};
-use crate::config::ChannelRules;
 use crate::upstream::Upstream;
+
+/// Room left in a bus message for what wraps a publication: the batch or the history
+/// page it travels in, the epoch and offset a router adds.
+pub const ENVELOPE_SLACK: usize = 256;
+/// Most bytes of publishes sent to the routers in one request, when the bus carries more.
+pub const MAX_BATCH_BYTES: usize = 512 * 1024;
+
+/// A publish, before it is checked.
+#[derive(Debug, Clone, Default)]
+pub struct Publish {
+    pub channel: String,
+    /// The payload, a JSON document.
+    pub data: Bytes,
+    /// Binary attachments, raw (a Socket.IO binary event's buffers).
+    pub attachments: Vec<Bytes>,
+    /// Who publishes, as the server sees it; `None` for the server API.
+    pub publisher: Option<ClientInfo>,
+    /// When set, a retry with the same key is stored once.
+    pub idempotency_key: Option<String>,
+}
+
+impl Publish {
+    /// The payload's size: the data, and the raw bytes of the attachments.
+    pub fn size(&self) -> usize {
+        self.data.len() + self.attachments.iter().map(Bytes::len).sum::<usize>()
+    }
+
+    fn publication(self) -> Publication {
+        Publication {
+            channel: self.channel,
+            data: self.data,
+            attachments: self.attachments,
+            publisher: self.publisher,
+            accepted_at_us: crate::time::unix_micros(),
+            ..Default::default()
+        }
+    }
+}
+
+/// The most a publish may carry, and the setting that says so (for the refusal).
+#[derive(Debug, Clone, Copy)]
+pub struct Limit {
+    pub bytes: usize,
+    pub setting: &'static str,
+}
 
 /// A publish, checked and ready to send.
 pub enum Prepared {
     /// For a channel with history: to the routers.
     Routed(PublishRequest),
     /// For a channel without history: straight to subscribers.
-    Direct(Publication),
+    Direct(Box<Publication>),
 }
 
 /// Refuses an invalid channel name with [`ErrorCode::BadChannel`].
@@ -24,36 +75,50 @@ pub fn valid_channel(name: &str) -> Result<(), Refusal> {
     channel::validate(name).map_err(|e| Refusal::new(ErrorCode::BadChannel, e.to_string()))
 }
 
-/// Checks a publish of `data` (JSON) to `channel`, whose rules are `rules`, by `origin`.
+/// Checks `publish` against `limit` and against the `bus_limit` bytes a bus message may
+/// hold, and readies it for a channel with or without `history`.
 pub fn prepare(
-    rules: &ChannelRules,
-    channel: String,
-    data: &str,
-    origin: &str,
-    idempotency_key: Option<String>,
+    publish: Publish,
+    limit: Limit,
+    bus_limit: usize,
+    history: bool,
 ) -> Result<Prepared, Refusal> {
-    if data.len() > rules.max_message_size {
-        return Err(Refusal::new(
-            ErrorCode::MessageTooLarge,
-            format!("data exceeds {} bytes", rules.max_message_size),
-        ));
+    let size = publish.size();
+    if size > limit.bytes {
+        return Err(too_large(format!(
+            "data of {size} bytes exceeds {} ({} bytes)",
+            limit.setting, limit.bytes
+        )));
     }
-    let data = Bytes::copy_from_slice(data.as_bytes());
-    if !rules.has_history() {
-        return Ok(Prepared::Direct(Publication {
-            channel,
-            data,
-            origin: origin.to_string(),
-            accepted_at_us: crate::time::unix_micros(),
-            ..Default::default()
-        }));
+    let key = publish.idempotency_key.clone().unwrap_or_default();
+    let publication = publish.publication();
+    let needed = publication.encoded_len() + ENVELOPE_SLACK;
+    if needed > bus_limit {
+        return Err(too_large(format!(
+            "data of {size} bytes needs {needed} bytes on the message bus, more than it \
+             carries (NATS max_payload, {bus_limit} bytes)"
+        )));
+    }
+    if !history {
+        return Ok(Prepared::Direct(Box::new(publication)));
     }
     Ok(Prepared::Routed(PublishRequest {
-        channel,
-        data,
-        idempotency_key: idempotency_key.unwrap_or_default(),
-        origin: origin.to_string(),
+        channel: publication.channel,
+        data: publication.data,
+        idempotency_key: key,
+        publisher: publication.publisher,
+        attachments: publication.attachments,
     }))
+}
+
+fn too_large(message: String) -> Refusal {
+    Refusal::new(ErrorCode::MessageTooLarge, message)
+}
+
+/// Most bytes of publishes to send to the routers in one request over `upstream`.
+pub fn batch_limit(upstream: &Upstream) -> usize {
+    let carried = upstream.bus().max_payload().saturating_sub(ENVELOPE_SLACK);
+    MAX_BATCH_BYTES.min(carried)
 }
 
 /// Sends one prepared publish and waits for its position (empty for channels without
@@ -69,5 +134,57 @@ pub async fn send(upstream: &Upstream, prepared: Prepared) -> Result<Position, R
             .await?
             .pop()
             .unwrap_or_else(|| Err(Refusal::new(ErrorCode::Internal, "no reply"))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const LIMIT: Limit = Limit {
+        bytes: 1000,
+        setting: "max_message_size",
+    };
+
+    fn publish(data: usize, attachments: &[usize]) -> Publish {
+        Publish {
+            channel: "chat".into(),
+            data: Bytes::from(vec![b'1'; data]),
+            attachments: attachments
+                .iter()
+                .map(|&n| Bytes::from(vec![0; n]))
+                .collect(),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn attachments_count_by_their_raw_size() {
+        assert!(prepare(publish(400, &[300, 300]), LIMIT, 1 << 20, true).is_ok());
+        let refusal = prepare(publish(400, &[300, 301]), LIMIT, 1 << 20, true)
+            .err()
+            .unwrap();
+        assert_eq!(refusal.code, ErrorCode::MessageTooLarge);
+        assert!(
+            refusal
+                .message
+                .contains("1001 bytes exceeds max_message_size (1000 bytes)")
+        );
+    }
+
+    #[test]
+    fn what_the_bus_cannot_carry_is_refused_naming_its_limit() {
+        let refusal = prepare(publish(900, &[]), LIMIT, 1000, false)
+            .err()
+            .unwrap();
+        assert_eq!(refusal.code, ErrorCode::MessageTooLarge);
+        assert!(
+            refusal.message.contains("NATS max_payload, 1000 bytes"),
+            "{refusal}"
+        );
+        assert!(matches!(
+            prepare(publish(900, &[]), LIMIT, 2000, false),
+            Ok(Prepared::Direct(_))
+        ));
     }
 }

@@ -3,9 +3,9 @@
 use anyhow::{Context, bail};
 use herald_proto::api::v1::herald_api_client::HeraldApiClient;
 use herald_proto::api::v1::{
-    BroadcastRequest, ChannelsRequest, DisconnectRequest, HistoryRequest, InfoRequest,
-    PresenceRequest, PresenceStatsRequest, PublishRequest, StreamPosition, UnsubscribeRequest,
-    broadcast_result,
+    BroadcastRequest, ChannelsRequest, ClientInfo, DisconnectRequest, HistoryRequest, InfoRequest,
+    PresenceRequest, PresenceStatsRequest, Publication, PublishRequest, StreamPosition,
+    UnsubscribeRequest, broadcast_result,
 };
 use serde_json::{Value, json};
 use tonic::metadata::MetadataValue;
@@ -75,6 +75,11 @@ fn plain(value: &Value) -> String {
 }
 
 /// Parses a payload for display; what is not JSON is shown as a string.
+/// A client as JSON, its `info` parsed.
+fn client(c: &ClientInfo) -> Value {
+    json!({ "client": c.client, "user": c.user, "info": parsed(&c.info) })
+}
+
 fn parsed(data: &str) -> Value {
     serde_json::from_str(data).unwrap_or_else(|_| Value::String(data.to_string()))
 }
@@ -118,6 +123,7 @@ pub async fn run(
                 channel,
                 data: json_document(&data)?,
                 idempotency_key: idempotency_key.unwrap_or_default(),
+                attachments: Vec::new(),
             };
             let reply = api.publish(request).await?.into_inner();
             let at = position(reply.position);
@@ -128,6 +134,7 @@ pub async fn run(
             let request = BroadcastRequest {
                 channels,
                 data: json_document(&data)?,
+                attachments: Vec::new(),
             };
             let results = api.broadcast(request).await?.into_inner().results;
             let mut values = Vec::new();
@@ -162,19 +169,41 @@ pub async fn run(
                 reverse,
             };
             let page = api.history(request).await?.into_inner();
+            let from = |p: &Publication| p.publisher.as_ref().map(client);
             let publications: Vec<Value> = page
                 .publications
                 .iter()
-                .map(|p| json!({ "offset": p.offset, "data": parsed(&p.data) }))
+                .map(|p| {
+                    json!({
+                        "offset": p.offset,
+                        "time_ms": p.time_ms,
+                        "data": parsed(&p.data),
+                        "attachments": p.attachments.len(),
+                        "from": from(p),
+                    })
+                })
                 .collect();
             let rows = page
                 .publications
                 .iter()
-                .map(|p| vec![p.offset.to_string(), p.data.clone()])
+                .map(|p| {
+                    let sender = p.publisher.as_ref().map(|c| match c.user.is_empty() {
+                        true => c.client.clone(),
+                        false => c.user.clone(),
+                    });
+                    vec![
+                        p.offset.to_string(),
+                        sender.unwrap_or_default(),
+                        p.data.clone(),
+                    ]
+                })
                 .collect();
-            let value =
-                json!({ "publications": publications, "position": position(page.position) });
-            show(json_output, value, &["OFFSET", "DATA"], rows);
+            let value = json!({
+                "publications": publications,
+                "position": position(page.position),
+                "truncated": page.truncated,
+            });
+            show(json_output, value, &["OFFSET", "FROM", "DATA"], rows);
         }
         Command::Presence { channel } => {
             let clients = api
@@ -182,10 +211,7 @@ pub async fn run(
                 .await?
                 .into_inner()
                 .clients;
-            let value: Vec<Value> = clients
-                .iter()
-                .map(|c| json!({ "client": c.client, "user": c.user, "info": parsed(&c.info) }))
-                .collect();
+            let value: Vec<Value> = clients.iter().map(client).collect();
             let rows = clients
                 .into_iter()
                 .map(|c| vec![c.client, c.user, c.info])

@@ -29,6 +29,7 @@ pub enum Resumed {
 
 /// Every publication of `channel` after `from`; `None` when they cannot all be had (the
 /// stream has a new epoch, history was trimmed past `from`, or more than [`MAX_REPLAY`]).
+/// Pages cut short to fit the bus are followed by the next, until the stream's position.
 pub async fn missed(
     upstream: &Upstream,
     channel: &str,
@@ -38,20 +39,36 @@ pub async fn missed(
         // A channel without history: there is nothing to replay, and nothing to check.
         return Some(Vec::new());
     }
-    let request = HistoryRequest {
-        channel: channel.to_string(),
-        since: Some(from.offset),
-        limit: MAX_REPLAY,
-        reverse: false,
-    };
-    let page = upstream.history(request).await.ok()?;
-    let position = page.position.unwrap_or_default();
-    if position.epoch != from.epoch {
-        return None;
+    let mut missed: Vec<Publication> = Vec::new();
+    let mut after = from.offset;
+    loop {
+        let request = HistoryRequest {
+            channel: channel.to_string(),
+            since: Some(after),
+            limit: MAX_REPLAY - missed.len() as u32,
+            reverse: false,
+        };
+        let page = upstream.history(request).await.ok()?;
+        let position = page.position.unwrap_or_default();
+        if position.epoch != from.epoch {
+            return None;
+        }
+        let count = page.publications.len() as u64;
+        let offsets = page.publications.iter().map(|p| p.offset);
+        if !offsets.eq(after + 1..=after + count) {
+            // Trimmed: the first ones are gone.
+            return None;
+        }
+        after += count;
+        missed.extend(page.publications);
+        if after >= position.offset {
+            return Some(missed);
+        }
+        // Short of the position: more than MAX_REPLAY, unless the page was cut to fit.
+        if !page.truncated || count == 0 || missed.len() as u32 >= MAX_REPLAY {
+            return None;
+        }
     }
-    let offsets = page.publications.iter().map(|p| p.offset);
-    let contiguous = offsets.eq(from.offset + 1..=position.offset);
-    contiguous.then_some(page.publications)
 }
 
 /// Who is coming back, and how it receives publications.

@@ -130,7 +130,7 @@ impl Feed<'_> {
         match self.sequencer.accept(publication) {
             Accepted::Deliver(ready) => self.deliver(&ready),
             Accepted::Nothing => {}
-            Accepted::OtherEpoch(publication) => self.change_epoch(publication).await,
+            Accepted::OtherEpoch(publication) => self.change_epoch(*publication).await,
         }
         self.track_gap();
     }
@@ -166,10 +166,14 @@ impl Feed<'_> {
         };
         match self.upstream.history(request).await {
             Ok(page) => {
-                let ready = self.sequencer.fill(page.publications);
+                let ready = self.sequencer.fill(page.publications, page.truncated);
                 self.deliver(&ready);
                 self.gap_deadline = None;
                 self.track_gap();
+                if page.truncated && self.gap_deadline.is_some() {
+                    // The rest of the gap is in history too: read on at once.
+                    self.gap_deadline = Some(Instant::now());
+                }
             }
             Err(refusal) => {
                 tracing::warn!(channel = self.channel, %refusal, "cannot fill a gap; retrying");
@@ -200,14 +204,14 @@ impl Feed<'_> {
                 self.sequencer.restart(current.epoch);
                 continue;
             }
-            let full_page = page.publications.len() as u32 == CATCH_UP_PAGE;
+            let more = page.truncated || page.publications.len() as u32 == CATCH_UP_PAGE;
             for publication in page.publications {
                 if let Accepted::Deliver(ready) = self.sequencer.accept(publication) {
                     self.deliver(&ready);
                 }
             }
             self.track_gap();
-            if !full_page {
+            if !more {
                 return;
             }
         }

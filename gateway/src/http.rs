@@ -35,6 +35,7 @@ pub fn router(gateway: Arc<Gateway>) -> Router {
     let body_limit = gateway.socketio.max_payload.saturating_mul(2);
     let mut socketio = get(socketio_get)
         .post(socketio_post)
+        .fallback(socketio_other)
         .layer(DefaultBodyLimit::max(body_limit));
     if !gateway.socketio.cors_origins.is_empty() {
         socketio = socketio.layer(cors(&gateway));
@@ -189,7 +190,14 @@ async fn socketio_get(
     if let Err(error) = query.check_version() {
         return refuse(error);
     }
-    match (query.transport.as_deref(), query.sid) {
+    // Flutter's socket_io_client always opens a WebSocket on native platforms, but names
+    // its first transport in the query (`transport=polling`, by default): a WebSocket
+    // handshake is taken as one whatever the query says.
+    let transport = match (&upgrade, query.transport.as_deref(), &query.sid) {
+        (Ok(_), Some("polling"), None) => Some("websocket"),
+        (_, transport, _) => transport,
+    };
+    match (transport, query.sid) {
         (Some("websocket"), sid) => {
             let Ok(upgrade) = upgrade else {
                 return refuse(RequestError::BadRequest);
@@ -208,8 +216,9 @@ async fn socketio_get(
                 // cannot be forwarded. A client refused here stays on polling.
                 Some(sid) => match gateway.socketio_links.get(&sid) {
                     None => refuse(RequestError::UnknownSid),
+                    // As the reference server does: the WebSocket opens, then closes.
                     Some(link) if link.transport() != Transport::Polling => {
-                        refuse(RequestError::BadRequest)
+                        upgrade.on_upgrade(websocket::refuse)
                     }
                     Some(link) => upgrade.on_upgrade(move |socket| {
                         sessions.track_future(websocket::upgrade(socket, link))
@@ -256,6 +265,15 @@ async fn socketio_post(
         }
         (Some("polling"), None) => refuse(RequestError::BadHandshakeMethod),
         _ => refuse(RequestError::TransportUnknown),
+    }
+}
+
+/// Any other method: a handshake must be a GET (the reference server's code 2), and a
+/// request of a session a GET or a POST.
+async fn socketio_other(Query(query): Query<EngineQuery>) -> Response {
+    match query.sid {
+        None => refuse(RequestError::BadHandshakeMethod),
+        Some(_) => refuse(RequestError::BadRequest),
     }
 }
 

@@ -23,6 +23,8 @@ const WRITE_BATCH: usize = 256;
 /// consumer's goodbye waits behind what its socket still holds, so it gets a few seconds;
 /// by then the queue is gone, and only the socket's buffers hold memory.
 const FAREWELL_TIMEOUT: Duration = Duration::from_secs(5);
+/// Time allowed for answering a client's close frame.
+const CLOSE_REPLY_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// Ends a connection once, with the reason of whoever ended it first.
 #[derive(Clone, Default)]
@@ -203,17 +205,22 @@ pub async fn write_loop<S>(
     // What is still queued will never be sent: free it before waiting on the goodbye.
     frames.close();
     while frames.try_recv().is_ok() {}
-    if let Some(code) = closer.reason() {
-        let goodbye = async {
-            if let Some(frame) = farewell(code) {
-                sink.send(Message::Text(frame)).await?;
-            }
-            let close = CloseFrame {
-                code: code.code(),
-                reason: code.reason().into(),
-            };
-            sink.send(Message::Close(Some(close))).await
+    let Some(code) = closer.reason() else {
+        // The client left. If it sent a close frame, the WebSocket layer has queued the
+        // reply that completes the closing handshake (RFC 6455, 5.5.1): send it, so the
+        // client sees a clean close rather than a dropped connection.
+        let _ = tokio::time::timeout(CLOSE_REPLY_TIMEOUT, sink.close()).await;
+        return;
+    };
+    let goodbye = async {
+        if let Some(frame) = farewell(code) {
+            sink.send(Message::Text(frame)).await?;
+        }
+        let close = CloseFrame {
+            code: code.code(),
+            reason: code.reason().into(),
         };
-        let _ = tokio::time::timeout(FAREWELL_TIMEOUT, goodbye).await;
-    }
+        sink.send(Message::Close(Some(close))).await
+    };
+    let _ = tokio::time::timeout(FAREWELL_TIMEOUT, goodbye).await;
 }

@@ -20,8 +20,9 @@ use crate::socketio;
 pub enum Format {
     /// Native JSON pushes.
     Native,
-    /// Socket.IO event packets of `namespace`.
-    SocketIo { namespace: Arc<str> },
+    /// Socket.IO event packets of `namespace`; with `sender`, each event's arguments end
+    /// with who sent it.
+    SocketIo { namespace: Arc<str>, sender: bool },
 }
 
 impl Format {
@@ -38,7 +39,9 @@ impl Format {
     pub fn publication(&self, publication: &Publication) -> Option<Encoded> {
         match self {
             Self::Native => native::push::publication(publication).map(Encoded::text),
-            Self::SocketIo { namespace } => socketio::event::render(publication, namespace),
+            Self::SocketIo { namespace, sender } => {
+                socketio::event::render(publication, namespace, *sender)
+            }
         }
     }
 
@@ -46,7 +49,7 @@ impl Format {
     pub fn membership(&self, channel: &str, membership: &Membership) -> Encoded {
         match self {
             Self::Native => Encoded::text(native::push::membership(channel, membership)),
-            Self::SocketIo { namespace } => {
+            Self::SocketIo { namespace, .. } => {
                 Encoded::text(socketio::event::membership(channel, namespace, membership))
             }
         }

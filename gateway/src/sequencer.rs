@@ -30,7 +30,7 @@ pub enum Accepted {
     Nothing,
     /// From another epoch: ask the router which epoch is current. The publication is
     /// handed back.
-    OtherEpoch(Publication),
+    OtherEpoch(Box<Publication>),
 }
 
 impl Sequencer {
@@ -57,7 +57,7 @@ impl Sequencer {
 
     pub fn accept(&mut self, publication: Publication) -> Accepted {
         if publication.epoch != self.epoch {
-            return Accepted::OtherEpoch(publication);
+            return Accepted::OtherEpoch(Box::new(publication));
         }
         if publication.offset <= self.last || self.held.contains_key(&publication.offset) {
             return Accepted::Nothing;
@@ -79,8 +79,10 @@ impl Sequencer {
 
     /// Fills the gap with publications read from history (in offset order) and returns
     /// everything that can now be delivered. History that does not reach back to the gap
-    /// (trimmed) cannot fill it: the gap is skipped so delivery goes on.
-    pub fn fill(&mut self, history: Vec<Publication>) -> Vec<Publication> {
+    /// (trimmed) cannot fill it: the gap is skipped so delivery goes on. A `truncated`
+    /// page (cut short to fit the bus) ends before the rest of the gap: what remains of it
+    /// waits for the next page.
+    pub fn fill(&mut self, history: Vec<Publication>, truncated: bool) -> Vec<Publication> {
         let mut ready = Vec::new();
         for publication in history {
             if publication.epoch == self.epoch && publication.offset == self.last + 1 {
@@ -90,7 +92,7 @@ impl Sequencer {
             }
         }
         self.release(&mut ready);
-        if self.gap().is_some() {
+        if self.gap().is_some() && !truncated {
             ready.extend(self.skip_gap());
         }
         ready
@@ -182,7 +184,7 @@ mod tests {
         let mut s = start(10);
         s.accept(publication(14));
         assert_eq!(s.gap(), Some((11, 13)));
-        let filled = s.fill((11..=14).map(publication).collect());
+        let filled = s.fill((11..=14).map(publication).collect(), false);
         assert_eq!(
             filled.iter().map(|p| p.offset).collect::<Vec<_>>(),
             [11, 12, 13, 14]
@@ -195,7 +197,7 @@ mod tests {
         let mut s = start(10);
         s.accept(publication(14));
         s.accept(publication(15));
-        let filled = s.fill(vec![publication(13)]);
+        let filled = s.fill(vec![publication(13)], false);
         assert_eq!(
             filled.iter().map(|p| p.offset).collect::<Vec<_>>(),
             [14, 15]
@@ -204,11 +206,31 @@ mod tests {
     }
 
     #[test]
+    fn a_truncated_page_fills_part_of_a_gap_and_the_rest_waits() {
+        let mut s = start(10);
+        s.accept(publication(15));
+        let filled = s.fill(vec![publication(11), publication(12)], true);
+        assert_eq!(
+            filled.iter().map(|p| p.offset).collect::<Vec<_>>(),
+            [11, 12]
+        );
+        assert_eq!(s.gap(), Some((13, 14)));
+        let filled = s.fill(vec![publication(13), publication(14)], false);
+        assert_eq!(
+            filled.iter().map(|p| p.offset).collect::<Vec<_>>(),
+            [13, 14, 15]
+        );
+    }
+
+    #[test]
     fn another_epoch_is_reported_and_restart_begins_at_one() {
         let mut s = start(10);
         let mut other = publication(1);
         other.epoch = "f".into();
-        assert_eq!(s.accept(other.clone()), Accepted::OtherEpoch(other.clone()));
+        assert_eq!(
+            s.accept(other.clone()),
+            Accepted::OtherEpoch(Box::new(other.clone()))
+        );
         s.restart("f".into());
         assert_eq!(offsets(s.accept(other)), [1]);
     }

@@ -69,9 +69,7 @@ impl Node {
             .clone()
             .map(|n| Entry {
                 data: Bytes::from(n.to_string()),
-                origin: String::new(),
-                idempotency_key: None,
-                accepted_at_us: 0,
+                ..Default::default()
             })
             .collect();
         let limits = Limits {

@@ -17,6 +17,7 @@ use herald_core::channel;
 use herald_core::codes::{ErrorCode, Refusal};
 use herald_core::config::{ChannelRules, ChannelsConfig, RouterConfig};
 use herald_core::metrics::PUBLICATIONS;
+use herald_core::publish::ENVELOPE_SLACK;
 use herald_core::subjects::{ROUTER_QUEUE, Subjects};
 use herald_core::time::unix_micros;
 use herald_proto::bus::v1::{
@@ -213,17 +214,13 @@ impl RouterService {
             .collect()
     }
 
-    /// Validates one request against its channel's rules.
+    /// Validates one request. Its size was checked by whoever took the publish (a gateway
+    /// or the server API), against the limit that applies to it: the channel's
+    /// `max_message_size` or Socket.IO's `max_payload`.
     fn check(&self, request: &PublishRequest) -> Result<ChannelRules, Refusal> {
         channel::validate(&request.channel)
             .map_err(|e| Refusal::new(ErrorCode::BadChannel, e.to_string()))?;
         let rules = self.channels.rules_for(&request.channel);
-        if request.data.len() > rules.max_message_size {
-            return Err(Refusal::new(
-                ErrorCode::MessageTooLarge,
-                format!("data exceeds {} bytes", rules.max_message_size),
-            ));
-        }
         if request.idempotency_key.len() > MAX_IDEMPOTENCY_KEY_LEN {
             return Err(Refusal::new(
                 ErrorCode::BadRequest,
@@ -246,12 +243,11 @@ impl RouterService {
             .iter()
             .map(|&i| Publication {
                 channel: group.channel.clone(),
-                offset: 0,
-                epoch: String::new(),
                 data: requests[i].data.clone(),
-                origin: requests[i].origin.clone(),
+                attachments: requests[i].attachments.clone(),
+                publisher: requests[i].publisher.clone(),
                 accepted_at_us,
-                membership: None,
+                ..Default::default()
             })
             .collect();
         if !group.rules.has_history() {
@@ -262,7 +258,8 @@ impl RouterService {
             .iter()
             .map(|&i| Entry {
                 data: requests[i].data.clone(),
-                origin: requests[i].origin.clone(),
+                attachments: requests[i].attachments.clone(),
+                publisher: requests[i].publisher.clone(),
                 idempotency_key: Some(requests[i].idempotency_key.clone())
                     .filter(|k| !k.is_empty()),
                 accepted_at_us,
@@ -335,10 +332,12 @@ impl RouterService {
                 "the channel keeps no history",
             ));
         }
+        // The page must fit in one reply on the bus.
         let query = Query {
             since: req.since,
             limit: req.limit.min(MAX_HISTORY_LIMIT),
             reverse: req.reverse,
+            max_bytes: self.bus.max_payload().saturating_sub(ENVELOPE_SLACK),
         };
         let page = self
             .store
@@ -348,6 +347,7 @@ impl RouterService {
         Ok(pb::HistoryPage {
             publications: page.publications,
             position: Some(page.position),
+            truncated: page.truncated,
         })
     }
 

@@ -3,6 +3,7 @@
 use std::time::Duration;
 
 use bytes::Bytes;
+use herald_proto::bus::v1::ClientInfo;
 use herald_router::history::{
     Append, Appended, Entry, HistoryStore, Limits, MemoryHistory, Query, RedisHistory,
 };
@@ -13,9 +14,14 @@ const META_TTL: Duration = Duration::from_secs(600);
 fn entry(data: &str, key: Option<&str>) -> Entry {
     Entry {
         data: Bytes::copy_from_slice(data.as_bytes()),
-        origin: "client-1".into(),
+        publisher: Some(ClientInfo {
+            client: "client-1".into(),
+            user: "alice".into(),
+            info: Bytes::from_static(br#"{"name":"Alice"}"#),
+        }),
         idempotency_key: key.map(String::from),
         accepted_at_us: 42,
+        ..Default::default()
     }
 }
 
@@ -41,6 +47,7 @@ fn query(since: Option<u64>, limit: u32, reverse: bool) -> Query {
         since,
         limit,
         reverse,
+        max_bytes: usize::MAX,
     }
 }
 
@@ -85,7 +92,12 @@ async fn conformance(store: &dyn HistoryStore) {
         .unwrap();
     let publication = &page.publications[0];
     assert_eq!(&publication.data[..], b"{\"n\":5}");
-    assert_eq!(publication.origin, "client-1");
+    let publisher = publication.publisher.as_ref().unwrap();
+    assert_eq!(
+        (publisher.client.as_str(), publisher.user.as_str()),
+        ("client-1", "alice")
+    );
+    assert_eq!(&publisher.info[..], br#"{"name":"Alice"}"#);
     assert_eq!(publication.accepted_at_us, 42);
     assert_eq!(publication.channel, "c");
     assert_eq!(page.position.offset, 5);
@@ -117,6 +129,64 @@ async fn conformance(store: &dyn HistoryStore) {
         .unwrap();
     let data: Vec<&[u8]> = page.publications.iter().map(|p| &p.data[..]).collect();
     assert_eq!(data, [&b"a"[..], b"c", b"e"]);
+
+    // Binary attachments come back raw, and a server publication has no publisher.
+    let binary = Entry {
+        data: Bytes::from_static(br#"{"event":"up","args":[{"_placeholder":true,"num":0}]}"#),
+        attachments: vec![Bytes::from_static(&[0, 255, 1]), Bytes::new()],
+        ..Default::default()
+    };
+    store.append(batch("e", vec![binary], 10)).await.unwrap();
+    let page = store
+        .read("e", query(None, 1, false), META_TTL)
+        .await
+        .unwrap();
+    let publication = &page.publications[0];
+    assert_eq!(
+        publication.attachments,
+        [Bytes::from_static(&[0, 255, 1]), Bytes::new()]
+    );
+    assert_eq!(publication.publisher, None);
+
+    // A page holds what fits in its bytes, at least one publication, from the start of
+    // what was asked for, and says when it was cut.
+    let big = "x".repeat(10_000);
+    for _ in 0..5 {
+        one(store, append("f", &big, None, 10)).await;
+    }
+    let cut = |since, reverse, max_bytes| Query {
+        max_bytes,
+        ..query(since, 10, reverse)
+    };
+    let page = store
+        .read("f", cut(None, false, 25_000), META_TTL)
+        .await
+        .unwrap();
+    let offsets: Vec<u64> = page.publications.iter().map(|p| p.offset).collect();
+    assert_eq!((offsets, page.truncated), (vec![1, 2], true));
+    let page = store
+        .read("f", cut(Some(2), false, 25_000), META_TTL)
+        .await
+        .unwrap();
+    let offsets: Vec<u64> = page.publications.iter().map(|p| p.offset).collect();
+    assert_eq!((offsets, page.truncated), (vec![3, 4], true));
+    let page = store
+        .read("f", cut(None, true, 25_000), META_TTL)
+        .await
+        .unwrap();
+    let offsets: Vec<u64> = page.publications.iter().map(|p| p.offset).collect();
+    assert_eq!((offsets, page.truncated), (vec![5, 4], true));
+    let page = store
+        .read("f", cut(Some(4), false, 1), META_TTL)
+        .await
+        .unwrap();
+    let offsets: Vec<u64> = page.publications.iter().map(|p| p.offset).collect();
+    assert_eq!((offsets, page.truncated), (vec![5], false));
+    let page = store
+        .read("f", cut(None, false, 1_000_000), META_TTL)
+        .await
+        .unwrap();
+    assert_eq!((page.publications.len(), page.truncated), (5, false));
 }
 
 #[tokio::test]

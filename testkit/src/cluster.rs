@@ -28,6 +28,17 @@ impl Cluster {
         routers: usize,
         env: &[(&str, &str)],
     ) -> Self {
+        Self::start_on(Server::nats(), binary, gateways, routers, env)
+    }
+
+    /// Like [`Self::start`], on the given `nats` server (e.g. one with its own limits).
+    pub fn start_on(
+        nats: Server,
+        binary: impl AsRef<Path>,
+        gateways: usize,
+        routers: usize,
+        env: &[(&str, &str)],
+    ) -> Self {
         let mut cluster = Self {
             binary: binary.as_ref().to_path_buf(),
             env: env
@@ -36,7 +47,7 @@ impl Cluster {
                 .collect(),
             gateways: Vec::new(),
             routers: Vec::new(),
-            nats: Server::nats(),
+            nats,
             redis: Server::redis(),
         };
         for _ in 0..routers {

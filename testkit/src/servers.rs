@@ -55,6 +55,24 @@ impl Server {
         )
     }
 
+    /// A `nats-server` on a free port with `config` (nats-server's configuration
+    /// format, e.g. `max_payload: 262144`) on top of the listen address.
+    pub fn nats_with_config(config: &str) -> Self {
+        static FILES: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let n = FILES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let path =
+            std::env::temp_dir().join(format!("herald-nats-{}-{n}.conf", std::process::id()));
+        std::fs::write(&path, config).expect("write a nats-server config file");
+        let port = free_port();
+        let path = path.to_string_lossy().into_owned();
+        Self::start(
+            "nats-server",
+            "nats",
+            port,
+            &["-c", &path, "-a", "127.0.0.1", "-p", &port.to_string()],
+        )
+    }
+
     /// A `redis-server` on a free port that keeps nothing on disk.
     pub fn redis() -> Self {
         let port = free_port();

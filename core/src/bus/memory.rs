@@ -155,9 +155,24 @@ impl MemoryBus {
     }
 }
 
+/// The largest message the in-process bus carries: standalone Herald sizes history pages
+/// and publications by it, as a cluster does by NATS' `max_payload`.
+pub const MEMORY_MAX_PAYLOAD: usize = 8 * 1024 * 1024;
+
+fn fits(payload: &Bytes) -> Result<(), BusError> {
+    match payload.len() {
+        size if size > MEMORY_MAX_PAYLOAD => Err(BusError::TooLarge {
+            size,
+            limit: MEMORY_MAX_PAYLOAD,
+        }),
+        _ => Ok(()),
+    }
+}
+
 #[async_trait]
 impl Bus for MemoryBus {
     async fn publish(&self, subject: String, payload: Bytes) -> Result<(), BusError> {
+        fits(&payload)?;
         self.deliver(
             &subject,
             BusMessage {
@@ -174,6 +189,7 @@ impl Bus for MemoryBus {
         payload: Bytes,
         timeout: Duration,
     ) -> Result<Bytes, BusError> {
+        fits(&payload)?;
         let inbox = format!(
             "_INBOX.{}",
             self.shared.next_id.fetch_add(1, Ordering::Relaxed)
@@ -211,6 +227,10 @@ impl Bus for MemoryBus {
 
     fn is_connected(&self) -> bool {
         true
+    }
+
+    fn max_payload(&self) -> usize {
+        MEMORY_MAX_PAYLOAD
     }
 
     fn connections(&self) -> watch::Receiver<u64> {

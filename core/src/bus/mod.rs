@@ -21,7 +21,7 @@ use thiserror::Error;
 use tokio::sync::watch;
 
 pub use drain::Drainer;
-pub use memory::MemoryBus;
+pub use memory::{MEMORY_MAX_PAYLOAD, MemoryBus};
 pub use nats::NatsBus;
 
 /// Why a bus operation failed. All of them are temporary from a client's point of view.
@@ -33,6 +33,8 @@ pub enum BusError {
     Timeout,
     #[error("no router is running")]
     NoResponders,
+    #[error("a message of {size} bytes exceeds the bus's max_payload of {limit} bytes")]
+    TooLarge { size: usize, limit: usize },
     #[error("message bus error: {0}")]
     Other(String),
 }
@@ -44,6 +46,7 @@ impl BusError {
             Self::NotConnected => "not_connected",
             Self::Timeout => "timeout",
             Self::NoResponders => "no_responders",
+            Self::TooLarge { .. } => "too_large",
             Self::Other(_) => "other",
         }
     }
@@ -118,6 +121,11 @@ pub trait Bus: Send + Sync + 'static {
     /// Whether the bus can carry messages right now. Publishes are refused while it cannot,
     /// rather than buffered with an unknown fate.
     fn is_connected(&self) -> bool;
+
+    /// The largest payload one message may carry, in bytes: what the NATS server
+    /// announced (`max_payload`), or [`MEMORY_MAX_PAYLOAD`] in process. Larger messages
+    /// are refused; publications are sized to fit.
+    fn max_payload(&self) -> usize;
 
     /// Counts the connections the bus has made. It changes after every reconnection, when
     /// messages sent during the outage may have been lost: gateways then catch up from

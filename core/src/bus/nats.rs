@@ -1,6 +1,7 @@
 //! [`Bus`] over a NATS server, with automatic reconnection.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use async_nats::{Client, ConnectOptions, Event, connection::State};
@@ -21,11 +22,17 @@ const MAX_RECONNECT_DELAY: Duration = Duration::from_millis(1000);
 const ROUND_TRIP_SUBJECT: &str = "_HERALD.ROUNDTRIP";
 const ROUND_TRIP_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// The `max_payload` of a NATS server that has not said (its default).
+const DEFAULT_MAX_PAYLOAD: usize = 1024 * 1024;
+
 /// The cluster bus on NATS.
 #[derive(Clone)]
 pub struct NatsBus {
     client: Client,
     connections: Arc<watch::Sender<u64>>,
+    /// The connected server's `max_payload`, read from its INFO on first need after each
+    /// connection; 0 until then.
+    max_payload: Arc<AtomicUsize>,
 }
 
 impl NatsBus {
@@ -35,6 +42,8 @@ impl NatsBus {
     pub async fn connect(url: &str, name: &str) -> Result<Self, BusError> {
         let connections = Arc::new(watch::Sender::new(0u64));
         let events = connections.clone();
+        let max_payload = Arc::new(AtomicUsize::new(0));
+        let server_changed = max_payload.clone();
         let client = ConnectOptions::new()
             .name(name)
             .retry_on_initial_connect()
@@ -45,9 +54,12 @@ impl NatsBus {
             })
             .event_callback(move |event| {
                 let events = events.clone();
+                let server_changed = server_changed.clone();
                 async move {
                     match &event {
                         Event::Connected => {
+                            // Perhaps another server of the cluster, with other limits.
+                            server_changed.store(0, Ordering::Relaxed);
                             events.send_modify(|n| *n += 1);
                             metrics::counter!(NATS_CONNECTS).increment(1);
                         }
@@ -66,6 +78,7 @@ impl NatsBus {
         Ok(Self {
             client,
             connections,
+            max_payload,
         })
     }
 
@@ -79,6 +92,17 @@ impl NatsBus {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         self.is_connected()
+    }
+}
+
+impl NatsBus {
+    /// Refuses a payload the server would refuse, with a clear error.
+    fn fits(&self, payload: &Bytes) -> Result<(), BusError> {
+        let limit = self.max_payload();
+        match payload.len() {
+            size if size > limit => Err(BusError::TooLarge { size, limit }),
+            _ => Ok(()),
+        }
     }
 }
 
@@ -127,6 +151,7 @@ impl Bus for NatsBus {
         if !self.is_connected() {
             return Err(BusError::NotConnected);
         }
+        self.fits(&payload)?;
         self.client
             .publish(subject, payload)
             .await
@@ -143,6 +168,7 @@ impl Bus for NatsBus {
         if !self.is_connected() {
             return Err(BusError::NotConnected);
         }
+        self.fits(&payload)?;
         let request = async_nats::Request::new()
             .payload(payload)
             .timeout(Some(timeout));
@@ -193,6 +219,21 @@ impl Bus for NatsBus {
 
     fn is_connected(&self) -> bool {
         self.client.connection_state() == State::Connected
+    }
+
+    fn max_payload(&self) -> usize {
+        match self.max_payload.load(Ordering::Relaxed) {
+            0 => {
+                let announced = self.client.server_info().max_payload;
+                self.max_payload.store(announced, Ordering::Relaxed);
+                if announced == 0 {
+                    DEFAULT_MAX_PAYLOAD
+                } else {
+                    announced
+                }
+            }
+            known => known,
+        }
     }
 
     fn connections(&self) -> watch::Receiver<u64> {

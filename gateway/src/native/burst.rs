@@ -5,29 +5,38 @@ use axum::extract::ws::{Message, Utf8Bytes, WebSocket};
 use futures_util::stream::SplitStream;
 use futures_util::{FutureExt, StreamExt};
 use herald_proto::bus::v1::PublishRequest;
+use prost::Message as _;
 
 use crate::inbound::client_gone;
 
 /// Most frames read ahead and handled together.
 const MAX_BURST: usize = 256;
-/// Most payload bytes in one publish batch, well under NATS' default 1 MiB message limit.
-const MAX_BATCH_BYTES: usize = 512 * 1024;
 
 /// Consecutive publishes of one connection, sent to a router together.
-#[derive(Default)]
 pub(super) struct Batch {
     pub(super) ids: Vec<u64>,
     pub(super) requests: Vec<PublishRequest>,
     pub(super) bytes: usize,
+    /// Most bytes one batch may hold (see `publish::batch_limit`).
+    limit: usize,
 }
 
 impl Batch {
+    pub(super) fn new(limit: usize) -> Self {
+        Self {
+            ids: Vec::new(),
+            requests: Vec::new(),
+            bytes: 0,
+            limit,
+        }
+    }
+
     pub(super) fn fits(&self, request: &PublishRequest) -> bool {
-        self.ids.is_empty() || self.bytes + request.data.len() <= MAX_BATCH_BYTES
+        self.ids.is_empty() || self.bytes + request.encoded_len() <= self.limit
     }
 
     pub(super) fn push(&mut self, id: u64, request: PublishRequest) {
-        self.bytes += request.data.len();
+        self.bytes += request.encoded_len();
         self.ids.push(id);
         self.requests.push(request);
     }

@@ -65,6 +65,9 @@ pub struct PublishParams<'a> {
     #[serde(borrow)]
     pub data: &'a RawValue,
     pub idempotency_key: Option<String>,
+    /// Binary attachments, base64, for a Socket.IO binary event in `data`.
+    #[serde(default)]
+    pub attachments: Vec<String>,
 }
 
 #[derive(Debug, Deserialize, PartialEq, Eq)]

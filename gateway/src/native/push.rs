@@ -8,30 +8,62 @@ use std::collections::BTreeMap;
 use std::fmt::Write;
 
 use axum::extract::ws::Utf8Bytes;
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as BASE64;
+use bytes::Bytes;
 use herald_core::codes::DisconnectCode;
 use herald_proto::bus::v1::{ClientInfo, Membership, Publication};
 use serde::Serialize;
 use serde_json::value::RawValue;
 
-/// `{"push":"publication","channel":…,"offset":…,"epoch":…,"data":…}`; the offset and epoch
-/// only for channels with history. `None` if the payload is not UTF-8 (it cannot be JSON).
+/// `{"push":"publication","channel":…,"offset":…,"epoch":…,"data":…,"attachments":[…],
+/// "from":{…}}`; the offset and epoch only for channels with history, the attachments
+/// (base64) only when there are any, `from` only when a client published it. `None` if the
+/// payload is not UTF-8 (it cannot be JSON).
 pub fn publication(p: &Publication) -> Option<Utf8Bytes> {
     let Ok(data) = std::str::from_utf8(&p.data) else {
         tracing::warn!(channel = %p.channel, "dropping a publication whose data is not UTF-8");
         return None;
     };
-    let data = if data.is_empty() { "null" } else { data };
-    let mut out = String::with_capacity(64 + p.channel.len() + p.epoch.len() + data.len());
+    let mut out = String::with_capacity(96 + p.channel.len() + p.epoch.len() + data.len());
     out.push_str(r#"{"push":"publication","channel":"#);
     push_json_string(&mut out, &p.channel);
     if !p.epoch.is_empty() {
         let _ = write!(out, r#","offset":{},"epoch":"#, p.offset);
         push_json_string(&mut out, &p.epoch);
     }
-    out.push_str(r#","data":"#);
-    out.push_str(data);
+    push_payload(&mut out, data, &p.attachments, p.publisher.as_ref());
     out.push('}');
     Some(out.into())
+}
+
+/// `,"data":…`, then `,"attachments":[…]` and `,"from":{…}` where there are any: what a
+/// publication carries, in pushes and in history.
+pub fn push_payload(
+    out: &mut String,
+    data: &str,
+    attachments: &[Bytes],
+    publisher: Option<&ClientInfo>,
+) {
+    out.push_str(r#","data":"#);
+    out.push_str(if data.is_empty() { "null" } else { data });
+    if !attachments.is_empty() {
+        out.push_str(r#","attachments":["#);
+        for (i, attachment) in attachments.iter().enumerate() {
+            if i > 0 {
+                out.push(',');
+            }
+            out.push('"');
+            BASE64.encode_string(attachment, out);
+            out.push('"');
+        }
+        out.push(']');
+    }
+    if let Some(publisher) = publisher.filter(|p| !p.client.is_empty()) {
+        out.push_str(r#","from":"#);
+        // Serializing this plain struct cannot fail.
+        out.push_str(&serde_json::to_string(&ClientView::new(publisher)).unwrap_or_default());
+    }
 }
 
 /// A client as presence and join/leave events show it.
@@ -115,7 +147,6 @@ fn push_json_string(out: &mut String, s: &str) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use bytes::Bytes;
     use serde_json::{Value, json};
 
     #[test]
@@ -133,6 +164,29 @@ mod tests {
             value,
             json!({"push":"publication","channel":"chat:\"x\"","offset":7,"epoch":"ab12",
                    "data":{"text":"这是一条消息"}})
+        );
+    }
+
+    #[test]
+    fn a_publication_says_who_sent_it_and_carries_its_attachments() {
+        let p = Publication {
+            channel: "/files".into(),
+            offset: 3,
+            epoch: "e".into(),
+            data: Bytes::from_static(br#"{"event":"up","args":[{"_placeholder":true,"num":0}]}"#),
+            attachments: vec![Bytes::from_static(&[1, 2, 3])],
+            publisher: Some(ClientInfo {
+                client: "c1".into(),
+                user: "alice".into(),
+                info: Bytes::from_static(br#"{"name":"Alice"}"#),
+            }),
+            ..Default::default()
+        };
+        let value: Value = serde_json::from_str(publication(&p).unwrap().as_str()).unwrap();
+        assert_eq!(value["attachments"], json!(["AQID"]));
+        assert_eq!(
+            value["from"],
+            json!({"client": "c1", "user": "alice", "info": {"name": "Alice"}})
         );
     }
 

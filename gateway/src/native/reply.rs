@@ -1,6 +1,7 @@
 //! Encoding replies: `{"id": N, "result": {...}}` or `{"id": N, "error": {...}}`.
 
 use std::collections::BTreeMap;
+use std::fmt::Write;
 
 use axum::extract::ws::Utf8Bytes;
 use herald_core::codes::Refusal;
@@ -123,35 +124,33 @@ impl<'a> PositionResult<'a> {
     }
 }
 
-#[derive(Serialize)]
-struct HistoryItem<'a> {
-    offset: u64,
-    data: &'a RawValue,
-}
-
-#[derive(Serialize)]
-struct HistoryResult<'a> {
-    publications: Vec<HistoryItem<'a>>,
-    offset: u64,
-    epoch: &'a str,
-}
-
-/// Result of `history`: the publications and the stream's current position.
+/// Result of `history`: the publications, each with its offset, when it was accepted
+/// (`time`, Unix milliseconds), its data and attachments and who sent it (`from`), then the
+/// stream's current position, and `truncated` when the page was cut short to fit the bus.
 pub fn history(id: u64, page: &HistoryPage) -> Utf8Bytes {
-    let publications = page
-        .publications
-        .iter()
-        .map(|p| HistoryItem {
-            offset: p.offset,
-            // Data was valid JSON when published; anything else is shown as null.
-            data: serde_json::from_slice(&p.data).unwrap_or(RawValue::NULL),
-        })
-        .collect();
+    let size: usize = page.publications.iter().map(|p| 96 + p.data.len()).sum();
+    let mut out = String::with_capacity(64 + size);
+    let _ = write!(out, r#"{{"id":{id},"result":{{"publications":["#);
+    for (i, p) in page.publications.iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        let time = p.accepted_at_us / 1000;
+        let _ = write!(out, r#"{{"offset":{},"time":{time}"#, p.offset);
+        // Data was valid JSON when published; anything else is shown as null.
+        let data = std::str::from_utf8(&p.data)
+            .ok()
+            .filter(|data| serde_json::from_str::<&RawValue>(data).is_ok())
+            .unwrap_or("null");
+        push::push_payload(&mut out, data, &p.attachments, p.publisher.as_ref());
+        out.push('}');
+    }
     let position = page.position.clone().unwrap_or_default();
-    let result = HistoryResult {
-        publications,
-        offset: position.offset,
-        epoch: &position.epoch,
-    };
-    ok(id, &result)
+    let _ = write!(out, r#"],"offset":{},"epoch":"#, position.offset);
+    out.push_str(&serde_json::to_string(&position.epoch).unwrap_or_default());
+    if page.truncated {
+        out.push_str(r#","truncated":true"#);
+    }
+    out.push_str("}}");
+    out.into()
 }

@@ -12,13 +12,18 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use axum::extract::ws::{Utf8Bytes, WebSocket};
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as BASE64;
+use bytes::Bytes;
 use futures_util::StreamExt;
 use herald_core::codes::{DisconnectCode, ErrorCode, Refusal};
 use herald_core::rules::Action;
 use herald_proto::bus::v1::{HistoryRequest, Position, PresenceQuery, presence_reply};
 
 use super::burst::{Batch, Stop, read_burst};
-use super::command::{self, ChannelParams, Command, HistoryParams, RefreshParams, SubscribeParams};
+use super::command::{
+    self, ChannelParams, Command, HistoryParams, PublishParams, RefreshParams, SubscribeParams,
+};
 use super::{push, reply};
 use crate::access::Access;
 use crate::catch_up::{Resumed, Returning};
@@ -29,7 +34,8 @@ use crate::hub::{ClientId, Plain, Subscriber};
 use crate::metrics::{self, NATIVE};
 use crate::outbound::{self, Outbound};
 use crate::render::Format;
-use herald_core::publish::{self, Prepared};
+use herald_core::envelope;
+use herald_core::publish::{self, Limit, Prepared, Publish};
 
 struct Session {
     gateway: Arc<Gateway>,
@@ -127,7 +133,7 @@ impl Session {
     /// Handles text frames in order. An error closes the connection with that code, after
     /// the commands before the offending frame have been answered.
     async fn handle(&mut self, texts: Vec<Utf8Bytes>) -> Result<(), DisconnectCode> {
-        let mut batch = Batch::default();
+        let mut batch = Batch::new(publish::batch_limit(&self.gateway.upstream));
         let outcome = self.handle_into(&texts, &mut batch).await;
         self.flush(&mut batch).await;
         outcome
@@ -149,8 +155,7 @@ impl Session {
             let id = parsed.id;
             match parsed.command {
                 Ok(Command::Publish(params)) if self.access.is_some() => {
-                    let prepared =
-                        self.prepare(params.channel, params.data.get(), params.idempotency_key);
+                    let prepared = self.prepare(params);
                     match prepared {
                         Ok(Prepared::Routed(request)) => {
                             if !batch.fits(&request) {
@@ -216,15 +221,30 @@ impl Session {
     }
 
     /// Checks a publish of a connected client.
-    fn prepare(
-        &mut self,
-        channel: String,
-        data: &str,
-        idempotency_key: Option<String>,
-    ) -> Result<Prepared, Refusal> {
+    fn prepare(&mut self, params: PublishParams) -> Result<Prepared, Refusal> {
         let access = self.access.as_mut().ok_or_else(not_connected)?;
-        let rules = access.authorize_publish(&self.gateway.channels, &channel)?;
-        publish::prepare(&rules, channel, data, &self.name, idempotency_key)
+        let rules = access.authorize_publish(&self.gateway.channels, &params.channel)?;
+        let data = params.data.get();
+        let attachments = params
+            .attachments
+            .iter()
+            .map(|a| BASE64.decode(a).map(Bytes::from))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|_| Refusal::new(ErrorCode::BadRequest, "attachments must be base64"))?;
+        envelope::check_attachments(data, attachments.len())?;
+        let publish = Publish {
+            channel: params.channel,
+            data: Bytes::copy_from_slice(data.as_bytes()),
+            attachments,
+            publisher: Some(access.client_info(&self.name)),
+            idempotency_key: params.idempotency_key,
+        };
+        let limit = Limit {
+            bytes: rules.max_message_size,
+            setting: "the channel's max_message_size",
+        };
+        let bus_limit = self.gateway.upstream.bus().max_payload();
+        publish::prepare(publish, limit, bus_limit, rules.has_history())
     }
 
     fn access(&self) -> Result<&Access, Refusal> {

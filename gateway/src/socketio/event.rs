@@ -1,62 +1,24 @@
-//! How Socket.IO events travel as publication data, and how any publication reaches a
-//! Socket.IO socket.
+//! How any publication reaches a Socket.IO socket.
 //!
-//! `emit(E, ...args)` is stored as the JSON document `{"event": E, "args": [...args]}`, so
-//! a native subscriber of the channel sees the event name and its arguments. In the other
-//! direction, a publication whose data has that shape is delivered to sockets as
-//! `E(...args)`; any other data `D` (a native client's or a backend's) as `message(D)`.
+//! `emit(E, ...args)` is stored as an event envelope (`herald_core::envelope`), so a
+//! native subscriber of the channel sees the event name and its arguments. In the other
+//! direction, a publication whose data is an envelope is delivered to sockets as
+//! `E(...args)`, with its attachments; any other data `D` (a native client's or a
+//! backend's) as `message(D)`.
 
 use axum::extract::ws::Utf8Bytes;
-use base64::Engine as _;
-use base64::engine::general_purpose::STANDARD as BASE64;
 use bytes::Bytes;
+use herald_core::envelope::Envelope;
 use herald_proto::bus::v1::{ClientInfo, Membership, Publication};
-use serde::{Deserialize, Serialize};
-use serde_json::value::RawValue;
+use serde::Serialize;
 
-use super::{channels, reserved};
+use super::channels;
+use super::reserved;
 use crate::native::push::ClientView;
 use crate::outbound::Encoded;
 
 /// Event name under which data that is not an event envelope is delivered.
 pub const DEFAULT_EVENT: &str = "message";
-
-#[derive(Deserialize)]
-struct Envelope<'a> {
-    #[serde(borrow)]
-    event: &'a RawValue,
-    #[serde(borrow)]
-    args: Vec<&'a RawValue>,
-    /// Binary attachments, base64; the arguments hold their placeholders.
-    #[serde(default)]
-    attachments: Vec<String>,
-}
-
-/// The publication data for `emit(event, ...args)`. A binary event's arguments keep their
-/// `{"_placeholder": true, "num": i}` objects, and attachment `i` goes, base64, in
-/// `attachments[i]`.
-pub fn envelope(event: &str, args: &[&RawValue], attachments: &[Bytes]) -> String {
-    let mut out = String::from(r#"{"event":"#);
-    // Serializing a &str cannot fail.
-    out.push_str(&serde_json::to_string(event).unwrap_or_default());
-    out.push_str(r#","args":["#);
-    push_joined(&mut out, args.iter().map(|a| a.get()));
-    out.push(']');
-    if !attachments.is_empty() {
-        out.push_str(r#","attachments":["#);
-        for (i, attachment) in attachments.iter().enumerate() {
-            if i > 0 {
-                out.push(',');
-            }
-            out.push('"');
-            BASE64.encode_string(attachment, &mut out);
-            out.push('"');
-        }
-        out.push(']');
-    }
-    out.push('}');
-    out
-}
 
 /// A Socket.IO event ready to send: the array `[E, ...args]` and its attachments.
 #[derive(Debug, PartialEq, Eq)]
@@ -65,23 +27,23 @@ pub struct Event {
     pub attachments: Vec<Bytes>,
 }
 
-/// The Socket.IO event for publication data: the envelope's event, or `message(data)`.
-pub fn decode(data: &str) -> Event {
-    if let Ok(envelope) = serde_json::from_str::<Envelope>(data)
-        && envelope.event.get().starts_with('"')
-        && let Ok(attachments) = envelope
-            .attachments
-            .iter()
-            .map(|a| BASE64.decode(a).map(Bytes::from))
-            .collect::<Result<Vec<_>, _>>()
-    {
+/// The Socket.IO event for publication data and its attachments: the envelope's event,
+/// or `message(data)` (without attachments, which have no placeholders to go in).
+pub fn decode(data: &str, attachments: &[Bytes]) -> Event {
+    if let Some(envelope) = Envelope::decode(data) {
         let mut array = String::with_capacity(data.len());
         array.push('[');
-        let items =
-            std::iter::once(envelope.event.get()).chain(envelope.args.iter().map(|a| a.get()));
-        push_joined(&mut array, items);
+        // Serializing a String cannot fail.
+        array.push_str(&serde_json::to_string(&envelope.event).unwrap_or_default());
+        for arg in &envelope.args {
+            array.push(',');
+            array.push_str(arg.get());
+        }
         array.push(']');
-        return Event { array, attachments };
+        return Event {
+            array,
+            attachments: attachments.to_vec(),
+        };
     }
     let data = if data.is_empty() { "null" } else { data };
     let array = format!(
@@ -111,11 +73,26 @@ pub fn with_offset(encoded: &Encoded, offset: &str) -> Encoded {
 }
 
 /// The event packet of a publication (`42/ns,[E,...args]`, or `45N-/ns,[…]` followed by N
-/// binary frames) for the sockets of `namespace` subscribed to its channel; `None` for data
-/// that is not UTF-8.
-pub fn render(publication: &Publication, namespace: &str) -> Option<Encoded> {
+/// binary frames) for the sockets of `namespace` subscribed to its channel; with `sender`,
+/// the arguments end with who sent it (`{client, user?, info?}`, or `null` for the server
+/// API's). `None` for data that is not UTF-8.
+pub fn render(publication: &Publication, namespace: &str, sender: bool) -> Option<Encoded> {
     let data = std::str::from_utf8(&publication.data).ok()?;
-    let event = decode(data);
+    let mut event = decode(data, &publication.attachments);
+    if sender {
+        let from = publication
+            .publisher
+            .as_ref()
+            .filter(|p| !p.client.is_empty())
+            .map(ClientView::new);
+        event.array.pop();
+        event.array.push(',');
+        // Serializing this plain struct cannot fail.
+        event
+            .array
+            .push_str(&serde_json::to_string(&from).unwrap_or_default());
+        event.array.push(']');
+    }
     let mut text = String::with_capacity(8 + namespace.len() + event.array.len());
     if event.attachments.is_empty() {
         text.push_str("42");
@@ -169,59 +146,35 @@ pub fn packet_text(namespace: &str, array: &str) -> String {
     text
 }
 
-fn push_joined<'a>(out: &mut String, items: impl Iterator<Item = &'a str>) {
-    for (i, item) in items.enumerate() {
-        if i > 0 {
-            out.push(',');
-        }
-        out.push_str(item);
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use serde_json::{Value, json};
 
-    fn raw(json: &str) -> Box<RawValue> {
-        RawValue::from_string(json.to_string()).unwrap()
-    }
-
     fn array(data: &str) -> Value {
-        serde_json::from_str(&decode(data).array).unwrap()
+        serde_json::from_str(&decode(data, &[]).array).unwrap()
     }
 
     #[test]
-    fn an_emit_round_trips_through_publication_data() {
-        let args = [raw("\"这是一条消息\""), raw("{\"n\":[1,2]}"), raw("3")];
-        let args: Vec<&RawValue> = args.iter().map(|a| a.as_ref()).collect();
-        let data = envelope("greet", &args, &[]);
-        let stored: Value = serde_json::from_str(&data).unwrap();
+    fn an_envelope_becomes_its_event() {
+        let data = r#"{"event":"greet","args":["这是一条消息",{"n":[1,2]},3]}"#;
         assert_eq!(
-            stored,
-            json!({"event": "greet", "args": ["这是一条消息", {"n": [1, 2]}, 3]})
-        );
-        assert_eq!(
-            array(&data),
+            array(data),
             json!(["greet", "这是一条消息", {"n": [1, 2]}, 3])
         );
     }
 
     #[test]
-    fn binary_attachments_travel_as_base64() {
-        let placeholder = raw(r#"{"_placeholder":true,"num":0}"#);
-        let data = envelope("bin", &[&placeholder], &[Bytes::from_static(&[1, 2, 3])]);
-        let stored: Value = serde_json::from_str(&data).unwrap();
-        assert_eq!(stored["attachments"], json!(["AQID"]));
-        let event = decode(&data);
-        assert_eq!(event.attachments, [Bytes::from_static(&[1, 2, 3])]);
+    fn binary_attachments_follow_the_event_raw() {
+        let data = r#"{"event":"bin","args":[{"_placeholder":true,"num":0}]}"#;
+        let attachment = [Bytes::from_static(&[1, 2, 3])];
         let publication = Publication {
             channel: "/chat:room".into(),
-            data: Bytes::from(data),
+            data: Bytes::from_static(data.as_bytes()),
+            attachments: attachment.to_vec(),
             ..Default::default()
         };
-        let rendered = render(&publication, "/chat").unwrap();
-        let attachment = [Bytes::from_static(&[1, 2, 3])];
+        let rendered = render(&publication, "/chat", false).unwrap();
         assert_eq!(
             rendered,
             Encoded::new(
@@ -247,15 +200,35 @@ mod tests {
         };
         let text = |rendered: Option<Encoded>| rendered.unwrap().text.to_string();
         let room = publication("/chat:lobby", r#"{"event":"m","args":[1]}"#);
-        assert_eq!(text(render(&room, "/chat")), r#"42/chat,["m",1]"#);
+        assert_eq!(text(render(&room, "/chat", false)), r#"42/chat,["m",1]"#);
         assert_eq!(
-            text(render(&publication("/", "\"hi\""), "/")),
+            text(render(&publication("/", "\"hi\""), "/", false)),
             r#"42["message","hi"]"#
         );
         // A personal channel reaches sockets in whatever namespace they are.
         assert_eq!(
-            text(render(&publication("user:#alice", "1"), "/chat")),
+            text(render(&publication("user:#alice", "1"), "/chat", false)),
             r#"42/chat,["message",1]"#
+        );
+    }
+
+    #[test]
+    fn a_namespace_may_have_each_event_end_with_its_sender() {
+        let mut publication = Publication {
+            channel: "/chat".into(),
+            data: Bytes::from_static(br#"{"event":"m","args":[1,2]}"#),
+            ..Default::default()
+        };
+        let text = |p: &Publication| render(p, "/chat", true).unwrap().text.to_string();
+        assert_eq!(text(&publication), r#"42/chat,["m",1,2,null]"#);
+        publication.publisher = Some(ClientInfo {
+            client: "sid".into(),
+            user: "alice".into(),
+            info: Bytes::from_static(br#"{"name":"Alice"}"#),
+        });
+        assert_eq!(
+            text(&publication),
+            r#"42/chat,["m",1,2,{"client":"sid","user":"alice","info":{"name":"Alice"}}]"#
         );
     }
 
@@ -269,8 +242,13 @@ mod tests {
                 json!(["message", {"event": 1, "args": []}]),
             ),
             (
-                r#"{"event":"e","args":[],"attachments":["!"]}"#,
-                json!(["message", {"event": "e", "args": [], "attachments": ["!"]}]),
+                r#"{"event":"e","args":[],"attachments":["AQID"]}"#,
+                json!(["message", {"event": "e", "args": [], "attachments": ["AQID"]}]),
+            ),
+            // A publisher cannot make Herald's own events, nor Socket.IO's.
+            (
+                r#"{"event":"herald:disconnect","args":[{"code":3000}]}"#,
+                json!(["message", {"event": "herald:disconnect", "args": [{"code": 3000}]}]),
             ),
             ("", json!(["message", null])),
         ] {

@@ -31,9 +31,10 @@ pub enum Transport {
 pub enum Poll {
     /// Frames to send, in order (never empty).
     Frames(Vec<Frame>),
-    /// Nothing to send, but the client must stop waiting: an upgrade is under way.
+    /// Nothing to send, but the client must stop waiting: an upgrade is under way, or the
+    /// client closed the session itself.
     Noop,
-    /// The session has ended.
+    /// The server ended the session.
     Closed,
 }
 
@@ -118,7 +119,11 @@ impl Link {
             _ = upgrading.wait_for(|t| *t != Transport::Polling) => return Ok(Poll::Noop),
         };
         let Some(first) = first else {
-            return Ok(Poll::Closed);
+            // A client that closed the session (a close packet) is waiting for nothing.
+            return Ok(match self.closer.reason() {
+                Some(_) => Poll::Closed,
+                None => Poll::Noop,
+            });
         };
         let mut batch = vec![first];
         while batch.len() < POLL_BATCH {
@@ -243,7 +248,8 @@ mod tests {
             tokio::task::yield_now().await;
         }
         assert_eq!(link.poll().await, Err(PollError::Overlap));
-        link.closer().gone();
+        link.closer()
+            .close(herald_core::codes::DisconnectCode::BadRequest);
         assert_eq!(first.await.unwrap(), Ok(Poll::Closed));
     }
 

@@ -24,6 +24,7 @@
 //!   sockets (one per namespace: what each event asks for), the socket-level steps
 //!   (admission, subscriptions, presence, acks), and how the hub's publications reach a
 //!   socket (`subscriber`).
+//! - `herald:history`, the events of a namespace or room for a Socket.IO app (`history`).
 //! - the recovery of sockets whose connection was lost: their records, kept by routers
 //!   (`recovery`), and resuming them with the replay of what they missed (`resume`).
 
@@ -32,6 +33,7 @@ pub mod channels;
 pub mod engine;
 pub mod event;
 pub mod forward;
+mod history;
 pub mod link;
 pub mod offsets;
 pub mod packet;

@@ -8,6 +8,7 @@
 //! | `herald:refresh` | token | replaces the socket's token by a fresh one |
 //! | `herald:presence` | room? | who is in the room (or the namespace) |
 //! | `herald:presence_stats` | room? | how many clients and users are |
+//! | `herald:history` | `{room?, limit?, since?, reverse?}`? | the room's (or the namespace's) recent events |
 //!
 //! The server sends `herald:join`, `herald:leave` (presence changes),
 //! `herald:unsubscribe` (a backend took the socket out of a room) and `herald:disconnect`
@@ -15,25 +16,18 @@
 //! `herald:`, and the names Socket.IO itself reserves, cannot be emitted.
 
 use herald_core::codes::{ErrorCode, Refusal};
+use herald_core::envelope;
+use serde::Deserialize;
 use serde_json::value::RawValue;
 
 pub const REFRESH_EVENT: &str = "herald:refresh";
 pub const PRESENCE_EVENT: &str = "herald:presence";
 pub const PRESENCE_STATS_EVENT: &str = "herald:presence_stats";
+pub const HISTORY_EVENT: &str = "herald:history";
 pub const JOIN_EVENT: &str = "herald:join";
 pub const LEAVE_EVENT: &str = "herald:leave";
 pub const DISCONNECT_EVENT: &str = "herald:disconnect";
 pub const UNSUBSCRIBE_EVENT: &str = "herald:unsubscribe";
-
-/// Names Socket.IO clients and servers give a meaning of their own.
-const SOCKETIO_EVENTS: [&str; 6] = [
-    "connect",
-    "connect_error",
-    "disconnect",
-    "disconnecting",
-    "newListener",
-    "removeListener",
-];
 
 /// What one event asks for.
 #[derive(Debug)]
@@ -52,6 +46,22 @@ pub enum Request<'a> {
         room: Option<String>,
         stats: bool,
     },
+    History(HistoryOptions),
+}
+
+/// What `herald:history` asks for: the namespace's (`room` absent) or a room's events,
+/// paged as native `history` is.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HistoryOptions {
+    pub room: Option<String>,
+    /// Without it: the newest `limit` events. With it: those after it (before it with
+    /// `reverse`).
+    pub since: Option<u64>,
+    pub limit: Option<u32>,
+    /// Newest first.
+    #[serde(default)]
+    pub reverse: bool,
 }
 
 fn bad(message: impl Into<String>) -> Refusal {
@@ -78,6 +88,21 @@ pub fn parse<'a>(name: String, args: Vec<&'a RawValue>) -> Result<Request<'a>, R
                 .filter(|token| !token.is_empty())
                 .ok_or_else(|| bad("herald:refresh(token) needs the token, a string"))?,
         ),
+        HISTORY_EVENT => {
+            let options = match args.first() {
+                None => HistoryOptions::default(),
+                Some(arg) if arg.get() == "null" => HistoryOptions::default(),
+                Some(arg) => serde_json::from_str(arg.get()).map_err(|e| {
+                    bad(format!(
+                        "herald:history takes {{room?, limit?, since?, reverse?}}: {e}"
+                    ))
+                })?,
+            };
+            if options.room.as_deref() == Some("") {
+                return Err(bad("the room must be a non-empty string"));
+            }
+            Request::History(options)
+        }
         PRESENCE_EVENT | PRESENCE_STATS_EVENT => Request::Presence {
             room: optional_room(&args)?,
             stats: name == PRESENCE_STATS_EVENT,
@@ -92,10 +117,7 @@ fn emit<'a>(
     event: String,
     args: Vec<&'a RawValue>,
 ) -> Result<Request<'a>, Refusal> {
-    if SOCKETIO_EVENTS.contains(&event.as_str())
-        || ["join", "leave", "to"].contains(&event.as_str())
-        || event.starts_with("herald:")
-    {
+    if envelope::is_reserved(&event) {
         return Err(bad(format!("{event:?} is a reserved event name")));
     }
     Ok(Request::Emit { room, event, args })
@@ -157,6 +179,24 @@ mod tests {
             parsed(PRESENCE_STATS_EVENT, &["\"r\""]).unwrap(),
             r#"Presence { room: Some("r"), stats: true }"#
         );
+        assert_eq!(
+            parsed(HISTORY_EVENT, &[]).unwrap(),
+            format!("{:?}", Request::History(HistoryOptions::default()))
+        );
+        let options = HistoryOptions {
+            room: Some("lobby".into()),
+            since: Some(7),
+            limit: Some(50),
+            reverse: true,
+        };
+        assert_eq!(
+            parsed(
+                HISTORY_EVENT,
+                &[r#"{"room":"lobby","since":7,"limit":50,"reverse":true}"#]
+            )
+            .unwrap(),
+            format!("{:?}", Request::History(options))
+        );
     }
 
     #[test]
@@ -172,6 +212,10 @@ mod tests {
             ("herald:join", &["{}"]),
             (REFRESH_EVENT, &[]),
             (PRESENCE_EVENT, &["5"]),
+            (HISTORY_EVENT, &["\"lobby\""]),
+            (HISTORY_EVENT, &[r#"{"room":""}"#]),
+            (HISTORY_EVENT, &[r#"{"limit":-1}"#]),
+            (HISTORY_EVENT, &[r#"{"offset":1}"#]),
         ] {
             let refusal = parsed(name, args).unwrap_err();
             assert_eq!(refusal.code, ErrorCode::BadRequest, "{name} {args:?}");

@@ -6,6 +6,7 @@
 use std::sync::Arc;
 
 use axum::extract::ws::Utf8Bytes;
+use bytes::Bytes;
 use herald_core::codes::{ErrorCode, Refusal};
 use herald_core::rules::Action;
 use herald_proto::bus::v1::{Position, PresenceQuery, PublishRequest, presence_reply};
@@ -22,7 +23,8 @@ use crate::gateway::Gateway;
 use crate::hub::{ClientId, Joined, Start, SubscriberId};
 use crate::metrics::{self, SOCKETIO};
 use crate::native::push;
-use crate::outbound::Outbound;
+use crate::outbound::{Frame, Outbound};
+use crate::render::Format;
 use herald_core::publish;
 
 /// One namespace connection.
@@ -50,9 +52,13 @@ impl Socket {
         recovery: Option<Recovery>,
     ) -> Self {
         let namespace: Arc<str> = namespace.into();
+        let format = Format::SocketIo {
+            namespace: namespace.clone(),
+            sender: conn.gateway.socketio.sends_sender(&namespace),
+        };
         let subscriber = SocketSubscriber::new(
             sid.clone(),
-            namespace.clone(),
+            format,
             conn.outbound.clone(),
             recovery.as_ref().map(|r| r.marks.clone()),
         );
@@ -258,13 +264,14 @@ impl Conn {
             Err(refusal) => vec![Err(refusal); acks.len()],
         };
         for ((namespace, id), outcome) in acks.into_iter().zip(outcomes) {
-            self.answer(&namespace, id, outcome.map(|position| accepted(&position)));
+            let outcome = outcome.map(|position| Ack::from(accepted(&position)));
+            self.answer(&namespace, id, outcome);
         }
     }
 
     /// Acks an event that asked for it with `outcome` (`{ok: true, …}` or
-    /// `{ok: false, error: {code, message}}`).
-    pub(super) fn answer(&self, namespace: &str, id: Option<u64>, outcome: Result<Value, Refusal>) {
+    /// `{ok: false, error: {code, message}}`); an ack with attachments is a binary ack.
+    pub(super) fn answer(&self, namespace: &str, id: Option<u64>, outcome: Result<Ack, Refusal>) {
         metrics::replied(SOCKETIO, &outcome);
         let Some(id) = id else {
             if let Err(refusal) = outcome {
@@ -272,16 +279,40 @@ impl Conn {
             }
             return;
         };
-        let body = match outcome {
-            Ok(body) => json!([body]),
-            Err(refusal) => json!([{
+        let ack = outcome.unwrap_or_else(|refusal| {
+            Ack::from(json!({
                 "ok": false,
                 "error": { "code": refusal.code.code(), "message": refusal.message },
-            }]),
+            }))
+        });
+        let kind = match ack.attachments.is_empty() {
+            true => PacketType::Ack,
+            false => PacketType::BinaryAck,
         };
-        let mut packet = Packet::new(PacketType::Ack, namespace, raw(&body));
+        let mut packet = Packet::new(kind, namespace, raw(&json!([ack.value])));
         packet.id = Some(id);
+        packet.attachments = ack.attachments.len();
         self.send_packet(&packet);
+        for attachment in ack.attachments {
+            self.outbound.send(Frame::Binary(attachment));
+        }
+    }
+}
+
+/// What an ack answers with: its one argument, and the binary attachments its
+/// placeholders point at.
+#[derive(Debug, Default, PartialEq)]
+pub(super) struct Ack {
+    pub(super) value: Value,
+    pub(super) attachments: Vec<Bytes>,
+}
+
+impl From<Value> for Ack {
+    fn from(value: Value) -> Self {
+        Self {
+            value,
+            attachments: Vec::new(),
+        }
     }
 }
 

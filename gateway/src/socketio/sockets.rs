@@ -15,25 +15,25 @@ use bytes::Bytes;
 use herald_core::codes::{DisconnectCode, ErrorCode, Refusal};
 use herald_core::rules::Action;
 use herald_proto::bus::v1::PublishRequest;
+use prost::Message;
+use serde_json::json;
 use serde_json::value::RawValue;
-use serde_json::{Value, json};
 use tokio::time::Instant;
 
 use super::binary::Complete;
 use super::packet::{Packet, PacketType};
 use super::recovery::{ConnectData, Records};
+use super::reserved::HistoryOptions;
 use super::reserved::{self, DISCONNECT_EVENT, UNSUBSCRIBE_EVENT};
-use super::socket::{Conn, Socket, accepted, raw};
+use super::socket::{Ack, Conn, Socket, accepted, raw};
 use super::{channels, event, random_id};
 use crate::clients::Command;
 use crate::gateway::Gateway;
 use crate::hub::{ClientId, Joined, Start};
 use crate::metrics::{self, SOCKETIO};
 use crate::outbound::Outbound;
-use herald_core::publish::{self, Prepared};
-
-/// Most event bytes in one publish batch, well under NATS' default 1 MiB message limit.
-const MAX_BATCH_BYTES: usize = 512 * 1024;
+use herald_core::envelope;
+use herald_core::publish::{self, Limit, Prepared, Publish};
 
 /// What an event asks for, checked.
 enum Request {
@@ -42,6 +42,7 @@ enum Request {
     Leave(String),
     Refresh(String),
     Presence { channel: String, stats: bool },
+    History(HistoryOptions),
 }
 
 pub struct Sockets {
@@ -165,6 +166,7 @@ impl Sockets {
     pub async fn on_packets(&mut self, packets: Vec<Complete>) {
         let mut batch: Vec<(String, Option<u64>, PublishRequest)> = Vec::new();
         let mut bytes = 0;
+        let batch_limit = publish::batch_limit(&self.conn.gateway.upstream);
         for complete in packets {
             let packet = complete.packet;
             if !matches!(packet.kind, PacketType::Event | PacketType::BinaryEvent) {
@@ -174,11 +176,12 @@ impl Sockets {
             }
             match self.read(&packet, &complete.attachments) {
                 Ok(Request::Publish(Prepared::Routed(request))) => {
-                    if bytes + request.data.len() > MAX_BATCH_BYTES {
+                    let size = request.encoded_len();
+                    if bytes + size > batch_limit {
                         self.conn.publish_batch(std::mem::take(&mut batch)).await;
                         bytes = 0;
                     }
-                    bytes += request.data.len();
+                    bytes += size;
                     batch.push((packet.namespace, packet.id, request));
                 }
                 read => {
@@ -302,8 +305,21 @@ impl Sockets {
                 let rules = socket
                     .access
                     .authorize_publish(&gateway.channels, &channel)?;
-                let data = event::envelope(&event, &args, attachments);
-                let prepared = publish::prepare(&rules, channel, &data, &socket.sid, None)?;
+                let data = envelope::encode(&event, &args);
+                envelope::check_attachments(&data, attachments.len())?;
+                let publish = Publish {
+                    channel,
+                    data: data.into(),
+                    attachments: attachments.to_vec(),
+                    publisher: Some(socket.access.client_info(&socket.sid)),
+                    idempotency_key: None,
+                };
+                let limit = Limit {
+                    bytes: gateway.socketio.max_payload,
+                    setting: "socketio.max_payload",
+                };
+                let bus_limit = gateway.upstream.bus().max_payload();
+                let prepared = publish::prepare(publish, limit, bus_limit, rules.has_history())?;
                 Request::Publish(prepared)
             }
             reserved::Request::Join(room) => Request::Join(socket.channel(Some(&room))),
@@ -313,12 +329,13 @@ impl Sockets {
                 channel: socket.channel(room.as_deref()),
                 stats,
             },
+            reserved::Request::History(options) => Request::History(options),
         };
         Ok(request)
     }
 
     /// Does what an event asks; the result is what its ack says.
-    async fn perform(&mut self, namespace: &str, request: Request) -> Result<Value, Refusal> {
+    async fn perform(&mut self, namespace: &str, request: Request) -> Result<Ack, Refusal> {
         let conn = &self.conn;
         let Some(socket) = self.sockets.get_mut(namespace) else {
             return Err(Refusal::new(
@@ -326,7 +343,8 @@ impl Sockets {
                 "not connected to this namespace",
             ));
         };
-        match request {
+        let answer = match request {
+            Request::History(options) => return conn.history(socket, options).await,
             Request::Publish(prepared) => {
                 let started = std::time::Instant::now();
                 let sent = publish::send(&conn.gateway.upstream, prepared).await;
@@ -363,6 +381,7 @@ impl Sockets {
                 Ok(json!({ "ok": true, "expires_in": expires_in }))
             }
             Request::Presence { channel, stats } => conn.presence(socket, channel, stats).await,
-        }
+        };
+        answer.map(Ack::from)
     }
 }

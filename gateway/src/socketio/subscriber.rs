@@ -22,15 +22,17 @@ pub struct SocketSubscriber {
 }
 
 impl SocketSubscriber {
+    /// `format` is the socket's: its namespace, and whether its events end with their
+    /// sender.
     pub fn new(
         sid: Arc<str>,
-        namespace: Arc<str>,
+        format: Format,
         outbound: Outbound,
         marks: Option<Arc<Marks>>,
     ) -> Arc<Self> {
         Arc::new(Self {
             sid,
-            format: Format::SocketIo { namespace },
+            format,
             outbound,
             marks,
         })
@@ -45,7 +47,10 @@ impl SocketSubscriber {
 
     /// Whether the socket published `publication` itself.
     fn own(&self, publication: &Publication) -> bool {
-        *publication.origin == *self.sid
+        publication
+            .publisher
+            .as_ref()
+            .is_some_and(|p| *p.client == *self.sid)
     }
 }
 

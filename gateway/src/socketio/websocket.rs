@@ -65,6 +65,12 @@ pub async fn upgrade(socket: WebSocket, link: Arc<Link>) {
     }
 }
 
+/// Closes a WebSocket that asked to take over a session another WebSocket holds or is
+/// taking over, as the reference server does: opened, then closed at once.
+pub async fn refuse(mut socket: WebSocket) {
+    let _ = socket.send(Message::Close(None)).await;
+}
+
 /// The next Engine.IO text packet during the upgrade handshake.
 async fn next_packet(stream: &mut SplitStream<WebSocket>) -> Option<engine::Packet> {
     loop {

@@ -2,9 +2,11 @@
 
 use std::collections::BTreeMap;
 
+use bytes::Bytes;
 use herald_core::codes::{ErrorCode, Refusal};
 use herald_core::config::ChannelsConfig;
-use herald_core::publish::{self, Prepared};
+use herald_core::envelope;
+use herald_core::publish::{self, Limit, Prepared, Publish};
 use herald_core::time::unix_micros;
 use herald_core::upstream::Upstream;
 use herald_proto::api::v1::herald_api_server::HeraldApi;
@@ -51,12 +53,31 @@ impl Api {
             .map_err(|e| Status::unavailable(e.to_string()))
     }
 
-    /// Checks a publish of `data` on `channel` and makes it ready to send.
-    fn prepare(&self, channel: &str, data: &str, key: String) -> Result<Prepared, Refusal> {
+    /// Checks a publish of `data` and `attachments` on `channel` and makes it ready to
+    /// send.
+    fn prepare(
+        &self,
+        channel: &str,
+        data: &str,
+        attachments: &[Bytes],
+        key: String,
+    ) -> Result<Prepared, Refusal> {
         publish::valid_channel(channel)?;
-        let key = (!key.is_empty()).then_some(key);
+        envelope::check_attachments(data, attachments.len())?;
         let rules = self.channels.rules_for(channel);
-        publish::prepare(&rules, channel.to_string(), data, "", key)
+        let publish = Publish {
+            channel: channel.to_string(),
+            data: Bytes::copy_from_slice(data.as_bytes()),
+            attachments: attachments.to_vec(),
+            publisher: None,
+            idempotency_key: (!key.is_empty()).then_some(key),
+        };
+        let limit = Limit {
+            bytes: rules.max_message_size,
+            setting: "the channel's max_message_size",
+        };
+        let bus_limit = self.upstream.bus().max_payload();
+        publish::prepare(publish, limit, bus_limit, rules.has_history())
     }
 
     async fn presence_query(
@@ -85,6 +106,14 @@ fn json(data: &str) -> Result<(), Status> {
         .map_err(|e| invalid(format!("data is not JSON: {e}")))
 }
 
+fn client_info(client: bus::ClientInfo) -> api::ClientInfo {
+    api::ClientInfo {
+        client: client.client,
+        user: client.user,
+        info: String::from_utf8_lossy(&client.info).into_owned(),
+    }
+}
+
 fn position(position: bus::Position) -> StreamPosition {
     StreamPosition {
         offset: position.offset,
@@ -101,7 +130,12 @@ impl HeraldApi for Api {
         let request = request.into_inner();
         json(&request.data)?;
         let prepared = self
-            .prepare(&request.channel, &request.data, request.idempotency_key)
+            .prepare(
+                &request.channel,
+                &request.data,
+                &request.attachments,
+                request.idempotency_key,
+            )
             .map_err(from_refusal)?;
         let at = publish::send(&self.upstream, prepared)
             .await
@@ -128,7 +162,7 @@ impl HeraldApi for Api {
         let mut routed = Vec::new();
         let mut routed_at = Vec::new();
         for (i, channel) in request.channels.iter().enumerate() {
-            match self.prepare(channel, &request.data, String::new()) {
+            match self.prepare(channel, &request.data, &request.attachments, String::new()) {
                 Ok(Prepared::Routed(publish)) => {
                     routed.push(publish);
                     routed_at.push(i);
@@ -196,11 +230,15 @@ impl HeraldApi for Api {
             .map(|p| api::Publication {
                 offset: p.offset,
                 data: String::from_utf8_lossy(&p.data).into_owned(),
+                publisher: p.publisher.map(client_info),
+                attachments: p.attachments,
+                time_ms: p.accepted_at_us / 1000,
             })
             .collect();
         Ok(Response::new(HistoryResponse {
             publications,
             position: page.position.map(position),
+            truncated: page.truncated,
         }))
     }
 
@@ -212,15 +250,7 @@ impl HeraldApi for Api {
         let presence_reply::Result::List(list) = self.presence_query(channel, false).await? else {
             return Err(Status::internal("unexpected router reply"));
         };
-        let clients = list
-            .clients
-            .into_iter()
-            .map(|c| api::ClientInfo {
-                client: c.client,
-                user: c.user,
-                info: String::from_utf8_lossy(&c.info).into_owned(),
-            })
-            .collect();
+        let clients = list.clients.into_iter().map(client_info).collect();
         Ok(Response::new(PresenceResponse { clients }))
     }
 

@@ -11,7 +11,9 @@ use async_trait::async_trait;
 use herald_proto::bus::v1::{Position, Publication};
 use tokio::time::Instant;
 
-use super::{Append, Appended, Entry, HistoryStore, Limits, Page, Query, StoreError, new_epoch};
+use super::{
+    Append, Appended, Entry, HistoryStore, Limits, Page, Query, StoreError, cut, new_epoch,
+};
 
 /// Appends between two sweeps of expired channels and idempotency keys.
 const SWEEP_EVERY: u64 = 4096;
@@ -95,7 +97,8 @@ impl State {
             offset,
             epoch: stream.epoch.clone(),
             data: entry.data,
-            origin: entry.origin,
+            attachments: entry.attachments,
+            publisher: entry.publisher,
             accepted_at_us: entry.accepted_at_us,
             membership: None,
         });
@@ -197,9 +200,12 @@ impl HistoryStore for MemoryHistory {
         let now = Instant::now();
         let mut state = self.state()?;
         let stream = state.stream(channel, now, meta_ttl);
+        let mut publications = select(&stream.log, query);
+        let truncated = cut(&mut publications, query.max_bytes);
         Ok(Page {
-            publications: select(&stream.log, query),
+            publications,
             position: stream.position(),
+            truncated,
         })
     }
 
@@ -227,9 +233,8 @@ mod tests {
             channel: channel.into(),
             entries: vec![Entry {
                 data: Bytes::copy_from_slice(data.as_bytes()),
-                origin: String::new(),
                 idempotency_key: key.map(String::from),
-                accepted_at_us: 0,
+                ..Default::default()
             }],
             limits: limits(size),
         }
@@ -255,6 +260,7 @@ mod tests {
             since,
             limit,
             reverse,
+            max_bytes: usize::MAX,
         };
         let page = store.read("c", q(None, 10, false), ttl).await.unwrap();
         assert_eq!(offsets(&page), [3, 4, 5]);

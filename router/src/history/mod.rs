@@ -13,7 +13,8 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use herald_proto::bus::v1::{Position, Publication};
+use herald_proto::bus::v1::{ClientInfo, Position, Publication};
+use prost::Message;
 use thiserror::Error;
 
 pub use memory::MemoryHistory;
@@ -33,10 +34,13 @@ pub struct Append {
 }
 
 /// One publication to append.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct Entry {
     pub data: Bytes,
-    pub origin: String,
+    /// Binary attachments, raw.
+    pub attachments: Vec<Bytes>,
+    /// Who published it; `None` for the server API.
+    pub publisher: Option<ClientInfo>,
     pub idempotency_key: Option<String>,
     pub accepted_at_us: u64,
 }
@@ -68,6 +72,9 @@ pub struct Query {
     pub limit: u32,
     /// Newest first.
     pub reverse: bool,
+    /// A page holds the first publications of the selection (in its order) up to this
+    /// many bytes, and always at least one.
+    pub max_bytes: usize,
 }
 
 /// A page of history plus the stream's current position.
@@ -75,6 +82,29 @@ pub struct Query {
 pub struct Page {
     pub publications: Vec<Publication>,
     pub position: Position,
+    /// The selection was cut short at `max_bytes`: the rest follows the last publication.
+    pub truncated: bool,
+}
+
+/// Bytes a publication takes in a page: its encoding, and what the list adds.
+pub fn page_bytes(publication: &Publication) -> usize {
+    publication.encoded_len() + 8
+}
+
+/// Keeps the first publications that fit in `max_bytes` (at least one); returns whether
+/// any had to go.
+pub fn cut(publications: &mut Vec<Publication>, max_bytes: usize) -> bool {
+    let mut total = 0;
+    let fitting = publications
+        .iter()
+        .position(|p| {
+            total += page_bytes(p);
+            total > max_bytes
+        })
+        .map_or(publications.len(), |first_over| first_over.max(1));
+    let cut = fitting < publications.len();
+    publications.truncate(fitting);
+    cut
 }
 
 #[async_trait]
@@ -82,9 +112,9 @@ pub trait HistoryStore: Send + Sync + 'static {
     /// Appends the entries in order, atomically; returns where each one landed, in order.
     async fn append(&self, append: Append) -> Result<Vec<Appended>, StoreError>;
 
-    /// Reads a page; creates the channel's epoch if the channel has none yet, so that a
-    /// subscriber learns the epoch its later publications will carry. `meta_ttl` bounds how
-    /// long such an epoch lives without publications.
+    /// Reads a page (see [`Query`]); creates the channel's epoch if the channel has none
+    /// yet, so that a subscriber learns the epoch its later publications will carry.
+    /// `meta_ttl` bounds how long such an epoch lives without publications.
     async fn read(
         &self,
         channel: &str,

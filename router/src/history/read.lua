@@ -3,8 +3,11 @@
 --
 -- KEYS[1] history stream, KEYS[2] meta hash.
 -- ARGV: 1 epoch to use if the channel has none, 2 meta ttl ms, 3 mode ('latest', 'after',
--- 'before'), 4 since offset, 5 limit, 6 '1' for newest first (mode 'latest' only).
--- Returns {epoch, top offset, entries} with entries as XRANGE returns them.
+-- 'before'), 4 since offset, 5 limit, 6 '1' for newest first (mode 'latest' only), 7 most
+-- bytes of field values in the page (at least one entry is returned), 8 bytes each entry
+-- adds to those.
+-- Returns {epoch, top offset, entries, 1 if entries were cut at the byte budget else 0},
+-- entries as XRANGE returns them.
 
 local epoch = redis.call('HGET', KEYS[2], 'e')
 if not epoch then
@@ -35,4 +38,20 @@ if limit > 0 then
     entries = redis.call('XREVRANGE', KEYS[1], (since - 1) .. '-0', '-', 'COUNT', limit)
   end
 end
-return {epoch, top, entries}
+local budget, overhead = tonumber(ARGV[7]), tonumber(ARGV[8])
+local size, truncated = 0, 0
+for i = 1, #entries do
+  local fields = entries[i][2]
+  for f = 2, #fields, 2 do
+    size = size + #fields[f]
+  end
+  size = size + overhead
+  if i > 1 and size > budget then
+    for j = #entries, i, -1 do
+      entries[j] = nil
+    end
+    truncated = 1
+    break
+  end
+end
+return {epoch, top, entries, truncated}

@@ -8,13 +8,18 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use herald_proto::bus::v1::{Position, Publication};
+use herald_proto::bus::v1::{Attachments, ClientInfo, Position, Publication};
+use prost::Message;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{Script, Value};
 
-use super::{Append, Appended, HistoryStore, Page, Query, StoreError, new_epoch};
+use super::{Append, Appended, HistoryStore, Page, Query, StoreError, cut, new_epoch};
 use crate::keys::Keys;
 use crate::metrics::{HISTORY_APPEND, HISTORY_READ, Operation, PING};
+
+/// What a publication's encoding adds to its field values, at most, besides its channel
+/// name; the read script counts it per entry.
+const ENTRY_OVERHEAD: usize = 64;
 
 /// History in Redis.
 pub struct RedisHistory {
@@ -81,22 +86,28 @@ fn parse_entry(channel: &str, epoch: &str, entry: &Value) -> Option<Publication>
         epoch: epoch.to_string(),
         ..Default::default()
     };
+    let mut publisher = ClientInfo::default();
     for pair in fields.chunks_exact(2) {
         let Value::BulkString(value) = &pair[1] else {
             continue;
         };
+        let text = || String::from_utf8_lossy(value).into_owned();
         match redis::from_redis_value_ref::<String>(&pair[0])
             .ok()?
             .as_str()
         {
             "d" => publication.data = Bytes::copy_from_slice(value),
-            "o" => publication.origin = String::from_utf8_lossy(value).into_owned(),
+            "o" => publisher.client = text(),
+            "u" => publisher.user = text(),
+            "i" => publisher.info = Bytes::copy_from_slice(value),
+            "a" => publication.attachments = Attachments::decode(value.as_slice()).ok()?.parts,
             "t" => {
                 publication.accepted_at_us = std::str::from_utf8(value).ok()?.parse().ok()?;
             }
             _ => {}
         }
     }
+    publication.publisher = (!publisher.client.is_empty()).then_some(publisher);
     Some(publication)
 }
 
@@ -117,11 +128,22 @@ impl HistoryStore for RedisHistory {
             .arg(millis(limits.idempotency_ttl));
         for entry in &append.entries {
             let key = entry.idempotency_key.as_deref();
+            let publisher = entry.publisher.clone().unwrap_or_default();
+            let attachments = match entry.attachments.is_empty() {
+                true => Vec::new(),
+                false => Attachments {
+                    parts: entry.attachments.clone(),
+                }
+                .encode_to_vec(),
+            };
             // Every entry gets a key slot, so that entry i's record is always KEYS[2 + i].
             invocation
                 .key(self.keys.idempotency(channel, key.unwrap_or("")))
                 .arg(entry.data.as_ref())
-                .arg(&entry.origin)
+                .arg(&publisher.client)
+                .arg(&publisher.user)
+                .arg(publisher.info.as_ref())
+                .arg(attachments.as_slice())
                 .arg(if key.is_some() { "1" } else { "0" })
                 .arg(entry.accepted_at_us);
         }
@@ -161,7 +183,7 @@ impl HistoryStore for RedisHistory {
             (Some(_), false) => "after",
             (Some(_), true) => "before",
         };
-        let (epoch, top, entries): (String, u64, Vec<Value>) = self
+        let (epoch, top, entries, truncated): (String, u64, Vec<Value>, u8) = self
             .read
             .key(self.keys.history(channel))
             .key(self.keys.meta(channel))
@@ -171,19 +193,24 @@ impl HistoryStore for RedisHistory {
             .arg(query.since.unwrap_or(0))
             .arg(query.limit)
             .arg(if query.reverse { "1" } else { "0" })
+            .arg(query.max_bytes)
+            .arg(ENTRY_OVERHEAD + channel.len())
             .invoke_async(&mut self.connection.clone())
             .await
             .map_err(|e| op.failed(e))?;
-        let publications = entries
+        let mut publications = entries
             .iter()
             .map(|entry| {
                 parse_entry(channel, &epoch, entry)
                     .ok_or_else(|| StoreError(format!("malformed history entry in {channel}")))
             })
             .collect::<Result<_, _>>()?;
+        // The script counts field values; the exact size of the encoding decides.
+        let cut = cut(&mut publications, query.max_bytes);
         Ok(Page {
             publications,
             position: Position { offset: top, epoch },
+            truncated: truncated == 1 || cut,
         })
     }
 

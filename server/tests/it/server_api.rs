@@ -38,7 +38,7 @@ fn publish(channel: &str, data: serde_json::Value) -> PublishRequest {
     PublishRequest {
         channel: channel.into(),
         data: data.to_string(),
-        idempotency_key: String::new(),
+        ..Default::default()
     }
 }
 
@@ -81,6 +81,7 @@ async fn a_backend_reaches_native_and_socketio_clients_on_every_gateway() {
     let broadcast = BroadcastRequest {
         channels: vec!["news".into(), "/".into(), "".into()],
         data: json!({ "alert": "maintenance" }).to_string(),
+        ..Default::default()
     };
     let results = api.broadcast(broadcast).await.unwrap().into_inner().results;
     assert!(matches!(
@@ -199,7 +200,7 @@ async fn invalid_arguments_are_refused_with_a_reason() {
             PublishRequest {
                 channel: "news".into(),
                 data: "{not json".into(),
-                idempotency_key: String::new(),
+                ..Default::default()
             },
             Code::InvalidArgument,
             "not JSON",
@@ -209,6 +210,7 @@ async fn invalid_arguments_are_refused_with_a_reason() {
                 channel: "news".into(),
                 data: "1".into(),
                 idempotency_key: "k".repeat(200),
+                ..Default::default()
             },
             Code::InvalidArgument,
             "idempotency_key",

@@ -194,13 +194,32 @@ async fn binary_payloads_arrive_intact_in_both_libraries() {
         (event["event"].clone(), event["args"].clone()),
         (json!("upload"), args)
     );
-    // Native subscribers see the attachments in base64 beside the placeholders.
+    // Native subscribers see the placeholders in the data and the attachments, base64,
+    // beside it.
     let push = &publications(&native, "/files", 1).await[0];
-    assert_eq!(push["data"]["attachments"], json!(["AQID", "AP8="]));
+    assert_eq!(push["attachments"], json!(["AQID", "AP8="]));
     assert_eq!(
         push["data"]["args"][0],
         json!({"_placeholder": true, "num": 0})
     );
+    // And a native client publishes a binary event the same way.
+    let params = json!({
+        "channel": "/files",
+        "data": {"event": "upload", "args": [{"_placeholder": true, "num": 0}]},
+        "attachments": ["BQY="],
+    });
+    native.ok("publish", params).await.unwrap();
+    for listener in [&mut js, &mut python] {
+        let event = listener.next("event", PATIENCE).await.unwrap();
+        assert_eq!(event["args"], json!([{"$binary": [5, 6]}]), "{event}");
+    }
+    // Attachments a Socket.IO client could not put back together are refused.
+    let params = json!({
+        "channel": "/files",
+        "data": {"event": "upload", "args": [{"_placeholder": true, "num": 1}]},
+        "attachments": ["BQY="],
+    });
+    assert_eq!(refused(&native, "publish", params).await["code"], 107);
 
     let back = json!([{"$binary": [9, 8, 7, 6]}]);
     python

@@ -1,5 +1,6 @@
 //! Standalone mode: one process, no NATS or Redis.
 
+use herald_testkit::NativeClient;
 use serde_json::json;
 
 use super::*;
@@ -81,14 +82,17 @@ async fn an_idempotent_retry_is_stored_once() {
 #[tokio::test]
 async fn channels_without_history_skip_offsets() {
     let node = standalone(&[("HERALD_CHANNELS__NAMESPACES__TYPING__HISTORY_SIZE", "0")]);
-    let a = client(&node.ws_url()).await;
+    let a = NativeClient::open(&node.ws_url()).await.unwrap();
+    let connected = a.ok("connect", json!({})).await.unwrap();
+    let a_id = connected["client"].clone();
     let b = client(&node.ws_url()).await;
     assert_eq!(subscribe(&b, "typing:room").await, json!({}));
     assert_eq!(publish(&a, "typing:room", json!("alice")).await, json!({}));
     let push = &publications(&b, "typing:room", 1).await[0];
+    let from = json!({"client": a_id});
     assert_eq!(
         push,
-        &json!({"push": "publication", "channel": "typing:room", "data": "alice"})
+        &json!({"push": "publication", "channel": "typing:room", "data": "alice", "from": from})
     );
     let error = refused(&a, "history", json!({"channel": "typing:room"})).await;
     assert_eq!(error["code"], 108);

@@ -1,0 +1,175 @@
+//! Socket.IO events as publication data, the format gateways, routers and backends share:
+//! `emit(E, ...args)` is stored as the JSON document `{"event": E, "args": [...args]}`. A
+//! binary event keeps Socket.IO's placeholders (`{"_placeholder": true, "num": i}`) in its
+//! arguments, and its attachment `i` travels raw beside the data, in the publication's
+//! `attachments`.
+//!
+//! Whoever publishes attachments (a Socket.IO socket, a native client, a backend) passes
+//! [`check_attachments`], so that every Socket.IO client can put the event back together:
+//! a placeholder that points at no attachment makes stock clients drop the connection.
+
+use serde::Deserialize;
+use serde_json::Value;
+use serde_json::value::RawValue;
+
+use crate::codes::{ErrorCode, Refusal};
+
+/// Most binary attachments one publication may carry, as Herald's Socket.IO parser
+/// accepts on one packet.
+pub const MAX_ATTACHMENTS: usize = 10;
+
+/// Event names Socket.IO clients and servers give a meaning of their own.
+const SOCKETIO_EVENTS: [&str; 6] = [
+    "connect",
+    "connect_error",
+    "disconnect",
+    "disconnecting",
+    "newListener",
+    "removeListener",
+];
+
+/// Prefix of the events Herald itself emits and answers.
+pub const HERALD_PREFIX: &str = "herald:";
+
+/// Whether `name` may not be emitted as an application event: the names Socket.IO
+/// reserves, Herald's room requests (`join`, `leave`, `to`) and every `herald:` event.
+pub fn is_reserved(name: &str) -> bool {
+    SOCKETIO_EVENTS.contains(&name)
+        || ["join", "leave", "to"].contains(&name)
+        || name.starts_with(HERALD_PREFIX)
+}
+
+/// An event read from publication data.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Envelope<'a> {
+    pub event: String,
+    #[serde(borrow)]
+    pub args: Vec<&'a RawValue>,
+}
+
+impl<'a> Envelope<'a> {
+    /// The event in `data`, if `data` is exactly an envelope of a name that may be
+    /// emitted. Any other data is not an event (Socket.IO sockets get it as
+    /// `message(data)`).
+    pub fn decode(data: &'a str) -> Option<Self> {
+        let envelope: Self = serde_json::from_str(data).ok()?;
+        (!is_reserved(&envelope.event)).then_some(envelope)
+    }
+}
+
+/// The publication data of `emit(event, ...args)`.
+pub fn encode(event: &str, args: &[&RawValue]) -> String {
+    let size = event.len() + args.iter().map(|a| a.get().len() + 1).sum::<usize>();
+    let mut out = String::with_capacity(24 + size);
+    out.push_str(r#"{"event":"#);
+    // Serializing a &str cannot fail.
+    out.push_str(&serde_json::to_string(event).unwrap_or_default());
+    out.push_str(r#","args":["#);
+    for (i, arg) in args.iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        out.push_str(arg.get());
+    }
+    out.push_str("]}");
+    out
+}
+
+/// Checks that `count` attachments can go with `data`: at most [`MAX_ATTACHMENTS`], and
+/// when there are any, `data` is an event envelope whose every placeholder points at one
+/// of them.
+pub fn check_attachments(data: &str, count: usize) -> Result<(), Refusal> {
+    if count == 0 {
+        return Ok(());
+    }
+    let bad = |message: String| Err(Refusal::new(ErrorCode::BadRequest, message));
+    if count > MAX_ATTACHMENTS {
+        return bad(format!("at most {MAX_ATTACHMENTS} attachments"));
+    }
+    let Some(envelope) = Envelope::decode(data) else {
+        return bad("attachments need data of the form {\"event\", \"args\"} with an event name that is not reserved".into());
+    };
+    for arg in envelope.args {
+        let value: Value = serde_json::from_str(arg.get()).unwrap_or(Value::Null);
+        if let Some(num) = bad_placeholder(&value, count) {
+            return bad(format!(
+                "placeholder {num} points at none of the {count} attachments"
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// The first placeholder in `value` that points at none of `count` attachments.
+fn bad_placeholder(value: &Value, count: usize) -> Option<String> {
+    match value {
+        Value::Object(object) if object.get("_placeholder") == Some(&Value::Bool(true)) => {
+            let num = object.get("num");
+            let valid = num
+                .and_then(Value::as_u64)
+                .is_some_and(|n| n < count as u64);
+            (!valid).then(|| num.map_or("without a number".into(), Value::to_string))
+        }
+        Value::Object(object) => object.values().find_map(|v| bad_placeholder(v, count)),
+        Value::Array(items) => items.iter().find_map(|v| bad_placeholder(v, count)),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn raw(json: &str) -> Box<RawValue> {
+        RawValue::from_string(json.to_string()).unwrap()
+    }
+
+    #[test]
+    fn an_emit_round_trips_through_publication_data() {
+        let args = [raw("\"这是一条消息\""), raw("{\"n\":[1,2]}"), raw("3")];
+        let args: Vec<&RawValue> = args.iter().map(|a| a.as_ref()).collect();
+        let data = encode("greet", &args);
+        assert_eq!(
+            serde_json::from_str::<Value>(&data).unwrap(),
+            serde_json::json!({"event": "greet", "args": ["这是一条消息", {"n": [1, 2]}, 3]})
+        );
+        let envelope = Envelope::decode(&data).unwrap();
+        assert_eq!(envelope.event, "greet");
+        assert_eq!(envelope.args.len(), 3);
+    }
+
+    #[test]
+    fn only_exact_envelopes_of_free_names_are_events() {
+        for data in [
+            r#"{"event":"e","args":[],"extra":1}"#,
+            r#"{"event":1,"args":[]}"#,
+            r#"{"event":"e"}"#,
+            r#"{"event":"herald:disconnect","args":[{"code":3000}]}"#,
+            r#"{"event":"disconnect","args":[]}"#,
+            r#"["e"]"#,
+            "",
+        ] {
+            assert!(Envelope::decode(data).is_none(), "{data}");
+        }
+        assert!(Envelope::decode(r#"{"args":[1],"event":"e"}"#).is_some());
+    }
+
+    #[test]
+    fn attachments_need_placeholders_that_point_at_them() {
+        let data = r#"{"event":"up","args":[{"_placeholder":true,"num":0},{"n":{"_placeholder":true,"num":1}}]}"#;
+        assert!(check_attachments(data, 2).is_ok());
+        assert!(check_attachments(data, 1).is_err());
+        assert!(check_attachments(r#"{"text":"hi"}"#, 0).is_ok());
+        assert!(check_attachments(r#"{"text":"hi"}"#, 1).is_err());
+        let unnumbered = r#"{"event":"up","args":[{"_placeholder":true}]}"#;
+        assert!(check_attachments(unnumbered, 1).is_err());
+        let many = r#"{"event":"up","args":[]}"#;
+        assert_eq!(
+            check_attachments(many, MAX_ATTACHMENTS + 1)
+                .unwrap_err()
+                .code,
+            ErrorCode::BadRequest
+        );
+    }
+}
