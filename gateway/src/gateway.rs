@@ -45,7 +45,7 @@ pub struct Gateway {
     pub(crate) drain: Drain,
     pub(crate) sessions: TaskTracker,
     /// Engine.IO sessions held here, for polling requests and upgrades.
-    pub(crate) socketio_links: Links,
+    pub(crate) socketio_links: Arc<Links>,
     /// Starts every Engine.IO sid made here, so any gateway can tell where a session lives.
     pub(crate) engine_token: String,
     next_client: AtomicU64,
@@ -96,7 +96,7 @@ impl Gateway {
             presence_heartbeat: config.presence.heartbeat,
             drain: Drain::new(config.gateway.drain_period),
             sessions: TaskTracker::new(),
-            socketio_links: Links::default(),
+            socketio_links: Arc::default(),
             engine_token: socketio::new_token(),
             next_client: AtomicU64::new(1),
             connections: Arc::default(),

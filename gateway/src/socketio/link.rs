@@ -16,6 +16,8 @@ use crate::outbound::{Closer, Frame};
 
 /// Frames one polling response carries at most.
 const POLL_BATCH: usize = 256;
+/// How long a polling session its client closed still answers a GET (see [`Links::ended`]).
+pub const CLOSED_LINGER: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// Which transport carries a session.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -189,6 +191,24 @@ impl Links {
         self.map().remove(sid);
     }
 
+    /// Forgets a session that ended. One that its client closed on polling stays for
+    /// [`CLOSED_LINGER`] or until a GET takes it: the client's last GET may have been on
+    /// its way when its close packet arrived, and is answered with a noop, as it would have
+    /// been had it arrived first, instead of an unknown sid.
+    pub fn ended(self: &Arc<Self>, sid: &Arc<str>) {
+        let linger = self.get(sid).is_some_and(|link| {
+            link.closer.reason().is_none() && link.transport() == Transport::Polling
+        });
+        if !linger {
+            return self.remove(sid);
+        }
+        let (links, sid) = (self.clone(), sid.clone());
+        tokio::spawn(async move {
+            tokio::time::sleep(CLOSED_LINGER).await;
+            links.remove(&sid);
+        });
+    }
+
     pub fn len(&self) -> usize {
         self.map().len()
     }
@@ -196,11 +216,15 @@ impl Links {
     /// How many sessions are on long-polling (upgrading ones included) and on WebSocket.
     pub fn by_transport(&self) -> (usize, usize) {
         let map = self.map();
-        let websocket = map
-            .values()
-            .filter(|link| link.transport() == Transport::WebSocket)
-            .count();
-        (map.len() - websocket, websocket)
+        let open = map.values().filter(|link| !link.closer.is_closed());
+        let (mut polling, mut websocket) = (0, 0);
+        for link in open {
+            match link.transport() {
+                Transport::WebSocket => websocket += 1,
+                Transport::Polling | Transport::Upgrading => polling += 1,
+            }
+        }
+        (polling, websocket)
     }
 
     pub fn is_empty(&self) -> bool {
@@ -212,6 +236,7 @@ impl Links {
 mod tests {
     use super::*;
     use axum::extract::ws::Utf8Bytes;
+    use herald_core::codes::DisconnectCode;
 
     fn link(transport: Transport) -> (Link, mpsc::Sender<Frame>, mpsc::Receiver<engine::Packet>) {
         let (inbound, packets) = mpsc::channel(8);
@@ -251,6 +276,30 @@ mod tests {
         link.closer()
             .close(herald_core::codes::DisconnectCode::BadRequest);
         assert_eq!(first.await.unwrap(), Ok(Poll::Closed));
+    }
+
+    #[tokio::test]
+    async fn a_waiting_get_gets_a_noop_when_the_client_closes_and_a_close_when_the_server_does() {
+        for (end, expected) in [
+            (None, Poll::Noop),
+            (Some(DisconnectCode::Shutdown), Poll::Closed),
+        ] {
+            let (link, _out, _packets) = link(Transport::Polling);
+            let link = Arc::new(link);
+            let waiting = tokio::spawn({
+                let link = link.clone();
+                async move { link.poll().await }
+            });
+            while link.frames.try_lock().is_ok() {
+                tokio::task::yield_now().await;
+            }
+            match end {
+                // A close packet POSTed by the client.
+                None => link.closer().gone(),
+                Some(code) => link.closer().close(code),
+            }
+            assert_eq!(waiting.await.unwrap(), Ok(expected));
+        }
     }
 
     #[tokio::test]

@@ -79,7 +79,14 @@ pub async fn serve(gateway: &Gateway, request: Request) -> Reply {
         return Reply::error(RequestError::UnknownSid);
     };
     match request.method {
-        Method::Get => get(&link).await,
+        Method::Get => {
+            let reply = get(&link).await;
+            if link.closer().is_closed() {
+                // Its last answer: the session is over.
+                gateway.socketio_links.remove(&link.sid);
+            }
+            reply
+        }
         Method::Post => post(gateway, &link, &request.body).await,
     }
 }

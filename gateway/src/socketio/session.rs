@@ -154,7 +154,7 @@ impl Session {
         );
         self.sockets.leave_all(recoverable);
         self.gateway.clients.close(self.id);
-        self.gateway.socketio_links.remove(&self.sid);
+        self.gateway.socketio_links.ended(&self.sid);
         metrics::ended(SOCKETIO, closer.reason());
     }
 

@@ -115,15 +115,10 @@ impl Conn {
     }
 
     /// Who may connect to `namespace`.
+    /// (Namespaces outside `socketio.namespaces` are refused before, see
+    /// [`Self::refuse_namespace`].)
     pub(super) fn admit(&self, namespace: &str, data: &ConnectData) -> Result<Access, Refusal> {
         let access = Access::admit(&self.gateway.auth, data.token.as_deref())?;
-        if !self.gateway.socketio.allows(namespace) {
-            // The reference server's words, which client code may match on.
-            return Err(Refusal::new(
-                ErrorCode::PermissionDenied,
-                "Invalid namespace",
-            ));
-        }
         if namespace.contains(':') {
             return Err(Refusal::new(
                 ErrorCode::BadChannel,
@@ -131,6 +126,19 @@ impl Conn {
             ));
         }
         Ok(access)
+    }
+
+    /// Refuses a CONNECT to a namespace outside `socketio.namespaces` with the reference
+    /// server's exact packet, `44/ns,{"message":"Invalid namespace"}`, which clients and
+    /// its protocol test suite match on. Returns whether it did.
+    pub(super) fn refuse_namespace(&self, namespace: &str) -> bool {
+        if self.gateway.socketio.allows(namespace) {
+            return false;
+        }
+        let data = json!({ "message": "Invalid namespace" });
+        let packet = Packet::new(PacketType::ConnectError, namespace, raw(&data));
+        self.send_packet(&packet);
+        true
     }
 
     /// A new socket of `namespace`, subscribed to the namespace's channel and its user's

@@ -213,6 +213,9 @@ impl Sockets {
         if let Some(socket) = self.sockets.get(namespace) {
             return self.conn.reply_connect(socket);
         }
+        if self.conn.refuse_namespace(namespace) {
+            return;
+        }
         let data = ConnectData::parse(data);
         let outcome = match self.conn.admit(namespace, &data) {
             Err(refusal) => Err(refusal),

@@ -15,6 +15,7 @@ mod server_api;
 mod slow_consumer;
 mod socketio;
 mod socketio_arguments;
+mod socketio_conformance;
 mod socketio_history;
 mod socketio_namespaces;
 mod socketio_polling;
