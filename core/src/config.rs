@@ -145,6 +145,9 @@ pub struct GatewayConfig {
     /// Frames a connection may have waiting to be written before it counts as a slow
     /// consumer and is disconnected (code 3004).
     pub outbound_queue: usize,
+    /// Bytes a connection may have waiting to be written, likewise: the most memory a
+    /// client that stops reading holds. At least twice `socketio.max_payload`.
+    pub outbound_bytes: usize,
     /// How long a gateway waits for a router's answer before replying "unavailable".
     #[serde(with = "humantime_serde")]
     pub request_timeout: Duration,
@@ -187,6 +190,7 @@ impl Default for GatewayConfig {
             listen: SocketAddr::from(([0, 0, 0, 0], 3000)),
             max_frame_size: 1024 * 1024,
             outbound_queue: 4096,
+            outbound_bytes: 8 * 1024 * 1024,
             request_timeout: Duration::from_secs(5),
             gap_hold: Duration::from_millis(250),
             connect_timeout: Duration::from_secs(10),
@@ -210,7 +214,8 @@ pub struct SocketIoConfig {
     /// (Engine.IO `pingTimeout`).
     #[serde(with = "humantime_serde")]
     pub ping_timeout: Duration,
-    /// Largest Engine.IO message accepted, in bytes (Engine.IO `maxPayload`).
+    /// Largest Engine.IO message accepted, in bytes (Engine.IO `maxPayload`), and largest
+    /// Socket.IO event: its JSON (name and arguments) plus its attachments, raw.
     pub max_payload: usize,
     /// How long a new connection has to connect to its first namespace.
     #[serde(with = "humantime_serde")]
@@ -430,6 +435,12 @@ impl Config {
         }
         if self.gateway.outbound_queue == 0 {
             return invalid("gateway.outbound_queue must be at least 1".into());
+        }
+        if self.gateway.outbound_bytes < 2 * self.socketio.max_payload {
+            return invalid(format!(
+                "gateway.outbound_bytes ({}) must be at least twice socketio.max_payload ({})",
+                self.gateway.outbound_bytes, self.socketio.max_payload
+            ));
         }
         if self.gateway.max_frame_size < 1024 {
             return invalid("gateway.max_frame_size must be at least 1024 bytes".into());

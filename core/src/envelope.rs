@@ -9,8 +9,8 @@
 //! a placeholder that points at no attachment makes stock clients drop the connection.
 
 use serde::Deserialize;
-use serde_json::Value;
 use serde_json::value::RawValue;
+use serde_json::{Map, Value};
 
 use crate::codes::{ErrorCode, Refusal};
 
@@ -76,23 +76,44 @@ pub fn encode(event: &str, args: &[&RawValue]) -> String {
     out
 }
 
-/// Checks that `count` attachments can go with `data`: at most [`MAX_ATTACHMENTS`], and
-/// when there are any, `data` is an event envelope whose every placeholder points at one
-/// of them.
+/// Checks that `count` attachments can go with `data`: at most [`MAX_ATTACHMENTS`]; when
+/// there are any, `data` is an event envelope whose every placeholder points at one of
+/// them; when there are none, `data` holds no placeholder (a history page that mixes it
+/// with binary events would hand it another event's buffer).
 pub fn check_attachments(data: &str, count: usize) -> Result<(), Refusal> {
-    if count == 0 {
-        return Ok(());
-    }
     let bad = |message: String| Err(Refusal::new(ErrorCode::BadRequest, message));
     if count > MAX_ATTACHMENTS {
         return bad(format!("at most {MAX_ATTACHMENTS} attachments"));
+    }
+    if count == 0 {
+        // Most data has no placeholder; parse only what may.
+        if !data.contains("_placeholder") {
+            return Ok(());
+        }
+        let mut value: Value = serde_json::from_str(data).unwrap_or(Value::Null);
+        let mut found = false;
+        for_each_placeholder(&mut value, &mut |_| found = true);
+        return match found {
+            true => bad("a placeholder ({\"_placeholder\": true}) without attachments".into()),
+            false => Ok(()),
+        };
     }
     let Some(envelope) = Envelope::decode(data) else {
         return bad("attachments need data of the form {\"event\", \"args\"} with an event name that is not reserved".into());
     };
     for arg in envelope.args {
-        let value: Value = serde_json::from_str(arg.get()).unwrap_or(Value::Null);
-        if let Some(num) = bad_placeholder(&value, count) {
+        let mut value: Value = serde_json::from_str(arg.get()).unwrap_or(Value::Null);
+        let mut wrong = None;
+        for_each_placeholder(&mut value, &mut |placeholder| {
+            let num = placeholder.get("num");
+            let points = num
+                .and_then(Value::as_u64)
+                .is_some_and(|n| n < count as u64);
+            if !points && wrong.is_none() {
+                wrong = Some(num.map_or("without a number".into(), Value::to_string));
+            }
+        });
+        if let Some(num) = wrong {
             return bad(format!(
                 "placeholder {num} points at none of the {count} attachments"
             ));
@@ -101,19 +122,20 @@ pub fn check_attachments(data: &str, count: usize) -> Result<(), Refusal> {
     Ok(())
 }
 
-/// The first placeholder in `value` that points at none of `count` attachments.
-fn bad_placeholder(value: &Value, count: usize) -> Option<String> {
+/// Calls `visit` with every placeholder object (`{"_placeholder": true, "num": i}`) in
+/// `value`.
+pub fn for_each_placeholder(value: &mut Value, visit: &mut impl FnMut(&mut Map<String, Value>)) {
     match value {
         Value::Object(object) if object.get("_placeholder") == Some(&Value::Bool(true)) => {
-            let num = object.get("num");
-            let valid = num
-                .and_then(Value::as_u64)
-                .is_some_and(|n| n < count as u64);
-            (!valid).then(|| num.map_or("without a number".into(), Value::to_string))
+            visit(object)
         }
-        Value::Object(object) => object.values().find_map(|v| bad_placeholder(v, count)),
-        Value::Array(items) => items.iter().find_map(|v| bad_placeholder(v, count)),
-        _ => None,
+        Value::Object(object) => object
+            .values_mut()
+            .for_each(|v| for_each_placeholder(v, visit)),
+        Value::Array(items) => items
+            .iter_mut()
+            .for_each(|v| for_each_placeholder(v, visit)),
+        _ => {}
     }
 }
 
@@ -162,6 +184,11 @@ mod tests {
         assert!(check_attachments(data, 1).is_err());
         assert!(check_attachments(r#"{"text":"hi"}"#, 0).is_ok());
         assert!(check_attachments(r#"{"text":"hi"}"#, 1).is_err());
+        // A placeholder without attachments would pick up another event's buffer in a
+        // binary history ack.
+        let stray = r#"{"event":"up","args":[[{"_placeholder":true,"num":0}]]}"#;
+        assert!(check_attachments(stray, 0).is_err());
+        assert!(check_attachments(r#"{"note":"_placeholder"}"#, 0).is_ok());
         let unnumbered = r#"{"event":"up","args":[{"_placeholder":true}]}"#;
         assert!(check_attachments(unnumbered, 1).is_err());
         let many = r#"{"event":"up","args":[]}"#;

@@ -145,6 +145,7 @@ fn initialize() {
         BusError::NotConnected,
         BusError::Timeout,
         BusError::NoResponders,
+        BusError::TooLarge { size: 0, limit: 0 },
         BusError::Other(String::new()),
     ] {
         counter!(BUS_REQUEST_ERRORS, "kind" => error.kind()).absolute(0);

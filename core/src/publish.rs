@@ -15,6 +15,7 @@ use prost::Message;
 
 use crate::channel;
 use crate::codes::{ErrorCode, Refusal};
+use crate::config::{ChannelRules, SocketIoConfig};
 use crate::upstream::Upstream;
 
 /// Room left in a bus message for what wraps a publication: the batch or the history
@@ -48,6 +49,11 @@ impl Publish {
             channel: self.channel,
             data: self.data,
             attachments: self.attachments,
+            origin: self
+                .publisher
+                .as_ref()
+                .map(|p| p.client.clone())
+                .unwrap_or_default(),
             publisher: self.publisher,
             accepted_at_us: crate::time::unix_micros(),
             ..Default::default()
@@ -60,6 +66,24 @@ impl Publish {
 pub struct Limit {
     pub bytes: usize,
     pub setting: &'static str,
+}
+
+impl Limit {
+    /// A native client's or the server API's publish: the channel's `max_message_size`.
+    pub fn channel(rules: &ChannelRules) -> Self {
+        Self {
+            bytes: rules.max_message_size,
+            setting: "the channel's max_message_size",
+        }
+    }
+
+    /// A Socket.IO event: `socketio.max_payload`, what Socket.IO clients expect.
+    pub fn socketio(config: &SocketIoConfig) -> Self {
+        Self {
+            bytes: config.max_payload,
+            setting: "socketio.max_payload",
+        }
+    }
 }
 
 /// A publish, checked and ready to send.
@@ -106,6 +130,7 @@ pub fn prepare(
         channel: publication.channel,
         data: publication.data,
         idempotency_key: key,
+        origin: publication.origin,
         publisher: publication.publisher,
         attachments: publication.attachments,
     }))
@@ -113,6 +138,31 @@ pub fn prepare(
 
 fn too_large(message: String) -> Refusal {
     Refusal::new(ErrorCode::MessageTooLarge, message)
+}
+
+/// Bytes `request` takes in a publish batch: its encoding, and its framing there.
+pub fn batch_bytes(request: &PublishRequest) -> usize {
+    let len = request.encoded_len();
+    len + 1 + prost::length_delimiter_len(len)
+}
+
+/// Splits `requests` into batches of at most `limit` bytes (see [`batch_bytes`]), in order;
+/// a request larger than `limit` goes alone.
+pub fn batches(requests: Vec<PublishRequest>, limit: usize) -> Vec<Vec<PublishRequest>> {
+    let mut batches: Vec<Vec<PublishRequest>> = Vec::new();
+    let mut bytes = 0;
+    for request in requests {
+        let size = batch_bytes(&request);
+        match batches.last_mut() {
+            Some(batch) if bytes + size <= limit => batch.push(request),
+            _ => {
+                batches.push(vec![request]);
+                bytes = 0;
+            }
+        }
+        bytes += size;
+    }
+    batches
 }
 
 /// Most bytes of publishes to send to the routers in one request over `upstream`.
@@ -140,6 +190,7 @@ pub async fn send(upstream: &Upstream, prepared: Prepared) -> Result<Position, R
 #[cfg(test)]
 mod tests {
     use super::*;
+    use herald_proto::bus::v1::PublishBatch;
 
     const LIMIT: Limit = Limit {
         bytes: 1000,
@@ -170,6 +221,28 @@ mod tests {
                 .message
                 .contains("1001 bytes exceeds max_message_size (1000 bytes)")
         );
+    }
+
+    #[test]
+    fn batches_stay_within_their_limit_and_keep_the_order() {
+        let request = |n: u8| PublishRequest {
+            channel: "c".into(),
+            data: Bytes::from(vec![n; 100]),
+            ..Default::default()
+        };
+        let size = batch_bytes(&request(0));
+        let split = batches((0..5).map(request).collect(), 2 * size);
+        let shape: Vec<Vec<u8>> = split
+            .iter()
+            .map(|batch| batch.iter().map(|r| r.data[0]).collect())
+            .collect();
+        assert_eq!(shape, [vec![0, 1], vec![2, 3], vec![4]]);
+        let alone = batches(vec![request(7)], 10);
+        assert_eq!(alone.len(), 1);
+        let whole = PublishBatch {
+            requests: split[0].clone(),
+        };
+        assert_eq!(whole.encoded_len(), 2 * size);
     }
 
     #[test]

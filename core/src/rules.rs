@@ -67,7 +67,8 @@ pub struct ChannelRules {
     /// How long history is kept after the last publication.
     #[serde(with = "humantime_serde")]
     pub history_ttl: Duration,
-    /// Largest publication payload, in bytes of JSON.
+    /// Largest publication of a native client or the server API: bytes of JSON data plus
+    /// binary attachments, raw. (Socket.IO events have `socketio.max_payload`.)
     pub max_message_size: usize,
     pub subscribe: Access,
     pub publish: Access,

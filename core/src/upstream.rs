@@ -28,9 +28,14 @@ pub struct Upstream {
     timeout: Duration,
 }
 
+/// A bus failure as a client sees it: temporary, unless the message could never travel.
 fn unavailable(e: BusError) -> Refusal {
     metrics::counter!(crate::metrics::BUS_REQUEST_ERRORS, "kind" => e.kind()).increment(1);
-    Refusal::new(ErrorCode::Unavailable, e.to_string())
+    let code = match e {
+        BusError::TooLarge { .. } => ErrorCode::MessageTooLarge,
+        _ => ErrorCode::Unavailable,
+    };
+    Refusal::new(code, e.to_string())
 }
 
 fn refusal(error: pb::Error) -> Refusal {

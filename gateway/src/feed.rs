@@ -184,11 +184,14 @@ impl Feed<'_> {
 
     /// Delivers whatever was published after the last delivered offset (after a bus outage).
     async fn catch_up(&mut self) {
+        // Read on from where each page ended, not from the sequencer's position: a page
+        // that begins past a gap (history trimmed) is held behind it, and asking again from
+        // the position would return the same page for ever.
+        let mut from = self.sequencer.position();
         loop {
-            let position = self.sequencer.position();
             let request = HistoryRequest {
                 channel: self.channel.to_string(),
-                since: Some(position.offset),
+                since: Some(from.offset),
                 limit: CATCH_UP_PAGE,
                 reverse: false,
             };
@@ -200,11 +203,19 @@ impl Feed<'_> {
                 }
             };
             let current = page.position.unwrap_or_default();
-            if current.epoch != position.epoch {
-                self.sequencer.restart(current.epoch);
+            if current.epoch != from.epoch {
+                self.sequencer.restart(current.epoch.clone());
+                from = Position {
+                    offset: 0,
+                    epoch: current.epoch,
+                };
                 continue;
             }
             let more = page.truncated || page.publications.len() as u32 == CATCH_UP_PAGE;
+            let Some(last) = page.publications.last() else {
+                return;
+            };
+            from.offset = last.offset;
             for publication in page.publications {
                 if let Accepted::Deliver(ready) = self.sequencer.accept(publication) {
                     self.deliver(&ready);

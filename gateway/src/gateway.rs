@@ -20,6 +20,7 @@ use crate::drain::Drain;
 use crate::feed::FeedConfig;
 use crate::http;
 use crate::hub::{ClientId, Hub};
+use crate::outbound::Bounds;
 use crate::presence::PresenceReporter;
 use crate::socketio::{self, link::Links};
 use herald_core::upstream::Upstream;
@@ -117,6 +118,14 @@ impl Gateway {
         Some(ConnectionPermit {
             connections: self.connections.clone(),
         })
+    }
+
+    /// How much one connection may have queued.
+    pub(crate) fn outbound_bounds(&self) -> Bounds {
+        Bounds {
+            frames: self.config.outbound_queue,
+            bytes: self.config.outbound_bytes,
+        }
     }
 
     pub(crate) fn next_client_id(&self) -> ClientId {

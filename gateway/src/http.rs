@@ -216,6 +216,8 @@ async fn socketio_get(
                 // cannot be forwarded. A client refused here stays on polling.
                 Some(sid) => match gateway.socketio_links.get(&sid) {
                     None => refuse(RequestError::UnknownSid),
+                    // Ended, and only lingering for the GET its client may have in flight.
+                    Some(link) if link.closer().is_closed() => refuse(RequestError::UnknownSid),
                     // As the reference server does: the WebSocket opens, then closes.
                     Some(link) if link.transport() != Transport::Polling => {
                         upgrade.on_upgrade(websocket::refuse)

@@ -355,7 +355,8 @@ impl Hub {
                     continue;
                 }
                 let subscriber = &subscribed.subscriber;
-                let (encoded, sent) = encodings.get(subscriber.format(), publication);
+                let (encoded, sent) =
+                    encodings.get(subscriber.format(), |f| f.publication(publication));
                 if let Some(encoded) = encoded
                     && subscriber.publication(channel, publication, encoded)
                 {
@@ -377,24 +378,18 @@ impl Hub {
         let Some(entry) = shard.get(channel).filter(|e| e.generation == generation) else {
             return;
         };
-        let mut encodings: Vec<(&Format, Encoded)> = Vec::new();
+        let mut encodings = Encodings::default();
         for subscribed in entry.subscribers.values() {
             let subscriber = &subscribed.subscriber;
-            let format = subscriber.format();
-            let encoded = match encodings.iter().find(|(f, _)| *f == format) {
-                Some((_, encoded)) => encoded,
-                None => {
-                    let encoded = format.membership(channel, membership);
-                    encodings.push((format, encoded));
-                    &encodings[encodings.len() - 1].1
-                }
-            };
-            subscriber.outbound().send_encoded(encoded);
+            let encode = |f: &Format| Some(f.membership(channel, membership));
+            if let (Some(encoded), _) = encodings.get(subscriber.format(), encode) {
+                subscriber.outbound().send_encoded(encoded);
+            }
         }
     }
 }
 
-/// One publication encoded in the formats of a channel's subscribers, each once, with how
+/// One message encoded in the formats of a channel's subscribers, each once, with how
 /// many subscribers of each format it was queued to. A channel's subscribers take few
 /// formats (one per protocol, and per Socket.IO namespace on a personal channel), so a
 /// list beats a map.
@@ -404,15 +399,17 @@ struct Encodings<'a> {
 }
 
 impl<'a> Encodings<'a> {
+    /// The message in `format`, made by `encode` the first time it is asked for, and the
+    /// count of subscribers it went to in that format.
     fn get(
         &mut self,
         format: &'a Format,
-        publication: &Publication,
+        encode: impl FnOnce(&Format) -> Option<Encoded>,
     ) -> (Option<&Encoded>, &mut u64) {
         let index = match self.done.iter().position(|(f, _, _)| *f == format) {
             Some(index) => index,
             None => {
-                self.done.push((format, format.publication(publication), 0));
+                self.done.push((format, encode(format), 0));
                 self.done.len() - 1
             }
         };

@@ -1,11 +1,12 @@
 //! One connection's way out: a bounded queue of encoded frames, a close signal, and the
 //! writer task that drains both onto the socket.
 //!
-//! The queue bound is the slow-consumer rule: a frame that does not fit means the client
-//! has stopped keeping up, and the connection is closed with
-//! [`DisconnectCode::SlowConsumer`] instead of buffering without limit. The writer drains
-//! everything queued into one write and one flush.
+//! The queue is bounded twice, in frames and in bytes, and the bounds are the slow-consumer
+//! rule: a frame that does not fit means the client has stopped keeping up, and the
+//! connection is closed with [`DisconnectCode::SlowConsumer`] instead of buffering without
+//! limit. The writer drains everything queued into one write and one flush.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
@@ -121,24 +122,57 @@ impl From<Frame> for Message {
     }
 }
 
+impl Frame {
+    /// Bytes the frame holds.
+    pub fn len(&self) -> usize {
+        match self {
+            Self::Text(text) => text.len(),
+            Self::Binary(bytes) => bytes.len(),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// How much a connection may have queued: frames, and bytes.
+#[derive(Debug, Clone, Copy)]
+pub struct Bounds {
+    pub frames: usize,
+    pub bytes: usize,
+}
+
 /// The sending side of a connection, cheap to clone into the hub.
 #[derive(Clone)]
 pub struct Outbound {
     frames: mpsc::Sender<Frame>,
     closer: Closer,
+    /// Bytes queued now, and the most there may be.
+    queued: Arc<AtomicUsize>,
+    max_bytes: usize,
 }
 
 impl Outbound {
-    /// Queues a frame without waiting. A full queue closes the connection as a slow consumer;
-    /// returns whether the frame was queued.
+    /// Queues a frame without waiting. A full queue (in frames or bytes) closes the
+    /// connection as a slow consumer; returns whether the frame was queued.
     pub fn send(&self, frame: impl Into<Frame>) -> bool {
-        match self.frames.try_send(frame.into()) {
+        let frame = frame.into();
+        let len = frame.len();
+        if self.queued.fetch_add(len, Ordering::Relaxed) + len > self.max_bytes {
+            self.queued.fetch_sub(len, Ordering::Relaxed);
+            self.closer.close(DisconnectCode::SlowConsumer);
+            return false;
+        }
+        match self.frames.try_send(frame) {
             Ok(()) => true,
-            Err(TrySendError::Full(_)) => {
-                self.closer.close(DisconnectCode::SlowConsumer);
+            Err(error) => {
+                self.queued.fetch_sub(len, Ordering::Relaxed);
+                if let TrySendError::Full(_) = error {
+                    self.closer.close(DisconnectCode::SlowConsumer);
+                }
                 false
             }
-            Err(TrySendError::Closed(_)) => false,
         }
     }
 
@@ -152,23 +186,75 @@ impl Outbound {
     }
 }
 
-/// Creates a connection's outbound queue of `capacity` frames.
-pub fn channel(capacity: usize) -> (Outbound, mpsc::Receiver<Frame>) {
-    let (frames, rx) = mpsc::channel(capacity);
-    (
-        Outbound {
-            frames,
-            closer: Closer::default(),
-        },
-        rx,
-    )
+/// Creates a connection's outbound queue within `bounds`.
+pub fn channel(bounds: Bounds) -> (Outbound, Frames) {
+    let (frames, receiver) = mpsc::channel(bounds.frames);
+    let queued = Arc::new(AtomicUsize::new(0));
+    let outbound = Outbound {
+        frames,
+        closer: Closer::default(),
+        queued: queued.clone(),
+        max_bytes: bounds.bytes,
+    };
+    let frames = Frames {
+        receiver,
+        queued,
+        put_back: None,
+    };
+    (outbound, frames)
+}
+
+/// The receiving side of a connection's queue, for whichever transport writes it.
+pub struct Frames {
+    receiver: mpsc::Receiver<Frame>,
+    queued: Arc<AtomicUsize>,
+    /// A frame taken but not sent, which goes first next time.
+    put_back: Option<Frame>,
+}
+
+impl Frames {
+    fn taken(&self, frame: Frame) -> Frame {
+        self.queued.fetch_sub(frame.len(), Ordering::Relaxed);
+        frame
+    }
+
+    /// The next frame; `None` once the queue is closed and empty.
+    pub async fn recv(&mut self) -> Option<Frame> {
+        if let Some(frame) = self.put_back.take() {
+            return Some(frame);
+        }
+        let frame = self.receiver.recv().await?;
+        Some(self.taken(frame))
+    }
+
+    /// The next frame if one is queued now.
+    pub fn try_recv(&mut self) -> Option<Frame> {
+        if let Some(frame) = self.put_back.take() {
+            return Some(frame);
+        }
+        let frame = self.receiver.try_recv().ok()?;
+        Some(self.taken(frame))
+    }
+
+    /// Takes `frame` back: it is the next one out. (Its bytes no longer count against the
+    /// budget: it holds no more memory than when it was taken.)
+    pub fn put_back(&mut self, frame: Frame) {
+        self.put_back = Some(frame);
+    }
+
+    /// Closes the queue and frees what it holds.
+    pub fn drain(&mut self) {
+        self.put_back = None;
+        self.receiver.close();
+        while self.try_recv().is_some() {}
+    }
 }
 
 /// Writes queued frames until the connection closes. When the server closed it, the client
 /// gets `farewell(code)` (a protocol-specific disconnect message, if any) and a close frame.
 pub async fn write_loop<S>(
     mut sink: S,
-    frames: &mut mpsc::Receiver<Frame>,
+    frames: &mut Frames,
     closer: Closer,
     farewell: impl Fn(DisconnectCode) -> Option<Utf8Bytes>,
 ) where
@@ -185,8 +271,8 @@ pub async fn write_loop<S>(
             sink.feed(first.into()).await?;
             for _ in 1..WRITE_BATCH {
                 match frames.try_recv() {
-                    Ok(frame) => sink.feed(frame.into()).await?,
-                    Err(_) => break,
+                    Some(frame) => sink.feed(frame.into()).await?,
+                    None => break,
                 }
             }
             sink.flush().await
@@ -203,8 +289,7 @@ pub async fn write_loop<S>(
         }
     }
     // What is still queued will never be sent: free it before waiting on the goodbye.
-    frames.close();
-    while frames.try_recv().is_ok() {}
+    frames.drain();
     let Some(code) = closer.reason() else {
         // The client left. If it sent a close frame, the WebSocket layer has queued the
         // reply that completes the closing handshake (RFC 6455, 5.5.1): send it, so the

@@ -80,9 +80,10 @@ impl Sequencer {
     /// Fills the gap with publications read from history (in offset order) and returns
     /// everything that can now be delivered. History that does not reach back to the gap
     /// (trimmed) cannot fill it: the gap is skipped so delivery goes on. A `truncated`
-    /// page (cut short to fit the bus) ends before the rest of the gap: what remains of it
-    /// waits for the next page.
+    /// page (cut short to fit the bus) that filled the start of the gap leaves the rest for
+    /// the next page.
     pub fn fill(&mut self, history: Vec<Publication>, truncated: bool) -> Vec<Publication> {
+        let before = self.last;
         let mut ready = Vec::new();
         for publication in history {
             if publication.epoch == self.epoch && publication.offset == self.last + 1 {
@@ -91,8 +92,9 @@ impl Sequencer {
                 ready.push(publication);
             }
         }
+        let progressed = self.last > before;
         self.release(&mut ready);
-        if self.gap().is_some() && !truncated {
+        if self.gap().is_some() && !(truncated && progressed) {
             ready.extend(self.skip_gap());
         }
         ready
@@ -220,6 +222,17 @@ mod tests {
             filled.iter().map(|p| p.offset).collect::<Vec<_>>(),
             [13, 14, 15]
         );
+    }
+
+    #[test]
+    fn a_truncated_page_that_does_not_reach_the_gap_skips_it() {
+        // History was trimmed: its first page starts after the gap, so waiting for more
+        // pages would never close it.
+        let mut s = start(10);
+        s.accept(publication(15));
+        let filled = s.fill(vec![publication(13)], true);
+        assert_eq!(filled.iter().map(|p| p.offset).collect::<Vec<_>>(), [15]);
+        assert_eq!(s.gap(), None);
     }
 
     #[test]

@@ -9,7 +9,9 @@
 //! - **latency**: the publisher sends at a fixed `--rate`, well below saturation; the
 //!   publish-to-delivery latency of an unloaded cluster;
 //! - **Socket.IO throughput**: the same as the first, with Socket.IO sockets (events with
-//!   acks over Engine.IO on WebSocket) instead of native clients;
+//!   acks over Engine.IO on WebSocket) instead of native clients; once as a default socket
+//!   receives them (exactly the emitted arguments), once with connection state recovery
+//!   (each event ends with its offset string);
 //! - **slow consumer**: paced publications of `--stuck-payload` bytes, once as they are and
 //!   once with a subscriber that reads nothing beside the reader on gateway B: the reader's
 //!   latencies side by side, and whether the stuck subscriber was cut (code 3004).
@@ -103,6 +105,7 @@ async fn main() -> anyhow::Result<()> {
     let mut throughput = Vec::new();
     let mut latency = Vec::new();
     let mut socketio = Vec::new();
+    let mut recovering = Vec::new();
     let mut padded = Vec::new();
     let mut stuck = Vec::new();
     let mut cuts = 0;
@@ -139,14 +142,20 @@ async fn main() -> anyhow::Result<()> {
         cuts += usize::from(cut);
         stuck.push(result);
         let (a, b) = (cluster.gateways[0].addr(), cluster.gateways[1].addr());
-        let result = socketio::measure(a, b, args.socketio_messages, args.window).await?;
+        let n = args.socketio_messages;
+        let result = socketio::measure(a, b, n, args.window, false).await?;
         report("socket.io", run, &result);
         socketio.push(result);
+        let result = socketio::measure(a, b, n, args.window, true).await?;
+        report("socket.io+recovery", run, &result);
+        recovering.push(result);
     }
     println!();
     summary(&format!("throughput (window {})", args.window), &throughput);
     summary(&format!("latency at {}/s", args.rate), &latency);
     summary(&format!("Socket.IO (window {})", args.window), &socketio);
+    let name = format!("Socket.IO with recovery (window {})", args.window);
+    summary(&name, &recovering);
     let padded_name = format!("{} B at {}/s", args.stuck_payload, args.rate);
     summary(&padded_name, &padded);
     summary(&format!("{padded_name}, a stuck subscriber beside"), &stuck);

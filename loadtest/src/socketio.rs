@@ -16,12 +16,19 @@ use crate::RunResult;
 type Ws =
     tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
-/// A socket connected to the root namespace of the gateway at `addr`.
-async fn connect(addr: std::net::SocketAddr) -> anyhow::Result<Ws> {
+/// A socket connected to the root namespace of the gateway at `addr`; with `recovery`, it
+/// asks for connection state recovery, so that every event it receives ends with an
+/// offset.
+async fn connect(addr: std::net::SocketAddr, recovery: bool) -> anyhow::Result<Ws> {
     let url = format!("ws://{addr}/socket.io/?EIO=4&transport=websocket");
     let (mut ws, _) = tokio_tungstenite::connect_async(url).await?;
     ws.next().await.context("no open packet")??;
-    ws.send(Message::text("40")).await?;
+    let connect = if recovery {
+        r#"40{"recovery":true}"#
+    } else {
+        "40"
+    };
+    ws.send(Message::text(connect)).await?;
     loop {
         match ws.next().await.context("no CONNECT reply")?? {
             Message::Text(text) if text.starts_with("40") => return Ok(ws),
@@ -35,9 +42,10 @@ pub async fn measure(
     b: std::net::SocketAddr,
     n: usize,
     window: usize,
+    recovery: bool,
 ) -> anyhow::Result<RunResult> {
-    let mut publisher = connect(a).await?;
-    let mut subscriber = connect(b).await?;
+    let mut publisher = connect(a, false).await?;
+    let mut subscriber = connect(b, recovery).await?;
     let started = Instant::now();
     let sender = tokio::spawn(async move {
         let (mut sent, mut acked) = (0usize, 0usize);

@@ -21,7 +21,7 @@ use herald_core::publish::ENVELOPE_SLACK;
 use herald_core::subjects::{ROUTER_QUEUE, Subjects};
 use herald_core::time::unix_micros;
 use herald_proto::bus::v1::{
-    self as pb, HistoryReply, HistoryRequest, Position, Publication, PublishBatch,
+    self as pb, ClientInfo, HistoryReply, HistoryRequest, Position, Publication, PublishBatch,
     PublishBatchReply, PublishReply, PublishRequest, history_reply, publish_reply,
 };
 use prost::Message;
@@ -245,7 +245,8 @@ impl RouterService {
                 channel: group.channel.clone(),
                 data: requests[i].data.clone(),
                 attachments: requests[i].attachments.clone(),
-                publisher: requests[i].publisher.clone(),
+                origin: requests[i].origin.clone(),
+                publisher: publisher(&requests[i]),
                 accepted_at_us,
                 ..Default::default()
             })
@@ -259,7 +260,7 @@ impl RouterService {
             .map(|&i| Entry {
                 data: requests[i].data.clone(),
                 attachments: requests[i].attachments.clone(),
-                publisher: requests[i].publisher.clone(),
+                publisher: publisher(&requests[i]),
                 idempotency_key: Some(requests[i].idempotency_key.clone())
                     .filter(|k| !k.is_empty()),
                 accepted_at_us,
@@ -365,6 +366,17 @@ impl RouterService {
     pub async fn store_reachable(&self) -> bool {
         self.store.ping().await.is_ok()
     }
+}
+
+/// Who published `request`: a gateway of the release before this one sends only its
+/// client id, in `origin`.
+fn publisher(request: &PublishRequest) -> Option<ClientInfo> {
+    request.publisher.clone().or_else(|| {
+        (!request.origin.is_empty()).then(|| ClientInfo {
+            client: request.origin.clone(),
+            ..Default::default()
+        })
+    })
 }
 
 fn to_pb(refusal: Refusal) -> pb::Error {

@@ -155,9 +155,9 @@ impl MemoryBus {
     }
 }
 
-/// The largest message the in-process bus carries: standalone Herald sizes history pages
-/// and publications by it, as a cluster does by NATS' `max_payload`.
-pub const MEMORY_MAX_PAYLOAD: usize = 8 * 1024 * 1024;
+/// The largest message the in-process bus carries: NATS' default `max_payload`, so that
+/// standalone Herald sizes publications and history pages as a cluster does.
+pub const MEMORY_MAX_PAYLOAD: usize = 1024 * 1024;
 
 fn fits(payload: &Bytes) -> Result<(), BusError> {
     match payload.len() {

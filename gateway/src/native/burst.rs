@@ -4,8 +4,8 @@
 use axum::extract::ws::{Message, Utf8Bytes, WebSocket};
 use futures_util::stream::SplitStream;
 use futures_util::{FutureExt, StreamExt};
+use herald_core::publish;
 use herald_proto::bus::v1::PublishRequest;
-use prost::Message as _;
 
 use crate::inbound::client_gone;
 
@@ -32,11 +32,11 @@ impl Batch {
     }
 
     pub(super) fn fits(&self, request: &PublishRequest) -> bool {
-        self.ids.is_empty() || self.bytes + request.encoded_len() <= self.limit
+        self.ids.is_empty() || self.bytes + publish::batch_bytes(request) <= self.limit
     }
 
     pub(super) fn push(&mut self, id: u64, request: PublishRequest) {
-        self.bytes += request.encoded_len();
+        self.bytes += publish::batch_bytes(&request);
         self.ids.push(id);
         self.requests.push(request);
     }

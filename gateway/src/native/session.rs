@@ -53,7 +53,7 @@ struct Session {
 /// Serves one upgraded WebSocket until it closes.
 pub async fn serve(socket: WebSocket, gateway: Arc<Gateway>) {
     let (sink, mut stream) = socket.split();
-    let (outbound, mut frames) = outbound::channel(gateway.config.outbound_queue);
+    let (outbound, mut frames) = outbound::channel(gateway.outbound_bounds());
     let closer = outbound.closer().clone();
     let writer = tokio::spawn({
         let closer = closer.clone();
@@ -225,6 +225,10 @@ impl Session {
         let access = self.access.as_mut().ok_or_else(not_connected)?;
         let rules = access.authorize_publish(&self.gateway.channels, &params.channel)?;
         let data = params.data.get();
+        if params.attachments.len() > envelope::MAX_ATTACHMENTS {
+            let message = format!("at most {} attachments", envelope::MAX_ATTACHMENTS);
+            return Err(Refusal::new(ErrorCode::BadRequest, message));
+        }
         let attachments = params
             .attachments
             .iter()
@@ -239,12 +243,13 @@ impl Session {
             publisher: Some(access.client_info(&self.name)),
             idempotency_key: params.idempotency_key,
         };
-        let limit = Limit {
-            bytes: rules.max_message_size,
-            setting: "the channel's max_message_size",
-        };
         let bus_limit = self.gateway.upstream.bus().max_payload();
-        publish::prepare(publish, limit, bus_limit, rules.has_history())
+        publish::prepare(
+            publish,
+            Limit::channel(&rules),
+            bus_limit,
+            rules.has_history(),
+        )
     }
 
     fn access(&self) -> Result<&Access, Refusal> {

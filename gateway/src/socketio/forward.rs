@@ -10,6 +10,7 @@ use std::sync::Arc;
 
 use futures_util::StreamExt;
 use herald_core::bus::{BusError, BusMessage};
+use herald_core::publish::ENVELOPE_SLACK;
 use herald_proto::bus::v1::{PollingReply, PollingRequest};
 use prost::Message;
 
@@ -23,7 +24,7 @@ use crate::gateway::Gateway;
 pub async fn serve_polling(gateway: &Gateway, request: Request) -> Reply {
     let token = sid_token(&request.sid).filter(|t| subject_safe(t));
     let Some(token) = token.filter(|t| *t != gateway.engine_token) else {
-        return polling::serve(gateway, request).await;
+        return polling::serve(gateway, request, usize::MAX).await;
     };
     let upstream = &gateway.upstream;
     let subject = upstream.subjects().gateway_polling(token);
@@ -92,23 +93,40 @@ async fn answer(gateway: Arc<Gateway>, message: BusMessage) {
                 sid: request.sid,
                 body: request.body,
             };
-            polling::serve(&gateway, request).await
+            // The answer goes back in one bus message.
+            let fits = gateway.upstream.bus().max_payload() - ENVELOPE_SLACK;
+            polling::serve(&gateway, request, fits).await
         }
         Err(_) => Reply::error(RequestError::BadRequest),
     };
+    let bus = gateway.upstream.bus();
+    let encoded = encode(reply);
+    let sent = match bus.publish(reply_to.clone(), encoded).await {
+        Err(BusError::TooLarge { size, limit }) => {
+            // One packet alone (a large binary event, base64 on polling) is more than a bus
+            // message holds: the client learns it, rather than waiting for a timeout.
+            tracing::warn!(
+                size,
+                limit,
+                "a polling response too large to forward; use WebSocket or sticky sessions"
+            );
+            let refused = encode(Reply::error(RequestError::PayloadTooLarge));
+            bus.publish(reply_to, refused).await
+        }
+        sent => sent,
+    };
+    if let Err(error) = sent {
+        tracing::debug!(%error, "forwarded polling reply lost");
+    }
+}
+
+fn encode(reply: Reply) -> bytes::Bytes {
     let reply = PollingReply {
         status: reply.status.into(),
         content_type: reply.content_type,
         body: reply.body,
     };
-    if let Err(error) = gateway
-        .upstream
-        .bus()
-        .publish(reply_to, reply.encode_to_vec().into())
-        .await
-    {
-        tracing::debug!(%error, "forwarded polling reply lost");
-    }
+    reply.encode_to_vec().into()
 }
 
 /// Whether a token can stand in a subject: a client controls the sid.

@@ -9,7 +9,7 @@
 
 use bytes::Bytes;
 use herald_core::codes::{ErrorCode, Refusal};
-use herald_core::envelope::Envelope;
+use herald_core::envelope::{self, Envelope};
 use herald_core::rules::Action;
 use herald_proto::bus::v1::{HistoryPage, HistoryRequest, Publication};
 use serde_json::{Map, Value, json};
@@ -80,7 +80,15 @@ fn item(publication: Publication, attachments: &mut Vec<Bytes>) -> Value {
             let base = attachments.len() as u64;
             let mut args: Vec<Value> = envelope.args.iter().map(|a| parse(a.get())).collect();
             if !publication.attachments.is_empty() {
-                args.iter_mut().for_each(|arg| renumber(arg, base));
+                // The event's attachments start at `base` among the ack's.
+                let mut shift = |placeholder: &mut Map<String, Value>| {
+                    if let Some(num) = placeholder.get("num").and_then(Value::as_u64) {
+                        placeholder.insert("num".into(), (num + base).into());
+                    }
+                };
+                for arg in &mut args {
+                    envelope::for_each_placeholder(arg, &mut shift);
+                }
                 attachments.extend(publication.attachments);
             }
             (envelope.event, args)
@@ -104,21 +112,6 @@ fn parse(json: &str) -> Value {
     serde_json::from_str(json).unwrap_or(Value::Null)
 }
 
-/// Shifts every placeholder in `value` by `base`: the event's attachments start there
-/// among the ack's.
-fn renumber(value: &mut Value, base: u64) {
-    match value {
-        Value::Object(object) if object.get("_placeholder") == Some(&Value::Bool(true)) => {
-            if let Some(num) = object.get("num").and_then(Value::as_u64) {
-                object.insert("num".into(), (num + base).into());
-            }
-        }
-        Value::Object(object) => object.values_mut().for_each(|v| renumber(v, base)),
-        Value::Array(items) => items.iter_mut().for_each(|v| renumber(v, base)),
-        _ => {}
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -140,7 +133,7 @@ mod tests {
                 user: "alice".into(),
                 info: Bytes::new(),
             }),
-            membership: None,
+            ..Default::default()
         }
     }
 

@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex};
 use tokio::sync::{OwnedMutexGuard, mpsc, watch};
 
 use super::engine;
-use crate::outbound::{Closer, Frame};
+use crate::outbound::{Closer, Frame, Frames};
 
 /// Frames one polling response carries at most.
 const POLL_BATCH: usize = 256;
@@ -52,7 +52,7 @@ pub enum PollError {
 pub struct Link {
     pub sid: Arc<str>,
     inbound: mpsc::Sender<engine::Packet>,
-    frames: Arc<tokio::sync::Mutex<mpsc::Receiver<Frame>>>,
+    frames: Arc<tokio::sync::Mutex<Frames>>,
     closer: Closer,
     transport: watch::Sender<Transport>,
     /// Held while a POST hands its packets in, so two POSTs cannot interleave.
@@ -63,7 +63,7 @@ impl Link {
     pub fn new(
         sid: Arc<str>,
         inbound: mpsc::Sender<engine::Packet>,
-        frames: mpsc::Receiver<Frame>,
+        frames: Frames,
         closer: Closer,
         transport: Transport,
     ) -> Self {
@@ -105,8 +105,9 @@ impl Link {
         Some(true)
     }
 
-    /// Waits for frames to send on a polling GET.
-    pub async fn poll(&self) -> Result<Poll, PollError> {
+    /// Waits for frames to send on a polling GET: as many as are queued, within
+    /// `max_bytes` of response body, and at least one.
+    pub async fn poll(&self, max_bytes: usize) -> Result<Poll, PollError> {
         if self.transport() == Transport::WebSocket {
             return Err(PollError::NotPolling);
         }
@@ -127,12 +128,18 @@ impl Link {
                 None => Poll::Noop,
             });
         };
+        let mut bytes = body_bytes(&first);
         let mut batch = vec![first];
         while batch.len() < POLL_BATCH {
-            match frames.try_recv() {
-                Ok(frame) => batch.push(frame),
-                Err(_) => break,
+            let Some(frame) = frames.try_recv() else {
+                break;
+            };
+            bytes += body_bytes(&frame);
+            if bytes > max_bytes {
+                frames.put_back(frame);
+                break;
             }
+            batch.push(frame);
         }
         Ok(Poll::Frames(batch))
     }
@@ -161,9 +168,18 @@ impl Link {
     }
 
     /// Moves the way out to a WebSocket: returns the outbound queue once no GET holds it.
-    pub async fn take_frames(&self) -> OwnedMutexGuard<mpsc::Receiver<Frame>> {
+    pub async fn take_frames(&self) -> OwnedMutexGuard<Frames> {
         self.transport.send_replace(Transport::WebSocket);
         self.frames.clone().lock_owned().await
+    }
+}
+
+/// Bytes a frame takes in a polling response: binary ones go as `b` and base64, and each
+/// is separated from the next.
+fn body_bytes(frame: &Frame) -> usize {
+    match frame {
+        Frame::Text(text) => text.len() + 1,
+        Frame::Binary(bytes) => bytes.len().div_ceil(3) * 4 + 2,
     }
 }
 
@@ -235,14 +251,25 @@ impl Links {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::outbound::{self, Bounds, Outbound};
     use axum::extract::ws::Utf8Bytes;
     use herald_core::codes::DisconnectCode;
 
-    fn link(transport: Transport) -> (Link, mpsc::Sender<Frame>, mpsc::Receiver<engine::Packet>) {
+    fn link(transport: Transport) -> (Link, Outbound, mpsc::Receiver<engine::Packet>) {
         let (inbound, packets) = mpsc::channel(8);
-        let (frames_tx, frames) = mpsc::channel(8);
-        let link = Link::new("sid".into(), inbound, frames, Closer::default(), transport);
-        (link, frames_tx, packets)
+        let bounds = Bounds {
+            frames: 8,
+            bytes: 1 << 20,
+        };
+        let (outbound, frames) = outbound::channel(bounds);
+        let link = Link::new(
+            "sid".into(),
+            inbound,
+            frames,
+            outbound.closer().clone(),
+            transport,
+        );
+        (link, outbound, packets)
     }
 
     fn text(s: &'static str) -> Frame {
@@ -252,12 +279,30 @@ mod tests {
     #[tokio::test]
     async fn a_get_takes_everything_queued() {
         let (link, out, _packets) = link(Transport::Polling);
-        out.send(text("40")).await.unwrap();
-        out.send(text("42[\"a\"]")).await.unwrap();
+        out.send(text("40"));
+        out.send(text("42[\"a\"]"));
         assert_eq!(
-            link.poll().await,
+            link.poll(usize::MAX).await,
             Ok(Poll::Frames(vec![text("40"), text("42[\"a\"]")]))
         );
+    }
+
+    #[tokio::test]
+    async fn a_get_takes_what_fits_in_its_bytes_and_leaves_the_rest_in_order() {
+        let (link, out, _packets) = link(Transport::Polling);
+        let frame = |n: u8| Frame::Text(String::from_utf8(vec![b'a' + n; 99]).unwrap().into());
+        for n in 0..3 {
+            out.send(frame(n));
+        }
+        // 100 bytes each in a body: two fit in 250, the third waits for the next GET.
+        assert_eq!(
+            link.poll(250).await,
+            Ok(Poll::Frames(vec![frame(0), frame(1)]))
+        );
+        assert_eq!(link.poll(250).await, Ok(Poll::Frames(vec![frame(2)])));
+        // One frame larger than the budget still goes, alone.
+        out.send(frame(3));
+        assert_eq!(link.poll(10).await, Ok(Poll::Frames(vec![frame(3)])));
     }
 
     #[tokio::test]
@@ -266,13 +311,13 @@ mod tests {
         let link = Arc::new(link);
         let first = tokio::spawn({
             let link = link.clone();
-            async move { link.poll().await }
+            async move { link.poll(usize::MAX).await }
         });
         // The first GET waits with the queue locked.
         while link.frames.try_lock().is_ok() {
             tokio::task::yield_now().await;
         }
-        assert_eq!(link.poll().await, Err(PollError::Overlap));
+        assert_eq!(link.poll(usize::MAX).await, Err(PollError::Overlap));
         link.closer()
             .close(herald_core::codes::DisconnectCode::BadRequest);
         assert_eq!(first.await.unwrap(), Ok(Poll::Closed));
@@ -288,7 +333,7 @@ mod tests {
             let link = Arc::new(link);
             let waiting = tokio::spawn({
                 let link = link.clone();
-                async move { link.poll().await }
+                async move { link.poll(usize::MAX).await }
             });
             while link.frames.try_lock().is_ok() {
                 tokio::task::yield_now().await;
@@ -308,7 +353,7 @@ mod tests {
         let link = Arc::new(link);
         let waiting = tokio::spawn({
             let link = link.clone();
-            async move { link.poll().await }
+            async move { link.poll(usize::MAX).await }
         });
         while link.frames.try_lock().is_ok() {
             tokio::task::yield_now().await;
@@ -316,10 +361,10 @@ mod tests {
         assert!(link.begin_upgrade());
         assert!(!link.begin_upgrade());
         assert_eq!(waiting.await.unwrap(), Ok(Poll::Noop));
-        out.send(text("42[\"late\"]")).await.unwrap();
+        out.send(text("42[\"late\"]"));
         let mut frames = link.take_frames().await;
         assert_eq!(frames.recv().await, Some(text("42[\"late\"]")));
-        assert_eq!(link.poll().await, Err(PollError::NotPolling));
+        assert_eq!(link.poll(usize::MAX).await, Err(PollError::NotPolling));
     }
 
     #[tokio::test]

@@ -70,17 +70,19 @@ impl Reply {
 /// Opens a session on polling: the reply carries the open packet.
 pub async fn handshake(gateway: &Arc<Gateway>, permit: ConnectionPermit) -> Reply {
     let link = session::start(gateway, Transport::Polling, permit);
-    get(&link).await
+    get(&link, usize::MAX).await
 }
 
-/// Serves a request for a session held by this gateway.
-pub async fn serve(gateway: &Gateway, request: Request) -> Reply {
+/// Serves a request for a session held by this gateway; a GET's body holds at most
+/// `max_bytes` of packets, unless the first alone is larger (a request forwarded from
+/// another gateway is answered in one bus message).
+pub async fn serve(gateway: &Gateway, request: Request, max_bytes: usize) -> Reply {
     let Some(link) = gateway.socketio_links.get(&request.sid) else {
         return Reply::error(RequestError::UnknownSid);
     };
     match request.method {
         Method::Get => {
-            let reply = get(&link).await;
+            let reply = get(&link, max_bytes).await;
             if link.closer().is_closed() {
                 // Its last answer: the session is over.
                 gateway.socketio_links.remove(&link.sid);
@@ -91,8 +93,8 @@ pub async fn serve(gateway: &Gateway, request: Request) -> Reply {
     }
 }
 
-async fn get(link: &Link) -> Reply {
-    match link.poll().await {
+async fn get(link: &Link, max_bytes: usize) -> Reply {
+    match link.poll(max_bytes).await {
         Ok(Poll::Frames(frames)) => Reply::payload(encode(&frames)),
         Ok(Poll::Noop) => Reply::payload("6".into()),
         Ok(Poll::Closed) => Reply::payload("1".into()),

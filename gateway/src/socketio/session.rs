@@ -33,7 +33,7 @@ const MAX_BURST: usize = 256;
 /// Starts a session on `transport` and registers it with the gateway; its open packet is
 /// the first frame queued.
 pub fn start(gateway: &Arc<Gateway>, transport: Transport, permit: ConnectionPermit) -> Arc<Link> {
-    let (outbound, frames) = outbound::channel(gateway.config.outbound_queue);
+    let (outbound, frames) = outbound::channel(gateway.outbound_bounds());
     let (inbound, packets) = mpsc::channel(INBOUND_QUEUE);
     let sid: Arc<str> = gateway.new_engine_sid().into();
     let link = Arc::new(Link::new(

@@ -15,7 +15,6 @@ use bytes::Bytes;
 use herald_core::codes::{DisconnectCode, ErrorCode, Refusal};
 use herald_core::rules::Action;
 use herald_proto::bus::v1::PublishRequest;
-use prost::Message;
 use serde_json::json;
 use serde_json::value::RawValue;
 use tokio::time::Instant;
@@ -176,7 +175,7 @@ impl Sockets {
             }
             match self.read(&packet, &complete.attachments) {
                 Ok(Request::Publish(Prepared::Routed(request))) => {
-                    let size = request.encoded_len();
+                    let size = publish::batch_bytes(&request);
                     if bytes + size > batch_limit {
                         self.conn.publish_batch(std::mem::take(&mut batch)).await;
                         bytes = 0;
@@ -317,10 +316,7 @@ impl Sockets {
                     publisher: Some(socket.access.client_info(&socket.sid)),
                     idempotency_key: None,
                 };
-                let limit = Limit {
-                    bytes: gateway.socketio.max_payload,
-                    setting: "socketio.max_payload",
-                };
+                let limit = Limit::socketio(&gateway.socketio);
                 let bus_limit = gateway.upstream.bus().max_payload();
                 let prepared = publish::prepare(publish, limit, bus_limit, rules.has_history())?;
                 Request::Publish(prepared)

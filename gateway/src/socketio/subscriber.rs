@@ -47,10 +47,12 @@ impl SocketSubscriber {
 
     /// Whether the socket published `publication` itself.
     fn own(&self, publication: &Publication) -> bool {
-        publication
-            .publisher
-            .as_ref()
-            .is_some_and(|p| *p.client == *self.sid)
+        let client = match &publication.publisher {
+            Some(publisher) => &publisher.client,
+            // From a router of the release before this one, during a rolling upgrade.
+            None => &publication.origin,
+        };
+        **client == *self.sid
     }
 }
 

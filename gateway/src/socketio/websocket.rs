@@ -11,14 +11,14 @@ use axum::extract::ws::{Message, Utf8Bytes, WebSocket};
 use futures_util::stream::{SplitSink, SplitStream};
 use futures_util::{SinkExt, StreamExt};
 use herald_core::codes::DisconnectCode;
-use tokio::sync::{OwnedMutexGuard, mpsc};
+use tokio::sync::OwnedMutexGuard;
 
 use super::engine::{self, PacketType};
 use super::link::{Link, Transport};
 use super::session;
 use crate::gateway::{ConnectionPermit, Gateway};
 use crate::inbound::client_gone;
-use crate::outbound::{self, Frame};
+use crate::outbound::{self, Frames};
 
 /// How long a probing WebSocket has to send `upgrade`, as in the reference server.
 const UPGRADE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -87,7 +87,7 @@ async fn carry(
     sink: SplitSink<WebSocket, Message>,
     mut stream: SplitStream<WebSocket>,
     link: &Link,
-    mut frames: OwnedMutexGuard<mpsc::Receiver<Frame>>,
+    mut frames: OwnedMutexGuard<Frames>,
 ) {
     let closer = link.closer().clone();
     // A Socket.IO client learns why from the close itself; there is no farewell message.

@@ -72,12 +72,13 @@ impl Api {
             publisher: None,
             idempotency_key: (!key.is_empty()).then_some(key),
         };
-        let limit = Limit {
-            bytes: rules.max_message_size,
-            setting: "the channel's max_message_size",
-        };
         let bus_limit = self.upstream.bus().max_payload();
-        publish::prepare(publish, limit, bus_limit, rules.has_history())
+        publish::prepare(
+            publish,
+            Limit::channel(&rules),
+            bus_limit,
+            rules.has_history(),
+        )
     }
 
     async fn presence_query(
@@ -173,12 +174,14 @@ impl HeraldApi for Api {
                 Err(refusal) => outcomes[i] = Some(Err(refusal)),
             }
         }
-        if !routed.is_empty() {
-            let replies = match self.upstream.publish(routed).await {
+        let mut routed_at = routed_at.into_iter();
+        for batch in publish::batches(routed, publish::batch_limit(&self.upstream)) {
+            let sent = batch.len();
+            let replies = match self.upstream.publish(batch).await {
                 Ok(replies) => replies,
-                Err(refusal) => vec![Err(refusal); routed_at.len()],
+                Err(refusal) => vec![Err(refusal); sent],
             };
-            for (i, reply) in routed_at.into_iter().zip(replies) {
+            for (i, reply) in routed_at.by_ref().zip(replies) {
                 outcomes[i] = Some(reply);
             }
         }

@@ -98,6 +98,11 @@ impl State {
             epoch: stream.epoch.clone(),
             data: entry.data,
             attachments: entry.attachments,
+            origin: entry
+                .publisher
+                .as_ref()
+                .map(|p| p.client.clone())
+                .unwrap_or_default(),
             publisher: entry.publisher,
             accepted_at_us: entry.accepted_at_us,
             membership: None,

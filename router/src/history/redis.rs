@@ -107,6 +107,7 @@ fn parse_entry(channel: &str, epoch: &str, entry: &Value) -> Option<Publication>
             _ => {}
         }
     }
+    publication.origin = publisher.client.clone();
     publication.publisher = (!publisher.client.is_empty()).then_some(publisher);
     Some(publication)
 }

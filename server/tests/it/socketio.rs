@@ -285,3 +285,48 @@ async fn a_jwt_in_the_connect_auth_is_required_when_auth_is_on() {
         assert_eq!(error["data"]["code"], code, "{error}");
     }
 }
+
+#[tokio::test]
+async fn a_direct_message_room_admits_only_its_users() {
+    let node = standalone(&[("HERALD_AUTH__HMAC_SECRET", tokens::SECRET)]);
+    let url = format!("http://{}", node.addr());
+    let mut sockets = Vec::new();
+    for user in ["alice", "bob", "carol"] {
+        let options = json!({
+            "transports": ["websocket"],
+            "auth": { "token": tokens::user(user, 600) },
+        });
+        let mut socket = Agent::spawn(Library::Js, &url, "/chat", options);
+        socket.next("connect", PATIENCE).await.unwrap();
+        sockets.push(socket);
+    }
+    let [alice, bob, carol] = &mut sockets[..] else {
+        unreachable!("three sockets")
+    };
+    let room = "#alice,bob";
+    for member in [&mut *alice, &mut *bob] {
+        let ack = member
+            .emit_ack("join", json!([room]), PATIENCE)
+            .await
+            .unwrap();
+        assert_eq!(ack, json!({"ok": true}));
+    }
+    let ack = carol
+        .emit_ack("join", json!([room]), PATIENCE)
+        .await
+        .unwrap();
+    assert_eq!(ack["error"]["code"], 103, "{ack}");
+    let ack = carol
+        .emit_ack("to", json!([room, "message", "let me in"]), PATIENCE)
+        .await
+        .unwrap();
+    assert_eq!(ack["error"]["code"], 103, "{ack}");
+    let ack = alice
+        .emit_ack("to", json!([room, "message", "hi bob"]), PATIENCE)
+        .await
+        .unwrap();
+    assert_eq!(ack["ok"], true, "{ack}");
+    let event = bob.next("event", PATIENCE).await.unwrap();
+    assert_eq!(event["args"], json!(["hi bob"]));
+    no_event(carol).await;
+}
