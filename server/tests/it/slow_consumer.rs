@@ -1,6 +1,6 @@
 //! A client that stops reading, next to one that reads: the reader gets everything, the
-//! stuck one is cut with code 3004 once its outbound queue is full, and the gateway's
-//! memory does not grow with what the stuck client did not read.
+//! stuck one is cut with code 3004 once its outbound queue is full (in frames, or in
+//! bytes), and the gateway's memory does not grow with what the stuck client did not read.
 
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{Value, json};
@@ -25,9 +25,23 @@ fn kernel_send_buffer() -> usize {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_that_stops_reading_is_cut_and_the_others_are_served() {
-    let queue = QUEUE.to_string();
+    // The queue's bound in frames (256 × 16 KiB) comes before its bound in bytes (8 MiB).
+    stuck_client_is_cut(QUEUE, 8 * 1024 * 1024).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_stops_reading_is_cut_by_its_byte_budget() {
+    // Here the bound in bytes (2 MB, 122 publications) comes first.
+    stuck_client_is_cut(100_000, 2_000_000).await;
+}
+
+/// A stuck client beside a reader, on a gateway whose connections may queue `frames`
+/// frames and `bytes` bytes.
+async fn stuck_client_is_cut(frames: usize, bytes: usize) {
+    let (queue, budget) = (frames.to_string(), bytes.to_string());
     let node = standalone(&[
         ("HERALD_GATEWAY__OUTBOUND_QUEUE", &queue),
+        ("HERALD_GATEWAY__OUTBOUND_BYTES", &budget),
         ("HERALD_CHANNELS__DEFAULT__HISTORY_SIZE", "10"),
     ]);
     let url = node.ws_url();
@@ -59,7 +73,7 @@ async fn a_client_that_stops_reading_is_cut_and_the_others_are_served() {
     let baseline = node.rss_bytes().expect("the gateway's RSS");
 
     // Far more than the kernel can buffer for the stuck client, plus its queue.
-    let total = 8 * (kernel_send_buffer() + QUEUE * PAYLOAD);
+    let total = 8 * (kernel_send_buffer() + bytes.min(frames * PAYLOAD));
     let count = total / PAYLOAD;
     let data = "x".repeat(PAYLOAD - 16);
     let mut pending = Vec::new();
