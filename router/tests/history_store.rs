@@ -154,39 +154,23 @@ async fn conformance(store: &dyn HistoryStore) {
     for _ in 0..5 {
         one(store, append("f", &big, None, 10)).await;
     }
-    let cut = |since, reverse, max_bytes| Query {
-        max_bytes,
-        ..query(since, 10, reverse)
+    let page = |since, reverse, max_bytes| async move {
+        let query = Query {
+            max_bytes,
+            ..query(since, 10, reverse)
+        };
+        let page = store.read("f", query, META_TTL).await.unwrap();
+        let offsets: Vec<u64> = page.publications.iter().map(|p| p.offset).collect();
+        (offsets, page.truncated)
     };
-    let page = store
-        .read("f", cut(None, false, 25_000), META_TTL)
-        .await
-        .unwrap();
-    let offsets: Vec<u64> = page.publications.iter().map(|p| p.offset).collect();
-    assert_eq!((offsets, page.truncated), (vec![1, 2], true));
-    let page = store
-        .read("f", cut(Some(2), false, 25_000), META_TTL)
-        .await
-        .unwrap();
-    let offsets: Vec<u64> = page.publications.iter().map(|p| p.offset).collect();
-    assert_eq!((offsets, page.truncated), (vec![3, 4], true));
-    let page = store
-        .read("f", cut(None, true, 25_000), META_TTL)
-        .await
-        .unwrap();
-    let offsets: Vec<u64> = page.publications.iter().map(|p| p.offset).collect();
-    assert_eq!((offsets, page.truncated), (vec![5, 4], true));
-    let page = store
-        .read("f", cut(Some(4), false, 1), META_TTL)
-        .await
-        .unwrap();
-    let offsets: Vec<u64> = page.publications.iter().map(|p| p.offset).collect();
-    assert_eq!((offsets, page.truncated), (vec![5], false));
-    let page = store
-        .read("f", cut(None, false, 1_000_000), META_TTL)
-        .await
-        .unwrap();
-    assert_eq!((page.publications.len(), page.truncated), (5, false));
+    assert_eq!(page(None, false, 25_000).await, (vec![1, 2], true));
+    assert_eq!(page(Some(2), false, 25_000).await, (vec![3, 4], true));
+    assert_eq!(page(None, true, 25_000).await, (vec![5, 4], true));
+    assert_eq!(page(Some(4), false, 1).await, (vec![5], false));
+    assert_eq!(
+        page(None, false, 1_000_000).await,
+        (vec![1, 2, 3, 4, 5], false)
+    );
 }
 
 #[tokio::test]

@@ -276,6 +276,18 @@ mod tests {
         Frame::Text(Utf8Bytes::from_static(s))
     }
 
+    /// A GET on `link`, once it waits with the queue in hand.
+    async fn waiting_get(link: &Arc<Link>) -> tokio::task::JoinHandle<Result<Poll, PollError>> {
+        let get = tokio::spawn({
+            let link = link.clone();
+            async move { link.poll(usize::MAX).await }
+        });
+        while link.frames.try_lock().is_ok() {
+            tokio::task::yield_now().await;
+        }
+        get
+    }
+
     #[tokio::test]
     async fn a_get_takes_everything_queued() {
         let (link, out, _packets) = link(Transport::Polling);
@@ -309,17 +321,9 @@ mod tests {
     async fn a_second_get_overlaps() {
         let (link, _out, _packets) = link(Transport::Polling);
         let link = Arc::new(link);
-        let first = tokio::spawn({
-            let link = link.clone();
-            async move { link.poll(usize::MAX).await }
-        });
-        // The first GET waits with the queue locked.
-        while link.frames.try_lock().is_ok() {
-            tokio::task::yield_now().await;
-        }
+        let first = waiting_get(&link).await;
         assert_eq!(link.poll(usize::MAX).await, Err(PollError::Overlap));
-        link.closer()
-            .close(herald_core::codes::DisconnectCode::BadRequest);
+        link.closer().close(DisconnectCode::BadRequest);
         assert_eq!(first.await.unwrap(), Ok(Poll::Closed));
     }
 
@@ -331,13 +335,7 @@ mod tests {
         ] {
             let (link, _out, _packets) = link(Transport::Polling);
             let link = Arc::new(link);
-            let waiting = tokio::spawn({
-                let link = link.clone();
-                async move { link.poll(usize::MAX).await }
-            });
-            while link.frames.try_lock().is_ok() {
-                tokio::task::yield_now().await;
-            }
+            let waiting = waiting_get(&link).await;
             match end {
                 // A close packet POSTed by the client.
                 None => link.closer().gone(),
@@ -351,13 +349,7 @@ mod tests {
     async fn an_upgrade_releases_a_waiting_get_and_keeps_the_queue() {
         let (link, out, _packets) = link(Transport::Polling);
         let link = Arc::new(link);
-        let waiting = tokio::spawn({
-            let link = link.clone();
-            async move { link.poll(usize::MAX).await }
-        });
-        while link.frames.try_lock().is_ok() {
-            tokio::task::yield_now().await;
-        }
+        let waiting = waiting_get(&link).await;
         assert!(link.begin_upgrade());
         assert!(!link.begin_upgrade());
         assert_eq!(waiting.await.unwrap(), Ok(Poll::Noop));
