@@ -91,7 +91,7 @@ impl Returning<'_> {
     ) -> Result<Resumed, Refusal> {
         let resumed = self.resume(channel, from, replay).await;
         if let Ok(resumed) = &resumed {
-            let label = self.subscriber.format().label();
+            let label = metrics::protocol(self.subscriber.format());
             metrics::recovered(label, matches!(resumed, Resumed::Recovered(_)));
         }
         resumed

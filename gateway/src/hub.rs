@@ -364,7 +364,7 @@ impl Hub {
                 }
             }
             for (format, _, sent) in encodings.done {
-                self.deliveries.sent(format.label(), sent);
+                self.deliveries.sent(format, sent);
             }
         }
     }

@@ -15,11 +15,20 @@ use herald_core::time::unix_micros;
 use metrics::{Counter, Histogram, counter, gauge, histogram};
 
 use crate::gateway::Gateway;
+use crate::render::Format;
 
 /// `protocol` label of the native JSON protocol.
 pub const NATIVE: &str = "native";
 /// `protocol` label of the Socket.IO profile.
 pub const SOCKETIO: &str = "socketio";
+
+/// The `protocol` label of subscribers that take `format`.
+pub fn protocol(format: &Format) -> &'static str {
+    match format {
+        Format::Native => NATIVE,
+        Format::SocketIo { .. } => SOCKETIO,
+    }
+}
 
 /// Makes every family of a gateway visible from the start, at zero, so that dashboards
 /// and alerts see a series before the first event.
@@ -134,11 +143,11 @@ impl Deliveries {
         }
     }
 
-    /// A publication was queued to `count` subscribers of `protocol`.
-    pub fn sent(&self, protocol: &'static str, count: u64) {
-        match protocol {
-            NATIVE => self.native.increment(count),
-            _ => self.socketio.increment(count),
+    /// A publication was queued to `count` subscribers that take `format`.
+    pub fn sent(&self, format: &Format, count: u64) {
+        match format {
+            Format::Native => self.native.increment(count),
+            Format::SocketIo { .. } => self.socketio.increment(count),
         }
     }
 }

@@ -3,17 +3,16 @@
 //! subscriber of that format.
 //!
 //! The hub knows formats only through this module, so a new protocol, or a new variant of
-//! one, is a new [`Format`] here and a [`crate::hub::Subscriber`] in its own module; the
+//! one, is a new [`Format`] here and a hub `Subscriber` in its own module; the
 //! hub's registry does not change.
 
 use std::sync::Arc;
 
 use herald_proto::bus::v1::{Membership, Publication};
 
-use crate::metrics;
-use crate::native;
+use crate::native::push;
 use crate::outbound::Encoded;
-use crate::socketio;
+use crate::socketio::event;
 
 /// How a subscriber takes publications. Subscribers with equal formats share encodings.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -26,31 +25,21 @@ pub enum Format {
 }
 
 impl Format {
-    /// The `protocol` label of the metrics this format's deliveries count in.
-    pub fn label(&self) -> &'static str {
-        match self {
-            Self::Native => metrics::NATIVE,
-            Self::SocketIo { .. } => metrics::SOCKETIO,
-        }
-    }
-
     /// `publication` in this format; `None` when it cannot be shown in it (data that is not
     /// UTF-8).
     pub fn publication(&self, publication: &Publication) -> Option<Encoded> {
         match self {
-            Self::Native => native::push::publication(publication).map(Encoded::text),
-            Self::SocketIo { namespace, sender } => {
-                socketio::event::render(publication, namespace, *sender)
-            }
+            Self::Native => push::publication(publication).map(Encoded::text),
+            Self::SocketIo { namespace, sender } => event::render(publication, namespace, *sender),
         }
     }
 
     /// A join or leave event on `channel` in this format.
     pub fn membership(&self, channel: &str, membership: &Membership) -> Encoded {
         match self {
-            Self::Native => Encoded::text(native::push::membership(channel, membership)),
+            Self::Native => Encoded::text(push::membership(channel, membership)),
             Self::SocketIo { namespace, .. } => {
-                Encoded::text(socketio::event::membership(channel, namespace, membership))
+                Encoded::text(event::membership(channel, namespace, membership))
             }
         }
     }
