@@ -19,6 +19,10 @@ use super::reserved::HistoryOptions;
 use super::socket::{Ack, Conn, Socket};
 use crate::native::push::ClientView;
 
+/// Most binary attachments one history ack carries; a page with more is cut short, as a
+/// page too large for the bus is (`truncated`).
+const MAX_ACK_ATTACHMENTS: usize = 256;
+
 impl Conn {
     /// The events of `options.room` (or of the socket's namespace), if the socket may read
     /// its history.
@@ -54,11 +58,18 @@ impl Conn {
 /// The ack of a history request that got `page`.
 fn reply(page: HistoryPage) -> Ack {
     let mut attachments = Vec::new();
-    let events: Vec<Value> = page
-        .publications
-        .into_iter()
-        .map(|publication| item(publication, &mut attachments))
-        .collect();
+    let mut events = Vec::with_capacity(page.publications.len());
+    let mut truncated = page.truncated;
+    for publication in page.publications {
+        // Each attachment is a frame of its own: the page stops before it would take more
+        // than its share of the socket's outbound queue.
+        let more = publication.attachments.len();
+        if !events.is_empty() && attachments.len() + more > MAX_ACK_ATTACHMENTS {
+            truncated = true;
+            break;
+        }
+        events.push(item(publication, &mut attachments));
+    }
     let position = page.position.unwrap_or_default();
     let mut value = json!({
         "ok": true,
@@ -66,7 +77,7 @@ fn reply(page: HistoryPage) -> Ack {
         "offset": position.offset,
         "epoch": position.epoch,
     });
-    if page.truncated {
+    if truncated {
         value["truncated"] = Value::Bool(true);
     }
     Ack { value, attachments }
@@ -190,5 +201,19 @@ mod tests {
                 Bytes::from_static(b"b")
             ]
         );
+    }
+
+    #[test]
+    fn a_page_with_too_many_attachments_is_cut_short() {
+        let album = r#"{"event":"album","args":[{"_placeholder":true,"num":0}]}"#;
+        let ten: [&[u8]; 10] = [b"x"; 10];
+        let page = HistoryPage {
+            publications: (1..=30).map(|n| publication(n, album, &ten)).collect(),
+            ..Default::default()
+        };
+        let reply = reply(page);
+        assert_eq!(reply.value["events"].as_array().map(Vec::len), Some(25));
+        assert_eq!(reply.value["truncated"], true);
+        assert_eq!(reply.attachments.len(), 250);
     }
 }
