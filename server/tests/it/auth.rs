@@ -107,13 +107,23 @@ async fn socketio_sockets_refresh_with_a_reserved_event_and_expire_with_a_reason
     let options = |user: &str| {
         json!({
             "transports": ["websocket"],
-            "auth": { "token": tokens::user(user, ABOUT_TO_EXPIRE) },
+            "auth": { "token": tokens::user(user, 600) },
         })
     };
     let mut refreshed = Agent::spawn(Library::Js, &url, "/", options("alice"));
     let mut expiring = Agent::spawn(Library::Js, &url, "/", options("bob"));
     refreshed.next("connect", PATIENCE).await.unwrap();
     expiring.next("connect", PATIENCE).await.unwrap();
+    // Both sockets now hold tokens about to run out: given once the client processes have
+    // started and connected, however long that took on a loaded machine.
+    for (socket, user) in [(&mut refreshed, "alice"), (&mut expiring, "bob")] {
+        let token = tokens::user(user, ABOUT_TO_EXPIRE);
+        let ack = socket
+            .emit_ack("herald:refresh", json!([token]), PATIENCE)
+            .await
+            .unwrap();
+        assert_eq!(ack["ok"], true, "{ack}");
+    }
 
     let ack = refreshed
         .emit_ack(
