@@ -52,7 +52,7 @@ impl Identity {
     pub fn expires_in(&self) -> Option<u64> {
         let now = crate::time::unix_micros() / 1_000_000;
         self.expires_at
-            .map(|at| (at + LEEWAY_SECS).saturating_sub(now))
+            .map(|at| at.saturating_add(LEEWAY_SECS).saturating_sub(now))
     }
 }
 
@@ -92,6 +92,7 @@ struct Claims {
 pub struct Verifier {
     keys: Vec<(DecodingKey, Validation)>,
     anonymous: bool,
+    audience_configured: bool,
 }
 
 impl Verifier {
@@ -102,16 +103,16 @@ impl Verifier {
         let mut keys = Vec::new();
         if !config.hmac_secret.is_empty() {
             let key = DecodingKey::from_secret(config.hmac_secret.as_bytes());
-            keys.push((key, validation(Algorithm::HS256)));
+            keys.push((key, validation(Algorithm::HS256, config)));
         }
         if !config.public_key_file.is_empty() {
             let path = &config.public_key_file;
             let pem = std::fs::read(path)
                 .map_err(|e| invalid(format!("auth.public_key_file {path}: {e}")))?;
             let key = match DecodingKey::from_rsa_pem(&pem) {
-                Ok(key) => (key, validation(Algorithm::RS256)),
+                Ok(key) => (key, validation(Algorithm::RS256, config)),
                 Err(_) => DecodingKey::from_ec_pem(&pem)
-                    .map(|key| (key, validation(Algorithm::ES256)))
+                    .map(|key| (key, validation(Algorithm::ES256, config)))
                     .map_err(|_| {
                         invalid(format!(
                             "auth.public_key_file {path}: not an RSA or EC public key in PEM"
@@ -128,17 +129,22 @@ impl Verifier {
         Ok(Self {
             keys,
             anonymous: config.anonymous,
+            audience_configured: !config.audience.is_empty(),
         })
     }
 
     /// Who the holder of `token` is.
     pub fn verify(&self, token: Option<&str>) -> Result<Identity, AuthError> {
-        let Some(token) = token.filter(|t| !t.is_empty()) else {
+        let Some(token) = token else {
             return match self.anonymous {
                 true => Ok(Identity::anonymous()),
                 false => Err(AuthError::Missing),
             };
         };
+        // A token that was given is never downgraded to anonymous access, empty or not.
+        if token.is_empty() {
+            return Err(AuthError::Invalid("the token is empty".into()));
+        }
         if self.keys.is_empty() {
             return Err(AuthError::Invalid("no token keys are configured".into()));
         }
@@ -157,6 +163,16 @@ impl Verifier {
                 Err(e) if *e.kind() == ErrorKind::ExpiredSignature => {
                     return Err(AuthError::Expired);
                 }
+                Err(e) if *e.kind() == ErrorKind::ImmatureSignature => {
+                    return Err(AuthError::Invalid("the token is not valid yet (nbf)".into()));
+                }
+                Err(e) if *e.kind() == ErrorKind::InvalidAudience => {
+                    let why = match self.audience_configured {
+                        true => "the token's aud does not name this service",
+                        false => "the token has an aud claim: set auth.audience to accept it",
+                    };
+                    error = AuthError::Invalid(why.into());
+                }
                 Err(e) => error = AuthError::Invalid(e.to_string()),
             }
         }
@@ -164,10 +180,23 @@ impl Verifier {
     }
 }
 
-fn validation(algorithm: Algorithm) -> Validation {
+/// What a token must satisfy besides its signature: `exp` and `nbf` when present, and
+/// the configured `aud` and `iss`, which a token must then carry. A token with an `aud`
+/// is refused when no audience is configured (RFC 7519 §4.1.3: a recipient not named in
+/// it must reject it).
+fn validation(algorithm: Algorithm, config: &AuthConfig) -> Validation {
     let mut validation = Validation::new(algorithm);
     validation.required_spec_claims.clear();
     validation.leeway = LEEWAY_SECS;
+    validation.validate_nbf = true;
+    if !config.audience.is_empty() {
+        validation.set_audience(&[&config.audience]);
+        validation.required_spec_claims.insert("aud".into());
+    }
+    if !config.issuer.is_empty() {
+        validation.set_issuer(&[&config.issuer]);
+        validation.required_spec_claims.insert("iss".into());
+    }
     validation
 }
 
@@ -190,7 +219,7 @@ mod tests {
         Verifier::new(&AuthConfig {
             anonymous,
             hmac_secret: "s3cret".into(),
-            public_key_file: String::new(),
+            ..AuthConfig::default()
         })
         .unwrap()
     }
@@ -235,6 +264,45 @@ mod tests {
         let open = verifier(true);
         assert_eq!(open.verify(None).unwrap().user, "");
         assert!(open.verify(Some(&forged)).is_err());
+    }
+
+    #[test]
+    fn token_times_are_checked_without_overflow() {
+        let now = crate::time::unix_micros() / 1_000_000;
+        let strict = verifier(false);
+        let later = hs256(json!({"sub": "alice", "nbf": now + 3600}), "s3cret");
+        assert!(matches!(strict.verify(Some(&later)), Err(AuthError::Invalid(_))));
+        let forever = hs256(json!({"sub": "alice", "exp": u64::MAX}), "s3cret");
+        let identity = strict.verify(Some(&forever)).unwrap();
+        assert!(identity.expires_in().unwrap() > 1 << 60);
+        // A token that was given is checked, never taken as none.
+        assert!(matches!(verifier(true).verify(Some("")), Err(AuthError::Invalid(_))));
+    }
+
+    #[test]
+    fn audience_and_issuer_are_checked_when_configured() {
+        let open = verifier(false);
+        let with_aud = hs256(json!({"sub": "a", "aud": "herald", "iss": "idp"}), "s3cret");
+        let refusal = open.verify(Some(&with_aud)).unwrap_err();
+        assert!(refusal.to_string().contains("auth.audience"), "{refusal}");
+        let strict = Verifier::new(&AuthConfig {
+            anonymous: false,
+            hmac_secret: "s3cret".into(),
+            audience: "herald".into(),
+            issuer: "idp".into(),
+            ..AuthConfig::default()
+        })
+        .unwrap();
+        assert_eq!(strict.verify(Some(&with_aud)).unwrap().user, "a");
+        for claims in [
+            json!({"sub": "a", "aud": "other", "iss": "idp"}),
+            json!({"sub": "a", "aud": "herald", "iss": "other"}),
+            json!({"sub": "a", "iss": "idp"}),
+            json!({"sub": "a", "aud": "herald"}),
+        ] {
+            let token = hs256(claims.clone(), "s3cret");
+            assert!(strict.verify(Some(&token)).is_err(), "{claims}");
+        }
     }
 
     #[test]

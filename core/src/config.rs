@@ -48,10 +48,11 @@ pub struct Config {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ApiConfig {
-    /// Address the gRPC listener binds.
+    /// Address the gRPC listener binds. Loopback by default: the API can read every
+    /// channel and disconnect anyone, so it is reachable from elsewhere only with a key.
     pub listen: SocketAddr,
-    /// When set, every call must carry it in the `x-api-key` metadata. Prefer
-    /// `HERALD_API__KEY` to writing it in a file.
+    /// Every call must carry it in the `x-api-key` metadata. Required unless `listen` is a
+    /// loopback address. Prefer `HERALD_API__KEY` to writing it in a file.
     pub key: String,
     /// PEM certificate chain and private key: with both set, the API is served over TLS.
     pub tls_cert_file: String,
@@ -61,7 +62,7 @@ pub struct ApiConfig {
 impl Default for ApiConfig {
     fn default() -> Self {
         Self {
-            listen: SocketAddr::from(([0, 0, 0, 0], 3200)),
+            listen: SocketAddr::from(([127, 0, 0, 1], 3200)),
             key: String::new(),
             tls_cert_file: String::new(),
             tls_key_file: String::new(),
@@ -91,6 +92,22 @@ impl Default for PresenceConfig {
     }
 }
 
+impl ApiConfig {
+    /// Refuses an API that anyone who reaches its port could use: no key, on an address
+    /// other machines can reach. Checked by the nodes that serve the API.
+    pub fn check_exposure(&self) -> Result<(), ConfigError> {
+        if self.key.is_empty() && !self.listen.ip().is_loopback() {
+            return Err(ConfigError::Invalid(format!(
+                "api.key is empty but api.listen {} is reachable from other machines, so \
+                 anyone could read every channel and disconnect users: set a key \
+                 (HERALD_API__KEY) or listen on loopback (--api-listen 127.0.0.1:3200)",
+                self.listen
+            )));
+        }
+        Ok(())
+    }
+}
+
 /// Connection tokens (JWT): who a client is, for every protocol.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -102,6 +119,10 @@ pub struct AuthConfig {
     pub hmac_secret: String,
     /// PEM file with the public key of RS256 or ES256 tokens. Empty: none accepted.
     pub public_key_file: String,
+    /// The `aud` every token must name. Empty: tokens with an `aud` are refused.
+    pub audience: String,
+    /// The `iss` every token must carry. Empty: not checked.
+    pub issuer: String,
 }
 
 impl Default for AuthConfig {
@@ -110,6 +131,8 @@ impl Default for AuthConfig {
             anonymous: true,
             hmac_secret: String::new(),
             public_key_file: String::new(),
+            audience: String::new(),
+            issuer: String::new(),
         }
     }
 }
@@ -166,8 +189,8 @@ pub struct GatewayConfig {
     /// requests): exact origins such as `https://app.example.com`, or `*`. Requests
     /// without an `Origin` (apps, backends) are always let through. Empty: any origin.
     pub allowed_origins: Vec<String>,
-    /// Most client connections this gateway holds at once; more are refused with HTTP 503.
-    /// 0: no limit.
+    /// Most client connections (WebSockets and Socket.IO sessions) this gateway holds at
+    /// once; more are refused with HTTP 503. About 25 KiB each when idle. 0: no limit.
     pub max_connections: usize,
     /// How long a stopping gateway takes to send its clients away (code 3000, to reconnect
     /// elsewhere). Each client leaves at a random moment within it, so that they do not all
@@ -197,7 +220,7 @@ impl Default for GatewayConfig {
             history_default_limit: 100,
             history_max_limit: 1000,
             allowed_origins: Vec::new(),
-            max_connections: 0,
+            max_connections: 25_000,
             drain_period: Duration::from_secs(15),
         }
     }
@@ -220,6 +243,11 @@ pub struct SocketIoConfig {
     /// How long a new connection has to connect to its first namespace.
     #[serde(with = "humantime_serde")]
     pub connect_timeout: Duration,
+    /// How long a new session waits for its client's first packet (stock clients send
+    /// their CONNECT at once) before it is closed: what a handshake that is never
+    /// followed up costs.
+    #[serde(with = "humantime_serde")]
+    pub open_timeout: Duration,
     /// Namespaces clients may connect to: exact names (`/chat`) or prefixes ending in `*`
     /// (`/team-*`). Empty: every namespace.
     pub namespaces: Vec<String>,
@@ -282,6 +310,7 @@ impl Default for SocketIoConfig {
             ping_timeout: Duration::from_secs(20),
             max_payload: 1_000_000,
             connect_timeout: Duration::from_secs(45),
+            open_timeout: Duration::from_secs(10),
             namespaces: Vec::new(),
             cors_origins: Vec::new(),
             recovery_window: Duration::from_secs(120),

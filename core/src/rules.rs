@@ -250,13 +250,11 @@ impl ChannelsConfig {
         if access == Access::None {
             return Err(denied("it is for the server API only"));
         }
-        if let Some(mut users) = limited_users(channel) {
-            return match users.any(|user| !who.user.is_empty() && user == who.user)
-                || who.grants(channel)
-            {
-                true => Ok(rules),
-                false => Err(denied("it is limited to other users")),
-            };
+        // A user-limited channel narrows its namespace's access level, never widens it.
+        if let Some(mut users) = limited_users(channel)
+            && !(users.any(|user| !who.user.is_empty() && user == who.user) || who.grants(channel))
+        {
+            return Err(denied("it is limited to other users"));
         }
         match access {
             Access::All => Ok(rules),
@@ -399,6 +397,41 @@ mod tests {
             channels
                 .authorize("dm:#", Action::Subscribe, &Identity::anonymous())
                 .is_err()
+        );
+    }
+
+    #[test]
+    fn user_limited_channels_keep_their_namespace_access_level() {
+        let channels = config(
+            r#"
+            [channels.namespaces.vip]
+            subscribe = "granted"
+            publish = "granted"
+            [channels.namespaces.ops]
+            subscribe = "none"
+            "#,
+        );
+        let eve = user("eve", &[]);
+        for (channel, action) in [
+            ("vip:news#eve", Action::Subscribe),
+            ("vip:x#eve", Action::Publish),
+            ("ops:#eve", Action::Subscribe),
+        ] {
+            let refusal = channels.authorize(channel, action, &eve).unwrap_err();
+            assert_eq!(refusal.code, ErrorCode::PermissionDenied, "{channel}");
+        }
+        let granted = user("eve", &["vip:*"]);
+        assert!(
+            channels
+                .authorize("vip:news#eve", Action::Subscribe, &granted)
+                .is_ok()
+        );
+        // A grant that covers the channel admits a service to every user's channel in it.
+        let carol = user("carol", &["vip:*"]);
+        assert!(
+            channels
+                .authorize("vip:news#eve", Action::Subscribe, &carol)
+                .is_ok()
         );
     }
 

@@ -105,8 +105,9 @@ impl Access {
     }
 }
 
+/// When the token runs out on the runtime's clock; `None` also for an `exp` so far ahead
+/// that the clock cannot represent it (it never runs out in practice).
 fn deadline(identity: &Identity) -> Option<Instant> {
-    identity
-        .expires_in()
-        .map(|secs| Instant::now() + Duration::from_secs(secs))
+    let secs = identity.expires_in()?;
+    Instant::now().checked_add(Duration::from_secs(secs))
 }

@@ -222,7 +222,9 @@ async fn serve_api(
     bus: Arc<dyn Bus>,
     shutdown: &CancellationToken,
 ) -> anyhow::Result<()> {
-    // A key or certificate that cannot be read stops the node before it serves anything.
+    // An open API, or a key or certificate that cannot be read, stops the node before it
+    // serves anything.
+    config.api.check_exposure()?;
     api::tls(config)?;
     let listener = bind(config.api.listen).await?;
     let addr = listener.local_addr()?;

@@ -103,8 +103,6 @@ pub async fn serve(socket: WebSocket, gateway: Arc<Gateway>) {
             break;
         }
     }
-    gateway.clients.close(id);
-    session.leave_all();
     drop(session);
     metrics::ended(NATIVE, closer.reason());
     let _ = writer.await;
@@ -318,7 +316,26 @@ impl Session {
         let result = reply::RefreshResult {
             expires_in: access.identity().expires_in(),
         };
+        self.reauthorize();
         Ok(reply::ok(id, &result))
+    }
+
+    /// Ends, with an `unsubscribe` push each, the subscriptions the connection's token no
+    /// longer allows (after a refresh with a token that grants less).
+    fn reauthorize(&mut self) {
+        let Some(access) = &self.access else { return };
+        let channels = &self.gateway.channels;
+        let revoked: Vec<String> = self
+            .subscriptions
+            .iter()
+            .filter(|channel| access.authorize(channels, channel, Action::Subscribe).is_err())
+            .cloned()
+            .collect();
+        for channel in revoked {
+            self.subscriptions.remove(&channel);
+            self.leave(&channel);
+            self.send(push::unsubscribe(&channel));
+        }
     }
 
     async fn subscribe(&mut self, id: u64, params: SubscribeParams) -> Result<Utf8Bytes, Refusal> {
@@ -351,10 +368,15 @@ impl Session {
             subscriber: self.subscriber.clone(),
             history,
         };
+        // The client names the offset it recovers from, so recovery is a history read:
+        // without that permission it starts from now (`recovered: false`).
+        let may_recover = history
+            && rules.recovery
+            && access
+                .authorize(&self.gateway.channels, &channel, Action::ReadHistory)
+                .is_ok();
         let from = match (params.recover, params.offset, params.epoch) {
-            (true, Some(offset), Some(epoch)) if history && rules.recovery => {
-                Some(Position { offset, epoch })
-            }
+            (true, Some(offset), Some(epoch)) if may_recover => Some(Position { offset, epoch }),
             _ => None,
         };
         let (position, recovered) = match from {
@@ -461,6 +483,15 @@ impl Session {
         for channel in std::mem::take(&mut self.subscriptions) {
             self.leave(&channel);
         }
+    }
+}
+
+/// The connection's registrations end with it, however its task ends: a panic on one
+/// connection must not leave its subscriptions in the hub and presence forever.
+impl Drop for Session {
+    fn drop(&mut self) {
+        self.gateway.clients.close(self.id);
+        self.leave_all();
     }
 }
 

@@ -22,7 +22,7 @@ use herald_core::upstream::Upstream;
 /// socket's `pid` and the last offset string it received.
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct ConnectData {
-    pub token: Option<String>,
+    pub token: GivenToken,
     pub recovery: bool,
     pub pid: Option<String>,
     pub offset: Option<String>,
@@ -37,13 +37,30 @@ impl ConnectData {
             return Self::default();
         };
         let text = |key: &str| auth.get(key).and_then(Value::as_str).map(str::to_string);
+        let token = match auth.get("token") {
+            None | Some(Value::Null) => GivenToken::None,
+            Some(Value::String(token)) => GivenToken::Text(token.clone()),
+            Some(_) => GivenToken::Unusable,
+        };
         Self {
-            token: text("token"),
+            token,
             recovery: auth.get("recovery") == Some(&Value::Bool(true)),
             pid: text("pid"),
             offset: text("offset"),
         }
     }
+}
+
+/// The `token` of a CONNECT `auth`. A token that is there is checked, never ignored: one
+/// that is not a string is refused, not taken for none.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub enum GivenToken {
+    /// No `token` key, or `null`.
+    #[default]
+    None,
+    Text(String),
+    /// Anything but a string or `null`.
+    Unusable,
 }
 
 /// A socket's recovery state on its gateway.
@@ -168,7 +185,9 @@ pub fn record(
 }
 
 /// Where a returning socket stands in each channel of its record: the offset string's
-/// position where it has one for the channel, else where the socket joined it.
+/// position where it has one for the channel, else where the socket joined it. Never
+/// before it joined: the offset string is the client's word, and recovery gives back
+/// what the socket missed, not the channel's history.
 pub fn starting_points(record: &SocketRecord, offset: Option<&str>) -> Vec<(String, Position)> {
     let echoed = offsets::parse(offset.unwrap_or_default());
     record
@@ -179,7 +198,7 @@ pub fn starting_points(record: &SocketRecord, offset: Option<&str>) -> Vec<(Stri
             let key = offsets::key(&mark.channel, &joined.epoch);
             let from = match echoed.iter().find(|(k, _)| *k == key) {
                 Some(&(_, offset)) => Position {
-                    offset,
+                    offset: offset.max(joined.offset),
                     epoch: joined.epoch,
                 },
                 None => joined,
@@ -262,6 +281,9 @@ mod tests {
             ]
         );
         assert_eq!(starting_points(&record, None), joined);
+        // A forged offset before the join gives nothing from before the join.
+        let forged = format!("{:08x}:0", offsets::key("/chat", "e"));
+        assert_eq!(starting_points(&record, Some(&forged)), joined);
     }
 
     #[test]
@@ -273,7 +295,7 @@ mod tests {
         assert_eq!(
             parse(r#"{"token":"t","recovery":true,"pid":"p","offset":"o","extra":1}"#),
             ConnectData {
-                token: Some("t".into()),
+                token: GivenToken::Text("t".into()),
                 recovery: true,
                 pid: Some("p".into()),
                 offset: Some("o".into()),
@@ -284,11 +306,19 @@ mod tests {
         assert_eq!(
             parse(r#"{"token":"t","pid":"p","offset":null,"recovery":"yes"}"#),
             ConnectData {
-                token: Some("t".into()),
+                token: GivenToken::Text("t".into()),
                 pid: Some("p".into()),
                 ..Default::default()
             }
         );
+        for (auth, token) in [
+            (r#"{"token":null}"#, GivenToken::None),
+            (r#"{"token":123}"#, GivenToken::Unusable),
+            (r#"{"token":{"a":1}}"#, GivenToken::Unusable),
+            (r#"{"token":""}"#, GivenToken::Text(String::new())),
+        ] {
+            assert_eq!(parse(auth).token, token, "{auth}");
+        }
         assert_eq!(parse("[1]"), ConnectData::default());
         assert_eq!(ConnectData::parse(None), ConnectData::default());
     }

@@ -97,7 +97,9 @@ impl Session {
         let start = Instant::now();
         let mut ping = tokio::time::interval_at(start + config.ping_interval, config.ping_interval);
         let connect_deadline = start + config.connect_timeout;
+        let open_deadline = start + config.open_timeout;
         let mut connected_once = false;
+        let mut heard_once = false;
         let leave = self.gateway.drain.turn();
         tokio::pin!(leave);
         let mut refresh = self
@@ -111,6 +113,7 @@ impl Session {
                     // Take every packet already handed in, so that their events can travel
                     // to the routers together.
                     let mut burst = Vec::new();
+                    heard_once = true;
                     let mut handled = match packet {
                         Some(packet) => self.on_engine(packet, &mut burst),
                         None => Err(Ending::Gone),
@@ -139,6 +142,9 @@ impl Session {
                 () = sleep_until(connect_deadline), if !connected_once => {
                     closer.close(DisconnectCode::ConnectTimeout);
                 }
+                () = sleep_until(open_deadline), if !heard_once => {
+                    closer.close(DisconnectCode::ConnectTimeout);
+                }
                 () = closer.closed() => {}
                 () = &mut leave => closer.close(DisconnectCode::Shutdown),
             }
@@ -153,8 +159,6 @@ impl Session {
             Some(DisconnectCode::BadRequest | DisconnectCode::MessageTooLarge)
         );
         self.sockets.leave_all(recoverable);
-        self.gateway.clients.close(self.id);
-        self.gateway.socketio_links.ended(&self.sid);
         metrics::ended(SOCKETIO, closer.reason());
     }
 
@@ -218,6 +222,17 @@ impl Session {
             PacketType::Upgrade | PacketType::Noop => Ok(()),
             PacketType::Open => Err(Ending::Violation("a client sent an open packet".into())),
         }
+    }
+}
+
+/// The session's registrations end with it, however its task ends: a panic must not leave
+/// its sockets in the hub and presence forever (their records are dropped then, since
+/// what they hold cannot be trusted).
+impl Drop for Session {
+    fn drop(&mut self) {
+        self.sockets.leave_all(false);
+        self.gateway.clients.close(self.id);
+        self.gateway.socketio_links.ended(&self.sid);
     }
 }
 

@@ -13,10 +13,11 @@ use herald_proto::bus::v1::{Position, PresenceQuery, PublishRequest, presence_re
 use serde_json::value::RawValue;
 use serde_json::{Value, json};
 
-use super::channels;
 use super::packet::{Packet, PacketType};
+use super::reserved::UNSUBSCRIBE_EVENT;
+use super::{channels, event};
 use super::random_id;
-use super::recovery::{self, ConnectData, Records, Recovery};
+use super::recovery::{self, ConnectData, GivenToken, Records, Recovery};
 use super::subscriber::SocketSubscriber;
 use crate::access::Access;
 use crate::gateway::Gateway;
@@ -118,7 +119,15 @@ impl Conn {
     /// (Namespaces outside `socketio.namespaces` are refused before, see
     /// [`Self::refuse_namespace`].)
     pub(super) fn admit(&self, namespace: &str, data: &ConnectData) -> Result<Access, Refusal> {
-        let access = Access::admit(&self.gateway.auth, data.token.as_deref())?;
+        let token = match &data.token {
+            GivenToken::None => None,
+            GivenToken::Text(token) => Some(token.as_str()),
+            GivenToken::Unusable => {
+                let message = "auth.token must be a string";
+                return Err(Refusal::new(ErrorCode::Unauthorized, message));
+            }
+        };
+        let access = Access::admit(&self.gateway.auth, token)?;
         if namespace.contains(':') {
             return Err(Refusal::new(
                 ErrorCode::BadChannel,
@@ -217,6 +226,24 @@ impl Conn {
             true => presence.join(channel, socket.access.client_info(&socket.sid)),
             false => presence.leave(channel, &socket.sid),
         }
+    }
+
+    /// Takes `socket` out of `channel` from the server's side, and tells its client with
+    /// a `herald:unsubscribe` event `{channel, room}`.
+    pub(super) async fn revoke(&self, socket: &mut Socket, channel: &str) {
+        if !socket.left(channel) {
+            return;
+        }
+        self.gateway.hub.unsubscribe(channel, socket.id);
+        self.track(socket, channel, false);
+        self.save(socket).await;
+        let body = json!({
+            "channel": channel,
+            "room": channels::room_of(channel, &socket.namespace),
+        });
+        let array = json!([UNSUBSCRIBE_EVENT, body]).to_string();
+        let text = event::packet_text(&socket.namespace, &array);
+        self.outbound.send(Utf8Bytes::from(text));
     }
 
     pub(super) fn unsubscribe_socket(&self, socket: &Socket) {

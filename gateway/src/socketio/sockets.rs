@@ -23,9 +23,9 @@ use super::binary::Complete;
 use super::packet::{Packet, PacketType};
 use super::recovery::{ConnectData, Records};
 use super::reserved::HistoryOptions;
-use super::reserved::{self, DISCONNECT_EVENT, UNSUBSCRIBE_EVENT};
+use super::reserved::{self, DISCONNECT_EVENT};
 use super::socket::{Ack, Conn, Socket, accepted, raw};
-use super::{channels, event, random_id};
+use super::{event, random_id};
 use crate::clients::Command;
 use crate::gateway::Gateway;
 use crate::hub::{ClientId, Joined, Start};
@@ -142,17 +142,8 @@ impl Sockets {
             }
             Command::Unsubscribe { user, channel } => {
                 for socket in self.sockets.values_mut() {
-                    if socket.access.user() == user && socket.left(&channel) {
-                        self.conn.gateway.hub.unsubscribe(&channel, socket.id);
-                        self.conn.track(socket, &channel, false);
-                        self.conn.save(socket).await;
-                        let body = json!({
-                            "channel": channel,
-                            "room": channels::room_of(&channel, &socket.namespace),
-                        });
-                        let array = json!([UNSUBSCRIBE_EVENT, body]).to_string();
-                        let text = event::packet_text(&socket.namespace, &array);
-                        self.conn.outbound.send(Utf8Bytes::from(text));
+                    if socket.access.user() == user {
+                        self.conn.revoke(socket, &channel).await;
                     }
                 }
             }
@@ -377,6 +368,18 @@ impl Sockets {
             Request::Refresh(token) => {
                 socket.access.refresh(&conn.gateway.auth, &token)?;
                 let expires_in = socket.access.identity().expires_in();
+                // What the new token no longer allows ends, with `herald:unsubscribe`.
+                let channels = &conn.gateway.channels;
+                let revoked: Vec<String> = socket
+                    .joined
+                    .iter()
+                    .map(|(channel, _)| channel)
+                    .filter(|c| socket.access.authorize(channels, c, Action::Subscribe).is_err())
+                    .cloned()
+                    .collect();
+                for channel in revoked {
+                    conn.revoke(socket, &channel).await;
+                }
                 Ok(json!({ "ok": true, "expires_in": expires_in }))
             }
             Request::Presence { channel, stats } => conn.presence(socket, channel, stats).await,

@@ -82,7 +82,6 @@ app.kubernetes.io/component: {{ .component }}
     secretKeyRef:
       name: {{ include "herald.secretName" . }}
       key: api-key
-      optional: true
 {{- if include "herald.publicKey" . }}
 - name: HERALD_AUTH__PUBLIC_KEY_FILE
   value: /etc/herald/keys/public-key.pem
