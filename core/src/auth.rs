@@ -164,7 +164,9 @@ impl Verifier {
                     return Err(AuthError::Expired);
                 }
                 Err(e) if *e.kind() == ErrorKind::ImmatureSignature => {
-                    return Err(AuthError::Invalid("the token is not valid yet (nbf)".into()));
+                    return Err(AuthError::Invalid(
+                        "the token is not valid yet (nbf)".into(),
+                    ));
                 }
                 Err(e) if *e.kind() == ErrorKind::InvalidAudience => {
                     let why = match self.audience_configured {
@@ -271,12 +273,18 @@ mod tests {
         let now = crate::time::unix_micros() / 1_000_000;
         let strict = verifier(false);
         let later = hs256(json!({"sub": "alice", "nbf": now + 3600}), "s3cret");
-        assert!(matches!(strict.verify(Some(&later)), Err(AuthError::Invalid(_))));
+        assert!(matches!(
+            strict.verify(Some(&later)),
+            Err(AuthError::Invalid(_))
+        ));
         let forever = hs256(json!({"sub": "alice", "exp": u64::MAX}), "s3cret");
         let identity = strict.verify(Some(&forever)).unwrap();
         assert!(identity.expires_in().unwrap() > 1 << 60);
         // A token that was given is checked, never taken as none.
-        assert!(matches!(verifier(true).verify(Some("")), Err(AuthError::Invalid(_))));
+        assert!(matches!(
+            verifier(true).verify(Some("")),
+            Err(AuthError::Invalid(_))
+        ));
     }
 
     #[test]

@@ -162,6 +162,9 @@ impl Default for NodeConfig {
 pub struct GatewayConfig {
     /// Address the HTTP/WebSocket listener binds.
     pub listen: SocketAddr,
+    /// Where `/healthz`, `/readyz` and `/metrics` are served instead of `listen`, so that
+    /// an Ingress that routes the client port never exposes them. Unset: on `listen`.
+    pub metrics_listen: Option<SocketAddr>,
     /// Largest WebSocket frame accepted from a client, in bytes; larger ones close the
     /// connection with code 3502.
     pub max_frame_size: usize,
@@ -189,6 +192,9 @@ pub struct GatewayConfig {
     /// requests): exact origins such as `https://app.example.com`, or `*`. Requests
     /// without an `Origin` (apps, backends) are always let through. Empty: any origin.
     pub allowed_origins: Vec<String>,
+    /// Most channels one native connection may be subscribed to at once (its personal
+    /// channel included); more are refused with 106.
+    pub max_subscriptions: usize,
     /// Most client connections (WebSockets and Socket.IO sessions) this gateway holds at
     /// once; more are refused with HTTP 503. About 25 KiB each when idle. 0: no limit.
     pub max_connections: usize,
@@ -211,6 +217,7 @@ impl Default for GatewayConfig {
     fn default() -> Self {
         Self {
             listen: SocketAddr::from(([0, 0, 0, 0], 3000)),
+            metrics_listen: None,
             max_frame_size: 1024 * 1024,
             outbound_queue: 4096,
             outbound_bytes: 8 * 1024 * 1024,
@@ -220,11 +227,15 @@ impl Default for GatewayConfig {
             history_default_limit: 100,
             history_max_limit: 1000,
             allowed_origins: Vec::new(),
+            max_subscriptions: 512,
             max_connections: 25_000,
             drain_period: Duration::from_secs(15),
         }
     }
 }
+
+/// Most rooms `socketio.max_rooms` may allow one socket.
+pub const MAX_ROOMS: usize = 2048;
 
 /// The Socket.IO profile at `/socket.io/`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -251,6 +262,12 @@ pub struct SocketIoConfig {
     /// Namespaces clients may connect to: exact names (`/chat`) or prefixes ending in `*`
     /// (`/team-*`). Empty: every namespace.
     pub namespaces: Vec<String>,
+    /// Most namespaces one connection may be connected to at once; more get a
+    /// CONNECT_ERROR with code 106.
+    pub max_namespaces: usize,
+    /// Most rooms one socket may be in at once (at most 2,048); a `join` past it is
+    /// refused with 106.
+    pub max_rooms: usize,
     /// Web origins whose pages may use HTTP long-polling across origins (CORS): exact
     /// origins (`https://app.example.com`), or `*` for any. Empty: no cross-origin polling.
     pub cors_origins: Vec<String>,
@@ -312,6 +329,8 @@ impl Default for SocketIoConfig {
             connect_timeout: Duration::from_secs(45),
             open_timeout: Duration::from_secs(10),
             namespaces: Vec::new(),
+            max_namespaces: 32,
+            max_rooms: 512,
             cors_origins: Vec::new(),
             recovery_window: Duration::from_secs(120),
             recovery_namespaces: Vec::new(),
@@ -471,6 +490,16 @@ impl Config {
                 self.gateway.outbound_bytes, self.socketio.max_payload
             ));
         }
+        if self.gateway.max_subscriptions == 0 || self.socketio.max_namespaces == 0 {
+            return invalid(
+                "gateway.max_subscriptions and socketio.max_namespaces must be at least 1".into(),
+            );
+        }
+        if self.socketio.max_rooms > MAX_ROOMS {
+            // A socket's recovery record holds every room; past this it may not fit in one
+            // NATS message (1 MiB by default) with names of the longest kind.
+            return invalid(format!("socketio.max_rooms must be at most {MAX_ROOMS}"));
+        }
         if self.gateway.max_frame_size < 1024 {
             return invalid("gateway.max_frame_size must be at least 1024 bytes".into());
         }
@@ -553,18 +582,23 @@ mod tests {
     fn the_example_config_is_valid_and_matches_the_defaults() {
         let text = include_str!("../../herald.example.toml");
         let config = Config::from_toml(text).unwrap();
-        let defaults = Config::default();
-        assert_eq!(config.gateway.listen, defaults.gateway.listen);
-        assert_eq!(config.channels.default, defaults.channels.default);
-        assert_eq!(config.router.concurrency, defaults.router.concurrency);
-        assert_eq!(
-            config.channels.personal_namespace,
-            defaults.channels.personal_namespace
-        );
-        assert_eq!(config.presence.ttl, defaults.presence.ttl);
-        assert_eq!(
-            config.gateway.max_connections,
-            defaults.gateway.max_connections
-        );
+        // Every setting, compared as data: a default changed in one place only fails here.
+        let config = serde_json::to_value(&config).unwrap();
+        let defaults = serde_json::to_value(Config::default()).unwrap();
+        assert_eq!(config, defaults);
+    }
+
+    #[test]
+    fn the_api_refuses_to_serve_other_machines_without_a_key() {
+        let mut api = ApiConfig::default();
+        assert!(api.check_exposure().is_ok(), "loopback needs no key");
+        api.listen = "0.0.0.0:3200".parse().unwrap();
+        let refusal = api.check_exposure().unwrap_err().to_string();
+        assert!(refusal.contains("HERALD_API__KEY"), "{refusal}");
+        api.key = "k".into();
+        assert!(api.check_exposure().is_ok());
+        api.key.clear();
+        api.listen = "[::1]:3200".parse().unwrap();
+        assert!(api.check_exposure().is_ok());
     }
 }

@@ -76,6 +76,30 @@ pub fn encode(event: &str, args: &[&RawValue]) -> String {
     out
 }
 
+/// Refuses data of native clients and backends that is an event envelope with a reserved
+/// name: Socket.IO sockets would otherwise be handed `herald:disconnect` or `connect` by
+/// whoever may publish. (Socket.IO events are checked by name before they are encoded.)
+pub fn check_event_name(data: &str) -> Result<(), Refusal> {
+    if !data.contains("\"event\"") {
+        return Ok(());
+    }
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Named<'a> {
+        #[serde(borrow)]
+        event: std::borrow::Cow<'a, str>,
+        #[serde(borrow, rename = "args")]
+        _args: Vec<&'a RawValue>,
+    }
+    match serde_json::from_str::<Named>(data) {
+        Ok(named) if is_reserved(&named.event) => Err(Refusal::new(
+            ErrorCode::BadRequest,
+            format!("the event name {:?} is reserved", named.event),
+        )),
+        _ => Ok(()),
+    }
+}
+
 /// Checks that `count` attachments can go with `data`: at most [`MAX_ATTACHMENTS`]; when
 /// there are any, `data` is an event envelope whose every placeholder points at one of
 /// them; when there are none, `data` holds no placeholder (a history page that mixes it
@@ -180,6 +204,13 @@ mod tests {
     #[test]
     fn attachments_need_placeholders_that_point_at_them() {
         let data = r#"{"event":"up","args":[{"_placeholder":true,"num":0},{"n":{"_placeholder":true,"num":1}}]}"#;
+        for reserved in ["herald:disconnect", "connect", "disconnect", "join"] {
+            let data = format!(r#"{{"event":"{reserved}","args":[]}}"#);
+            assert!(check_event_name(&data).is_err(), "{reserved}");
+        }
+        assert!(check_event_name(r#"{"event":"chat","args":[1]}"#).is_ok());
+        assert!(check_event_name(r#"{"event":"connect","extra":1,"args":[]}"#).is_ok());
+        assert!(check_event_name(r#"{"text":"connect"}"#).is_ok());
         assert!(check_attachments(data, 2).is_ok());
         assert!(check_attachments(data, 1).is_err());
         assert!(check_attachments(r#"{"text":"hi"}"#, 0).is_ok());

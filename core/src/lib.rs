@@ -29,3 +29,6 @@ pub mod rules;
 pub mod subjects;
 pub mod time;
 pub mod upstream;
+
+#[cfg(test)]
+mod fuzz;

@@ -256,6 +256,11 @@ impl ChannelsConfig {
         {
             return Err(denied("it is limited to other users"));
         }
+        // Except a user's own personal channel, which every connection of the user is
+        // subscribed to whatever the namespace's access levels say.
+        if self.personal_channel(&who.user).as_deref() == Some(channel) {
+            return Ok(rules);
+        }
         match access {
             Access::All => Ok(rules),
             Access::Users if !who.user.is_empty() => Ok(rules),
@@ -457,5 +462,20 @@ mod tests {
         );
         let off = config("[channels]\npersonal_namespace = \"\"");
         assert_eq!(off.personal_channel("alice"), None);
+        // Whatever the access levels of its namespace, short of `none`, a user's own
+        // personal channel is theirs.
+        let strict = config("[channels.default]\nsubscribe = \"granted\"");
+        let alice = user("alice", &[]);
+        assert!(strict.authorize(&mine, Action::Subscribe, &alice).is_ok());
+        assert!(
+            strict
+                .authorize("user:#bob", Action::Subscribe, &alice)
+                .is_err()
+        );
+        assert!(
+            strict
+                .authorize("other:#alice", Action::Subscribe, &alice)
+                .is_err()
+        );
     }
 }

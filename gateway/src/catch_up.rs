@@ -30,13 +30,16 @@ pub enum Resumed {
 /// Every publication of `channel` after `from`; `None` when they cannot all be had (the
 /// stream has a new epoch, history was trimmed past `from`, or more than [`MAX_REPLAY`]).
 /// Pages cut short to fit the bus are followed by the next, until the stream's position.
+/// `from` in the empty epoch means the channel had no stream then: every publication of
+/// the epoch it has now was missed.
 pub async fn missed(
     upstream: &Upstream,
     channel: &str,
     from: &Position,
+    history: bool,
 ) -> Option<Vec<Publication>> {
-    if from.epoch.is_empty() {
-        // A channel without history: there is nothing to replay, and nothing to check.
+    if !history {
+        // Nothing to replay, and nothing to check.
         return Some(Vec::new());
     }
     let mut missed: Vec<Publication> = Vec::new();
@@ -50,7 +53,8 @@ pub async fn missed(
         };
         let page = upstream.history(request).await.ok()?;
         let position = page.position.unwrap_or_default();
-        if position.epoch != from.epoch {
+        let fresh = from.epoch.is_empty() && from.offset == 0;
+        if position.epoch != from.epoch && !fresh {
             return None;
         }
         let count = page.publications.len() as u64;
@@ -112,7 +116,7 @@ impl Returning<'_> {
                 Joined::At(position) => return Ok(Resumed::Lost(position)),
                 Joined::Behind(_) => {}
             }
-            let publications = missed(self.upstream, channel, &from).await;
+            let publications = missed(self.upstream, channel, &from, self.history).await;
             let Some(newest) = publications.as_ref().and_then(|p| p.last()) else {
                 // Nothing to be had, though the channel is further: start from now.
                 let position = match self.join(channel, Start::Now).await? {
@@ -120,7 +124,10 @@ impl Returning<'_> {
                 };
                 return Ok(Resumed::Lost(position));
             };
-            from.offset = newest.offset;
+            from = Position {
+                offset: newest.offset,
+                epoch: newest.epoch.clone(),
+            };
             for publication in publications.iter().flatten() {
                 replay(publication);
             }

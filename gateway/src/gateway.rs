@@ -153,9 +153,11 @@ impl Gateway {
 /// Serves the gateway on `listener`. When `shutdown` completes the gateway drains: it
 /// turns not ready and refuses new clients, sends its clients away over the drain period
 /// (code 3000, so that they reconnect elsewhere), waits briefly for their goodbyes, sends
-/// the last presence report, and returns. Probes and `/metrics` answer throughout.
+/// the last presence report, and returns. Probes and `/metrics` answer throughout, on
+/// `probes` when the gateway has a listener for them (`gateway.metrics_listen`).
 pub async fn serve(
     listener: TcpListener,
+    probes: Option<TcpListener>,
     gateway: Arc<Gateway>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
@@ -172,6 +174,16 @@ pub async fn serve(
         gateway.presence_heartbeat,
         presence_stop.clone(),
     ));
+    let probes_stop = CancellationToken::new();
+    if let Some(probes) = probes {
+        let app = http::probes(gateway.clone());
+        let stop = probes_stop.clone().cancelled_owned();
+        tokio::spawn(async move {
+            if let Err(error) = axum::serve(probes, app).with_graceful_shutdown(stop).await {
+                tracing::error!(%error, "the probe and metrics listener failed");
+            }
+        });
+    }
     let app = http::router(gateway.clone());
     // Real-time frames must leave at once: Nagle's algorithm would hold small writes back
     // for tens of milliseconds waiting for the client's delayed acknowledgement.
@@ -186,6 +198,7 @@ pub async fn serve(
         .await?;
     presence_stop.cancel();
     let _ = tokio::time::timeout(gateway.config.request_timeout, reporter).await;
+    probes_stop.cancel();
     Ok(())
 }
 

@@ -29,7 +29,27 @@ pub const NATIVE_PATH: &str = "/connection/websocket";
 /// Path of the Socket.IO profile.
 pub const SOCKETIO_PATH: &str = "/socket.io/";
 
+/// The client endpoints, with the probes and metrics unless they have a listener of their
+/// own (`gateway.metrics_listen`).
 pub fn router(gateway: Arc<Gateway>) -> Router {
+    let app = clients(gateway.clone());
+    match gateway.config.metrics_listen {
+        Some(_) => app,
+        None => app.merge(probes(gateway)),
+    }
+}
+
+/// `/healthz`, `/readyz` and `/metrics`.
+pub fn probes(gateway: Arc<Gateway>) -> Router {
+    Router::new()
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(scrape))
+        .with_state(gateway)
+}
+
+/// The native and Socket.IO endpoints.
+fn clients(gateway: Arc<Gateway>) -> Router {
     // Twice `maxPayload`, so that a body just over it reaches the session (which ends it
     // with a clear reason) instead of a bare 413 from the body extractor.
     let body_limit = gateway.socketio.max_payload.saturating_mul(2);
@@ -47,12 +67,7 @@ pub fn router(gateway: Arc<Gateway>) -> Router {
             gateway.clone(),
             check_origin,
         ));
-    Router::new()
-        .merge(clients)
-        .route("/healthz", get(|| async { "ok" }))
-        .route("/readyz", get(readyz))
-        .route("/metrics", get(scrape))
-        .with_state(gateway)
+    clients.with_state(gateway)
 }
 
 /// CORS for long-polling from pages of the allowed origins, with credentials (cookies), as

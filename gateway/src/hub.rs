@@ -217,9 +217,15 @@ impl Hub {
             .filter(|e| e.generation == generation)
             .ok_or_else(|| Refusal::new(ErrorCode::Unavailable, "channel feed restarted"))?;
         let mut after = 0;
+        // A start in the empty epoch (the channel had no stream when the subscriber last
+        // saw it) can only be at 0, the beginning of whatever epoch the channel has now.
+        let continues = |start: &Position| match start.epoch.is_empty() {
+            true => start.offset == 0,
+            false => start.epoch == entry.position.epoch,
+        };
         if let Start::After(start) = start
-            && !start.epoch.is_empty()
-            && start.epoch == entry.position.epoch
+            && history
+            && continues(start)
         {
             if entry.position.offset > start.offset {
                 // `waiting` gives the wait up when dropped.

@@ -46,4 +46,7 @@ pub mod render;
 pub mod sequencer;
 pub mod socketio;
 
+#[cfg(test)]
+mod fuzz;
+
 pub use gateway::{Gateway, serve};

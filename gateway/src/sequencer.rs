@@ -56,6 +56,11 @@ impl Sequencer {
     }
 
     pub fn accept(&mut self, publication: Publication) -> Accepted {
+        if self.epoch.is_empty() && self.last == 0 && publication.offset == 1 {
+            // The channel had no stream yet: the epoch it starts is its continuation. (Any
+            // other first publication goes by the router, which knows the current epoch.)
+            self.epoch.clone_from(&publication.epoch);
+        }
         if publication.epoch != self.epoch {
             return Accepted::OtherEpoch(Box::new(publication));
         }
@@ -152,6 +157,19 @@ mod tests {
             offset,
             epoch: "e".into(),
         })
+    }
+
+    #[test]
+    fn a_channel_without_a_stream_takes_the_epoch_it_starts() {
+        let mut sequencer = Sequencer::new(&Position::default());
+        // Not the start of an epoch: the router is asked which epoch is current.
+        assert!(matches!(
+            sequencer.accept(publication(2)),
+            Accepted::OtherEpoch(_)
+        ));
+        assert_eq!(offsets(sequencer.accept(publication(1))), [1]);
+        assert_eq!(offsets(sequencer.accept(publication(2))), [2]);
+        assert_eq!(sequencer.position().epoch, "e");
     }
 
     fn offsets(accepted: Accepted) -> Vec<u64> {

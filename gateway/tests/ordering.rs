@@ -51,6 +51,7 @@ async fn node() -> Node {
     let gateway = Gateway::new("gw", &config, bus.clone()).unwrap();
     tokio::spawn(herald_gateway::serve(
         listener,
+        None,
         gateway,
         std::future::pending(),
     ));

@@ -41,9 +41,11 @@ impl Keys {
         format!("{}:sio:{pid}", self.prefix)
     }
 
-    /// The record of one idempotency key on a channel.
+    /// The record of one idempotency key on a channel. The channel's length comes first,
+    /// so that no other channel and key make the same name (`c}:x` with `y`, `c` with
+    /// `x}:y`).
     pub fn idempotency(&self, channel: &str, key: &str) -> String {
-        format!("{}:idem:{{{channel}}}:{key}", self.prefix)
+        format!("{}:idem:{}:{{{channel}}}:{key}", self.prefix, channel.len())
     }
 }
 
@@ -56,6 +58,25 @@ mod tests {
         let keys = Keys::new("h");
         assert_eq!(keys.history("chat:1"), "h:history:{chat:1}");
         assert_eq!(keys.meta("chat:1"), "h:meta:{chat:1}");
-        assert_eq!(keys.idempotency("chat:1", "k"), "h:idem:{chat:1}:k");
+        assert_eq!(keys.idempotency("chat:1", "k"), "h:idem:6:{chat:1}:k");
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn fuzz_idempotency_keys_are_one_to_one(
+            a in ".{0,12}", b in ".{0,12}", c in ".{0,12}", d in ".{0,12}",
+        ) {
+            let keys = Keys::new("h");
+            if (&a, &b) != (&c, &d) {
+                proptest::prop_assert_ne!(keys.idempotency(&a, &b), keys.idempotency(&c, &d));
+            }
+        }
+    }
+
+    #[test]
+    fn idempotency_keys_are_one_to_one() {
+        let keys = Keys::new("h");
+        assert_ne!(keys.idempotency("c}:x", "y"), keys.idempotency("c", "x}:y"));
+        assert_ne!(keys.idempotency("c:", "1"), keys.idempotency("c", ":1"));
     }
 }

@@ -22,7 +22,8 @@ pub(crate) const SESSION_SAVE: &str = "session_save";
 pub(crate) const SESSION_TAKE: &str = "session_take";
 pub(crate) const SESSION_TOUCH: &str = "session_touch";
 pub(crate) const SESSION_DROP: &str = "session_drop";
-const OPERATIONS: [&str; 10] = [
+pub(crate) const SESSION_AMEND: &str = "session_amend";
+const OPERATIONS: [&str; 11] = [
     HISTORY_APPEND,
     HISTORY_READ,
     PING,
@@ -33,6 +34,7 @@ const OPERATIONS: [&str; 10] = [
     SESSION_TAKE,
     SESSION_TOUCH,
     SESSION_DROP,
+    SESSION_AMEND,
 ];
 
 /// Makes every family of a router visible from the start, at zero, so that dashboards and

@@ -342,7 +342,7 @@ impl RouterService {
         };
         let page = self
             .store
-            .read(&req.channel, query, self.config.stream_meta_ttl)
+            .read(&req.channel, query)
             .await
             .map_err(|e| Refusal::new(ErrorCode::Unavailable, e.to_string()))?;
         Ok(pb::HistoryPage {

@@ -58,24 +58,27 @@ async fn one(store: &dyn HistoryStore, append: Append) -> Appended {
 }
 
 async fn offsets(store: &dyn HistoryStore, channel: &str, q: Query) -> Vec<u64> {
-    let page = store.read(channel, q, META_TTL).await.unwrap();
+    let page = store.read(channel, q).await.unwrap();
     page.publications.iter().map(|p| p.offset).collect()
 }
 
 async fn conformance(store: &dyn HistoryStore) {
-    // An empty channel already has an epoch, which its first publication keeps.
-    let empty = store
-        .read("c", query(None, 10, false), META_TTL)
-        .await
-        .unwrap();
+    // A channel without a stream has no epoch yet; reading it creates none, and its first
+    // publication starts one at offset 1.
+    let empty = store.read("c", query(None, 10, false)).await.unwrap();
     assert_eq!(empty.position.offset, 0);
-    assert!(!empty.position.epoch.is_empty());
+    assert_eq!(empty.position.epoch, "");
 
+    let mut epoch = String::new();
     for i in 1..=5u64 {
         let appended = one(store, append("c", &format!("{{\"n\":{i}}}"), None, 3)).await;
         assert_eq!(appended.offset, i);
-        assert_eq!(appended.epoch, empty.position.epoch);
+        assert!(!appended.epoch.is_empty());
+        assert!(epoch.is_empty() || appended.epoch == epoch);
+        epoch = appended.epoch;
     }
+    let page = store.read("c", query(None, 0, false)).await.unwrap();
+    assert_eq!((page.position.offset, page.position.epoch), (5, epoch));
     assert_eq!(offsets(store, "c", query(None, 10, false)).await, [3, 4, 5]);
     assert_eq!(offsets(store, "c", query(None, 2, false)).await, [4, 5]);
     assert_eq!(offsets(store, "c", query(None, 2, true)).await, [5, 4]);
@@ -86,10 +89,7 @@ async fn conformance(store: &dyn HistoryStore) {
         Vec::<u64>::new()
     );
 
-    let page = store
-        .read("c", query(Some(4), 1, false), META_TTL)
-        .await
-        .unwrap();
+    let page = store.read("c", query(Some(4), 1, false)).await.unwrap();
     let publication = &page.publications[0];
     assert_eq!(&publication.data[..], b"{\"n\":5}");
     let publisher = publication.publisher.as_ref().unwrap();
@@ -123,10 +123,7 @@ async fn conformance(store: &dyn HistoryStore) {
         landed,
         [(2, false), (1, true), (3, false), (3, true), (4, false)]
     );
-    let page = store
-        .read("d", query(Some(1), 10, false), META_TTL)
-        .await
-        .unwrap();
+    let page = store.read("d", query(Some(1), 10, false)).await.unwrap();
     let data: Vec<&[u8]> = page.publications.iter().map(|p| &p.data[..]).collect();
     assert_eq!(data, [&b"a"[..], b"c", b"e"]);
 
@@ -137,10 +134,7 @@ async fn conformance(store: &dyn HistoryStore) {
         ..Default::default()
     };
     store.append(batch("e", vec![binary], 10)).await.unwrap();
-    let page = store
-        .read("e", query(None, 1, false), META_TTL)
-        .await
-        .unwrap();
+    let page = store.read("e", query(None, 1, false)).await.unwrap();
     let publication = &page.publications[0];
     assert_eq!(
         publication.attachments,
@@ -159,7 +153,7 @@ async fn conformance(store: &dyn HistoryStore) {
             max_bytes,
             ..query(since, 10, reverse)
         };
-        let page = store.read("f", query, META_TTL).await.unwrap();
+        let page = store.read("f", query).await.unwrap();
         let offsets: Vec<u64> = page.publications.iter().map(|p| p.offset).collect();
         (offsets, page.truncated)
     };
@@ -185,6 +179,26 @@ async fn redis_store_conforms() {
         .await
         .unwrap();
     conformance(&store).await;
+}
+
+#[tokio::test]
+async fn reading_channels_that_never_existed_leaves_nothing_in_redis() {
+    let redis = Server::redis();
+    let store = RedisHistory::connect(&redis.url(), "t", Duration::from_secs(2))
+        .await
+        .unwrap();
+    for i in 0..200 {
+        let page = store
+            .read(&format!("nobody:{i}"), query(Some(0), 10, false))
+            .await
+            .unwrap();
+        assert_eq!(page.position.epoch, "");
+    }
+    let keys: u64 = redis::cmd("DBSIZE")
+        .query_async(&mut store.connection())
+        .await
+        .unwrap();
+    assert_eq!(keys, 0, "reads created keys");
 }
 
 #[tokio::test]

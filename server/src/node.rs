@@ -33,6 +33,10 @@ pub async fn run(mode: Mode, config: Config) -> anyhow::Result<()> {
     } else {
         config.node.id.clone()
     };
+    if matches!(mode, Mode::Standalone | Mode::Router) {
+        // Before anything is reached or bound: an open API must not come up even briefly.
+        config.api.check_exposure()?;
+    }
     let shutdown = signal::shutdown_token();
     if matches!(mode, Mode::Standalone | Mode::Gateway) {
         herald_gateway::metrics::initialize();
@@ -169,13 +173,25 @@ async fn gateway(
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
     let listener = bind(config.gateway.listen).await?;
+    let probes = match config.gateway.metrics_listen {
+        Some(addr) => {
+            let probes = bind(addr).await?;
+            // A distinct line, which test harnesses read for the probes' address.
+            println!(
+                "herald probes and metrics served at http://{}",
+                probes.local_addr()?
+            );
+            Some(probes)
+        }
+        None => None,
+    };
     let gateway = Gateway::new(node_id, config, bus.clone())?;
     let started = unix_micros() / 1000;
     let load = gateway.clone();
     let status = status_of(mode, node_id, started, move || load.load());
     heartbeats(config, bus, status, &shutdown);
     announce(mode, node_id, listener.local_addr()?);
-    herald_gateway::serve(listener, gateway, shutdown.cancelled_owned())
+    herald_gateway::serve(listener, probes, gateway, shutdown.cancelled_owned())
         .await
         .context("gateway stopped")
 }
@@ -222,9 +238,7 @@ async fn serve_api(
     bus: Arc<dyn Bus>,
     shutdown: &CancellationToken,
 ) -> anyhow::Result<()> {
-    // An open API, or a key or certificate that cannot be read, stops the node before it
-    // serves anything.
-    config.api.check_exposure()?;
+    // A key or certificate that cannot be read stops the node before it serves anything.
     api::tls(config)?;
     let listener = bind(config.api.listen).await?;
     let addr = listener.local_addr()?;

@@ -16,13 +16,17 @@ use crate::wait::wait_for;
 const START_TIMEOUT: Duration = Duration::from_secs(30);
 const LISTENING: &str = "listening on http://";
 const API_LISTENING: &str = "api listening on grpc://";
+const PROBES_SERVED: &str = "probes and metrics served at http://";
+/// Lines of other listeners a node announces, besides its main one.
+const ANNOUNCEMENTS: [&str; 2] = [API_LISTENING, PROBES_SERVED];
 
 pub struct HeraldProcess {
     name: String,
     child: Child,
     addr: SocketAddr,
-    /// Where the gRPC server API listens (routers and standalone nodes), once it said so.
-    api: Arc<Mutex<Option<SocketAddr>>>,
+    /// Where the other listeners are (the gRPC server API, a separate probes listener),
+    /// by the line announcing each, once the node said so.
+    announced: Arc<Mutex<Vec<(&'static str, SocketAddr)>>>,
 }
 
 impl HeraldProcess {
@@ -54,17 +58,19 @@ impl HeraldProcess {
         let stdout = child.stdout.take().expect("stdout is piped");
         let (tx, rx) = mpsc::channel();
         let label = name.to_string();
-        let api: Arc<Mutex<Option<SocketAddr>>> = Arc::default();
-        let api_seen = api.clone();
+        let announced: Arc<Mutex<Vec<(&'static str, SocketAddr)>>> = Arc::default();
+        let seen = announced.clone();
         // Keep draining stdout for the life of the process, so it never blocks on a full pipe.
         std::thread::spawn(move || {
             let mut tx = Some(tx);
             for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if let Some(rest) = line.split(API_LISTENING).nth(1)
-                    && let Ok(addr) = rest.trim().parse::<SocketAddr>()
-                    && let Ok(mut api) = api_seen.lock()
-                {
-                    *api = Some(addr);
+                for marker in ANNOUNCEMENTS {
+                    if let Some(rest) = line.split(marker).nth(1)
+                        && let Ok(addr) = rest.trim().parse::<SocketAddr>()
+                        && let Ok(mut seen) = seen.lock()
+                    {
+                        seen.push((marker, addr));
+                    }
                 }
                 if let Some(rest) = line.split(LISTENING).nth(1) {
                     let addr = rest.split_whitespace().next().unwrap_or_default();
@@ -86,18 +92,32 @@ impl HeraldProcess {
             name: name.to_string(),
             child,
             addr,
-            api,
+            announced,
         }
     }
 
-    /// Where the node's gRPC server API listens; panics if it did not say within `timeout`.
+    /// Where the node's gRPC server API listens; panics if it did not say in time.
     pub fn api_addr(&self) -> SocketAddr {
+        self.announced(API_LISTENING)
+    }
+
+    /// Where a gateway serves its probes and metrics when `gateway.metrics_listen` is set;
+    /// panics if it did not say in time.
+    pub fn probes_addr(&self) -> SocketAddr {
+        self.announced(PROBES_SERVED)
+    }
+
+    fn announced(&self, marker: &str) -> SocketAddr {
         let mut addr = None;
         wait_for(START_TIMEOUT, || {
-            addr = self.api.lock().ok().and_then(|api| *api);
+            addr = self
+                .announced
+                .lock()
+                .ok()
+                .and_then(|seen| seen.iter().find(|(m, _)| *m == marker).map(|(_, a)| *a));
             addr.is_some()
         });
-        addr.unwrap_or_else(|| panic!("{} announced no API address", self.name))
+        addr.unwrap_or_else(|| panic!("{} announced no address for {marker:?}", self.name))
     }
 
     pub fn addr(&self) -> SocketAddr {

@@ -116,10 +116,16 @@ pub struct PositionResult<'a> {
 
 impl<'a> PositionResult<'a> {
     pub fn new(position: &'a Position) -> Self {
-        let has_offsets = !position.epoch.is_empty();
+        Self::of(position, !position.epoch.is_empty())
+    }
+
+    /// The position of a channel with or without `history`. A channel with history that
+    /// has no stream yet is at offset 0 of the empty epoch, which a client recovers from
+    /// like any other position.
+    pub fn of(position: &'a Position, history: bool) -> Self {
         Self {
-            offset: has_offsets.then_some(position.offset),
-            epoch: has_offsets.then_some(position.epoch.as_str()),
+            offset: history.then_some(position.offset),
+            epoch: history.then_some(position.epoch.as_str()),
         }
     }
 }

@@ -233,6 +233,7 @@ impl Session {
             .map(|a| BASE64.decode(a).map(Bytes::from))
             .collect::<Result<Vec<_>, _>>()
             .map_err(|_| Refusal::new(ErrorCode::BadRequest, "attachments must be base64"))?;
+        envelope::check_event_name(data)?;
         envelope::check_attachments(data, attachments.len())?;
         let publish = Publish {
             channel: params.channel,
@@ -328,7 +329,11 @@ impl Session {
         let revoked: Vec<String> = self
             .subscriptions
             .iter()
-            .filter(|channel| access.authorize(channels, channel, Action::Subscribe).is_err())
+            .filter(|channel| {
+                access
+                    .authorize(channels, channel, Action::Subscribe)
+                    .is_err()
+            })
             .cloned()
             .collect();
         for channel in revoked {
@@ -339,9 +344,14 @@ impl Session {
     }
 
     async fn subscribe(&mut self, id: u64, params: SubscribeParams) -> Result<Utf8Bytes, Refusal> {
+        let history = self
+            .gateway
+            .channels
+            .rules_for(&params.channel)
+            .has_history();
         let (position, recovered) = self.join(params).await?;
         let result = reply::SubscribeResult {
-            position: reply::PositionResult::new(&position),
+            position: reply::PositionResult::of(&position, history),
             recovered,
         };
         Ok(reply::ok(id, &result))
@@ -359,6 +369,11 @@ impl Session {
                 ErrorCode::AlreadySubscribed,
                 "already subscribed to this channel",
             ));
+        }
+        let most = self.gateway.config.max_subscriptions;
+        if self.subscriptions.len() >= most {
+            let message = format!("at most {most} subscriptions per connection");
+            return Err(Refusal::new(ErrorCode::LimitExceeded, message));
         }
         let history = rules.has_history();
         let returning = Returning {

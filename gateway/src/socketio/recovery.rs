@@ -135,6 +135,19 @@ impl Records {
         }
     }
 
+    /// Amends a socket's record: `channel`'s mark becomes `mark`, or goes with `None`.
+    /// Waits for the router, like [`Self::save`].
+    pub async fn amend(&self, pid: &str, channel: &str, mark: Option<Mark>) {
+        let action = match mark {
+            Some(mark) => Action::Mark(mark),
+            None => Action::Unmark(channel.to_string()),
+        };
+        let request = self.request(pid, self.live_ttl(), action);
+        if let Err(refusal) = self.upstream.session(request).await {
+            tracing::debug!(%refusal, "Socket.IO session record not amended");
+        }
+    }
+
     /// Keeps the records of a live connection.
     pub fn refresh(&self, pid: &str) {
         self.send(self.request(pid, self.live_ttl(), Action::Touch(true)));

@@ -1,8 +1,9 @@
 //! Resuming a socket after a lost connection (connection state recovery): the record the
 //! routers kept, the events the client missed, then the live ones.
 
+use herald_core::codes::Refusal;
 use herald_core::rules::Action;
-use herald_proto::bus::v1::Position;
+use herald_proto::bus::v1::{Position, SocketRecord};
 
 use super::recovery::{self, Recovery};
 use super::socket::{Conn, Socket};
@@ -21,7 +22,7 @@ impl Conn {
         offset: Option<&str>,
         access: Access,
     ) -> Result<Socket, Access> {
-        let Some(record) = self.records.take(pid).await else {
+        let Some(mut record) = self.records.take(pid).await else {
             return Err(access);
         };
         let channels = &self.gateway.channels;
@@ -37,11 +38,15 @@ impl Conn {
         {
             return Err(access);
         }
-        let starts = recovery::starting_points(&record, offset);
         let upstream = &self.gateway.upstream;
+        if self.settle_fresh_marks(&mut record).await.is_err() {
+            return Err(access);
+        }
+        let starts = recovery::starting_points(&record, offset);
         let mut missed = Vec::with_capacity(starts.len());
         for (channel, from) in &starts {
-            match catch_up::missed(upstream, channel, from).await {
+            let history = channels.rules_for(channel).has_history();
+            match catch_up::missed(upstream, channel, from, history).await {
                 Some(publications) => missed.push(publications),
                 None => return Err(access),
             }
@@ -86,6 +91,26 @@ impl Conn {
         }
         self.save(&socket).await;
         Ok(socket)
+    }
+
+    /// A socket that joined a channel before its first publication is marked at offset 0
+    /// of the empty epoch, but the offsets its client echoes name the epoch the channel
+    /// got since. Every publication of that epoch came after the join, so the mark becomes
+    /// offset 0 of it, and the echoed offset can be read against it.
+    async fn settle_fresh_marks(&self, record: &mut SocketRecord) -> Result<(), Refusal> {
+        for mark in &mut record.marks {
+            let joined = mark.joined.get_or_insert_with(Position::default);
+            let channels = &self.gateway.channels;
+            if !joined.epoch.is_empty() || !channels.rules_for(&mark.channel).has_history() {
+                continue;
+            }
+            let current = self.gateway.upstream.position(&mark.channel).await?;
+            *joined = Position {
+                offset: 0,
+                epoch: current.epoch,
+            };
+        }
+        Ok(())
     }
 
     fn returning<'a>(&'a self, socket: &Socket, channel: &str) -> Returning<'a> {

@@ -4,21 +4,22 @@
 //! answering acks.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use axum::extract::ws::Utf8Bytes;
 use bytes::Bytes;
 use herald_core::codes::{ErrorCode, Refusal};
 use herald_core::rules::Action;
-use herald_proto::bus::v1::{Position, PresenceQuery, PublishRequest, presence_reply};
+use herald_proto::bus::v1::{Mark, Position, PresenceQuery, PublishRequest, presence_reply};
 use serde_json::value::RawValue;
 use serde_json::{Value, json};
 
 use super::packet::{Packet, PacketType};
-use super::reserved::UNSUBSCRIBE_EVENT;
-use super::{channels, event};
 use super::random_id;
 use super::recovery::{self, ConnectData, GivenToken, Records, Recovery};
+use super::reserved::UNSUBSCRIBE_EVENT;
 use super::subscriber::SocketSubscriber;
+use super::{channels, event};
 use crate::access::Access;
 use crate::gateway::Gateway;
 use crate::hub::{ClientId, Joined, Start, SubscriberId};
@@ -41,6 +42,8 @@ pub(super) struct Socket {
     /// The socket's channels (its namespace's first, then its rooms'), each with the
     /// position it joined at: what its recovery record holds.
     pub(super) joined: Vec<(String, Position)>,
+    /// Amendments sent since the record was last saved whole.
+    amendments: AtomicUsize,
 }
 
 impl Socket {
@@ -71,6 +74,7 @@ impl Socket {
             access,
             recovery,
             joined: Vec::new(),
+            amendments: AtomicUsize::new(0),
         }
     }
 
@@ -89,6 +93,19 @@ impl Socket {
         let before = self.joined.len();
         self.joined.retain(|(c, _)| c != channel);
         self.joined.len() != before
+    }
+
+    /// How many rooms the socket is in.
+    pub(super) fn rooms(&self) -> usize {
+        let namespace = &self.namespace;
+        self.joined
+            .iter()
+            .filter(|(channel, _)| channels::room_of(channel, namespace).is_some())
+            .count()
+    }
+
+    pub(super) fn is_in(&self, channel: &str) -> bool {
+        self.joined.iter().any(|(c, _)| c == channel)
     }
 
     /// The channel of `room`, or of the namespace.
@@ -190,10 +207,35 @@ impl Conn {
 
     pub(super) async fn save(&self, socket: &Socket) {
         if let Some(recovery) = &socket.recovery {
+            socket.amendments.store(0, Ordering::Relaxed);
             let user = socket.access.user();
             let record = recovery::record(&socket.namespace, &socket.sid, user, &socket.joined);
             self.records.save(&recovery.pid, record).await;
         }
+    }
+
+    /// Tells the socket's record that it joined or left `channel`: one mark, so that a
+    /// join costs the same however many rooms the socket is in. Once the amendments since
+    /// the last whole save outnumber the socket's channels (and 16), the record is saved
+    /// whole instead, so what the router keeps stays within twice the socket's channels
+    /// plus 16, and whole saves cost O(1) per join on average.
+    pub(super) async fn amend(&self, socket: &Socket, channel: &str) {
+        let Some(recovery) = &socket.recovery else {
+            return;
+        };
+        let amendments = socket.amendments.fetch_add(1, Ordering::Relaxed) + 1;
+        if amendments > socket.joined.len().max(16) {
+            return self.save(socket).await;
+        }
+        let mark = socket
+            .joined
+            .iter()
+            .find(|(c, _)| c == channel)
+            .map(|(channel, position)| Mark {
+                channel: channel.clone(),
+                joined: Some(position.clone()),
+            });
+        self.records.amend(&recovery.pid, channel, mark).await;
     }
 
     pub(super) async fn subscribe(
@@ -236,7 +278,7 @@ impl Conn {
         }
         self.gateway.hub.unsubscribe(channel, socket.id);
         self.track(socket, channel, false);
-        self.save(socket).await;
+        self.amend(socket, channel).await;
         let body = json!({
             "channel": channel,
             "room": channels::room_of(channel, &socket.namespace),

@@ -207,7 +207,15 @@ impl Sockets {
             return;
         }
         let data = ConnectData::parse(data);
-        let outcome = match self.conn.admit(namespace, &data) {
+        let most = self.conn.gateway.socketio.max_namespaces;
+        let admitted = match self.sockets.len() >= most {
+            true => Err(Refusal::new(
+                ErrorCode::LimitExceeded,
+                format!("at most {most} namespaces per connection"),
+            )),
+            false => self.conn.admit(namespace, &data),
+        };
+        let outcome = match admitted {
             Err(refusal) => Err(refusal),
             Ok(access) => {
                 let recovers = self
@@ -346,11 +354,16 @@ impl Sockets {
                 socket
                     .access
                     .authorize(&gateway.channels, &channel, Action::Subscribe)?;
+                let most = gateway.socketio.max_rooms;
+                if socket.rooms() >= most && !socket.is_in(&channel) {
+                    let message = format!("at most {most} rooms per socket");
+                    return Err(Refusal::new(ErrorCode::LimitExceeded, message));
+                }
                 match conn.subscribe(socket, &channel, Start::Now).await {
                     Ok(Joined::At(position) | Joined::Behind(position)) => {
                         conn.track(socket, &channel, true);
-                        socket.joined(channel, position);
-                        conn.save(socket).await;
+                        socket.joined(channel.clone(), position);
+                        conn.amend(socket, &channel).await;
                     }
                     Err(refusal) if refusal.code == ErrorCode::AlreadySubscribed => {}
                     Err(refusal) => return Err(refusal),
@@ -361,7 +374,7 @@ impl Sockets {
                 if socket.left(&channel) {
                     conn.gateway.hub.unsubscribe(&channel, socket.id);
                     conn.track(socket, &channel, false);
-                    conn.save(socket).await;
+                    conn.amend(socket, &channel).await;
                 }
                 Ok(json!({ "ok": true }))
             }
@@ -374,7 +387,12 @@ impl Sockets {
                     .joined
                     .iter()
                     .map(|(channel, _)| channel)
-                    .filter(|c| socket.access.authorize(channels, c, Action::Subscribe).is_err())
+                    .filter(|c| {
+                        socket
+                            .access
+                            .authorize(channels, c, Action::Subscribe)
+                            .is_err()
+                    })
                     .cloned()
                     .collect();
                 for channel in revoked {

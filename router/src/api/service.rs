@@ -63,6 +63,7 @@ impl Api {
         key: String,
     ) -> Result<Prepared, Refusal> {
         publish::valid_channel(channel)?;
+        envelope::check_event_name(data)?;
         envelope::check_attachments(data, attachments.len())?;
         let rules = self.channels.rules_for(channel);
         let publish = Publish {

@@ -70,6 +70,13 @@ impl State {
         stream
     }
 
+    /// The stream of `channel` if it has one that has not expired; creates nothing.
+    fn live(&self, channel: &str, now: Instant) -> Option<&Stream> {
+        self.streams
+            .get(channel)
+            .filter(|stream| stream.meta_expires > now)
+    }
+
     fn append_one(
         &mut self,
         channel: &str,
@@ -196,16 +203,16 @@ impl HistoryStore for MemoryHistory {
         Ok(results)
     }
 
-    async fn read(
-        &self,
-        channel: &str,
-        query: Query,
-        meta_ttl: Duration,
-    ) -> Result<Page, StoreError> {
+    async fn read(&self, channel: &str, query: Query) -> Result<Page, StoreError> {
         let now = Instant::now();
-        let mut state = self.state()?;
-        let stream = state.stream(channel, now, meta_ttl);
-        let mut publications = select(&stream.log, query);
+        let state = self.state()?;
+        let Some(stream) = state.live(channel, now) else {
+            return Ok(Page::default());
+        };
+        let mut publications = match stream.log_expires > now {
+            true => select(&stream.log, query),
+            false => Vec::new(),
+        };
         let truncated = cut(&mut publications, query.max_bytes);
         Ok(Page {
             publications,
@@ -260,21 +267,20 @@ mod tests {
             let appended = one(&store, append("c", "1", None, 3)).await;
             assert_eq!(appended.offset, i);
         }
-        let ttl = Duration::from_secs(600);
         let q = |since, limit, reverse| Query {
             since,
             limit,
             reverse,
             max_bytes: usize::MAX,
         };
-        let page = store.read("c", q(None, 10, false), ttl).await.unwrap();
+        let page = store.read("c", q(None, 10, false)).await.unwrap();
         assert_eq!(offsets(&page), [3, 4, 5]);
         assert_eq!(page.position.offset, 5);
-        let page = store.read("c", q(None, 2, true), ttl).await.unwrap();
+        let page = store.read("c", q(None, 2, true)).await.unwrap();
         assert_eq!(offsets(&page), [5, 4]);
-        let page = store.read("c", q(Some(3), 10, false), ttl).await.unwrap();
+        let page = store.read("c", q(Some(3), 10, false)).await.unwrap();
         assert_eq!(offsets(&page), [4, 5]);
-        let page = store.read("c", q(Some(5), 10, true), ttl).await.unwrap();
+        let page = store.read("c", q(Some(5), 10, true)).await.unwrap();
         assert_eq!(offsets(&page), [4, 3]);
     }
 
@@ -287,6 +293,22 @@ mod tests {
         assert_eq!(first.offset, again.offset);
         let other = one(&store, append("c", "b", Some("k2"), 10)).await;
         assert_eq!(other.offset, 2);
+    }
+
+    #[tokio::test]
+    async fn reads_create_nothing() {
+        let store = MemoryHistory::new();
+        for i in 0..100 {
+            let query = Query {
+                since: Some(0),
+                limit: 10,
+                reverse: false,
+                max_bytes: usize::MAX,
+            };
+            let page = store.read(&format!("x{i}"), query).await.unwrap();
+            assert_eq!(page.position, Position::default());
+        }
+        assert!(store.state().unwrap().streams.is_empty());
     }
 
     #[tokio::test(start_paused = true)]

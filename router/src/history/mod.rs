@@ -112,15 +112,9 @@ pub trait HistoryStore: Send + Sync + 'static {
     /// Appends the entries in order, atomically; returns where each one landed, in order.
     async fn append(&self, append: Append) -> Result<Vec<Appended>, StoreError>;
 
-    /// Reads a page (see [`Query`]); creates the channel's epoch if the channel has none
-    /// yet, so that a subscriber learns the epoch its later publications will carry.
-    /// `meta_ttl` bounds how long such an epoch lives without publications.
-    async fn read(
-        &self,
-        channel: &str,
-        query: Query,
-        meta_ttl: Duration,
-    ) -> Result<Page, StoreError>;
+    /// Reads a page (see [`Query`]). Creates nothing: a channel without a stream has the
+    /// empty epoch and offset 0, and its first publication starts an epoch at offset 1.
+    async fn read(&self, channel: &str, query: Query) -> Result<Page, StoreError>;
 
     /// Checks that the store answers.
     async fn ping(&self) -> Result<(), StoreError>;

@@ -1,31 +1,28 @@
--- Reads a page of a channel's history and its position, creating the epoch if the channel
--- has none yet (so a subscriber learns the epoch that later publications will carry).
+-- Reads a page of a channel's history and its position. Reading creates nothing: a
+-- channel without a stream has the empty epoch and offset 0 (its first publication starts
+-- an epoch at offset 1), so reading names that never existed costs no memory.
 --
 -- KEYS[1] history stream, KEYS[2] meta hash.
--- ARGV: 1 epoch to use if the channel has none, 2 meta ttl ms, 3 mode ('latest', 'after',
--- 'before'), 4 since offset, 5 limit, 6 '1' for newest first (mode 'latest' only), 7 most
--- bytes of field values in the page (at least one entry is returned), 8 bytes each entry
--- adds to those.
+-- ARGV: 1 mode ('latest', 'after', 'before'), 2 since offset, 3 limit, 4 '1' for newest
+-- first (mode 'latest' only), 5 most bytes of field values in the page (at least one entry
+-- is returned), 6 bytes each entry adds to those.
 -- Returns {epoch, top offset, entries, 1 if entries were cut at the byte budget else 0},
 -- entries as XRANGE returns them.
 
 local epoch = redis.call('HGET', KEYS[2], 'e')
 if not epoch then
-  epoch = ARGV[1]
-  redis.call('HSET', KEYS[2], 'e', epoch)
-  redis.call('PEXPIRE', KEYS[2], ARGV[2])
-  redis.call('DEL', KEYS[1])
+  return {'', 0, {}, 0}
 end
 local top = tonumber(redis.call('HGET', KEYS[2], 's') or '0')
 
-local limit = tonumber(ARGV[5])
-local since = tonumber(ARGV[4])
+local limit = tonumber(ARGV[3])
+local since = tonumber(ARGV[2])
 local entries = {}
 if limit > 0 then
-  local mode = ARGV[3]
+  local mode = ARGV[1]
   if mode == 'latest' then
     entries = redis.call('XREVRANGE', KEYS[1], '+', '-', 'COUNT', limit)
-    if ARGV[6] ~= '1' then
+    if ARGV[4] ~= '1' then
       local ascending = {}
       for i = #entries, 1, -1 do
         ascending[#ascending + 1] = entries[i]
@@ -38,7 +35,7 @@ if limit > 0 then
     entries = redis.call('XREVRANGE', KEYS[1], (since - 1) .. '-0', '-', 'COUNT', limit)
   end
 end
-local budget, overhead = tonumber(ARGV[7]), tonumber(ARGV[8])
+local budget, overhead = tonumber(ARGV[5]), tonumber(ARGV[6])
 local size, truncated = 0, 0
 for i = 1, #entries do
   local fields = entries[i][2]

@@ -172,12 +172,7 @@ impl HistoryStore for RedisHistory {
             .collect()
     }
 
-    async fn read(
-        &self,
-        channel: &str,
-        query: Query,
-        meta_ttl: Duration,
-    ) -> Result<Page, StoreError> {
+    async fn read(&self, channel: &str, query: Query) -> Result<Page, StoreError> {
         let op = Operation::start(HISTORY_READ);
         let mode = match (query.since, query.reverse) {
             (None, _) => "latest",
@@ -188,8 +183,6 @@ impl HistoryStore for RedisHistory {
             .read
             .key(self.keys.history(channel))
             .key(self.keys.meta(channel))
-            .arg(new_epoch())
-            .arg(millis(meta_ttl))
             .arg(mode)
             .arg(query.since.unwrap_or(0))
             .arg(query.limit)

@@ -1,5 +1,6 @@
-//! [`SessionStore`] on Redis: one hash per socket (`r` the record, `h` its holder) with
-//! an expiry; the holder checks run as small Lua scripts, so they are atomic.
+//! [`SessionStore`] on Redis: one hash per socket (`r` the record, `h` its holder, and
+//! `c:<channel>` each amended channel's mark, empty once left) with an expiry; the holder
+//! checks run as small Lua scripts, so they are atomic.
 
 use std::time::Duration;
 
@@ -8,22 +9,35 @@ use bytes::Bytes;
 use redis::Script;
 use redis::aio::ConnectionManager;
 
-use super::SessionStore;
+use super::{SessionStore, Stored};
 use crate::history::StoreError;
 use crate::history::redis::millis;
 use crate::keys::Keys;
-use crate::metrics::{Operation, SESSION_DROP, SESSION_SAVE, SESSION_TAKE, SESSION_TOUCH};
+use crate::metrics::{
+    Operation, SESSION_AMEND, SESSION_DROP, SESSION_SAVE, SESSION_TAKE, SESSION_TOUCH,
+};
 
 const SAVE: &str = r"
+redis.call('DEL', KEYS[1])
 redis.call('HSET', KEYS[1], 'r', ARGV[1], 'h', ARGV[2])
 redis.call('PEXPIRE', KEYS[1], ARGV[3])
 ";
 
 const TAKE: &str = r"
-local record = redis.call('HGET', KEYS[1], 'r')
+local fields = redis.call('HGETALL', KEYS[1])
 redis.call('DEL', KEYS[1])
-return record
+return fields
 ";
+
+const AMEND: &str = r"
+if redis.call('HGET', KEYS[1], 'h') == ARGV[1] then
+  redis.call('HSET', KEYS[1], 'c:' .. ARGV[2], ARGV[3])
+  redis.call('PEXPIRE', KEYS[1], ARGV[4])
+end
+";
+
+/// Prefix of an amended channel's field.
+const AMENDED: &[u8] = b"c:";
 
 const TOUCH: &str = r"
 if redis.call('HGET', KEYS[1], 'h') == ARGV[1] then
@@ -44,6 +58,7 @@ pub struct RedisSessions {
     take: Script,
     touch: Script,
     drop: Script,
+    amend: Script,
 }
 
 impl RedisSessions {
@@ -56,6 +71,7 @@ impl RedisSessions {
             take: Script::new(TAKE),
             touch: Script::new(TOUCH),
             drop: Script::new(DROP),
+            amend: Script::new(AMEND),
         }
     }
 }
@@ -81,16 +97,37 @@ impl SessionStore for RedisSessions {
             .map_err(|e| op.failed(e))
     }
 
-    async fn take(&self, pid: &str) -> Result<Option<Bytes>, StoreError> {
+    async fn take(&self, pid: &str) -> Result<Option<Stored>, StoreError> {
         let op = Operation::start(SESSION_TAKE);
         let mut connection = self.connection.clone();
-        let record: Option<Vec<u8>> = self
+        let fields: Vec<Vec<u8>> = self
             .take
             .key(self.keys.socket(pid))
             .invoke_async(&mut connection)
             .await
             .map_err(|e| op.failed(e))?;
-        Ok(record.map(Bytes::from))
+        Ok(stored(fields))
+    }
+
+    async fn amend(
+        &self,
+        pid: &str,
+        holder: &str,
+        channel: &str,
+        mark: Option<Bytes>,
+        ttl: Duration,
+    ) -> Result<(), StoreError> {
+        let op = Operation::start(SESSION_AMEND);
+        let mut connection = self.connection.clone();
+        self.amend
+            .key(self.keys.socket(pid))
+            .arg(holder)
+            .arg(channel)
+            .arg(mark.as_deref().unwrap_or_default())
+            .arg(millis(ttl))
+            .invoke_async::<()>(&mut connection)
+            .await
+            .map_err(|e| op.failed(e))
     }
 
     async fn touch(&self, pid: &str, holder: &str, ttl: Duration) -> Result<(), StoreError> {
@@ -115,4 +152,25 @@ impl SessionStore for RedisSessions {
             .await
             .map_err(|e| op.failed(e))
     }
+}
+
+/// A record from the fields of its hash (`HGETALL`'s flat list); `None` without `r`. An
+/// amendment's order does not matter: each channel has at most one.
+fn stored(fields: Vec<Vec<u8>>) -> Option<Stored> {
+    let mut record = None;
+    let mut amendments = Vec::new();
+    let mut pairs = fields.into_iter();
+    while let (Some(name), Some(value)) = (pairs.next(), pairs.next()) {
+        if name == b"r" {
+            record = Some(Bytes::from(value));
+        } else if let Some(channel) = name.strip_prefix(AMENDED) {
+            let channel = String::from_utf8_lossy(channel).into_owned();
+            let mark = (!value.is_empty()).then(|| Bytes::from(value));
+            amendments.push((channel, mark));
+        }
+    }
+    Some(Stored {
+        record: record?,
+        amendments,
+    })
 }

@@ -12,7 +12,7 @@ use herald_proto::bus::v1::{self as pb, SessionReply, SessionRequest, SocketReco
 use herald_proto::bus::v1::{session_reply, session_request::Action};
 use prost::Message;
 
-use super::SessionStore;
+use super::{SessionStore, Stored};
 use crate::history::StoreError;
 use crate::queue::{self, Seat};
 
@@ -81,14 +81,72 @@ impl SessionService {
                 self.store.save(pid, holder, bytes, ttl).await?;
             }
             Some(Action::Take(_)) => {
-                let record = self.store.take(pid).await?;
+                let stored = self.store.take(pid).await?;
                 // A record that does not decode is as good as none: the client starts afresh.
-                return Ok(record.and_then(|bytes| SocketRecord::decode(bytes).ok()));
+                return Ok(stored.and_then(|stored| amended(stored).ok()));
             }
             Some(Action::Touch(_)) => self.store.touch(pid, holder, ttl).await?,
             Some(Action::Drop(_)) => self.store.drop_held(pid, holder).await?,
+            Some(Action::Mark(mark)) => {
+                let bytes = Bytes::from(mark.encode_to_vec());
+                let store = &self.store;
+                store
+                    .amend(pid, holder, &mark.channel, Some(bytes), ttl)
+                    .await?;
+            }
+            Some(Action::Unmark(channel)) => {
+                self.store.amend(pid, holder, &channel, None, ttl).await?;
+            }
             None => {}
         }
         Ok(None)
+    }
+}
+
+/// The record with its amendments applied: each amended channel's mark replaced, added at
+/// the end, or gone.
+fn amended(stored: Stored) -> Result<SocketRecord, prost::DecodeError> {
+    let mut record = SocketRecord::decode(stored.record)?;
+    for (channel, mark) in stored.amendments {
+        record.marks.retain(|m| m.channel != channel);
+        if let Some(bytes) = mark {
+            record.marks.push(pb::Mark::decode(bytes)?);
+        }
+    }
+    Ok(record)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn mark(channel: &str, offset: u64) -> pb::Mark {
+        pb::Mark {
+            channel: channel.into(),
+            joined: Some(pb::Position {
+                offset,
+                epoch: "e".into(),
+            }),
+        }
+    }
+
+    #[test]
+    fn amendments_replace_add_and_remove_marks() {
+        let record = SocketRecord {
+            namespace: "/".into(),
+            marks: vec![mark("/", 1), mark("/:a", 2)],
+            ..Default::default()
+        };
+        let encoded = |m: pb::Mark| Some(Bytes::from(m.encode_to_vec()));
+        let stored = Stored {
+            record: Bytes::from(record.encode_to_vec()),
+            amendments: vec![
+                ("/:a".into(), None),
+                ("/:b".into(), encoded(mark("/:b", 5))),
+                ("/".into(), encoded(mark("/", 7))),
+            ],
+        };
+        let marks = amended(stored).unwrap().marks;
+        assert_eq!(marks, [mark("/:b", 5), mark("/", 7)]);
     }
 }

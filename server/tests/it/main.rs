@@ -8,6 +8,7 @@ mod cluster;
 mod deploy;
 mod drain;
 mod faults;
+mod hardening;
 mod metrics;
 mod presence;
 mod recovery;

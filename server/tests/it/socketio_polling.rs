@@ -72,6 +72,21 @@ fn session_ended(addr: SocketAddr, sid: &str) {
     assert!(ended, "session {sid} still alive");
 }
 
+/// A handshake costs a session; one whose client never sends a packet ends after
+/// `socketio.open_timeout`, however often it polls, while its neighbour lives on.
+#[test]
+fn a_handshake_nobody_follows_up_expires_quickly() {
+    let node = standalone(&[("HERALD_SOCKETIO__OPEN_TIMEOUT", "1s")]);
+    let addr = node.addr();
+    let (idle, _) = handshake(addr);
+    let (active, _) = handshake(addr);
+    assert_eq!(post(addr, &active, "40").status, 200);
+    session_ended(addr, &idle);
+    let reply = get(addr, &active);
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    assert!(reply.body.starts_with("40{"), "{}", reply.body);
+}
+
 #[test]
 fn a_polling_session_connects_and_gets_a_new_pid_for_an_unknown_one() {
     let node = standalone(&[]);

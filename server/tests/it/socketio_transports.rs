@@ -188,6 +188,58 @@ async fn a_socket_recovers_rooms_and_missed_events_after_a_transport_cut() {
     }
 }
 
+/// A socket's record is amended one room at a time, and saved whole again once the
+/// amendments outnumber its channels: through both, it comes back in exactly the rooms it
+/// was in, with what it missed in them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_socket_in_many_rooms_recovers_exactly_its_rooms() {
+    let cluster = cluster(2, 1);
+    let (a, b) = (
+        url(cluster.gateways[0].addr()),
+        url(cluster.gateways[1].addr()),
+    );
+    let options = json!({ "transports": ["websocket"], "auth": { "recovery": true } });
+    let mut listener = Agent::spawn(Library::Js, &a, "/", options).with_offsets();
+    listener.next("connect", PATIENCE).await.unwrap();
+    let (mut talker, _) = connected(Library::Js, &b, json!({ "transports": ["websocket"] })).await;
+    // 10 joins, then churn in one room: 19 amendments, past the record's floor of 16, so
+    // the record is saved whole once on the way and amended after.
+    let mut requests: Vec<(&str, String)> = (0..10).map(|r| ("join", format!("r{r}"))).collect();
+    for _ in 0..4 {
+        requests.push(("leave", "r3".into()));
+        requests.push(("join", "r3".into()));
+    }
+    requests.push(("leave", "r3".into()));
+    for (request, room) in requests {
+        let ack = listener
+            .emit_ack(request, json!([room]), PATIENCE)
+            .await
+            .unwrap();
+        assert_eq!(ack["ok"], true, "{request} {room}: {ack}");
+    }
+    let to = |room: &str, n: u64| json!([room, "n", n]);
+    let ack = talker.emit_ack("to", to("r0", 1), PATIENCE).await.unwrap();
+    assert_eq!(ack["ok"], true, "{ack}");
+    assert_eq!(received_numbers(&mut listener, 1).await, [1]);
+
+    listener.cut();
+    listener.next("disconnect", PATIENCE).await.unwrap();
+    for (room, n) in [("r9", 2), ("r3", 3), ("r7", 4)] {
+        let ack = talker.emit_ack("to", to(room, n), PATIENCE).await.unwrap();
+        assert_eq!(ack["ok"], true, "{ack}");
+    }
+    listener.reconnect();
+    let again = listener.next("connect", PATIENCE).await.unwrap();
+    assert_eq!(again["recovered"], true, "{again}");
+    assert_eq!(received_numbers(&mut listener, 2).await, [2, 4]);
+    for (room, n) in [("r3", 5), ("r8", 6)] {
+        let ack = talker.emit_ack("to", to(room, n), PATIENCE).await.unwrap();
+        assert_eq!(ack["ok"], true, "{ack}");
+    }
+    assert_eq!(received_numbers(&mut listener, 1).await, [6]);
+    no_event(&mut listener).await;
+}
+
 /// A socket with connection state recovery (asked for in `options`, or given to its
 /// namespace by the cluster's `env`) listens on gateway A through a balancer; A is killed
 /// while a talker on B emits without pause. The socket comes back on B with its id, and

@@ -119,14 +119,14 @@ app.kubernetes.io/component: {{ .component }}
 livenessProbe:
   httpGet:
     path: /healthz
-    port: http
+    port: metrics
   periodSeconds: {{ .Values.probes.liveness.periodSeconds }}
   timeoutSeconds: {{ .Values.probes.liveness.timeoutSeconds }}
   failureThreshold: {{ .Values.probes.liveness.failureThreshold }}
 readinessProbe:
   httpGet:
     path: /readyz
-    port: http
+    port: metrics
   periodSeconds: {{ .Values.probes.readiness.periodSeconds }}
   timeoutSeconds: {{ .Values.probes.readiness.timeoutSeconds }}
   failureThreshold: {{ .Values.probes.readiness.failureThreshold }}
