@@ -30,8 +30,8 @@ pub enum Resumed {
 /// Every publication of `channel` after `from`; `None` when they cannot all be had (the
 /// stream has a new epoch, history was trimmed past `from`, or more than [`MAX_REPLAY`]).
 /// Pages cut short to fit the bus are followed by the next, until the stream's position.
-/// `from` in the empty epoch means the channel had no stream then: every publication of
-/// the epoch it has now was missed.
+/// `from` in the empty epoch was taken before the channel had a stream: its offset is one
+/// of the epoch the channel has now.
 pub async fn missed(
     upstream: &Upstream,
     channel: &str,
@@ -53,8 +53,7 @@ pub async fn missed(
         };
         let page = upstream.history(request).await.ok()?;
         let position = page.position.unwrap_or_default();
-        let fresh = from.epoch.is_empty() && from.offset == 0;
-        if position.epoch != from.epoch && !fresh {
+        if position.epoch != from.epoch && !from.epoch.is_empty() {
             return None;
         }
         let count = page.publications.len() as u64;
@@ -110,7 +109,7 @@ impl Returning<'_> {
         loop {
             let joined = self.join(channel, Start::After(&from)).await?;
             match joined {
-                Joined::At(position) if position.epoch == from.epoch => {
+                Joined::At(position) if position.epoch == from.epoch || from.epoch.is_empty() => {
                     return Ok(Resumed::Recovered(position));
                 }
                 Joined::At(position) => return Ok(Resumed::Lost(position)),

@@ -217,22 +217,20 @@ impl Hub {
             .filter(|e| e.generation == generation)
             .ok_or_else(|| Refusal::new(ErrorCode::Unavailable, "channel feed restarted"))?;
         let mut after = 0;
-        // A start in the empty epoch (the channel had no stream when the subscriber last
-        // saw it) can only be at 0, the beginning of whatever epoch the channel has now.
-        let continues = |start: &Position| match start.epoch.is_empty() {
-            true => start.offset == 0,
-            false => start.epoch == entry.position.epoch,
-        };
+        // A start in the empty epoch was taken before the channel had a stream: its
+        // offsets are those of the epoch the channel has now, if it has one yet.
         if let Start::After(start) = start
             && history
-            && continues(start)
+            && (start.epoch == entry.position.epoch || start.epoch.is_empty())
         {
             if entry.position.offset > start.offset {
                 // `waiting` gives the wait up when dropped.
                 return Ok(Joined::Behind(entry.position.clone()));
             }
-            // The subscriber read history further than this gateway has delivered yet.
-            after = start.offset;
+            if !entry.position.epoch.is_empty() {
+                // The subscriber read history further than this gateway has delivered yet.
+                after = start.offset;
+            }
         }
         entry.waiting -= 1;
         waiting.done = true;
