@@ -44,7 +44,9 @@ fn protocol_text() -> impl Strategy<Value = String> {
 
 /// 512 cases in the test suite; `PROPTEST_CASES=100000` fuzzes longer by hand.
 fn config() -> ProptestConfig {
-    let cases = std::env::var("PROPTEST_CASES").ok().and_then(|n| n.parse().ok());
+    let cases = std::env::var("PROPTEST_CASES")
+        .ok()
+        .and_then(|n| n.parse().ok());
     ProptestConfig {
         cases: cases.unwrap_or(512),
         ..ProptestConfig::default()

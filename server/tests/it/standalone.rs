@@ -17,7 +17,10 @@ async fn two_clients_exchange_publications() {
 
     let ack = publish(&alice, "chat:lobby", json!({"text": "这是一条消息"})).await;
     assert_eq!(ack["offset"], 1);
-    assert!(ack["epoch"].as_str().is_some_and(|e| !e.is_empty()), "{ack}");
+    assert!(
+        ack["epoch"].as_str().is_some_and(|e| !e.is_empty()),
+        "{ack}"
+    );
     for receiver in [&bob, &alice] {
         let push = &publications(receiver, "chat:lobby", 1).await[0];
         assert_eq!(push["data"], json!({"text": "这是一条消息"}));
