@@ -35,6 +35,98 @@ async fn a_client_that_stops_reading_is_cut_by_its_byte_budget() {
     stuck_client_is_cut(100_000, 2_000_000).await;
 }
 
+/// The attack of a client that asks for large history pages, over and over, and reads
+/// none of them: its replies are held against its byte budget like publications, and it
+/// is cut with 3004 long before the gateway holds what it asked for.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_asks_for_history_and_never_reads_is_cut() {
+    let node = standalone(&[("HERALD_GATEWAY__OUTBOUND_BYTES", "4000000")]);
+    let channel = "feed:archive";
+    let publisher = client(&node.ws_url()).await;
+    let data = "x".repeat(60_000);
+    for n in 0..40 {
+        let params = json!({ "channel": channel, "data": { "n": n, "pad": data } });
+        let reply = publisher.call("publish", params).await.unwrap();
+        assert!(reply.get("result").is_some(), "{reply}");
+    }
+    let baseline = node.rss_bytes().expect("the gateway's RSS");
+    let (mut stuck, _) = stuck_client(&node).await;
+    // 40 pages of about 1 MiB each (a page is cut to fit one bus message): ten times the
+    // client's budget.
+    for id in 2..42 {
+        let params = json!({ "channel": channel, "limit": 1000 });
+        let command = json!({ "id": id, "method": "history", "params": params });
+        if stuck
+            .send(Message::text(command.to_string()))
+            .await
+            .is_err()
+        {
+            break;
+        }
+    }
+    let (_, reasons) = read_to_the_end(&mut stuck).await;
+    assert_eq!(
+        reasons,
+        [Some(3004), Some(3004)],
+        "the disconnect push and close frame"
+    );
+    let grown = node.rss_bytes().unwrap().saturating_sub(baseline);
+    assert!(grown < 24_000_000, "the gateway grew by {grown} bytes");
+    // The node goes on serving.
+    let reader = client(&node.ws_url()).await;
+    let page = reader
+        .ok("history", json!({ "channel": channel, "limit": 1 }))
+        .await
+        .unwrap();
+    assert_eq!(page["publications"][0]["data"]["n"], 39);
+}
+
+type Stuck = tokio_tungstenite::WebSocketStream<tokio::net::TcpStream>;
+
+/// A native client with a small receive buffer, connected; it reads only when told to.
+async fn stuck_client(node: &herald_testkit::HeraldProcess) -> (Stuck, Value) {
+    let socket = TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(8 * 1024).unwrap();
+    let stream = socket.connect(node.addr()).await.unwrap();
+    let (mut stuck, _) = tokio_tungstenite::client_async(node.ws_url().as_str(), stream)
+        .await
+        .unwrap();
+    let command = json!({ "id": 1, "method": "connect", "params": {} });
+    stuck
+        .send(Message::text(command.to_string()))
+        .await
+        .unwrap();
+    let reply = stuck.next().await.unwrap().unwrap();
+    let reply: Value = serde_json::from_str(reply.to_text().unwrap()).unwrap();
+    assert!(reply.get("result").is_some(), "{reply}");
+    (stuck, reply)
+}
+
+/// Reads what a stuck client's buffers still hold, to the end of its connection: how
+/// many publications, and the codes of the disconnect push and of the close frame.
+async fn read_to_the_end(stuck: &mut Stuck) -> (usize, Vec<Option<u64>>) {
+    let mut publications = 0;
+    let mut reasons = Vec::new();
+    let read = tokio::time::timeout(PATIENCE, async {
+        while let Some(Ok(frame)) = stuck.next().await {
+            match frame {
+                Message::Text(text) => {
+                    let frame: Value = serde_json::from_str(&text).unwrap();
+                    match frame["push"].as_str() {
+                        Some("publication") => publications += 1,
+                        Some("disconnect") => reasons.push(frame["code"].as_u64()),
+                        _ => {}
+                    }
+                }
+                Message::Close(Some(close)) => reasons.push(Some(u16::from(close.code).into())),
+                _ => {}
+            }
+        }
+    });
+    read.await.expect("the stuck client's connection ended");
+    (publications, reasons)
+}
+
 /// A stuck client beside a reader, on a gateway whose connections may queue `frames`
 /// frames and `bytes` bytes.
 async fn stuck_client_is_cut(frames: usize, bytes: usize) {
@@ -47,25 +139,15 @@ async fn stuck_client_is_cut(frames: usize, bytes: usize) {
     let url = node.ws_url();
     let channel = "feed:firehose";
 
-    // The stuck client: a small receive buffer, and once subscribed it reads nothing.
-    let socket = TcpSocket::new_v4().unwrap();
-    socket.set_recv_buffer_size(8 * 1024).unwrap();
-    let stream = socket.connect(node.addr()).await.unwrap();
-    let (mut stuck, _) = tokio_tungstenite::client_async(url.as_str(), stream)
+    // The stuck client: once subscribed it reads nothing.
+    let (mut stuck, _) = stuck_client(&node).await;
+    let command = json!({ "id": 2, "method": "subscribe", "params": { "channel": channel } });
+    stuck
+        .send(Message::text(command.to_string()))
         .await
         .unwrap();
-    for (id, method, params) in [
-        (1, "connect", json!({})),
-        (2, "subscribe", json!({ "channel": channel })),
-    ] {
-        let command = json!({ "id": id, "method": method, "params": params });
-        stuck
-            .send(Message::text(command.to_string()))
-            .await
-            .unwrap();
-        let reply = stuck.next().await.unwrap().unwrap();
-        assert!(reply.to_text().unwrap().contains("result"), "{reply:?}");
-    }
+    let reply = stuck.next().await.unwrap().unwrap();
+    assert!(reply.to_text().unwrap().contains("result"), "{reply:?}");
 
     let reader = client(&url).await;
     subscribe(&reader, channel).await;
@@ -106,24 +188,7 @@ async fn stuck_client_is_cut(frames: usize, bytes: usize) {
 
     // Reading again, the stuck client finds the publications its buffers held, then the
     // reason it was cut.
-    let mut publications_read = 0;
-    let mut reasons = Vec::new();
-    let read = tokio::time::timeout(PATIENCE, async {
-        while let Some(Ok(frame)) = stuck.next().await {
-            match frame {
-                Message::Text(text) => {
-                    let push: Value = serde_json::from_str(&text).unwrap();
-                    match push["push"].as_str() {
-                        Some("publication") => publications_read += 1,
-                        _ => reasons.push(push["code"].as_u64()),
-                    }
-                }
-                Message::Close(Some(close)) => reasons.push(Some(u16::from(close.code).into())),
-                _ => {}
-            }
-        }
-    });
-    read.await.expect("the stuck client's connection ended");
+    let (publications_read, reasons) = read_to_the_end(&mut stuck).await;
     assert!(publications_read < count, "the stuck client got everything");
     assert_eq!(
         reasons,
