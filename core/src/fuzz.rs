@@ -10,17 +10,6 @@ use crate::config::{AuthConfig, Config};
 use crate::rules::Action;
 use crate::{channel, envelope, subjects};
 
-/// 512 cases in the test suite; `PROPTEST_CASES=100000` fuzzes longer by hand.
-fn config() -> ProptestConfig {
-    let cases = std::env::var("PROPTEST_CASES")
-        .ok()
-        .and_then(|n| n.parse().ok());
-    ProptestConfig {
-        cases: cases.unwrap_or(512),
-        ..ProptestConfig::default()
-    }
-}
-
 /// Strings shaped like tokens: three dot-separated base64url-ish parts, or anything.
 fn token_text() -> impl Strategy<Value = String> {
     prop_oneof![
@@ -38,7 +27,7 @@ fn token_text() -> impl Strategy<Value = String> {
 }
 
 proptest! {
-    #![proptest_config(config())]
+    #![proptest_config(herald_testkit::fuzz::config())]
 
     #[test]
     fn fuzz_channels_round_trip_through_subject_tokens(name in any::<String>()) {

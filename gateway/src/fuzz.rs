@@ -42,19 +42,8 @@ fn protocol_text() -> impl Strategy<Value = String> {
     prop::collection::vec(atoms, 0..24).prop_map(|parts| parts.concat())
 }
 
-/// 512 cases in the test suite; `PROPTEST_CASES=100000` fuzzes longer by hand.
-fn config() -> ProptestConfig {
-    let cases = std::env::var("PROPTEST_CASES")
-        .ok()
-        .and_then(|n| n.parse().ok());
-    ProptestConfig {
-        cases: cases.unwrap_or(512),
-        ..ProptestConfig::default()
-    }
-}
-
 proptest! {
-    #![proptest_config(config())]
+    #![proptest_config(herald_testkit::fuzz::config())]
 
     #[test]
     fn fuzz_engine_packets_parse_or_fail_cleanly(text in protocol_text()) {

@@ -11,10 +11,12 @@
 //! - [`balancer`]: a round-robin HTTP load balancer without sticky sessions, whose set
 //!   of backends a test can change.
 //! - [`wait`]: bounded waiting on a condition, never a fixed sleep.
+//! - [`fuzz`]: how many cases the property tests of every crate run.
 
 pub mod balancer;
 pub mod client;
 pub mod cluster;
+pub mod fuzz;
 pub mod node;
 pub mod servers;
 pub mod socketio;

@@ -46,6 +46,23 @@ fn exits_at_start(args: &[&str], env: &[(&str, &str)]) -> (std::process::ExitSta
     (status, stderr)
 }
 
+/// A node taking the test tokens, whose `vip` namespace is for granted tokens only, with
+/// `more` config.
+fn vip_node(more: &str) -> herald_testkit::HeraldProcess {
+    let config = format!(
+        r#"
+        [auth]
+        hmac_secret = "{}"
+        [channels.namespaces.vip]
+        subscribe = "granted"
+        publish = "granted"
+        {more}
+        "#,
+        tokens::SECRET
+    );
+    standalone_with_config(&config, &[])
+}
+
 #[test]
 fn the_server_api_is_never_served_to_other_machines_without_a_key() {
     let open = ["--listen", "127.0.0.1:0", "--api-listen", "0.0.0.0:0"];
@@ -212,19 +229,12 @@ async fn recovery_needs_the_history_permission() {
 
 #[tokio::test]
 async fn a_refresh_ends_the_subscriptions_the_new_token_does_not_allow() {
-    let config = format!(
+    let node = vip_node(
         r#"
-        [auth]
-        hmac_secret = "{}"
-        [channels.namespaces.vip]
-        subscribe = "granted"
-        publish = "granted"
         [channels.namespaces."/club"]
         subscribe = "granted"
         "#,
-        tokens::SECRET
     );
-    let node = standalone_with_config(&config, &[]);
     let grant =
         |channels: Value| hs256(&json!({ "sub": "eve", "exp": now() + 600, "channels": channels }));
     let (eve, _) = client_with_token(&node.ws_url(), &grant(json!(["vip:*"]))).await;
@@ -299,17 +309,7 @@ async fn a_token_that_never_expires_in_practice_is_served_without_a_panic() {
 
 #[tokio::test]
 async fn a_user_limited_channel_keeps_its_namespace_access_level() {
-    let config = format!(
-        r#"
-        [auth]
-        hmac_secret = "{}"
-        [channels.namespaces.vip]
-        subscribe = "granted"
-        publish = "granted"
-        "#,
-        tokens::SECRET
-    );
-    let node = standalone_with_config(&config, &[]);
+    let node = vip_node("");
     let (eve, _) = client_with_token(&node.ws_url(), &tokens::user("eve", 600)).await;
     for (method, params) in [
         ("subscribe", json!({ "channel": "vip:news#eve" })),
