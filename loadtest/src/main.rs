@@ -19,6 +19,8 @@
 //! - **memory**: gateway resident memory per idle connection subscribed to a channel of its
 //!   own, on a fresh cluster each run (`--idle-connections`, 0 to skip).
 //!
+//! With `--abuse`, it measures instead what two attacks cost a node (see [`abuse`]).
+//!
 //! Latency is measured from the moment the publisher sends the command to the moment the
 //! subscriber has read the publication (one clock, one machine). Reports each run and the
 //! medians.
@@ -34,6 +36,7 @@ use herald_core::time::unix_micros;
 use herald_testkit::{Cluster, NativeClient};
 use serde_json::json;
 
+mod abuse;
 mod memory;
 mod socketio;
 mod stuck;
@@ -68,6 +71,25 @@ struct Args {
     /// Connections per run of the memory scenario; 0 skips it.
     #[arg(long, default_value_t = 5000)]
     idle_connections: usize,
+    /// Run the abuse scenarios instead: history reads of names nobody used, and one
+    /// socket joining many rooms.
+    #[arg(long)]
+    abuse: bool,
+    /// History reads per run of the reads scenario.
+    #[arg(long, default_value_t = 100_000)]
+    reads: usize,
+    /// Rooms one socket joins per run of the rooms scenario.
+    #[arg(long, default_value_t = 2000)]
+    rooms: usize,
+    /// A setting for the nodes of the abuse scenarios, `HERALD_…=value` (repeatable), such
+    /// as `HERALD_SOCKETIO__MAX_ROOMS=2048` for a release that limits rooms.
+    #[arg(long = "node-env", value_parser = key_value)]
+    node_env: Vec<(String, String)>,
+}
+
+fn key_value(text: &str) -> Result<(String, String), String> {
+    let (key, value) = text.split_once('=').ok_or("expected KEY=VALUE")?;
+    Ok((key.to_string(), value.to_string()))
 }
 
 /// Every gateway's outbound queue, in frames: the slow-consumer scenario sends several
@@ -89,6 +111,9 @@ async fn main() -> anyhow::Result<()> {
             "{} not found: run `cargo build --release` first",
             args.herald.display()
         );
+    }
+    if args.abuse {
+        return run_abuse(&args).await;
     }
     let settings = [
         ("HERALD_LOG__LEVEL", "warn"),
@@ -178,6 +203,38 @@ async fn main() -> anyhow::Result<()> {
             median(per_connection) / 1024.0
         );
     }
+    Ok(())
+}
+
+/// The abuse scenarios, `--runs` times each; every run and the medians.
+async fn run_abuse(args: &Args) -> anyhow::Result<()> {
+    let (mut memory, mut keys, mut joins) = (Vec::new(), Vec::new(), Vec::new());
+    for run in 1..=args.runs {
+        let (before, after) = abuse::reads_standalone(&args.herald, args.reads).await?;
+        println!("    reads run {run}: standalone {before:.1} -> {after:.1} MiB");
+        memory.push(after - before);
+        let (before, after) = abuse::reads_cluster(&args.herald, args.reads).await?;
+        println!("    reads run {run}: Redis {before} -> {after} keys");
+        keys.push(after.saturating_sub(before) as f64);
+        let (first, last) = abuse::rooms(&args.herald, args.rooms, &args.node_env).await?;
+        println!(
+            "    rooms run {run}: a join {first:.2} ms in the first quarter, {last:.2} ms in the last"
+        );
+        joins.push((first, last));
+    }
+    let (first, last): (Vec<f64>, Vec<f64>) = joins.into_iter().unzip();
+    let (first, last) = (median(first), median(last));
+    println!();
+    println!(
+        "medians of {} runs: {} reads of unused names grow a standalone node by {:.1} MiB and Redis by {:.0} keys; \
+         joining {} rooms, a join takes {first:.2} ms at first and {last:.2} ms at the end ({:.2}x)",
+        args.runs,
+        args.reads,
+        median(memory),
+        median(keys),
+        args.rooms,
+        last / first
+    );
     Ok(())
 }
 
