@@ -2,8 +2,9 @@
 //! polling payloads, Socket.IO packets and binary assembly, Herald's reserved events, the
 //! native command decoder and the recovery offset string. Each runs a bounded number of
 //! cases in the normal test suite; no input may panic, and where an encoder exists what
-//! it writes must parse back to the same thing. Failing inputs proptest finds are kept in
-//! `proptest-regressions/` and replayed first on every run.
+//! it writes must parse back to the same thing. A seed corpus (`fuzz/corpus.jsonl`) is
+//! replayed on every run, and so are the failing inputs proptest finds, which it keeps in
+//! `proptest-regressions/`.
 
 use bytes::Bytes;
 use herald_proto::bus::v1::Position;
@@ -40,6 +41,40 @@ fn protocol_text() -> impl Strategy<Value = String> {
         any::<String>(),
     ];
     prop::collection::vec(atoms, 0..24).prop_map(|parts| parts.concat())
+}
+
+/// Every parser on one input: none may panic, and what parses must round-trip.
+fn every_parser(text: &str) {
+    if let Ok(packet) = engine::Packet::decode_text(text) {
+        assert_eq!(packet.encode_text().as_deref(), Some(text));
+    }
+    let _ = engine::decode_payload(text);
+    if let Ok(packet) = packet::Packet::decode(text) {
+        assert_eq!(
+            packet::Packet::decode(&packet.encode()).ok(),
+            Some(packet.clone())
+        );
+        let mut assembler = Assembler::default();
+        let _ = assembler.packet(packet.clone());
+        let _ = assembler.attachment(Bytes::from_static(b"x"));
+        if let Ok((name, args)) = packet.event() {
+            let _ = reserved::parse(name, args);
+        }
+    }
+    let _ = command::parse(text);
+    let _ = offsets::parse(text);
+    let _ = event::decode(text, &[]);
+}
+
+/// Inputs kept because they once mattered (attacks of docs/security.md, edge cases of the
+/// parsers), one JSON string per line of `fuzz/corpus.jsonl`; add what fuzzing finds.
+#[test]
+fn fuzz_corpus_replays() {
+    let corpus = include_str!("../fuzz/corpus.jsonl");
+    for line in corpus.lines().filter(|line| !line.trim().is_empty()) {
+        let input: String = serde_json::from_str(line).expect("a JSON string per line");
+        every_parser(&input);
+    }
 }
 
 proptest! {
