@@ -17,6 +17,10 @@ use crate::config::{AuthConfig, ConfigError};
 /// Seconds a token may be past its `exp` and still be taken, for clocks that disagree.
 const LEEWAY_SECS: u64 = 5;
 
+/// Largest `info` a token may carry, as JSON: it is copied into every presence entry and
+/// join event of the connection.
+pub const MAX_INFO_BYTES: usize = 4096;
+
 /// Who a client is.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Identity {
@@ -153,9 +157,17 @@ impl Verifier {
             match decode::<Claims>(token, key, validation) {
                 Ok(data) => {
                     let claims = data.claims;
+                    let info = claims.info.map(|info| info.to_string());
+                    if info
+                        .as_ref()
+                        .is_some_and(|info| info.len() > MAX_INFO_BYTES)
+                    {
+                        let why = format!("the token's info exceeds {MAX_INFO_BYTES} bytes");
+                        return Err(AuthError::Invalid(why));
+                    }
                     return Ok(Identity {
                         user: claims.sub,
-                        info: claims.info.map(|info| info.to_string()),
+                        info,
                         grants: claims.channels,
                         expires_at: claims.exp,
                     });
@@ -280,6 +292,12 @@ mod tests {
         let forever = hs256(json!({"sub": "alice", "exp": u64::MAX}), "s3cret");
         let identity = strict.verify(Some(&forever)).unwrap();
         assert!(identity.expires_in().unwrap() > 1 << 60);
+        let chatty = hs256(
+            json!({"sub": "a", "info": "x".repeat(MAX_INFO_BYTES)}),
+            "s3cret",
+        );
+        let refusal = strict.verify(Some(&chatty)).unwrap_err();
+        assert!(refusal.to_string().contains("info"), "{refusal}");
         // A token that was given is checked, never taken as none.
         assert!(matches!(
             verifier(true).verify(Some("")),

@@ -196,7 +196,7 @@ pub struct GatewayConfig {
     /// channel included); more are refused with 106.
     pub max_subscriptions: usize,
     /// Most client connections (WebSockets and Socket.IO sessions) this gateway holds at
-    /// once; more are refused with HTTP 503. About 25 KiB each when idle. 0: no limit.
+    /// once; more are refused with HTTP 503. About 24 KiB each when idle. 0: no limit.
     pub max_connections: usize,
     /// How long a stopping gateway takes to send its clients away (code 3000, to reconnect
     /// elsewhere). Each client leaves at a random moment within it, so that they do not all
@@ -236,6 +236,9 @@ impl Default for GatewayConfig {
 
 /// Most rooms `socketio.max_rooms` may allow one socket.
 pub const MAX_ROOMS: usize = 2048;
+
+/// Most publications one history request returns, whatever asks (routers cap it).
+pub const MAX_HISTORY_LIMIT: u32 = 10_000;
 
 /// The Socket.IO profile at `/socket.io/`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -505,6 +508,11 @@ impl Config {
         }
         if self.gateway.history_default_limit > self.gateway.history_max_limit {
             return invalid("gateway.history_default_limit exceeds history_max_limit".into());
+        }
+        if self.gateway.history_max_limit > MAX_HISTORY_LIMIT {
+            return invalid(format!(
+                "gateway.history_max_limit must be at most {MAX_HISTORY_LIMIT}"
+            ));
         }
         if self.socketio.ping_interval.is_zero() || self.socketio.ping_timeout.is_zero() {
             return invalid("socketio.ping_interval and ping_timeout must be positive".into());

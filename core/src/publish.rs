@@ -94,6 +94,9 @@ pub enum Prepared {
     Direct(Box<Publication>),
 }
 
+/// Longest idempotency key, in bytes.
+pub const MAX_IDEMPOTENCY_KEY_LEN: usize = 128;
+
 /// Refuses an invalid channel name with [`ErrorCode::BadChannel`].
 pub fn valid_channel(name: &str) -> Result<(), Refusal> {
     channel::validate(name).map_err(|e| Refusal::new(ErrorCode::BadChannel, e.to_string()))
@@ -115,6 +118,10 @@ pub fn prepare(
         )));
     }
     let key = publish.idempotency_key.clone().unwrap_or_default();
+    if key.len() > MAX_IDEMPOTENCY_KEY_LEN {
+        let message = format!("idempotency_key exceeds {MAX_IDEMPOTENCY_KEY_LEN} bytes");
+        return Err(Refusal::new(ErrorCode::BadRequest, message));
+    }
     let publication = publish.publication();
     let needed = publication.encoded_len() + ENVELOPE_SLACK;
     if needed > bus_limit {

@@ -12,6 +12,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use herald_proto::bus::v1::{ClientInfo, Presence, PresenceReport};
+use prost::Message;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
@@ -19,6 +20,9 @@ use herald_core::upstream::Upstream;
 
 /// Most entries in one report, to keep bus messages small.
 const REPORT_CHUNK: usize = 1000;
+/// Most bytes of entries in one report: well within one NATS message (1 MiB by default),
+/// whatever the clients' `info` holds.
+const REPORT_BYTES: usize = 256 * 1024;
 /// Pause after a failed report before the next attempt.
 const RETRY_PAUSE: Duration = Duration::from_millis(500);
 
@@ -97,11 +101,18 @@ impl PresenceReporter {
                     .iter()
                     .map(|((channel, _), client)| presence(channel, client.clone()))
                     .collect();
-                for chunk in present.chunks(REPORT_CHUNK) {
-                    reports.push(PresenceReport {
-                        alive: chunk.to_vec(),
-                        ..Default::default()
-                    });
+                let mut report = PresenceReport::default();
+                let mut bytes = 0;
+                for entry in present {
+                    bytes += entry.encoded_len();
+                    report.alive.push(entry);
+                    if report.alive.len() >= REPORT_CHUNK || bytes >= REPORT_BYTES {
+                        reports.push(mem::take(&mut report));
+                        bytes = 0;
+                    }
+                }
+                if !report.alive.is_empty() {
+                    reports.push(report);
                 }
             }
             for report in reports {
@@ -139,21 +150,64 @@ fn presence(channel: &str, client: ClientInfo) -> Presence {
     }
 }
 
-/// The changes as reports of at most [`REPORT_CHUNK`] entries.
+/// The changes as reports of at most [`REPORT_CHUNK`] entries and about [`REPORT_BYTES`].
 fn reports<'a>(changes: impl Iterator<Item = (&'a Key, &'a Change)>) -> Vec<PresenceReport> {
     let mut reports = Vec::new();
     let mut report = PresenceReport::default();
+    let mut bytes = 0;
     for ((channel, _), change) in changes {
-        match change {
-            Change::Join(client) => report.joins.push(presence(channel, client.clone())),
-            Change::Leave(client) => report.leaves.push(presence(channel, client.clone())),
-        }
-        if report.joins.len() + report.leaves.len() >= REPORT_CHUNK {
+        let (entries, client) = match change {
+            Change::Join(client) => (&mut report.joins, client),
+            Change::Leave(client) => (&mut report.leaves, client),
+        };
+        let entry = presence(channel, client.clone());
+        bytes += entry.encoded_len();
+        entries.push(entry);
+        if report.joins.len() + report.leaves.len() >= REPORT_CHUNK || bytes >= REPORT_BYTES {
             reports.push(mem::take(&mut report));
+            bytes = 0;
         }
     }
     if !report.joins.is_empty() || !report.leaves.is_empty() {
         reports.push(report);
     }
     reports
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::Bytes;
+
+    #[test]
+    fn reports_stay_small_in_entries_and_in_bytes() {
+        let client = |n: usize, info: usize| ClientInfo {
+            client: format!("c{n}"),
+            user: "u".into(),
+            info: Bytes::from(vec![b'x'; info]),
+        };
+        let key = |n: usize| ("chat".to_string(), format!("c{n}"));
+        let small: Vec<(Key, Change)> = (0..2500)
+            .map(|n| (key(n), Change::Join(client(n, 10))))
+            .collect();
+        let counts: Vec<usize> = reports(small.iter().map(|(k, c)| (k, c)))
+            .iter()
+            .map(|r| r.joins.len())
+            .collect();
+        assert_eq!(counts, [1000, 1000, 500]);
+        // Clients with 4 KiB of info each: bounded by bytes long before 1,000 entries.
+        let large: Vec<(Key, Change)> = (0..300)
+            .map(|n| (key(n), Change::Leave(client(n, 4096))))
+            .collect();
+        let large = reports(large.iter().map(|(k, c)| (k, c)));
+        assert!(large.len() > 1);
+        for report in &large {
+            assert!(
+                report.encoded_len() < 2 * REPORT_BYTES,
+                "{}",
+                report.encoded_len()
+            );
+        }
+        assert_eq!(large.iter().map(|r| r.leaves.len()).sum::<usize>(), 300);
+    }
 }

@@ -29,10 +29,8 @@ use prost::Message;
 use crate::history::{Append, Entry, HistoryStore, Limits, Query};
 use crate::queue::Handling;
 
-/// Longest idempotency key accepted, in bytes.
-pub const MAX_IDEMPOTENCY_KEY_LEN: usize = 128;
-/// Most publications one history request returns.
-pub const MAX_HISTORY_LIMIT: u32 = 10_000;
+pub use herald_core::config::MAX_HISTORY_LIMIT;
+pub use herald_core::publish::MAX_IDEMPOTENCY_KEY_LEN;
 
 /// The requests of one channel within a batch.
 struct Group {

@@ -33,7 +33,7 @@ pub struct Cli {
     pub listen: Option<SocketAddr>,
 
     /// Address of the gRPC server API of a router or standalone node (api.listen, default
-    /// 0.0.0.0:3200). Port 0 picks a free port.
+    /// 127.0.0.1:3200; any other address needs api.key). Port 0 picks a free port.
     #[arg(long, value_name = "ADDR")]
     pub api_listen: Option<SocketAddr>,
 

@@ -16,6 +16,7 @@
 pub mod balancer;
 pub mod client;
 pub mod cluster;
+#[cfg(feature = "fuzz")]
 pub mod fuzz;
 pub mod node;
 pub mod servers;

@@ -52,18 +52,23 @@ pub(super) enum Stop {
     Broken,
 }
 
-/// Reads `first` and the text frames already waiting behind it (at most [`MAX_BURST`]), so
-/// that consecutive publishes reach the routers as one batch. Never waits for a frame that
-/// has not arrived.
+/// Reads `first` and the text frames already waiting behind it (at most [`MAX_BURST`], and
+/// no more once they hold `max_bytes`), so that consecutive publishes reach the routers as
+/// one batch. Never waits for a frame that has not arrived.
 pub(super) fn read_burst(
     stream: &mut SplitStream<WebSocket>,
     first: Option<Result<Message, axum::Error>>,
+    max_bytes: usize,
 ) -> (Vec<Utf8Bytes>, Option<Stop>) {
     let mut texts = Vec::new();
+    let mut bytes = 0;
     let mut frame = first;
     loop {
         match frame {
-            Some(Ok(Message::Text(text))) => texts.push(text),
+            Some(Ok(Message::Text(text))) => {
+                bytes += text.len();
+                texts.push(text);
+            }
             Some(Ok(Message::Ping(_) | Message::Pong(_))) => {}
             Some(Ok(Message::Binary(_))) => return (texts, Some(Stop::Binary)),
             Some(Ok(Message::Close(_))) | None => return (texts, Some(Stop::Gone)),
@@ -76,7 +81,7 @@ pub(super) fn read_burst(
                 return (texts, Some(stop));
             }
         }
-        if texts.len() >= MAX_BURST {
+        if texts.len() >= MAX_BURST || bytes >= max_bytes {
             return (texts, None);
         }
         match stream.next().now_or_never() {

@@ -78,7 +78,9 @@ pub async fn serve(socket: WebSocket, gateway: Arc<Gateway>) {
         tokio::select! {
             Some(command) = commands.recv() => session.on_command(command),
             frame = stream.next() => {
-                let (texts, stop) = read_burst(&mut stream, frame);
+                // What a client sent ahead is read at most one frame's size at a time.
+                let max_bytes = gateway.config.max_frame_size;
+                let (texts, stop) = read_burst(&mut stream, frame, max_bytes);
                 if let Err(code) = session.handle(texts).await {
                     closer.close(code);
                 }

@@ -9,9 +9,9 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-use tokio::sync::{OwnedMutexGuard, mpsc, watch};
+use tokio::sync::{OwnedMutexGuard, watch};
 
-use super::engine;
+use super::{engine, inbound};
 use crate::outbound::{Closer, Frame, Frames};
 
 /// Frames one polling response carries at most.
@@ -51,7 +51,7 @@ pub enum PollError {
 
 pub struct Link {
     pub sid: Arc<str>,
-    inbound: mpsc::Sender<engine::Packet>,
+    inbound: inbound::Sender,
     frames: Arc<tokio::sync::Mutex<Frames>>,
     closer: Closer,
     transport: watch::Sender<Transport>,
@@ -62,7 +62,7 @@ pub struct Link {
 impl Link {
     pub fn new(
         sid: Arc<str>,
-        inbound: mpsc::Sender<engine::Packet>,
+        inbound: inbound::Sender,
         frames: Frames,
         closer: Closer,
         transport: Transport,
@@ -88,7 +88,7 @@ impl Link {
     /// Hands one packet to the session; `false` once the session has ended.
     pub async fn deliver(&self, packet: engine::Packet) -> bool {
         tokio::select! {
-            sent = self.inbound.send(packet) => sent.is_ok(),
+            sent = self.inbound.send(packet) => sent,
             () = self.closer.closed() => false,
         }
     }
@@ -255,8 +255,8 @@ mod tests {
     use axum::extract::ws::Utf8Bytes;
     use herald_core::codes::DisconnectCode;
 
-    fn link(transport: Transport) -> (Link, Outbound, mpsc::Receiver<engine::Packet>) {
-        let (inbound, packets) = mpsc::channel(8);
+    fn link(transport: Transport) -> (Link, Outbound, inbound::Receiver) {
+        let (inbound, packets) = inbound::channel(8, 1 << 20);
         let bounds = Bounds {
             frames: 8,
             bytes: 1 << 20,
@@ -367,7 +367,8 @@ mod tests {
             engine::Packet::empty(engine::PacketType::Pong),
         ];
         assert_eq!(link.post(sent.clone()).await, Some(true));
-        assert_eq!(packets.recv().await, Some(sent[0].clone()));
-        assert_eq!(packets.recv().await, Some(sent[1].clone()));
+        for expected in sent {
+            assert_eq!(packets.recv().await.map(|i| i.packet), Some(expected));
+        }
     }
 }

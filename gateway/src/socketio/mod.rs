@@ -34,6 +34,7 @@ pub mod engine;
 pub mod event;
 pub mod forward;
 mod history;
+pub mod inbound;
 pub mod link;
 pub mod offsets;
 pub mod packet;

@@ -10,11 +10,11 @@ use std::sync::Arc;
 use axum::extract::ws::Utf8Bytes;
 use herald_core::codes::DisconnectCode;
 use serde_json::json;
-use tokio::sync::mpsc;
 use tokio::time::{Instant, sleep_until};
 
 use super::binary::{Assembler, Complete};
 use super::engine::{self, Data, PacketType};
+use super::inbound;
 use super::link::{Link, Transport};
 use super::packet::{Packet, PacketError};
 use super::sockets::Sockets;
@@ -25,7 +25,8 @@ use crate::hub::ClientId;
 use crate::metrics::{self, SOCKETIO};
 use crate::outbound::{self, Outbound};
 
-/// Packets a transport may hand in before it waits for the session to catch up.
+/// Packets a transport may hand in before it waits for the session to catch up; their
+/// bytes are bounded too, by twice `socketio.max_payload`.
 const INBOUND_QUEUE: usize = 256;
 /// Most Socket.IO packets handled together.
 const MAX_BURST: usize = 256;
@@ -34,7 +35,8 @@ const MAX_BURST: usize = 256;
 /// the first frame queued.
 pub fn start(gateway: &Arc<Gateway>, transport: Transport, permit: ConnectionPermit) -> Arc<Link> {
     let (outbound, frames) = outbound::channel(gateway.outbound_bounds());
-    let (inbound, packets) = mpsc::channel(INBOUND_QUEUE);
+    let bytes = gateway.socketio.max_payload.saturating_mul(2);
+    let (inbound, packets) = inbound::channel(INBOUND_QUEUE, bytes);
     let sid: Arc<str> = gateway.new_engine_sid().into();
     let link = Arc::new(Link::new(
         sid.clone(),
@@ -90,7 +92,7 @@ impl From<PacketError> for Ending {
 }
 
 impl Session {
-    async fn run(mut self, mut packets: mpsc::Receiver<engine::Packet>, transport: Transport) {
+    async fn run(mut self, mut packets: inbound::Receiver, transport: Transport) {
         let config = self.gateway.socketio.clone();
         let closer = self.outbound.closer().clone();
         self.open(transport);
@@ -113,18 +115,27 @@ impl Session {
                     // Take every packet already handed in, so that their events can travel
                     // to the routers together.
                     let mut burst = Vec::new();
+                    // The packets' bytes count against the client's budget until handled.
+                    let mut held = Vec::new();
                     heard_once = true;
                     let mut handled = match packet {
-                        Some(packet) => self.on_engine(packet, &mut burst),
+                        Some(inbound) => {
+                            held.push(inbound.held);
+                            self.on_engine(inbound.packet, &mut burst)
+                        }
                         None => Err(Ending::Gone),
                     };
                     while handled.is_ok() && burst.len() < MAX_BURST {
                         match packets.try_recv() {
-                            Ok(packet) => handled = self.on_engine(packet, &mut burst),
+                            Ok(inbound) => {
+                                held.push(inbound.held);
+                                handled = self.on_engine(inbound.packet, &mut burst);
+                            }
                             Err(_) => break,
                         }
                     }
                     self.sockets.on_packets(burst).await;
+                    drop(held);
                     match handled {
                         Ok(()) => {}
                         Err(Ending::Gone) => closer.gone(),

@@ -157,7 +157,20 @@ impl PresenceService {
         let clients = self.store.list(&query.channel).await.map_err(unavailable)?;
         metrics::histogram!(PRESENCE_SIZE).record(clients.len() as f64);
         if !query.stats_only {
-            return Ok(presence_reply::Result::List(PresenceList { clients }));
+            let list = PresenceList { clients };
+            // A list that cannot travel in one bus message is refused plainly, not lost
+            // on the way; the counts always can.
+            if list.encoded_len() + 64 > self.bus.max_payload() {
+                return Err(pb::Error {
+                    code: ErrorCode::NotAvailable.code(),
+                    temporary: false,
+                    message: format!(
+                        "{} clients are too many to list in one reply: ask for presence_stats",
+                        list.clients.len()
+                    ),
+                });
+            }
+            return Ok(presence_reply::Result::List(list));
         }
         let users: HashSet<&str> = clients
             .iter()

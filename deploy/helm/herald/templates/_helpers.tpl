@@ -77,11 +77,6 @@ app.kubernetes.io/component: {{ .component }}
       name: {{ include "herald.secretName" . }}
       key: hmac-secret
       optional: true
-- name: HERALD_API__KEY
-  valueFrom:
-    secretKeyRef:
-      name: {{ include "herald.secretName" . }}
-      key: api-key
 {{- if include "herald.publicKey" . }}
 - name: HERALD_AUTH__PUBLIC_KEY_FILE
   value: /etc/herald/keys/public-key.pem
