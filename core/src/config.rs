@@ -597,6 +597,14 @@ mod tests {
     }
 
     #[test]
+    fn half_a_tls_configuration_is_refused() {
+        for half in ["tls_key_file = \"key.pem\"", "tls_cert_file = \"cert.pem\""] {
+            let err = Config::from_toml(&format!("[api]\n{half}")).unwrap_err();
+            assert!(err.to_string().contains("go together"), "{err}");
+        }
+    }
+
+    #[test]
     fn the_api_refuses_to_serve_other_machines_without_a_key() {
         let mut api = ApiConfig::default();
         assert!(api.check_exposure().is_ok(), "loopback needs no key");
