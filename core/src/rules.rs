@@ -223,10 +223,24 @@ impl ChannelsConfig {
 
     /// The personal channel of `user`, if personal channels are on and `user` is one.
     pub fn personal_channel(&self, user: &str) -> Option<String> {
-        let usable = !self.personal_namespace.is_empty()
-            && !user.is_empty()
-            && !user.contains([',', USER_MARK]);
-        usable.then(|| format!("{}:{USER_MARK}{user}", self.personal_namespace))
+        self.has_personal_channel(user)
+            .then(|| format!("{}:{USER_MARK}{user}", self.personal_namespace))
+    }
+
+    /// Whether `user` has a personal channel: they are on, and the name can be one.
+    fn has_personal_channel(&self, user: &str) -> bool {
+        !self.personal_namespace.is_empty() && !user.is_empty() && !user.contains([',', USER_MARK])
+    }
+
+    /// Whether `channel` is `user`'s personal channel, compared in place: it is asked on
+    /// every publish, and [`Self::personal_channel`] would build a string each time.
+    fn is_personal_channel(&self, channel: &str, user: &str) -> bool {
+        self.has_personal_channel(user)
+            && channel
+                .strip_prefix(self.personal_namespace.as_str())
+                .and_then(|rest| rest.strip_prefix(':'))
+                .and_then(|rest| rest.strip_prefix(USER_MARK))
+                == Some(user)
     }
 
     /// Checks that `channel` is a valid name and that `who` may do `action` on it; returns
@@ -258,7 +272,7 @@ impl ChannelsConfig {
         }
         // Except a user's own personal channel, which every connection of the user is
         // subscribed to whatever the namespace's access levels say.
-        if self.personal_channel(&who.user).as_deref() == Some(channel) {
+        if self.is_personal_channel(channel, &who.user) {
             return Ok(rules);
         }
         match access {
