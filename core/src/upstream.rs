@@ -14,10 +14,10 @@ use crate::codes::{ErrorCode, Refusal};
 use crate::subjects::Subjects;
 use bytes::Bytes;
 use herald_proto::bus::v1::{
-    self as pb, HistoryPage, HistoryReply, HistoryRequest, Position, PresenceQuery, PresenceReply,
-    PresenceReport, PresenceRequest, Publication, PublishBatch, PublishBatchReply, PublishRequest,
-    SessionReply, SessionRequest, SocketRecord, history_reply, presence_reply, presence_request,
-    publish_reply, session_reply,
+    self as pb, ClientInfo, HistoryPage, HistoryReply, HistoryRequest, Position, PresenceQuery,
+    PresenceReply, PresenceReport, PresenceRequest, PresenceStats, Publication, PublishBatch,
+    PublishBatchReply, PublishRequest, SessionReply, SessionRequest, SocketRecord, history_reply,
+    presence_reply, presence_request, publish_reply, session_reply,
 };
 use prost::Message;
 
@@ -41,6 +41,10 @@ fn unavailable(e: BusError) -> Refusal {
 fn refusal(error: pb::Error) -> Refusal {
     let code = ErrorCode::from_code(error.code).unwrap_or(ErrorCode::Internal);
     Refusal::new(code, error.message)
+}
+
+fn unexpected_reply() -> Refusal {
+    Refusal::new(ErrorCode::Internal, "unexpected router reply")
 }
 
 fn malformed(e: prost::DecodeError) -> Refusal {
@@ -145,8 +149,31 @@ impl Upstream {
         }
     }
 
-    /// Who is present on a channel (`stats_only`: only how many).
-    pub async fn presence(&self, query: PresenceQuery) -> Result<presence_reply::Result, Refusal> {
+    /// Who is present on `channel`.
+    pub async fn presence(&self, channel: &str) -> Result<Vec<ClientInfo>, Refusal> {
+        match self.presence_query(channel, false).await? {
+            presence_reply::Result::List(list) => Ok(list.clients),
+            _ => Err(unexpected_reply()),
+        }
+    }
+
+    /// How many clients and users are present on `channel`.
+    pub async fn presence_stats(&self, channel: &str) -> Result<PresenceStats, Refusal> {
+        match self.presence_query(channel, true).await? {
+            presence_reply::Result::Stats(stats) => Ok(stats),
+            _ => Err(unexpected_reply()),
+        }
+    }
+
+    async fn presence_query(
+        &self,
+        channel: &str,
+        stats_only: bool,
+    ) -> Result<presence_reply::Result, Refusal> {
+        let query = PresenceQuery {
+            channel: channel.to_string(),
+            stats_only,
+        };
         match self
             .presence_request(presence_request::Action::Query(query))
             .await?

@@ -19,15 +19,44 @@ pub enum Command {
 
 pub type Commands = mpsc::UnboundedReceiver<Command>;
 
+/// One session's registration: where its commands go, and the clients it holds with their
+/// users (empty for anonymous), so that its end undoes exactly its own entries.
+struct Session {
+    commands: mpsc::UnboundedSender<Command>,
+    clients: Vec<(String, String)>,
+}
+
 #[derive(Default)]
 struct Inner {
-    sessions: HashMap<ClientId, mpsc::UnboundedSender<Command>>,
+    sessions: HashMap<ClientId, Session>,
     /// How many clients (native connections, Socket.IO sockets) of each user each session
     /// holds.
     by_user: HashMap<String, HashMap<ClientId, usize>>,
     by_client: HashMap<String, ClientId>,
 }
 
+impl Inner {
+    /// Forgets client `client` of `user`, held by `session`.
+    fn forget(&mut self, session: ClientId, client: &str, user: &str) {
+        if self.by_client.get(client) == Some(&session) {
+            self.by_client.remove(client);
+        }
+        if let Some(sessions) = self.by_user.get_mut(user) {
+            if let Some(count) = sessions.get_mut(&session) {
+                *count -= 1;
+                if *count == 0 {
+                    sessions.remove(&session);
+                }
+            }
+            if sessions.is_empty() {
+                self.by_user.remove(user);
+            }
+        }
+    }
+}
+
+/// Every session's clients. Each call costs what the session itself holds, not what the
+/// gateway holds: a drain that ends every session stays linear.
 #[derive(Default)]
 pub struct Clients {
     inner: Mutex<Inner>,
@@ -41,25 +70,35 @@ impl Clients {
 
     /// A new session; its commands arrive on the receiver.
     pub fn open(&self, session: ClientId) -> Commands {
-        let (tx, rx) = mpsc::unbounded_channel();
-        self.inner().sessions.insert(session, tx);
+        let (commands, rx) = mpsc::unbounded_channel();
+        let registration = Session {
+            commands,
+            clients: Vec::new(),
+        };
+        self.inner().sessions.insert(session, registration);
         rx
     }
 
     /// The session ended: it and all its clients are forgotten.
     pub fn close(&self, session: ClientId) {
         let mut inner = self.inner();
-        inner.sessions.remove(&session);
-        inner.by_user.retain(|_, sessions| {
-            sessions.remove(&session);
-            !sessions.is_empty()
-        });
-        inner.by_client.retain(|_, s| *s != session);
+        let Some(registration) = inner.sessions.remove(&session) else {
+            return;
+        };
+        for (client, user) in &registration.clients {
+            inner.forget(session, client, user);
+        }
     }
 
     /// `session` now holds client `client` of `user` (empty for anonymous).
     pub fn add(&self, session: ClientId, client: &str, user: &str) {
         let mut inner = self.inner();
+        let Some(registration) = inner.sessions.get_mut(&session) else {
+            return;
+        };
+        registration
+            .clients
+            .push((client.to_string(), user.to_string()));
         inner.by_client.insert(client.to_string(), session);
         if !user.is_empty() {
             let sessions = inner.by_user.entry(user.to_string()).or_default();
@@ -70,18 +109,24 @@ impl Clients {
     /// `session` no longer holds client `client` of `user`.
     pub fn remove(&self, session: ClientId, client: &str, user: &str) {
         let mut inner = self.inner();
-        inner.by_client.remove(client);
-        if let Some(sessions) = inner.by_user.get_mut(user) {
-            if let Some(count) = sessions.get_mut(&session) {
-                *count -= 1;
-                if *count == 0 {
-                    sessions.remove(&session);
-                }
-            }
-            if sessions.is_empty() {
-                inner.by_user.remove(user);
-            }
+        let Some(registration) = inner.sessions.get_mut(&session) else {
+            return;
+        };
+        let held = registration
+            .clients
+            .iter()
+            .position(|(c, u)| c == client && u == user);
+        if let Some(index) = held {
+            registration.clients.swap_remove(index);
+            inner.forget(session, client, user);
         }
+    }
+
+    /// How many users and clients are registered; for tests of the bookkeeping.
+    #[cfg(test)]
+    fn sizes(&self) -> (usize, usize) {
+        let inner = self.inner();
+        (inner.by_user.len(), inner.by_client.len())
     }
 
     /// Sends `command` to the sessions holding `user`'s clients (or client `client`);
@@ -104,7 +149,7 @@ impl Clients {
         targets
             .iter()
             .filter_map(|session| inner.sessions.get(session))
-            .filter(|tx| tx.send(command.clone()).is_ok())
+            .filter(|s| s.commands.send(command.clone()).is_ok())
             .count() as u32
     }
 }
@@ -135,5 +180,34 @@ mod tests {
         clients.close(1);
         assert_eq!(clients.send("alice", "", kick("alice", "")), 0);
         assert_eq!(clients.send("nobody", "", kick("nobody", "")), 0);
+    }
+
+    #[test]
+    fn a_closed_session_leaves_nothing_and_touches_no_other() {
+        let clients = Clients::default();
+        let _one = clients.open(1);
+        let mut two = clients.open(2);
+        clients.add(1, "a1", "alice");
+        clients.add(1, "a2", "alice");
+        clients.add(1, "anon", "");
+        clients.add(2, "b1", "bob");
+        clients.add(2, "a3", "alice");
+        clients.close(1);
+        assert_eq!(
+            clients.sizes(),
+            (2, 2),
+            "bob and alice (on session 2) remain"
+        );
+        let kick = Command::Disconnect {
+            user: "alice".into(),
+            client: String::new(),
+        };
+        assert_eq!(clients.send("alice", "", kick.clone()), 1);
+        assert_eq!(two.try_recv().unwrap(), kick);
+        clients.close(2);
+        assert_eq!(clients.sizes(), (0, 0));
+        // A client added to a session that has ended is not kept.
+        clients.add(2, "late", "carol");
+        assert_eq!(clients.sizes(), (0, 0));
     }
 }

@@ -12,18 +12,18 @@ use prost::Message;
 use wildmatch::WildMatch;
 
 use crate::clients::Command;
-use crate::gateway::Gateway;
+use crate::context::Context;
 
 /// Subscribes to control commands and answers them, for the life of the gateway.
-pub async fn listen(gateway: Arc<Gateway>) -> Result<(), BusError> {
-    let bus = gateway.upstream.bus().clone();
-    let mut commands = bus.subscribe(gateway.upstream.subjects().control()).await?;
+pub async fn listen(ctx: Arc<Context>) -> Result<(), BusError> {
+    let bus = ctx.upstream.bus().clone();
+    let mut commands = bus.subscribe(ctx.upstream.subjects().control()).await?;
     tokio::spawn(async move {
         while let Some(message) = commands.next().await {
             let Ok(command) = ControlCommand::decode(message.payload) else {
                 continue;
             };
-            let reply = answer(&gateway, command.action);
+            let reply = answer(&ctx, command.action);
             if command.reply_to.is_empty() {
                 continue;
             }
@@ -36,9 +36,9 @@ pub async fn listen(gateway: Arc<Gateway>) -> Result<(), BusError> {
     Ok(())
 }
 
-fn answer(gateway: &Gateway, action: Option<Action>) -> ControlReply {
+fn answer(ctx: &Context, action: Option<Action>) -> ControlReply {
     let mut reply = ControlReply {
-        node: gateway.node_id.clone(),
+        node: ctx.node_id.clone(),
         ..Default::default()
     };
     match action {
@@ -47,18 +47,18 @@ fn answer(gateway: &Gateway, action: Option<Action>) -> ControlReply {
                 user: who.user.clone(),
                 client: who.client.clone(),
             };
-            reply.affected = gateway.clients.send(&who.user, &who.client, command);
+            reply.affected = ctx.clients.send(&who.user, &who.client, command);
         }
         Some(Action::Unsubscribe(who)) => {
             let command = Command::Unsubscribe {
                 user: who.user.clone(),
                 channel: who.channel,
             };
-            reply.affected = gateway.clients.send(&who.user, "", command);
+            reply.affected = ctx.clients.send(&who.user, "", command);
         }
         Some(Action::Channels(pattern)) => {
             let pattern = WildMatch::new(if pattern.is_empty() { "*" } else { &pattern });
-            reply.channels = gateway
+            reply.channels = ctx
                 .hub
                 .channel_counts(|channel| pattern.matches(channel))
                 .into_iter()

@@ -7,7 +7,6 @@
 //! way), then filled from history. After the bus reconnects, the feed catches up from
 //! history too, since publications sent during the outage never arrived.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::StreamExt;
@@ -17,12 +16,24 @@ use prost::Message;
 use tokio::time::Instant;
 
 use crate::deadline::wait_until;
-use crate::hub::Hub;
 use crate::sequencer::{Accepted, Sequencer};
 use herald_core::upstream::Upstream;
 
 /// Publications read from history per catch-up request.
 const CATCH_UP_PAGE: u32 = 1000;
+
+/// Where a feed brings its channel's publications: the hub's entry for the channel, which
+/// hands them to the local subscribers.
+pub trait Listener: Send + Sync + 'static {
+    /// The feed receives publications; those after `position` follow.
+    fn started(&self, position: Position);
+    /// The feed cannot go on: its subscribers must subscribe again.
+    fn failed(&self, refusal: Refusal);
+    /// Publications, in order, each once.
+    fn deliver(&self, publications: &[Publication]);
+    /// A join or leave event of the channel's presence.
+    fn announce(&self, event: &Publication);
+}
 
 #[derive(Debug, Clone, Copy)]
 pub struct FeedConfig {
@@ -30,12 +41,12 @@ pub struct FeedConfig {
     pub gap_hold: Duration,
 }
 
-pub(crate) async fn run(
-    hub: Arc<Hub>,
+/// Runs the feed of `channel` until its bus subscription ends or it is aborted.
+pub async fn run(
+    listener: impl Listener,
     upstream: Upstream,
     config: FeedConfig,
     channel: String,
-    generation: u64,
     history: bool,
 ) {
     let mut subscription = match upstream
@@ -46,7 +57,7 @@ pub(crate) async fn run(
         Ok(subscription) => subscription,
         Err(e) => {
             let refusal = Refusal::new(ErrorCode::Unavailable, e.to_string());
-            return hub.feed_failed(&channel, generation, refusal);
+            return listener.failed(refusal);
         }
     };
     let mut connections = upstream.bus().connections();
@@ -58,21 +69,20 @@ pub(crate) async fn run(
     let position = if history {
         match upstream.position(&channel).await {
             Ok(position) => position,
-            Err(refusal) => return hub.feed_failed(&channel, generation, refusal),
+            Err(refusal) => return listener.failed(refusal),
         }
     } else {
         if let Err(e) = upstream.bus().flush().await {
             let refusal = Refusal::new(ErrorCode::Unavailable, e.to_string());
-            return hub.feed_failed(&channel, generation, refusal);
+            return listener.failed(refusal);
         }
         Position::default()
     };
-    hub.feed_started(&channel, generation, position.clone());
+    listener.started(position.clone());
     let mut feed = Feed {
-        hub: &hub,
+        listener: &listener,
         upstream: &upstream,
         channel: &channel,
-        generation,
         sequencer: Sequencer::new(&position),
         gap_deadline: None,
         gap_hold: config.gap_hold,
@@ -83,10 +93,10 @@ pub(crate) async fn run(
                 let Some(message) = message else { break };
                 match Publication::decode(message.payload) {
                     Ok(event) if event.membership.is_some() => {
-                        hub.announce(&channel, generation, &event);
+                        listener.announce(&event);
                     }
                     Ok(publication) if history => feed.accept(publication).await,
-                    Ok(publication) => hub.deliver(&channel, generation, &[publication]),
+                    Ok(publication) => listener.deliver(&[publication]),
                     Err(e) => tracing::warn!(channel, error = %e, "undecodable publication"),
                 }
             }
@@ -98,23 +108,21 @@ pub(crate) async fn run(
         }
     }
     let refusal = Refusal::new(ErrorCode::Unavailable, "channel subscription ended");
-    hub.feed_failed(&channel, generation, refusal);
+    listener.failed(refusal);
 }
 
-struct Feed<'a> {
-    hub: &'a Hub,
+struct Feed<'a, L> {
+    listener: &'a L,
     upstream: &'a Upstream,
     channel: &'a str,
-    generation: u64,
     sequencer: Sequencer,
     gap_deadline: Option<Instant>,
     gap_hold: Duration,
 }
 
-impl Feed<'_> {
+impl<L: Listener> Feed<'_, L> {
     fn deliver(&self, publications: &[Publication]) {
-        self.hub
-            .deliver(self.channel, self.generation, publications);
+        self.listener.deliver(publications);
     }
 
     /// Arms the gap timer when a gap opens, disarms it when none is left.

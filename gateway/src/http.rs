@@ -15,7 +15,8 @@ use axum::routing::get;
 use serde::Deserialize;
 use tower_http::cors::{AllowHeaders, AllowOrigin, CorsLayer};
 
-use crate::gateway::{ConnectionPermit, Gateway};
+use crate::connections::ConnectionPermit;
+use crate::gateway::Gateway;
 use crate::metrics::{self, Refused};
 use crate::native;
 use crate::socketio::engine::RequestError;
@@ -33,7 +34,7 @@ pub const SOCKETIO_PATH: &str = "/socket.io/";
 /// own (`gateway.metrics_listen`).
 pub fn router(gateway: Arc<Gateway>) -> Router {
     let app = clients(gateway.clone());
-    match gateway.config.metrics_listen {
+    match gateway.ctx.config.metrics_listen {
         Some(_) => app,
         None => app.merge(probes(gateway)),
     }
@@ -52,12 +53,12 @@ pub fn probes(gateway: Arc<Gateway>) -> Router {
 fn clients(gateway: Arc<Gateway>) -> Router {
     // Twice `maxPayload`, so that a body just over it reaches the session (which ends it
     // with a clear reason) instead of a bare 413 from the body extractor.
-    let body_limit = gateway.socketio.max_payload.saturating_mul(2);
+    let body_limit = gateway.ctx.socketio.max_payload.saturating_mul(2);
     let mut socketio = get(socketio_get)
         .post(socketio_post)
         .fallback(socketio_other)
         .layer(DefaultBodyLimit::max(body_limit));
-    if !gateway.socketio.cors_origins.is_empty() {
+    if !gateway.ctx.socketio.cors_origins.is_empty() {
         socketio = socketio.layer(cors(&gateway));
     }
     let clients = Router::new()
@@ -73,7 +74,7 @@ fn clients(gateway: Arc<Gateway>) -> Router {
 /// CORS for long-polling from pages of the allowed origins, with credentials (cookies), as
 /// browsers require for `withCredentials` requests.
 fn cors(gateway: &Gateway) -> CorsLayer {
-    let config = gateway.socketio.clone();
+    let config = gateway.ctx.socketio.clone();
     CorsLayer::new()
         .allow_origin(AllowOrigin::predicate(move |origin: &HeaderValue, _| {
             origin.to_str().is_ok_and(|o| config.allows_origin(o))
@@ -94,7 +95,7 @@ async fn check_origin(
     let allowed = origin.is_none_or(|origin| {
         origin
             .to_str()
-            .is_ok_and(|origin| gateway.config.allows_origin(origin))
+            .is_ok_and(|origin| gateway.ctx.config.allows_origin(origin))
     });
     if !allowed {
         metrics::refused(Refused::Origin);
@@ -117,7 +118,7 @@ impl IntoResponse for Refused {
 
 /// A new connection's place under `gateway.max_connections`.
 fn permit(gateway: &Gateway) -> Result<ConnectionPermit, Refused> {
-    let permit = if gateway.drain.is_draining() {
+    let permit = if gateway.ctx.drain.is_draining() {
         Err(Refused::Draining)
     } else {
         gateway.connection_permit().ok_or(Refused::Full)
@@ -152,11 +153,12 @@ async fn native_ws(State(gateway): State<Arc<Gateway>>, upgrade: WebSocketUpgrad
     };
     // The WebSocket layer refuses frames over twice the limit outright; frames between the
     // limit and that are closed by the session with code 3502 and a reason.
-    let hard_limit = gateway.config.max_frame_size.saturating_mul(2);
+    let hard_limit = gateway.ctx.config.max_frame_size.saturating_mul(2);
     let sessions = gateway.sessions.clone();
+    let ctx = gateway.ctx.clone();
     buffered(upgrade, hard_limit).on_upgrade(move |socket| {
         sessions.track_future(async move {
-            native::serve(socket, gateway).await;
+            native::serve(socket, ctx).await;
             drop(permit);
         })
     })
@@ -208,6 +210,7 @@ async fn socketio_get(
     // Flutter's socket_io_client always opens a WebSocket on native platforms, but names
     // its first transport in the query (`transport=polling`, by default): a WebSocket
     // handshake is taken as one whatever the query says.
+    let endpoint = gateway.socketio.clone();
     let transport = match (&upgrade, query.transport.as_deref(), &query.sid) {
         (Ok(_), Some("polling"), None) => Some("websocket"),
         (_, transport, _) => transport,
@@ -217,19 +220,19 @@ async fn socketio_get(
             let Ok(upgrade) = upgrade else {
                 return refuse(RequestError::BadRequest);
             };
-            let limit = gateway.socketio.max_payload;
+            let limit = gateway.ctx.socketio.max_payload;
             let upgrade = buffered(upgrade, limit);
             let sessions = gateway.sessions.clone();
             match sid {
                 None => match permit(&gateway) {
                     Ok(permit) => upgrade.on_upgrade(move |socket| {
-                        sessions.track_future(websocket::open(socket, gateway, permit))
+                        sessions.track_future(websocket::open(socket, endpoint, permit))
                     }),
                     Err(refused) => refused.into_response(),
                 },
                 // An upgrade must reach the gateway that holds the session: a WebSocket
                 // cannot be forwarded. A client refused here stays on polling.
-                Some(sid) => match gateway.socketio_links.get(&sid) {
+                Some(sid) => match endpoint.links.get(&sid) {
                     None => refuse(RequestError::UnknownSid),
                     // Ended, and only lingering for the GET its client may have in flight.
                     Some(link) if link.closer().is_closed() => refuse(RequestError::UnknownSid),
@@ -244,7 +247,7 @@ async fn socketio_get(
             }
         }
         (Some("polling"), None) => match permit(&gateway) {
-            Ok(permit) => polling::handshake(&gateway, permit).await.into_response(),
+            Ok(permit) => polling::handshake(&endpoint, permit).await.into_response(),
             Err(refused) => refused.into_response(),
         },
         (Some("polling"), Some(sid)) => {
@@ -253,7 +256,7 @@ async fn socketio_get(
                 sid,
                 body: Bytes::new(),
             };
-            forward::serve_polling(&gateway, request)
+            forward::serve_polling(&endpoint, request)
                 .await
                 .into_response()
         }
@@ -276,7 +279,7 @@ async fn socketio_post(
                 sid,
                 body,
             };
-            forward::serve_polling(&gateway, request)
+            forward::serve_polling(&gateway.socketio, request)
                 .await
                 .into_response()
         }
@@ -304,7 +307,7 @@ async fn readyz(State(gateway): State<Arc<Gateway>>) -> Response {
 
 /// The Prometheus exposition (text format 0.0.4).
 async fn scrape(State(gateway): State<Arc<Gateway>>) -> Response {
-    metrics::observe(&gateway);
+    gateway.observe();
     exposition(herald_core::metrics::render())
 }
 

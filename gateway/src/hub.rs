@@ -23,7 +23,7 @@ use herald_proto::bus::v1::{Position, Publication};
 use tokio::sync::watch;
 use tokio::task::AbortHandle;
 
-use crate::feed::{self, FeedConfig};
+use crate::feed::{self, FeedConfig, Listener};
 use crate::metrics::Deliveries;
 use crate::outbound::{Encoded, Outbound};
 use crate::render::Format;
@@ -242,12 +242,16 @@ impl Hub {
 
     fn start_feed(self: &Arc<Self>, channel: &str, history: bool) -> Entry {
         let generation = self.generations.fetch_add(1, Ordering::Relaxed);
+        let listener = ChannelFeed {
+            hub: self.clone(),
+            channel: channel.to_string(),
+            generation,
+        };
         let task = tokio::spawn(feed::run(
-            self.clone(),
+            listener,
             self.upstream.clone(),
             self.feed_config,
             channel.to_string(),
-            generation,
             history,
         ));
         Entry {
@@ -304,7 +308,7 @@ impl Hub {
     }
 
     /// Called by a feed once it receives publications, at `position`.
-    pub(crate) fn feed_started(&self, channel: &str, generation: u64, position: Position) {
+    fn feed_started(&self, channel: &str, generation: u64, position: Position) {
         let mut shard = self.shard(channel);
         if let Some(entry) = shard
             .get_mut(channel)
@@ -317,7 +321,7 @@ impl Hub {
 
     /// Called by a feed that cannot go on: waiting subscribe calls fail with `refusal`,
     /// subscribers are disconnected so they reconnect and resubscribe.
-    pub(crate) fn feed_failed(&self, channel: &str, generation: u64, refusal: Refusal) {
+    fn feed_failed(&self, channel: &str, generation: u64, refusal: Refusal) {
         let mut shard = self.shard(channel);
         if shard
             .get(channel)
@@ -336,7 +340,7 @@ impl Hub {
     ///
     /// Each publication is encoded at most once per format, on first need, and the same
     /// bytes are queued to every subscriber of that format.
-    pub(crate) fn deliver(&self, channel: &str, generation: u64, publications: &[Publication]) {
+    fn deliver(&self, channel: &str, generation: u64, publications: &[Publication]) {
         let Some(last) = publications.last() else {
             return;
         };
@@ -374,7 +378,7 @@ impl Hub {
     }
 
     /// Delivers a join or leave event to the channel's local subscribers.
-    pub(crate) fn announce(&self, channel: &str, generation: u64, event: &Publication) {
+    fn announce(&self, channel: &str, generation: u64, event: &Publication) {
         let Some(membership) = &event.membership else {
             return;
         };
@@ -390,6 +394,35 @@ impl Hub {
                 subscriber.outbound().send_encoded(encoded);
             }
         }
+    }
+}
+
+/// What one channel's feed reports to the hub: the generation tells a feed of a channel
+/// that was left and joined again from the current one.
+struct ChannelFeed {
+    hub: Arc<Hub>,
+    channel: String,
+    generation: u64,
+}
+
+impl Listener for ChannelFeed {
+    fn started(&self, position: Position) {
+        self.hub
+            .feed_started(&self.channel, self.generation, position);
+    }
+
+    fn failed(&self, refusal: Refusal) {
+        self.hub
+            .feed_failed(&self.channel, self.generation, refusal);
+    }
+
+    fn deliver(&self, publications: &[Publication]) {
+        self.hub
+            .deliver(&self.channel, self.generation, publications);
+    }
+
+    fn announce(&self, event: &Publication) {
+        self.hub.announce(&self.channel, self.generation, event);
     }
 }
 
@@ -456,5 +489,104 @@ impl Drop for Waiting<'_> {
                 remove(&mut shard, self.channel);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use herald_core::config::Config;
+    use herald_proto::bus::v1::PublishRequest;
+    use serde_json::Value;
+
+    use super::*;
+    use crate::outbound::{self, Bounds, Frame, Frames};
+    use crate::testing::{self, PATIENCE};
+
+    fn subscriber() -> (Arc<dyn Subscriber>, Frames) {
+        let bounds = Bounds {
+            frames: 64,
+            bytes: 1 << 20,
+        };
+        let (outbound, frames) = outbound::channel(bounds);
+        (Plain::new(Format::Native, outbound), frames)
+    }
+
+    async fn next(frames: &mut Frames) -> Value {
+        match tokio::time::timeout(PATIENCE, frames.recv()).await {
+            Ok(Some(Frame::Text(text))) => serde_json::from_str(&text).expect("JSON"),
+            other => panic!("expected a publication, got {other:?}"),
+        }
+    }
+
+    async fn publish(upstream: &Upstream, channel: &str, n: u32) -> Position {
+        let request = PublishRequest {
+            channel: channel.into(),
+            data: n.to_string().into(),
+            ..Default::default()
+        };
+        let mut outcomes = upstream.publish(vec![request]).await.expect("published");
+        outcomes.pop().expect("one outcome").expect("accepted")
+    }
+
+    #[tokio::test]
+    async fn every_subscriber_gets_each_publication_and_the_last_to_leave_stops_the_feed() {
+        let ctx = testing::context(&Config::default()).await;
+        let hub = &ctx.hub;
+        let (one, mut one_frames) = subscriber();
+        let (two, mut two_frames) = subscriber();
+        let at = hub
+            .subscribe("room", 1, one, true)
+            .await
+            .expect("one joins");
+        assert_eq!(at.offset, 0);
+        hub.subscribe("room", 2, two.clone(), true)
+            .await
+            .expect("two joins");
+        let again = hub.subscribe("room", 2, two, true).await;
+        assert_eq!(again.unwrap_err().code, ErrorCode::AlreadySubscribed);
+        assert_eq!(hub.totals(), (2, 1));
+        for n in 1..=3 {
+            publish(&ctx.upstream, "room", n).await;
+        }
+        for frames in [&mut one_frames, &mut two_frames] {
+            for n in 1..=3u64 {
+                let push = next(frames).await;
+                assert_eq!(push["offset"], n, "{push}");
+                assert_eq!(push["data"], n, "{push}");
+            }
+        }
+        assert!(hub.unsubscribe("room", 1));
+        assert!(!hub.unsubscribe("room", 1));
+        assert_eq!(hub.totals(), (1, 1));
+        assert!(hub.unsubscribe("room", 2));
+        assert_eq!(hub.totals(), (0, 0), "no subscriber, no feed");
+    }
+
+    #[tokio::test]
+    async fn a_start_behind_the_channel_is_told_where_the_channel_is() {
+        let ctx = testing::context(&Config::default()).await;
+        let hub = &ctx.hub;
+        let (watcher, mut watcher_frames) = subscriber();
+        hub.subscribe("news", 1, watcher, true)
+            .await
+            .expect("joins");
+        let first = publish(&ctx.upstream, "news", 1).await;
+        let second = publish(&ctx.upstream, "news", 2).await;
+        // Once the watcher has the second publication, the channel is at it here.
+        next(&mut watcher_frames).await;
+        assert_eq!(next(&mut watcher_frames).await["offset"], 2);
+        let (late, mut late_frames) = subscriber();
+        let joined = hub
+            .subscribe_from("news", 2, late.clone(), true, Start::After(&first))
+            .await
+            .expect("an answer");
+        assert_eq!(joined, Joined::Behind(second.clone()));
+        let joined = hub
+            .subscribe_from("news", 2, late, true, Start::After(&second))
+            .await
+            .expect("joins");
+        assert_eq!(joined, Joined::At(second));
+        publish(&ctx.upstream, "news", 3).await;
+        assert_eq!(next(&mut late_frames).await["offset"], 3);
     }
 }

@@ -27,8 +27,11 @@
 //! - [`deadline`]: optional timers for `select!` loops.
 
 pub mod access;
+pub mod batch;
 pub mod catch_up;
 pub mod clients;
+pub mod connections;
+pub mod context;
 pub mod control;
 pub mod deadline;
 pub mod drain;
@@ -44,9 +47,13 @@ pub mod presence;
 pub mod rate;
 pub mod render;
 pub mod sequencer;
+pub mod serve;
 pub mod socketio;
 
 #[cfg(test)]
 mod fuzz;
+#[cfg(test)]
+mod testing;
 
-pub use gateway::{Gateway, serve};
+pub use gateway::Gateway;
+pub use serve::serve;

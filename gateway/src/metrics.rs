@@ -14,7 +14,6 @@ use std::time::Instant;
 use herald_core::time::unix_micros;
 use metrics::{Counter, Histogram, counter, gauge, histogram};
 
-use crate::gateway::Gateway;
 use crate::render::Format;
 
 /// `protocol` label of the native JSON protocol.
@@ -152,22 +151,31 @@ impl Deliveries {
     }
 }
 
-/// Sets the gauges that describe the gateway now; called before each scrape.
-pub fn observe(gateway: &Gateway) {
-    let (connections, subscriptions, channels) = gateway.load();
-    let (polling, websocket) = gateway.socketio_links.by_transport();
-    let native = connections.saturating_sub((polling + websocket) as u64);
+/// What describes a gateway now, for the gauges.
+pub struct Gauges {
+    /// Connections of the native protocol.
+    pub native: u64,
+    /// Socket.IO sessions on WebSocket, and on long-polling.
+    pub socketio_websocket: u64,
+    pub socketio_polling: u64,
+    pub subscriptions: u64,
+    pub channels: u64,
+    pub draining: bool,
+    pub bus_connected: bool,
+}
+
+/// Sets the gauges; called before each scrape.
+pub fn observe(now: &Gauges) {
     let held = [
-        (NATIVE, "websocket", native as f64),
-        (SOCKETIO, "websocket", websocket as f64),
-        (SOCKETIO, "polling", polling as f64),
+        (NATIVE, "websocket", now.native),
+        (SOCKETIO, "websocket", now.socketio_websocket),
+        (SOCKETIO, "polling", now.socketio_polling),
     ];
     for (protocol, transport, count) in held {
-        gauge!(CONNECTIONS, "protocol" => protocol, "transport" => transport).set(count);
+        gauge!(CONNECTIONS, "protocol" => protocol, "transport" => transport).set(count as f64);
     }
-    gauge!(SUBSCRIPTIONS).set(subscriptions as f64);
-    gauge!(CHANNELS).set(channels as f64);
-    gauge!(DRAINING).set(f64::from(u8::from(gateway.drain.is_draining())));
-    let connected = gateway.upstream.bus().is_connected();
-    gauge!(NATS_CONNECTED).set(f64::from(u8::from(connected)));
+    gauge!(SUBSCRIPTIONS).set(now.subscriptions as f64);
+    gauge!(CHANNELS).set(now.channels as f64);
+    gauge!(DRAINING).set(f64::from(u8::from(now.draining)));
+    gauge!(NATS_CONNECTED).set(f64::from(u8::from(now.bus_connected)));
 }

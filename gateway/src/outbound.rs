@@ -35,26 +35,49 @@ pub struct Closer {
 
 #[derive(Default)]
 struct CloserInner {
-    /// `None` when the client went away: there is nobody to tell why.
-    reason: OnceLock<Option<DisconnectCode>>,
+    ending: OnceLock<Ending>,
     token: CancellationToken,
 }
 
+#[derive(Clone, Copy)]
+struct Ending {
+    /// `None` when the client went away: there is nobody to tell why.
+    reason: Option<DisconnectCode>,
+    /// Whether what was queued before the close still goes out before the goodbye.
+    queued_first: bool,
+}
+
 impl Closer {
-    /// Closes with `code`, unless the connection is already closing.
+    /// Closes with `code` at once, unless the connection is already closing: what is
+    /// queued is dropped (a slow consumer, a drain, an expired token).
     pub fn close(&self, code: DisconnectCode) {
-        self.set(Some(code));
+        self.set(Some(code), false);
+    }
+
+    /// Closes with `code` once what is queued now has been written, unless the connection
+    /// is already closing: the answers to a client's commands before the one that broke
+    /// the protocol reach it before the close does.
+    pub fn close_after_queued(&self, code: DisconnectCode) {
+        self.set(Some(code), true);
     }
 
     /// Marks the client as gone.
     pub fn gone(&self) {
-        self.set(None);
+        self.set(None, false);
     }
 
-    fn set(&self, reason: Option<DisconnectCode>) {
-        if self.inner.reason.set(reason).is_ok() {
+    fn set(&self, reason: Option<DisconnectCode>, queued_first: bool) {
+        let ending = Ending {
+            reason,
+            queued_first,
+        };
+        if self.inner.ending.set(ending).is_ok() {
             self.inner.token.cancel();
         }
+    }
+
+    fn queued_first(&self) -> bool {
+        self.inner.ending.get().is_some_and(|e| e.queued_first)
     }
 
     pub async fn closed(&self) {
@@ -67,7 +90,7 @@ impl Closer {
 
     /// Why the server closed the connection, if it did.
     pub fn reason(&self) -> Option<DisconnectCode> {
-        self.inner.reason.get().copied().flatten()
+        self.inner.ending.get().and_then(|e| e.reason)
     }
 }
 
@@ -277,27 +300,43 @@ pub async fn write_loop<S>(
             }
             sink.flush().await
         };
+        tokio::pin!(write);
         // A client that stops reading blocks the flush; closing must still win.
         let written = tokio::select! {
             biased;
-            () = closer.closed() => break,
-            written = write => written,
+            () = closer.closed() => {
+                if closer.queued_first() {
+                    // The frames this write took are answers the client is owed.
+                    let _ = tokio::time::timeout(FAREWELL_TIMEOUT, &mut write).await;
+                }
+                break;
+            }
+            written = &mut write => written,
         };
         if written.is_err() {
             closer.gone();
             break;
         }
     }
-    // What is still queued will never be sent: free it before waiting on the goodbye.
-    frames.drain();
     let Some(code) = closer.reason() else {
+        frames.drain();
         // The client left. If it sent a close frame, the WebSocket layer has queued the
         // reply that completes the closing handshake (RFC 6455, 5.5.1): send it, so the
         // client sees a clean close rather than a dropped connection.
         let _ = tokio::time::timeout(CLOSE_REPLY_TIMEOUT, sink.close()).await;
         return;
     };
+    let queued_first = closer.queued_first();
+    if !queued_first {
+        // What is still queued will never be sent: free it before waiting on the goodbye.
+        frames.drain();
+    }
     let goodbye = async {
+        if queued_first {
+            while let Some(frame) = frames.try_recv() {
+                sink.feed(frame.into()).await?;
+            }
+        }
         if let Some(frame) = farewell(code) {
             sink.send(Message::Text(frame)).await?;
         }
@@ -308,4 +347,63 @@ pub async fn write_loop<S>(
         sink.send(Message::Close(Some(close))).await
     };
     let _ = tokio::time::timeout(FAREWELL_TIMEOUT, goodbye).await;
+    frames.drain();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn text(message: &Message) -> &str {
+        match message {
+            Message::Text(text) => text.as_str(),
+            other => panic!("not a text frame: {other:?}"),
+        }
+    }
+
+    async fn written(closing: impl Fn(&Closer)) -> Vec<Message> {
+        let bounds = Bounds {
+            frames: 8,
+            bytes: 1024,
+        };
+        let (outbound, mut frames) = channel(bounds);
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        let sink = futures_util::sink::unfold(tx, |tx, message: Message| async move {
+            tx.send(message).map(|()| tx)
+        });
+        let sink = Box::pin(sink);
+        for reply in ["one", "two"] {
+            outbound.send(Utf8Bytes::from(reply));
+        }
+        closing(outbound.closer());
+        let farewell = |code: DisconnectCode| Some(Utf8Bytes::from(format!("bye {}", code.code())));
+        write_loop(sink, &mut frames, outbound.closer().clone(), farewell).await;
+        let mut messages = Vec::new();
+        while let Ok(message) = rx.try_recv() {
+            messages.push(message);
+        }
+        messages
+    }
+
+    #[tokio::test]
+    async fn a_close_after_queued_sends_the_queue_then_the_goodbye() {
+        let code = DisconnectCode::BadRequest;
+        let messages = written(|closer| closer.close_after_queued(code)).await;
+        assert_eq!(messages.len(), 4, "{messages:?}");
+        assert_eq!(text(&messages[0]), "one");
+        assert_eq!(text(&messages[1]), "two");
+        assert_eq!(text(&messages[2]), format!("bye {}", code.code()));
+        let Message::Close(Some(close)) = &messages[3] else {
+            panic!("not a close frame: {:?}", messages[3]);
+        };
+        assert_eq!(close.code, code.code());
+    }
+
+    #[tokio::test]
+    async fn a_close_drops_the_queue() {
+        let messages = written(|closer| closer.close(DisconnectCode::SlowConsumer)).await;
+        assert_eq!(messages.len(), 2, "{messages:?}");
+        assert!(text(&messages[0]).starts_with("bye"));
+        assert!(matches!(messages[1], Message::Close(Some(_))));
+    }
 }

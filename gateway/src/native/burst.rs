@@ -1,46 +1,13 @@
-//! Reading ahead: the text frames a client has already sent are handled together, and its
-//! consecutive publishes among them travel to a router as one batch.
+//! Reading ahead: the text frames a client has already sent are handled together, so that
+//! its consecutive publishes among them travel to a router as one [`Batch`].
+//!
+//! [`Batch`]: crate::batch::Batch
 
-use axum::extract::ws::{Message, Utf8Bytes, WebSocket};
-use futures_util::stream::SplitStream;
-use futures_util::{FutureExt, StreamExt};
-use herald_core::publish;
-use herald_proto::bus::v1::PublishRequest;
+use axum::extract::ws::{Message, Utf8Bytes};
+use futures_util::{FutureExt, Stream, StreamExt};
 
+use crate::batch::MAX_BURST;
 use crate::inbound::client_gone;
-
-/// Most frames read ahead and handled together.
-const MAX_BURST: usize = 256;
-
-/// Consecutive publishes of one connection, sent to a router together.
-pub(super) struct Batch {
-    pub(super) ids: Vec<u64>,
-    pub(super) requests: Vec<PublishRequest>,
-    pub(super) bytes: usize,
-    /// Most bytes one batch may hold (see `publish::batch_limit`).
-    limit: usize,
-}
-
-impl Batch {
-    pub(super) fn new(limit: usize) -> Self {
-        Self {
-            ids: Vec::new(),
-            requests: Vec::new(),
-            bytes: 0,
-            limit,
-        }
-    }
-
-    pub(super) fn fits(&self, request: &PublishRequest) -> bool {
-        self.ids.is_empty() || self.bytes + publish::batch_bytes(request) <= self.limit
-    }
-
-    pub(super) fn push(&mut self, id: u64, request: PublishRequest) {
-        self.bytes += publish::batch_bytes(&request);
-        self.ids.push(id);
-        self.requests.push(request);
-    }
-}
 
 /// Why a burst of text frames ended before the read-ahead ran out.
 pub(super) enum Stop {
@@ -56,7 +23,7 @@ pub(super) enum Stop {
 /// no more once they hold `max_bytes`), so that consecutive publishes reach the routers as
 /// one batch. Never waits for a frame that has not arrived.
 pub(super) fn read_burst(
-    stream: &mut SplitStream<WebSocket>,
+    stream: &mut (impl Stream<Item = Result<Message, axum::Error>> + Unpin),
     first: Option<Result<Message, axum::Error>>,
     max_bytes: usize,
 ) -> (Vec<Utf8Bytes>, Option<Stop>) {

@@ -11,25 +11,26 @@ use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Instant;
 
-use axum::extract::ws::{Utf8Bytes, WebSocket};
+use axum::extract::ws::{Message, Utf8Bytes, WebSocket};
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use bytes::Bytes;
-use futures_util::StreamExt;
+use futures_util::{Sink, Stream, StreamExt};
 use herald_core::codes::{DisconnectCode, ErrorCode, Refusal};
 use herald_core::rules::Action;
-use herald_proto::bus::v1::{HistoryRequest, Position, PresenceQuery, presence_reply};
+use herald_proto::bus::v1::{HistoryRequest, Position};
 
-use super::burst::{Batch, Stop, read_burst};
+use super::burst::{Stop, read_burst};
 use super::command::{
     self, ChannelParams, Command, HistoryParams, PublishParams, RefreshParams, SubscribeParams,
 };
 use super::{push, reply};
 use crate::access::Access;
+use crate::batch::Batch;
 use crate::catch_up::{Resumed, Returning};
 use crate::clients::Command as ApiCommand;
+use crate::context::Context;
 use crate::deadline::wait_until;
-use crate::gateway::Gateway;
 use crate::hub::{ClientId, Plain, Subscriber};
 use crate::metrics::{self, NATIVE};
 use crate::outbound::{self, Outbound};
@@ -38,7 +39,7 @@ use herald_core::envelope;
 use herald_core::publish::{self, Limit, Prepared, Publish};
 
 struct Session {
-    gateway: Arc<Gateway>,
+    ctx: Arc<Context>,
     id: ClientId,
     /// Cluster-wide id, carried as the origin of this client's publications.
     name: String,
@@ -51,41 +52,53 @@ struct Session {
 }
 
 /// Serves one upgraded WebSocket until it closes.
-pub async fn serve(socket: WebSocket, gateway: Arc<Gateway>) {
-    let (sink, mut stream) = socket.split();
-    let (outbound, mut frames) = outbound::channel(gateway.outbound_bounds());
+pub async fn serve(socket: WebSocket, ctx: Arc<Context>) {
+    let (sink, stream) = socket.split();
+    run(sink, stream, ctx).await;
+}
+
+/// Serves one connection whose frames arrive on `stream` and leave through `sink`, until
+/// it closes: any WebSocket, or a test's channels.
+pub async fn run<W, R>(sink: W, mut stream: R, ctx: Arc<Context>)
+where
+    W: Sink<Message, Error: Send> + Unpin + Send + 'static,
+    R: Stream<Item = Result<Message, axum::Error>> + Unpin,
+{
+    let (outbound, mut frames) = outbound::channel(ctx.outbound_bounds());
     let closer = outbound.closer().clone();
     let writer = tokio::spawn({
         let closer = closer.clone();
         async move { outbound::write_loop(sink, &mut frames, closer, push::disconnect).await }
     });
-    let id = gateway.next_client_id();
+    let id = ctx.next_id();
     let mut session = Session {
-        name: format!("{}-{id}", gateway.node_id),
-        gateway: gateway.clone(),
+        name: format!("{}-{id}", ctx.node_id),
+        ctx: ctx.clone(),
         id,
         access: None,
         subscriptions: HashSet::new(),
         subscriber: Plain::new(Format::Native, outbound.clone()),
         outbound,
     };
-    let mut commands = gateway.clients.open(id);
+    let mut commands = ctx.clients.open(id);
     metrics::opened(NATIVE);
-    let handshake = tokio::time::sleep(gateway.config.connect_timeout);
-    let leave = gateway.drain.turn();
+    let handshake = tokio::time::sleep(ctx.config.connect_timeout);
+    let leave = ctx.drain.turn();
     tokio::pin!(handshake, leave);
     loop {
         tokio::select! {
             Some(command) = commands.recv() => session.on_command(command),
             frame = stream.next() => {
                 // What a client sent ahead is read at most one frame's size at a time.
-                let max_bytes = gateway.config.max_frame_size;
+                let max_bytes = ctx.config.max_frame_size;
                 let (texts, stop) = read_burst(&mut stream, frame, max_bytes);
                 if let Err(code) = session.handle(texts).await {
-                    closer.close(code);
+                    closer.close_after_queued(code);
                 }
                 match stop {
-                    Some(Stop::Binary | Stop::Broken) => closer.close(DisconnectCode::BadRequest),
+                    Some(Stop::Binary | Stop::Broken) => {
+                        closer.close_after_queued(DisconnectCode::BadRequest);
+                    }
                     Some(Stop::Gone) => closer.gone(),
                     None => {}
                 }
@@ -133,7 +146,7 @@ impl Session {
     /// Handles text frames in order. An error closes the connection with that code, after
     /// the commands before the offending frame have been answered.
     async fn handle(&mut self, texts: Vec<Utf8Bytes>) -> Result<(), DisconnectCode> {
-        let mut batch = Batch::new(publish::batch_limit(&self.gateway.upstream));
+        let mut batch = Batch::new(&self.ctx.upstream);
         let outcome = self.handle_into(&texts, &mut batch).await;
         self.flush(&mut batch).await;
         outcome
@@ -142,10 +155,10 @@ impl Session {
     async fn handle_into(
         &mut self,
         texts: &[Utf8Bytes],
-        batch: &mut Batch,
+        batch: &mut Batch<u64>,
     ) -> Result<(), DisconnectCode> {
         for text in texts {
-            if text.len() > self.gateway.config.max_frame_size {
+            if text.len() > self.ctx.config.max_frame_size {
                 return Err(DisconnectCode::MessageTooLarge);
             }
             let parsed = command::parse(text).map_err(|violation| {
@@ -166,7 +179,7 @@ impl Session {
                         Ok(Prepared::Direct(publication)) => {
                             self.flush(batch).await;
                             let started = Instant::now();
-                            let delivered = self.gateway.upstream.deliver(&publication).await;
+                            let delivered = self.ctx.upstream.deliver(&publication).await;
                             metrics::published(NATIVE, started, 1);
                             self.reply(id, delivered.map(|()| reply::empty(id)));
                         }
@@ -195,35 +208,17 @@ impl Session {
     }
 
     /// Sends the batched publishes to a router and answers each, in order.
-    async fn flush(&mut self, batch: &mut Batch) {
-        if batch.ids.is_empty() {
-            return;
-        }
-        let ids = std::mem::take(&mut batch.ids);
-        let requests = std::mem::take(&mut batch.requests);
-        batch.bytes = 0;
-        let started = Instant::now();
-        let published = self.gateway.upstream.publish(requests).await;
-        metrics::published(NATIVE, started, ids.len());
-        match published {
-            Ok(results) => {
-                for (id, result) in ids.into_iter().zip(results) {
-                    let frame = result.map(|p| reply::ok(id, &reply::PositionResult::new(&p)));
-                    self.reply(id, frame);
-                }
-            }
-            Err(refusal) => {
-                for id in ids {
-                    self.reply(id, Err(refusal.clone()));
-                }
-            }
+    async fn flush(&mut self, batch: &mut Batch<u64>) {
+        for (id, outcome) in batch.send(&self.ctx.upstream, NATIVE).await {
+            let frame = outcome.map(|p| reply::ok(id, &reply::PositionResult::new(&p)));
+            self.reply(id, frame);
         }
     }
 
     /// Checks a publish of a connected client.
     fn prepare(&mut self, params: PublishParams) -> Result<Prepared, Refusal> {
         let access = self.access.as_mut().ok_or_else(not_connected)?;
-        let rules = access.authorize_publish(&self.gateway.channels, &params.channel)?;
+        let rules = access.authorize_publish(&self.ctx.channels, &params.channel)?;
         let data = params.data.get();
         if params.attachments.len() > envelope::MAX_ATTACHMENTS {
             let message = format!("at most {} attachments", envelope::MAX_ATTACHMENTS);
@@ -244,7 +239,7 @@ impl Session {
             publisher: Some(access.client_info(&self.name)),
             idempotency_key: params.idempotency_key,
         };
-        let bus_limit = self.gateway.upstream.bus().max_payload();
+        let bus_limit = self.ctx.upstream.bus().max_payload();
         publish::prepare(
             publish,
             Limit::channel(&rules),
@@ -281,9 +276,9 @@ impl Session {
 
     /// Admits the client, and subscribes it to its user's personal channel.
     async fn connect(&mut self, id: u64, token: Option<&str>) -> Result<Utf8Bytes, Refusal> {
-        let access = Access::admit(&self.gateway.auth, token)?;
-        self.gateway.clients.add(self.id, &self.name, access.user());
-        let personal = self.gateway.channels.personal_channel(access.user());
+        let access = Access::admit(&self.ctx.auth, token)?;
+        self.ctx.clients.add(self.id, &self.name, access.user());
+        let personal = self.ctx.channels.personal_channel(access.user());
         self.access = Some(access);
         if let Some(channel) = &personal {
             let params = SubscribeParams {
@@ -294,9 +289,7 @@ impl Session {
             };
             if let Err(refusal) = self.join(params).await {
                 if let Some(access) = self.access.take() {
-                    self.gateway
-                        .clients
-                        .remove(self.id, &self.name, access.user());
+                    self.ctx.clients.remove(self.id, &self.name, access.user());
                 }
                 return Err(refusal);
             }
@@ -313,7 +306,7 @@ impl Session {
     }
 
     fn refresh(&mut self, id: u64, params: RefreshParams) -> Result<Utf8Bytes, Refusal> {
-        let auth = &self.gateway.auth;
+        let auth = &self.ctx.auth;
         let access = self.access.as_mut().ok_or_else(not_connected)?;
         access.refresh(auth, &params.token)?;
         let result = reply::RefreshResult {
@@ -327,7 +320,7 @@ impl Session {
     /// longer allows (after a refresh with a token that grants less).
     fn reauthorize(&mut self) {
         let Some(access) = &self.access else { return };
-        let channels = &self.gateway.channels;
+        let channels = &self.ctx.channels;
         let revoked: Vec<String> = self
             .subscriptions
             .iter()
@@ -346,11 +339,7 @@ impl Session {
     }
 
     async fn subscribe(&mut self, id: u64, params: SubscribeParams) -> Result<Utf8Bytes, Refusal> {
-        let history = self
-            .gateway
-            .channels
-            .rules_for(&params.channel)
-            .has_history();
+        let history = self.ctx.channels.rules_for(&params.channel).has_history();
         let (position, recovered) = self.join(params).await?;
         let result = reply::SubscribeResult {
             position: reply::PositionResult::of(&position, history),
@@ -365,22 +354,22 @@ impl Session {
     async fn join(&mut self, params: SubscribeParams) -> Result<(Position, Option<bool>), Refusal> {
         let channel = params.channel;
         let access = self.access()?;
-        let rules = access.authorize(&self.gateway.channels, &channel, Action::Subscribe)?;
+        let rules = access.authorize(&self.ctx.channels, &channel, Action::Subscribe)?;
         if self.subscriptions.contains(&channel) {
             return Err(Refusal::new(
                 ErrorCode::AlreadySubscribed,
                 "already subscribed to this channel",
             ));
         }
-        let most = self.gateway.config.max_subscriptions;
+        let most = self.ctx.config.max_subscriptions;
         if self.subscriptions.len() >= most {
             let message = format!("at most {most} subscriptions per connection");
             return Err(Refusal::new(ErrorCode::LimitExceeded, message));
         }
         let history = rules.has_history();
         let returning = Returning {
-            hub: &self.gateway.hub,
-            upstream: &self.gateway.upstream,
+            hub: &self.ctx.hub,
+            upstream: &self.ctx.upstream,
             id: self.id,
             subscriber: self.subscriber.clone(),
             history,
@@ -390,7 +379,7 @@ impl Session {
         let may_recover = history
             && rules.recovery
             && access
-                .authorize(&self.gateway.channels, &channel, Action::ReadHistory)
+                .authorize(&self.ctx.channels, &channel, Action::ReadHistory)
                 .is_ok();
         let from = match (params.recover, params.offset, params.epoch) {
             (true, Some(offset), Some(epoch)) if may_recover => Some(Position { offset, epoch }),
@@ -411,7 +400,7 @@ impl Session {
             }
             None => {
                 let position = self
-                    .gateway
+                    .ctx
                     .hub
                     .subscribe(&channel, self.id, self.subscriber.clone(), history)
                     .await?;
@@ -420,7 +409,7 @@ impl Session {
         };
         if rules.tracks_presence() {
             let client = access.client_info(&self.name);
-            self.gateway.presence.join(&channel, client);
+            self.ctx.presence.join(&channel, client);
         }
         self.subscriptions.insert(channel);
         Ok((position, recovered))
@@ -438,9 +427,9 @@ impl Session {
     }
 
     fn leave(&self, channel: &str) {
-        self.gateway.hub.unsubscribe(channel, self.id);
-        if self.gateway.channels.rules_for(channel).tracks_presence() {
-            self.gateway.presence.leave(channel, &self.name);
+        self.ctx.hub.unsubscribe(channel, self.id);
+        if self.ctx.channels.rules_for(channel).tracks_presence() {
+            self.ctx.presence.leave(channel, &self.name);
         }
     }
 
@@ -451,34 +440,24 @@ impl Session {
         stats: bool,
     ) -> Result<Utf8Bytes, Refusal> {
         let access = self.access()?;
-        access.authorize(
-            &self.gateway.channels,
-            &params.channel,
-            Action::ReadPresence,
-        )?;
-        let query = PresenceQuery {
-            channel: params.channel,
-            stats_only: stats,
-        };
-        match self.gateway.upstream.presence(query).await? {
-            presence_reply::Result::List(list) => Ok(reply::presence(id, &list.clients)),
-            presence_reply::Result::Stats(stats) => {
-                let result = reply::PresenceStatsResult {
-                    num_clients: stats.clients,
-                    num_users: stats.users,
-                };
-                Ok(reply::ok(id, &result))
-            }
-            presence_reply::Result::Error(_) => {
-                Err(Refusal::new(ErrorCode::Internal, "unexpected router reply"))
-            }
+        access.authorize(&self.ctx.channels, &params.channel, Action::ReadPresence)?;
+        let upstream = &self.ctx.upstream;
+        if !stats {
+            let clients = upstream.presence(&params.channel).await?;
+            return Ok(reply::presence(id, &clients));
         }
+        let stats = upstream.presence_stats(&params.channel).await?;
+        let result = reply::PresenceStatsResult {
+            num_clients: stats.clients,
+            num_users: stats.users,
+        };
+        Ok(reply::ok(id, &result))
     }
 
     async fn history(&mut self, id: u64, params: HistoryParams) -> Result<Utf8Bytes, Refusal> {
         let access = self.access()?;
-        access.authorize(&self.gateway.channels, &params.channel, Action::ReadHistory)?;
-        let config = &self.gateway.config;
+        access.authorize(&self.ctx.channels, &params.channel, Action::ReadHistory)?;
+        let config = &self.ctx.config;
         let limit = params.limit.unwrap_or(config.history_default_limit);
         if limit > config.history_max_limit {
             return Err(Refusal::new(
@@ -492,7 +471,7 @@ impl Session {
             limit,
             reverse: params.reverse,
         };
-        let page = self.gateway.upstream.history(request).await?;
+        let page = self.ctx.upstream.history(request).await?;
         Ok(reply::history(id, &page))
     }
 
@@ -507,11 +486,66 @@ impl Session {
 /// connection must not leave its subscriptions in the hub and presence forever.
 impl Drop for Session {
     fn drop(&mut self) {
-        self.gateway.clients.close(self.id);
+        self.ctx.clients.close(self.id);
         self.leave_all();
     }
 }
 
 fn not_connected() -> Refusal {
     Refusal::new(ErrorCode::NotConnected, "send connect first")
+}
+
+#[cfg(test)]
+mod tests {
+    use axum::extract::ws::Message;
+    use herald_core::config::Config;
+    use serde_json::json;
+
+    use super::run;
+    use crate::testing::{self, Peer};
+
+    async fn session() -> Peer {
+        let ctx = testing::context(&Config::default()).await;
+        let (sink, stream, peer) = testing::connection();
+        tokio::spawn(run(sink, stream, ctx));
+        peer
+    }
+
+    #[tokio::test]
+    async fn publishes_sent_together_are_answered_in_order() {
+        let mut peer = session().await;
+        let mut frames = vec![r#"{"id":1,"method":"connect","params":{}}"#.to_string()];
+        for n in 2..=9 {
+            let publish = json!({"id": n, "method": "publish",
+                "params": {"channel": "chat", "data": {"n": n}}});
+            frames.push(publish.to_string());
+        }
+        peer.send(&frames.iter().map(String::as_str).collect::<Vec<_>>());
+        assert!(peer.json().await["result"]["client"].is_string());
+        for n in 2..=9u64 {
+            let reply = peer.json().await;
+            assert_eq!(reply["id"], n, "{reply}");
+            assert_eq!(reply["result"]["offset"], n - 1, "{reply}");
+        }
+    }
+
+    #[tokio::test]
+    async fn replies_before_an_offending_frame_reach_the_client_before_the_close() {
+        let mut peer = session().await;
+        peer.send(&[
+            r#"{"id":1,"method":"connect","params":{}}"#,
+            r#"{"id":2,"method":"ping"}"#,
+            "not a command",
+            r#"{"id":3,"method":"ping"}"#,
+        ]);
+        assert!(peer.json().await["result"]["client"].is_string());
+        assert_eq!(peer.json().await["id"], 2);
+        let farewell = peer.json().await;
+        assert_eq!(farewell["push"], "disconnect", "{farewell}");
+        assert_eq!(farewell["code"], 3501, "{farewell}");
+        match peer.next().await {
+            Some(Message::Close(Some(close))) => assert_eq!(close.code, 3501),
+            other => panic!("expected the close frame, got {other:?}"),
+        }
+    }
 }

@@ -14,19 +14,20 @@ use herald_core::publish::ENVELOPE_SLACK;
 use herald_proto::bus::v1::{PollingReply, PollingRequest};
 use prost::Message;
 
+use super::endpoint::Endpoint;
 use super::engine::RequestError;
 use super::polling::{self, Method, Reply, Request};
 use super::sid_token;
-use crate::gateway::Gateway;
 
 /// Serves a polling request here when this gateway holds its session, or forwards it to the
 /// gateway that does.
-pub async fn serve_polling(gateway: &Gateway, request: Request) -> Reply {
+pub async fn serve_polling(endpoint: &Endpoint, request: Request) -> Reply {
     let token = sid_token(&request.sid).filter(|t| subject_safe(t));
-    let Some(token) = token.filter(|t| *t != gateway.engine_token) else {
-        return polling::serve(gateway, request, usize::MAX).await;
+    let Some(token) = token.filter(|t| *t != endpoint.token) else {
+        return polling::serve(endpoint, request, usize::MAX).await;
     };
-    let upstream = &gateway.upstream;
+    let ctx = &endpoint.ctx;
+    let upstream = &ctx.upstream;
     let subject = upstream.subjects().gateway_polling(token);
     let forwarded = PollingRequest {
         post: request.method == Method::Post,
@@ -35,8 +36,8 @@ pub async fn serve_polling(gateway: &Gateway, request: Request) -> Reply {
     };
     // A GET waits until the session has something to send, and a ping goes out every
     // interval, so the holder answers within about one interval.
-    let config = &gateway.socketio;
-    let timeout = config.ping_interval + config.ping_timeout + gateway.config.request_timeout;
+    let config = &ctx.socketio;
+    let timeout = config.ping_interval + config.ping_timeout + ctx.config.request_timeout;
     match upstream
         .bus()
         .request(subject, forwarded.encode_to_vec().into(), timeout)
@@ -63,21 +64,21 @@ pub async fn serve_polling(gateway: &Gateway, request: Request) -> Reply {
 
 /// Serves the polling requests other gateways forward to this one, until the bus
 /// subscription ends.
-pub async fn listen(gateway: Arc<Gateway>) -> Result<(), BusError> {
-    let upstream = &gateway.upstream;
-    let subject = upstream.subjects().gateway_polling(&gateway.engine_token);
+pub async fn listen(endpoint: Arc<Endpoint>) -> Result<(), BusError> {
+    let upstream = &endpoint.ctx.upstream;
+    let subject = upstream.subjects().gateway_polling(&endpoint.token);
     let mut requests = upstream.bus().subscribe(subject).await?;
     upstream.bus().flush().await?;
     tokio::spawn(async move {
         while let Some(message) = requests.next().await {
             // A GET may wait a whole ping interval, so each request gets its own task.
-            tokio::spawn(answer(gateway.clone(), message));
+            tokio::spawn(answer(endpoint.clone(), message));
         }
     });
     Ok(())
 }
 
-async fn answer(gateway: Arc<Gateway>, message: BusMessage) {
+async fn answer(endpoint: Arc<Endpoint>, message: BusMessage) {
     let Some(reply_to) = message.reply else {
         return;
     };
@@ -94,12 +95,12 @@ async fn answer(gateway: Arc<Gateway>, message: BusMessage) {
                 body: request.body,
             };
             // The answer goes back in one bus message.
-            let fits = gateway.upstream.bus().max_payload() - ENVELOPE_SLACK;
-            polling::serve(&gateway, request, fits).await
+            let fits = endpoint.ctx.upstream.bus().max_payload() - ENVELOPE_SLACK;
+            polling::serve(&endpoint, request, fits).await
         }
         Err(_) => Reply::error(RequestError::BadRequest),
     };
-    let bus = gateway.upstream.bus();
+    let bus = endpoint.ctx.upstream.bus();
     let encoded = encode(reply);
     let sent = match bus.publish(reply_to.clone(), encoded).await {
         Err(BusError::TooLarge { size, limit }) => {

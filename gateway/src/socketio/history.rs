@@ -31,18 +31,16 @@ impl Conn {
         socket: &Socket,
         options: HistoryOptions,
     ) -> Result<Ack, Refusal> {
-        let gateway = &self.gateway;
+        let ctx = &self.ctx;
         let channel = socket.channel(options.room.as_deref());
         socket
             .access
-            .authorize(&gateway.channels, &channel, Action::ReadHistory)?;
-        let limit = options
-            .limit
-            .unwrap_or(gateway.config.history_default_limit);
-        if limit > gateway.config.history_max_limit {
+            .authorize(&ctx.channels, &channel, Action::ReadHistory)?;
+        let limit = options.limit.unwrap_or(ctx.config.history_default_limit);
+        if limit > ctx.config.history_max_limit {
             return Err(Refusal::new(
                 ErrorCode::BadRequest,
-                format!("limit exceeds {}", gateway.config.history_max_limit),
+                format!("limit exceeds {}", ctx.config.history_max_limit),
             ));
         }
         let request = HistoryRequest {
@@ -51,7 +49,7 @@ impl Conn {
             limit,
             reverse: options.reverse,
         };
-        Ok(reply(gateway.upstream.history(request).await?))
+        Ok(reply(ctx.upstream.history(request).await?))
     }
 }
 

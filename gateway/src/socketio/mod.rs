@@ -14,6 +14,7 @@
 //!   is on: the socket's position in each of its channels.
 //!
 //! Then the connection:
+//! - [`endpoint`]: the gateway's Socket.IO endpoint: its sessions, its sid token.
 //! - [`link`]: an Engine.IO session as its transports see it, and the gateway's table of
 //!   sessions by sid.
 //! - [`polling`] and [`websocket`]: the two transports, and the upgrade from one to the
@@ -30,6 +31,7 @@
 
 pub mod binary;
 pub mod channels;
+pub mod endpoint;
 pub mod engine;
 pub mod event;
 pub mod forward;

@@ -10,10 +10,11 @@ use std::sync::Arc;
 use bytes::Bytes;
 use herald_core::codes::DisconnectCode;
 
+use super::endpoint::Endpoint;
 use super::engine::{self, Encoded, RequestError};
 use super::link::{Link, Poll, PollError, Transport};
 use super::session;
-use crate::gateway::{ConnectionPermit, Gateway};
+use crate::connections::ConnectionPermit;
 use crate::outbound::Frame;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -68,16 +69,16 @@ impl Reply {
 }
 
 /// Opens a session on polling: the reply carries the open packet.
-pub async fn handshake(gateway: &Arc<Gateway>, permit: ConnectionPermit) -> Reply {
-    let link = session::start(gateway, Transport::Polling, permit);
+pub async fn handshake(endpoint: &Arc<Endpoint>, permit: ConnectionPermit) -> Reply {
+    let link = session::start(endpoint, Transport::Polling, permit);
     get(&link, usize::MAX).await
 }
 
 /// Serves a request for a session held by this gateway; a GET's body holds at most
 /// `max_bytes` of packets, unless the first alone is larger (a request forwarded from
 /// another gateway is answered in one bus message).
-pub async fn serve(gateway: &Gateway, request: Request, max_bytes: usize) -> Reply {
-    let Some(link) = gateway.socketio_links.get(&request.sid) else {
+pub async fn serve(endpoint: &Endpoint, request: Request, max_bytes: usize) -> Reply {
+    let Some(link) = endpoint.links.get(&request.sid) else {
         return Reply::error(RequestError::UnknownSid);
     };
     match request.method {
@@ -85,11 +86,11 @@ pub async fn serve(gateway: &Gateway, request: Request, max_bytes: usize) -> Rep
             let reply = get(&link, max_bytes).await;
             if link.closer().is_closed() {
                 // Its last answer: the session is over.
-                gateway.socketio_links.remove(&link.sid);
+                endpoint.links.remove(&link.sid);
             }
             reply
         }
-        Method::Post => post(gateway, &link, &request.body).await,
+        Method::Post => post(endpoint.ctx.socketio.max_payload, &link, &request.body).await,
     }
 }
 
@@ -107,8 +108,8 @@ async fn get(link: &Link, max_bytes: usize) -> Reply {
     }
 }
 
-async fn post(gateway: &Gateway, link: &Link, body: &[u8]) -> Reply {
-    if body.len() > gateway.socketio.max_payload {
+async fn post(max_payload: usize, link: &Link, body: &[u8]) -> Reply {
+    if body.len() > max_payload {
         link.closer().close(DisconnectCode::MessageTooLarge);
         return Reply::error(RequestError::PayloadTooLarge);
     }

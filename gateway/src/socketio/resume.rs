@@ -25,7 +25,7 @@ impl Conn {
         let Some(mut record) = self.records.take(pid).await else {
             return Err(access);
         };
-        let channels = &self.gateway.channels;
+        let channels = &self.ctx.channels;
         let allowed = record.marks.iter().all(|mark| {
             access
                 .authorize(channels, &mark.channel, Action::Subscribe)
@@ -38,7 +38,7 @@ impl Conn {
         {
             return Err(access);
         }
-        let upstream = &self.gateway.upstream;
+        let upstream = &self.ctx.upstream;
         if self.settle_fresh_marks(&mut record).await.is_err() {
             return Err(access);
         }
@@ -100,11 +100,11 @@ impl Conn {
     async fn settle_fresh_marks(&self, record: &mut SocketRecord) -> Result<(), Refusal> {
         for mark in &mut record.marks {
             let joined = mark.joined.get_or_insert_with(Position::default);
-            let channels = &self.gateway.channels;
+            let channels = &self.ctx.channels;
             if !joined.epoch.is_empty() || !channels.rules_for(&mark.channel).has_history() {
                 continue;
             }
-            let current = self.gateway.upstream.position(&mark.channel).await?;
+            let current = self.ctx.upstream.position(&mark.channel).await?;
             *joined = Position {
                 offset: 0,
                 epoch: current.epoch,
@@ -115,11 +115,11 @@ impl Conn {
 
     fn returning<'a>(&'a self, socket: &Socket, channel: &str) -> Returning<'a> {
         Returning {
-            hub: &self.gateway.hub,
-            upstream: &self.gateway.upstream,
+            hub: &self.ctx.hub,
+            upstream: &self.ctx.upstream,
             id: socket.id,
             subscriber: socket.subscriber.clone(),
-            history: self.gateway.channels.rules_for(channel).has_history(),
+            history: self.ctx.channels.rules_for(channel).has_history(),
         }
     }
 }

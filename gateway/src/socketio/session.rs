@@ -13,14 +13,17 @@ use serde_json::json;
 use tokio::time::{Instant, sleep_until};
 
 use super::binary::{Assembler, Complete};
+use super::endpoint::Endpoint;
 use super::engine::{self, Data, PacketType};
 use super::inbound;
-use super::link::{Link, Transport};
+use super::link::{Link, Links, Transport};
 use super::packet::{Packet, PacketError};
 use super::sockets::Sockets;
+use crate::batch::MAX_BURST;
 use crate::clients::Commands;
+use crate::connections::ConnectionPermit;
+use crate::context::Context;
 use crate::deadline::wait_until;
-use crate::gateway::{ConnectionPermit, Gateway};
 use crate::hub::ClientId;
 use crate::metrics::{self, SOCKETIO};
 use crate::outbound::{self, Outbound};
@@ -28,16 +31,19 @@ use crate::outbound::{self, Outbound};
 /// Packets a transport may hand in before it waits for the session to catch up; their
 /// bytes are bounded too, by twice `socketio.max_payload`.
 const INBOUND_QUEUE: usize = 256;
-/// Most Socket.IO packets handled together.
-const MAX_BURST: usize = 256;
 
-/// Starts a session on `transport` and registers it with the gateway; its open packet is
+/// Starts a session on `transport` and registers it with the endpoint; its open packet is
 /// the first frame queued.
-pub fn start(gateway: &Arc<Gateway>, transport: Transport, permit: ConnectionPermit) -> Arc<Link> {
-    let (outbound, frames) = outbound::channel(gateway.outbound_bounds());
-    let bytes = gateway.socketio.max_payload.saturating_mul(2);
+pub fn start(
+    endpoint: &Arc<Endpoint>,
+    transport: Transport,
+    permit: ConnectionPermit,
+) -> Arc<Link> {
+    let ctx = &endpoint.ctx;
+    let (outbound, frames) = outbound::channel(ctx.outbound_bounds());
+    let bytes = ctx.socketio.max_payload.saturating_mul(2);
     let (inbound, packets) = inbound::channel(INBOUND_QUEUE, bytes);
-    let sid: Arc<str> = gateway.new_engine_sid().into();
+    let sid: Arc<str> = endpoint.new_sid().into();
     let link = Arc::new(Link::new(
         sid.clone(),
         inbound,
@@ -45,13 +51,14 @@ pub fn start(gateway: &Arc<Gateway>, transport: Transport, permit: ConnectionPer
         outbound.closer().clone(),
         transport,
     ));
-    gateway.socketio_links.insert(link.clone());
-    let id = gateway.next_client_id();
+    endpoint.links.insert(link.clone());
+    let id = ctx.next_id();
     let session = Session {
-        commands: gateway.clients.open(id),
+        commands: ctx.clients.open(id),
         id,
-        sockets: Sockets::new(gateway.clone(), id, outbound.clone()),
-        gateway: gateway.clone(),
+        sockets: Sockets::new(ctx.clone(), id, outbound.clone()),
+        ctx: ctx.clone(),
+        links: endpoint.links.clone(),
         sid,
         outbound,
         assembler: Assembler::default(),
@@ -59,12 +66,14 @@ pub fn start(gateway: &Arc<Gateway>, transport: Transport, permit: ConnectionPer
         _permit: permit,
     };
     metrics::opened(SOCKETIO);
-    gateway.sessions.spawn(session.run(packets, transport));
+    endpoint.sessions.spawn(session.run(packets, transport));
     link
 }
 
 struct Session {
-    gateway: Arc<Gateway>,
+    ctx: Arc<Context>,
+    /// The endpoint's sessions, which this one leaves when it ends.
+    links: Arc<Links>,
     sid: Arc<str>,
     outbound: Outbound,
     assembler: Assembler,
@@ -93,7 +102,7 @@ impl From<PacketError> for Ending {
 
 impl Session {
     async fn run(mut self, mut packets: inbound::Receiver, transport: Transport) {
-        let config = self.gateway.socketio.clone();
+        let config = self.ctx.socketio.clone();
         let closer = self.outbound.closer().clone();
         self.open(transport);
         let start = Instant::now();
@@ -102,7 +111,7 @@ impl Session {
         let open_deadline = start + config.open_timeout;
         let mut connected_once = false;
         let mut heard_once = false;
-        let leave = self.gateway.drain.turn();
+        let leave = self.ctx.drain.turn();
         tokio::pin!(leave);
         let mut refresh = self
             .sockets
@@ -141,7 +150,7 @@ impl Session {
                         Err(Ending::Gone) => closer.gone(),
                         Err(Ending::Violation(violation)) => {
                             tracing::debug!(%violation, "Socket.IO protocol violation");
-                            closer.close(DisconnectCode::BadRequest);
+                            closer.close_after_queued(DisconnectCode::BadRequest);
                         }
                     }
                     connected_once |= !self.sockets.is_empty();
@@ -179,7 +188,7 @@ impl Session {
 
     /// The Engine.IO handshake; a polling session is offered the upgrade to WebSocket.
     fn open(&self, transport: Transport) {
-        let config = &self.gateway.socketio;
+        let config = &self.ctx.socketio;
         let upgrades: &[&str] = match transport {
             Transport::Polling => &["websocket"],
             Transport::Upgrading | Transport::WebSocket => &[],
@@ -242,8 +251,8 @@ impl Session {
 impl Drop for Session {
     fn drop(&mut self) {
         self.sockets.leave_all(false);
-        self.gateway.clients.close(self.id);
-        self.gateway.socketio_links.ended(&self.sid);
+        self.ctx.clients.close(self.id);
+        self.links.ended(&self.sid);
     }
 }
 
@@ -254,5 +263,93 @@ async fn tick(interval: &mut Option<tokio::time::Interval>) {
             interval.tick().await;
         }
         None => std::future::pending().await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use herald_core::config::Config;
+    use tokio_util::task::TaskTracker;
+
+    use super::*;
+    use crate::connections::Connections;
+    use crate::outbound::Frame;
+    use crate::socketio::link::Poll;
+    use crate::testing;
+
+    /// A session on long-polling, driven through its link as the polling transport does.
+    async fn session() -> Arc<Link> {
+        let ctx = testing::context(&Config::default()).await;
+        let endpoint = Endpoint::new(ctx, TaskTracker::new());
+        let permit = Connections::new(0).permit().expect("a permit");
+        start(&endpoint, Transport::Polling, permit)
+    }
+
+    async fn post(link: &Link, texts: &[&str]) {
+        let packets = texts
+            .iter()
+            .map(|text| engine::Packet::text(PacketType::Message, *text))
+            .collect();
+        assert_eq!(link.post(packets).await, Some(true));
+    }
+
+    /// The texts of the frames the next GET takes.
+    async fn get(link: &Link) -> Vec<String> {
+        let poll = tokio::time::timeout(testing::PATIENCE, link.poll(usize::MAX));
+        match poll.await.expect("an answer in time") {
+            Ok(Poll::Frames(frames)) => frames
+                .into_iter()
+                .map(|frame| match frame {
+                    Frame::Text(text) => text.to_string(),
+                    Frame::Binary(_) => "<binary>".into(),
+                })
+                .collect(),
+            Ok(Poll::Closed) => vec!["<closed>".into()],
+            other => panic!("unexpected poll: {other:?}"),
+        }
+    }
+
+    /// Frames of the following GETs, until one holds `count` of them in all.
+    async fn get_n(link: &Link, count: usize) -> Vec<String> {
+        let mut frames = Vec::new();
+        while frames.len() < count {
+            frames.extend(get(link).await);
+        }
+        frames
+    }
+
+    #[tokio::test]
+    async fn events_sent_together_are_acked_in_order_and_a_violation_closes_after_them() {
+        let link = session().await;
+        let open = get(&link).await;
+        assert!(
+            open[0].starts_with("0{") && open[0].contains("\"sid\""),
+            "{open:?}"
+        );
+        post(&link, &["0"]).await;
+        let connected = get(&link).await;
+        assert!(connected[0].starts_with("40{\"sid\""), "{connected:?}");
+        post(
+            &link,
+            &[
+                r#"21["chat","a"]"#,
+                r#"22["chat","b"]"#,
+                r#"23["chat","c"]"#,
+            ],
+        )
+        .await;
+        let acks = get_n(&link, 3).await;
+        assert_eq!(
+            acks,
+            [
+                r#"431[{"offset":1,"ok":true}]"#,
+                r#"432[{"offset":2,"ok":true}]"#,
+                r#"433[{"offset":3,"ok":true}]"#,
+            ]
+        );
+        post(&link, &[r#"24["chat","d"]"#, "9 not a packet"]).await;
+        let last = get_n(&link, 2).await;
+        assert_eq!(last[0], r#"434[{"offset":4,"ok":true}]"#);
+        assert_eq!(last[1], "<closed>");
     }
 }

@@ -1,5 +1,5 @@
 //! One Socket.IO socket (a namespace connection), and what the sockets of one connection
-//! share: the gateway, the outbound queue, the recovery records. The socket-level steps
+//! share: the session context, the outbound queue, the recovery records. The socket-level steps
 //! live here: admitting a client, subscribing a socket to its channels, telling presence,
 //! answering acks.
 
@@ -10,7 +10,7 @@ use axum::extract::ws::Utf8Bytes;
 use bytes::Bytes;
 use herald_core::codes::{ErrorCode, Refusal};
 use herald_core::rules::Action;
-use herald_proto::bus::v1::{Mark, Position, PresenceQuery, PublishRequest, presence_reply};
+use herald_proto::bus::v1::{Mark, Position};
 use serde_json::value::RawValue;
 use serde_json::{Value, json};
 
@@ -21,7 +21,8 @@ use super::reserved::UNSUBSCRIBE_EVENT;
 use super::subscriber::SocketSubscriber;
 use super::{channels, event};
 use crate::access::Access;
-use crate::gateway::Gateway;
+use crate::batch::Batch;
+use crate::context::Context;
 use crate::hub::{ClientId, Joined, Start, SubscriberId};
 use crate::metrics::{self, SOCKETIO};
 use crate::native::push;
@@ -58,7 +59,7 @@ impl Socket {
         let namespace: Arc<str> = namespace.into();
         let format = Format::SocketIo {
             namespace: namespace.clone(),
-            sender: conn.gateway.socketio.sends_sender(&namespace),
+            sender: conn.ctx.socketio.sends_sender(&namespace),
         };
         let subscriber = SocketSubscriber::new(
             sid.clone(),
@@ -69,7 +70,7 @@ impl Socket {
         Self {
             sid,
             namespace,
-            id: conn.gateway.next_client_id(),
+            id: conn.ctx.next_id(),
             subscriber,
             access,
             recovery,
@@ -119,7 +120,7 @@ impl Socket {
 
 /// What every socket of the connection shares.
 pub(super) struct Conn {
-    pub(super) gateway: Arc<Gateway>,
+    pub(super) ctx: Arc<Context>,
     pub(super) id: ClientId,
     pub(super) outbound: Outbound,
     pub(super) records: Records,
@@ -144,7 +145,7 @@ impl Conn {
                 return Err(Refusal::new(ErrorCode::Unauthorized, message));
             }
         };
-        let access = Access::admit(&self.gateway.auth, token)?;
+        let access = Access::admit(&self.ctx.auth, token)?;
         if namespace.contains(':') {
             return Err(Refusal::new(
                 ErrorCode::BadChannel,
@@ -158,7 +159,7 @@ impl Conn {
     /// server's exact packet, `44/ns,{"message":"Invalid namespace"}`, which clients and
     /// its protocol test suite match on. Returns whether it did.
     pub(super) fn refuse_namespace(&self, namespace: &str) -> bool {
-        if self.gateway.socketio.allows(namespace) {
+        if self.ctx.socketio.allows(namespace) {
             return false;
         }
         let data = json!({ "message": "Invalid namespace" });
@@ -176,10 +177,10 @@ impl Conn {
         recovers: bool,
     ) -> Result<Socket, Refusal> {
         let channel = channels::namespace_channel(namespace);
-        access.authorize(&self.gateway.channels, &channel, Action::Subscribe)?;
+        access.authorize(&self.ctx.channels, &channel, Action::Subscribe)?;
         let recovery = recovers.then(|| Recovery::new(random_id::<15>().into()));
         let mut socket = Socket::new(self, random_id::<15>().into(), namespace, access, recovery);
-        let personal = self.gateway.channels.personal_channel(socket.access.user());
+        let personal = self.ctx.channels.personal_channel(socket.access.user());
         for channel in std::iter::once(channel).chain(personal) {
             let position = match self.subscribe(&socket, &channel, Start::Now).await {
                 Ok(Joined::At(position) | Joined::Behind(position)) => position,
@@ -245,8 +246,8 @@ impl Conn {
         start: Start<'_>,
     ) -> Result<Joined, Refusal> {
         publish::valid_channel(channel)?;
-        let history = self.gateway.channels.rules_for(channel).has_history();
-        self.gateway
+        let history = self.ctx.channels.rules_for(channel).has_history();
+        self.ctx
             .hub
             .subscribe_from(
                 channel,
@@ -260,10 +261,10 @@ impl Conn {
 
     /// Tells presence that `socket` joined or left `channel`, if the channel keeps it.
     pub(super) fn track(&self, socket: &Socket, channel: &str, joined: bool) {
-        if !self.gateway.channels.rules_for(channel).tracks_presence() {
+        if !self.ctx.channels.rules_for(channel).tracks_presence() {
             return;
         }
-        let presence = &self.gateway.presence;
+        let presence = &self.ctx.presence;
         match joined {
             true => presence.join(channel, socket.access.client_info(&socket.sid)),
             false => presence.leave(channel, &socket.sid),
@@ -276,7 +277,7 @@ impl Conn {
         if !socket.left(channel) {
             return;
         }
-        self.gateway.hub.unsubscribe(channel, socket.id);
+        self.ctx.hub.unsubscribe(channel, socket.id);
         self.track(socket, channel, false);
         self.amend(socket, channel).await;
         let body = json!({
@@ -290,7 +291,7 @@ impl Conn {
 
     pub(super) fn unsubscribe_socket(&self, socket: &Socket) {
         for (channel, _) in &socket.joined {
-            self.gateway.hub.unsubscribe(channel, socket.id);
+            self.ctx.hub.unsubscribe(channel, socket.id);
             self.track(socket, channel, false);
         }
     }
@@ -303,44 +304,23 @@ impl Conn {
         channel: String,
         stats: bool,
     ) -> Result<Value, Refusal> {
-        let gateway = &self.gateway;
+        let ctx = &self.ctx;
         socket
             .access
-            .authorize(&gateway.channels, &channel, Action::ReadPresence)?;
-        let query = PresenceQuery {
-            channel,
-            stats_only: stats,
-        };
-        match gateway.upstream.presence(query).await? {
-            presence_reply::Result::Stats(stats) => Ok(json!({
+            .authorize(&ctx.channels, &channel, Action::ReadPresence)?;
+        if stats {
+            let stats = ctx.upstream.presence_stats(&channel).await?;
+            return Ok(json!({
                 "ok": true, "num_clients": stats.clients, "num_users": stats.users,
-            })),
-            presence_reply::Result::List(list) => {
-                let presence = push::presence_map(&list.clients);
-                Ok(json!({ "ok": true, "presence": presence }))
-            }
-            presence_reply::Result::Error(_) => {
-                Err(Refusal::new(ErrorCode::Internal, "unexpected router reply"))
-            }
+            }));
         }
+        let clients = ctx.upstream.presence(&channel).await?;
+        Ok(json!({ "ok": true, "presence": push::presence_map(&clients) }))
     }
 
-    pub(super) async fn publish_batch(&self, batch: Vec<(String, Option<u64>, PublishRequest)>) {
-        if batch.is_empty() {
-            return;
-        }
-        let (acks, requests): (Vec<_>, Vec<_>) = batch
-            .into_iter()
-            .map(|(namespace, id, request)| ((namespace, id), request))
-            .unzip();
-        let started = std::time::Instant::now();
-        let published = self.gateway.upstream.publish(requests).await;
-        metrics::published(SOCKETIO, started, acks.len());
-        let outcomes = match published {
-            Ok(outcomes) => outcomes,
-            Err(refusal) => vec![Err(refusal); acks.len()],
-        };
-        for ((namespace, id), outcome) in acks.into_iter().zip(outcomes) {
+    /// Sends the batched events to a router and acks each, in order.
+    pub(super) async fn publish_batch(&self, batch: &mut Batch<(String, Option<u64>)>) {
+        for ((namespace, id), outcome) in batch.send(&self.ctx.upstream, SOCKETIO).await {
             let outcome = outcome.map(|position| Ack::from(accepted(&position)));
             self.answer(&namespace, id, outcome);
         }

@@ -14,7 +14,6 @@ use axum::extract::ws::Utf8Bytes;
 use bytes::Bytes;
 use herald_core::codes::{DisconnectCode, ErrorCode, Refusal};
 use herald_core::rules::Action;
-use herald_proto::bus::v1::PublishRequest;
 use serde_json::json;
 use serde_json::value::RawValue;
 use tokio::time::Instant;
@@ -26,8 +25,9 @@ use super::reserved::HistoryOptions;
 use super::reserved::{self, DISCONNECT_EVENT};
 use super::socket::{Ack, Conn, Socket, accepted, raw};
 use super::{event, random_id};
+use crate::batch::Batch;
 use crate::clients::Command;
-use crate::gateway::Gateway;
+use crate::context::Context;
 use crate::hub::{ClientId, Joined, Start};
 use crate::metrics::{self, SOCKETIO};
 use crate::outbound::Outbound;
@@ -50,15 +50,15 @@ pub struct Sockets {
 }
 
 impl Sockets {
-    pub fn new(gateway: Arc<Gateway>, id: ClientId, outbound: Outbound) -> Self {
+    pub fn new(ctx: Arc<Context>, id: ClientId, outbound: Outbound) -> Self {
         let records = Records::new(
-            gateway.upstream.clone(),
+            ctx.upstream.clone(),
             random_id::<9>().into(),
-            gateway.socketio.recovery_window,
+            ctx.socketio.recovery_window,
         );
         Self {
             conn: Conn {
-                gateway,
+                ctx,
                 id,
                 outbound,
                 records,
@@ -73,8 +73,8 @@ impl Sockets {
 
     /// How often [`Self::refresh`] must run, when recovery is on.
     pub fn refresh_period(&self) -> Option<std::time::Duration> {
-        let gateway = &self.conn.gateway;
-        gateway
+        self.conn
+            .ctx
             .socketio
             .recovery()
             .then(|| self.conn.records.refresh_period())
@@ -154,28 +154,23 @@ impl Sockets {
     /// with history travel to the routers as one batch, in order, and are acked in order:
     /// one round trip for many events.
     pub async fn on_packets(&mut self, packets: Vec<Complete>) {
-        let mut batch: Vec<(String, Option<u64>, PublishRequest)> = Vec::new();
-        let mut bytes = 0;
-        let batch_limit = publish::batch_limit(&self.conn.gateway.upstream);
+        let mut batch = Batch::new(&self.conn.ctx.upstream);
         for complete in packets {
             let packet = complete.packet;
             if !matches!(packet.kind, PacketType::Event | PacketType::BinaryEvent) {
-                self.conn.publish_batch(std::mem::take(&mut batch)).await;
+                self.conn.publish_batch(&mut batch).await;
                 self.on_control(packet).await;
                 continue;
             }
             match self.read(&packet, &complete.attachments) {
                 Ok(Request::Publish(Prepared::Routed(request))) => {
-                    let size = publish::batch_bytes(&request);
-                    if bytes + size > batch_limit {
-                        self.conn.publish_batch(std::mem::take(&mut batch)).await;
-                        bytes = 0;
+                    if !batch.fits(&request) {
+                        self.conn.publish_batch(&mut batch).await;
                     }
-                    bytes += size;
-                    batch.push((packet.namespace, packet.id, request));
+                    batch.push((packet.namespace, packet.id), request);
                 }
                 read => {
-                    self.conn.publish_batch(std::mem::take(&mut batch)).await;
+                    self.conn.publish_batch(&mut batch).await;
                     let outcome = match read {
                         Ok(request) => self.perform(&packet.namespace, request).await,
                         Err(refusal) => Err(refusal),
@@ -184,7 +179,7 @@ impl Sockets {
                 }
             }
         }
-        self.conn.publish_batch(batch).await;
+        self.conn.publish_batch(&mut batch).await;
     }
 
     async fn on_control(&mut self, packet: Packet) {
@@ -207,7 +202,7 @@ impl Sockets {
             return;
         }
         let data = ConnectData::parse(data);
-        let most = self.conn.gateway.socketio.max_namespaces;
+        let most = self.conn.ctx.socketio.max_namespaces;
         let admitted = match self.sockets.len() >= most {
             true => Err(Refusal::new(
                 ErrorCode::LimitExceeded,
@@ -218,11 +213,7 @@ impl Sockets {
         let outcome = match admitted {
             Err(refusal) => Err(refusal),
             Ok(access) => {
-                let recovers = self
-                    .conn
-                    .gateway
-                    .socketio
-                    .recovers(namespace, data.recovery);
+                let recovers = self.conn.ctx.socketio.recovers(namespace, data.recovery);
                 let pid = data.pid.as_deref().filter(|_| recovers);
                 let resumed = match pid {
                     Some(pid) => {
@@ -247,7 +238,7 @@ impl Sockets {
         };
         match outcome {
             Ok(socket) => {
-                let clients = &self.conn.gateway.clients;
+                let clients = &self.conn.ctx.clients;
                 clients.add(self.conn.id, &socket.sid, socket.access.user());
                 self.sockets.insert(namespace.to_string(), socket);
             }
@@ -262,7 +253,7 @@ impl Sockets {
 
     fn disconnect(&mut self, namespace: &str) {
         if let Some(socket) = self.sockets.remove(namespace) {
-            let clients = &self.conn.gateway.clients;
+            let clients = &self.conn.ctx.clients;
             clients.remove(self.conn.id, &socket.sid, socket.access.user());
             self.conn.unsubscribe_socket(&socket);
             if let Some(recovery) = &socket.recovery {
@@ -275,7 +266,7 @@ impl Sockets {
     /// sockets' records are kept for the recovery window.
     pub fn leave_all(&mut self, recoverable: bool) {
         for socket in std::mem::take(&mut self.sockets).into_values() {
-            let clients = &self.conn.gateway.clients;
+            let clients = &self.conn.ctx.clients;
             clients.remove(self.conn.id, &socket.sid, socket.access.user());
             self.conn.unsubscribe_socket(&socket);
             if let Some(recovery) = &socket.recovery {
@@ -302,10 +293,8 @@ impl Sockets {
         let request = match reserved::parse(name, args)? {
             reserved::Request::Emit { room, event, args } => {
                 let channel = socket.channel(room.as_deref());
-                let gateway = &self.conn.gateway;
-                let rules = socket
-                    .access
-                    .authorize_publish(&gateway.channels, &channel)?;
+                let ctx = &self.conn.ctx;
+                let rules = socket.access.authorize_publish(&ctx.channels, &channel)?;
                 let data = envelope::encode(&event, &args);
                 envelope::check_attachments(&data, attachments.len())?;
                 let publish = Publish {
@@ -315,8 +304,8 @@ impl Sockets {
                     publisher: Some(socket.access.client_info(&socket.sid)),
                     idempotency_key: None,
                 };
-                let limit = Limit::socketio(&gateway.socketio);
-                let bus_limit = gateway.upstream.bus().max_payload();
+                let limit = Limit::socketio(&ctx.socketio);
+                let bus_limit = ctx.upstream.bus().max_payload();
                 let prepared = publish::prepare(publish, limit, bus_limit, rules.has_history())?;
                 Request::Publish(prepared)
             }
@@ -345,16 +334,16 @@ impl Sockets {
             Request::History(options) => return conn.history(socket, options).await,
             Request::Publish(prepared) => {
                 let started = std::time::Instant::now();
-                let sent = publish::send(&conn.gateway.upstream, prepared).await;
+                let sent = publish::send(&conn.ctx.upstream, prepared).await;
                 metrics::published(SOCKETIO, started, 1);
                 Ok(accepted(&sent?))
             }
             Request::Join(channel) => {
-                let gateway = &conn.gateway;
+                let ctx = &conn.ctx;
                 socket
                     .access
-                    .authorize(&gateway.channels, &channel, Action::Subscribe)?;
-                let most = gateway.socketio.max_rooms;
+                    .authorize(&ctx.channels, &channel, Action::Subscribe)?;
+                let most = ctx.socketio.max_rooms;
                 if socket.rooms() >= most && !socket.is_in(&channel) {
                     let message = format!("at most {most} rooms per socket");
                     return Err(Refusal::new(ErrorCode::LimitExceeded, message));
@@ -372,17 +361,17 @@ impl Sockets {
             }
             Request::Leave(channel) => {
                 if socket.left(&channel) {
-                    conn.gateway.hub.unsubscribe(&channel, socket.id);
+                    conn.ctx.hub.unsubscribe(&channel, socket.id);
                     conn.track(socket, &channel, false);
                     conn.amend(socket, &channel).await;
                 }
                 Ok(json!({ "ok": true }))
             }
             Request::Refresh(token) => {
-                socket.access.refresh(&conn.gateway.auth, &token)?;
+                socket.access.refresh(&conn.ctx.auth, &token)?;
                 let expires_in = socket.access.identity().expires_in();
                 // What the new token no longer allows ends, with `herald:unsubscribe`.
-                let channels = &conn.gateway.channels;
+                let channels = &conn.ctx.channels;
                 let revoked: Vec<String> = socket
                     .joined
                     .iter()

@@ -13,10 +13,11 @@ use futures_util::{SinkExt, StreamExt};
 use herald_core::codes::DisconnectCode;
 use tokio::sync::OwnedMutexGuard;
 
+use super::endpoint::Endpoint;
 use super::engine::{self, PacketType};
 use super::link::{Link, Transport};
 use super::session;
-use crate::gateway::{ConnectionPermit, Gateway};
+use crate::connections::ConnectionPermit;
 use crate::inbound::client_gone;
 use crate::outbound::{self, Frames};
 
@@ -24,8 +25,8 @@ use crate::outbound::{self, Frames};
 const UPGRADE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Serves a session that opened directly on WebSocket.
-pub async fn open(socket: WebSocket, gateway: Arc<Gateway>, permit: ConnectionPermit) {
-    let link = session::start(&gateway, Transport::WebSocket, permit);
+pub async fn open(socket: WebSocket, endpoint: Arc<Endpoint>, permit: ConnectionPermit) {
+    let link = session::start(&endpoint, Transport::WebSocket, permit);
     let frames = link.take_frames().await;
     let (sink, stream) = socket.split();
     carry(sink, stream, &link, frames).await;

@@ -18,9 +18,7 @@ use herald_proto::api::v1::{
     UnsubscribeRequest, UnsubscribeResponse, broadcast_result,
 };
 use herald_proto::bus::v1::control_command::Action;
-use herald_proto::bus::v1::{
-    self as bus, ClientSelector, ControlReply, PresenceQuery, presence_reply,
-};
+use herald_proto::bus::v1::{self as bus, ClientSelector, ControlReply};
 use serde_json::value::RawValue;
 use tonic::{Request, Response, Status};
 
@@ -80,19 +78,6 @@ impl Api {
             bus_limit,
             rules.has_history(),
         )
-    }
-
-    async fn presence_query(
-        &self,
-        channel: String,
-        stats_only: bool,
-    ) -> Result<presence_reply::Result, Status> {
-        valid_channel(&channel)?;
-        let query = PresenceQuery {
-            channel,
-            stats_only,
-        };
-        self.upstream.presence(query).await.map_err(from_refusal)
     }
 }
 
@@ -251,10 +236,10 @@ impl HeraldApi for Api {
         request: Request<PresenceRequest>,
     ) -> Result<Response<PresenceResponse>, Status> {
         let channel = request.into_inner().channel;
-        let presence_reply::Result::List(list) = self.presence_query(channel, false).await? else {
-            return Err(Status::internal("unexpected router reply"));
-        };
-        let clients = list.clients.into_iter().map(client_info).collect();
+        valid_channel(&channel)?;
+        let clients = self.upstream.presence(&channel).await;
+        let clients = clients.map_err(from_refusal)?;
+        let clients = clients.into_iter().map(client_info).collect();
         Ok(Response::new(PresenceResponse { clients }))
     }
 
@@ -263,9 +248,9 @@ impl HeraldApi for Api {
         request: Request<PresenceStatsRequest>,
     ) -> Result<Response<PresenceStatsResponse>, Status> {
         let channel = request.into_inner().channel;
-        let presence_reply::Result::Stats(stats) = self.presence_query(channel, true).await? else {
-            return Err(Status::internal("unexpected router reply"));
-        };
+        valid_channel(&channel)?;
+        let stats = self.upstream.presence_stats(&channel).await;
+        let stats = stats.map_err(from_refusal)?;
         Ok(Response::new(PresenceStatsResponse {
             num_clients: stats.clients,
             num_users: stats.users,

@@ -1,0 +1,85 @@
+//! What a client session may use of its gateway: the settings, token verification, the
+//! hub, the routers (through [`Upstream`]), presence reports, the server API's view of the
+//! sessions, and the drain. Nothing of HTTP or of a transport is here, so a session runs,
+//! and is tested, on a context built from a configuration and a bus alone.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use herald_core::auth::Verifier;
+use herald_core::bus::Bus;
+use herald_core::config::{ChannelsConfig, Config, ConfigError, GatewayConfig, SocketIoConfig};
+use herald_core::subjects::Subjects;
+use herald_core::upstream::Upstream;
+
+use crate::clients::Clients;
+use crate::drain::Drain;
+use crate::feed::FeedConfig;
+use crate::hub::{ClientId, Hub};
+use crate::outbound::Bounds;
+use crate::presence::PresenceReporter;
+
+pub struct Context {
+    /// This node's id: the prefix of its clients' cluster-wide names.
+    pub node_id: String,
+    pub config: GatewayConfig,
+    pub channels: ChannelsConfig,
+    pub socketio: SocketIoConfig,
+    pub auth: Verifier,
+    pub hub: Arc<Hub>,
+    pub upstream: Upstream,
+    pub presence: Arc<PresenceReporter>,
+    /// Client connections by user and client id, for the server API's commands.
+    pub clients: Clients,
+    /// Begins when the node is told to stop; every session watches for its turn to leave.
+    pub drain: Drain,
+    next_id: AtomicU64,
+}
+
+impl Context {
+    /// Fails only on an auth key that cannot be read.
+    pub fn new(
+        node_id: impl Into<String>,
+        config: &Config,
+        bus: Arc<dyn Bus>,
+    ) -> Result<Arc<Self>, ConfigError> {
+        let upstream = Upstream::new(
+            bus,
+            Subjects::new(config.nats.subject_prefix.clone()),
+            config.gateway.request_timeout,
+        );
+        let feed_config = FeedConfig {
+            gap_hold: config.gateway.gap_hold,
+        };
+        Ok(Arc::new(Self {
+            auth: Verifier::new(&config.auth)?,
+            node_id: node_id.into(),
+            config: config.gateway.clone(),
+            channels: config.channels.clone(),
+            socketio: config.socketio.clone(),
+            hub: Hub::new(
+                upstream.clone(),
+                feed_config,
+                config.gateway.request_timeout,
+            ),
+            upstream,
+            presence: Arc::default(),
+            clients: Clients::default(),
+            drain: Drain::new(config.gateway.drain_period),
+            next_id: AtomicU64::new(1),
+        }))
+    }
+
+    /// A new id for a connection or a subscriber, unique on this gateway.
+    pub fn next_id(&self) -> ClientId {
+        self.next_id.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// How much one connection may have queued.
+    pub fn outbound_bounds(&self) -> Bounds {
+        Bounds {
+            frames: self.config.outbound_queue,
+            bytes: self.config.outbound_bytes,
+        }
+    }
+}
