@@ -6,25 +6,32 @@
 //! one local subscriber.
 //!
 //! # Layout
-//! - [`gateway`]: the node's shared state and [`serve`], which runs it on a listener.
-//! - [`http`]: routes (WebSocket endpoints, `/healthz`, `/readyz`, `/metrics`).
-//! - [`drain`]: moving clients off a stopping gateway, spread over the drain period.
-//! - [`metrics`]: what a gateway records about its clients, and its gauges at scrape time.
-//! - [`native`]: the native JSON protocol: command parsing, replies, pushes, the session.
-//! - [`hub`]: local subscriptions and fan-out (encode once, queue to many), protocol-neutral.
-//! - [`render`]: publications and join/leave events in each wire format the hub serves.
-//! - [`feed`]: one task per subscribed channel, bringing its publications in order.
-//! - [`catch_up`]: subscribing a returning client with exactly what it missed.
-//! - [`sequencer`]: the ordering rule (no gaps, no duplicates), pure logic.
-//! - [`socketio`]: the Socket.IO profile: Engine.IO v4 transports, Socket.IO v5 sockets.
-//! - [`access`]: one client's identity, permissions, publish budget and token expiry.
-//! - [`rate`]: publish rate limits (token buckets).
-//! - [`clients`] and [`control`]: commands of the server API (disconnect, unsubscribe,
-//!   channels) reaching the sessions they concern.
-//! - [`presence`]: reporting this gateway's clients to the routers' presence.
-//! - [`inbound`]: telling a client that went away from one that broke the protocol.
-//! - [`outbound`]: a connection's bounded outbound queue, close signal and writer.
-//! - [`deadline`]: optional timers for `select!` loops.
+//!
+//! The modules form a one-way hierarchy: a module uses modules of its own layer or of the
+//! layers below it, never above (`tests/layering.rs` holds every module to this list).
+//!
+//! 1. Leaves. [`outbound`]: a connection's bounded queue, close signal and writer.
+//!    [`sequencer`]: the ordering rule, pure logic. [`rate`]: token buckets. [`deadline`]:
+//!    optional timers for `select!` loops. [`drain`]: spreading clients' departures over the
+//!    drain period. [`inbound`]: a client that went away or broke the protocol.
+//!    [`connections`]: the count against `max_connections`.
+//! 2. Wire formats, pure encoding and parsing: [`native::command`], [`native::push`],
+//!    [`native::reply`]; [`socketio::engine`], [`socketio::packet`], [`socketio::binary`],
+//!    [`socketio::channels`], [`socketio::reserved`], [`socketio::offsets`],
+//!    [`socketio::event`].
+//! 3. Rendering: [`render`], a publication in each format the hub serves; [`metrics`],
+//!    what a gateway records.
+//! 4. Fan-out: [`feed`], one task per channel bringing its publications in order, and
+//!    [`hub`], who is subscribed to what, protocol-neutral.
+//! 5. What sessions share: [`access`] (identity, permissions, publish budget),
+//!    [`catch_up`] (a returning client gets what it missed), [`clients`] (sessions by user
+//!    and client id), [`presence`] (reports to the routers), [`batch`] (one publish batcher
+//!    for both protocols), [`control`] (the server API's commands), and [`context`], the
+//!    narrow context every session is given.
+//! 6. The protocols: [`native`] (the session, reading ahead) and [`socketio`] (Engine.IO
+//!    transports, links, sessions, sockets, recovery).
+//! 7. HTTP wiring: [`gateway`] (the node's state), [`http`] (routes, probes, `/metrics`)
+//!    and [`serve`] (listeners and the drain).
 
 pub mod access;
 pub mod batch;
