@@ -115,6 +115,25 @@ impl fmt::Display for Refusal {
 
 impl std::error::Error for Refusal {}
 
+/// A refusal as the bus carries it, in a router's reply.
+impl From<Refusal> for herald_proto::bus::v1::Error {
+    fn from(refusal: Refusal) -> Self {
+        Self {
+            code: refusal.code.code(),
+            temporary: refusal.code.temporary(),
+            message: refusal.message,
+        }
+    }
+}
+
+/// A router's error as a refusal; a code this node does not know is an internal error.
+impl From<herald_proto::bus::v1::Error> for Refusal {
+    fn from(error: herald_proto::bus::v1::Error) -> Self {
+        let code = ErrorCode::from_code(error.code).unwrap_or(ErrorCode::Internal);
+        Self::new(code, error.message)
+    }
+}
+
 /// Why the server closed a connection; the number is the WebSocket close code.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum DisconnectCode {

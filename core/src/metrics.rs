@@ -12,7 +12,7 @@
 use std::sync::OnceLock;
 use std::time::Duration;
 
-use crate::bus::BusError;
+use crate::bus::{BusError, Operation};
 use metrics::{Unit, counter, describe_counter, describe_gauge, describe_histogram, gauge};
 use metrics_exporter_prometheus::{BuildError, Matcher, PrometheusBuilder, PrometheusHandle};
 use thiserror::Error;
@@ -141,13 +141,14 @@ fn initialize() {
     for kind in ["slow_consumer", "server", "client"] {
         counter!(NATS_ERRORS, "kind" => kind).absolute(0);
     }
-    for error in [
+    let errors = [
         BusError::NotConnected,
         BusError::Timeout,
         BusError::NoResponders,
         BusError::TooLarge { size: 0, limit: 0 },
-        BusError::Other(String::new()),
-    ] {
+    ];
+    let failures = Operation::ALL.map(|operation| BusError::failed(operation, ""));
+    for error in errors.into_iter().chain(failures) {
         counter!(BUS_REQUEST_ERRORS, "kind" => error.kind()).absolute(0);
     }
 }

@@ -14,10 +14,10 @@ use crate::codes::{ErrorCode, Refusal};
 use crate::subjects::Subjects;
 use bytes::Bytes;
 use herald_proto::bus::v1::{
-    self as pb, ClientInfo, HistoryPage, HistoryReply, HistoryRequest, Position, PresenceQuery,
-    PresenceReply, PresenceReport, PresenceRequest, PresenceStats, Publication, PublishBatch,
-    PublishBatchReply, PublishRequest, SessionReply, SessionRequest, SocketRecord, history_reply,
-    presence_reply, presence_request, publish_reply, session_reply,
+    ClientInfo, HistoryPage, HistoryReply, HistoryRequest, Position, PresenceQuery, PresenceReply,
+    PresenceReport, PresenceRequest, PresenceStats, Publication, PublishBatch, PublishBatchReply,
+    PublishRequest, SessionReply, SessionRequest, SocketRecord, history_reply, presence_reply,
+    presence_request, publish_reply, session_reply,
 };
 use prost::Message;
 
@@ -36,11 +36,6 @@ fn unavailable(e: BusError) -> Refusal {
         _ => ErrorCode::Unavailable,
     };
     Refusal::new(code, e.to_string())
-}
-
-fn refusal(error: pb::Error) -> Refusal {
-    let code = ErrorCode::from_code(error.code).unwrap_or(ErrorCode::Internal);
-    Refusal::new(code, error.message)
 }
 
 fn unexpected_reply() -> Refusal {
@@ -100,7 +95,7 @@ impl Upstream {
             .into_iter()
             .map(|reply| match reply.result {
                 Some(publish_reply::Result::Position(position)) => Ok(position),
-                Some(publish_reply::Result::Error(error)) => Err(refusal(error)),
+                Some(publish_reply::Result::Error(error)) => Err(error.into()),
                 None => Err(Refusal::new(ErrorCode::Internal, "empty router reply")),
             })
             .collect())
@@ -111,7 +106,7 @@ impl Upstream {
         let reply: HistoryReply = self.ask(self.subjects.history_requests(), request).await?;
         match reply.result {
             Some(history_reply::Result::Page(page)) => Ok(page),
-            Some(history_reply::Result::Error(error)) => Err(refusal(error)),
+            Some(history_reply::Result::Error(error)) => Err(error.into()),
             None => Err(Refusal::new(ErrorCode::Internal, "empty router reply")),
         }
     }
@@ -135,7 +130,7 @@ impl Upstream {
         let reply: SessionReply = self.ask(self.subjects.session_requests(), request).await?;
         match reply.result {
             Some(session_reply::Result::Record(record)) => Ok(Some(record)),
-            Some(session_reply::Result::Error(error)) => Err(refusal(error)),
+            Some(session_reply::Result::Error(error)) => Err(error.into()),
             None => Ok(None),
         }
     }
@@ -144,7 +139,7 @@ impl Upstream {
     pub async fn presence_report(&self, report: PresenceReport) -> Result<(), Refusal> {
         let action = presence_request::Action::Report(report);
         match self.presence_request(action).await? {
-            Some(presence_reply::Result::Error(error)) => Err(refusal(error)),
+            Some(presence_reply::Result::Error(error)) => Err(error.into()),
             _ => Ok(()),
         }
     }
@@ -178,7 +173,7 @@ impl Upstream {
             .presence_request(presence_request::Action::Query(query))
             .await?
         {
-            Some(presence_reply::Result::Error(error)) => Err(refusal(error)),
+            Some(presence_reply::Result::Error(error)) => Err(error.into()),
             Some(result) => Ok(result),
             None => Err(Refusal::new(ErrorCode::Internal, "empty router reply")),
         }

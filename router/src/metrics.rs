@@ -67,7 +67,7 @@ impl Operation {
     }
 
     /// The operation failed with `error`: counted, and turned into the store's error.
-    pub(crate) fn failed(&self, error: impl std::fmt::Display) -> StoreError {
+    pub(crate) fn failed(&self, error: redis::RedisError) -> StoreError {
         counter!(REDIS_ERRORS, "operation" => self.name).increment(1);
         store_error(error)
     }

@@ -1,6 +1,7 @@
-//! Serving one kind of request from the router queue group: many at once, each answered
-//! on its reply subject, with a flag that tells readiness checks the subscription is live,
-//! and a stop that answers every request received before leaving the group.
+//! Serving requests from the router queue group: a [`QueueService`] says how to answer
+//! them, and its [`Seat`] serves many at once, each answered on its reply subject, with a
+//! flag that tells readiness checks the subscriptions are live, and a stop that answers
+//! every request received before leaving the group.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -13,11 +14,21 @@ use futures_util::{Stream, StreamExt};
 use herald_core::bus::{Bus, BusError, BusMessage, Drainer};
 use herald_core::subjects::ROUTER_QUEUE;
 
+/// A service of the router queue group: it answers the requests of its subjects, each on
+/// the request's reply subject. Every router service is one, served by a [`Seat`].
+pub(crate) trait QueueService: Send + Sync + 'static {
+    /// The subjects whose requests it answers.
+    fn subjects(&self) -> Vec<String>;
+
+    /// The encoded reply to one request that arrived on `subjects()[subject]`.
+    fn answer(&self, subject: usize, request: Bytes) -> impl Future<Output = Vec<u8>> + Send;
+}
+
 /// A service's seat in the router queue group.
 pub(crate) struct Seat {
     /// Requests served at once.
     concurrency: usize,
-    /// Set while the subscription is live on the bus.
+    /// Set while the subscriptions are live on the bus.
     serving: AtomicBool,
 }
 
@@ -33,35 +44,47 @@ impl Seat {
         self.serving.load(Ordering::Acquire)
     }
 
-    /// Joins the queue group on `subject` and runs `handle` on every request until
-    /// `shutdown` completes, then answers the requests it has received and leaves.
-    pub(crate) async fn serve<F, Fut>(
+    /// Joins the queue group on every subject of `service` and answers requests until
+    /// `shutdown` completes, then answers the requests it has received and leaves. Returns
+    /// whether it stopped for `shutdown` (rather than the subscriptions ending).
+    pub(crate) async fn serve<S: QueueService>(
         &self,
+        service: &S,
         bus: &Arc<dyn Bus>,
-        subject: String,
         shutdown: impl Future<Output = ()>,
-        handle: F,
-    ) -> Result<(), BusError>
-    where
-        F: Fn(BusMessage) -> Fut,
-        Fut: Future<Output = ()>,
-    {
-        let requests = bus
-            .queue_subscribe(subject.clone(), ROUTER_QUEUE.into())
-            .await?;
+    ) -> Result<bool, BusError> {
+        let subjects = service.subjects();
+        let mut subscriptions = Vec::with_capacity(subjects.len());
+        for subject in &subjects {
+            let subscription = bus
+                .queue_subscribe(subject.clone(), ROUTER_QUEUE.into())
+                .await?;
+            subscriptions.push(subscription);
+        }
         bus.flush().await?;
         self.serving.store(true, Ordering::Release);
-        let drainers = [requests.drainer()];
+        let drainers: Vec<Drainer> = subscriptions.iter().map(|s| s.drainer()).collect();
+        let requests = futures_util::stream::select_all(
+            subscriptions
+                .into_iter()
+                .enumerate()
+                .map(|(subject, requests)| requests.map(move |request| (subject, request))),
+        );
         let handling = Handling {
             bus: bus.as_ref(),
             concurrency: self.concurrency,
             serving: &self.serving,
             drainers: &drainers,
         };
-        if !handling.run(requests, shutdown, handle).await {
-            tracing::warn!(subject, "request subscription ended");
+        let answer = |(subject, request): (usize, BusMessage)| async move {
+            let reply = service.answer(subject, request.payload).await;
+            send_reply(bus.as_ref(), request.reply, reply).await;
+        };
+        let stopped = handling.run(requests, shutdown, answer).await;
+        if !stopped {
+            tracing::warn!(?subjects, "request subscriptions ended");
         }
-        Ok(())
+        Ok(stopped)
     }
 }
 
@@ -69,14 +92,14 @@ impl Seat {
 const STOP_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Serving requests many at once, and stopping without dropping any.
-pub(crate) struct Handling<'a> {
+struct Handling<'a> {
     /// Where the replies go.
-    pub(crate) bus: &'a dyn Bus,
-    pub(crate) concurrency: usize,
+    bus: &'a dyn Bus,
+    concurrency: usize,
     /// Cleared as soon as the router stops taking requests, for readiness checks.
-    pub(crate) serving: &'a AtomicBool,
+    serving: &'a AtomicBool,
     /// Of the subscriptions `requests` comes from.
-    pub(crate) drainers: &'a [Drainer],
+    drainers: &'a [Drainer],
 }
 
 impl Handling<'_> {
@@ -84,7 +107,7 @@ impl Handling<'_> {
     /// new request (the queue group's other members get them), and those already received
     /// are answered, within [`STOP_TIMEOUT`]. Returns whether it stopped for `shutdown`
     /// (rather than the subscriptions ending on their own).
-    pub(crate) async fn run<T, F, Fut>(
+    async fn run<T, F, Fut>(
         &self,
         requests: impl Stream<Item = T>,
         shutdown: impl Future<Output = ()>,
@@ -119,7 +142,7 @@ impl Handling<'_> {
 }
 
 /// Sends `payload` to a request's reply subject, if it has one.
-pub(crate) async fn reply(bus: &dyn Bus, to: Option<String>, payload: Vec<u8>) {
+async fn send_reply(bus: &dyn Bus, to: Option<String>, payload: Vec<u8>) {
     if let Some(to) = to
         && let Err(e) = bus.publish(to, Bytes::from(payload)).await
     {

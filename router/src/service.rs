@@ -8,17 +8,15 @@
 
 use std::future::Future;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 
 use bytes::Bytes;
-use futures_util::StreamExt;
-use herald_core::bus::{Bus, BusError, BusMessage};
+use herald_core::bus::{Bus, BusError};
 use herald_core::channel;
 use herald_core::codes::{ErrorCode, Refusal};
 use herald_core::config::{ChannelRules, ChannelsConfig, RouterConfig};
 use herald_core::metrics::PUBLICATIONS;
 use herald_core::publish::ENVELOPE_SLACK;
-use herald_core::subjects::{ROUTER_QUEUE, Subjects};
+use herald_core::subjects::Subjects;
 use herald_core::time::unix_micros;
 use herald_proto::bus::v1::{
     self as pb, ClientInfo, HistoryReply, HistoryRequest, Position, Publication, PublishBatch,
@@ -27,7 +25,7 @@ use herald_proto::bus::v1::{
 use prost::Message;
 
 use crate::history::{Append, Entry, HistoryStore, Limits, Query};
-use crate::queue::Handling;
+use crate::queue::{QueueService, Seat};
 
 pub use herald_core::config::MAX_HISTORY_LIMIT;
 pub use herald_core::publish::MAX_IDEMPOTENCY_KEY_LEN;
@@ -39,10 +37,9 @@ struct Group {
     indices: Vec<usize>,
 }
 
-enum Request {
-    Publish(BusMessage),
-    History(BusMessage),
-}
+/// The router's subjects, in the order of [`QueueService::subjects`].
+const PUBLISH_REQUESTS: usize = 0;
+const HISTORY_REQUESTS: usize = 1;
 
 pub struct RouterService {
     bus: Arc<dyn Bus>,
@@ -50,8 +47,7 @@ pub struct RouterService {
     subjects: Subjects,
     channels: ChannelsConfig,
     config: RouterConfig,
-    /// Set once the request subscriptions are live on the bus.
-    serving: AtomicBool,
+    seat: Seat,
     /// Counts every publication stored and delivered; kept, as it is counted per
     /// publication.
     published: metrics::Counter,
@@ -70,8 +66,8 @@ impl RouterService {
             store,
             subjects,
             channels,
+            seat: Seat::new(config.concurrency),
             config,
-            serving: AtomicBool::new(false),
             published: metrics::counter!(PUBLICATIONS),
         })
     }
@@ -79,78 +75,42 @@ impl RouterService {
     /// Joins the router queue group and serves requests until `shutdown` completes, then
     /// answers the requests it has received and leaves the group.
     pub async fn run(self: Arc<Self>, shutdown: impl Future<Output = ()>) -> Result<(), BusError> {
-        let publishes = self
-            .bus
-            .queue_subscribe(self.subjects.publish_requests(), ROUTER_QUEUE.into())
-            .await?;
-        let histories = self
-            .bus
-            .queue_subscribe(self.subjects.history_requests(), ROUTER_QUEUE.into())
-            .await?;
-        self.bus.flush().await?;
-        self.serving.store(true, Ordering::Release);
-        let drainers = [publishes.drainer(), histories.drainer()];
-        let requests = futures_util::stream::select(
-            publishes.map(Request::Publish),
-            histories.map(Request::History),
-        );
-        let handling = Handling {
-            bus: self.bus.as_ref(),
-            concurrency: self.config.concurrency,
-            serving: &self.serving,
-            drainers: &drainers,
-        };
-        let handle = |request| {
-            let this = self.clone();
-            async move { this.serve(request).await }
-        };
-        if handling.run(requests, shutdown, handle).await {
+        if self.seat.serve(self.as_ref(), &self.bus, shutdown).await? {
             tracing::info!("router stopped: every request received was answered");
-        } else {
-            tracing::warn!("router request subscriptions ended");
         }
         Ok(())
     }
 
-    async fn serve(&self, request: Request) {
-        let (reply_to, answer) = match request {
-            Request::Publish(message) => {
-                let replies = match PublishBatch::decode(message.payload) {
-                    Ok(batch) => self.publish_batch(batch.requests).await,
-                    Err(e) => vec![Err(Refusal::new(ErrorCode::BadRequest, e.to_string()))],
-                };
-                let replies = replies
-                    .into_iter()
-                    .map(|reply| PublishReply {
-                        result: Some(match reply {
-                            Ok(position) => publish_reply::Result::Position(position),
-                            Err(refusal) => publish_reply::Result::Error(to_pb(refusal)),
-                        }),
-                    })
-                    .collect();
-                (message.reply, PublishBatchReply { replies }.encode_to_vec())
-            }
-            Request::History(message) => {
-                let reply = match HistoryRequest::decode(message.payload) {
-                    Ok(req) => self.history(req).await,
-                    Err(e) => Err(Refusal::new(ErrorCode::BadRequest, e.to_string())),
-                };
-                let result = match reply {
-                    Ok(page) => history_reply::Result::Page(page),
-                    Err(refusal) => history_reply::Result::Error(to_pb(refusal)),
-                };
-                let encoded = HistoryReply {
-                    result: Some(result),
-                }
-                .encode_to_vec();
-                (message.reply, encoded)
-            }
+    async fn answer_publishes(&self, request: Bytes) -> Vec<u8> {
+        let replies = match PublishBatch::decode(request) {
+            Ok(batch) => self.publish_batch(batch.requests).await,
+            Err(e) => vec![Err(Refusal::new(ErrorCode::BadRequest, e.to_string()))],
         };
-        if let Some(reply_to) = reply_to
-            && let Err(e) = self.bus.publish(reply_to, Bytes::from(answer)).await
-        {
-            tracing::warn!(error = %e, "cannot reply to a gateway");
+        let replies = replies
+            .into_iter()
+            .map(|reply| PublishReply {
+                result: Some(match reply {
+                    Ok(position) => publish_reply::Result::Position(position),
+                    Err(refusal) => publish_reply::Result::Error(refusal.into()),
+                }),
+            })
+            .collect();
+        PublishBatchReply { replies }.encode_to_vec()
+    }
+
+    async fn answer_history(&self, request: Bytes) -> Vec<u8> {
+        let reply = match HistoryRequest::decode(request) {
+            Ok(request) => self.history(request).await,
+            Err(e) => Err(Refusal::new(ErrorCode::BadRequest, e.to_string())),
+        };
+        let result = match reply {
+            Ok(page) => history_reply::Result::Page(page),
+            Err(refusal) => history_reply::Result::Error(refusal.into()),
+        };
+        HistoryReply {
+            result: Some(result),
         }
+        .encode_to_vec()
     }
 
     /// Stores and delivers one publication; returns where it landed.
@@ -278,7 +238,7 @@ impl RouterService {
                 },
             })
             .await
-            .map_err(|e| Refusal::new(ErrorCode::Unavailable, e.to_string()))?;
+            .map_err(Refusal::from)?;
         if appended.len() != publications.len() {
             return Err(Refusal::new(
                 ErrorCode::Internal,
@@ -342,7 +302,7 @@ impl RouterService {
             .store
             .read(&req.channel, query)
             .await
-            .map_err(|e| Refusal::new(ErrorCode::Unavailable, e.to_string()))?;
+            .map_err(Refusal::from)?;
         Ok(pb::HistoryPage {
             publications: page.publications,
             position: Some(page.position),
@@ -353,7 +313,7 @@ impl RouterService {
     /// Whether this router can serve: its subscriptions are live, the bus is connected and
     /// the store answers.
     pub async fn ready(&self) -> bool {
-        self.serving.load(Ordering::Acquire) && self.bus_connected() && self.store_reachable().await
+        self.seat.serving() && self.bus_connected() && self.store_reachable().await
     }
 
     pub fn bus_connected(&self) -> bool {
@@ -377,10 +337,19 @@ fn publisher(request: &PublishRequest) -> Option<ClientInfo> {
     })
 }
 
-fn to_pb(refusal: Refusal) -> pb::Error {
-    pb::Error {
-        code: refusal.code.code(),
-        temporary: refusal.code.temporary(),
-        message: refusal.message,
+impl QueueService for RouterService {
+    fn subjects(&self) -> Vec<String> {
+        vec![
+            self.subjects.publish_requests(),
+            self.subjects.history_requests(),
+        ]
+    }
+
+    async fn answer(&self, subject: usize, request: Bytes) -> Vec<u8> {
+        match subject {
+            PUBLISH_REQUESTS => self.answer_publishes(request).await,
+            HISTORY_REQUESTS => self.answer_history(request).await,
+            _ => Vec::new(),
+        }
     }
 }

@@ -5,7 +5,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use herald_proto::bus::v1::ClientInfo;
 use herald_router::history::{
-    Append, Appended, Entry, HistoryStore, Limits, MemoryHistory, Query, RedisHistory,
+    Append, Appended, Entry, HistoryStore, Limits, MemoryHistory, Query, RedisHistory, StoreError,
 };
 use herald_testkit::Server;
 
@@ -209,7 +209,11 @@ async fn redis_store_fails_while_redis_is_down_and_recovers() {
         .unwrap();
     one(&store, append("c", "1", None, 10)).await;
     redis.stop();
-    assert!(store.append(append("c", "2", None, 10)).await.is_err());
+    let down = store.append(append("c", "2", None, 10)).await;
+    assert!(
+        matches!(down, Err(StoreError::Unavailable(_))),
+        "a Redis that is down is unavailable, which clients retry: {down:?}"
+    );
     redis.restart();
     // Redis kept nothing: the channel starts a new epoch at offset 1.
     let recovered = herald_testkit::wait_for_async(Duration::from_secs(20), || async {

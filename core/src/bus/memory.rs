@@ -14,7 +14,7 @@ use bytes::Bytes;
 use futures_util::StreamExt;
 use tokio::sync::{mpsc, watch};
 
-use super::{Bus, BusError, BusMessage, Subscription, drain};
+use super::{Bus, BusError, BusMessage, Operation, Subscription, drain};
 
 /// Messages buffered per subscriber before new ones are dropped.
 pub const SUBSCRIBER_BUFFER: usize = 16 * 1024;
@@ -204,7 +204,10 @@ impl Bus for MemoryBus {
         }
         match tokio::time::timeout(timeout, replies.next()).await {
             Ok(Some(reply)) => Ok(reply.payload),
-            Ok(None) => Err(BusError::Other("reply subscription closed".into())),
+            Ok(None) => Err(BusError::failed(
+                Operation::Request,
+                "reply subscription closed",
+            )),
             Err(_) => Err(BusError::Timeout),
         }
     }

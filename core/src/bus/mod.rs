@@ -35,19 +35,69 @@ pub enum BusError {
     NoResponders,
     #[error("a message of {size} bytes exceeds the bus's max_payload of {limit} bytes")]
     TooLarge { size: usize, limit: usize },
-    #[error("message bus error: {0}")]
-    Other(String),
+    /// The bus client failed at `operation`, for a reason only its message tells.
+    #[error("message bus: {operation} failed: {message}")]
+    Failed {
+        operation: Operation,
+        message: String,
+    },
+}
+
+/// What the bus was doing when it failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Operation {
+    Connect,
+    Publish,
+    Subscribe,
+    Request,
+    /// A round trip to the server, which confirms what was sent before it.
+    RoundTrip,
+}
+
+impl Operation {
+    pub const ALL: [Self; 5] = [
+        Self::Connect,
+        Self::Publish,
+        Self::Subscribe,
+        Self::Request,
+        Self::RoundTrip,
+    ];
+
+    /// A short name for metrics labels.
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::Connect => "connect",
+            Self::Publish => "publish",
+            Self::Subscribe => "subscribe",
+            Self::Request => "request",
+            Self::RoundTrip => "round_trip",
+        }
+    }
+}
+
+impl std::fmt::Display for Operation {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.label())
+    }
 }
 
 impl BusError {
-    /// A short name for metrics labels.
+    /// The bus client failed at `operation`.
+    pub fn failed(operation: Operation, error: impl std::fmt::Display) -> Self {
+        Self::Failed {
+            operation,
+            message: error.to_string(),
+        }
+    }
+
+    /// A short name for metrics labels: the error, or the operation that failed.
     pub fn kind(&self) -> &'static str {
         match self {
             Self::NotConnected => "not_connected",
             Self::Timeout => "timeout",
             Self::NoResponders => "no_responders",
             Self::TooLarge { .. } => "too_large",
-            Self::Other(_) => "other",
+            Self::Failed { operation, .. } => operation.label(),
         }
     }
 }

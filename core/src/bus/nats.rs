@@ -10,7 +10,7 @@ use bytes::Bytes;
 use futures_util::StreamExt;
 use tokio::sync::watch;
 
-use super::{Bus, BusError, BusMessage, Subscription, drain};
+use super::{Bus, BusError, BusMessage, Operation, Subscription, drain};
 use crate::metrics::{NATS_CONNECTS, NATS_DISCONNECTS, NATS_ERRORS};
 
 /// Reconnection backoff stays short: a gateway or router waiting on NATS is useless, and
@@ -74,7 +74,7 @@ impl NatsBus {
             })
             .connect(url)
             .await
-            .map_err(|e| BusError::Other(format!("cannot connect to NATS at {url}: {e}")))?;
+            .map_err(|e| BusError::failed(Operation::Connect, format!("NATS at {url}: {e}")))?;
         Ok(Self {
             client,
             connections,
@@ -155,7 +155,7 @@ impl Bus for NatsBus {
         self.client
             .publish(subject, payload)
             .await
-            .map_err(|e| BusError::Other(e.to_string()))
+            .map_err(|e| BusError::failed(Operation::Publish, e))
     }
 
     async fn request(
@@ -177,7 +177,7 @@ impl Bus for NatsBus {
             Err(e) => Err(match e.kind() {
                 RequestErrorKind::TimedOut => BusError::Timeout,
                 RequestErrorKind::NoResponders => BusError::NoResponders,
-                RequestErrorKind::Other => BusError::Other(e.to_string()),
+                RequestErrorKind::Other => BusError::failed(Operation::Request, e),
             }),
         }
     }
@@ -187,7 +187,7 @@ impl Bus for NatsBus {
             .subscribe(subject)
             .await
             .map(into_subscription)
-            .map_err(|e| BusError::Other(e.to_string()))
+            .map_err(|e| BusError::failed(Operation::Subscribe, e))
     }
 
     async fn queue_subscribe(
@@ -199,7 +199,7 @@ impl Bus for NatsBus {
             .queue_subscribe(subject, queue)
             .await
             .map(into_subscription)
-            .map_err(|e| BusError::Other(e.to_string()))
+            .map_err(|e| BusError::failed(Operation::Subscribe, e))
     }
 
     async fn flush(&self) -> Result<(), BusError> {
@@ -213,7 +213,7 @@ impl Bus for NatsBus {
         match self.client.send_request(ROUND_TRIP_SUBJECT, request).await {
             Ok(_) => Ok(()),
             Err(e) if e.kind() == RequestErrorKind::NoResponders => Ok(()),
-            Err(e) => Err(BusError::Other(format!("round trip to NATS failed: {e}"))),
+            Err(e) => Err(BusError::failed(Operation::RoundTrip, e)),
         }
     }
 

@@ -156,7 +156,7 @@ impl MemoryHistory {
     fn state(&self) -> Result<std::sync::MutexGuard<'_, State>, StoreError> {
         self.state
             .lock()
-            .map_err(|_| StoreError("memory history lock poisoned".into()))
+            .map_err(|_| StoreError::Refused("memory history lock poisoned".into()))
     }
 }
 

@@ -13,6 +13,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::Bytes;
+use herald_core::codes::{ErrorCode, Refusal};
 use herald_proto::bus::v1::{ClientInfo, Position, Publication};
 use prost::Message;
 use thiserror::Error;
@@ -20,10 +21,43 @@ use thiserror::Error;
 pub use memory::MemoryHistory;
 pub use redis::RedisHistory;
 
-/// The store could not be used; the caller may retry.
-#[derive(Debug, Clone, Error)]
-#[error("history store unavailable: {0}")]
-pub struct StoreError(pub String);
+/// Why a store (history, Socket.IO sessions, presence) could not do what was asked.
+#[derive(Debug, Clone, Error, PartialEq, Eq)]
+pub enum StoreError {
+    /// The store did not answer: unreachable, timed out, the connection lost. Temporary.
+    #[error("store unavailable: {0}")]
+    Unavailable(String),
+    /// The store answered with an error: it refused the command (out of memory, a replica
+    /// that is read-only, a script that failed). Often temporary, as a failover ends it.
+    #[error("store refused the command: {0}")]
+    Refused(String),
+    /// What the store answered is not what Herald wrote there.
+    #[error("malformed store data: {0}")]
+    Malformed(String),
+}
+
+impl StoreError {
+    /// A short name for logs and metrics labels.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::Unavailable(_) => "unavailable",
+            Self::Refused(_) => "refused",
+            Self::Malformed(_) => "malformed",
+        }
+    }
+}
+
+/// What a client is told: a store that cannot serve now is temporary (retry), data that
+/// makes no sense is an internal error.
+impl From<StoreError> for Refusal {
+    fn from(error: StoreError) -> Self {
+        let code = match error {
+            StoreError::Unavailable(_) | StoreError::Refused(_) => ErrorCode::Unavailable,
+            StoreError::Malformed(_) => ErrorCode::Internal,
+        };
+        Refusal::new(code, error.to_string())
+    }
+}
 
 /// Publications to append to one channel, in order.
 #[derive(Debug, Clone)]

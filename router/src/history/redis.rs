@@ -29,8 +29,22 @@ pub struct RedisHistory {
     read: Script,
 }
 
-pub(crate) fn store_error(e: impl std::fmt::Display) -> StoreError {
-    StoreError(e.to_string())
+/// A reply that does not read as what Herald's scripts return.
+fn unreadable(e: impl std::fmt::Display) -> StoreError {
+    StoreError::Malformed(e.to_string())
+}
+
+/// A Redis error by what it means for the caller.
+pub(crate) fn store_error(e: redis::RedisError) -> StoreError {
+    if e.is_io_error() || e.is_timeout() || e.is_connection_dropped() || e.is_connection_refusal() {
+        return StoreError::Unavailable(e.to_string());
+    }
+    match e.kind() {
+        redis::ErrorKind::UnexpectedReturnType | redis::ErrorKind::Parse => {
+            StoreError::Malformed(e.to_string())
+        }
+        _ => StoreError::Refused(e.to_string()),
+    }
 }
 
 /// A Redis expiry in milliseconds; at least 1, since 0 would delete the key.
@@ -152,17 +166,17 @@ impl HistoryStore for RedisHistory {
             .invoke_async(&mut self.connection.clone())
             .await
             .map_err(|e| op.failed(e))?;
-        let malformed = || StoreError(format!("malformed append reply for {channel}"));
+        let malformed = || StoreError::Malformed(format!("append reply for {channel}"));
         let (epoch, results) = reply.split_first().ok_or_else(malformed)?;
-        let epoch: String = redis::from_redis_value_ref(epoch).map_err(store_error)?;
+        let epoch: String = redis::from_redis_value_ref(epoch).map_err(unreadable)?;
         if results.len() != 2 * append.entries.len() {
             return Err(malformed());
         }
         results
             .chunks_exact(2)
             .map(|pair| {
-                let offset: u64 = redis::from_redis_value_ref(&pair[0]).map_err(store_error)?;
-                let duplicate: u8 = redis::from_redis_value_ref(&pair[1]).map_err(store_error)?;
+                let offset: u64 = redis::from_redis_value_ref(&pair[0]).map_err(unreadable)?;
+                let duplicate: u8 = redis::from_redis_value_ref(&pair[1]).map_err(unreadable)?;
                 Ok(Appended {
                     offset,
                     epoch: epoch.clone(),
@@ -196,7 +210,7 @@ impl HistoryStore for RedisHistory {
             .iter()
             .map(|entry| {
                 parse_entry(channel, &epoch, entry)
-                    .ok_or_else(|| StoreError(format!("malformed history entry in {channel}")))
+                    .ok_or_else(|| StoreError::Malformed(format!("a history entry in {channel}")))
             })
             .collect::<Result<_, _>>()?;
         // The script counts field values; the exact size of the encoding decides.

@@ -8,21 +8,21 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use futures_util::future::join_all;
-use herald_core::bus::{Bus, BusError, BusMessage};
-use herald_core::codes::ErrorCode;
+use herald_core::bus::{Bus, BusError};
+use herald_core::codes::{ErrorCode, Refusal};
 use herald_core::config::ChannelsConfig;
 use herald_core::metrics::{PRESENCE_CHANGES, PRESENCE_SIZE};
 use herald_core::subjects::Subjects;
 use herald_core::time::unix_micros;
 use herald_proto::bus::v1::{
-    self as pb, Membership, Presence, PresenceList, PresenceQuery, PresenceReply, PresenceReport,
+    Membership, Presence, PresenceList, PresenceQuery, PresenceReply, PresenceReport,
     PresenceRequest, PresenceStats, Publication, presence_reply, presence_request,
 };
 use prost::Message;
 
 use super::PresenceStore;
 use crate::history::StoreError;
-use crate::queue::{self, Seat};
+use crate::queue::{QueueService, Seat};
 
 pub struct PresenceService {
     bus: Arc<dyn Bus>,
@@ -59,35 +59,13 @@ impl PresenceService {
     /// Joins the router queue group for presence requests and serves them until
     /// `shutdown` completes.
     pub async fn run(self: Arc<Self>, shutdown: impl Future<Output = ()>) -> Result<(), BusError> {
-        let subject = self.subjects.presence_requests();
-        let handle = |message| self.serve(message);
-        self.seat.serve(&self.bus, subject, shutdown, handle).await
-    }
-
-    async fn serve(&self, message: BusMessage) {
-        let result = match PresenceRequest::decode(message.payload).map(|r| r.action) {
-            Ok(Some(presence_request::Action::Report(report))) => {
-                self.apply(report).await.map(|()| None)
-            }
-            Ok(Some(presence_request::Action::Query(query))) => self.query(query).await.map(Some),
-            Ok(None) => Ok(None),
-            Err(e) => Err(pb::Error {
-                code: ErrorCode::BadRequest.code(),
-                temporary: false,
-                message: e.to_string(),
-            }),
-        };
-        let result = match result {
-            Ok(result) => result,
-            Err(error) => Some(presence_reply::Result::Error(error)),
-        };
-        let reply = PresenceReply { result }.encode_to_vec();
-        queue::reply(self.bus.as_ref(), message.reply, reply).await;
+        self.seat.serve(self.as_ref(), &self.bus, shutdown).await?;
+        Ok(())
     }
 
     /// Applies a gateway's report. A gateway never reports one client's join and leave of
     /// one channel in the same report, so the changes are applied all at once.
-    async fn apply(&self, report: PresenceReport) -> Result<(), pb::Error> {
+    async fn apply(&self, report: PresenceReport) -> Result<(), Refusal> {
         let joins = report
             .joins
             .into_iter()
@@ -116,7 +94,7 @@ impl PresenceService {
             }
         }
         match failure {
-            Some(e) => Err(unavailable(e)),
+            Some(e) => Err(e.into()),
             None => Ok(()),
         }
     }
@@ -146,29 +124,23 @@ impl PresenceService {
     }
 
     /// Answers a query, for every caller (gateways and the server API) alike.
-    async fn query(&self, query: PresenceQuery) -> Result<presence_reply::Result, pb::Error> {
+    async fn query(&self, query: PresenceQuery) -> Result<presence_reply::Result, Refusal> {
         if !self.channels.rules_for(&query.channel).presence {
-            return Err(pb::Error {
-                code: ErrorCode::NotAvailable.code(),
-                temporary: false,
-                message: "the channel keeps no presence".into(),
-            });
+            let message = "the channel keeps no presence";
+            return Err(Refusal::new(ErrorCode::NotAvailable, message));
         }
-        let clients = self.store.list(&query.channel).await.map_err(unavailable)?;
+        let clients = self.store.list(&query.channel).await?;
         metrics::histogram!(PRESENCE_SIZE).record(clients.len() as f64);
         if !query.stats_only {
             let list = PresenceList { clients };
             // A list that cannot travel in one bus message is refused plainly, not lost
             // on the way; the counts always can.
             if list.encoded_len() + 64 > self.bus.max_payload() {
-                return Err(pb::Error {
-                    code: ErrorCode::NotAvailable.code(),
-                    temporary: false,
-                    message: format!(
-                        "{} clients are too many to list in one reply: ask for presence_stats",
-                        list.clients.len()
-                    ),
-                });
+                let message = format!(
+                    "{} clients are too many to list in one reply: ask for presence_stats",
+                    list.clients.len()
+                );
+                return Err(Refusal::new(ErrorCode::NotAvailable, message));
             }
             return Ok(presence_reply::Result::List(list));
         }
@@ -184,10 +156,24 @@ impl PresenceService {
     }
 }
 
-fn unavailable(e: StoreError) -> pb::Error {
-    pb::Error {
-        code: ErrorCode::Unavailable.code(),
-        temporary: true,
-        message: e.to_string(),
+impl QueueService for PresenceService {
+    fn subjects(&self) -> Vec<String> {
+        vec![self.subjects.presence_requests()]
+    }
+
+    async fn answer(&self, _subject: usize, request: Bytes) -> Vec<u8> {
+        let result = match PresenceRequest::decode(request).map(|r| r.action) {
+            Ok(Some(presence_request::Action::Report(report))) => {
+                self.apply(report).await.map(|()| None)
+            }
+            Ok(Some(presence_request::Action::Query(query))) => self.query(query).await.map(Some),
+            Ok(None) => Ok(None),
+            Err(e) => Err(Refusal::new(ErrorCode::BadRequest, e.to_string())),
+        };
+        let result = match result {
+            Ok(result) => result,
+            Err(refusal) => Some(presence_reply::Result::Error(refusal.into())),
+        };
+        PresenceReply { result }.encode_to_vec()
     }
 }

@@ -5,8 +5,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use herald_core::bus::{Bus, BusError, BusMessage};
-use herald_core::codes::ErrorCode;
+use herald_core::bus::{Bus, BusError};
+use herald_core::codes::{ErrorCode, Refusal};
 use herald_core::subjects::Subjects;
 use herald_proto::bus::v1::{self as pb, SessionReply, SessionRequest, SocketRecord};
 use herald_proto::bus::v1::{session_reply, session_request::Action};
@@ -14,7 +14,7 @@ use prost::Message;
 
 use super::{SessionStore, Stored};
 use crate::history::StoreError;
-use crate::queue::{self, Seat};
+use crate::queue::{QueueService, Seat};
 
 pub struct SessionService {
     bus: Arc<dyn Bus>,
@@ -45,31 +45,8 @@ impl SessionService {
     /// Joins the router queue group for session requests and serves them until `shutdown`
     /// completes.
     pub async fn run(self: Arc<Self>, shutdown: impl Future<Output = ()>) -> Result<(), BusError> {
-        let subject = self.subjects.session_requests();
-        let handle = |message| self.serve(message);
-        self.seat.serve(&self.bus, subject, shutdown, handle).await
-    }
-
-    async fn serve(&self, message: BusMessage) {
-        let result = match SessionRequest::decode(message.payload) {
-            Ok(request) => self.handle(request).await.map_err(|e| pb::Error {
-                code: ErrorCode::Unavailable.code(),
-                temporary: true,
-                message: e.to_string(),
-            }),
-            Err(e) => Err(pb::Error {
-                code: ErrorCode::BadRequest.code(),
-                temporary: false,
-                message: e.to_string(),
-            }),
-        };
-        let result = match result {
-            Ok(Some(record)) => Some(session_reply::Result::Record(record)),
-            Ok(None) => None,
-            Err(error) => Some(session_reply::Result::Error(error)),
-        };
-        let reply = SessionReply { result }.encode_to_vec();
-        queue::reply(self.bus.as_ref(), message.reply, reply).await;
+        self.seat.serve(self.as_ref(), &self.bus, shutdown).await?;
+        Ok(())
     }
 
     async fn handle(&self, request: SessionRequest) -> Result<Option<SocketRecord>, StoreError> {
@@ -114,6 +91,25 @@ fn amended(stored: Stored) -> Result<SocketRecord, prost::DecodeError> {
         }
     }
     Ok(record)
+}
+
+impl QueueService for SessionService {
+    fn subjects(&self) -> Vec<String> {
+        vec![self.subjects.session_requests()]
+    }
+
+    async fn answer(&self, _subject: usize, request: Bytes) -> Vec<u8> {
+        let result = match SessionRequest::decode(request) {
+            Ok(request) => self.handle(request).await.map_err(Refusal::from),
+            Err(e) => Err(Refusal::new(ErrorCode::BadRequest, e.to_string())),
+        };
+        let result = match result {
+            Ok(Some(record)) => Some(session_reply::Result::Record(record)),
+            Ok(None) => None,
+            Err(refusal) => Some(session_reply::Result::Error(refusal.into())),
+        };
+        SessionReply { result }.encode_to_vec()
+    }
 }
 
 #[cfg(test)]
