@@ -70,8 +70,9 @@ log "Helm chart (default values and deploy/helm/herald/ci/*.yaml)"
 
 log "a live cluster's /metrics (the metrics integration test scrapes it)"
 scrapes="$work/scrapes"
-env -u HERALD_TOOLS_STATE METRICS_SCRAPE_DIR="$scrapes" cargo nextest run -p herald --test it --locked \
-    --no-fail-fast -E 'test(a_scrape_after_traffic_shows_the_counters_moved)'
+# `--workspace`, as the test script builds: the same features, so nothing is rebuilt.
+env -u HERALD_TOOLS_STATE METRICS_SCRAPE_DIR="$scrapes" cargo nextest run --workspace --locked \
+    --no-fail-fast -E 'binary(it) & test(a_scrape_after_traffic_shows_the_counters_moved)'
 for scrape in "$scrapes"/*.prom; do
     echo "--- $(basename "$scrape")"
     "$tools/check-metrics.sh" "$scrape" | tail -1

@@ -48,11 +48,13 @@ cargo fmt --all -- --check
 log "cargo clippy"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 
-log "local cluster script"
-bash deploy/local/smoke.sh
-
 log "tests"
 cargo nextest run --workspace --locked "$@"
+
+# With the binary the tests just built: a release build of its own would cost CI as much
+# as the tests.
+log "local cluster script"
+HERALD_BIN="${CARGO_TARGET_DIR:-$PWD/target}/debug/herald" bash deploy/local/smoke.sh
 
 log "deploy checks (Helm chart, dashboards, alert rules, /metrics)"
 bash deploy/check.sh

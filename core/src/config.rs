@@ -461,6 +461,28 @@ impl Config {
         Ok(config)
     }
 
+    /// Loads defaults, then `settings`, named as the `HERALD_*` environment variables
+    /// (`HERALD_GATEWAY__DRAIN_PERIOD`) but taken from the list instead of the environment:
+    /// for nodes run inside another program, such as tests, which must not share its
+    /// environment.
+    pub fn from_settings(settings: &[(&str, &str)]) -> Result<Self, ConfigError> {
+        let mut figment = Figment::from(Serialized::defaults(Config::default()));
+        for (name, value) in settings {
+            let Some(path) = name.strip_prefix("HERALD_") else {
+                return Err(ConfigError::Invalid(format!(
+                    "{name} is not a HERALD_ setting"
+                )));
+            };
+            let path = path.to_lowercase().replace("__", ".");
+            // Read as the environment's values are: numbers, booleans, arrays, text.
+            let value: figment::value::Value = value.parse().unwrap_or_else(|e| match e {});
+            figment = figment.merge(Serialized::default(&path, value));
+        }
+        let config: Config = figment.extract().map_err(Box::new)?;
+        config.validate()?;
+        Ok(config)
+    }
+
     /// Parses a TOML document on top of the defaults (for tests and `config check`).
     pub fn from_toml(text: &str) -> Result<Self, ConfigError> {
         let config: Config = Figment::from(Serialized::defaults(Config::default()))
@@ -538,6 +560,27 @@ impl Config {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn settings_read_as_the_environment_would_give_them() {
+        let config = Config::from_settings(&[
+            ("HERALD_GATEWAY__DRAIN_PERIOD", "1s"),
+            ("HERALD_GATEWAY__MAX_CONNECTIONS", "2"),
+            ("HERALD_CHANNELS__NAMESPACES__TYPING__HISTORY_SIZE", "0"),
+            ("HERALD_AUTH__ANONYMOUS", "false"),
+            ("HERALD_AUTH__HMAC_SECRET", "s3cret"),
+        ])
+        .unwrap();
+        assert_eq!(config.gateway.drain_period, Duration::from_secs(1));
+        assert_eq!(config.gateway.max_connections, 2);
+        assert!(!config.channels.rules_for("typing:x").has_history());
+        assert!(config.channels.rules_for("chat:x").has_history());
+        assert!(!config.auth.anonymous);
+        let err = Config::from_settings(&[("GATEWAY__LISTEN", "x")]).unwrap_err();
+        assert!(err.to_string().contains("GATEWAY__LISTEN"), "{err}");
+        let err = Config::from_settings(&[("HERALD_GATEWAY__NOPE", "1")]).unwrap_err();
+        assert!(err.to_string().contains("nope"), "{err}");
+    }
 
     #[test]
     fn unknown_keys_and_bad_values_are_refused() {

@@ -8,7 +8,8 @@
 #
 # Ports can be changed with NATS_PORT, REDIS_PORT, GATEWAY_PORTS ("3001 3002") and
 # ROUTER_PORTS ("3101 3102", health probes) and API_PORTS ("3201 3202", the routers' gRPC
-# server API). Logs and the pid file live in deploy/local/run/.
+# server API). Logs and the pid file live in deploy/local/run/. HERALD_BIN runs a binary
+# already built instead of building the release one (the test script uses its debug build).
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 root="$(cd "$here/../.." && pwd)"
@@ -20,7 +21,7 @@ REDIS_PORT="${REDIS_PORT:-16379}"
 GATEWAY_PORTS="${GATEWAY_PORTS:-3001 3002}"
 ROUTER_PORTS="${ROUTER_PORTS:-3101 3102}"
 API_PORTS="${API_PORTS:-3201 3202}"
-HERALD="$root/target/release/herald"
+HERALD="${HERALD_BIN:-$root/target/release/herald}"
 
 find_bin() {
     command -v "$1" 2>/dev/null && return
@@ -77,8 +78,10 @@ up() {
     local nats redis
     nats="$(find_bin nats-server)"
     redis="$(find_bin redis-server)"
-    echo "building herald (release)..."
-    (cd "$root" && cargo build --release --quiet --bin herald)
+    if [ -z "${HERALD_BIN:-}" ]; then
+        echo "building herald (release)..."
+        (cd "$root" && cargo build --release --quiet --bin herald)
+    fi
     : >"$pids"
     trap 'echo "start failed; stopping what was started" >&2; down' ERR
 

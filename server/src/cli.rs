@@ -3,7 +3,8 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
-use clap::{Parser, ValueEnum};
+use clap::Parser;
+pub use herald::Mode;
 use serde_json::{Map, Value, json};
 
 /// Herald: a real-time message broker for instant messaging and data sync.
@@ -52,26 +53,6 @@ pub struct Cli {
     /// Log filter such as `info` or `herald_gateway=debug,info` (log.level).
     #[arg(long, value_name = "FILTER")]
     pub log_level: Option<String>,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum Mode {
-    /// Gateway and router in one process, with an in-process bus and in-memory history.
-    Standalone,
-    /// Client connections (WebSocket), over NATS.
-    Gateway,
-    /// History and ordering, over NATS and Redis.
-    Router,
-}
-
-impl Mode {
-    pub fn name(self) -> &'static str {
-        match self {
-            Mode::Standalone => "standalone",
-            Mode::Gateway => "gateway",
-            Mode::Router => "router",
-        }
-    }
 }
 
 impl Cli {

@@ -2,8 +2,6 @@
 
 mod cli;
 mod logging;
-mod node;
-mod router_http;
 mod signal;
 
 use clap::Parser;
@@ -18,5 +16,13 @@ fn main() -> anyhow::Result<()> {
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?
-        .block_on(node::run(cli.mode, config))
+        .block_on(serve(cli.mode, config))
+}
+
+/// Binds the node's listeners, says where they are, and runs it until a signal.
+async fn serve(mode: herald::Mode, mut config: Config) -> anyhow::Result<()> {
+    config.node.id = herald::node_id(mode, &config);
+    let listeners = herald::Listeners::bind(mode, &config).await?;
+    herald::announce(mode, &config.node.id, &listeners)?;
+    herald::run(mode, config, listeners, signal::shutdown_token()).await
 }

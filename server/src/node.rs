@@ -1,11 +1,16 @@
-//! Wiring of a node for each mode. The same gateway and router code runs in all of them;
-//! only the bus and the stores (history, Socket.IO sessions, presence) differ.
+//! A Herald node as a library: the wiring of each mode, on listeners bound beforehand, until
+//! a shutdown token is cancelled. The same gateway and router code runs in every mode; only
+//! the bus and the stores (history, Socket.IO sessions, presence) differ. The `herald`
+//! binary binds the listeners its settings name and runs one node; tests run whole
+//! clusters of nodes in one process.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
+use clap::ValueEnum;
+use herald_core::auth::Verifier;
 use herald_core::bus::{Bus, MemoryBus, NatsBus};
 use herald_core::config::Config;
 use herald_core::heartbeat;
@@ -19,31 +24,129 @@ use herald_router::presence::{MemoryPresence, PresenceService, PresenceStore, Re
 use herald_router::sessions::{MemorySessions, RedisSessions, SessionService, SessionStore};
 use herald_router::{RouterService, api};
 use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use crate::cli::Mode;
-use crate::{router_http, signal};
+use crate::router_http;
+use std::future::Future;
 
 /// Longest pause between attempts to reach Redis at start-up.
 const REDIS_RETRY: Duration = Duration::from_secs(2);
 
-pub async fn run(mode: Mode, config: Config) -> anyhow::Result<()> {
-    let node_id = if config.node.id.is_empty() {
+/// What a node runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Mode {
+    /// Gateway and router in one process, with an in-process bus and in-memory history.
+    Standalone,
+    /// Client connections (WebSocket), over NATS.
+    Gateway,
+    /// History and ordering, over NATS and Redis.
+    Router,
+}
+
+impl Mode {
+    pub fn name(self) -> &'static str {
+        match self {
+            Mode::Standalone => "standalone",
+            Mode::Gateway => "gateway",
+            Mode::Router => "router",
+        }
+    }
+
+    /// Whether the node serves the gRPC server API.
+    fn serves_api(self) -> bool {
+        matches!(self, Mode::Standalone | Mode::Router)
+    }
+}
+
+/// The listeners of one node.
+pub struct Listeners {
+    /// Client connections (standalone, gateway), or a router's probes and `/metrics`.
+    pub main: TcpListener,
+    /// A gateway's probes and `/metrics`, when `gateway.metrics_listen` is set.
+    pub probes: Option<TcpListener>,
+    /// The gRPC server API of a standalone node or a router.
+    pub api: Option<TcpListener>,
+}
+
+impl Listeners {
+    /// Binds the addresses `config` gives for `mode`. An API that would be open to other
+    /// machines without a key, or whose TLS files cannot be read, stops the node before
+    /// anything is bound: it must not come up even briefly.
+    pub async fn bind(mode: Mode, config: &Config) -> anyhow::Result<Self> {
+        if mode.serves_api() {
+            config.api.check_exposure()?;
+            api::tls(config)?;
+        }
+        if mode != Mode::Router {
+            // A token key that cannot be read stops the node before it binds, too.
+            Verifier::new(&config.auth)?;
+        }
+        let main = match mode {
+            Mode::Router => config.router.listen,
+            Mode::Standalone | Mode::Gateway => config.gateway.listen,
+        };
+        let probes = match (mode, config.gateway.metrics_listen) {
+            (Mode::Standalone | Mode::Gateway, Some(addr)) => Some(bind(addr).await?),
+            _ => None,
+        };
+        let api = match mode.serves_api() {
+            true => Some(bind(config.api.listen).await?),
+            false => None,
+        };
+        Ok(Self {
+            main: bind(main).await?,
+            probes,
+            api,
+        })
+    }
+
+    /// Where the main listener is.
+    pub fn main_addr(&self) -> std::io::Result<SocketAddr> {
+        self.main.local_addr()
+    }
+
+    /// Where the server API listens, if the node has one.
+    pub fn api_addr(&self) -> Option<SocketAddr> {
+        self.api.as_ref().and_then(|l| l.local_addr().ok())
+    }
+
+    /// Where a gateway's probes listen, if on a listener of their own.
+    pub fn probes_addr(&self) -> Option<SocketAddr> {
+        self.probes.as_ref().and_then(|l| l.local_addr().ok())
+    }
+}
+
+/// The id of a node of `mode`: `node.id`, or the mode and random characters.
+pub fn node_id(mode: Mode, config: &Config) -> String {
+    if config.node.id.is_empty() {
         format!("{}-{:06x}", mode.name(), rand::random::<u32>() & 0xff_ffff)
     } else {
         config.node.id.clone()
-    };
-    if matches!(mode, Mode::Standalone | Mode::Router) {
-        // Before anything is reached or bound: an open API must not come up even briefly.
+    }
+}
+
+/// Runs a node of `mode` on `listeners` until `shutdown` is cancelled, then drains it:
+/// a gateway sends its clients away over the drain period, a router answers the requests
+/// it has received; returns once every service of the node has stopped.
+pub async fn run(
+    mode: Mode,
+    config: Config,
+    listeners: Listeners,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    let node_id = node_id(mode, &config);
+    if mode.serves_api() {
         config.api.check_exposure()?;
     }
-    let shutdown = signal::shutdown_token();
     if matches!(mode, Mode::Standalone | Mode::Gateway) {
         herald_gateway::metrics::initialize();
     }
-    if matches!(mode, Mode::Standalone | Mode::Router) {
+    if mode.serves_api() {
         herald_router::metrics::initialize();
     }
+    let Listeners { main, probes, api } = listeners;
+    let api = || api.context("a standalone node or router needs its API listener");
     match mode {
         Mode::Standalone => {
             let bus: Arc<dyn Bus> = Arc::new(MemoryBus::new());
@@ -55,28 +158,25 @@ pub async fn run(mode: Mode, config: Config) -> anyhow::Result<()> {
             // The router and the API serve until the gateway has drained its clients, who
             // publish until their turn to leave.
             let drained = CancellationToken::new();
-            let router = Services::new(&config, bus.clone(), stores);
-            router.spawn_side_services(&drained);
-            let routing =
-                tokio::spawn(router.router.clone().run(drained.clone().cancelled_owned()));
+            let services = Services::new(&config, bus.clone(), stores);
+            let mut running = services.spawn(&drained);
             // Clients must not reach the gateway before its router serves, or their first
             // requests would find no router.
-            while !router.serving().await {
+            while !services.serving().await {
                 tokio::time::sleep(Duration::from_millis(2)).await;
             }
-            serve_api(&config, bus.clone(), &drained).await?;
-            let served = gateway(mode, &node_id, &config, bus, shutdown).await;
+            running.push(serve_api(api()?, &config, bus.clone(), &drained).await?);
+            let served = gateway(mode, &node_id, &config, bus, (main, probes), shutdown).await;
             drained.cancel();
-            let _ = routing.await;
+            stopped(running).await;
             served
         }
         Mode::Gateway => {
             let bus = nats(&config, &node_id).await?;
-            gateway(mode, &node_id, &config, bus, shutdown).await
+            gateway(mode, &node_id, &config, bus, (main, probes), shutdown).await
         }
         Mode::Router => {
             let bus = nats(&config, &node_id).await?;
-            let listener = bind(config.router.listen).await?;
             let Some(store) = redis(&config, &shutdown).await else {
                 return Ok(());
             };
@@ -87,18 +187,26 @@ pub async fn run(mode: Mode, config: Config) -> anyhow::Result<()> {
                 history: Arc::new(store),
             };
             let services = Services::new(&config, bus.clone(), stores);
-            services.spawn_side_services(&shutdown);
-            serve_api(&config, bus.clone(), &shutdown).await?;
+            let mut running = services.spawn(&shutdown);
+            running.push(serve_api(api()?, &config, bus.clone(), &shutdown).await?);
             let started = unix_micros() / 1000;
             let status = status_of(mode, &node_id, started, || (0, 0, 0));
-            heartbeats(&config, bus, status, &shutdown);
-            let router = services.router;
-            announce(mode, &node_id, listener.local_addr()?);
-            router_http::spawn(listener, router.clone(), shutdown.clone());
-            router
-                .run(shutdown.cancelled_owned())
-                .await
-                .context("router stopped")
+            running.push(heartbeats(&config, bus, status, &shutdown));
+            let router = services.router.clone();
+            running.push(router_http::spawn(main, router, shutdown.clone()));
+            stopped(running).await;
+            Ok(())
+        }
+    }
+}
+
+/// Waits for every task of a stopping node.
+async fn stopped(tasks: Vec<JoinHandle<()>>) {
+    for task in tasks {
+        if let Err(error) = task.await
+            && error.is_panic()
+        {
+            tracing::error!(%error, "a service of the node panicked");
         }
     }
 }
@@ -146,18 +254,15 @@ impl Services {
         }
     }
 
-    /// Starts the services beside the publish and history one, until `shutdown`.
-    fn spawn_side_services(&self, shutdown: &CancellationToken) {
-        tokio::spawn(
-            self.sessions
-                .clone()
-                .run(shutdown.clone().cancelled_owned()),
-        );
-        tokio::spawn(
-            self.presence
-                .clone()
-                .run(shutdown.clone().cancelled_owned()),
-        );
+    /// Starts the three services, until `shutdown`; their tasks end once each has answered
+    /// the requests it received.
+    fn spawn(&self, shutdown: &CancellationToken) -> Vec<JoinHandle<()>> {
+        let stop = || shutdown.clone().cancelled_owned();
+        vec![
+            tokio::spawn(logged("router", self.router.clone().run(stop()))),
+            tokio::spawn(logged("sessions", self.sessions.clone().run(stop()))),
+            tokio::spawn(logged("presence", self.presence.clone().run(stop()))),
+        ]
     }
 
     async fn serving(&self) -> bool {
@@ -165,35 +270,36 @@ impl Services {
     }
 }
 
+/// Runs a service, logging why it stopped if it failed.
+async fn logged<E: std::fmt::Display>(
+    service: &'static str,
+    run: impl Future<Output = Result<(), E>>,
+) {
+    if let Err(error) = run.await {
+        tracing::error!(service, %error, "service stopped");
+    }
+}
+
+/// Serves a gateway on its listeners (clients, and probes when they have their own) until
+/// `shutdown`, then drains it.
 async fn gateway(
     mode: Mode,
     node_id: &str,
     config: &Config,
     bus: Arc<dyn Bus>,
+    (listener, probes): (TcpListener, Option<TcpListener>),
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
-    let listener = bind(config.gateway.listen).await?;
-    let probes = match config.gateway.metrics_listen {
-        Some(addr) => {
-            let probes = bind(addr).await?;
-            // A distinct line, which test harnesses read for the probes' address.
-            println!(
-                "herald probes and metrics served at http://{}",
-                probes.local_addr()?
-            );
-            Some(probes)
-        }
-        None => None,
-    };
     let gateway = Gateway::new(node_id, config, bus.clone())?;
     let started = unix_micros() / 1000;
     let load = gateway.clone();
     let status = status_of(mode, node_id, started, move || load.load());
-    heartbeats(config, bus, status, &shutdown);
-    announce(mode, node_id, listener.local_addr()?);
-    herald_gateway::serve(listener, probes, gateway, shutdown.cancelled_owned())
+    let heartbeats = heartbeats(config, bus, status, &shutdown);
+    let served = herald_gateway::serve(listener, probes, gateway, shutdown.cancelled_owned())
         .await
-        .context("gateway stopped")
+        .context("gateway stopped");
+    stopped(vec![heartbeats]).await;
+    served
 }
 
 /// What this node tells the cluster in its heartbeats; `load` gives its connections,
@@ -225,38 +331,32 @@ fn heartbeats(
     bus: Arc<dyn Bus>,
     status: impl Fn() -> NodeStatus + Send + 'static,
     shutdown: &CancellationToken,
-) {
+) -> JoinHandle<()> {
     let subjects = Subjects::new(config.nats.subject_prefix.clone());
     let interval = config.node.heartbeat;
     let stop = shutdown.clone().cancelled_owned();
-    tokio::spawn(heartbeat::run(bus, subjects, interval, status, stop));
+    tokio::spawn(heartbeat::run(bus, subjects, interval, status, stop))
 }
 
-/// Starts the gRPC server API (routers and standalone nodes), until `shutdown`.
+/// Starts the gRPC server API (routers and standalone nodes) on `listener`, until
+/// `shutdown`.
 async fn serve_api(
+    listener: TcpListener,
     config: &Config,
     bus: Arc<dyn Bus>,
     shutdown: &CancellationToken,
-) -> anyhow::Result<()> {
-    // A key or certificate that cannot be read stops the node before it serves anything.
-    api::tls(config)?;
-    let listener = bind(config.api.listen).await?;
-    let addr = listener.local_addr()?;
-    // A distinct line, which test harnesses read for the API's address.
-    println!("herald api listening on grpc://{addr}");
-    tracing::info!(%addr, "server API listening");
+) -> anyhow::Result<JoinHandle<()>> {
     let nodes = Nodes::new(config.node.heartbeat);
     let subjects = Subjects::new(config.nats.subject_prefix.clone());
     nodes.clone().listen(bus.clone(), subjects.nodes()).await?;
     let config = config.clone();
     let stop = shutdown.clone();
-    tokio::spawn(async move {
+    Ok(tokio::spawn(async move {
         let served = api::serve(listener, &config, bus, nodes, stop.cancelled_owned());
         if let Err(e) = served.await {
             tracing::error!(error = %e, "server API failed");
         }
-    });
-    Ok(())
+    }))
 }
 
 async fn bind(addr: SocketAddr) -> anyhow::Result<TcpListener> {
@@ -265,8 +365,9 @@ async fn bind(addr: SocketAddr) -> anyhow::Result<TcpListener> {
         .with_context(|| format!("cannot listen on {addr}"))
 }
 
-/// Tells the terminal (and test harnesses, which read this line) where the node listens.
-fn announce(mode: Mode, node_id: &str, addr: SocketAddr) {
+/// Tells the terminal (and test harnesses, which read these lines) where the node listens.
+pub fn announce(mode: Mode, node_id: &str, listeners: &Listeners) -> std::io::Result<()> {
+    let addr = listeners.main_addr()?;
     let mode = mode.name();
     // A wildcard address is where the node listens, not where a client should connect.
     let reach = if addr.ip().is_unspecified() {
@@ -281,7 +382,14 @@ fn announce(mode: Mode, node_id: &str, addr: SocketAddr) {
              (native WebSocket: ws://{reach}/connection/websocket)"
         ),
     }
+    if let Some(probes) = listeners.probes_addr() {
+        println!("herald probes and metrics served at http://{probes}");
+    }
+    if let Some(api) = listeners.api_addr() {
+        println!("herald api listening on grpc://{api}");
+    }
     tracing::info!(%addr, node = node_id, mode, "listening");
+    Ok(())
 }
 
 async fn nats(config: &Config, node_id: &str) -> anyhow::Result<Arc<dyn Bus>> {

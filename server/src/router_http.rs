@@ -12,10 +12,15 @@ use herald_core::metrics::{NATS_CONNECTED, REDIS_UP};
 use herald_gateway::http::exposition;
 use herald_router::RouterService;
 use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 /// Serves the probes and metrics of `router` on `listener` until `shutdown`.
-pub fn spawn(listener: TcpListener, router: Arc<RouterService>, shutdown: CancellationToken) {
+pub fn spawn(
+    listener: TcpListener,
+    router: Arc<RouterService>,
+    shutdown: CancellationToken,
+) -> JoinHandle<()> {
     let routes = Router::new()
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(ready))
@@ -28,7 +33,7 @@ pub fn spawn(listener: TcpListener, router: Arc<RouterService>, shutdown: Cancel
         if let Err(e) = served {
             tracing::error!(error = %e, "router HTTP listener failed");
         }
-    });
+    })
 }
 
 /// Ready while the router serves requests and reaches both NATS and Redis.

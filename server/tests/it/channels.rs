@@ -10,7 +10,7 @@ use tokio_tungstenite::tungstenite::http::HeaderValue;
 
 use crate::tokens::{self, SECRET, hs256, now};
 use crate::{
-    PATIENCE, client, client_with_token, publications, publish, refused, standalone,
+    PATIENCE, client, client_with_token, inprocess, publications, publish, refused,
     standalone_with_config, subscribe,
 };
 
@@ -31,7 +31,7 @@ const RULES: [(&str, &str); 9] = [
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn each_rule_admits_whom_it_names_and_refuses_the_rest() {
-    let node = standalone(&RULES);
+    let node = inprocess::standalone(&RULES).await;
     let url = node.ws_url();
     let anonymous = client(&url).await;
     let (alice, _) = client_with_token(&url, &tokens::user("alice", 600)).await;
@@ -88,7 +88,7 @@ async fn each_rule_admits_whom_it_names_and_refuses_the_rest() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn direct_messages_reach_only_their_users_and_personal_channels_every_device() {
-    let node = standalone(&[("HERALD_AUTH__HMAC_SECRET", SECRET)]);
+    let node = inprocess::standalone(&[("HERALD_AUTH__HMAC_SECRET", SECRET)]).await;
     let url = node.ws_url();
     let (alice_phone, connected) = client_with_token(&url, &tokens::user("alice", 600)).await;
     assert_eq!(connected["personal"], "user:#alice");
@@ -202,10 +202,11 @@ async fn open_from(url: &str, origin: Option<&str>) -> Result<(), u16> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pages_of_other_origins_are_refused() {
-    let node = standalone(&[(
+    let node = inprocess::standalone(&[(
         "HERALD_GATEWAY__ALLOWED_ORIGINS",
         "[\"https://app.example.com\"]",
-    )]);
+    )])
+    .await;
     let native = node.ws_url();
     let socketio = format!("ws://{}/socket.io/?EIO=4&transport=websocket", node.addr());
     for url in [&native, &socketio] {
@@ -220,7 +221,7 @@ async fn pages_of_other_origins_are_refused() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn connections_over_the_limit_are_refused_until_one_leaves() {
-    let node = standalone(&[("HERALD_GATEWAY__MAX_CONNECTIONS", "2")]);
+    let node = inprocess::standalone(&[("HERALD_GATEWAY__MAX_CONNECTIONS", "2")]).await;
     let url = node.ws_url();
     let first = client(&url).await;
     let _second = client(&url).await;

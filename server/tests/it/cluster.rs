@@ -1,9 +1,11 @@
-//! Cluster mode: NATS, Redis, two gateways and two routers, all real processes.
+//! Cluster mode: NATS, Redis, two gateways and two routers. The servers are real processes,
+//! the nodes run in the test process: what is tested here is the cluster's behaviour.
 
 use std::collections::HashMap;
 
 use serde_json::json;
 
+use super::inprocess::Cluster;
 use super::*;
 
 /// Sends `count` publishes from a new client on `url`, up to 64 in flight, and waits for
@@ -28,7 +30,7 @@ async fn publish_pipelined(url: String, channel: &'static str, name: &'static st
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn publications_reach_both_gateways_in_order_without_gaps() {
     let history = [("HERALD_CHANNELS__DEFAULT__HISTORY_SIZE", "2000")];
-    let cluster = Cluster::start(herald(), 2, 2, &history);
+    let cluster = Cluster::start(2, 2, &history).await;
     let channel = "chat:order";
     let on_a = client(&cluster.ws_url(0)).await;
     let on_b = client(&cluster.ws_url(1)).await;
@@ -77,12 +79,8 @@ async fn publications_reach_both_gateways_in_order_without_gaps() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn channels_with_special_characters_and_without_history_cross_gateways() {
-    let cluster = Cluster::start(
-        herald(),
-        2,
-        1,
-        &[("HERALD_CHANNELS__NAMESPACES__LIVE__HISTORY_SIZE", "0")],
-    );
+    let settings = [("HERALD_CHANNELS__NAMESPACES__LIVE__HISTORY_SIZE", "0")];
+    let cluster = Cluster::start(2, 1, &settings).await;
     let a = client(&cluster.ws_url(0)).await;
     let b = client(&cluster.ws_url(1)).await;
     for channel in ["/chat:lobby", "a.b*c>d e", "live:cursor"] {
@@ -99,7 +97,7 @@ async fn channels_with_special_characters_and_without_history_cross_gateways() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_idempotent_retry_through_another_gateway_is_stored_once() {
-    let cluster = cluster(2, 2);
+    let cluster = Cluster::start(2, 2, &[]).await;
     let a = client(&cluster.ws_url(0)).await;
     let b = client(&cluster.ws_url(1)).await;
     let params = json!({"channel": "orders", "data": {"id": 1}, "idempotency_key": "k-1"});
@@ -112,7 +110,7 @@ async fn an_idempotent_retry_through_another_gateway_is_stored_once() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pipelined_publishes_are_answered_in_order_with_per_channel_offsets() {
-    let cluster = cluster(2, 2);
+    let cluster = Cluster::start(2, 2, &[]).await;
     let publisher = client(&cluster.ws_url(0)).await;
     let watcher = client(&cluster.ws_url(1)).await;
     subscribe(&watcher, "p:one").await;
@@ -179,4 +177,22 @@ async fn pipelined_publishes_are_answered_in_order_with_per_channel_offsets() {
         *last += 1;
     }
     assert_eq!((seen["p:one"], seen["p:two"]), (stored_one, stored_two));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stopped_nodes_return_once_every_service_has_stopped() {
+    let settings = [("HERALD_GATEWAY__DRAIN_PERIOD", "100ms")];
+    let mut cluster = Cluster::start(1, 1, &settings).await;
+    let a = client(&cluster.ws_url(0)).await;
+    subscribe(&a, "chat").await;
+    publish(&a, "chat", json!(1)).await;
+    let gateway = cluster.gateways.pop().expect("a gateway");
+    gateway.stop().await.expect("the gateway drains and stops");
+    let closed = close_frame(&a).await;
+    assert_eq!(closed.code, 3000, "sent away to reconnect elsewhere");
+    let router = cluster.routers.pop().expect("a router");
+    router
+        .stop()
+        .await
+        .expect("the router and its services stop");
 }

@@ -9,6 +9,7 @@ mod deploy;
 mod drain;
 mod faults;
 mod hardening;
+mod inprocess;
 mod metrics;
 mod presence;
 mod recovery;

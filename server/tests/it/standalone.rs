@@ -1,4 +1,5 @@
-//! Standalone mode: one process, no NATS or Redis.
+//! Standalone mode: one node, no NATS or Redis; in the test process, except where the
+//! process itself is the point (signals).
 
 use herald_testkit::NativeClient;
 use serde_json::json;
@@ -7,7 +8,7 @@ use super::*;
 
 #[tokio::test]
 async fn two_clients_exchange_publications() {
-    let node = standalone(&[]);
+    let node = inprocess::standalone(&[]).await;
     let alice = client(&node.ws_url()).await;
     let bob = client(&node.ws_url()).await;
     let start = subscribe(&bob, "chat:lobby").await;
@@ -36,7 +37,7 @@ async fn two_clients_exchange_publications() {
 
 #[tokio::test]
 async fn history_returns_the_newest_or_those_after_an_offset() {
-    let node = standalone(&[]);
+    let node = inprocess::standalone(&[]).await;
     let c = client(&node.ws_url()).await;
     for n in 1..=5 {
         publish(&c, "news", json!({ "n": n })).await;
@@ -73,7 +74,7 @@ async fn history_returns_the_newest_or_those_after_an_offset() {
 
 #[tokio::test]
 async fn an_idempotent_retry_is_stored_once() {
-    let node = standalone(&[]);
+    let node = inprocess::standalone(&[]).await;
     let c = client(&node.ws_url()).await;
     let params = json!({"channel": "orders", "data": {"id": 7}, "idempotency_key": "order-7"});
     let first = c.ok("publish", params.clone()).await.unwrap();
@@ -85,7 +86,8 @@ async fn an_idempotent_retry_is_stored_once() {
 
 #[tokio::test]
 async fn channels_without_history_skip_offsets() {
-    let node = standalone(&[("HERALD_CHANNELS__NAMESPACES__TYPING__HISTORY_SIZE", "0")]);
+    let settings = [("HERALD_CHANNELS__NAMESPACES__TYPING__HISTORY_SIZE", "0")];
+    let node = inprocess::standalone(&settings).await;
     let a = NativeClient::open(&node.ws_url()).await.unwrap();
     let connected = a.ok("connect", json!({})).await.unwrap();
     let a_id = connected["client"].clone();
@@ -104,7 +106,7 @@ async fn channels_without_history_skip_offsets() {
 
 #[tokio::test]
 async fn unsubscribe_stops_delivery() {
-    let node = standalone(&[]);
+    let node = inprocess::standalone(&[]).await;
     let a = client(&node.ws_url()).await;
     let b = client(&node.ws_url()).await;
     subscribe(&b, "c").await;
