@@ -9,7 +9,6 @@ use herald_core::metrics::{
 use metrics::{counter, histogram};
 
 use crate::history::StoreError;
-use crate::history::redis::store_error;
 
 /// The `operation` label of each Redis operation of the stores.
 pub(crate) const HISTORY_APPEND: &str = "history_append";
@@ -66,10 +65,10 @@ impl Operation {
         }
     }
 
-    /// The operation failed with `error`: counted, and turned into the store's error.
-    pub(crate) fn failed(&self, error: redis::RedisError) -> StoreError {
+    /// The operation failed with `error`: counted, and handed back.
+    pub(crate) fn failed(&self, error: StoreError) -> StoreError {
         counter!(REDIS_ERRORS, "operation" => self.name).increment(1);
-        store_error(error)
+        error
     }
 }
 

@@ -165,7 +165,7 @@ impl HistoryStore for RedisHistory {
         let reply: Vec<Value> = invocation
             .invoke_async(&mut self.connection.clone())
             .await
-            .map_err(|e| op.failed(e))?;
+            .map_err(|e| op.failed(store_error(e)))?;
         let malformed = || StoreError::Malformed(format!("append reply for {channel}"));
         let (epoch, results) = reply.split_first().ok_or_else(malformed)?;
         let epoch: String = redis::from_redis_value_ref(epoch).map_err(unreadable)?;
@@ -205,7 +205,7 @@ impl HistoryStore for RedisHistory {
             .arg(ENTRY_OVERHEAD + channel.len())
             .invoke_async(&mut self.connection.clone())
             .await
-            .map_err(|e| op.failed(e))?;
+            .map_err(|e| op.failed(store_error(e)))?;
         let mut publications = entries
             .iter()
             .map(|entry| {
@@ -228,6 +228,6 @@ impl HistoryStore for RedisHistory {
             .query_async::<String>(&mut self.connection.clone())
             .await
             .map(|_| ())
-            .map_err(|e| op.failed(e))
+            .map_err(|e| op.failed(store_error(e)))
     }
 }

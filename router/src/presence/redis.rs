@@ -14,7 +14,7 @@ use redis::aio::ConnectionManager;
 
 use super::PresenceStore;
 use crate::history::StoreError;
-use crate::history::redis::millis;
+use crate::history::redis::{millis, store_error};
 use crate::keys::Keys;
 use crate::metrics::{Operation, PRESENCE_ADD, PRESENCE_LIST, PRESENCE_REMOVE};
 
@@ -91,7 +91,7 @@ impl PresenceStore for RedisPresence {
             .arg(millis(ttl).max(1))
             .invoke_async(&mut connection)
             .await
-            .map_err(|e| op.failed(e))?;
+            .map_err(|e| op.failed(store_error(e)))?;
         Ok(added == 1)
     }
 
@@ -105,7 +105,7 @@ impl PresenceStore for RedisPresence {
             .arg(client)
             .invoke_async(&mut connection)
             .await
-            .map_err(|e| op.failed(e))?;
+            .map_err(|e| op.failed(store_error(e)))?;
         Ok(removed == 1)
     }
 
@@ -118,7 +118,7 @@ impl PresenceStore for RedisPresence {
             .key(self.keys.presence_expiry(channel))
             .invoke_async(&mut connection)
             .await
-            .map_err(|e| op.failed(e))?;
+            .map_err(|e| op.failed(store_error(e)))?;
         // An entry that does not decode was not written by Herald; it is left out.
         Ok(values
             .into_iter()

@@ -11,7 +11,7 @@ use redis::aio::ConnectionManager;
 
 use super::{SessionStore, Stored};
 use crate::history::StoreError;
-use crate::history::redis::millis;
+use crate::history::redis::{millis, store_error};
 use crate::keys::Keys;
 use crate::metrics::{
     Operation, SESSION_AMEND, SESSION_DROP, SESSION_SAVE, SESSION_TAKE, SESSION_TOUCH,
@@ -94,7 +94,7 @@ impl SessionStore for RedisSessions {
             .arg(millis(ttl))
             .invoke_async::<()>(&mut connection)
             .await
-            .map_err(|e| op.failed(e))
+            .map_err(|e| op.failed(store_error(e)))
     }
 
     async fn take(&self, pid: &str) -> Result<Option<Stored>, StoreError> {
@@ -105,7 +105,7 @@ impl SessionStore for RedisSessions {
             .key(self.keys.socket(pid))
             .invoke_async(&mut connection)
             .await
-            .map_err(|e| op.failed(e))?;
+            .map_err(|e| op.failed(store_error(e)))?;
         Ok(stored(fields))
     }
 
@@ -127,7 +127,7 @@ impl SessionStore for RedisSessions {
             .arg(millis(ttl))
             .invoke_async::<()>(&mut connection)
             .await
-            .map_err(|e| op.failed(e))
+            .map_err(|e| op.failed(store_error(e)))
     }
 
     async fn touch(&self, pid: &str, holder: &str, ttl: Duration) -> Result<(), StoreError> {
@@ -139,7 +139,7 @@ impl SessionStore for RedisSessions {
             .arg(millis(ttl))
             .invoke_async::<()>(&mut connection)
             .await
-            .map_err(|e| op.failed(e))
+            .map_err(|e| op.failed(store_error(e)))
     }
 
     async fn drop_held(&self, pid: &str, holder: &str) -> Result<(), StoreError> {
@@ -150,7 +150,7 @@ impl SessionStore for RedisSessions {
             .arg(holder)
             .invoke_async::<()>(&mut connection)
             .await
-            .map_err(|e| op.failed(e))
+            .map_err(|e| op.failed(store_error(e)))
     }
 }
 
