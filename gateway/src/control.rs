@@ -9,16 +9,18 @@ use futures_util::StreamExt;
 use herald_core::bus::BusError;
 use herald_proto::bus::v1::{ChannelCount, ControlCommand, ControlReply, control_command::Action};
 use prost::Message;
+use tokio::task::JoinHandle;
 use wildmatch::WildMatch;
 
 use crate::clients::Command;
 use crate::context::Context;
 
-/// Subscribes to control commands and answers them, for the life of the gateway.
-pub async fn listen(ctx: Arc<Context>) -> Result<(), BusError> {
+/// Subscribes to control commands and answers them, until the returned task is aborted
+/// or the subscription ends.
+pub async fn listen(ctx: Arc<Context>) -> Result<JoinHandle<()>, BusError> {
     let bus = ctx.upstream.bus().clone();
     let mut commands = bus.subscribe(ctx.upstream.subjects().control()).await?;
-    tokio::spawn(async move {
+    Ok(tokio::spawn(async move {
         while let Some(message) = commands.next().await {
             let Ok(command) = ControlCommand::decode(message.payload) else {
                 continue;
@@ -32,8 +34,7 @@ pub async fn listen(ctx: Arc<Context>) -> Result<(), BusError> {
                 tracing::debug!(error = %e, "control reply not sent");
             }
         }
-    });
-    Ok(())
+    }))
 }
 
 fn answer(ctx: &Context, action: Option<Action>) -> ControlReply {

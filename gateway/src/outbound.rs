@@ -76,7 +76,9 @@ impl Closer {
         }
     }
 
-    fn queued_first(&self) -> bool {
+    /// Whether what was queued before the close still goes out (see
+    /// [`Self::close_after_queued`]).
+    pub fn queued_first(&self) -> bool {
         self.inner.ending.get().is_some_and(|e| e.queued_first)
     }
 
@@ -265,6 +267,11 @@ impl Frames {
         self.put_back = Some(frame);
     }
 
+    /// Closes the queue: nothing more comes in, what it holds can still be taken.
+    pub fn close(&mut self) {
+        self.receiver.close();
+    }
+
     /// Closes the queue and frees what it holds.
     pub fn drain(&mut self) {
         self.put_back = None;
@@ -326,17 +333,20 @@ pub async fn write_loop<S>(
         let _ = tokio::time::timeout(CLOSE_REPLY_TIMEOUT, sink.close()).await;
         return;
     };
-    let queued_first = closer.queued_first();
-    if !queued_first {
-        // What is still queued will never be sent: free it before waiting on the goodbye.
-        frames.drain();
-    }
-    let goodbye = async {
-        if queued_first {
+    if closer.queued_first() {
+        // What was queued when the connection closed goes first, and nothing after it.
+        frames.close();
+        let queued = async {
             while let Some(frame) = frames.try_recv() {
                 sink.feed(frame.into()).await?;
             }
-        }
+            sink.flush().await
+        };
+        let _ = tokio::time::timeout(FAREWELL_TIMEOUT, queued).await;
+    }
+    // What is still queued will never be sent: free it before waiting on the goodbye.
+    frames.drain();
+    let goodbye = async {
         if let Some(frame) = farewell(code) {
             sink.send(Message::Text(frame)).await?;
         }
@@ -347,7 +357,6 @@ pub async fn write_loop<S>(
         sink.send(Message::Close(Some(close))).await
     };
     let _ = tokio::time::timeout(FAREWELL_TIMEOUT, goodbye).await;
-    frames.drain();
 }
 
 #[cfg(test)]

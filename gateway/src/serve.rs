@@ -26,11 +26,15 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let ctx = &gateway.ctx;
-    if let Err(error) = socketio::forward::listen(gateway.socketio.clone()).await {
-        tracing::warn!(%error, "cannot take forwarded Socket.IO polling requests");
+    // The bus subscriptions that serve other nodes end with the gateway.
+    let mut listening = Vec::new();
+    match socketio::forward::listen(gateway.socketio.clone()).await {
+        Ok(task) => listening.push(task),
+        Err(error) => tracing::warn!(%error, "cannot take forwarded Socket.IO polling requests"),
     }
-    if let Err(error) = control::listen(ctx.clone()).await {
-        tracing::warn!(%error, "cannot take commands of the server API");
+    match control::listen(ctx.clone()).await {
+        Ok(task) => listening.push(task),
+        Err(error) => tracing::warn!(%error, "cannot take commands of the server API"),
     }
     // Presence reports outlive the sessions, so that the leaves of drained clients go out.
     let presence_stop = CancellationToken::new();
@@ -66,6 +70,9 @@ pub async fn serve(
     probes_stop.cancel();
     if let Some(probes) = probes {
         let _ = probes.await;
+    }
+    for task in listening {
+        task.abort();
     }
     Ok(())
 }

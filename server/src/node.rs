@@ -136,6 +136,8 @@ pub async fn run(
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
     let node_id = node_id(mode, &config);
+    // Cancelled by `shutdown`, or when a service the node needs stops on its own.
+    let shutdown = shutdown.child_token();
     if mode.serves_api() {
         config.api.check_exposure()?;
     }
@@ -159,7 +161,8 @@ pub async fn run(
             // publish until their turn to leave.
             let drained = CancellationToken::new();
             let services = Services::new(&config, bus.clone(), stores);
-            let mut running = services.spawn(&drained);
+            let mut running = Tasks::new(&drained, &shutdown);
+            services.spawn(&mut running);
             // Clients must not reach the gateway before its router serves, or their first
             // requests would find no router.
             while !services.serving().await {
@@ -168,8 +171,8 @@ pub async fn run(
             running.push(serve_api(api()?, &config, bus.clone(), &drained).await?);
             let served = gateway(mode, &node_id, &config, bus, (main, probes), shutdown).await;
             drained.cancel();
-            stopped(running).await;
-            served
+            let stopped = running.stopped().await;
+            served.and(stopped)
         }
         Mode::Gateway => {
             let bus = nats(&config, &node_id).await?;
@@ -187,26 +190,103 @@ pub async fn run(
                 history: Arc::new(store),
             };
             let services = Services::new(&config, bus.clone(), stores);
-            let mut running = services.spawn(&shutdown);
+            let mut running = Tasks::new(&shutdown, &shutdown);
+            services.spawn(&mut running);
             running.push(serve_api(api()?, &config, bus.clone(), &shutdown).await?);
             let started = unix_micros() / 1000;
             let status = status_of(mode, &node_id, started, || (0, 0, 0));
             running.push(heartbeats(&config, bus, status, &shutdown));
             let router = services.router.clone();
             running.push(router_http::spawn(main, router, shutdown.clone()));
-            stopped(running).await;
-            Ok(())
+            running.stopped().await
         }
     }
 }
 
-/// Waits for every task of a stopping node.
-async fn stopped(tasks: Vec<JoinHandle<()>>) {
-    for task in tasks {
-        if let Err(error) = task.await
-            && error.is_panic()
-        {
-            tracing::error!(%error, "a service of the node panicked");
+/// How long the tasks of a stopping node may take once it is told to stop: a router's
+/// services answer what they received within 10 s; anything longer (a client holding a
+/// gRPC stream open) is cut.
+const STOP_LIMIT: Duration = Duration::from_secs(15);
+
+/// The tasks of a running node, awaited when it stops. A service the node cannot do without
+/// that ends before the node is told to stop stops the node, which then exits with an
+/// error: an orchestrator restarts it, where a router that no longer serves would linger,
+/// alive and useless.
+struct Tasks {
+    /// What the services watch: once cancelled, they are expected to end.
+    watched: CancellationToken,
+    /// Cancelled when a service ends early: the node stops.
+    fail: CancellationToken,
+    failure: Arc<std::sync::Mutex<Option<String>>>,
+    handles: Vec<JoinHandle<()>>,
+}
+
+impl Tasks {
+    fn new(watched: &CancellationToken, fail: &CancellationToken) -> Self {
+        Self {
+            watched: watched.clone(),
+            fail: fail.clone(),
+            failure: Arc::default(),
+            handles: Vec::new(),
+        }
+    }
+
+    fn push(&mut self, handle: JoinHandle<()>) {
+        self.handles.push(handle);
+    }
+
+    /// Runs `service`, which must keep running until the node is told to stop.
+    fn essential<E: std::fmt::Display>(
+        &mut self,
+        name: &'static str,
+        service: impl Future<Output = Result<(), E>> + Send + 'static,
+    ) {
+        let (watched, fail, failure) = (
+            self.watched.clone(),
+            self.fail.clone(),
+            self.failure.clone(),
+        );
+        self.push(tokio::spawn(async move {
+            let outcome = service.await;
+            if watched.is_cancelled() {
+                if let Err(error) = outcome {
+                    tracing::warn!(service = name, %error, "service failed while stopping");
+                }
+                return;
+            }
+            let why = match outcome {
+                Ok(()) => format!("{name} stopped serving"),
+                Err(error) => format!("{name} failed: {error}"),
+            };
+            tracing::error!(reason = %why, "stopping the node");
+            if let Ok(mut failure) = failure.lock() {
+                failure.get_or_insert(why);
+            }
+            fail.cancel();
+        }));
+    }
+
+    /// Waits until the node is told to stop, then for every task, each at most
+    /// [`STOP_LIMIT`]; fails if a service ended before its time.
+    async fn stopped(self) -> anyhow::Result<()> {
+        self.watched.cancelled().await;
+        let deadline = tokio::time::Instant::now() + STOP_LIMIT;
+        for mut handle in self.handles {
+            match tokio::time::timeout_at(deadline, &mut handle).await {
+                Ok(Err(error)) if error.is_panic() => {
+                    tracing::error!(%error, "a task of the node panicked");
+                }
+                Ok(_) => {}
+                Err(_) => {
+                    tracing::warn!("a task of the node did not stop in time");
+                    handle.abort();
+                }
+            }
+        }
+        let failure = self.failure.lock().ok().and_then(|mut f| f.take());
+        match failure {
+            Some(why) => Err(anyhow::anyhow!(why)),
+            None => Ok(()),
         }
     }
 }
@@ -254,29 +334,21 @@ impl Services {
         }
     }
 
-    /// Starts the three services, until `shutdown`; their tasks end once each has answered
-    /// the requests it received.
-    fn spawn(&self, shutdown: &CancellationToken) -> Vec<JoinHandle<()>> {
-        let stop = || shutdown.clone().cancelled_owned();
-        vec![
-            tokio::spawn(logged("router", self.router.clone().run(stop()))),
-            tokio::spawn(logged("sessions", self.sessions.clone().run(stop()))),
-            tokio::spawn(logged("presence", self.presence.clone().run(stop()))),
-        ]
+    /// Starts the three services on `tasks`, until the tasks' stop.
+    fn spawn(&self, tasks: &mut Tasks) {
+        let stop = || tasks.watched.clone().cancelled_owned();
+        let (router, sessions, presence) = (
+            self.router.clone().run(stop()),
+            self.sessions.clone().run(stop()),
+            self.presence.clone().run(stop()),
+        );
+        tasks.essential("router", router);
+        tasks.essential("sessions", sessions);
+        tasks.essential("presence", presence);
     }
 
     async fn serving(&self) -> bool {
         self.router.ready().await && self.sessions.serving() && self.presence.serving()
-    }
-}
-
-/// Runs a service, logging why it stopped if it failed.
-async fn logged<E: std::fmt::Display>(
-    service: &'static str,
-    run: impl Future<Output = Result<(), E>>,
-) {
-    if let Err(error) = run.await {
-        tracing::error!(service, %error, "service stopped");
     }
 }
 
@@ -298,7 +370,7 @@ async fn gateway(
     let served = herald_gateway::serve(listener, probes, gateway, shutdown.cancelled_owned())
         .await
         .context("gateway stopped");
-    stopped(vec![heartbeats]).await;
+    let _ = heartbeats.await;
     served
 }
 

@@ -13,6 +13,7 @@ use herald_core::bus::{BusError, BusMessage};
 use herald_core::publish::ENVELOPE_SLACK;
 use herald_proto::bus::v1::{PollingReply, PollingRequest};
 use prost::Message;
+use tokio::task::JoinHandle;
 
 use super::endpoint::Endpoint;
 use super::engine::RequestError;
@@ -62,20 +63,19 @@ pub async fn serve_polling(endpoint: &Endpoint, request: Request) -> Reply {
     }
 }
 
-/// Serves the polling requests other gateways forward to this one, until the bus
-/// subscription ends.
-pub async fn listen(endpoint: Arc<Endpoint>) -> Result<(), BusError> {
+/// Serves the polling requests other gateways forward to this one, until the returned task
+/// is aborted or the bus subscription ends.
+pub async fn listen(endpoint: Arc<Endpoint>) -> Result<JoinHandle<()>, BusError> {
     let upstream = &endpoint.ctx.upstream;
     let subject = upstream.subjects().gateway_polling(&endpoint.token);
     let mut requests = upstream.bus().subscribe(subject).await?;
     upstream.bus().flush().await?;
-    tokio::spawn(async move {
+    Ok(tokio::spawn(async move {
         while let Some(message) = requests.next().await {
             // A GET may wait a whole ping interval, so each request gets its own task.
             tokio::spawn(answer(endpoint.clone(), message));
         }
-    });
-    Ok(())
+    }))
 }
 
 async fn answer(endpoint: Arc<Endpoint>, message: BusMessage) {

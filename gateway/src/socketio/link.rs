@@ -207,13 +207,16 @@ impl Links {
         self.map().remove(sid);
     }
 
-    /// Forgets a session that ended. One that its client closed on polling stays for
-    /// [`CLOSED_LINGER`] or until a GET takes it: the client's last GET may have been on
+    /// Forgets a session that ended. One on polling stays for [`CLOSED_LINGER`] or until a
+    /// GET takes its end, if its client closed it (the client's last GET may have been on
     /// its way when its close packet arrived, and is answered with a noop, as it would have
-    /// been had it arrived first, instead of an unknown sid.
+    /// been had it arrived first, instead of an unknown sid), or if the server closed it
+    /// after what was queued (the acks before a protocol violation are still taken).
     pub fn ended(self: &Arc<Self>, sid: &Arc<str>) {
         let linger = self.get(sid).is_some_and(|link| {
-            link.closer.reason().is_none() && link.transport() == Transport::Polling
+            let closer = &link.closer;
+            link.transport() == Transport::Polling
+                && (closer.reason().is_none() || closer.queued_first())
         });
         if !linger {
             return self.remove(sid);

@@ -71,7 +71,7 @@ impl Reply {
 /// Opens a session on polling: the reply carries the open packet.
 pub async fn handshake(endpoint: &Arc<Endpoint>, permit: ConnectionPermit) -> Reply {
     let link = session::start(endpoint, Transport::Polling, permit);
-    get(&link, usize::MAX).await
+    get(&link, usize::MAX).await.0
 }
 
 /// Serves a request for a session held by this gateway; a GET's body holds at most
@@ -83,8 +83,8 @@ pub async fn serve(endpoint: &Endpoint, request: Request, max_bytes: usize) -> R
     };
     match request.method {
         Method::Get => {
-            let reply = get(&link, max_bytes).await;
-            if link.closer().is_closed() {
+            let (reply, last) = get(&link, max_bytes).await;
+            if last {
                 // Its last answer: the session is over.
                 endpoint.links.remove(&link.sid);
             }
@@ -94,18 +94,22 @@ pub async fn serve(endpoint: &Endpoint, request: Request, max_bytes: usize) -> R
     }
 }
 
-async fn get(link: &Link, max_bytes: usize) -> Reply {
-    match link.poll(max_bytes).await {
+/// Answers a GET; `true` with the session's last answer (nothing is left to take).
+async fn get(link: &Link, max_bytes: usize) -> (Reply, bool) {
+    let reply = match link.poll(max_bytes).await {
         Ok(Poll::Frames(frames)) => Reply::payload(encode(&frames)),
         Ok(Poll::Noop) => Reply::payload("6".into()),
-        Ok(Poll::Closed) => Reply::payload("1".into()),
+        Ok(Poll::Closed) => return (Reply::payload("1".into()), true),
         Err(PollError::NotPolling) => Reply::error(RequestError::BadRequest),
         Err(PollError::Overlap) => {
             // The reference server ends a session whose client broke the one-GET rule.
             link.closer().close(DisconnectCode::BadRequest);
             Reply::error(RequestError::BadRequest)
         }
-    }
+    };
+    // A session closed at once has nothing more to send either.
+    let last = link.closer().is_closed() && !link.closer().queued_first();
+    (reply, last)
 }
 
 async fn post(max_payload: usize, link: &Link, body: &[u8]) -> Reply {

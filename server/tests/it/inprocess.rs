@@ -34,7 +34,7 @@ impl Node {
         let addr = listeners.main_addr().expect("an address");
         let shutdown = CancellationToken::new();
         let task = tokio::spawn(herald::run(mode, config, listeners, shutdown.clone()));
-        let node = Self {
+        let mut node = Self {
             addr,
             shutdown,
             task: Some(task),
@@ -43,12 +43,16 @@ impl Node {
         node
     }
 
-    async fn wait_ready(&self) {
+    async fn wait_ready(&mut self) {
         let addr = self.addr;
         let ready = tokio::task::spawn_blocking(move || {
             wait_for(PATIENCE, || http_status(addr, "/readyz") == Some(200))
         });
-        assert!(ready.await.expect("a check"), "{addr} not ready in time");
+        let task = self.task.as_mut().expect("running");
+        tokio::select! {
+            ready = ready => assert!(ready.expect("a check"), "{addr} not ready in time"),
+            ended = task => panic!("the node stopped while starting: {ended:?}"),
+        }
     }
 
     pub fn addr(&self) -> SocketAddr {

@@ -1,5 +1,8 @@
-//! Integration tests on real processes of the `herald` binary, with real `nats-server` and
-//! `redis-server` for the cluster, and real WebSocket clients.
+//! Integration tests of whole nodes, with real `nats-server` and `redis-server` for the
+//! cluster, and real WebSocket and Socket.IO clients. Nodes are real processes of the
+//! `herald` binary where the process is the point (kills, signals, drains, metrics, the
+//! exit status), and run in the test process through the `herald` library otherwise
+//! ([`inprocess`]).
 
 mod auth;
 mod bad_input;
