@@ -54,7 +54,7 @@ cargo nextest run --workspace --locked "$@"
 # With the binary the tests just built: a release build of its own would cost CI as much
 # as the tests.
 log "local cluster script"
-HERALD_BIN="${CARGO_TARGET_DIR:-$PWD/target}/debug/herald" bash deploy/local/smoke.sh
+LOCAL_CLUSTER_BINARY="${CARGO_TARGET_DIR:-$PWD/target}/debug/herald" bash deploy/local/smoke.sh
 
 log "deploy checks (Helm chart, dashboards, alert rules, /metrics)"
 bash deploy/check.sh

@@ -8,8 +8,9 @@
 #
 # Ports can be changed with NATS_PORT, REDIS_PORT, GATEWAY_PORTS ("3001 3002") and
 # ROUTER_PORTS ("3101 3102", health probes) and API_PORTS ("3201 3202", the routers' gRPC
-# server API). Logs and the pid file live in deploy/local/run/. HERALD_BIN runs a binary
-# already built instead of building the release one (the test script uses its debug build).
+# server API). Logs and the pid file live in deploy/local/run/. LOCAL_CLUSTER_BINARY runs a
+# binary already built instead of building the release one (the test script uses its debug
+# build); it has no HERALD_ prefix, since the nodes read every HERALD_ variable as a setting.
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 root="$(cd "$here/../.." && pwd)"
@@ -21,7 +22,7 @@ REDIS_PORT="${REDIS_PORT:-16379}"
 GATEWAY_PORTS="${GATEWAY_PORTS:-3001 3002}"
 ROUTER_PORTS="${ROUTER_PORTS:-3101 3102}"
 API_PORTS="${API_PORTS:-3201 3202}"
-HERALD="${HERALD_BIN:-$root/target/release/herald}"
+HERALD="${LOCAL_CLUSTER_BINARY:-$root/target/release/herald}"
 
 find_bin() {
     command -v "$1" 2>/dev/null && return
@@ -78,7 +79,7 @@ up() {
     local nats redis
     nats="$(find_bin nats-server)"
     redis="$(find_bin redis-server)"
-    if [ -z "${HERALD_BIN:-}" ]; then
+    if [ -z "${LOCAL_CLUSTER_BINARY:-}" ]; then
         echo "building herald (release)..."
         (cd "$root" && cargo build --release --quiet --bin herald)
     fi

@@ -3,7 +3,7 @@
 # what it started. Uses other ports than the defaults, so a running cluster is not touched.
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
-# HERALD_BIN (a binary already built) is passed on to cluster.sh.
+# LOCAL_CLUSTER_BINARY (a binary already built) is passed on to cluster.sh.
 export NATS_PORT=24222 REDIS_PORT=26379 GATEWAY_PORTS="23001 23002" ROUTER_PORTS="23101 23102" API_PORTS="23201 23202"
 "$here/cluster.sh" up
 pids="$(awk '{print $1}' "$here/run/cluster.pids")"

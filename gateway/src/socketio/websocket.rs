@@ -8,8 +8,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::ws::{Message, Utf8Bytes, WebSocket};
-use futures_util::stream::{SplitSink, SplitStream};
-use futures_util::{SinkExt, StreamExt};
+use futures_util::stream::SplitStream;
+use futures_util::{Sink, SinkExt, Stream, StreamExt};
 use herald_core::codes::DisconnectCode;
 use tokio::sync::OwnedMutexGuard;
 
@@ -26,9 +26,19 @@ const UPGRADE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Serves a session that opened directly on WebSocket.
 pub async fn open(socket: WebSocket, endpoint: Arc<Endpoint>, permit: ConnectionPermit) {
+    let (sink, stream) = socket.split();
+    open_on(sink, stream, endpoint, permit).await;
+}
+
+/// Serves a session that opened directly on a WebSocket whose frames arrive on `stream`
+/// and leave through `sink`: any WebSocket, or a test's channels.
+pub async fn open_on<W, R>(sink: W, stream: R, endpoint: Arc<Endpoint>, permit: ConnectionPermit)
+where
+    W: Sink<Message> + Unpin,
+    R: Stream<Item = Result<Message, axum::Error>> + Unpin,
+{
     let link = session::start(&endpoint, Transport::WebSocket, permit);
     let frames = link.take_frames().await;
-    let (sink, stream) = socket.split();
     carry(sink, stream, &link, frames).await;
 }
 
@@ -84,12 +94,11 @@ async fn next_packet(stream: &mut SplitStream<WebSocket>) -> Option<engine::Pack
 }
 
 /// Carries the session over the WebSocket until either side ends it.
-async fn carry(
-    sink: SplitSink<WebSocket, Message>,
-    mut stream: SplitStream<WebSocket>,
-    link: &Link,
-    mut frames: OwnedMutexGuard<Frames>,
-) {
+async fn carry<W, R>(sink: W, mut stream: R, link: &Link, mut frames: OwnedMutexGuard<Frames>)
+where
+    W: Sink<Message> + Unpin,
+    R: Stream<Item = Result<Message, axum::Error>> + Unpin,
+{
     let closer = link.closer().clone();
     // A Socket.IO client learns why from the close itself; there is no farewell message.
     let writer = outbound::write_loop(sink, &mut frames, closer.clone(), |_| None);
@@ -131,4 +140,50 @@ async fn carry(
         }
     };
     tokio::join!(reader, writer);
+}
+
+#[cfg(test)]
+mod tests {
+    use axum::extract::ws::Message;
+    use herald_core::config::Config;
+    use tokio_util::task::TaskTracker;
+
+    use super::*;
+    use crate::connections::Connections;
+    use crate::testing::{self, Peer};
+
+    async fn session() -> Peer {
+        let ctx = testing::context(&Config::default()).await;
+        let endpoint = Endpoint::new(ctx, TaskTracker::new());
+        let permit = Connections::new(0).permit().expect("a permit");
+        let (sink, stream, peer) = testing::connection();
+        tokio::spawn(open_on(sink, stream, endpoint, permit));
+        peer
+    }
+
+    async fn text(peer: &mut Peer) -> String {
+        match peer.next().await {
+            Some(Message::Text(text)) => text.to_string(),
+            other => panic!("expected a text frame, got {other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_socket_connects_emits_and_gets_its_acks_over_websocket_frames() {
+        let mut peer = session().await;
+        let open = text(&mut peer).await;
+        assert!(open.starts_with("0{") && open.contains("\"upgrades\":[]"), "{open}");
+        peer.send(&["40"]);
+        assert!(text(&mut peer).await.starts_with("40{\"sid\""));
+        peer.send(&[r#"421["chat","a"]"#, r#"422["chat","b"]"#]);
+        assert_eq!(text(&mut peer).await, r#"431[{"offset":1,"ok":true}]"#);
+        assert_eq!(text(&mut peer).await, r#"432[{"offset":2,"ok":true}]"#);
+        // A protocol violation ends the session after the acks of what came before it.
+        peer.send(&[r#"423["chat","c"]"#, "4not a packet"]);
+        assert_eq!(text(&mut peer).await, r#"433[{"offset":3,"ok":true}]"#);
+        match peer.next().await {
+            Some(Message::Close(Some(close))) => assert_eq!(close.code, 3501),
+            other => panic!("expected the close frame, got {other:?}"),
+        }
+    }
 }
