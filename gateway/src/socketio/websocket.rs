@@ -172,7 +172,10 @@ mod tests {
     async fn a_socket_connects_emits_and_gets_its_acks_over_websocket_frames() {
         let mut peer = session().await;
         let open = text(&mut peer).await;
-        assert!(open.starts_with("0{") && open.contains("\"upgrades\":[]"), "{open}");
+        assert!(
+            open.starts_with("0{") && open.contains("\"upgrades\":[]"),
+            "{open}"
+        );
         peer.send(&["40"]);
         assert!(text(&mut peer).await.starts_with("40{\"sid\""));
         peer.send(&[r#"421["chat","a"]"#, r#"422["chat","b"]"#]);
