@@ -4,6 +4,7 @@
 //! binary binds the listeners its settings name and runs one node; tests run whole
 //! clusters of nodes in one process.
 
+use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -28,7 +29,6 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::router_http;
-use std::future::Future;
 
 /// Longest pause between attempts to reach Redis at start-up.
 const REDIS_RETRY: Duration = Duration::from_secs(2);

@@ -86,13 +86,6 @@ pub async fn standalone(settings: &[(&str, &str)]) -> Node {
     Node::start(Mode::Standalone, "standalone", settings).await
 }
 
-fn borrowed(settings: &[(String, String)]) -> Vec<(&str, &str)> {
-    settings
-        .iter()
-        .map(|(k, v)| (k.as_str(), v.as_str()))
-        .collect()
-}
-
 /// NATS, Redis, routers and gateways, the nodes in this process.
 pub struct Cluster {
     // Nodes first: fields drop in order, so nodes stop before the servers they use.
@@ -108,19 +101,10 @@ impl Cluster {
     pub async fn start(gateways: usize, routers: usize, settings: &[(&str, &str)]) -> Self {
         let (nats, redis) = (Server::nats(), Server::redis());
         let (nats_url, redis_url) = (nats.url(), redis.url());
-        let with = |extra: Vec<(&'static str, String)>| -> Vec<(String, String)> {
-            let mut all: Vec<(String, String)> = settings
-                .iter()
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect();
-            all.extend(extra.into_iter().map(|(k, v)| (k.to_string(), v)));
-            all
-        };
-        let router_settings = with(vec![
-            ("HERALD_NATS__URL", nats_url.clone()),
-            ("HERALD_REDIS__URL", redis_url),
-        ]);
-        let gateway_settings = with(vec![("HERALD_NATS__URL", nats_url)]);
+        let mut gateway_settings: Vec<(&str, &str)> = settings.to_vec();
+        gateway_settings.push(("HERALD_NATS__URL", &nats_url));
+        let mut router_settings = gateway_settings.clone();
+        router_settings.push(("HERALD_REDIS__URL", &redis_url));
         let mut cluster = Self {
             gateways: Vec::new(),
             routers: Vec::new(),
@@ -129,12 +113,12 @@ impl Cluster {
         };
         for n in 1..=routers {
             let name = format!("router-{n}");
-            let node = Node::start(Mode::Router, &name, &borrowed(&router_settings)).await;
+            let node = Node::start(Mode::Router, &name, &router_settings).await;
             cluster.routers.push(node);
         }
         for n in 1..=gateways {
             let name = format!("gateway-{n}");
-            let node = Node::start(Mode::Gateway, &name, &borrowed(&gateway_settings)).await;
+            let node = Node::start(Mode::Gateway, &name, &gateway_settings).await;
             cluster.gateways.push(node);
         }
         cluster
