@@ -39,11 +39,13 @@ pub enum ErrorCode {
     NotSubscribed,
     /// `connect` was already sent on this connection.
     AlreadyConnected,
+    /// A sync patch was conditional on a revision that is no longer the document's.
+    Conflict,
 }
 
 impl ErrorCode {
     /// Every code, in numeric order (for docs and tests).
-    pub const ALL: [ErrorCode; 15] = [
+    pub const ALL: [ErrorCode; 16] = [
         Self::Internal,
         Self::Unauthorized,
         Self::BadChannel,
@@ -59,6 +61,7 @@ impl ErrorCode {
         Self::MessageTooLarge,
         Self::NotSubscribed,
         Self::AlreadyConnected,
+        Self::Conflict,
     ];
 
     pub const fn code(self) -> u32 {
@@ -78,6 +81,7 @@ impl ErrorCode {
             Self::MessageTooLarge => 112,
             Self::NotSubscribed => 113,
             Self::AlreadyConnected => 114,
+            Self::Conflict => 115,
         }
     }
 

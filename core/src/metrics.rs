@@ -69,6 +69,15 @@ pub const PRESENCE_SIZE: &str = "herald_presence_size";
 /// Presence entries a router added (joins) and removed (leaves and expiries); label
 /// `change` (`join`, `leave`).
 pub const PRESENCE_CHANGES: &str = "herald_presence_changes_total";
+/// Sync document patches a router handled; label `result` (`applied`, `duplicate`,
+/// `conflict`, `refused`).
+pub const SYNC_PATCHES: &str = "herald_sync_patches_total";
+/// Sync document snapshots a router sent; label `reason` (`initial`: the reader had
+/// nothing, `fallback`: the patches it missed were no longer kept).
+pub const SYNC_SNAPSHOTS: &str = "herald_sync_snapshots_total";
+/// Compare-and-set retries of sync patches, when another router patched the same
+/// document first.
+pub const SYNC_RETRIES: &str = "herald_sync_retries_total";
 /// Always 1; labels `version` and `mode`.
 pub const BUILD_INFO: &str = "herald_build_info";
 
@@ -190,5 +199,8 @@ fn describe() {
     describe_counter!(PUBLICATIONS, "Publications accepted, stored and published.");
     describe_histogram!(PRESENCE_SIZE, "Clients listed by a presence query.");
     describe_counter!(PRESENCE_CHANGES, "Presence entries added and removed.");
+    describe_counter!(SYNC_PATCHES, "Sync document patches, by result.");
+    describe_counter!(SYNC_SNAPSHOTS, "Sync document snapshots sent, by reason.");
+    describe_counter!(SYNC_RETRIES, "Sync patches computed again after a concurrent patch.");
     describe_gauge!(BUILD_INFO, "Version and mode of the node; always 1.");
 }

@@ -85,6 +85,19 @@ pub struct ChannelRules {
     pub publish_rate: f64,
     /// Publications one connection may make at once above the rate.
     pub publish_burst: u32,
+    /// Whether the channel carries a sync document (see `docs/sync.md`) instead of
+    /// publications: clients read it with `subscribe` access and patch it with `publish`
+    /// access.
+    pub sync: bool,
+    /// Patches of a sync document kept for catch-up; a client further behind gets a
+    /// snapshot.
+    pub sync_history: u32,
+    /// Largest sync document, in bytes of JSON; a patch that would make it larger is
+    /// refused.
+    pub max_document_size: usize,
+    /// How long a sync document is kept after it was last patched or read.
+    #[serde(with = "humantime_serde")]
+    pub sync_ttl: Duration,
 }
 
 impl Default for ChannelRules {
@@ -102,13 +115,19 @@ impl Default for ChannelRules {
             recovery: true,
             publish_rate: 0.0,
             publish_burst: 10,
+            sync: false,
+            sync_history: 1000,
+            max_document_size: 64 * 1024,
+            sync_ttl: Duration::from_secs(30 * 24 * 3600),
         }
     }
 }
 
 impl ChannelRules {
+    /// Whether the channel's stream has offsets, kept in order by the routers: a channel
+    /// with history, or a sync document (whose patches are its stream).
     pub fn has_history(&self) -> bool {
-        self.history_size > 0
+        self.history_size > 0 || self.sync
     }
 
     /// Whether presence is reported for the channel's subscribers.
@@ -168,6 +187,13 @@ impl ChannelsConfig {
                 self.personal_namespace
             ));
         }
+        if self.default.sync {
+            return Err(
+                "channels.default: sync documents are for namespaces of their own (sync = true \
+                 under [channels.namespaces.<name>])"
+                    .into(),
+            );
+        }
         let all = std::iter::once(("default", &self.default))
             .chain(resolved.iter().map(|(name, rules)| (name.as_str(), rules)));
         for (name, rules) in all {
@@ -179,6 +205,22 @@ impl ChannelsConfig {
             }
             if rules.publish_rate > 0.0 && rules.publish_burst == 0 {
                 return Err(format!("channels.{name}: publish_burst must be at least 1"));
+            }
+            if rules.sync && name.starts_with('/') {
+                return Err(format!(
+                    "channels.{name}: a Socket.IO namespace cannot hold sync documents"
+                ));
+            }
+            if rules.sync && name == self.personal_namespace {
+                return Err(format!(
+                    "channels.{name}: the personal namespace cannot hold sync documents"
+                ));
+            }
+            if rules.sync && (rules.max_document_size < 2 || rules.sync_ttl.is_zero()) {
+                return Err(format!(
+                    "channels.{name}: a sync namespace needs max_document_size of at least 2 \
+                     and a positive sync_ttl"
+                ));
             }
         }
         Ok(())

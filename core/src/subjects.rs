@@ -47,6 +47,11 @@ impl Subjects {
         format!("{}.router.sessions", self.prefix)
     }
 
+    /// Sync document requests (read, patch, delete) to the router queue group.
+    pub fn sync_requests(&self) -> String {
+        format!("{}.router.sync", self.prefix)
+    }
+
     /// Presence reports and queries to the router queue group.
     pub fn presence_requests(&self) -> String {
         format!("{}.router.presence", self.prefix)

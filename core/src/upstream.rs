@@ -16,8 +16,9 @@ use bytes::Bytes;
 use herald_proto::bus::v1::{
     ClientInfo, HistoryPage, HistoryReply, HistoryRequest, Position, PresenceQuery, PresenceReply,
     PresenceReport, PresenceRequest, PresenceStats, Publication, PublishBatch, PublishBatchReply,
-    PublishRequest, SessionReply, SessionRequest, SocketRecord, history_reply, presence_reply,
-    presence_request, publish_reply, session_reply,
+    PublishRequest, SessionReply, SessionRequest, SocketRecord, SyncCommitted, SyncConflict,
+    SyncDelete, SyncPatch, SyncRead, SyncReply, SyncRequest, SyncState, history_reply,
+    presence_reply, presence_request, publish_reply, session_reply, sync_reply, sync_request,
 };
 use prost::Message;
 
@@ -36,6 +37,16 @@ fn unavailable(e: BusError) -> Refusal {
         _ => ErrorCode::Unavailable,
     };
     Refusal::new(code, e.to_string())
+}
+
+/// The refusal of a conditional sync patch that met another revision, as clients and the
+/// server API report it (beside the current document, where the protocol has room).
+pub fn conflict_refusal(conflict: &SyncConflict) -> Refusal {
+    let rev = conflict.position.as_ref().map_or(0, |p| p.offset);
+    Refusal::new(
+        ErrorCode::Conflict,
+        format!("the document is at revision {rev}, not the patch's base_rev"),
+    )
 }
 
 fn unexpected_reply() -> Refusal {
@@ -188,6 +199,58 @@ impl Upstream {
         };
         let reply: PresenceReply = self.ask(self.subjects.presence_requests(), request).await?;
         Ok(reply.result)
+    }
+
+    /// Brings a reader of `channel`'s sync document from `since` to the current revision:
+    /// the patches after it, or a snapshot.
+    pub async fn sync_read(
+        &self,
+        channel: &str,
+        since: Option<Position>,
+    ) -> Result<SyncState, Refusal> {
+        match self.sync(channel, sync_request::Action::Read(SyncRead { since })).await? {
+            sync_reply::Result::State(state) => Ok(state),
+            _ => Err(unexpected_reply()),
+        }
+    }
+
+    /// Applies a patch to `channel`'s sync document: its revision, or the conflict that
+    /// kept it from being applied.
+    pub async fn sync_patch(
+        &self,
+        channel: &str,
+        patch: SyncPatch,
+    ) -> Result<Result<SyncCommitted, SyncConflict>, Refusal> {
+        match self.sync(channel, sync_request::Action::Patch(patch)).await? {
+            sync_reply::Result::Committed(committed) => Ok(Ok(committed)),
+            sync_reply::Result::Conflict(conflict) => Ok(Err(conflict)),
+            _ => Err(unexpected_reply()),
+        }
+    }
+
+    /// Deletes `channel`'s sync document; returns revision 0 of its new epoch.
+    pub async fn sync_delete(&self, channel: &str) -> Result<Position, Refusal> {
+        match self.sync(channel, sync_request::Action::Delete(SyncDelete {})).await? {
+            sync_reply::Result::Committed(committed) => Ok(committed.position.unwrap_or_default()),
+            _ => Err(unexpected_reply()),
+        }
+    }
+
+    async fn sync(
+        &self,
+        channel: &str,
+        action: sync_request::Action,
+    ) -> Result<sync_reply::Result, Refusal> {
+        let request = SyncRequest {
+            channel: channel.to_string(),
+            action: Some(action),
+        };
+        let reply: SyncReply = self.ask(self.subjects.sync_requests(), request).await?;
+        match reply.result {
+            Some(sync_reply::Result::Error(error)) => Err(error.into()),
+            Some(result) => Ok(result),
+            None => Err(Refusal::new(ErrorCode::Internal, "empty router reply")),
+        }
     }
 
     /// Delivers a publication of a channel without history straight to subscribers.

@@ -150,7 +150,11 @@ impl<L: Listener> Feed<'_, L> {
             Ok(current) if current.epoch == publication.epoch => {
                 tracing::info!(channel = self.channel, epoch = %current.epoch, "stream restarted");
                 self.sequencer.restart(current.epoch);
-                if let Accepted::Deliver(ready) = self.sequencer.accept(publication) {
+                if publication.offset == 0 {
+                    // A deleted sync document's new epoch, announced at revision 0: its
+                    // subscribers must learn of it now, not at the next patch.
+                    self.deliver(std::slice::from_ref(&publication));
+                } else if let Accepted::Deliver(ready) = self.sequencer.accept(publication) {
                     self.deliver(&ready);
                 }
             }

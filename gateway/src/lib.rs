@@ -18,7 +18,7 @@
 //! 2. Wire formats, pure encoding and parsing: [`native::command`], [`native::push`],
 //!    [`native::reply`]; [`socketio::engine`], [`socketio::packet`], [`socketio::binary`],
 //!    [`socketio::channels`], [`socketio::reserved`], [`socketio::offsets`],
-//!    [`socketio::event`].
+//!    [`socketio::event`]; [`sync::wire`].
 //! 3. Rendering: [`render`], a publication in each format the hub serves; [`metrics`],
 //!    what a gateway records.
 //! 4. Fan-out: [`feed`], one task per channel bringing its publications in order, and
@@ -26,7 +26,8 @@
 //! 5. What sessions share: [`access`] (identity, permissions, publish budget),
 //!    [`catch_up`] (a returning client gets what it missed), [`clients`] (sessions by user
 //!    and client id), [`presence`] (reports to the routers), [`batch`] (one publish batcher
-//!    for both protocols), [`control`] (the server API's commands), and [`context`], the
+//!    for both protocols), [`control`] (the server API's commands), [`sync`] (a
+//!    subscriber of a sync document, kept at the router's revision), and [`context`], the
 //!    narrow context every session is given.
 //! 6. The protocols: [`native`] (the session, reading ahead) and [`socketio`] (Engine.IO
 //!    transports, links, sessions, sockets, recovery).
@@ -56,6 +57,7 @@ pub mod render;
 pub mod sequencer;
 pub mod serve;
 pub mod socketio;
+pub mod sync;
 
 #[cfg(test)]
 mod fuzz;

@@ -24,8 +24,8 @@ pub const SOCKETIO: &str = "socketio";
 /// The `protocol` label of subscribers that take `format`.
 pub fn protocol(format: &Format) -> &'static str {
     match format {
-        Format::Native => NATIVE,
-        Format::SocketIo { .. } => SOCKETIO,
+        Format::Native | Format::NativeSync => NATIVE,
+        Format::SocketIo { .. } | Format::SocketIoSync { .. } => SOCKETIO,
     }
 }
 
@@ -145,8 +145,10 @@ impl Deliveries {
     /// A publication was queued to `count` subscribers that take `format`.
     pub fn sent(&self, format: &Format, count: u64) {
         match format {
-            Format::Native => self.native.increment(count),
-            Format::SocketIo { .. } => self.socketio.increment(count),
+            Format::Native | Format::NativeSync => self.native.increment(count),
+            Format::SocketIo { .. } | Format::SocketIoSync { .. } => {
+                self.socketio.increment(count)
+            }
         }
     }
 }

@@ -26,6 +26,12 @@ impl Keys {
         format!("{}:meta:{{{channel}}}", self.prefix)
     }
 
+    /// The JSON text of a channel's sync document, beside its stream (the patches) and
+    /// meta (its revision and epoch).
+    pub fn document(&self, channel: &str) -> String {
+        format!("{}:doc:{{{channel}}}", self.prefix)
+    }
+
     /// The hash of a channel's present clients: client id -> encoded `ClientInfo`.
     pub fn presence(&self, channel: &str) -> String {
         format!("{}:presence:{{{channel}}}", self.prefix)
@@ -58,6 +64,7 @@ mod tests {
         let keys = Keys::new("h");
         assert_eq!(keys.history("chat:1"), "h:history:{chat:1}");
         assert_eq!(keys.meta("chat:1"), "h:meta:{chat:1}");
+        assert_eq!(keys.document("chat:1"), "h:doc:{chat:1}");
         assert_eq!(keys.idempotency("chat:1", "k"), "h:idem:6:{chat:1}:k");
     }
 

@@ -12,6 +12,8 @@
 //!   memory, and the service that answers gateways about them.
 //! - [`presence`]: who is subscribed where, kept from gateways' reports with expiry, in
 //!   Redis or in memory, and the service that answers gateways about it.
+//! - [`sync`]: sync documents beside their channels' history, patched by compare-and-set,
+//!   and the service that reads, patches and deletes them.
 //! - [`queue`]: serving one kind of request from the router queue group.
 //! - [`keys`]: every Redis key, built in one place.
 //! - [`metrics`]: the time and failures of Redis operations.
@@ -24,5 +26,6 @@ pub mod presence;
 mod queue;
 pub mod service;
 pub mod sessions;
+pub mod sync;
 
 pub use service::RouterService;

@@ -4,7 +4,8 @@
 use std::time::Instant;
 
 use herald_core::metrics::{
-    PRESENCE_CHANGES, PRESENCE_SIZE, PUBLICATIONS, REDIS_DURATION, REDIS_ERRORS,
+    PRESENCE_CHANGES, PRESENCE_SIZE, PUBLICATIONS, REDIS_DURATION, REDIS_ERRORS, SYNC_PATCHES,
+    SYNC_RETRIES, SYNC_SNAPSHOTS,
 };
 use metrics::{counter, histogram};
 
@@ -22,7 +23,10 @@ pub(crate) const SESSION_TAKE: &str = "session_take";
 pub(crate) const SESSION_TOUCH: &str = "session_touch";
 pub(crate) const SESSION_DROP: &str = "session_drop";
 pub(crate) const SESSION_AMEND: &str = "session_amend";
-const OPERATIONS: [&str; 11] = [
+pub(crate) const SYNC_SNAPSHOT: &str = "sync_snapshot";
+pub(crate) const SYNC_COMMIT: &str = "sync_commit";
+pub(crate) const SYNC_DELETE: &str = "sync_delete";
+const OPERATIONS: [&str; 14] = [
     HISTORY_APPEND,
     HISTORY_READ,
     PING,
@@ -34,6 +38,9 @@ const OPERATIONS: [&str; 11] = [
     SESSION_TOUCH,
     SESSION_DROP,
     SESSION_AMEND,
+    SYNC_SNAPSHOT,
+    SYNC_COMMIT,
+    SYNC_DELETE,
 ];
 
 /// Makes every family of a router visible from the start, at zero, so that dashboards and
@@ -48,6 +55,13 @@ pub fn initialize() {
         counter!(PRESENCE_CHANGES, "change" => change).absolute(0);
     }
     let _ = histogram!(PRESENCE_SIZE);
+    for result in ["applied", "duplicate", "conflict", "refused"] {
+        counter!(SYNC_PATCHES, "result" => result).absolute(0);
+    }
+    for reason in ["initial", "fallback"] {
+        counter!(SYNC_SNAPSHOTS, "reason" => reason).absolute(0);
+    }
+    counter!(SYNC_RETRIES).absolute(0);
 }
 
 /// One Redis operation, timed from [`start`](Self::start) until dropped.

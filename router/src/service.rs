@@ -179,6 +179,12 @@ impl RouterService {
         channel::validate(&request.channel)
             .map_err(|e| Refusal::new(ErrorCode::BadChannel, e.to_string()))?;
         let rules = self.channels.rules_for(&request.channel);
+        if rules.sync {
+            return Err(Refusal::new(
+                ErrorCode::NotAvailable,
+                "the channel carries a sync document: patch it instead of publishing",
+            ));
+        }
         if request.idempotency_key.len() > MAX_IDEMPOTENCY_KEY_LEN {
             return Err(Refusal::new(
                 ErrorCode::BadRequest,

@@ -23,6 +23,7 @@ use herald_router::api::nodes::Nodes;
 use herald_router::history::{HistoryStore, MemoryHistory, RedisHistory};
 use herald_router::presence::{MemoryPresence, PresenceService, PresenceStore, RedisPresence};
 use herald_router::sessions::{MemorySessions, RedisSessions, SessionService, SessionStore};
+use herald_router::sync::{DocumentStore, MemoryDocuments, RedisDocuments, SyncService};
 use herald_router::{RouterService, api};
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
@@ -152,8 +153,10 @@ pub async fn run(
     match mode {
         Mode::Standalone => {
             let bus: Arc<dyn Bus> = Arc::new(MemoryBus::new());
+            let history = Arc::new(MemoryHistory::new());
             let stores = Stores {
-                history: Arc::new(MemoryHistory::new()),
+                documents: Arc::new(MemoryDocuments::new(history.clone())),
+                history,
                 sessions: Arc::new(MemorySessions::new()),
                 presence: Arc::new(MemoryPresence::new()),
             };
@@ -185,6 +188,7 @@ pub async fn run(
             };
             let prefix = &config.redis.key_prefix;
             let stores = Stores {
+                documents: Arc::new(RedisDocuments::new(&store)),
                 sessions: Arc::new(RedisSessions::new(store.connection(), prefix)),
                 presence: Arc::new(RedisPresence::new(store.connection(), prefix)),
                 history: Arc::new(store),
@@ -291,16 +295,20 @@ impl Tasks {
     }
 }
 
-/// What a router keeps: history, Socket.IO sessions and presence.
+/// What a router keeps: history, sync documents beside it, Socket.IO sessions and
+/// presence.
 struct Stores {
     history: Arc<dyn HistoryStore>,
+    documents: Arc<dyn DocumentStore>,
     sessions: Arc<dyn SessionStore>,
     presence: Arc<dyn PresenceStore>,
 }
 
-/// The router's services: publications and history, Socket.IO sessions, presence.
+/// The router's services: publications and history, sync documents, Socket.IO sessions,
+/// presence.
 struct Services {
     router: Arc<RouterService>,
+    sync: Arc<SyncService>,
     sessions: Arc<SessionService>,
     presence: Arc<PresenceService>,
 }
@@ -310,6 +318,15 @@ impl Services {
         let subjects = Subjects::new(config.nats.subject_prefix.clone());
         let concurrency = config.router.concurrency;
         Self {
+            sync: SyncService::new(
+                bus.clone(),
+                stores.history.clone(),
+                stores.documents,
+                subjects.clone(),
+                config.channels.clone(),
+                config.router.idempotency_ttl,
+                concurrency,
+            ),
             router: RouterService::new(
                 bus.clone(),
                 stores.history,
@@ -334,21 +351,26 @@ impl Services {
         }
     }
 
-    /// Starts the three services on `tasks`, until the tasks' stop.
+    /// Starts the four services on `tasks`, until the tasks' stop.
     fn spawn(&self, tasks: &mut Tasks) {
         let stop = || tasks.watched.clone().cancelled_owned();
-        let (router, sessions, presence) = (
+        let (router, sync, sessions, presence) = (
             self.router.clone().run(stop()),
+            self.sync.clone().run(stop()),
             self.sessions.clone().run(stop()),
             self.presence.clone().run(stop()),
         );
         tasks.essential("router", router);
+        tasks.essential("sync", sync);
         tasks.essential("sessions", sessions);
         tasks.essential("presence", presence);
     }
 
     async fn serving(&self) -> bool {
-        self.router.ready().await && self.sessions.serving() && self.presence.serving()
+        self.router.ready().await
+            && self.sync.serving()
+            && self.sessions.serving()
+            && self.presence.serving()
     }
 }
 

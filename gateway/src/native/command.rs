@@ -80,6 +80,28 @@ pub struct HistoryParams {
     pub reverse: bool,
 }
 
+#[derive(Debug, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct SyncSubscribeParams {
+    pub channel: String,
+    /// The revision the client has, with its epoch: it is sent the patches after it, or a
+    /// snapshot when they are no longer kept.
+    pub rev: Option<u64>,
+    pub epoch: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SyncPatchParams<'a> {
+    pub channel: String,
+    /// A JSON Merge Patch (RFC 7386): an object.
+    #[serde(borrow)]
+    pub patch: &'a RawValue,
+    /// Applied only if the document is at this revision.
+    pub base_rev: Option<u64>,
+    pub idempotency_key: Option<String>,
+}
+
 #[derive(Debug)]
 pub enum Command<'a> {
     Connect(ConnectParams),
@@ -90,6 +112,10 @@ pub enum Command<'a> {
     Presence(ChannelParams),
     PresenceStats(ChannelParams),
     Refresh(RefreshParams),
+    SyncSubscribe(SyncSubscribeParams),
+    SyncUnsubscribe(ChannelParams),
+    SyncGet(ChannelParams),
+    SyncPatch(SyncPatchParams<'a>),
     Ping,
 }
 
@@ -147,6 +173,10 @@ pub fn parse(text: &str) -> Result<Parsed<'_>, ProtocolViolation> {
         "presence" => params("presence", raw).map(Command::Presence),
         "presence_stats" => params("presence_stats", raw).map(Command::PresenceStats),
         "refresh" => params("refresh", raw).map(Command::Refresh),
+        "sync_subscribe" => params("sync_subscribe", raw).map(Command::SyncSubscribe),
+        "sync_unsubscribe" => params("sync_unsubscribe", raw).map(Command::SyncUnsubscribe),
+        "sync_get" => params("sync_get", raw).map(Command::SyncGet),
+        "sync_patch" => params("sync_patch", raw).map(Command::SyncPatch),
         "ping" => Ok(Command::Ping),
         other => Err(Refusal::new(
             ErrorCode::UnknownCommand,
@@ -200,6 +230,20 @@ mod tests {
         };
         assert!(s.recover);
         assert_eq!((s.offset, s.epoch.as_deref()), (Some(5), Some("e")));
+        let p = parse(
+            r#"{"id":4,"method":"sync_patch","params":{"channel":"d","patch":{"a":null},"base_rev":3}}"#,
+        )
+        .unwrap();
+        let Ok(Command::SyncPatch(patch)) = p.command else {
+            panic!("not sync_patch")
+        };
+        assert_eq!((patch.patch.get(), patch.base_rev), (r#"{"a":null}"#, Some(3)));
+        let p = parse(r#"{"id":4,"method":"sync_subscribe","params":{"channel":"d","rev":2,"epoch":"e"}}"#)
+            .unwrap();
+        let Ok(Command::SyncSubscribe(s)) = p.command else {
+            panic!("not sync_subscribe")
+        };
+        assert_eq!((s.rev, s.epoch.as_deref()), (Some(2), Some("e")));
         let p = parse(r#"{"id":5,"method":"refresh","params":{"token":"t"}}"#).unwrap();
         assert!(matches!(p.command, Ok(Command::Refresh(RefreshParams { token })) if token == "t"));
         for method in ["presence", "presence_stats"] {

@@ -10,6 +10,7 @@ use serde::Serialize;
 use serde_json::value::RawValue;
 
 use super::push::{self, ClientView};
+use crate::sync::wire::ConflictView;
 
 #[derive(Serialize)]
 struct Ok<'a, T> {
@@ -53,6 +54,45 @@ pub fn error(id: u64, refusal: &Refusal) -> Utf8Bytes {
         },
     };
     serde_json::to_string(&body).unwrap_or_default().into()
+}
+
+/// A refused conditional `sync_patch`: the error, with where the document is and the
+/// document itself, to rebase on.
+pub fn conflict(id: u64, refusal: &Refusal, conflict: &ConflictView<'_>) -> Utf8Bytes {
+    #[derive(Serialize)]
+    struct Body<'a> {
+        id: u64,
+        error: ConflictError<'a>,
+    }
+    #[derive(Serialize)]
+    struct ConflictError<'a> {
+        #[serde(flatten)]
+        error: ErrorBody<'a>,
+        #[serde(flatten)]
+        conflict: &'a ConflictView<'a>,
+    }
+    let body = Body {
+        id,
+        error: ConflictError {
+            error: ErrorBody {
+                code: refusal.code.code(),
+                message: &refusal.message,
+                temporary: refusal.code.temporary(),
+            },
+            conflict,
+        },
+    };
+    serde_json::to_string(&body).unwrap_or_default().into()
+}
+
+/// Result of `sync_patch`: the patch's revision.
+#[derive(Serialize)]
+pub struct PatchResult<'a> {
+    pub rev: u64,
+    pub epoch: &'a str,
+    /// The idempotency key had been seen: nothing was applied again.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub duplicate: bool,
 }
 
 #[derive(Serialize)]

@@ -7,7 +7,7 @@
 //! Replies and publications share the connection's bounded outbound queue, written by a
 //! separate task.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -18,11 +18,12 @@ use bytes::Bytes;
 use futures_util::{Sink, Stream, StreamExt};
 use herald_core::codes::{DisconnectCode, ErrorCode, Refusal};
 use herald_core::rules::Action;
-use herald_proto::bus::v1::{HistoryRequest, Position};
+use herald_proto::bus::v1::{HistoryRequest, Position, SyncState};
 
 use super::burst::{Stop, read_burst};
 use super::command::{
     self, ChannelParams, Command, HistoryParams, PublishParams, RefreshParams, SubscribeParams,
+    SyncPatchParams, SyncSubscribeParams,
 };
 use super::{push, reply};
 use crate::access::Access;
@@ -35,7 +36,10 @@ use crate::hub::{ClientId, Plain, Subscriber};
 use crate::metrics::{self, NATIVE};
 use crate::outbound::{self, Outbound};
 use crate::render::Format;
+use crate::sync::wire::{ConflictView, StateView};
+use crate::sync::{self, SyncSubscriber};
 use herald_core::envelope;
+use herald_core::upstream::conflict_refusal;
 use herald_core::publish::{self, Limit, Prepared, Publish};
 
 struct Session {
@@ -46,6 +50,11 @@ struct Session {
     /// Who the client is, once it sent `connect`.
     access: Option<Access>,
     subscriptions: HashSet<String>,
+    /// The sync documents it is subscribed to.
+    documents: HashMap<String, Arc<SyncSubscriber>>,
+    /// A document subscribed to whose state is in the reply being sent: its patches may
+    /// flow once the reply is queued.
+    opening: Option<(Arc<SyncSubscriber>, SyncState)>,
     outbound: Outbound,
     /// How the hub reaches this connection, on every channel.
     subscriber: Arc<dyn Subscriber>,
@@ -77,6 +86,8 @@ where
         id,
         access: None,
         subscriptions: HashSet::new(),
+        documents: HashMap::new(),
+        opening: None,
         subscriber: Plain::new(Format::Native, outbound.clone()),
         outbound,
     };
@@ -138,6 +149,9 @@ impl Session {
                 if self.subscriptions.remove(&channel) {
                     self.leave(&channel);
                     self.send(push::unsubscribe(&channel));
+                } else if let Some(document) = self.documents.remove(&channel) {
+                    self.leave_document(&document);
+                    self.send(push::unsubscribe(&channel));
                 }
             }
         }
@@ -196,6 +210,9 @@ impl Session {
                         Err(refusal) => Err(refusal),
                     };
                     self.reply(id, frame);
+                    if let Some((document, state)) = self.opening.take() {
+                        document.opened(&state);
+                    }
                 }
             }
         }
@@ -219,6 +236,7 @@ impl Session {
     fn prepare(&mut self, params: PublishParams) -> Result<Prepared, Refusal> {
         let access = self.access.as_mut().ok_or_else(not_connected)?;
         let rules = access.authorize_publish(&self.ctx.channels, &params.channel)?;
+        sync::check_rules(&rules, false)?;
         let data = params.data.get();
         if params.attachments.len() > envelope::MAX_ATTACHMENTS {
             let message = format!("at most {} attachments", envelope::MAX_ATTACHMENTS);
@@ -271,7 +289,107 @@ impl Session {
             (Some(_), Command::Presence(params)) => self.presence(id, params, false).await,
             (Some(_), Command::PresenceStats(params)) => self.presence(id, params, true).await,
             (Some(_), Command::Refresh(params)) => self.refresh(id, params),
+            (Some(_), Command::SyncSubscribe(params)) => self.sync_subscribe(id, params).await,
+            (Some(_), Command::SyncUnsubscribe(params)) => self.sync_unsubscribe(id, params),
+            (Some(_), Command::SyncGet(params)) => self.sync_get(id, params).await,
+            (Some(_), Command::SyncPatch(params)) => self.sync_patch(id, params).await,
         }
+    }
+
+    /// Subscribes to a sync document: the reply holds the state the client starts from
+    /// (the patches after its `rev`, or a snapshot), and `sync` pushes follow it.
+    async fn sync_subscribe(
+        &mut self,
+        id: u64,
+        params: SyncSubscribeParams,
+    ) -> Result<Utf8Bytes, Refusal> {
+        let channel = params.channel;
+        sync::authorize_read(&self.ctx, self.access()?, &channel)?;
+        if self.documents.contains_key(&channel) {
+            return Err(Refusal::new(
+                ErrorCode::AlreadySubscribed,
+                "already subscribed to this document",
+            ));
+        }
+        self.check_room()?;
+        let since = params.rev.map(|offset| Position {
+            offset,
+            epoch: params.epoch.unwrap_or_default(),
+        });
+        let document = SyncSubscriber::new(
+            &channel,
+            Format::NativeSync,
+            self.outbound.clone(),
+            self.ctx.upstream.clone(),
+        );
+        let state = sync::subscribe(&self.ctx.hub, self.id, &document, since).await?;
+        let frame = reply::ok(id, &StateView::of(&state));
+        self.documents.insert(channel, document.clone());
+        self.opening = Some((document, state));
+        Ok(frame)
+    }
+
+    fn sync_unsubscribe(&mut self, id: u64, params: ChannelParams) -> Result<Utf8Bytes, Refusal> {
+        let Some(document) = self.documents.remove(&params.channel) else {
+            return Err(Refusal::new(
+                ErrorCode::NotSubscribed,
+                "not subscribed to this document",
+            ));
+        };
+        self.leave_document(&document);
+        Ok(reply::empty(id))
+    }
+
+    fn leave_document(&self, document: &SyncSubscriber) {
+        self.ctx.hub.unsubscribe(document.channel(), self.id);
+        document.stop();
+    }
+
+    async fn sync_get(&mut self, id: u64, params: ChannelParams) -> Result<Utf8Bytes, Refusal> {
+        sync::authorize_read(&self.ctx, self.access()?, &params.channel)?;
+        let state = self.ctx.upstream.sync_read(&params.channel, None).await?;
+        Ok(reply::ok(id, &StateView::of(&state)))
+    }
+
+    async fn sync_patch(
+        &mut self,
+        id: u64,
+        params: SyncPatchParams<'_>,
+    ) -> Result<Utf8Bytes, Refusal> {
+        let access = self.access.as_mut().ok_or_else(not_connected)?;
+        let patch = sync::Patch {
+            channel: params.channel,
+            patch: Bytes::copy_from_slice(params.patch.get().as_bytes()),
+            base_rev: params.base_rev,
+            idempotency_key: params.idempotency_key,
+        };
+        match sync::patch(&self.ctx, access, &self.name, patch).await? {
+            Ok(committed) => {
+                let position = committed.position.unwrap_or_default();
+                let result = reply::PatchResult {
+                    rev: position.offset,
+                    epoch: &position.epoch,
+                    duplicate: committed.duplicate,
+                };
+                Ok(reply::ok(id, &result))
+            }
+            Err(conflict) => {
+                let refusal = conflict_refusal(&conflict);
+                // Counted as the refusal it is; the frame carries the document besides.
+                metrics::replied::<()>(NATIVE, &Err(refusal.clone()));
+                Ok(reply::conflict(id, &refusal, &ConflictView::of(&conflict)))
+            }
+        }
+    }
+
+    /// Refuses one more subscription past `max_subscriptions` (channels and documents).
+    fn check_room(&self) -> Result<(), Refusal> {
+        let most = self.ctx.config.max_subscriptions;
+        if self.subscriptions.len() + self.documents.len() >= most {
+            let message = format!("at most {most} subscriptions per connection");
+            return Err(Refusal::new(ErrorCode::LimitExceeded, message));
+        }
+        Ok(())
     }
 
     /// Admits the client, and subscribes it to its user's personal channel.
@@ -355,17 +473,14 @@ impl Session {
         let channel = params.channel;
         let access = self.access()?;
         let rules = access.authorize(&self.ctx.channels, &channel, Action::Subscribe)?;
+        sync::check_rules(&rules, false)?;
         if self.subscriptions.contains(&channel) {
             return Err(Refusal::new(
                 ErrorCode::AlreadySubscribed,
                 "already subscribed to this channel",
             ));
         }
-        let most = self.ctx.config.max_subscriptions;
-        if self.subscriptions.len() >= most {
-            let message = format!("at most {most} subscriptions per connection");
-            return Err(Refusal::new(ErrorCode::LimitExceeded, message));
-        }
+        self.check_room()?;
         let history = rules.has_history();
         let returning = Returning {
             hub: &self.ctx.hub,
@@ -478,6 +593,9 @@ impl Session {
     fn leave_all(&mut self) {
         for channel in std::mem::take(&mut self.subscriptions) {
             self.leave(&channel);
+        }
+        for document in std::mem::take(&mut self.documents).into_values() {
+            self.leave_document(&document);
         }
     }
 }

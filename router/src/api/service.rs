@@ -8,14 +8,15 @@ use herald_core::config::ChannelsConfig;
 use herald_core::envelope;
 use herald_core::publish::{self, Limit, Prepared, Publish};
 use herald_core::time::unix_micros;
-use herald_core::upstream::Upstream;
+use herald_core::upstream::{Upstream, conflict_refusal};
 use herald_proto::api::v1::herald_api_server::HeraldApi;
 use herald_proto::api::v1::{
     self as api, BroadcastRequest, BroadcastResponse, BroadcastResult, ChannelInfo,
     ChannelsRequest, ChannelsResponse, DisconnectRequest, DisconnectResponse, HistoryRequest,
     HistoryResponse, InfoRequest, InfoResponse, NodeInfo, PresenceRequest, PresenceResponse,
     PresenceStatsRequest, PresenceStatsResponse, PublishRequest, PublishResponse, StreamPosition,
-    UnsubscribeRequest, UnsubscribeResponse, broadcast_result,
+    SyncDeleteRequest, SyncDeleteResponse, SyncGetRequest, SyncGetResponse, SyncPatchRequest,
+    SyncPatchResponse, UnsubscribeRequest, UnsubscribeResponse, broadcast_result,
 };
 use herald_proto::bus::v1::control_command::Action;
 use herald_proto::bus::v1::{self as bus, ClientSelector, ControlReply};
@@ -338,5 +339,64 @@ impl HeraldApi for Api {
             })
             .collect();
         Ok(Response::new(InfoResponse { nodes }))
+    }
+
+    async fn sync_get(
+        &self,
+        request: Request<SyncGetRequest>,
+    ) -> Result<Response<SyncGetResponse>, Status> {
+        let request = request.into_inner();
+        valid_channel(&request.channel)?;
+        let state = self
+            .upstream
+            .sync_read(&request.channel, None)
+            .await
+            .map_err(from_refusal)?;
+        Ok(Response::new(SyncGetResponse {
+            doc: String::from_utf8_lossy(&state.doc).into_owned(),
+            position: state.position.map(position),
+        }))
+    }
+
+    async fn sync_patch(
+        &self,
+        request: Request<SyncPatchRequest>,
+    ) -> Result<Response<SyncPatchResponse>, Status> {
+        let request = request.into_inner();
+        valid_channel(&request.channel)?;
+        let patch = bus::SyncPatch {
+            patch: Bytes::from(request.patch.into_bytes()),
+            base_rev: request.base_rev,
+            idempotency_key: request.idempotency_key,
+            publisher: None,
+        };
+        let outcome = self
+            .upstream
+            .sync_patch(&request.channel, patch)
+            .await
+            .map_err(from_refusal)?;
+        match outcome {
+            Ok(committed) => Ok(Response::new(SyncPatchResponse {
+                position: committed.position.map(position),
+                duplicate: committed.duplicate,
+            })),
+            Err(conflict) => Err(from_refusal(conflict_refusal(&conflict))),
+        }
+    }
+
+    async fn sync_delete(
+        &self,
+        request: Request<SyncDeleteRequest>,
+    ) -> Result<Response<SyncDeleteResponse>, Status> {
+        let request = request.into_inner();
+        valid_channel(&request.channel)?;
+        let at = self
+            .upstream
+            .sync_delete(&request.channel)
+            .await
+            .map_err(from_refusal)?;
+        Ok(Response::new(SyncDeleteResponse {
+            position: Some(position(at)),
+        }))
     }
 }

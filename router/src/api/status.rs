@@ -16,6 +16,7 @@ pub fn from_refusal(refusal: Refusal) -> Status {
         ErrorCode::LimitExceeded => Code::ResourceExhausted,
         ErrorCode::Unavailable => Code::Unavailable,
         ErrorCode::Internal => Code::Internal,
+        ErrorCode::Conflict => Code::Aborted,
         ErrorCode::AlreadySubscribed
         | ErrorCode::NotSubscribed
         | ErrorCode::NotConnected

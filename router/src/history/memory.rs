@@ -8,6 +8,7 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use bytes::Bytes;
 use herald_proto::bus::v1::{Position, Publication};
 use tokio::time::Instant;
 
@@ -18,28 +19,31 @@ use super::{
 /// Appends between two sweeps of expired channels and idempotency keys.
 const SWEEP_EVERY: u64 = 4096;
 
-struct Stream {
-    epoch: String,
-    top: u64,
-    log: VecDeque<Publication>,
+pub(crate) struct Stream {
+    pub(crate) epoch: String,
+    pub(crate) top: u64,
+    pub(crate) log: VecDeque<Publication>,
     /// The log is dropped at this moment (history TTL).
-    log_expires: Instant,
+    pub(crate) log_expires: Instant,
     /// The whole stream, epoch included, is forgotten at this moment.
-    meta_expires: Instant,
+    pub(crate) meta_expires: Instant,
+    /// The channel's sync document, JSON text, if it has one (see `crate::sync`).
+    pub(crate) document: Option<Bytes>,
 }
 
 impl Stream {
-    fn new(now: Instant, meta_ttl: Duration) -> Self {
+    pub(crate) fn new(now: Instant, meta_ttl: Duration) -> Self {
         Self {
             epoch: new_epoch(),
             top: 0,
             log: VecDeque::new(),
             log_expires: now,
             meta_expires: now + meta_ttl,
+            document: None,
         }
     }
 
-    fn position(&self) -> Position {
+    pub(crate) fn position(&self) -> Position {
         Position {
             offset: self.top,
             epoch: self.epoch.clone(),
@@ -48,15 +52,20 @@ impl Stream {
 }
 
 #[derive(Default)]
-struct State {
-    streams: HashMap<String, Stream>,
-    idempotency: HashMap<(String, String), (u64, Instant)>,
+pub(crate) struct State {
+    pub(crate) streams: HashMap<String, Stream>,
+    pub(crate) idempotency: HashMap<(String, String), (u64, Instant)>,
     appends: u64,
 }
 
 impl State {
     /// The live stream of `channel`, created (new epoch) when missing or expired.
-    fn stream(&mut self, channel: &str, now: Instant, meta_ttl: Duration) -> &mut Stream {
+    pub(crate) fn stream(
+        &mut self,
+        channel: &str,
+        now: Instant,
+        meta_ttl: Duration,
+    ) -> &mut Stream {
         let stream = self
             .streams
             .entry(channel.to_string())
@@ -71,13 +80,13 @@ impl State {
     }
 
     /// The stream of `channel` if it has one that has not expired; creates nothing.
-    fn live(&self, channel: &str, now: Instant) -> Option<&Stream> {
+    pub(crate) fn live(&self, channel: &str, now: Instant) -> Option<&Stream> {
         self.streams
             .get(channel)
             .filter(|stream| stream.meta_expires > now)
     }
 
-    fn append_one(
+    pub(crate) fn append_one(
         &mut self,
         channel: &str,
         entry: Entry,
@@ -153,7 +162,7 @@ impl MemoryHistory {
         Self::default()
     }
 
-    fn state(&self) -> Result<std::sync::MutexGuard<'_, State>, StoreError> {
+    pub(crate) fn state(&self) -> Result<std::sync::MutexGuard<'_, State>, StoreError> {
         self.state
             .lock()
             .map_err(|_| StoreError::Refused("memory history lock poisoned".into()))
@@ -229,7 +238,6 @@ impl HistoryStore for MemoryHistory {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use bytes::Bytes;
 
     fn limits(size: u32) -> Limits {
         Limits {

@@ -6,7 +6,7 @@
 //! (expired, or the store's data is gone) the next use starts a new epoch at offset 1, and
 //! clients can tell that their old offsets mean nothing there.
 
-mod memory;
+pub(crate) mod memory;
 pub(crate) mod redis;
 
 use std::time::Duration;

@@ -82,6 +82,11 @@ impl RedisHistory {
     pub fn connection(&self) -> ConnectionManager {
         self.connection.clone()
     }
+
+    /// The keys it uses, for the stores that live beside it.
+    pub fn keys(&self) -> &Keys {
+        &self.keys
+    }
 }
 
 /// Turns one XRANGE entry (`[id, [field, value, …]]`) into a publication.

@@ -1,0 +1,327 @@
+//! Sync documents on a gateway: a subscriber that gets a document's state first and then
+//! every patch in revision order, whatever happens on the way, for both protocols.
+//!
+//! A [`SyncSubscriber`] joins the hub like any subscriber, but with a gate: until the
+//! client has been sent the state it starts from (the reply to its subscribe), live patches
+//! wait behind the gate; then each patch goes out only if it is the next revision of what
+//! the client has. A patch that is not (a gap the feed had to skip, a new epoch after the
+//! document was deleted) closes the gate again, and the subscriber brings the client up to
+//! date by itself: it asks a router for the patches after the client's revision, or a
+//! snapshot, pushes that state, and opens the gate. So a client that applies what it
+//! receives, in order, always holds the router's document at the revision it was last told.
+//!
+//! - [`wire`]: the JSON clients see.
+
+pub mod wire;
+
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::time::Duration;
+
+use bytes::Bytes;
+use herald_core::codes::{ErrorCode, Refusal};
+use herald_core::config::ChannelRules;
+use herald_core::rules::Action;
+use herald_core::upstream::Upstream;
+use herald_proto::bus::v1::{Position, Publication, SyncCommitted, SyncConflict, SyncPatch, SyncState};
+
+use crate::access::Access;
+use crate::context::Context;
+use crate::hub::{Hub, Subscriber, SubscriberId};
+use crate::outbound::{Encoded, Outbound};
+use crate::render::Format;
+
+/// Patches held behind a closed gate at most; past this they are dropped and the client is
+/// brought up to date from a router instead.
+const MAX_HELD: usize = 1000;
+
+/// Wait before asking a router again when bringing a client up to date failed.
+const RETRY: Duration = Duration::from_millis(500);
+
+/// Refuses a sync operation on a channel whose namespace has no sync documents, and a
+/// plain subscribe or publish on one that has.
+pub fn check_rules(rules: &ChannelRules, sync: bool) -> Result<(), Refusal> {
+    match (rules.sync, sync) {
+        (true, true) | (false, false) => Ok(()),
+        (false, true) => Err(Refusal::new(
+            ErrorCode::NotAvailable,
+            "the channel's namespace has no sync documents (`sync = true`)",
+        )),
+        (true, false) => Err(Refusal::new(
+            ErrorCode::NotAvailable,
+            "the channel carries a sync document: use the sync commands",
+        )),
+    }
+}
+
+struct Gate {
+    /// The client's document: its revision and epoch.
+    at: Position,
+    /// Patches go out as they come; otherwise they wait in `held`.
+    open: bool,
+    held: Vec<Publication>,
+    /// Patches were dropped for want of room in `held`.
+    overflowed: bool,
+    /// The client's state is being read; nobody else starts reading it.
+    reading: bool,
+    /// Cleared when the client leaves the document: nothing more is sent.
+    active: bool,
+}
+
+impl Gate {
+    fn hold(&mut self, publication: &Publication) {
+        if self.held.len() < MAX_HELD {
+            self.held.push(publication.clone());
+        } else {
+            self.overflowed = true;
+        }
+    }
+}
+
+/// How a patch relates to the client's document.
+enum Fit {
+    /// The next revision: it goes out.
+    Next,
+    /// The client has it already.
+    Old,
+    /// A gap, or another epoch: the client must be brought up to date.
+    Break,
+}
+
+fn fit(at: &Position, patch: &Publication) -> Fit {
+    // Revision 0 of no epoch is the empty document, which every epoch starts from.
+    let same_epoch = patch.epoch == at.epoch || (at.epoch.is_empty() && at.offset == 0);
+    if same_epoch && patch.offset == at.offset + 1 {
+        Fit::Next
+    } else if same_epoch && patch.offset <= at.offset {
+        Fit::Old
+    } else {
+        Fit::Break
+    }
+}
+
+fn position_of(patch: &Publication) -> Position {
+    Position {
+        offset: patch.offset,
+        epoch: patch.epoch.clone(),
+    }
+}
+
+/// One client's subscription to one document, as the hub sees it.
+pub struct SyncSubscriber {
+    me: Weak<Self>,
+    channel: String,
+    format: Format,
+    outbound: Outbound,
+    upstream: Upstream,
+    gate: Mutex<Gate>,
+}
+
+impl SyncSubscriber {
+    /// A subscriber whose gate is closed until [`Self::opened`]. `format` is
+    /// [`Format::NativeSync`] or [`Format::SocketIoSync`].
+    pub fn new(channel: &str, format: Format, outbound: Outbound, upstream: Upstream) -> Arc<Self> {
+        Arc::new_cyclic(|me| Self {
+            me: me.clone(),
+            channel: channel.to_string(),
+            format,
+            outbound,
+            upstream,
+            gate: Mutex::new(Gate {
+                at: Position::default(),
+                open: false,
+                held: Vec::new(),
+                overflowed: false,
+                reading: true,
+                active: true,
+            }),
+        })
+    }
+
+    pub fn channel(&self) -> &str {
+        &self.channel
+    }
+
+    fn gate(&self) -> MutexGuard<'_, Gate> {
+        // Every critical section leaves the gate consistent.
+        self.gate.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The client has been sent `state` (in the reply to its subscribe): patches after it
+    /// go out from now on.
+    pub fn opened(&self, state: &SyncState) {
+        let mut gate = self.gate();
+        gate.at = state.position.clone().unwrap_or_default();
+        gate.reading = false;
+        if !self.flush(&mut gate) {
+            self.bring_up_to_date(&mut gate);
+        }
+    }
+
+    /// The client left the document: nothing more is sent.
+    pub fn stop(&self) {
+        let mut gate = self.gate();
+        gate.active = false;
+        gate.open = false;
+        gate.held = Vec::new();
+    }
+
+    /// Sends the held patches that follow the client's revision and opens the gate;
+    /// returns false, keeping the gate closed, if they do not all follow.
+    fn flush(&self, gate: &mut Gate) -> bool {
+        let held = std::mem::take(&mut gate.held);
+        for (i, patch) in held.iter().enumerate() {
+            match fit(&gate.at, patch) {
+                Fit::Next => {
+                    gate.at = position_of(patch);
+                    if let Some(encoded) = self.format.publication(patch) {
+                        self.outbound.send_encoded(&encoded);
+                    }
+                }
+                Fit::Old => {}
+                Fit::Break => {
+                    gate.held = held[i..].to_vec();
+                    return false;
+                }
+            }
+        }
+        if std::mem::take(&mut gate.overflowed) {
+            return false;
+        }
+        gate.open = true;
+        true
+    }
+
+    /// Closes the gate and starts reading the client's state from a router, unless that
+    /// is under way.
+    fn bring_up_to_date(&self, gate: &mut Gate) {
+        gate.open = false;
+        if gate.reading || !gate.active {
+            return;
+        }
+        gate.reading = true;
+        if let Some(me) = self.me.upgrade() {
+            tokio::spawn(async move { me.read_until_current().await });
+        }
+    }
+
+    /// Asks a router for what the client misses until it is current, then pushes it and
+    /// opens the gate; gives up when the client leaves.
+    async fn read_until_current(self: Arc<Self>) {
+        loop {
+            let since = {
+                let gate = self.gate();
+                if !gate.active || self.outbound.closer().is_closed() {
+                    return;
+                }
+                gate.at.clone()
+            };
+            match self.upstream.sync_read(&self.channel, Some(since)).await {
+                Ok(state) => {
+                    let mut gate = self.gate();
+                    if !gate.active {
+                        return;
+                    }
+                    self.outbound
+                        .send_encoded(&self.format.sync_state(&self.channel, &state));
+                    gate.at = state.position.unwrap_or_default();
+                    if self.flush(&mut gate) {
+                        gate.reading = false;
+                        return;
+                    }
+                }
+                Err(refusal) => {
+                    tracing::warn!(channel = self.channel, %refusal, "cannot bring a sync subscriber up to date");
+                    tokio::time::sleep(RETRY).await;
+                }
+            }
+        }
+    }
+}
+
+impl Subscriber for SyncSubscriber {
+    fn format(&self) -> &Format {
+        &self.format
+    }
+
+    fn outbound(&self) -> &Outbound {
+        &self.outbound
+    }
+
+    fn publication(&self, _channel: &str, patch: &Publication, encoded: &Encoded) -> bool {
+        let mut gate = self.gate();
+        if !gate.open {
+            if gate.active {
+                gate.hold(patch);
+            }
+            return false;
+        }
+        match fit(&gate.at, patch) {
+            Fit::Next => {
+                gate.at = position_of(patch);
+                self.outbound.send_encoded(encoded)
+            }
+            Fit::Old => false,
+            Fit::Break => {
+                gate.hold(patch);
+                self.bring_up_to_date(&mut gate);
+                false
+            }
+        }
+    }
+}
+
+/// Subscribes `subscriber`, known to the hub as `id`, and reads the state its client
+/// starts from: the patches after `since`, or a snapshot. The caller sends that state to
+/// the client and then calls [`SyncSubscriber::opened`].
+pub async fn subscribe(
+    hub: &Arc<Hub>,
+    id: SubscriberId,
+    subscriber: &Arc<SyncSubscriber>,
+    since: Option<Position>,
+) -> Result<SyncState, Refusal> {
+    let channel = subscriber.channel();
+    hub.subscribe(channel, id, subscriber.clone(), true).await?;
+    // Read after joining: every patch committed after this read reaches the subscriber.
+    match subscriber.upstream.sync_read(channel, since).await {
+        Ok(state) => Ok(state),
+        Err(refusal) => {
+            hub.unsubscribe(channel, id);
+            subscriber.stop();
+            Err(refusal)
+        }
+    }
+}
+
+/// Checks that a client may read `channel`'s document: its `subscribe` access.
+pub fn authorize_read(ctx: &Context, access: &Access, channel: &str) -> Result<(), Refusal> {
+    let rules = access.authorize(&ctx.channels, channel, Action::Subscribe)?;
+    check_rules(&rules, true)
+}
+
+/// A client's patch of a document.
+pub struct Patch {
+    pub channel: String,
+    /// JSON text, checked by the router.
+    pub patch: Bytes,
+    pub base_rev: Option<u64>,
+    pub idempotency_key: Option<String>,
+}
+
+/// Applies a client's patch, if it may patch the document (its `publish` access and
+/// rate): the revision, or the conflict that kept it from being applied.
+pub async fn patch(
+    ctx: &Context,
+    access: &mut Access,
+    client: &str,
+    patch: Patch,
+) -> Result<Result<SyncCommitted, SyncConflict>, Refusal> {
+    let rules = access.authorize_publish(&ctx.channels, &patch.channel)?;
+    check_rules(&rules, true)?;
+    let request = SyncPatch {
+        patch: patch.patch,
+        base_rev: patch.base_rev,
+        idempotency_key: patch.idempotency_key.unwrap_or_default(),
+        publisher: Some(access.client_info(client)),
+    };
+    ctx.upstream.sync_patch(&patch.channel, request).await
+}
