@@ -359,7 +359,10 @@ impl Hub {
             self.deliveries.arrived(publication.accepted_at_us);
             let mut encodings = Encodings::default();
             for subscribed in entry.subscribers.values() {
-                if publication.offset <= subscribed.after && !publication.epoch.is_empty() {
+                if publication.offset <= subscribed.after
+                    && subscribed.after > 0
+                    && !publication.epoch.is_empty()
+                {
                     continue;
                 }
                 let subscriber = &subscribed.subscriber;

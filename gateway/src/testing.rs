@@ -12,6 +12,7 @@ use herald_core::config::Config;
 use herald_core::subjects::Subjects;
 use herald_router::RouterService;
 use herald_router::history::MemoryHistory;
+use herald_router::sync::{MemoryDocuments, SyncService};
 use serde_json::Value;
 use tokio::sync::mpsc;
 
@@ -20,19 +21,32 @@ use crate::context::Context;
 /// Longest wait for anything in these tests.
 pub const PATIENCE: Duration = Duration::from_secs(10);
 
-/// A context on a fresh in-memory bus, with a router (history in memory) serving it.
+/// A context on a fresh in-memory bus, with a router (history and sync documents in
+/// memory) serving it.
 pub async fn context(config: &Config) -> Arc<Context> {
     let bus = Arc::new(MemoryBus::new());
+    let history = Arc::new(MemoryHistory::new());
+    let subjects = Subjects::new(config.nats.subject_prefix.clone());
     let router = RouterService::new(
         bus.clone(),
-        Arc::new(MemoryHistory::new()),
-        Subjects::new(config.nats.subject_prefix.clone()),
+        history.clone(),
+        subjects.clone(),
         config.channels.clone(),
         config.router.clone(),
     );
+    let sync = SyncService::new(
+        bus.clone(),
+        history.clone(),
+        Arc::new(MemoryDocuments::new(history)),
+        subjects,
+        config.channels.clone(),
+        config.router.idempotency_ttl,
+        config.router.concurrency,
+    );
     tokio::spawn(router.clone().run(std::future::pending()));
+    tokio::spawn(sync.clone().run(std::future::pending()));
     let ready = async {
-        while !router.ready().await {
+        while !(router.ready().await && sync.serving()) {
             tokio::time::sleep(Duration::from_millis(1)).await;
         }
     };

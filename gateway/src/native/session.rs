@@ -211,7 +211,7 @@ impl Session {
                     };
                     self.reply(id, frame);
                     if let Some((document, state)) = self.opening.take() {
-                        document.opened(&state);
+                        document.opened(&state, false);
                     }
                 }
             }
@@ -615,18 +615,84 @@ fn not_connected() -> Refusal {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Arc;
+
     use axum::extract::ws::Message;
     use herald_core::config::Config;
-    use serde_json::json;
+    use serde_json::{Value, json};
 
     use super::run;
+    use crate::context::Context;
     use crate::testing::{self, Peer};
 
     async fn session() -> Peer {
         let ctx = testing::context(&Config::default()).await;
+        open(&ctx)
+    }
+
+    fn open(ctx: &Arc<Context>) -> Peer {
         let (sink, stream, peer) = testing::connection();
-        tokio::spawn(run(sink, stream, ctx));
+        tokio::spawn(run(sink, stream, ctx.clone()));
         peer
+    }
+
+    /// The reply to command `id`, skipping pushes (kept in `pushes`).
+    async fn reply_to(peer: &mut Peer, id: u64, pushes: &mut Vec<Value>) -> Value {
+        loop {
+            let frame = peer.json().await;
+            if frame["id"] == id {
+                return frame;
+            }
+            pushes.push(frame);
+        }
+    }
+
+    #[tokio::test]
+    async fn a_sync_document_reaches_subscribers_in_revision_order() {
+        let config = Config::from_toml("[channels.namespaces.doc]\nsync = true").unwrap();
+        let ctx = testing::context(&config).await;
+        let (mut alice, mut bob) = (open(&ctx), open(&ctx));
+        let mut pushes = Vec::new();
+        for peer in [&mut alice, &mut bob] {
+            peer.send(&[
+                r#"{"id":1,"method":"connect","params":{}}"#,
+                r#"{"id":2,"method":"sync_subscribe","params":{"channel":"doc:1"}}"#,
+            ]);
+            reply_to(peer, 1, &mut pushes).await;
+            let state = reply_to(peer, 2, &mut pushes).await;
+            assert_eq!(
+                state["result"],
+                json!({"rev": 0, "epoch": "", "snapshot": true, "doc": {}})
+            );
+        }
+        alice.send(&[
+            r#"{"id":3,"method":"sync_patch","params":{"channel":"doc:1","patch":{"a":1,"b":{"c":2}}}}"#,
+            r#"{"id":4,"method":"sync_patch","params":{"channel":"doc:1","patch":{"b":{"c":null}},"base_rev":1}}"#,
+            r#"{"id":5,"method":"sync_patch","params":{"channel":"doc:1","patch":{"a":9},"base_rev":1}}"#,
+            r#"{"id":6,"method":"sync_patch","params":{"channel":"doc:1","patch":[1]}}"#,
+            r#"{"id":7,"method":"publish","params":{"channel":"doc:1","data":1}}"#,
+        ]);
+        let mut alice_pushes = Vec::new();
+        assert_eq!(reply_to(&mut alice, 3, &mut alice_pushes).await["result"]["rev"], 1);
+        assert_eq!(reply_to(&mut alice, 4, &mut alice_pushes).await["result"]["rev"], 2);
+        let conflict = reply_to(&mut alice, 5, &mut alice_pushes).await;
+        assert_eq!(conflict["error"]["code"], 115, "{conflict}");
+        assert_eq!(conflict["error"]["rev"], 2, "{conflict}");
+        assert_eq!(conflict["error"]["doc"], json!({"a": 1, "b": {}}), "{conflict}");
+        let malformed = reply_to(&mut alice, 6, &mut alice_pushes).await;
+        assert_eq!(malformed["error"]["code"], 107, "{malformed}");
+        let publish = reply_to(&mut alice, 7, &mut alice_pushes).await;
+        assert_eq!(publish["error"]["code"], 108, "{publish}");
+        for patch in [json!({"a": 1, "b": {"c": 2}}), json!({"b": {"c": null}})] {
+            let push = bob.json().await;
+            assert_eq!(push["push"], "sync", "{push}");
+            assert_eq!(push["patch"], patch, "{push}");
+        }
+        ctx.upstream.sync_delete("doc:1").await.expect("deleted");
+        let reset = bob.json().await;
+        assert_eq!(reset["doc"], json!({}), "{reset}");
+        assert_eq!(reset["rev"], 0, "{reset}");
+        assert_ne!(reset["epoch"], "", "{reset}");
     }
 
     #[tokio::test]

@@ -78,7 +78,11 @@ fn reply(page: HistoryPage) -> Ack {
     if truncated {
         value["truncated"] = Value::Bool(true);
     }
-    Ack { value, attachments }
+    Ack {
+        value,
+        attachments,
+        refused: None,
+    }
 }
 
 /// One event of the page; its attachments join `attachments`.

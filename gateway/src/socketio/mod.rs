@@ -26,11 +26,13 @@
 //!   (admission, subscriptions, presence, acks), and how the hub's publications reach a
 //!   socket (`subscriber`).
 //! - `herald:history`, the events of a namespace or room for a Socket.IO app (`history`).
+//! - sync documents through reserved events and `herald:change` pushes (`documents`).
 //! - the recovery of sockets whose connection was lost: their records, kept by routers
 //!   (`recovery`), and resuming them with the replay of what they missed (`resume`).
 
 pub mod binary;
 pub mod channels;
+mod documents;
 pub mod endpoint;
 pub mod engine;
 pub mod event;

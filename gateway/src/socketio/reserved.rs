@@ -9,8 +9,12 @@
 //! | `herald:presence` | room? | who is in the room (or the namespace) |
 //! | `herald:presence_stats` | room? | how many clients and users are |
 //! | `herald:history` | `{room?, limit?, since?, reverse?}`? | the room's (or the namespace's) recent events |
+//! | `herald:sync` | `{channel, rev?, epoch?}` | subscribes to a sync document: the ack holds its state |
+//! | `herald:unsync` | `{channel}` | ends that subscription |
+//! | `herald:sync_get` | `{channel}` | a sync document's snapshot, without subscribing |
+//! | `herald:patch` | `{channel, patch, base_rev?, idempotency_key?}` | patches a sync document |
 //!
-//! The server sends `herald:join`, `herald:leave` (presence changes),
+//! The server sends `herald:change` (a sync document changed), `herald:join`, `herald:leave` (presence changes),
 //! `herald:unsubscribe` (a backend took the socket out of a room) and `herald:disconnect`
 //! (why the server ends a socket). Every other name starting with
 //! `herald:`, and the names Socket.IO itself reserves, cannot be emitted.
@@ -28,6 +32,10 @@ pub const JOIN_EVENT: &str = "herald:join";
 pub const LEAVE_EVENT: &str = "herald:leave";
 pub const DISCONNECT_EVENT: &str = "herald:disconnect";
 pub const UNSUBSCRIBE_EVENT: &str = "herald:unsubscribe";
+pub const SYNC_EVENT: &str = "herald:sync";
+pub const UNSYNC_EVENT: &str = "herald:unsync";
+pub const SYNC_GET_EVENT: &str = "herald:sync_get";
+pub const PATCH_EVENT: &str = "herald:patch";
 
 /// What one event asks for.
 #[derive(Debug)]
@@ -47,6 +55,49 @@ pub enum Request<'a> {
         stats: bool,
     },
     History(HistoryOptions),
+    Sync(SyncOptions),
+    Unsync(String),
+    SyncGet(String),
+    Patch(PatchOptions<'a>),
+}
+
+/// What `herald:sync` asks for: a document, from the revision the client has.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SyncOptions {
+    pub channel: String,
+    pub rev: Option<u64>,
+    pub epoch: Option<String>,
+}
+
+/// What `herald:patch` asks for.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PatchOptions<'a> {
+    pub channel: String,
+    /// A JSON Merge Patch (RFC 7386): an object.
+    #[serde(borrow)]
+    pub patch: &'a RawValue,
+    pub base_rev: Option<u64>,
+    pub idempotency_key: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ChannelOnly {
+    channel: String,
+}
+
+/// The one argument of a sync event, an object of the event's shape.
+fn options<'a, T: Deserialize<'a>>(
+    name: &str,
+    shape: &str,
+    args: &[&'a RawValue],
+) -> Result<T, Refusal> {
+    let arg = args
+        .first()
+        .ok_or_else(|| bad(format!("{name} takes {shape}")))?;
+    serde_json::from_str(arg.get()).map_err(|e| bad(format!("{name} takes {shape}: {e}")))
 }
 
 /// What `herald:history` asks for: the namespace's (`room` absent) or a room's events,
@@ -102,6 +153,19 @@ pub fn parse<'a>(name: String, args: Vec<&'a RawValue>) -> Result<Request<'a>, R
                 return Err(bad("the room must be a non-empty string"));
             }
             Request::History(options)
+        }
+        SYNC_EVENT => Request::Sync(options(&name, "{channel, rev?, epoch?}", &args)?),
+        PATCH_EVENT => Request::Patch(options(
+            &name,
+            "{channel, patch, base_rev?, idempotency_key?}",
+            &args,
+        )?),
+        UNSYNC_EVENT | SYNC_GET_EVENT => {
+            let ChannelOnly { channel } = options(&name, "{channel}", &args)?;
+            match name.as_str() {
+                UNSYNC_EVENT => Request::Unsync(channel),
+                _ => Request::SyncGet(channel),
+            }
         }
         PRESENCE_EVENT | PRESENCE_STATS_EVENT => Request::Presence {
             room: optional_room(&args)?,
@@ -171,6 +235,15 @@ mod tests {
             parsed(REFRESH_EVENT, &["\"t\""]).unwrap(),
             r#"Refresh("t")"#
         );
+        assert!(
+            parsed(PATCH_EVENT, &[r#"{"channel":"doc:1","patch":{"a":1},"base_rev":2}"#])
+                .unwrap()
+                .starts_with(r#"Patch(PatchOptions { channel: "doc:1""#)
+        );
+        assert_eq!(
+            parsed(SYNC_GET_EVENT, &[r#"{"channel":"doc:1"}"#]).unwrap(),
+            r#"SyncGet("doc:1")"#
+        );
         assert_eq!(
             parsed(PRESENCE_EVENT, &[]).unwrap(),
             "Presence { room: None, stats: false }"
@@ -216,6 +289,10 @@ mod tests {
             (HISTORY_EVENT, &[r#"{"room":""}"#]),
             (HISTORY_EVENT, &[r#"{"limit":-1}"#]),
             (HISTORY_EVENT, &[r#"{"offset":1}"#]),
+            (SYNC_EVENT, &[]),
+            (SYNC_EVENT, &["\"doc:1\""]),
+            (PATCH_EVENT, &[r#"{"channel":"doc:1"}"#]),
+            (UNSYNC_EVENT, &[r#"{"room":"x"}"#]),
         ] {
             let refusal = parsed(name, args).unwrap_err();
             assert_eq!(refusal.code, ErrorCode::BadRequest, "{name} {args:?}");

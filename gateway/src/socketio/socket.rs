@@ -3,6 +3,7 @@
 //! live here: admitting a client, subscribing a socket to its channels, telling presence,
 //! answering acks.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
@@ -28,6 +29,7 @@ use crate::metrics::{self, SOCKETIO};
 use crate::native::push;
 use crate::outbound::{Frame, Outbound};
 use crate::render::Format;
+use crate::sync::SyncSubscriber;
 use herald_core::publish;
 
 /// One namespace connection.
@@ -45,6 +47,9 @@ pub(super) struct Socket {
     pub(super) joined: Vec<(String, Position)>,
     /// Amendments sent since the record was last saved whole.
     amendments: AtomicUsize,
+    /// The sync documents it is subscribed to (not kept for recovery: a client says which
+    /// revision it has when it subscribes again).
+    pub(super) documents: HashMap<String, Arc<SyncSubscriber>>,
 }
 
 impl Socket {
@@ -76,6 +81,7 @@ impl Socket {
             recovery,
             joined: Vec::new(),
             amendments: AtomicUsize::new(0),
+            documents: HashMap::new(),
         }
     }
 
@@ -294,6 +300,10 @@ impl Conn {
             self.ctx.hub.unsubscribe(channel, socket.id);
             self.track(socket, channel, false);
         }
+        for document in socket.documents.values() {
+            self.ctx.hub.unsubscribe(document.channel(), socket.id);
+            document.stop();
+        }
     }
 
     /// Who is on `channel`: `{ok, presence: {sid: {client, user?, info?}}}`, or with
@@ -329,7 +339,13 @@ impl Conn {
     /// Acks an event that asked for it with `outcome` (`{ok: true, …}` or
     /// `{ok: false, error: {code, message}}`); an ack with attachments is a binary ack.
     pub(super) fn answer(&self, namespace: &str, id: Option<u64>, outcome: Result<Ack, Refusal>) {
-        metrics::replied(SOCKETIO, &outcome);
+        match &outcome {
+            Ok(Ack {
+                refused: Some(refusal),
+                ..
+            }) => metrics::replied::<()>(SOCKETIO, &Err(refusal.clone())),
+            counted => metrics::replied(SOCKETIO, counted),
+        }
         let Some(id) = id else {
             if let Err(refusal) = outcome {
                 tracing::debug!(%refusal, "event refused, and no ack was asked for");
@@ -362,6 +378,9 @@ impl Conn {
 pub(super) struct Ack {
     pub(super) value: Value,
     pub(super) attachments: Vec<Bytes>,
+    /// The refusal the value tells of, when it says more than `{code, message}` (a sync
+    /// conflict, with the document): counted as that refusal.
+    pub(super) refused: Option<Refusal>,
 }
 
 impl From<Value> for Ack {
@@ -369,6 +388,7 @@ impl From<Value> for Ack {
         Self {
             value,
             attachments: Vec::new(),
+            refused: None,
         }
     }
 }

@@ -19,9 +19,10 @@ use serde_json::value::RawValue;
 use tokio::time::Instant;
 
 use super::binary::Complete;
+use super::documents::Opening;
 use super::packet::{Packet, PacketType};
 use super::recovery::{ConnectData, Records};
-use super::reserved::HistoryOptions;
+use super::reserved::{HistoryOptions, SyncOptions};
 use super::reserved::{self, DISCONNECT_EVENT};
 use super::socket::{Ack, Conn, Socket, accepted, raw};
 use super::{event, random_id};
@@ -31,6 +32,7 @@ use crate::context::Context;
 use crate::hub::{ClientId, Joined, Start};
 use crate::metrics::{self, SOCKETIO};
 use crate::outbound::Outbound;
+use crate::sync;
 use herald_core::envelope;
 use herald_core::publish::{self, Limit, Prepared, Publish};
 
@@ -42,11 +44,17 @@ enum Request {
     Refresh(String),
     Presence { channel: String, stats: bool },
     History(HistoryOptions),
+    Sync(SyncOptions),
+    Unsync(String),
+    SyncGet(String),
+    Patch(sync::Patch),
 }
 
 pub struct Sockets {
     conn: Conn,
     sockets: HashMap<String, Socket>,
+    /// A document subscribed to by the event being answered.
+    opening: Option<Opening>,
 }
 
 impl Sockets {
@@ -64,6 +72,7 @@ impl Sockets {
                 records,
             },
             sockets: HashMap::new(),
+            opening: None,
         }
     }
 
@@ -176,6 +185,9 @@ impl Sockets {
                         Err(refusal) => Err(refusal),
                     };
                     self.conn.answer(&packet.namespace, packet.id, outcome);
+                    if let Some(opening) = self.opening.take() {
+                        opening.open(packet.id.is_some());
+                    }
                 }
             }
         }
@@ -317,6 +329,15 @@ impl Sockets {
                 stats,
             },
             reserved::Request::History(options) => Request::History(options),
+            reserved::Request::Sync(options) => Request::Sync(options),
+            reserved::Request::Unsync(channel) => Request::Unsync(channel),
+            reserved::Request::SyncGet(channel) => Request::SyncGet(channel),
+            reserved::Request::Patch(options) => Request::Patch(sync::Patch {
+                channel: options.channel,
+                patch: Bytes::copy_from_slice(options.patch.get().as_bytes()),
+                base_rev: options.base_rev,
+                idempotency_key: options.idempotency_key,
+            }),
         };
         Ok(request)
     }
@@ -332,6 +353,14 @@ impl Sockets {
         };
         let answer = match request {
             Request::History(options) => return conn.history(socket, options).await,
+            Request::Sync(options) => {
+                let (ack, opening) = conn.sync(socket, options).await?;
+                self.opening = Some(opening);
+                return Ok(ack);
+            }
+            Request::Unsync(channel) => return conn.unsync(socket, &channel),
+            Request::SyncGet(channel) => return conn.sync_get(socket, &channel).await,
+            Request::Patch(patch) => return conn.patch(socket, patch).await,
             Request::Publish(prepared) => {
                 let started = std::time::Instant::now();
                 let sent = publish::send(&conn.ctx.upstream, prepared).await;

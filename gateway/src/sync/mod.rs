@@ -146,10 +146,14 @@ impl SyncSubscriber {
         self.gate.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// The client has been sent `state` (in the reply to its subscribe): patches after it
-    /// go out from now on.
-    pub fn opened(&self, state: &SyncState) {
+    /// The client has been sent `state` (in the reply to its subscribe), or is sent it now
+    /// as a change when `push`: patches after it go out from now on.
+    pub fn opened(&self, state: &SyncState, push: bool) {
         let mut gate = self.gate();
+        if push {
+            self.outbound
+                .send_encoded(&self.format.sync_state(&self.channel, state));
+        }
         gate.at = state.position.clone().unwrap_or_default();
         gate.reading = false;
         if !self.flush(&mut gate) {
