@@ -201,6 +201,9 @@ fn describe() {
     describe_counter!(PRESENCE_CHANGES, "Presence entries added and removed.");
     describe_counter!(SYNC_PATCHES, "Sync document patches, by result.");
     describe_counter!(SYNC_SNAPSHOTS, "Sync document snapshots sent, by reason.");
-    describe_counter!(SYNC_RETRIES, "Sync patches computed again after a concurrent patch.");
+    describe_counter!(
+        SYNC_RETRIES,
+        "Sync patches computed again after a concurrent patch."
+    );
     describe_gauge!(BUILD_INFO, "Version and mode of the node; always 1.");
 }

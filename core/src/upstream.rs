@@ -208,7 +208,10 @@ impl Upstream {
         channel: &str,
         since: Option<Position>,
     ) -> Result<SyncState, Refusal> {
-        match self.sync(channel, sync_request::Action::Read(SyncRead { since })).await? {
+        match self
+            .sync(channel, sync_request::Action::Read(SyncRead { since }))
+            .await?
+        {
             sync_reply::Result::State(state) => Ok(state),
             _ => Err(unexpected_reply()),
         }
@@ -221,7 +224,10 @@ impl Upstream {
         channel: &str,
         patch: SyncPatch,
     ) -> Result<Result<SyncCommitted, SyncConflict>, Refusal> {
-        match self.sync(channel, sync_request::Action::Patch(patch)).await? {
+        match self
+            .sync(channel, sync_request::Action::Patch(patch))
+            .await?
+        {
             sync_reply::Result::Committed(committed) => Ok(Ok(committed)),
             sync_reply::Result::Conflict(conflict) => Ok(Err(conflict)),
             _ => Err(unexpected_reply()),
@@ -230,7 +236,10 @@ impl Upstream {
 
     /// Deletes `channel`'s sync document; returns revision 0 of its new epoch.
     pub async fn sync_delete(&self, channel: &str) -> Result<Position, Refusal> {
-        match self.sync(channel, sync_request::Action::Delete(SyncDelete {})).await? {
+        match self
+            .sync(channel, sync_request::Action::Delete(SyncDelete {}))
+            .await?
+        {
             sync_reply::Result::Committed(committed) => Ok(committed.position.unwrap_or_default()),
             _ => Err(unexpected_reply()),
         }

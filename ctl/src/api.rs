@@ -5,7 +5,7 @@ use herald_proto::api::v1::herald_api_client::HeraldApiClient;
 use herald_proto::api::v1::{
     BroadcastRequest, ChannelsRequest, ClientInfo, DisconnectRequest, HistoryRequest, InfoRequest,
     PresenceRequest, PresenceStatsRequest, Publication, PublishRequest, StreamPosition,
-    UnsubscribeRequest, broadcast_result,
+    SyncDeleteRequest, SyncGetRequest, SyncPatchRequest, UnsubscribeRequest, broadcast_result,
 };
 use serde_json::{Value, json};
 use tonic::metadata::MetadataValue;
@@ -13,7 +13,7 @@ use tonic::service::interceptor::InterceptedService;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig};
 use tonic::{Request, Status};
 
-use crate::cli::{Command, Connection};
+use crate::cli::{Command, Connection, SyncCommand};
 use crate::table;
 
 type Client = HeraldApiClient<InterceptedService<Channel, AddKey>>;
@@ -205,6 +205,7 @@ pub async fn run(
             });
             show(json_output, value, &["OFFSET", "FROM", "DATA"], rows);
         }
+        Command::Sync(command) => sync(&mut api, json_output, command).await?,
         Command::Presence { channel } => {
             let clients = api
                 .presence(PresenceRequest { channel })
@@ -301,6 +302,49 @@ pub async fn run(
             show_connections(json_output, reply.connections);
         }
         Command::Token(_) | Command::Config(_) => bail!("not an API command"),
+    }
+    Ok(())
+}
+
+async fn sync(api: &mut Client, json_output: bool, command: SyncCommand) -> anyhow::Result<()> {
+    match command {
+        SyncCommand::Get { channel } => {
+            let reply = api.sync_get(SyncGetRequest { channel }).await?.into_inner();
+            let at = position(reply.position);
+            let row = vec![plain(&at["offset"]), plain(&at["epoch"]), reply.doc.clone()];
+            let value =
+                json!({ "rev": at["offset"], "epoch": at["epoch"], "doc": parsed(&reply.doc) });
+            show(json_output, value, &["REV", "EPOCH", "DOC"], vec![row]);
+        }
+        SyncCommand::Patch {
+            channel,
+            patch,
+            base_rev,
+            idempotency_key,
+        } => {
+            let request = SyncPatchRequest {
+                channel,
+                patch: json_document(&patch)?,
+                base_rev,
+                idempotency_key: idempotency_key.unwrap_or_default(),
+            };
+            let reply = api.sync_patch(request).await?.into_inner();
+            let at = position(reply.position);
+            let row = vec![plain(&at["offset"]), plain(&at["epoch"])];
+            let value =
+                json!({ "rev": at["offset"], "epoch": at["epoch"], "duplicate": reply.duplicate });
+            show(json_output, value, &["REV", "EPOCH"], vec![row]);
+        }
+        SyncCommand::Delete { channel } => {
+            let reply = api
+                .sync_delete(SyncDeleteRequest { channel })
+                .await?
+                .into_inner();
+            let at = position(reply.position);
+            let row = vec![plain(&at["offset"]), plain(&at["epoch"])];
+            let value = json!({ "rev": at["offset"], "epoch": at["epoch"] });
+            show(json_output, value, &["REV", "EPOCH"], vec![row]);
+        }
     }
     Ok(())
 }

@@ -91,6 +91,9 @@ pub enum Command {
     },
     /// Unsubscribe every connection of a user from a channel.
     Unsubscribe { user: String, channel: String },
+    /// Read, patch or delete a sync document.
+    #[command(subcommand)]
+    Sync(SyncCommand),
     /// Make a development connection token (HS256) for a user.
     Token(TokenArgs),
     /// Print an example config, or check a config file.
@@ -117,6 +120,26 @@ pub struct TokenArgs {
     /// A channel grant (`vip:*`); may be repeated.
     #[arg(long = "grant")]
     pub grants: Vec<String>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SyncCommand {
+    /// Print a sync document and its revision.
+    Get { channel: String },
+    /// Apply a JSON Merge Patch (`'{"status":"online","battery":null}'`) to a document.
+    Patch {
+        channel: String,
+        /// A JSON object: members set, `null` members removed.
+        patch: String,
+        /// Apply only if the document is at this revision.
+        #[arg(long)]
+        base_rev: Option<u64>,
+        /// Applied once however often it is retried.
+        #[arg(long)]
+        idempotency_key: Option<String>,
+    },
+    /// Delete a document and its patches; subscribers get the empty document.
+    Delete { channel: String },
 }
 
 #[derive(Debug, Subcommand)]

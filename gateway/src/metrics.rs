@@ -146,9 +146,7 @@ impl Deliveries {
     pub fn sent(&self, format: &Format, count: u64) {
         match format {
             Format::Native | Format::NativeSync => self.native.increment(count),
-            Format::SocketIo { .. } | Format::SocketIoSync { .. } => {
-                self.socketio.increment(count)
-            }
+            Format::SocketIo { .. } | Format::SocketIoSync { .. } => self.socketio.increment(count),
         }
     }
 }

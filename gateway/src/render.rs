@@ -60,9 +60,7 @@ impl Format {
     /// A join or leave event on `channel` in this format.
     pub fn membership(&self, channel: &str, membership: &Membership) -> Encoded {
         match self {
-            Self::Native | Self::NativeSync => {
-                Encoded::text(push::membership(channel, membership))
-            }
+            Self::Native | Self::NativeSync => Encoded::text(push::membership(channel, membership)),
             Self::SocketIo { namespace, .. } | Self::SocketIoSync { namespace } => {
                 Encoded::text(event::membership(channel, namespace, membership))
             }

@@ -237,9 +237,14 @@ mod tests {
         let Ok(Command::SyncPatch(patch)) = p.command else {
             panic!("not sync_patch")
         };
-        assert_eq!((patch.patch.get(), patch.base_rev), (r#"{"a":null}"#, Some(3)));
-        let p = parse(r#"{"id":4,"method":"sync_subscribe","params":{"channel":"d","rev":2,"epoch":"e"}}"#)
-            .unwrap();
+        assert_eq!(
+            (patch.patch.get(), patch.base_rev),
+            (r#"{"a":null}"#, Some(3))
+        );
+        let p = parse(
+            r#"{"id":4,"method":"sync_subscribe","params":{"channel":"d","rev":2,"epoch":"e"}}"#,
+        )
+        .unwrap();
         let Ok(Command::SyncSubscribe(s)) = p.command else {
             panic!("not sync_subscribe")
         };

@@ -39,8 +39,8 @@ use crate::render::Format;
 use crate::sync::wire::{ConflictView, StateView};
 use crate::sync::{self, SyncSubscriber};
 use herald_core::envelope;
-use herald_core::upstream::conflict_refusal;
 use herald_core::publish::{self, Limit, Prepared, Publish};
+use herald_core::upstream::conflict_refusal;
 
 struct Session {
     ctx: Arc<Context>,
@@ -673,12 +673,22 @@ mod tests {
             r#"{"id":7,"method":"publish","params":{"channel":"doc:1","data":1}}"#,
         ]);
         let mut alice_pushes = Vec::new();
-        assert_eq!(reply_to(&mut alice, 3, &mut alice_pushes).await["result"]["rev"], 1);
-        assert_eq!(reply_to(&mut alice, 4, &mut alice_pushes).await["result"]["rev"], 2);
+        assert_eq!(
+            reply_to(&mut alice, 3, &mut alice_pushes).await["result"]["rev"],
+            1
+        );
+        assert_eq!(
+            reply_to(&mut alice, 4, &mut alice_pushes).await["result"]["rev"],
+            2
+        );
         let conflict = reply_to(&mut alice, 5, &mut alice_pushes).await;
         assert_eq!(conflict["error"]["code"], 115, "{conflict}");
         assert_eq!(conflict["error"]["rev"], 2, "{conflict}");
-        assert_eq!(conflict["error"]["doc"], json!({"a": 1, "b": {}}), "{conflict}");
+        assert_eq!(
+            conflict["error"]["doc"],
+            json!({"a": 1, "b": {}}),
+            "{conflict}"
+        );
         let malformed = reply_to(&mut alice, 6, &mut alice_pushes).await;
         assert_eq!(malformed["error"]["code"], 107, "{malformed}");
         let publish = reply_to(&mut alice, 7, &mut alice_pushes).await;

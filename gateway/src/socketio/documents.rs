@@ -68,8 +68,12 @@ impl Conn {
         let format = Format::SocketIoSync {
             namespace: socket.namespace.clone(),
         };
-        let document =
-            SyncSubscriber::new(&channel, format, self.outbound.clone(), ctx.upstream.clone());
+        let document = SyncSubscriber::new(
+            &channel,
+            format,
+            self.outbound.clone(),
+            ctx.upstream.clone(),
+        );
         let state = sync::subscribe(&ctx.hub, socket.id, &document, since).await?;
         let ack = state_ack(&state)?;
         socket.documents.insert(channel, document.clone());
@@ -95,12 +99,17 @@ impl Conn {
 
     /// `herald:patch`: `{ok: true, rev, epoch}`; a conflict is `{ok: false, error: {code:
     /// 115, message, rev, epoch, doc}}`.
-    pub(super) async fn patch(&self, socket: &mut Socket, patch: sync::Patch) -> Result<Ack, Refusal> {
+    pub(super) async fn patch(
+        &self,
+        socket: &mut Socket,
+        patch: sync::Patch,
+    ) -> Result<Ack, Refusal> {
         let sid = socket.sid.clone();
         match sync::patch(&self.ctx, &mut socket.access, &sid, patch).await? {
             Ok(committed) => {
                 let position = committed.position.unwrap_or_default();
-                let mut value = json!({ "ok": true, "rev": position.offset, "epoch": position.epoch });
+                let mut value =
+                    json!({ "ok": true, "rev": position.offset, "epoch": position.epoch });
                 if committed.duplicate {
                     value["duplicate"] = Value::Bool(true);
                 }

@@ -236,9 +236,12 @@ mod tests {
             r#"Refresh("t")"#
         );
         assert!(
-            parsed(PATCH_EVENT, &[r#"{"channel":"doc:1","patch":{"a":1},"base_rev":2}"#])
-                .unwrap()
-                .starts_with(r#"Patch(PatchOptions { channel: "doc:1""#)
+            parsed(
+                PATCH_EVENT,
+                &[r#"{"channel":"doc:1","patch":{"a":1},"base_rev":2}"#]
+            )
+            .unwrap()
+            .starts_with(r#"Patch(PatchOptions { channel: "doc:1""#)
         );
         assert_eq!(
             parsed(SYNC_GET_EVENT, &[r#"{"channel":"doc:1"}"#]).unwrap(),

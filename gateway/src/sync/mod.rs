@@ -22,7 +22,9 @@ use herald_core::codes::{ErrorCode, Refusal};
 use herald_core::config::ChannelRules;
 use herald_core::rules::Action;
 use herald_core::upstream::Upstream;
-use herald_proto::bus::v1::{Position, Publication, SyncCommitted, SyncConflict, SyncPatch, SyncState};
+use herald_proto::bus::v1::{
+    Position, Publication, SyncCommitted, SyncConflict, SyncPatch, SyncState,
+};
 
 use crate::access::Access;
 use crate::context::Context;

@@ -3,7 +3,7 @@
 //!
 //! - state: `{"rev": 7, "epoch": "…", "snapshot": true, "doc": {…}}`, or
 //!   `{"rev": 7, "epoch": "…", "snapshot": false, "patches": [{"rev": 6, "patch": {…}}, …]}`;
-//! - a change pushed to subscribers: `{"channel": "…", "rev": 8, "patch": {…}}`, or
+//! - a change pushed to subscribers: `{"channel": "…", "rev": 8, "epoch": "…", "patch": {…}}`, or
 //!   `{"channel": "…", …state}` when the client must be brought up to date at once (after
 //!   the document was deleted, or patches were lost on the way).
 //!
@@ -88,10 +88,19 @@ impl<'a> ConflictView<'a> {
     }
 }
 
+/// One patch as it happens, with its epoch: a client that subscribed before the
+/// document's first patch learns the epoch from it.
+#[derive(Serialize)]
+struct LivePatch<'a> {
+    rev: u64,
+    epoch: &'a str,
+    patch: Option<&'a RawValue>,
+}
+
 #[derive(Serialize)]
 #[serde(untagged)]
 enum Body<'a> {
-    Patch(PatchView<'a>),
+    Patch(LivePatch<'a>),
     State(StateView<'a>),
 }
 
@@ -107,7 +116,11 @@ impl<'a> Change<'a> {
     pub fn patch(channel: &'a str, publication: &'a Publication) -> Self {
         Self {
             channel,
-            body: Body::Patch(PatchView::of(publication)),
+            body: Body::Patch(LivePatch {
+                rev: publication.offset,
+                epoch: &publication.epoch,
+                patch: raw(&publication.data),
+            }),
         }
     }
 
@@ -161,12 +174,12 @@ mod tests {
         let native: Value = serde_json::from_str(&change.native()).unwrap();
         assert_eq!(
             native,
-            json!({"push": "sync", "channel": "doc:1", "rev": 8, "patch": {"a": 1}})
+            json!({"push": "sync", "channel": "doc:1", "rev": 8, "epoch": "e", "patch": {"a": 1}})
         );
         let array: Value = serde_json::from_str(&change.socketio_array()).unwrap();
         assert_eq!(
             array,
-            json!(["herald:change", {"channel": "doc:1", "rev": 8, "patch": {"a": 1}}])
+            json!(["herald:change", {"channel": "doc:1", "rev": 8, "epoch": "e", "patch": {"a": 1}}])
         );
         let snapshot = SyncState {
             position: Some(Position {

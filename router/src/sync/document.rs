@@ -19,12 +19,8 @@ pub fn parse_patch(patch: &[u8], max_size: usize) -> Result<Value, Refusal> {
             format!("the patch exceeds the channel's max_document_size of {max_size} bytes"),
         ));
     }
-    let value: Value = serde_json::from_slice(patch).map_err(|e| {
-        Refusal::new(
-            ErrorCode::BadRequest,
-            format!("the patch is not JSON: {e}"),
-        )
-    })?;
+    let value: Value = serde_json::from_slice(patch)
+        .map_err(|e| Refusal::new(ErrorCode::BadRequest, format!("the patch is not JSON: {e}")))?;
     if !value.is_object() {
         return Err(Refusal::new(
             ErrorCode::BadRequest,
@@ -71,8 +67,11 @@ mod tests {
     #[test]
     fn merge_patch_follows_rfc_7386() {
         let doc = json!({"a": "b", "c": {"d": "e", "f": "g"}, "list": [1, 2]});
-        let patch = parse_patch(br#"{"a":"z","c":{"f":null},"list":[3],"n":{"x":null}}"#, 1000)
-            .expect("a patch");
+        let patch = parse_patch(
+            br#"{"a":"z","c":{"f":null},"list":[3],"n":{"x":null}}"#,
+            1000,
+        )
+        .expect("a patch");
         let (patched, text) = apply(&doc, &patch, 1000).expect("fits");
         assert_eq!(
             patched,

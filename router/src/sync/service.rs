@@ -206,7 +206,11 @@ impl SyncService {
         {
             return Ok(state);
         }
-        let reason = if since.is_some() { "fallback" } else { "initial" };
+        let reason = if since.is_some() {
+            "fallback"
+        } else {
+            "initial"
+        };
         metrics::counter!(SYNC_SNAPSHOTS, "reason" => reason).increment(1);
         let snapshot = self.documents.snapshot(channel, rules.sync_ttl).await?;
         Ok(SyncState {
@@ -236,12 +240,14 @@ impl SyncService {
             position.epoch == since.epoch || (since.epoch.is_empty() && since.offset == 0);
         let offsets = page.publications.iter().map(|p| p.offset);
         let complete = offsets.eq(since.offset + 1..=position.offset);
-        Ok((same_epoch && complete && !page.truncated).then(|| SyncState {
-            position: Some(position),
-            snapshot: false,
-            doc: Bytes::new(),
-            patches: page.publications,
-        }))
+        Ok(
+            (same_epoch && complete && !page.truncated).then(|| SyncState {
+                position: Some(position),
+                snapshot: false,
+                doc: Bytes::new(),
+                patches: page.publications,
+            }),
+        )
     }
 
     /// Applies a merge patch; see the module's documentation.

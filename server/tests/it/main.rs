@@ -28,6 +28,7 @@ mod socketio_sizes;
 mod socketio_transports;
 mod socketio_wire;
 mod standalone;
+mod sync;
 mod tokens;
 
 use std::sync::Arc;
