@@ -92,6 +92,64 @@ async fn drives_a_node_through_the_server_api() {
     );
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reads_patches_and_deletes_sync_documents() {
+    let node = standalone(&[
+        ("HERALD_API__KEY", "k3y"),
+        ("HERALD_CHANNELS__NAMESPACES__DEVICE__SYNC", "true"),
+    ]);
+    let url = format!("http://{}", node.api_addr());
+    let api = |args: &[&str]| {
+        let mut all = vec!["--url", url.as_str(), "--key", "k3y", "--json", "sync"];
+        all.extend(args);
+        heraldctl(&all)
+    };
+    let json = |output: Output| serde_json::from_str::<Value>(&stdout(&output)).unwrap();
+    let watcher = NativeClient::connect(&node.ws_url()).await.unwrap();
+    watcher
+        .ok("sync_subscribe", json!({ "channel": "device:7" }))
+        .await
+        .unwrap();
+
+    let patched = json(api(&[
+        "patch",
+        "device:7",
+        r#"{"status":"online","battery":80}"#,
+    ]));
+    assert_eq!(patched["rev"], 1, "{patched}");
+    let patched = json(api(&[
+        "patch",
+        "device:7",
+        r#"{"battery":null}"#,
+        "--base-rev",
+        "1",
+    ]));
+    assert_eq!(patched["rev"], 2, "{patched}");
+    let got = json(api(&["get", "device:7"]));
+    assert_eq!(got["doc"], json!({ "status": "online" }), "{got}");
+    assert_eq!(got["rev"], 2, "{got}");
+    let push = watcher
+        .next_push(std::time::Duration::from_secs(20))
+        .await
+        .unwrap();
+    assert_eq!(
+        push["patch"],
+        json!({ "status": "online", "battery": 80 }),
+        "{push}"
+    );
+
+    // A patch on a revision that is gone is refused and says where the document is.
+    let conflict = api(&["patch", "device:7", r#"{"status":"x"}"#, "--base-rev", "1"]);
+    assert!(!conflict.status.success());
+    let reason = String::from_utf8_lossy(&conflict.stderr);
+    assert!(reason.contains("revision 2"), "{reason}");
+
+    let deleted = json(api(&["delete", "device:7"]));
+    assert_eq!(deleted["rev"], 0, "{deleted}");
+    let got = json(api(&["get", "device:7"]));
+    assert_eq!(got["doc"], json!({}), "{got}");
+}
+
 #[test]
 fn makes_tokens_and_checks_configs() {
     let token = stdout(&heraldctl(&[

@@ -1,0 +1,156 @@
+//! The same sync document scenarios against both stores: in memory, and on a real
+//! `redis-server`. Each store keeps a channel's document beside its history, whose entries
+//! are the document's patches.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use herald_proto::bus::v1::Position;
+use herald_router::history::{Entry, HistoryStore, MemoryHistory, Query, RedisHistory};
+use herald_router::sync::{
+    Commit, Committed, DocumentStore, MemoryDocuments, RedisDocuments, Retention, Snapshot,
+};
+use herald_testkit::Server;
+
+const TTL: Duration = Duration::from_secs(60);
+
+fn retention(patches: u32) -> Retention {
+    Retention {
+        patches,
+        ttl: TTL,
+        idempotency_ttl: TTL,
+    }
+}
+
+fn commit(expected: &Position, doc: &str, patch: &str, key: Option<&str>) -> Commit {
+    Commit {
+        channel: "doc:1".into(),
+        expected: expected.clone(),
+        base_rev: None,
+        doc: Bytes::copy_from_slice(doc.as_bytes()),
+        patch: Entry {
+            data: Bytes::copy_from_slice(patch.as_bytes()),
+            idempotency_key: key.map(String::from),
+            accepted_at_us: 7,
+            ..Entry::default()
+        },
+        retention: retention(2),
+    }
+}
+
+fn applied(committed: Committed) -> Position {
+    match committed {
+        Committed::Applied(position) => position,
+        other => panic!("expected the patch applied, got {other:?}"),
+    }
+}
+
+async fn conformance(documents: &dyn DocumentStore, history: &dyn HistoryStore) {
+    // No document yet: the empty object at revision 0 of no epoch, and nothing created.
+    let empty = documents.snapshot("doc:1", TTL).await.unwrap();
+    assert_eq!(empty, Snapshot::empty());
+
+    let first = applied(
+        documents
+            .commit(commit(
+                &empty.position,
+                r#"{"a":1}"#,
+                r#"{"a":1}"#,
+                Some("k1"),
+            ))
+            .await
+            .unwrap(),
+    );
+    assert_eq!(first.offset, 1);
+    assert!(!first.epoch.is_empty(), "the first patch starts an epoch");
+    let second = applied(
+        documents
+            .commit(commit(&first, r#"{"a":1,"b":2}"#, r#"{"b":2}"#, None))
+            .await
+            .unwrap(),
+    );
+    assert_eq!((second.offset, &second.epoch), (2, &first.epoch));
+    let snapshot = documents.snapshot("doc:1", TTL).await.unwrap();
+    assert_eq!(snapshot.position, second);
+    assert_eq!(snapshot.doc, Bytes::from_static(br#"{"a":1,"b":2}"#));
+
+    // A commit computed from an older revision changes nothing and returns the document.
+    let stale = documents
+        .commit(commit(&first, r#"{"x":1}"#, r#"{"x":1}"#, None))
+        .await
+        .unwrap();
+    assert_eq!(stale, Committed::Stale(snapshot.clone()));
+    // So does a conditional one on another revision, as a conflict.
+    let mut conditional = commit(&second, r#"{"y":1}"#, r#"{"y":1}"#, None);
+    conditional.base_rev = Some(1);
+    let conflict = documents.commit(conditional).await.unwrap();
+    assert_eq!(conflict, Committed::Conflict(snapshot.clone()));
+    // A retried key is not applied again, and its patch comes back while it is kept.
+    let retried = documents
+        .commit(commit(&second, r#"{"z":1}"#, r#"{"a":1}"#, Some("k1")))
+        .await
+        .unwrap();
+    assert_eq!(
+        retried,
+        Committed::Duplicate {
+            position: first.clone(),
+            patch: Some(Bytes::from_static(br#"{"a":1}"#)),
+        }
+    );
+    assert_eq!(documents.snapshot("doc:1", TTL).await.unwrap(), snapshot);
+
+    // The patches are the channel's history, trimmed to the retention.
+    let third = applied(
+        documents
+            .commit(commit(&second, r#"{"a":1,"b":3}"#, r#"{"b":3}"#, None))
+            .await
+            .unwrap(),
+    );
+    let query = Query {
+        since: Some(0),
+        limit: 10,
+        reverse: false,
+        max_bytes: usize::MAX,
+    };
+    let page = history.read("doc:1", query).await.unwrap();
+    assert_eq!(page.position, third);
+    let kept: Vec<(u64, &[u8])> = page
+        .publications
+        .iter()
+        .map(|p| (p.offset, p.data.as_ref()))
+        .collect();
+    assert_eq!(kept, [(2, &br#"{"b":2}"#[..]), (3, br#"{"b":3}"#)]);
+
+    // Deleting starts a new epoch at revision 0, with the empty document and no patches.
+    let deleted = documents.delete("doc:1", TTL).await.unwrap();
+    assert_eq!(deleted.offset, 0);
+    assert_ne!(deleted.epoch, first.epoch);
+    let after = documents.snapshot("doc:1", TTL).await.unwrap();
+    assert_eq!(after.position, deleted);
+    assert_eq!(after.doc, Bytes::from_static(b"{}"));
+    let page = history.read("doc:1", query).await.unwrap();
+    assert!(page.publications.is_empty());
+    let next = applied(
+        documents
+            .commit(commit(&deleted, r#"{"c":1}"#, r#"{"c":1}"#, None))
+            .await
+            .unwrap(),
+    );
+    assert_eq!((next.offset, &next.epoch), (1, &deleted.epoch));
+}
+
+#[tokio::test]
+async fn memory_store_conforms() {
+    let history = Arc::new(MemoryHistory::new());
+    conformance(&MemoryDocuments::new(history.clone()), history.as_ref()).await;
+}
+
+#[tokio::test]
+async fn redis_store_conforms() {
+    let redis = Server::redis();
+    let history = RedisHistory::connect(&redis.url(), "t", Duration::from_secs(2))
+        .await
+        .unwrap();
+    conformance(&RedisDocuments::new(&history), &history).await;
+}
