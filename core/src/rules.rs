@@ -392,6 +392,13 @@ mod tests {
                 "[channels]\npersonal_namespace = \"u:x\"",
                 "personal_namespace",
             ),
+            ("[channels.default]\nsync = true", "channels.default"),
+            ("[channels.namespaces.\"/x\"]\nsync = true", "Socket.IO"),
+            ("[channels.namespaces.user]\nsync = true", "personal"),
+            (
+                "[channels.namespaces.doc]\nsync = true\nmax_document_size = 0",
+                "max_document_size",
+            ),
         ] {
             let error = Config::from_toml(toml).unwrap_err().to_string();
             assert!(error.contains(expected), "{toml}: {error}");

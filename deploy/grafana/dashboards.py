@@ -138,6 +138,13 @@ def overview():
         ], "ops"),
         panel("Slow consumers cut off",
               [(f'sum(rate(herald_disconnects_total{{code="3004"}}{RATE}))', "slow consumers")], "ops"),
+        panel("Sync documents", [
+            (f"sum by (result) (rate(herald_sync_patches_total{RATE}))", "patches {{result}}"),
+            (f"sum by (reason) (rate(herald_sync_snapshots_total{RATE}))", "snapshots: {{reason}}"),
+            (f"sum(rate(herald_sync_retries_total{RATE}))", "compare-and-set retries"),
+        ], "ops", description="Patches by result (docs/sync.md), snapshots sent (fallback: "
+                              "the missed patches were no longer kept), and retries when two "
+                              "routers patched one document at once."),
         row("NATS and Redis"),
         panel("NATS connection", [
             ("sum(herald_nats_connected)", "nodes connected"),

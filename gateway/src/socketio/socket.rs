@@ -280,12 +280,16 @@ impl Conn {
     /// Takes `socket` out of `channel` from the server's side, and tells its client with
     /// a `herald:unsubscribe` event `{channel, room}`.
     pub(super) async fn revoke(&self, socket: &mut Socket, channel: &str) {
-        if !socket.left(channel) {
+        if let Some(document) = socket.documents.remove(channel) {
+            self.ctx.hub.unsubscribe(channel, socket.id);
+            document.stop();
+        } else if socket.left(channel) {
+            self.ctx.hub.unsubscribe(channel, socket.id);
+            self.track(socket, channel, false);
+            self.amend(socket, channel).await;
+        } else {
             return;
         }
-        self.ctx.hub.unsubscribe(channel, socket.id);
-        self.track(socket, channel, false);
-        self.amend(socket, channel).await;
         let body = json!({
             "channel": channel,
             "room": channels::room_of(channel, &socket.namespace),
