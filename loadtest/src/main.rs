@@ -19,7 +19,8 @@
 //! - **memory**: gateway resident memory per idle connection subscribed to a channel of its
 //!   own, on a fresh cluster each run (`--idle-connections`, 0 to skip).
 //!
-//! With `--abuse`, it measures instead what two attacks cost a node (see [`abuse`]).
+//! With `--abuse`, it measures instead what two attacks cost a node (see [`abuse`]); with
+//! `--sync`, sync document patches and their fan-out (see [`sync`]).
 //!
 //! Latency is measured from the moment the publisher sends the command to the moment the
 //! subscriber has read the publication (one clock, one machine). Reports each run and the
@@ -40,6 +41,7 @@ mod abuse;
 mod memory;
 mod socketio;
 mod stuck;
+mod sync;
 
 #[derive(Debug, Parser)]
 #[command(about = "Publish-to-delivery benchmark on a real local Herald cluster")]
@@ -85,6 +87,26 @@ struct Args {
     /// as `HERALD_SOCKETIO__MAX_ROOMS=2048` for a release that limits rooms.
     #[arg(long = "node-env", value_parser = key_value)]
     node_env: Vec<(String, String)>,
+    /// Run the sync document scenarios instead: patches per second on one document and on
+    /// many, and the fan-out of patches to subscribers.
+    #[arg(long)]
+    sync: bool,
+    /// Connections patching at once in the sync scenarios.
+    #[arg(long, default_value_t = 16)]
+    patchers: usize,
+    /// Patches each of them sends per run.
+    #[arg(long, default_value_t = 1000)]
+    patches: usize,
+    /// Documents of the many-documents scenario.
+    #[arg(long, default_value_t = 100)]
+    documents: usize,
+    /// Subscribers of the fan-out scenario.
+    #[arg(long, default_value_t = 200)]
+    subscribers: usize,
+    /// Patches per second of the fan-out scenario, from one connection (which has its
+    /// patches applied one after the other: keep this below one per round trip).
+    #[arg(long, default_value_t = 200)]
+    patch_rate: u64,
 }
 
 fn key_value(text: &str) -> Result<(String, String), String> {
@@ -114,6 +136,9 @@ async fn main() -> anyhow::Result<()> {
     }
     if args.abuse {
         return run_abuse(&args).await;
+    }
+    if args.sync {
+        return run_sync(&args).await;
     }
     let settings = [
         ("HERALD_LOG__LEVEL", "warn"),
@@ -235,6 +260,51 @@ async fn run_abuse(args: &Args) -> anyhow::Result<()> {
         args.rooms,
         last / first
     );
+    Ok(())
+}
+
+/// The sync document scenarios, `--runs` times each on one cluster of two gateways and
+/// two routers; every run and the medians.
+async fn run_sync(args: &Args) -> anyhow::Result<()> {
+    let cluster = Cluster::start(&args.herald, 2, 2, &sync::SETTINGS);
+    let (mut one, mut many, mut fan) = (Vec::new(), Vec::new(), Vec::new());
+    let fan_patches = args.patch_rate as usize * 5;
+    for run in 0..args.runs {
+        let result = sync::patch_rate(&cluster, run, 1, args.patchers, args.patches).await?;
+        report("1 doc", run, &result);
+        one.push(result);
+        let documents = args.documents;
+        let result =
+            sync::patch_rate(&cluster, run, documents, args.patchers, args.patches).await?;
+        report(&format!("{documents} docs"), run, &result);
+        many.push(result);
+        let result = sync::fan_out(
+            &cluster,
+            run,
+            args.subscribers,
+            fan_patches,
+            args.patch_rate,
+        )
+        .await?;
+        report("fan-out", run, &result);
+        fan.push(result);
+    }
+    println!();
+    let patchers = args.patchers;
+    summary(
+        &format!("patches on one document ({patchers} patchers)"),
+        &one,
+    );
+    let name = format!(
+        "patches on {} documents ({patchers} patchers)",
+        args.documents
+    );
+    summary(&name, &many);
+    let name = format!(
+        "fan-out of {}/s patches to {} subscribers (deliveries)",
+        args.patch_rate, args.subscribers
+    );
+    summary(&name, &fan);
     Ok(())
 }
 
