@@ -32,9 +32,10 @@ use crate::hub::{Hub, Subscriber, SubscriberId};
 use crate::outbound::{Encoded, Outbound};
 use crate::render::Format;
 
-/// Patches held behind a closed gate at most; past this they are dropped and the client is
-/// brought up to date from a router instead.
+/// Patches, and bytes of them, held behind a closed gate at most; past this they are
+/// dropped and the client is brought up to date from a router instead.
 const MAX_HELD: usize = 1000;
+const MAX_HELD_BYTES: usize = 1 << 20;
 
 /// Wait before asking a router again when bringing a client up to date failed.
 const RETRY: Duration = Duration::from_millis(500);
@@ -61,6 +62,7 @@ struct Gate {
     /// Patches go out as they come; otherwise they wait in `held`.
     open: bool,
     held: Vec<Publication>,
+    held_bytes: usize,
     /// Patches were dropped for want of room in `held`.
     overflowed: bool,
     /// The client's state is being read; nobody else starts reading it.
@@ -71,11 +73,18 @@ struct Gate {
 
 impl Gate {
     fn hold(&mut self, publication: &Publication) {
-        if self.held.len() < MAX_HELD {
+        let bytes = publication.data.len();
+        if self.held.len() < MAX_HELD && self.held_bytes + bytes <= MAX_HELD_BYTES {
             self.held.push(publication.clone());
+            self.held_bytes += bytes;
         } else {
             self.overflowed = true;
         }
+    }
+
+    fn take_held(&mut self) -> Vec<Publication> {
+        self.held_bytes = 0;
+        std::mem::take(&mut self.held)
     }
 }
 
@@ -132,6 +141,7 @@ impl SyncSubscriber {
                 at: Position::default(),
                 open: false,
                 held: Vec::new(),
+                held_bytes: 0,
                 overflowed: false,
                 reading: true,
                 active: true,
@@ -168,13 +178,13 @@ impl SyncSubscriber {
         let mut gate = self.gate();
         gate.active = false;
         gate.open = false;
-        gate.held = Vec::new();
+        gate.take_held();
     }
 
     /// Sends the held patches that follow the client's revision and opens the gate;
     /// returns false, keeping the gate closed, if they do not all follow.
     fn flush(&self, gate: &mut Gate) -> bool {
-        let held = std::mem::take(&mut gate.held);
+        let held = gate.take_held();
         for (i, patch) in held.iter().enumerate() {
             match fit(&gate.at, patch) {
                 Fit::Next => {
@@ -185,7 +195,9 @@ impl SyncSubscriber {
                 }
                 Fit::Old => {}
                 Fit::Break => {
-                    gate.held = held[i..].to_vec();
+                    for patch in &held[i..] {
+                        gate.hold(patch);
+                    }
                     return false;
                 }
             }

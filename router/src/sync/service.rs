@@ -198,10 +198,13 @@ impl SyncService {
     }
 
     /// Brings a reader at `since` to the current revision: the patches after `since` when
-    /// they are all kept, a snapshot otherwise.
+    /// they are all kept, a snapshot otherwise. Either way the document is kept another
+    /// `sync_ttl`: a document that clients read is in use.
     pub async fn read(&self, channel: &str, since: Option<Position>) -> Result<SyncState, Refusal> {
         let rules = self.rules(channel)?;
+        let snapshot = self.documents.snapshot(channel, rules.sync_ttl).await?;
         if let Some(since) = &since
+            && since.offset <= snapshot.position.offset
             && let Some(state) = self.patches_after(channel, since).await?
         {
             return Ok(state);
@@ -212,7 +215,6 @@ impl SyncService {
             "initial"
         };
         metrics::counter!(SYNC_SNAPSHOTS, "reason" => reason).increment(1);
-        let snapshot = self.documents.snapshot(channel, rules.sync_ttl).await?;
         Ok(SyncState {
             position: Some(snapshot.position),
             snapshot: true,
