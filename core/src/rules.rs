@@ -19,6 +19,10 @@ use crate::auth::Identity;
 use crate::channel;
 use crate::codes::{ErrorCode, Refusal};
 
+/// The largest `max_document_size`: a document travels whole in one NATS message (a
+/// snapshot), and NATS carries 1 MiB by default.
+pub const MAX_DOCUMENT_SIZE: usize = 512 * 1024;
+
 /// Separates a user-limited channel's name from its users.
 pub const USER_MARK: char = '#';
 
@@ -216,10 +220,13 @@ impl ChannelsConfig {
                     "channels.{name}: the personal namespace cannot hold sync documents"
                 ));
             }
-            if rules.sync && (rules.max_document_size < 2 || rules.sync_ttl.is_zero()) {
+            if rules.sync
+                && (!(2..=MAX_DOCUMENT_SIZE).contains(&rules.max_document_size)
+                    || rules.sync_ttl.is_zero())
+            {
                 return Err(format!(
-                    "channels.{name}: a sync namespace needs max_document_size of at least 2 \
-                     and a positive sync_ttl"
+                    "channels.{name}: a sync namespace needs max_document_size from 2 to \
+                     {MAX_DOCUMENT_SIZE} bytes and a positive sync_ttl"
                 ));
             }
         }

@@ -306,14 +306,21 @@ pub async fn run(
     Ok(())
 }
 
+/// A sync document's revision and epoch: revision 0 and no epoch for one never written.
+fn revision(position: Option<StreamPosition>) -> (u64, String) {
+    position.map_or((0, String::new()), |p| (p.offset, p.epoch))
+}
+
 async fn sync(api: &mut Client, json_output: bool, command: SyncCommand) -> anyhow::Result<()> {
     match command {
         SyncCommand::Get { channel } => {
-            let reply = api.sync_get(SyncGetRequest { channel }).await?.into_inner();
-            let at = position(reply.position);
-            let row = vec![plain(&at["offset"]), plain(&at["epoch"]), reply.doc.clone()];
-            let value =
-                json!({ "rev": at["offset"], "epoch": at["epoch"], "doc": parsed(&reply.doc) });
+            let reply = api
+                .sync_get(SyncGetRequest { channel })
+                .await?
+                .into_inner();
+            let (rev, epoch) = revision(reply.position);
+            let value = json!({ "rev": rev, "epoch": epoch, "doc": parsed(&reply.doc) });
+            let row = vec![rev.to_string(), epoch, reply.doc];
             show(json_output, value, &["REV", "EPOCH", "DOC"], vec![row]);
         }
         SyncCommand::Patch {
@@ -322,28 +329,28 @@ async fn sync(api: &mut Client, json_output: bool, command: SyncCommand) -> anyh
             base_rev,
             idempotency_key,
         } => {
+            serde_json::from_str::<serde_json::Map<String, Value>>(&patch)
+                .context("PATCH must be a JSON object (a merge patch: '{\"status\":\"on\"}')")?;
             let request = SyncPatchRequest {
                 channel,
-                patch: json_document(&patch)?,
+                patch,
                 base_rev,
                 idempotency_key: idempotency_key.unwrap_or_default(),
             };
             let reply = api.sync_patch(request).await?.into_inner();
-            let at = position(reply.position);
-            let row = vec![plain(&at["offset"]), plain(&at["epoch"])];
-            let value =
-                json!({ "rev": at["offset"], "epoch": at["epoch"], "duplicate": reply.duplicate });
-            show(json_output, value, &["REV", "EPOCH"], vec![row]);
+            let (rev, epoch) = revision(reply.position);
+            let value = json!({ "rev": rev, "epoch": epoch, "duplicate": reply.duplicate });
+            let row = vec![rev.to_string(), epoch, reply.duplicate.to_string()];
+            show(json_output, value, &["REV", "EPOCH", "DUPLICATE"], vec![row]);
         }
         SyncCommand::Delete { channel } => {
             let reply = api
                 .sync_delete(SyncDeleteRequest { channel })
                 .await?
                 .into_inner();
-            let at = position(reply.position);
-            let row = vec![plain(&at["offset"]), plain(&at["epoch"])];
-            let value = json!({ "rev": at["offset"], "epoch": at["epoch"] });
-            show(json_output, value, &["REV", "EPOCH"], vec![row]);
+            let (rev, epoch) = revision(reply.position);
+            let value = json!({ "rev": rev, "epoch": epoch });
+            show(json_output, value, &["REV", "EPOCH"], vec![vec![rev.to_string(), epoch]]);
         }
     }
     Ok(())

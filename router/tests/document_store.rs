@@ -138,6 +138,19 @@ async fn conformance(documents: &dyn DocumentStore, history: &dyn HistoryStore) 
             .unwrap(),
     );
     assert_eq!((next.offset, &next.epoch), (1, &deleted.epoch));
+    // A key retried after the delete is still answered with where its patch landed: in
+    // the old epoch, whose patches are gone.
+    let retried = documents
+        .commit(commit(&next, r#"{"z":1}"#, r#"{"a":1}"#, Some("k1")))
+        .await
+        .unwrap();
+    assert_eq!(
+        retried,
+        Committed::Duplicate {
+            position: first,
+            patch: None,
+        }
+    );
 }
 
 #[tokio::test]

@@ -55,6 +55,9 @@ impl Stream {
 pub(crate) struct State {
     pub(crate) streams: HashMap<String, Stream>,
     pub(crate) idempotency: HashMap<(String, String), (u64, Instant)>,
+    /// Idempotency keys of sync patches: where each key's patch landed, epoch included,
+    /// since a document's epoch changes when it is deleted.
+    pub(crate) document_keys: HashMap<(String, String), (Position, Instant)>,
     appends: u64,
 }
 
@@ -148,6 +151,7 @@ impl State {
             }
         }
         self.idempotency.retain(|_, (_, expires)| *expires > now);
+        self.document_keys.retain(|_, (_, expires)| *expires > now);
     }
 }
 

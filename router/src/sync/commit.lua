@@ -4,7 +4,7 @@
 -- computed it from.
 --
 -- KEYS[1] stream, KEYS[2] meta hash (e = epoch, s = revision), KEYS[3] document,
--- KEYS[4] idempotency record (ignored without a key).
+-- KEYS[4] idempotency record ('<rev>:<epoch>' of the key's patch; ignored without a key).
 -- ARGV[1] expected epoch, ARGV[2] expected revision, ARGV[3] base revision ('' for none),
 -- ARGV[4] new document, ARGV[5] patch, ARGV[6] patches kept, ARGV[7] ttl ms, ARGV[8] epoch
 -- to start if there is none, ARGV[9] idempotency ttl ms, ARGV[10] '1' if keyed,
@@ -18,15 +18,19 @@ local rev = tonumber(redis.call('HGET', KEYS[2], 's') or '0')
 if ARGV[10] == '1' then
   local seen = redis.call('GET', KEYS[4])
   if seen then
+    -- A record is '<rev>:<epoch>': after a delete, the key's patch belongs to the old epoch.
+    local seen_rev, seen_epoch = string.match(seen, '^(%d+):(.*)$')
     local patch = ''
-    local entry = redis.call('XRANGE', KEYS[1], seen .. '-0', seen .. '-0')[1]
-    if entry then
-      local fields = entry[2]
-      for f = 1, #fields, 2 do
-        if fields[f] == 'd' then patch = fields[f + 1] end
+    if seen_epoch == epoch then
+      local entry = redis.call('XRANGE', KEYS[1], seen_rev .. '-0', seen_rev .. '-0')[1]
+      if entry then
+        local fields = entry[2]
+        for f = 1, #fields, 2 do
+          if fields[f] == 'd' then patch = fields[f + 1] end
+        end
       end
     end
-    return {'duplicate', epoch, tonumber(seen), patch}
+    return {'duplicate', seen_epoch or '', tonumber(seen_rev or '0'), patch}
   end
 end
 
@@ -65,6 +69,6 @@ redis.call('SET', KEYS[3], ARGV[4], 'PX', ARGV[7])
 redis.call('PEXPIRE', KEYS[1], ARGV[7])
 redis.call('PEXPIRE', KEYS[2], ARGV[7])
 if ARGV[10] == '1' then
-  redis.call('SET', KEYS[4], rev, 'PX', ARGV[9])
+  redis.call('SET', KEYS[4], rev .. ':' .. epoch, 'PX', ARGV[9])
 end
 return {'applied', epoch, rev}

@@ -11,7 +11,7 @@ use tokio::time::Instant;
 
 use super::{Commit, Committed, DocumentStore, Snapshot};
 use crate::history::memory::{State, Stream};
-use crate::history::{Limits, MemoryHistory, StoreError};
+use crate::history::{Entry, Limits, MemoryHistory, StoreError};
 
 /// Sync documents in a [`MemoryHistory`].
 pub struct MemoryDocuments {
@@ -65,18 +65,21 @@ impl DocumentStore for MemoryDocuments {
         let now = Instant::now();
         let mut state = self.history.state()?;
         let channel = commit.channel.as_str();
-        if let Some(key) = &commit.patch.idempotency_key
-            && let Some(&(rev, expires)) = state.idempotency.get(&(channel.into(), key.clone()))
-            && expires > now
+        let key = commit
+            .patch
+            .idempotency_key
+            .clone()
+            .map(|key| (channel.to_string(), key));
+        if let Some(key) = &key
+            && let Some((position, expires)) = state.document_keys.get(key)
+            && *expires > now
         {
+            let position = position.clone();
             let current = snapshot_of(state.live(channel, now));
-            return Ok(Committed::Duplicate {
-                position: Position {
-                    offset: rev,
-                    epoch: current.position.epoch,
-                },
-                patch: kept_patch(&state, channel, rev, now),
-            });
+            let patch = (current.position.epoch == position.epoch)
+                .then(|| kept_patch(&state, channel, position.offset, now))
+                .flatten();
+            return Ok(Committed::Duplicate { position, patch });
         }
         let current = snapshot_of(state.live(channel, now));
         if commit
@@ -95,12 +98,21 @@ impl DocumentStore for MemoryDocuments {
             meta_ttl: retention.ttl,
             idempotency_ttl: retention.idempotency_ttl,
         };
-        let appended = state.append_one(channel, commit.patch, limits, now);
+        let patch = Entry {
+            idempotency_key: None,
+            ..commit.patch
+        };
+        let appended = state.append_one(channel, patch, limits, now);
         state.stream(channel, now, retention.ttl).document = Some(commit.doc);
-        Ok(Committed::Applied(Position {
+        let position = Position {
             offset: appended.offset,
             epoch: appended.epoch,
-        }))
+        };
+        if let Some(key) = key {
+            let expires = now + retention.idempotency_ttl;
+            state.document_keys.insert(key, (position.clone(), expires));
+        }
+        Ok(Committed::Applied(position))
     }
 
     async fn delete(&self, channel: &str, ttl: Duration) -> Result<Position, StoreError> {

@@ -273,7 +273,12 @@ impl SyncService {
                 format!("idempotency_key exceeds {MAX_IDEMPOTENCY_KEY_LEN} bytes"),
             ));
         }
-        let patch = document::parse_patch(&request.patch, rules.max_document_size)?;
+        // A document must fit one reply on the bus (a snapshot, a conflict), whatever the
+        // configuration says.
+        let max_size = rules
+            .max_document_size
+            .min(self.bus.max_payload().saturating_sub(ENVELOPE_SLACK));
+        let patch = document::parse_patch(&request.patch, max_size)?;
         // What subscribers get is what was applied, in this node's JSON, not the sender's
         // bytes: every number and string reads the same for them as it did here.
         let data = Bytes::from(serde_json::to_vec(&patch).unwrap_or_default());
@@ -301,7 +306,7 @@ impl SyncService {
             // On a revision other than `base_rev` the store answers with the conflict, or
             // with the document as it is if this one is out of date.
             let (doc, text) = match applies {
-                true => document::apply(&current.doc, &patch, rules.max_document_size)?,
+                true => document::apply(&current.doc, &patch, max_size)?,
                 false => (Value::Null, Bytes::new()),
             };
             let commit = Commit {
