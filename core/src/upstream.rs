@@ -42,10 +42,13 @@ fn unavailable(e: BusError) -> Refusal {
 /// The refusal of a conditional sync patch that met another revision, as clients and the
 /// server API report it (beside the current document, where the protocol has room).
 pub fn conflict_refusal(conflict: &SyncConflict) -> Refusal {
-    let rev = conflict.position.as_ref().map_or(0, |p| p.offset);
+    let (rev, epoch) = conflict
+        .position
+        .as_ref()
+        .map_or((0, ""), |p| (p.offset, p.epoch.as_str()));
     Refusal::new(
         ErrorCode::Conflict,
-        format!("the document is at revision {rev}, not the patch's base_rev"),
+        format!("the document is at revision {rev} of epoch {epoch:?}, not the patch's base"),
     )
 }
 

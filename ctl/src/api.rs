@@ -314,10 +314,7 @@ fn revision(position: Option<StreamPosition>) -> (u64, String) {
 async fn sync(api: &mut Client, json_output: bool, command: SyncCommand) -> anyhow::Result<()> {
     match command {
         SyncCommand::Get { channel } => {
-            let reply = api
-                .sync_get(SyncGetRequest { channel })
-                .await?
-                .into_inner();
+            let reply = api.sync_get(SyncGetRequest { channel }).await?.into_inner();
             let (rev, epoch) = revision(reply.position);
             let value = json!({ "rev": rev, "epoch": epoch, "doc": parsed(&reply.doc) });
             let row = vec![rev.to_string(), epoch, reply.doc];
@@ -327,6 +324,7 @@ async fn sync(api: &mut Client, json_output: bool, command: SyncCommand) -> anyh
             channel,
             patch,
             base_rev,
+            base_epoch,
             idempotency_key,
         } => {
             serde_json::from_str::<serde_json::Map<String, Value>>(&patch)
@@ -336,12 +334,18 @@ async fn sync(api: &mut Client, json_output: bool, command: SyncCommand) -> anyh
                 patch,
                 base_rev,
                 idempotency_key: idempotency_key.unwrap_or_default(),
+                base_epoch: base_epoch.unwrap_or_default(),
             };
             let reply = api.sync_patch(request).await?.into_inner();
             let (rev, epoch) = revision(reply.position);
             let value = json!({ "rev": rev, "epoch": epoch, "duplicate": reply.duplicate });
             let row = vec![rev.to_string(), epoch, reply.duplicate.to_string()];
-            show(json_output, value, &["REV", "EPOCH", "DUPLICATE"], vec![row]);
+            show(
+                json_output,
+                value,
+                &["REV", "EPOCH", "DUPLICATE"],
+                vec![row],
+            );
         }
         SyncCommand::Delete { channel } => {
             let reply = api
@@ -350,7 +354,12 @@ async fn sync(api: &mut Client, json_output: bool, command: SyncCommand) -> anyh
                 .into_inner();
             let (rev, epoch) = revision(reply.position);
             let value = json!({ "rev": rev, "epoch": epoch });
-            show(json_output, value, &["REV", "EPOCH"], vec![vec![rev.to_string(), epoch]]);
+            show(
+                json_output,
+                value,
+                &["REV", "EPOCH"],
+                vec![vec![rev.to_string(), epoch]],
+            );
         }
     }
     Ok(())

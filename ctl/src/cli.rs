@@ -134,6 +134,9 @@ pub enum SyncCommand {
         /// Apply only if the document is at this revision.
         #[arg(long)]
         base_rev: Option<u64>,
+        /// ... of this epoch (a deleted document's revisions start again).
+        #[arg(long, requires = "base_rev")]
+        base_epoch: Option<String>,
         /// Applied once however often it is retried.
         #[arg(long)]
         idempotency_key: Option<String>,

@@ -28,6 +28,7 @@ fn commit(expected: &Position, doc: &str, patch: &str, key: Option<&str>) -> Com
         channel: "doc:1".into(),
         expected: expected.clone(),
         base_rev: None,
+        base_epoch: None,
         doc: Bytes::copy_from_slice(doc.as_bytes()),
         patch: Entry {
             data: Bytes::copy_from_slice(patch.as_bytes()),
@@ -84,6 +85,11 @@ async fn conformance(documents: &dyn DocumentStore, history: &dyn HistoryStore) 
     // So does a conditional one on another revision, as a conflict.
     let mut conditional = commit(&second, r#"{"y":1}"#, r#"{"y":1}"#, None);
     conditional.base_rev = Some(1);
+    let conflict = documents.commit(conditional.clone()).await.unwrap();
+    assert_eq!(conflict, Committed::Conflict(snapshot.clone()));
+    // And one on the right revision of another epoch (a deleted document's).
+    conditional.base_rev = Some(2);
+    conditional.base_epoch = Some("0ther".into());
     let conflict = documents.commit(conditional).await.unwrap();
     assert_eq!(conflict, Committed::Conflict(snapshot.clone()));
     // A retried key is not applied again, and its patch comes back while it is kept.

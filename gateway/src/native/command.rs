@@ -97,8 +97,10 @@ pub struct SyncPatchParams<'a> {
     /// A JSON Merge Patch (RFC 7386): an object.
     #[serde(borrow)]
     pub patch: &'a RawValue,
-    /// Applied only if the document is at this revision.
+    /// Applied only if the document is at this revision...
     pub base_rev: Option<u64>,
+    /// ... of this epoch, when given.
+    pub base_epoch: Option<String>,
     pub idempotency_key: Option<String>,
 }
 

@@ -361,6 +361,7 @@ impl Session {
             channel: params.channel,
             patch: Bytes::copy_from_slice(params.patch.get().as_bytes()),
             base_rev: params.base_rev,
+            base_epoch: params.base_epoch,
             idempotency_key: params.idempotency_key,
         };
         match sync::patch(&self.ctx, access, &self.name, patch).await? {
@@ -442,6 +443,7 @@ impl Session {
         let revoked: Vec<String> = self
             .subscriptions
             .iter()
+            .chain(self.documents.keys())
             .filter(|channel| {
                 access
                     .authorize(channels, channel, Action::Subscribe)
@@ -450,8 +452,11 @@ impl Session {
             .cloned()
             .collect();
         for channel in revoked {
-            self.subscriptions.remove(&channel);
-            self.leave(&channel);
+            if self.subscriptions.remove(&channel) {
+                self.leave(&channel);
+            } else if let Some(document) = self.documents.remove(&channel) {
+                self.leave_document(&document);
+            }
             self.send(push::unsubscribe(&channel));
         }
     }
@@ -571,7 +576,11 @@ impl Session {
 
     async fn history(&mut self, id: u64, params: HistoryParams) -> Result<Utf8Bytes, Refusal> {
         let access = self.access()?;
-        access.authorize(&self.ctx.channels, &params.channel, Action::ReadHistory)?;
+        let rules = access.authorize(&self.ctx.channels, &params.channel, Action::ReadHistory)?;
+        if rules.sync {
+            // A document's patches are the document: reading them takes reading it.
+            sync::authorize_read(&self.ctx, access, &params.channel)?;
+        }
         let config = &self.ctx.config;
         let limit = params.limit.unwrap_or(config.history_default_limit);
         if limit > config.history_max_limit {

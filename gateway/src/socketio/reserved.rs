@@ -12,7 +12,7 @@
 //! | `herald:sync` | `{channel, rev?, epoch?}` | subscribes to a sync document: the ack holds its state |
 //! | `herald:unsync` | `{channel}` | ends that subscription |
 //! | `herald:sync_get` | `{channel}` | a sync document's snapshot, without subscribing |
-//! | `herald:patch` | `{channel, patch, base_rev?, idempotency_key?}` | patches a sync document |
+//! | `herald:patch` | `{channel, patch, base_rev?, base_epoch?, idempotency_key?}` | patches a sync document |
 //!
 //! The server sends `herald:change` (a sync document changed), `herald:join`, `herald:leave` (presence changes),
 //! `herald:unsubscribe` (a backend took the socket out of a room) and `herald:disconnect`
@@ -79,6 +79,7 @@ pub struct PatchOptions<'a> {
     #[serde(borrow)]
     pub patch: &'a RawValue,
     pub base_rev: Option<u64>,
+    pub base_epoch: Option<String>,
     pub idempotency_key: Option<String>,
 }
 
@@ -157,7 +158,7 @@ pub fn parse<'a>(name: String, args: Vec<&'a RawValue>) -> Result<Request<'a>, R
         SYNC_EVENT => Request::Sync(options(&name, "{channel, rev?, epoch?}", &args)?),
         PATCH_EVENT => Request::Patch(options(
             &name,
-            "{channel, patch, base_rev?, idempotency_key?}",
+            "{channel, patch, base_rev?, base_epoch?, idempotency_key?}",
             &args,
         )?),
         UNSYNC_EVENT | SYNC_GET_EVENT => {

@@ -336,6 +336,7 @@ impl Sockets {
                 channel: options.channel,
                 patch: Bytes::copy_from_slice(options.patch.get().as_bytes()),
                 base_rev: options.base_rev,
+                base_epoch: options.base_epoch,
                 idempotency_key: options.idempotency_key,
             }),
         };
@@ -373,7 +374,7 @@ impl Sockets {
                     .access
                     .authorize(&ctx.channels, &channel, Action::Subscribe)?;
                 let most = ctx.socketio.max_rooms;
-                if socket.rooms() >= most && !socket.is_in(&channel) {
+                if socket.rooms() + socket.documents.len() >= most && !socket.is_in(&channel) {
                     let message = format!("at most {most} rooms per socket");
                     return Err(Refusal::new(ErrorCode::LimitExceeded, message));
                 }
@@ -405,6 +406,7 @@ impl Sockets {
                     .joined
                     .iter()
                     .map(|(channel, _)| channel)
+                    .chain(socket.documents.keys())
                     .filter(|c| {
                         socket
                             .access

@@ -94,6 +94,8 @@ enum Fit {
     Next,
     /// The client has it already.
     Old,
+    /// Revision 0 of another epoch: the document was deleted, and is the empty one now.
+    Reset,
     /// A gap, or another epoch: the client must be brought up to date.
     Break,
 }
@@ -105,8 +107,20 @@ fn fit(at: &Position, patch: &Publication) -> Fit {
         Fit::Next
     } else if same_epoch && patch.offset <= at.offset {
         Fit::Old
+    } else if patch.offset == 0 && !patch.epoch.is_empty() {
+        Fit::Reset
     } else {
         Fit::Break
+    }
+}
+
+/// The empty document at `reset`'s position: what a deleted document is.
+fn emptied(reset: &Publication) -> SyncState {
+    SyncState {
+        position: Some(position_of(reset)),
+        snapshot: true,
+        doc: Bytes::from_static(b"{}"),
+        patches: Vec::new(),
     }
 }
 
@@ -182,10 +196,11 @@ impl SyncSubscriber {
     }
 
     /// Sends the held patches that follow the client's revision and opens the gate;
-    /// returns false, keeping the gate closed, if they do not all follow.
+    /// returns false, keeping the gate closed and dropping what was held, if they do not
+    /// all follow: the client is then brought up to date from a router, which has them.
     fn flush(&self, gate: &mut Gate) -> bool {
         let held = gate.take_held();
-        for (i, patch) in held.iter().enumerate() {
+        for patch in &held {
             match fit(&gate.at, patch) {
                 Fit::Next => {
                     gate.at = position_of(patch);
@@ -194,10 +209,9 @@ impl SyncSubscriber {
                     }
                 }
                 Fit::Old => {}
+                Fit::Reset => self.reset(gate, patch),
                 Fit::Break => {
-                    for patch in &held[i..] {
-                        gate.hold(patch);
-                    }
+                    gate.overflowed = false;
                     return false;
                 }
             }
@@ -207,6 +221,15 @@ impl SyncSubscriber {
         }
         gate.open = true;
         true
+    }
+
+    /// The document was deleted: the client gets the empty one, at revision 0 of the new
+    /// epoch, with no need to ask a router (every subscriber would, at once).
+    fn reset(&self, gate: &mut Gate, announcement: &Publication) {
+        let state = emptied(announcement);
+        self.outbound
+            .send_encoded(&self.format.sync_state(&self.channel, &state));
+        gate.at = position_of(announcement);
     }
 
     /// Closes the gate and starts reading the client's state from a router, unless that
@@ -235,17 +258,12 @@ impl SyncSubscriber {
             };
             match self.upstream.sync_read(&self.channel, Some(since)).await {
                 Ok(state) => {
-                    let mut gate = self.gate();
-                    if !gate.active {
+                    if self.deliver_state(&state) {
                         return;
                     }
-                    self.outbound
-                        .send_encoded(&self.format.sync_state(&self.channel, &state));
-                    gate.at = state.position.unwrap_or_default();
-                    if self.flush(&mut gate) {
-                        gate.reading = false;
-                        return;
-                    }
+                    // What came meanwhile does not follow what the router said (a store
+                    // that lost its newest writes, say): ask again, not at once.
+                    tokio::time::sleep(RETRY).await;
                 }
                 Err(refusal) => {
                     tracing::warn!(channel = self.channel, %refusal, "cannot bring a sync subscriber up to date");
@@ -253,6 +271,21 @@ impl SyncSubscriber {
                 }
             }
         }
+    }
+
+    /// Pushes a state read from a router and opens the gate; returns whether the reading
+    /// is over (the gate is open, or the client left).
+    fn deliver_state(&self, state: &SyncState) -> bool {
+        let mut gate = self.gate();
+        if !gate.active {
+            return true;
+        }
+        self.outbound
+            .send_encoded(&self.format.sync_state(&self.channel, state));
+        gate.at = state.position.clone().unwrap_or_default();
+        let opened = self.flush(&mut gate);
+        gate.reading = !opened;
+        opened
     }
 }
 
@@ -279,8 +312,11 @@ impl Subscriber for SyncSubscriber {
                 self.outbound.send_encoded(encoded)
             }
             Fit::Old => false,
+            Fit::Reset => {
+                self.reset(&mut gate, patch);
+                true
+            }
             Fit::Break => {
-                gate.hold(patch);
                 self.bring_up_to_date(&mut gate);
                 false
             }
@@ -322,6 +358,8 @@ pub struct Patch {
     /// JSON text, checked by the router.
     pub patch: Bytes,
     pub base_rev: Option<u64>,
+    /// The epoch `base_rev` is of, if the client says.
+    pub base_epoch: Option<String>,
     pub idempotency_key: Option<String>,
 }
 
@@ -340,6 +378,7 @@ pub async fn patch(
         base_rev: patch.base_rev,
         idempotency_key: patch.idempotency_key.unwrap_or_default(),
         publisher: Some(access.client_info(client)),
+        base_epoch: patch.base_epoch.unwrap_or_default(),
     };
     ctx.upstream.sync_patch(&patch.channel, request).await
 }

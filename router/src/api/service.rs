@@ -369,6 +369,7 @@ impl HeraldApi for Api {
             base_rev: request.base_rev,
             idempotency_key: request.idempotency_key,
             publisher: None,
+            base_epoch: request.base_epoch,
         };
         let outcome = self
             .upstream

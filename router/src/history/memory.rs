@@ -143,6 +143,14 @@ impl State {
         }
     }
 
+    /// Counts one write (an append, a sync commit); every so many, sweeps what expired.
+    pub(crate) fn count_write(&mut self, now: Instant) {
+        self.appends += 1;
+        if self.appends.is_multiple_of(SWEEP_EVERY) {
+            self.sweep(now);
+        }
+    }
+
     fn sweep(&mut self, now: Instant) {
         self.streams.retain(|_, s| s.meta_expires > now);
         for stream in self.streams.values_mut() {
@@ -205,10 +213,7 @@ impl HistoryStore for MemoryHistory {
         let now = Instant::now();
         let limits = append.limits;
         let mut state = self.state()?;
-        state.appends += 1;
-        if state.appends.is_multiple_of(SWEEP_EVERY) {
-            state.sweep(now);
-        }
+        state.count_write(now);
         let mut results = Vec::with_capacity(append.entries.len());
         for entry in append.entries {
             results.push(state.append_one(&append.channel, entry, limits, now));

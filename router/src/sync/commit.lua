@@ -8,7 +8,8 @@
 -- ARGV[1] expected epoch, ARGV[2] expected revision, ARGV[3] base revision ('' for none),
 -- ARGV[4] new document, ARGV[5] patch, ARGV[6] patches kept, ARGV[7] ttl ms, ARGV[8] epoch
 -- to start if there is none, ARGV[9] idempotency ttl ms, ARGV[10] '1' if keyed,
--- ARGV[11] client, ARGV[12] user, ARGV[13] info, ARGV[14] accepted-at (unix microseconds).
+-- ARGV[11] client, ARGV[12] user, ARGV[13] info, ARGV[14] accepted-at (unix microseconds),
+-- ARGV[15] the base revision's epoch ('' for any).
 -- Returns {'applied', epoch, rev} | {'duplicate', epoch, rev, patch or ''} |
 -- {'conflict', epoch, rev, doc} | {'stale', epoch, rev, doc}.
 
@@ -38,7 +39,7 @@ local function document()
   if epoch == '' then return '{}' end
   return redis.call('GET', KEYS[3]) or '{}'
 end
-if ARGV[3] ~= '' and tonumber(ARGV[3]) ~= rev then
+if ARGV[3] ~= '' and (tonumber(ARGV[3]) ~= rev or (ARGV[15] ~= '' and ARGV[15] ~= epoch)) then
   return {'conflict', epoch, rev, document()}
 end
 if epoch ~= ARGV[1] or rev ~= tonumber(ARGV[2]) then

@@ -61,9 +61,14 @@ impl DocumentStore for MemoryDocuments {
         Ok(snapshot_of(Some(stream)))
     }
 
+    async fn keep(&self, channel: &str, ttl: Duration) -> Result<Position, StoreError> {
+        Ok(self.snapshot(channel, ttl).await?.position)
+    }
+
     async fn commit(&self, commit: Commit) -> Result<Committed, StoreError> {
         let now = Instant::now();
         let mut state = self.history.state()?;
+        state.count_write(now);
         let channel = commit.channel.as_str();
         let key = commit
             .patch
@@ -82,9 +87,13 @@ impl DocumentStore for MemoryDocuments {
             return Ok(Committed::Duplicate { position, patch });
         }
         let current = snapshot_of(state.live(channel, now));
+        let other_epoch = commit
+            .base_epoch
+            .as_ref()
+            .is_some_and(|epoch| *epoch != current.position.epoch);
         if commit
             .base_rev
-            .is_some_and(|base| base != current.position.offset)
+            .is_some_and(|base| base != current.position.offset || other_epoch)
         {
             return Ok(Committed::Conflict(current));
         }

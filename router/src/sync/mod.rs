@@ -63,8 +63,10 @@ pub struct Commit {
     /// The position the new document was computed from: committed only if the document is
     /// still there.
     pub expected: Position,
-    /// Committed only if the document is at this revision (a conditional patch).
+    /// Committed only if the document is at this revision (a conditional patch)...
     pub base_rev: Option<u64>,
+    /// ... and, when given, of this epoch.
+    pub base_epoch: Option<String>,
     /// The document after the patch.
     pub doc: Bytes,
     /// The patch, as it is stored and delivered, with who sent it and its idempotency key.
@@ -83,7 +85,7 @@ pub enum Committed {
         position: Position,
         patch: Option<Bytes>,
     },
-    /// `base_rev` is not the document's revision: nothing was applied.
+    /// `base_rev` (or `base_epoch`) is not the document's: nothing was applied.
     Conflict(Snapshot),
     /// The document moved on since `expected`: nothing was applied; compute again from
     /// this one.
@@ -94,6 +96,9 @@ pub enum Committed {
 pub trait DocumentStore: Send + Sync + 'static {
     /// The document of `channel` (the empty one if it has none); keeps it `ttl` longer.
     async fn snapshot(&self, channel: &str, ttl: Duration) -> Result<Snapshot, StoreError>;
+
+    /// Where the document of `channel` is, without reading it; keeps it `ttl` longer.
+    async fn keep(&self, channel: &str, ttl: Duration) -> Result<Position, StoreError>;
 
     /// Commits one patch, atomically with its document: see [`Committed`].
     async fn commit(&self, commit: Commit) -> Result<Committed, StoreError>;

@@ -25,6 +25,26 @@ pub struct RedisDocuments {
 }
 
 impl RedisDocuments {
+    /// The document of `channel` (its position alone unless `doc`), kept `ttl` longer.
+    async fn read(&self, channel: &str, ttl: Duration, doc: bool) -> Result<Snapshot, StoreError> {
+        let op = Operation::start(SYNC_SNAPSHOT);
+        let reply: Vec<Value> = self
+            .snapshot
+            .key(self.keys.history(channel))
+            .key(self.keys.meta(channel))
+            .key(self.keys.document(channel))
+            .arg(millis(ttl))
+            .arg(if doc { "1" } else { "0" })
+            .invoke_async(&mut self.connection.clone())
+            .await
+            .map_err(|e| op.failed(store_error(e)))?;
+        match reply.as_slice() {
+            [epoch, rev, doc] => snapshot(epoch, rev, doc),
+            _ => None,
+        }
+        .ok_or_else(|| malformed("snapshot"))
+    }
+
     pub fn new(history: &RedisHistory) -> Self {
         Self {
             connection: history.connection(),
@@ -68,21 +88,11 @@ fn snapshot(epoch: &Value, rev: &Value, doc: &Value) -> Option<Snapshot> {
 #[async_trait]
 impl DocumentStore for RedisDocuments {
     async fn snapshot(&self, channel: &str, ttl: Duration) -> Result<Snapshot, StoreError> {
-        let op = Operation::start(SYNC_SNAPSHOT);
-        let reply: Vec<Value> = self
-            .snapshot
-            .key(self.keys.history(channel))
-            .key(self.keys.meta(channel))
-            .key(self.keys.document(channel))
-            .arg(millis(ttl))
-            .invoke_async(&mut self.connection.clone())
-            .await
-            .map_err(|e| op.failed(store_error(e)))?;
-        match reply.as_slice() {
-            [epoch, rev, doc] => snapshot(epoch, rev, doc),
-            _ => None,
-        }
-        .ok_or_else(|| malformed("snapshot"))
+        self.read(channel, ttl, true).await
+    }
+
+    async fn keep(&self, channel: &str, ttl: Duration) -> Result<Position, StoreError> {
+        Ok(self.read(channel, ttl, false).await?.position)
     }
 
     async fn commit(&self, commit: Commit) -> Result<Committed, StoreError> {
@@ -112,6 +122,7 @@ impl DocumentStore for RedisDocuments {
             .arg(&publisher.user)
             .arg(publisher.info.as_ref())
             .arg(entry.accepted_at_us)
+            .arg(commit.base_epoch.as_deref().unwrap_or(""))
             .invoke_async(&mut self.connection.clone())
             .await
             .map_err(|e| op.failed(store_error(e)))?;

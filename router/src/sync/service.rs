@@ -63,6 +63,10 @@ impl Current {
 
 type Slot = Arc<tokio::sync::Mutex<Option<Current>>>;
 
+/// Patches of one document that may wait on one router at once; more are refused as
+/// temporary (111), so that one busy document cannot take every request slot.
+const MAX_WAITING: usize = 64;
+
 /// One lock per document being patched on this router, holding the document as the last
 /// patch left it; a lock nobody holds or waits for is dropped.
 #[derive(Default)]
@@ -73,7 +77,8 @@ struct Slots {
 struct Held<'a> {
     slots: &'a Slots,
     channel: &'a str,
-    slot: Slot,
+    /// Both released together, under the map's lock, in `drop`.
+    slot: Option<Slot>,
     guard: Option<OwnedMutexGuard<Option<Current>>>,
 }
 
@@ -83,15 +88,27 @@ impl Slots {
         self.slots.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    async fn hold<'a>(&'a self, channel: &'a str) -> Held<'a> {
-        let slot = self.map().entry(channel.to_string()).or_default().clone();
-        let guard = slot.clone().lock_owned().await;
-        Held {
+    async fn hold<'a>(&'a self, channel: &'a str) -> Result<Held<'a>, Refusal> {
+        let slot = {
+            let mut map = self.map();
+            let slot = map.entry(channel.to_string()).or_default();
+            // The map's reference, and two per patch holding or awaiting the lock.
+            if Arc::strong_count(slot) > 1 + 2 * MAX_WAITING {
+                return Err(Refusal::new(
+                    ErrorCode::Unavailable,
+                    "too many patches of this document at once; retry",
+                ));
+            }
+            slot.clone()
+        };
+        let mut held = Held {
             slots: self,
             channel,
-            slot,
-            guard: Some(guard),
-        }
+            slot: Some(slot.clone()),
+            guard: None,
+        };
+        held.guard = Some(slot.lock_owned().await);
+        Ok(held)
     }
 }
 
@@ -103,10 +120,14 @@ impl Held<'_> {
 
 impl Drop for Held<'_> {
     fn drop(&mut self) {
-        self.guard = None;
         let mut map = self.slots.map();
-        // The map's reference and this one: nobody else holds or waits for the slot.
-        if Arc::strong_count(&self.slot) == 2 {
+        self.guard = None;
+        self.slot = None;
+        // Only the map's reference left: nobody holds or awaits the lock.
+        if map
+            .get(self.channel)
+            .is_some_and(|slot| Arc::strong_count(slot) == 1)
+        {
             map.remove(self.channel);
         }
     }
@@ -202,13 +223,15 @@ impl SyncService {
     /// `sync_ttl`: a document that clients read is in use.
     pub async fn read(&self, channel: &str, since: Option<Position>) -> Result<SyncState, Refusal> {
         let rules = self.rules(channel)?;
-        let snapshot = self.documents.snapshot(channel, rules.sync_ttl).await?;
-        if let Some(since) = &since
-            && since.offset <= snapshot.position.offset
-            && let Some(state) = self.patches_after(channel, since).await?
-        {
-            return Ok(state);
+        if let Some(since) = &since {
+            let current = self.documents.keep(channel, rules.sync_ttl).await?;
+            if since.offset <= current.offset
+                && let Some(state) = self.patches_after(channel, since).await?
+            {
+                return Ok(state);
+            }
         }
+        let snapshot = self.documents.snapshot(channel, rules.sync_ttl).await?;
         let reason = if since.is_some() {
             "fallback"
         } else {
@@ -294,7 +317,11 @@ impl SyncService {
             ttl: rules.sync_ttl,
             idempotency_ttl: self.idempotency_ttl,
         };
-        let mut held = self.slots.hold(channel).await;
+        // An epoch names the document the base revision is of; one that is not given (or
+        // is that of no document yet) leaves the revision alone to decide.
+        let base_epoch = Some(request.base_epoch.as_str())
+            .filter(|epoch| !epoch.is_empty() && request.base_rev.is_some());
+        let mut held = self.slots.hold(channel).await?;
         let mut current = match held.cached().take() {
             Some(current) => current,
             None => Current::of(&self.documents.snapshot(channel, rules.sync_ttl).await?)?,
@@ -302,7 +329,8 @@ impl SyncService {
         for _ in 0..MAX_ATTEMPTS {
             let applies = request
                 .base_rev
-                .is_none_or(|base| base == current.position.offset);
+                .is_none_or(|base| base == current.position.offset)
+                && base_epoch.is_none_or(|epoch| epoch == current.position.epoch);
             // On a revision other than `base_rev` the store answers with the conflict, or
             // with the document as it is if this one is out of date.
             let (doc, text) = match applies {
@@ -313,6 +341,7 @@ impl SyncService {
                 channel: channel.to_string(),
                 expected: current.position.clone(),
                 base_rev: request.base_rev,
+                base_epoch: base_epoch.map(str::to_string),
                 doc: text,
                 patch: entry.clone(),
                 retention,
@@ -364,7 +393,7 @@ impl SyncService {
     /// revision 0, which makes their gateways send them the empty document.
     pub async fn delete(&self, channel: &str) -> Result<Position, Refusal> {
         let rules = self.rules(channel)?;
-        let mut held = self.slots.hold(channel).await;
+        let mut held = self.slots.hold(channel).await?;
         *held.cached() = None;
         let position = self.documents.delete(channel, rules.sync_ttl).await?;
         let reset = Entry {

@@ -13,7 +13,7 @@ use herald_testkit::socketio::{Agent, Library};
 use herald_testkit::{Cluster, NativeClient};
 use serde_json::{Map, Value, json};
 
-use super::{PATIENCE, herald};
+use super::{PATIENCE, herald, tokens};
 
 const SETTINGS: [(&str, &str); 4] = [
     ("HERALD_CHANNELS__NAMESPACES__DOC__SYNC", "true"),
@@ -533,5 +533,53 @@ async fn refused_patches_change_nothing() {
     assert_eq!(
         client.call("sync_patch", plain).await.expect("reply")["error"]["code"],
         108
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reading_a_document_takes_its_subscribe_access_and_a_narrower_token_ends_it() {
+    // A standalone node: its documents live in memory.
+    let node = super::standalone(&[
+        ("HERALD_AUTH__HMAC_SECRET", tokens::SECRET),
+        ("HERALD_CHANNELS__NAMESPACES__VIP__SYNC", "true"),
+        ("HERALD_CHANNELS__NAMESPACES__VIP__SUBSCRIBE", "granted"),
+    ]);
+    let url = node.ws_url();
+    let granted = |grants: Value| {
+        tokens::hs256(&json!({ "sub": "alice", "exp": tokens::now() + 600, "channels": grants }))
+    };
+    let (alice, _) = super::client_with_token(&url, &granted(json!(["vip:*"]))).await;
+    let mut replica = Replica::default();
+    replica.apply(&native_subscriber(&alice, "vip:plan", None).await);
+    patch_many(&alice, "vip:plan", 0, 2).await;
+    native_catch_up(&alice, &mut replica, 2).await;
+
+    // Without the grant, neither the document nor its patches (as history) can be read.
+    let (bob, _) = super::client_with_token(&url, &tokens::user("bob", 600)).await;
+    for (method, params) in [
+        ("sync_subscribe", json!({ "channel": "vip:plan" })),
+        ("sync_get", json!({ "channel": "vip:plan" })),
+        ("history", json!({ "channel": "vip:plan" })),
+    ] {
+        let error = super::refused(&bob, method, params).await;
+        assert_eq!(error["code"], 103, "{method}: {error}");
+    }
+
+    // A base revision of another epoch is a conflict, whatever its number.
+    let patch = json!({ "channel": "vip:plan", "patch": { "x": 1 }, "base_rev": 2,
+                        "base_epoch": "0ther" });
+    let error = super::refused(&alice, "sync_patch", patch).await;
+    assert_eq!(error["code"], 115, "{error}");
+    assert_eq!(error["epoch"], json!(replica.epoch), "{error}");
+
+    // A refresh with a token that no longer grants the document ends the subscription.
+    alice
+        .ok("refresh", json!({ "token": granted(json!([])) }))
+        .await
+        .expect("refreshed");
+    let push = alice.next_push(PATIENCE).await.expect("a push");
+    assert_eq!(
+        push,
+        json!({ "push": "unsubscribe", "channel": "vip:plan" })
     );
 }
