@@ -10,12 +10,14 @@
 //! - [`document`]: pure JSON work: parsing and applying a merge patch, within the limits.
 //! - [`DocumentStore`]: the store's side, implemented by both history stores (in
 //!   [`redis`] with Lua scripts, in [`memory`] under the history's lock).
-//! - [`service`]: the router queue group's sync requests: read, patch, delete.
+//! - [`service`]: the router queue group's sync requests: read, patch, delete; `slots`:
+//!   the patches of one document on one router waiting for each other.
 
 pub mod document;
 mod memory;
 mod redis;
 pub mod service;
+mod slots;
 
 use std::time::Duration;
 

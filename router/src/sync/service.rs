@@ -10,9 +10,8 @@
 //! patch is then published on the channel's delivery subject, before the reply, as
 //! publications are.
 
-use std::collections::HashMap;
 use std::future::Future;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -30,10 +29,10 @@ use herald_proto::bus::v1::{
 };
 use prost::Message;
 use serde_json::Value;
-use tokio::sync::OwnedMutexGuard;
 
-use super::document::{self, parse_doc};
-use super::{Commit, Committed, DocumentStore, Retention, Snapshot};
+use super::document;
+use super::slots::{Current, Slots};
+use super::{Commit, Committed, DocumentStore, Retention};
 use crate::history::{Entry, HistoryStore, Query};
 use crate::queue::{QueueService, Seat};
 
@@ -45,93 +44,6 @@ const MAX_ATTEMPTS: usize = 64;
 
 /// What a patch gives: its revision, or the conflict that kept it from being applied.
 pub type PatchOutcome = Result<SyncCommitted, SyncConflict>;
-
-/// A document as a router holds it while patching.
-struct Current {
-    position: Position,
-    doc: Value,
-}
-
-impl Current {
-    fn of(snapshot: &Snapshot) -> Result<Self, Refusal> {
-        Ok(Self {
-            position: snapshot.position.clone(),
-            doc: parse_doc(snapshot)?,
-        })
-    }
-}
-
-type Slot = Arc<tokio::sync::Mutex<Option<Current>>>;
-
-/// Patches of one document that may wait on one router at once; more are refused as
-/// temporary (111), so that one busy document cannot take every request slot.
-const MAX_WAITING: usize = 64;
-
-/// One lock per document being patched on this router, holding the document as the last
-/// patch left it; a lock nobody holds or waits for is dropped.
-#[derive(Default)]
-struct Slots {
-    slots: Mutex<HashMap<String, Slot>>,
-}
-
-struct Held<'a> {
-    slots: &'a Slots,
-    channel: &'a str,
-    /// Both released together, under the map's lock, in `drop`.
-    slot: Option<Slot>,
-    guard: Option<OwnedMutexGuard<Option<Current>>>,
-}
-
-impl Slots {
-    fn map(&self) -> std::sync::MutexGuard<'_, HashMap<String, Slot>> {
-        // Each critical section leaves the map consistent.
-        self.slots.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    async fn hold<'a>(&'a self, channel: &'a str) -> Result<Held<'a>, Refusal> {
-        let slot = {
-            let mut map = self.map();
-            let slot = map.entry(channel.to_string()).or_default();
-            // The map's reference, and two per patch holding or awaiting the lock.
-            if Arc::strong_count(slot) > 1 + 2 * MAX_WAITING {
-                return Err(Refusal::new(
-                    ErrorCode::Unavailable,
-                    "too many patches of this document at once; retry",
-                ));
-            }
-            slot.clone()
-        };
-        let mut held = Held {
-            slots: self,
-            channel,
-            slot: Some(slot.clone()),
-            guard: None,
-        };
-        held.guard = Some(slot.lock_owned().await);
-        Ok(held)
-    }
-}
-
-impl Held<'_> {
-    fn cached(&mut self) -> &mut Option<Current> {
-        self.guard.as_mut().expect("held until dropped")
-    }
-}
-
-impl Drop for Held<'_> {
-    fn drop(&mut self) {
-        let mut map = self.slots.map();
-        self.guard = None;
-        self.slot = None;
-        // Only the map's reference left: nobody holds or awaits the lock.
-        if map
-            .get(self.channel)
-            .is_some_and(|slot| Arc::strong_count(slot) == 1)
-        {
-            map.remove(self.channel);
-        }
-    }
-}
 
 /// The requests a router answers on the sync subject.
 pub struct SyncService {
