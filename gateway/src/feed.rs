@@ -161,11 +161,6 @@ impl<L: Listener> Feed<'_, L> {
             Ok(_) => {}
             Err(refusal) => {
                 tracing::warn!(channel = self.channel, %refusal, "cannot check the epoch");
-                if publication.offset == 0 {
-                    // A deleted document's announcement is not dropped for want of a
-                    // router: its subscribers check with one themselves, until one answers.
-                    self.deliver(std::slice::from_ref(&publication));
-                }
             }
         }
     }

@@ -174,8 +174,9 @@ impl SyncSubscriber {
                     }
                 }
                 Fit::Old => {}
-                Fit::Reset => self.reset(gate, patch),
-                Fit::Break => {
+                // An announcement held while the client's state was read may be older than
+                // that state (another delete, and patches, since): only a router can say.
+                Fit::Reset | Fit::Break => {
                     gate.overflowed = false;
                     return false;
                 }
@@ -215,10 +216,15 @@ impl SyncSubscriber {
     async fn read_until_current(self: Arc<Self>) {
         loop {
             let since = {
-                let gate = self.gate();
+                let mut gate = self.gate();
                 if !gate.active || self.outbound.closer().is_closed() {
                     return;
                 }
+                // What came before this read is in the store, hence in what it returns: only
+                // what comes during the read is worth holding (a busy document would fill
+                // the hold during every wait, and never let the gate open).
+                gate.take_held();
+                gate.overflowed = false;
                 gate.at.clone()
             };
             match self.upstream.sync_read(&self.channel, Some(since)).await {

@@ -31,7 +31,7 @@ use prost::Message;
 use serde_json::Value;
 
 use super::document;
-use super::slots::{Current, Slots};
+use super::slots::{Current, MAX_WAITING, Slots};
 use super::{Commit, Committed, DocumentStore, Retention};
 use crate::history::{Entry, HistoryStore, Query};
 use crate::queue::{QueueService, Seat};
@@ -54,6 +54,8 @@ pub struct SyncService {
     channels: ChannelsConfig,
     idempotency_ttl: Duration,
     slots: Slots,
+    /// Patches of one document that may wait at once (see [`MAX_WAITING`]).
+    most_waiting: usize,
     seat: Seat,
 }
 
@@ -79,6 +81,7 @@ impl SyncService {
             channels,
             idempotency_ttl,
             slots: Slots::default(),
+            most_waiting: (concurrency / 4).clamp(1, MAX_WAITING),
             seat: Seat::new(concurrency),
         })
     }
@@ -233,7 +236,7 @@ impl SyncService {
         // is that of no document yet) leaves the revision alone to decide.
         let base_epoch = Some(request.base_epoch.as_str())
             .filter(|epoch| !epoch.is_empty() && request.base_rev.is_some());
-        let mut held = self.slots.hold(channel).await?;
+        let mut held = self.slots.hold(channel, Some(self.most_waiting)).await?;
         let mut current = match held.cached().take() {
             Some(current) => current,
             None => Current::of(&self.documents.snapshot(channel, rules.sync_ttl).await?)?,
@@ -305,7 +308,8 @@ impl SyncService {
     /// revision 0, which makes their gateways send them the empty document.
     pub async fn delete(&self, channel: &str) -> Result<Position, Refusal> {
         let rules = self.rules(channel)?;
-        let mut held = self.slots.hold(channel).await?;
+        // A delete waits its turn however busy the document is.
+        let mut held = self.slots.hold(channel, None).await?;
         *held.cached() = None;
         let position = self.documents.delete(channel, rules.sync_ttl).await?;
         let reset = Entry {

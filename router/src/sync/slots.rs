@@ -31,9 +31,10 @@ impl Current {
 
 type Slot = Arc<tokio::sync::Mutex<Option<Current>>>;
 
-/// Patches of one document that may wait on one router at once; more are refused as
-/// temporary (111), so that one busy document cannot take every request slot.
-const MAX_WAITING: usize = 64;
+/// Patches of one document that may wait on one router at once, at most; more are
+/// refused as temporary (111), so that one busy document cannot take every request slot.
+/// (A router serving fewer requests at once allows a quarter of them.)
+pub(super) const MAX_WAITING: usize = 64;
 
 /// One lock per document being patched on this router, holding the document as the last
 /// patch left it; a lock nobody holds or waits for is dropped.
@@ -56,12 +57,18 @@ impl Slots {
         self.slots.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    pub(super) async fn hold<'a>(&'a self, channel: &'a str) -> Result<Held<'a>, Refusal> {
+    /// Takes the lock of `channel`'s document once the patches before have done with it;
+    /// refused when more than `most_waiting` are waiting already (`None`: no limit).
+    pub(super) async fn hold<'a>(
+        &'a self,
+        channel: &'a str,
+        most_waiting: Option<usize>,
+    ) -> Result<Held<'a>, Refusal> {
         let slot = {
             let mut map = self.map();
             let slot = map.entry(channel.to_string()).or_default();
             // The map's reference, and two per patch holding or awaiting the lock.
-            if Arc::strong_count(slot) > 1 + 2 * MAX_WAITING {
+            if most_waiting.is_some_and(|most| Arc::strong_count(slot) > 1 + 2 * most) {
                 return Err(Refusal::new(
                     ErrorCode::Unavailable,
                     "too many patches of this document at once; retry",
