@@ -23,21 +23,27 @@ fn retention(patches: u32) -> Retention {
     }
 }
 
-fn commit(expected: &Position, doc: &str, patch: &str, key: Option<&str>) -> Commit {
+fn entry(patch: &str, key: Option<&str>) -> Entry {
+    Entry {
+        data: Bytes::copy_from_slice(patch.as_bytes()),
+        idempotency_key: key.map(String::from),
+        accepted_at_us: 7,
+        ..Entry::default()
+    }
+}
+
+fn batch(expected: &Position, doc: &str, patches: Vec<Entry>) -> Commit {
     Commit {
         channel: "doc:1".into(),
         expected: expected.clone(),
-        base_rev: None,
-        base_epoch: None,
         doc: Bytes::copy_from_slice(doc.as_bytes()),
-        patch: Entry {
-            data: Bytes::copy_from_slice(patch.as_bytes()),
-            idempotency_key: key.map(String::from),
-            accepted_at_us: 7,
-            ..Entry::default()
-        },
-        retention: retention(2),
+        patches,
+        retention: retention(3),
     }
+}
+
+fn commit(expected: &Position, doc: &str, patch: &str, key: Option<&str>) -> Commit {
+    batch(expected, doc, vec![entry(patch, key)])
 }
 
 fn applied(committed: Committed) -> Position {
@@ -82,37 +88,42 @@ async fn conformance(documents: &dyn DocumentStore, history: &dyn HistoryStore) 
         .await
         .unwrap();
     assert_eq!(stale, Committed::Stale(snapshot.clone()));
-    // So does a conditional one on another revision, as a conflict.
-    let mut conditional = commit(&second, r#"{"y":1}"#, r#"{"y":1}"#, None);
-    conditional.base_rev = Some(1);
-    let conflict = documents.commit(conditional.clone()).await.unwrap();
-    assert_eq!(conflict, Committed::Conflict(snapshot.clone()));
-    // And one on the right revision of another epoch (a deleted document's).
-    conditional.base_rev = Some(2);
-    conditional.base_epoch = Some("0ther".into());
-    let conflict = documents.commit(conditional).await.unwrap();
-    assert_eq!(conflict, Committed::Conflict(snapshot.clone()));
-    // A retried key is not applied again, and its patch comes back while it is kept.
+    // Without patches, a commit only checks where the document is.
+    let checked = documents.commit(batch(&second, "", vec![])).await.unwrap();
+    assert_eq!(
+        checked,
+        Committed::Applied(Position {
+            offset: 3,
+            epoch: first.epoch.clone()
+        })
+    );
+    // A retried key is not applied again (nor is anything else of its batch), and its
+    // patch comes back while it is kept.
+    let patches = vec![entry(r#"{"z":1}"#, None), entry(r#"{"a":1}"#, Some("k1"))];
     let retried = documents
-        .commit(commit(&second, r#"{"z":1}"#, r#"{"a":1}"#, Some("k1")))
+        .commit(batch(&second, r#"{"z":1}"#, patches))
         .await
         .unwrap();
     assert_eq!(
         retried,
         Committed::Duplicate {
+            index: 1,
             position: first.clone(),
             patch: Some(Bytes::from_static(br#"{"a":1}"#)),
         }
     );
     assert_eq!(documents.snapshot("doc:1", TTL).await.unwrap(), snapshot);
 
-    // The patches are the channel's history, trimmed to the retention.
+    // Patches committed together take the next revisions in order; they are the
+    // channel's history, trimmed to the retention.
+    let patches = vec![entry(r#"{"b":3}"#, Some("k2")), entry(r#"{"c":4}"#, None)];
     let third = applied(
         documents
-            .commit(commit(&second, r#"{"a":1,"b":3}"#, r#"{"b":3}"#, None))
+            .commit(batch(&second, r#"{"a":1,"b":3,"c":4}"#, patches))
             .await
             .unwrap(),
     );
+    assert_eq!((third.offset, &third.epoch), (3, &first.epoch));
     let query = Query {
         since: Some(0),
         limit: 10,
@@ -120,13 +131,34 @@ async fn conformance(documents: &dyn DocumentStore, history: &dyn HistoryStore) 
         max_bytes: usize::MAX,
     };
     let page = history.read("doc:1", query).await.unwrap();
-    assert_eq!(page.position, third);
+    assert_eq!(page.position.offset, 4);
     let kept: Vec<(u64, &[u8])> = page
         .publications
         .iter()
         .map(|p| (p.offset, p.data.as_ref()))
         .collect();
-    assert_eq!(kept, [(2, &br#"{"b":2}"#[..]), (3, br#"{"b":3}"#)]);
+    assert_eq!(
+        kept,
+        [
+            (2, &br#"{"b":2}"#[..]),
+            (3, br#"{"b":3}"#),
+            (4, br#"{"c":4}"#)
+        ]
+    );
+    let latest = documents.snapshot("doc:1", TTL).await.unwrap();
+    assert_eq!(latest.doc, Bytes::from_static(br#"{"a":1,"b":3,"c":4}"#));
+    let retried = documents
+        .commit(commit(&page.position, "{}", r#"{"b":3}"#, Some("k2")))
+        .await
+        .unwrap();
+    assert_eq!(
+        retried,
+        Committed::Duplicate {
+            index: 0,
+            position: third.clone(),
+            patch: Some(Bytes::from_static(br#"{"b":3}"#)),
+        }
+    );
 
     // Deleting starts a new epoch at revision 0, with the empty document and no patches.
     let deleted = documents.delete("doc:1", TTL).await.unwrap();
@@ -153,6 +185,7 @@ async fn conformance(documents: &dyn DocumentStore, history: &dyn HistoryStore) 
     assert_eq!(
         retried,
         Committed::Duplicate {
+            index: 0,
             position: first,
             patch: None,
         }

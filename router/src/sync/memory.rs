@@ -70,35 +70,35 @@ impl DocumentStore for MemoryDocuments {
         let mut state = self.history.state()?;
         state.count_write(now);
         let channel = commit.channel.as_str();
-        let key = commit
-            .patch
-            .idempotency_key
-            .clone()
-            .map(|key| (channel.to_string(), key));
-        if let Some(key) = &key
-            && let Some((position, expires)) = state.document_keys.get(key)
-            && *expires > now
-        {
-            let position = position.clone();
-            let current = snapshot_of(state.live(channel, now));
-            let patch = (current.position.epoch == position.epoch)
-                .then(|| kept_patch(&state, channel, position.offset, now))
-                .flatten();
-            return Ok(Committed::Duplicate { position, patch });
-        }
         let current = snapshot_of(state.live(channel, now));
-        let other_epoch = commit
-            .base_epoch
-            .as_ref()
-            .is_some_and(|epoch| *epoch != current.position.epoch);
-        if commit
-            .base_rev
-            .is_some_and(|base| base != current.position.offset || other_epoch)
-        {
-            return Ok(Committed::Conflict(current));
+        for (index, patch) in commit.patches.iter().enumerate() {
+            let Some(key) = &patch.idempotency_key else {
+                continue;
+            };
+            if let Some((position, expires)) =
+                state.document_keys.get(&(channel.to_string(), key.clone()))
+                && *expires > now
+            {
+                let position = position.clone();
+                let patch = (current.position.epoch == position.epoch)
+                    .then(|| kept_patch(&state, channel, position.offset, now))
+                    .flatten();
+                return Ok(Committed::Duplicate {
+                    index,
+                    position,
+                    patch,
+                });
+            }
         }
         if current.position != commit.expected {
             return Ok(Committed::Stale(current));
+        }
+        if commit.patches.is_empty() {
+            let next = Position {
+                offset: current.position.offset + 1,
+                epoch: current.position.epoch,
+            };
+            return Ok(Committed::Applied(next));
         }
         let retention = commit.retention;
         let limits = Limits {
@@ -107,21 +107,29 @@ impl DocumentStore for MemoryDocuments {
             meta_ttl: retention.ttl,
             idempotency_ttl: retention.idempotency_ttl,
         };
-        let patch = Entry {
-            idempotency_key: None,
-            ..commit.patch
-        };
-        let appended = state.append_one(channel, patch, limits, now);
-        state.stream(channel, now, retention.ttl).document = Some(commit.doc);
-        let position = Position {
-            offset: appended.offset,
-            epoch: appended.epoch,
-        };
-        if let Some(key) = key {
-            let expires = now + retention.idempotency_ttl;
-            state.document_keys.insert(key, (position.clone(), expires));
+        let mut applied = None;
+        for patch in commit.patches {
+            let key = patch.idempotency_key.clone();
+            let unkeyed = Entry {
+                idempotency_key: None,
+                ..patch
+            };
+            let appended = state.append_one(channel, unkeyed, limits, now);
+            let position = Position {
+                offset: appended.offset,
+                epoch: appended.epoch,
+            };
+            if let Some(key) = key {
+                let expires = now + retention.idempotency_ttl;
+                let record = (position.clone(), expires);
+                state
+                    .document_keys
+                    .insert((channel.to_string(), key), record);
+            }
+            applied.get_or_insert(position);
         }
-        Ok(Committed::Applied(position))
+        state.stream(channel, now, retention.ttl).document = Some(commit.doc);
+        Ok(Committed::Applied(applied.unwrap_or_default()))
     }
 
     async fn delete(&self, channel: &str, ttl: Duration) -> Result<Position, StoreError> {

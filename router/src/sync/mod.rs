@@ -5,7 +5,7 @@
 //! the machinery they use for publications. What this module adds is the document itself,
 //! kept next to the stream, and the compare-and-set that applies a patch: the router
 //! computes the new document and the store commits it only if the document is still at the
-//! revision the router started from, together with the patch, in one atomic step.
+//! revision the router started from, together with the patches, in one atomic step.
 //!
 //! - [`document`]: pure JSON work: parsing and applying a merge patch, within the limits.
 //! - [`DocumentStore`]: the store's side, implemented by both history stores (in
@@ -58,38 +58,35 @@ pub struct Retention {
     pub idempotency_ttl: Duration,
 }
 
-/// One patch to commit.
+/// Patches to commit together, in order.
 #[derive(Debug, Clone)]
 pub struct Commit {
     pub channel: String,
     /// The position the new document was computed from: committed only if the document is
     /// still there.
     pub expected: Position,
-    /// Committed only if the document is at this revision (a conditional patch)...
-    pub base_rev: Option<u64>,
-    /// ... and, when given, of this epoch.
-    pub base_epoch: Option<String>,
-    /// The document after the patch.
+    /// The document after the patches.
     pub doc: Bytes,
-    /// The patch, as it is stored and delivered, with who sent it and its idempotency key.
-    pub patch: Entry,
+    /// The patches, as they are stored and delivered, each with who sent it and its
+    /// idempotency key. None: only check that the document is at `expected`.
+    pub patches: Vec<Entry>,
     pub retention: Retention,
 }
 
 /// What became of a [`Commit`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Committed {
-    /// Applied: the patch has this revision.
+    /// Applied: the first patch has this position, the others the revisions after it.
+    /// (Without patches: the document is at `expected`, and this is the revision after.)
     Applied(Position),
-    /// Its idempotency key had been seen: nothing was applied. The first patch's revision,
-    /// and the patch itself while it is still kept (to deliver it again).
+    /// The idempotency key of patch `index` had been seen: nothing was written. That key's
+    /// patch is at `position`, and comes back while it is kept (to deliver it again).
     Duplicate {
+        index: usize,
         position: Position,
         patch: Option<Bytes>,
     },
-    /// `base_rev` (or `base_epoch`) is not the document's: nothing was applied.
-    Conflict(Snapshot),
-    /// The document moved on since `expected`: nothing was applied; compute again from
+    /// The document moved on since `expected`: nothing was written; compute again from
     /// this one.
     Stale(Snapshot),
 }
@@ -102,7 +99,7 @@ pub trait DocumentStore: Send + Sync + 'static {
     /// Where the document of `channel` is, without reading it; keeps it `ttl` longer.
     async fn keep(&self, channel: &str, ttl: Duration) -> Result<Position, StoreError>;
 
-    /// Commits one patch, atomically with its document: see [`Committed`].
+    /// Commits patches, atomically with their document: see [`Committed`].
     async fn commit(&self, commit: Commit) -> Result<Committed, StoreError>;
 
     /// Deletes the document and its patches; the channel starts a new epoch, at revision

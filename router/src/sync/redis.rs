@@ -85,6 +85,34 @@ fn snapshot(epoch: &Value, rev: &Value, doc: &Value) -> Option<Snapshot> {
     })
 }
 
+/// `{'applied', epoch, first rev}`.
+fn applied(reply: &[Value]) -> Option<Committed> {
+    let [_, epoch, rev] = reply else { return None };
+    position(epoch, rev).map(Committed::Applied)
+}
+
+/// `{'stale', epoch, rev, doc}`.
+fn stale(reply: &[Value]) -> Option<Committed> {
+    let [_, epoch, rev, doc] = reply else {
+        return None;
+    };
+    snapshot(epoch, rev, doc).map(Committed::Stale)
+}
+
+/// `{'duplicate', i (from 1), epoch, rev, patch or ''}`.
+fn duplicate(reply: &[Value]) -> Option<Committed> {
+    let [_, index, epoch, rev, patch] = reply else {
+        return None;
+    };
+    let index: usize = redis::from_redis_value_ref(index).ok()?;
+    let found = snapshot(epoch, rev, patch)?;
+    Some(Committed::Duplicate {
+        index: index.checked_sub(1)?,
+        position: found.position,
+        patch: Some(found.doc).filter(|patch| !patch.is_empty()),
+    })
+}
+
 #[async_trait]
 impl DocumentStore for RedisDocuments {
     async fn snapshot(&self, channel: &str, ttl: Duration) -> Result<Snapshot, StoreError> {
@@ -98,51 +126,40 @@ impl DocumentStore for RedisDocuments {
     async fn commit(&self, commit: Commit) -> Result<Committed, StoreError> {
         let op = Operation::start(SYNC_COMMIT);
         let channel = &commit.channel;
-        let entry = &commit.patch;
-        let key = entry.idempotency_key.as_deref();
-        let publisher = entry.publisher.clone().unwrap_or_default();
         let retention = commit.retention;
-        let reply: Vec<Value> = self
-            .commit
+        let mut invocation = self.commit.prepare_invoke();
+        invocation
             .key(self.keys.history(channel))
             .key(self.keys.meta(channel))
             .key(self.keys.document(channel))
-            .key(self.keys.idempotency(channel, key.unwrap_or("")))
             .arg(&commit.expected.epoch)
             .arg(commit.expected.offset)
-            .arg(commit.base_rev.map(|r| r.to_string()).unwrap_or_default())
             .arg(commit.doc.as_ref())
-            .arg(entry.data.as_ref())
             .arg(retention.patches)
             .arg(millis(retention.ttl))
             .arg(new_epoch())
-            .arg(millis(retention.idempotency_ttl))
-            .arg(if key.is_some() { "1" } else { "0" })
-            .arg(&publisher.client)
-            .arg(&publisher.user)
-            .arg(publisher.info.as_ref())
-            .arg(entry.accepted_at_us)
-            .arg(commit.base_epoch.as_deref().unwrap_or(""))
+            .arg(millis(retention.idempotency_ttl));
+        for entry in &commit.patches {
+            let key = entry.idempotency_key.as_deref();
+            let publisher = entry.publisher.clone().unwrap_or_default();
+            // Every patch gets a key slot, so that patch i's record is always KEYS[3 + i].
+            invocation
+                .key(self.keys.idempotency(channel, key.unwrap_or("")))
+                .arg(entry.data.as_ref())
+                .arg(if key.is_some() { "1" } else { "0" })
+                .arg(&publisher.client)
+                .arg(&publisher.user)
+                .arg(publisher.info.as_ref())
+                .arg(entry.accepted_at_us);
+        }
+        let reply: Vec<Value> = invocation
             .invoke_async(&mut self.connection.clone())
             .await
             .map_err(|e| op.failed(store_error(e)))?;
-        let outcome = match reply.as_slice() {
-            [kind, epoch, rev] if text(kind).as_deref() == Some("applied") => {
-                position(epoch, rev).map(Committed::Applied)
-            }
-            [kind, epoch, rev, fourth] => {
-                let kind = text(kind);
-                let found = snapshot(epoch, rev, fourth);
-                match kind.as_deref() {
-                    Some("duplicate") => found.map(|s| Committed::Duplicate {
-                        position: s.position,
-                        patch: Some(s.doc).filter(|patch| !patch.is_empty()),
-                    }),
-                    Some("conflict") => found.map(Committed::Conflict),
-                    Some("stale") => found.map(Committed::Stale),
-                    _ => None,
-                }
-            }
+        let outcome = match reply.first().and_then(text).as_deref() {
+            Some("applied") => applied(&reply),
+            Some("stale") => stale(&reply),
+            Some("duplicate") => duplicate(&reply),
             _ => None,
         };
         outcome.ok_or_else(|| malformed("commit"))

@@ -4,10 +4,10 @@
 //! A patch is applied by compare-and-set: the router merges the patch into the document
 //! as it last saw it and asks the store to commit the result only if the document has not
 //! moved since (see [`Committed`]); when another router got there first it merges again
-//! into what the store answered. Patches of one document on one router wait for each
-//! other, and the document they leave stays in memory while more are waiting, so a storm
-//! on one document costs one store round trip per patch rather than two. The committed
-//! patch is then published on the channel's delivery subject, before the reply, as
+//! into what the store answered. The patches of one document that arrive while a commit
+//! is under way are committed together by the next (see `slots`), so a busy document costs
+//! one store round trip per batch rather than per patch. Committed patches are then
+//! published on the channel's delivery subject, in order, before the replies, as
 //! publications are.
 
 use std::future::Future;
@@ -29,9 +29,10 @@ use herald_proto::bus::v1::{
 };
 use prost::Message;
 use serde_json::Value;
+use tokio::sync::oneshot;
 
 use super::document;
-use super::slots::{Current, MAX_WAITING, Slots};
+use super::slots::{Current, MAX_WAITING, Slots, Waiting};
 use super::{Commit, Committed, DocumentStore, Retention};
 use crate::history::{Entry, HistoryStore, Query};
 use crate::queue::{QueueService, Seat};
@@ -220,88 +221,179 @@ impl SyncService {
         // What subscribers get is what was applied, in this node's JSON, not the sender's
         // bytes: every number and string reads the same for them as it did here.
         let data = Bytes::from(serde_json::to_vec(&patch).unwrap_or_default());
-        let entry = Entry {
-            data: data.clone(),
-            attachments: Vec::new(),
-            publisher: request.publisher,
-            idempotency_key: Some(request.idempotency_key).filter(|k| !k.is_empty()),
-            accepted_at_us: unix_micros(),
+        let (reply, mut answer) = oneshot::channel();
+        let waiting = Waiting {
+            patch,
+            entry: Entry {
+                data,
+                attachments: Vec::new(),
+                publisher: request.publisher,
+                idempotency_key: Some(request.idempotency_key).filter(|k| !k.is_empty()),
+                accepted_at_us: unix_micros(),
+            },
+            base_rev: request.base_rev,
+            // An epoch names the document the base revision is of; without a revision it
+            // says nothing.
+            base_epoch: Some(request.base_epoch)
+                .filter(|e| !e.is_empty() && request.base_rev.is_some()),
+            max_size,
+            reply,
+        };
+        let entered = self.slots.enter(channel);
+        entered.slot().push(waiting, self.most_waiting)?;
+        tokio::select! {
+            biased;
+            outcome = &mut answer => {
+                return outcome.unwrap_or_else(|_| Err(dropped()));
+            }
+            mut document = entered.slot().lock() => {
+                // Whoever holds the lock commits what is queued, this patch among it.
+                loop {
+                    let batch = entered.slot().take(MAX_BATCH);
+                    if batch.is_empty() {
+                        break;
+                    }
+                    self.commit_batch(channel, &rules, &mut document, batch).await;
+                }
+            }
+        }
+        answer.await.unwrap_or_else(|_| Err(dropped()))
+    }
+
+    /// Commits a batch of one document's patches in one store round trip, in order, and
+    /// answers each. A conditional patch on another revision is a conflict, one that
+    /// would make the document too large is refused; the others are applied in turn.
+    async fn commit_batch(
+        &self,
+        channel: &str,
+        rules: &ChannelRules,
+        document: &mut Option<Current>,
+        mut batch: Vec<Waiting>,
+    ) {
+        let mut current = match document.take() {
+            Some(current) => current,
+            None => match self.documents.snapshot(channel, rules.sync_ttl).await {
+                Ok(snapshot) => match Current::of(&snapshot) {
+                    Ok(current) => current,
+                    Err(refusal) => return answer_all(batch, &refusal),
+                },
+                Err(e) => return answer_all(batch, &Refusal::from(e)),
+            },
         };
         let retention = Retention {
             patches: rules.sync_history,
             ttl: rules.sync_ttl,
             idempotency_ttl: self.idempotency_ttl,
         };
-        // An epoch names the document the base revision is of; one that is not given (or
-        // is that of no document yet) leaves the revision alone to decide.
-        let base_epoch = Some(request.base_epoch.as_str())
-            .filter(|epoch| !epoch.is_empty() && request.base_rev.is_some());
-        let mut held = self.slots.hold(channel, Some(self.most_waiting)).await?;
-        let mut current = match held.cached().take() {
-            Some(current) => current,
-            None => Current::of(&self.documents.snapshot(channel, rules.sync_ttl).await?)?,
-        };
         for _ in 0..MAX_ATTEMPTS {
-            let applies = request
-                .base_rev
-                .is_none_or(|base| base == current.position.offset)
-                && base_epoch.is_none_or(|epoch| epoch == current.position.epoch);
-            // On a revision other than `base_rev` the store answers with the conflict, or
-            // with the document as it is if this one is out of date.
-            let (doc, text) = match applies {
-                true => document::apply(&current.doc, &patch, max_size)?,
-                false => (Value::Null, Bytes::new()),
-            };
+            let plan = Plan::of(&current, &batch);
             let commit = Commit {
                 channel: channel.to_string(),
                 expected: current.position.clone(),
-                base_rev: request.base_rev,
-                base_epoch: base_epoch.map(str::to_string),
-                doc: text,
-                patch: entry.clone(),
+                doc: plan.text.clone(),
+                patches: plan
+                    .applied
+                    .iter()
+                    .map(|&i| batch[i].entry.clone())
+                    .collect(),
                 retention,
             };
-            match self.documents.commit(commit).await? {
-                Committed::Applied(position) => {
-                    self.deliver(channel, &position, &entry).await;
-                    *held.cached() = Some(Current {
-                        position: position.clone(),
-                        doc,
-                    });
-                    return Ok(Ok(SyncCommitted {
-                        position: Some(position),
-                        duplicate: false,
-                    }));
+            match self.documents.commit(commit).await {
+                Err(e) => return answer_all(batch, &Refusal::from(e)),
+                Ok(Committed::Applied(first)) => {
+                    *document = Some(self.answer(channel, &current, plan, batch, first).await);
+                    return;
                 }
-                Committed::Duplicate { position, patch } => {
+                Ok(Committed::Duplicate {
+                    index,
+                    position,
+                    patch,
+                }) => {
+                    let Some(&i) = plan.applied.get(index) else {
+                        let refusal = Refusal::new(ErrorCode::Internal, "bad duplicate index");
+                        return answer_all(batch, &refusal);
+                    };
+                    let waiting = batch.remove(i);
                     // Delivered again in case the first delivery was lost with a router;
                     // gateways drop revisions they have delivered.
                     if let Some(data) = patch {
-                        let first = Entry { data, ..entry };
+                        let first = Entry {
+                            data,
+                            ..waiting.entry
+                        };
                         self.deliver(channel, &position, &first).await;
                     }
-                    return Ok(Ok(SyncCommitted {
+                    let committed = SyncCommitted {
                         position: Some(position),
                         duplicate: true,
-                    }));
+                    };
+                    let _ = waiting.reply.send(Ok(Ok(committed)));
                 }
-                Committed::Conflict(snapshot) => {
-                    *held.cached() = Some(Current::of(&snapshot)?);
-                    return Ok(Err(SyncConflict {
-                        position: Some(snapshot.position),
-                        doc: snapshot.doc,
-                    }));
-                }
-                Committed::Stale(snapshot) => {
+                Ok(Committed::Stale(snapshot)) => {
                     metrics::counter!(SYNC_RETRIES).increment(1);
-                    current = Current::of(&snapshot)?;
+                    match Current::of(&snapshot) {
+                        Ok(fresh) => current = fresh,
+                        Err(refusal) => return answer_all(batch, &refusal),
+                    }
                 }
             }
         }
-        Err(Refusal::new(
+        let refusal = Refusal::new(
             ErrorCode::Unavailable,
             "the document changed under every attempt; retry",
-        ))
+        );
+        answer_all(batch, &refusal);
+    }
+
+    /// Delivers a committed batch's patches, in order, and answers every patch of it;
+    /// returns the document as the batch left it.
+    async fn answer(
+        &self,
+        channel: &str,
+        base: &Current,
+        plan: Plan,
+        batch: Vec<Waiting>,
+        first: Position,
+    ) -> Current {
+        // Before the first patch of a new document there is no epoch; after, the commit's.
+        let epoch_at = |rev: u64| match rev == base.position.offset {
+            true => base.position.epoch.clone(),
+            false => first.epoch.clone(),
+        };
+        let mut rev = first.offset;
+        for (outcome, waiting) in plan.outcomes.into_iter().zip(batch) {
+            let answer = match outcome {
+                Outcome::Applied => {
+                    let position = Position {
+                        offset: rev,
+                        epoch: first.epoch.clone(),
+                    };
+                    rev += 1;
+                    self.deliver(channel, &position, &waiting.entry).await;
+                    Ok(Ok(SyncCommitted {
+                        position: Some(position),
+                        duplicate: false,
+                    }))
+                }
+                Outcome::Conflict { rev, doc } => Ok(Err(SyncConflict {
+                    position: Some(Position {
+                        offset: rev,
+                        epoch: epoch_at(rev),
+                    }),
+                    doc,
+                })),
+                Outcome::Refused(refusal) => Err(refusal),
+            };
+            let _ = waiting.reply.send(answer);
+        }
+        let position = Position {
+            offset: rev - 1,
+            epoch: epoch_at(rev - 1),
+        };
+        Current {
+            position,
+            doc: plan.doc,
+        }
     }
 
     /// Deletes a document; its subscribers are told by a publication of the new epoch at
@@ -309,8 +401,9 @@ impl SyncService {
     pub async fn delete(&self, channel: &str) -> Result<Position, Refusal> {
         let rules = self.rules(channel)?;
         // A delete waits its turn however busy the document is.
-        let mut held = self.slots.hold(channel, None).await?;
-        *held.cached() = None;
+        let entered = self.slots.enter(channel);
+        let mut document = entered.slot().lock().await;
+        *document = None;
         let position = self.documents.delete(channel, rules.sync_ttl).await?;
         let reset = Entry {
             accepted_at_us: unix_micros(),
@@ -344,6 +437,83 @@ impl SyncService {
             .await
         {
             tracing::warn!(channel, error = %e, "sync patch stored but not delivered live");
+        }
+    }
+}
+
+/// Patches committed together at most.
+const MAX_BATCH: usize = 64;
+
+fn dropped() -> Refusal {
+    Refusal::new(ErrorCode::Internal, "the patch was dropped unanswered")
+}
+
+fn answer_all(batch: Vec<Waiting>, refusal: &Refusal) {
+    for waiting in batch {
+        let _ = waiting.reply.send(Err(refusal.clone()));
+    }
+}
+
+/// What becomes of one patch of a batch, if the batch is committed.
+enum Outcome {
+    Applied,
+    /// At this revision, with this document.
+    Conflict {
+        rev: u64,
+        doc: Bytes,
+    },
+    Refused(Refusal),
+}
+
+/// A batch applied in memory to the document it starts from.
+struct Plan {
+    outcomes: Vec<Outcome>,
+    /// The batch's indices of the patches applied, in order.
+    applied: Vec<usize>,
+    /// The document after them, and its JSON text (empty when none applies).
+    doc: Value,
+    text: Bytes,
+}
+
+impl Plan {
+    fn of(current: &Current, batch: &[Waiting]) -> Self {
+        let mut doc = current.doc.clone();
+        let mut text = Bytes::new();
+        let mut rev = current.position.offset;
+        let mut outcomes = Vec::with_capacity(batch.len());
+        let mut applied = Vec::new();
+        for (i, waiting) in batch.iter().enumerate() {
+            // A new document's epoch is made by the commit: no base epoch names it yet.
+            let other_epoch = waiting.base_epoch.as_ref().is_some_and(|epoch| {
+                current.position.epoch.is_empty() || *epoch != current.position.epoch
+            });
+            if waiting
+                .base_rev
+                .is_some_and(|base| base != rev || other_epoch)
+            {
+                let text = serde_json::to_vec(&doc).unwrap_or_default();
+                outcomes.push(Outcome::Conflict {
+                    rev,
+                    doc: Bytes::from(text),
+                });
+                continue;
+            }
+            match document::apply(&doc, &waiting.patch, waiting.max_size) {
+                Ok((patched, patched_text)) => {
+                    doc = patched;
+                    text = patched_text;
+                    rev += 1;
+                    applied.push(i);
+                    outcomes.push(Outcome::Applied);
+                }
+                Err(refusal) => outcomes.push(Outcome::Refused(refusal)),
+            }
+        }
+        Self {
+            outcomes,
+            applied,
+            doc,
+            text,
         }
     }
 }

@@ -1,7 +1,8 @@
-//! The patches of one document on one router wait for each other: a lock per document
-//! being patched, holding the document as the last patch left it, so that a busy document
-//! is read from the store once rather than once per patch. A lock nobody holds or waits
-//! for is dropped, and so is the document it held.
+//! The patches of one document on one router are committed together: each request puts
+//! its patch in the document's queue and waits for the document's lock; whoever holds the
+//! lock commits everything queued so far in one store round trip, answers each patch, and
+//! keeps the document as the commit left it for the next batch. A document nobody has
+//! queued for or holds is forgotten.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -9,10 +10,17 @@ use std::sync::{Arc, Mutex};
 use herald_core::codes::{ErrorCode, Refusal};
 use herald_proto::bus::v1::Position;
 use serde_json::Value;
-use tokio::sync::OwnedMutexGuard;
+use tokio::sync::oneshot;
 
 use super::Snapshot;
 use super::document::parse_doc;
+use super::service::PatchOutcome;
+use crate::history::Entry;
+
+/// Patches of one document that may be queued on one router at once, at most; more are
+/// refused as temporary (111), so that one busy document cannot take every request slot.
+/// (A router serving fewer requests at once allows a quarter of them.)
+pub(super) const MAX_WAITING: usize = 64;
 
 /// A document as a router holds it while patching.
 pub(super) struct Current {
@@ -29,76 +37,98 @@ impl Current {
     }
 }
 
-type Slot = Arc<tokio::sync::Mutex<Option<Current>>>;
-
-/// Patches of one document that may wait on one router at once, at most; more are
-/// refused as temporary (111), so that one busy document cannot take every request slot.
-/// (A router serving fewer requests at once allows a quarter of them.)
-pub(super) const MAX_WAITING: usize = 64;
-
-/// One lock per document being patched on this router, holding the document as the last
-/// patch left it; a lock nobody holds or waits for is dropped.
-#[derive(Default)]
-pub(super) struct Slots {
-    slots: Mutex<HashMap<String, Slot>>,
+/// A patch waiting to be committed, checked and parsed, with where its answer goes.
+pub(super) struct Waiting {
+    pub(super) patch: Value,
+    /// The patch as it is stored and delivered.
+    pub(super) entry: Entry,
+    pub(super) base_rev: Option<u64>,
+    pub(super) base_epoch: Option<String>,
+    /// Largest document it may make.
+    pub(super) max_size: usize,
+    pub(super) reply: oneshot::Sender<Result<PatchOutcome, Refusal>>,
 }
 
-pub(super) struct Held<'a> {
+/// One document being patched on this router.
+#[derive(Default)]
+pub(super) struct Slot {
+    /// Patches waiting to be committed, in arrival order.
+    queue: Mutex<Vec<Waiting>>,
+    /// Held by the request that commits; the document as the last commit left it.
+    document: tokio::sync::Mutex<Option<Current>>,
+}
+
+impl Slot {
+    fn queue(&self) -> std::sync::MutexGuard<'_, Vec<Waiting>> {
+        // Each critical section leaves the queue consistent.
+        self.queue.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Queues `waiting`, unless `most` are queued already.
+    pub(super) fn push(&self, waiting: Waiting, most: usize) -> Result<(), Refusal> {
+        let mut queue = self.queue();
+        if queue.len() >= most {
+            return Err(Refusal::new(
+                ErrorCode::Unavailable,
+                "too many patches of this document at once; retry",
+            ));
+        }
+        queue.push(waiting);
+        Ok(())
+    }
+
+    /// The first `most` queued patches, in order.
+    pub(super) fn take(&self, most: usize) -> Vec<Waiting> {
+        let mut queue = self.queue();
+        let count = queue.len().min(most);
+        queue.drain(..count).collect()
+    }
+
+    /// The document's lock.
+    pub(super) async fn lock(&self) -> tokio::sync::MutexGuard<'_, Option<Current>> {
+        self.document.lock().await
+    }
+}
+
+/// The documents being patched on this router.
+#[derive(Default)]
+pub(super) struct Slots {
+    slots: Mutex<HashMap<String, Arc<Slot>>>,
+}
+
+/// A request's hold on one document's slot; the slot goes with the last one.
+pub(super) struct Entered<'a> {
     slots: &'a Slots,
     channel: &'a str,
-    /// Both released together, under the map's lock, in `drop`.
-    slot: Option<Slot>,
-    guard: Option<OwnedMutexGuard<Option<Current>>>,
+    slot: Option<Arc<Slot>>,
 }
 
 impl Slots {
-    fn map(&self) -> std::sync::MutexGuard<'_, HashMap<String, Slot>> {
-        // Each critical section leaves the map consistent.
+    fn map(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<Slot>>> {
         self.slots.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Takes the lock of `channel`'s document once the patches before have done with it;
-    /// refused when more than `most_waiting` are waiting already (`None`: no limit).
-    pub(super) async fn hold<'a>(
-        &'a self,
-        channel: &'a str,
-        most_waiting: Option<usize>,
-    ) -> Result<Held<'a>, Refusal> {
-        let slot = {
-            let mut map = self.map();
-            let slot = map.entry(channel.to_string()).or_default();
-            // The map's reference, and two per patch holding or awaiting the lock.
-            if most_waiting.is_some_and(|most| Arc::strong_count(slot) > 1 + 2 * most) {
-                return Err(Refusal::new(
-                    ErrorCode::Unavailable,
-                    "too many patches of this document at once; retry",
-                ));
-            }
-            slot.clone()
-        };
-        let mut held = Held {
+    pub(super) fn enter<'a>(&'a self, channel: &'a str) -> Entered<'a> {
+        let slot = self.map().entry(channel.to_string()).or_default().clone();
+        Entered {
             slots: self,
             channel,
-            slot: Some(slot.clone()),
-            guard: None,
-        };
-        held.guard = Some(slot.lock_owned().await);
-        Ok(held)
+            slot: Some(slot),
+        }
     }
 }
 
-impl Held<'_> {
-    pub(super) fn cached(&mut self) -> &mut Option<Current> {
-        self.guard.as_mut().expect("held until dropped")
+impl Entered<'_> {
+    pub(super) fn slot(&self) -> &Slot {
+        self.slot.as_ref().expect("held until dropped")
     }
 }
 
-impl Drop for Held<'_> {
+impl Drop for Entered<'_> {
     fn drop(&mut self) {
         let mut map = self.slots.map();
-        self.guard = None;
         self.slot = None;
-        // Only the map's reference left: nobody holds or awaits the lock.
+        // Only the map's reference left: nobody queues for or holds the document.
         if map
             .get(self.channel)
             .is_some_and(|slot| Arc::strong_count(slot) == 1)
