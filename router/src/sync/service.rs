@@ -535,3 +535,71 @@ impl QueueService for SyncService {
         .encode_to_vec()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    fn waiting(patch: Value, base_rev: Option<u64>, max_size: usize) -> Waiting {
+        Waiting {
+            patch,
+            entry: Entry::default(),
+            base_rev,
+            base_epoch: None,
+            max_size,
+            reply: oneshot::channel().0,
+        }
+    }
+
+    #[test]
+    fn a_batch_applies_in_order_and_judges_each_condition_on_the_revision_before_it() {
+        let current = Current {
+            position: Position {
+                offset: 5,
+                epoch: "e".into(),
+            },
+            doc: json!({"n": 0}),
+        };
+        let batch = [
+            waiting(json!({"n": 1}), Some(5), 100),
+            // Conditional on 5, but the patch before made it 6.
+            waiting(json!({"late": true}), Some(5), 100),
+            waiting(json!({"big": "x".repeat(100)}), None, 100),
+            waiting(json!({"n": 2}), Some(6), 100),
+        ];
+        let plan = Plan::of(&current, &batch);
+        assert_eq!(plan.applied, [0, 3]);
+        assert_eq!(plan.doc, json!({"n": 2}));
+        assert_eq!(plan.text, Bytes::from_static(br#"{"n":2}"#));
+        match &plan.outcomes[1] {
+            Outcome::Conflict { rev, doc } => {
+                assert_eq!(*rev, 6);
+                assert_eq!(doc, &Bytes::from_static(br#"{"n":1}"#));
+            }
+            _ => panic!("the second patch conflicts"),
+        }
+        match &plan.outcomes[2] {
+            Outcome::Refused(refusal) => assert_eq!(refusal.code, ErrorCode::MessageTooLarge),
+            _ => panic!("the third patch is too large"),
+        }
+        assert!(matches!(plan.outcomes[0], Outcome::Applied));
+        assert!(matches!(plan.outcomes[3], Outcome::Applied));
+    }
+
+    #[test]
+    fn a_batch_with_nothing_to_apply_commits_nothing() {
+        let current = Current {
+            position: Position::default(),
+            doc: json!({}),
+        };
+        let mut conditional = waiting(json!({"a": 1}), Some(0), 100);
+        // A new document has no epoch yet: no base epoch names it.
+        conditional.base_epoch = Some("e".into());
+        let plan = Plan::of(&current, &[conditional]);
+        assert!(plan.applied.is_empty());
+        assert!(plan.text.is_empty());
+        assert!(matches!(plan.outcomes[0], Outcome::Conflict { rev: 0, .. }));
+    }
+}
