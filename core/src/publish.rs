@@ -102,6 +102,16 @@ pub fn valid_channel(name: &str) -> Result<(), Refusal> {
     channel::validate(name).map_err(|e| Refusal::new(ErrorCode::BadChannel, e.to_string()))
 }
 
+/// Refuses an idempotency key over [`MAX_IDEMPOTENCY_KEY_LEN`] bytes with
+/// [`ErrorCode::BadRequest`].
+pub fn valid_idempotency_key(key: &str) -> Result<(), Refusal> {
+    if key.len() > MAX_IDEMPOTENCY_KEY_LEN {
+        let message = format!("idempotency_key exceeds {MAX_IDEMPOTENCY_KEY_LEN} bytes");
+        return Err(Refusal::new(ErrorCode::BadRequest, message));
+    }
+    Ok(())
+}
+
 /// Checks `publish` against `limit` and against the `bus_limit` bytes a bus message may
 /// hold, and readies it for a channel with or without `history`.
 pub fn prepare(
@@ -118,10 +128,7 @@ pub fn prepare(
         )));
     }
     let key = publish.idempotency_key.clone().unwrap_or_default();
-    if key.len() > MAX_IDEMPOTENCY_KEY_LEN {
-        let message = format!("idempotency_key exceeds {MAX_IDEMPOTENCY_KEY_LEN} bytes");
-        return Err(Refusal::new(ErrorCode::BadRequest, message));
-    }
+    valid_idempotency_key(&key)?;
     let publication = publish.publication();
     let needed = publication.encoded_len() + ENVELOPE_SLACK;
     if needed > bus_limit {

@@ -66,13 +66,21 @@ pub async fn patch_rate(
             Ok::<_, anyhow::Error>(histogram)
         });
     let histograms = try_join_all(tasks).await?;
-    let elapsed = started.elapsed();
+    result(&histograms, patchers * per_patcher, started.elapsed())
+}
+
+/// `count` events in `elapsed`, with the latencies of every histogram together.
+fn result(
+    histograms: &[Histogram<u64>],
+    count: usize,
+    elapsed: Duration,
+) -> anyhow::Result<RunResult> {
     let mut all = Histogram::<u64>::new(3)?;
-    for histogram in &histograms {
+    for histogram in histograms {
         all.add(histogram)?;
     }
     Ok(RunResult {
-        per_second: (patchers * per_patcher) as f64 / elapsed.as_secs_f64(),
+        per_second: count as f64 / elapsed.as_secs_f64(),
         p50_us: all.value_at_quantile(0.50),
         p99_us: all.value_at_quantile(0.99),
         max_us: all.max(),
@@ -145,14 +153,5 @@ pub async fn fan_out(
     let histograms = try_join_all(tasks).await?;
     let elapsed = started.elapsed();
     sender.await?.map_err(anyhow::Error::msg)?;
-    let mut all = Histogram::<u64>::new(3)?;
-    for histogram in &histograms {
-        all.add(histogram)?;
-    }
-    Ok(RunResult {
-        per_second: (subscribers * patches) as f64 / elapsed.as_secs_f64(),
-        p50_us: all.value_at_quantile(0.50),
-        p99_us: all.value_at_quantile(0.99),
-        max_us: all.max(),
-    })
+    result(&histograms, subscribers * patches, elapsed)
 }

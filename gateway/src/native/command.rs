@@ -13,6 +13,8 @@ use serde::de::DeserializeOwned;
 use serde_json::value::RawValue;
 use thiserror::Error;
 
+use crate::sync::wire::{PatchOptions, SyncOptions};
+
 /// The frame cannot be answered; the connection is closed with this reason.
 #[derive(Debug, Error, PartialEq, Eq)]
 #[error("{0}")]
@@ -80,30 +82,6 @@ pub struct HistoryParams {
     pub reverse: bool,
 }
 
-#[derive(Debug, Deserialize, PartialEq, Eq)]
-#[serde(deny_unknown_fields)]
-pub struct SyncSubscribeParams {
-    pub channel: String,
-    /// The revision the client has, with its epoch: it is sent the patches after it, or a
-    /// snapshot when they are no longer kept.
-    pub rev: Option<u64>,
-    pub epoch: Option<String>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct SyncPatchParams<'a> {
-    pub channel: String,
-    /// A JSON Merge Patch (RFC 7386): an object.
-    #[serde(borrow)]
-    pub patch: &'a RawValue,
-    /// Applied only if the document is at this revision...
-    pub base_rev: Option<u64>,
-    /// ... of this epoch, when given.
-    pub base_epoch: Option<String>,
-    pub idempotency_key: Option<String>,
-}
-
 #[derive(Debug)]
 pub enum Command<'a> {
     Connect(ConnectParams),
@@ -114,10 +92,10 @@ pub enum Command<'a> {
     Presence(ChannelParams),
     PresenceStats(ChannelParams),
     Refresh(RefreshParams),
-    SyncSubscribe(SyncSubscribeParams),
+    SyncSubscribe(SyncOptions),
     SyncUnsubscribe(ChannelParams),
     SyncGet(ChannelParams),
-    SyncPatch(SyncPatchParams<'a>),
+    SyncPatch(PatchOptions<'a>),
     Ping,
 }
 

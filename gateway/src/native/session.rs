@@ -23,7 +23,6 @@ use herald_proto::bus::v1::{HistoryRequest, Position, SyncState};
 use super::burst::{Stop, read_burst};
 use super::command::{
     self, ChannelParams, Command, HistoryParams, PublishParams, RefreshParams, SubscribeParams,
-    SyncPatchParams, SyncSubscribeParams,
 };
 use super::{push, reply};
 use crate::access::Access;
@@ -36,7 +35,7 @@ use crate::hub::{ClientId, Plain, Subscriber};
 use crate::metrics::{self, NATIVE};
 use crate::outbound::{self, Outbound};
 use crate::render::Format;
-use crate::sync::wire::{ConflictView, StateView};
+use crate::sync::wire::{ConflictView, PatchOptions, StateView, SyncOptions};
 use crate::sync::{self, SyncSubscriber};
 use herald_core::envelope;
 use herald_core::publish::{self, Limit, Prepared, Publish};
@@ -236,7 +235,6 @@ impl Session {
     fn prepare(&mut self, params: PublishParams) -> Result<Prepared, Refusal> {
         let access = self.access.as_mut().ok_or_else(not_connected)?;
         let rules = access.authorize_publish(&self.ctx.channels, &params.channel)?;
-        sync::check_rules(&rules, false)?;
         let data = params.data.get();
         if params.attachments.len() > envelope::MAX_ATTACHMENTS {
             let message = format!("at most {} attachments", envelope::MAX_ATTACHMENTS);
@@ -298,11 +296,8 @@ impl Session {
 
     /// Subscribes to a sync document: the reply holds the state the client starts from
     /// (the patches after its `rev`, or a snapshot), and `sync` pushes follow it.
-    async fn sync_subscribe(
-        &mut self,
-        id: u64,
-        params: SyncSubscribeParams,
-    ) -> Result<Utf8Bytes, Refusal> {
+    async fn sync_subscribe(&mut self, id: u64, params: SyncOptions) -> Result<Utf8Bytes, Refusal> {
+        let since = params.since();
         let channel = params.channel;
         sync::authorize_read(&self.ctx, self.access()?, &channel)?;
         if self.documents.contains_key(&channel) {
@@ -312,10 +307,6 @@ impl Session {
             ));
         }
         self.check_room()?;
-        let since = params.rev.map(|offset| Position {
-            offset,
-            epoch: params.epoch.unwrap_or_default(),
-        });
         let document = SyncSubscriber::new(
             &channel,
             Format::NativeSync,
@@ -354,17 +345,10 @@ impl Session {
     async fn sync_patch(
         &mut self,
         id: u64,
-        params: SyncPatchParams<'_>,
+        params: PatchOptions<'_>,
     ) -> Result<Utf8Bytes, Refusal> {
         let access = self.access.as_mut().ok_or_else(not_connected)?;
-        let patch = sync::Patch {
-            channel: params.channel,
-            patch: Bytes::copy_from_slice(params.patch.get().as_bytes()),
-            base_rev: params.base_rev,
-            base_epoch: params.base_epoch,
-            idempotency_key: params.idempotency_key,
-        };
-        match sync::patch(&self.ctx, access, &self.name, patch).await? {
+        match sync::patch(&self.ctx, access, &self.name, params.into()).await? {
             Ok(committed) => {
                 let position = committed.position.unwrap_or_default();
                 let result = reply::PatchResult {

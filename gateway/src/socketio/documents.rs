@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use herald_core::codes::{ErrorCode, Refusal};
 use herald_core::upstream::conflict_refusal;
-use herald_proto::bus::v1::{Position, SyncState};
+use herald_proto::bus::v1::SyncState;
 use serde_json::{Value, json};
 
 use super::reserved::SyncOptions;
@@ -48,6 +48,7 @@ impl Conn {
         options: SyncOptions,
     ) -> Result<(Ack, Opening), Refusal> {
         let ctx = &self.ctx;
+        let since = options.since();
         let channel = options.channel;
         sync::authorize_read(ctx, &socket.access, &channel)?;
         if socket.documents.contains_key(&channel) {
@@ -61,10 +62,6 @@ impl Conn {
             let message = format!("at most {most} rooms and documents per socket");
             return Err(Refusal::new(ErrorCode::LimitExceeded, message));
         }
-        let since = options.rev.map(|offset| Position {
-            offset,
-            epoch: options.epoch.unwrap_or_default(),
-        });
         let format = Format::SocketIoSync {
             namespace: socket.namespace.clone(),
         };

@@ -24,6 +24,8 @@ use herald_core::envelope;
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
+pub use crate::sync::wire::{PatchOptions, SyncOptions};
+
 pub const REFRESH_EVENT: &str = "herald:refresh";
 pub const PRESENCE_EVENT: &str = "herald:presence";
 pub const PRESENCE_STATS_EVENT: &str = "herald:presence_stats";
@@ -59,28 +61,6 @@ pub enum Request<'a> {
     Unsync(String),
     SyncGet(String),
     Patch(PatchOptions<'a>),
-}
-
-/// What `herald:sync` asks for: a document, from the revision the client has.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct SyncOptions {
-    pub channel: String,
-    pub rev: Option<u64>,
-    pub epoch: Option<String>,
-}
-
-/// What `herald:patch` asks for.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct PatchOptions<'a> {
-    pub channel: String,
-    /// A JSON Merge Patch (RFC 7386): an object.
-    #[serde(borrow)]
-    pub patch: &'a RawValue,
-    pub base_rev: Option<u64>,
-    pub base_epoch: Option<String>,
-    pub idempotency_key: Option<String>,
 }
 
 #[derive(Deserialize)]

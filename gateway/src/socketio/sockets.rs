@@ -332,13 +332,7 @@ impl Sockets {
             reserved::Request::Sync(options) => Request::Sync(options),
             reserved::Request::Unsync(channel) => Request::Unsync(channel),
             reserved::Request::SyncGet(channel) => Request::SyncGet(channel),
-            reserved::Request::Patch(options) => Request::Patch(sync::Patch {
-                channel: options.channel,
-                patch: Bytes::copy_from_slice(options.patch.get().as_bytes()),
-                base_rev: options.base_rev,
-                base_epoch: options.base_epoch,
-                idempotency_key: options.idempotency_key,
-            }),
+            reserved::Request::Patch(options) => Request::Patch(options.into()),
         };
         Ok(request)
     }

@@ -85,6 +85,18 @@ pub struct Patch {
     pub idempotency_key: Option<String>,
 }
 
+impl From<wire::PatchOptions<'_>> for Patch {
+    fn from(options: wire::PatchOptions<'_>) -> Self {
+        Self {
+            channel: options.channel,
+            patch: Bytes::copy_from_slice(options.patch.get().as_bytes()),
+            base_rev: options.base_rev,
+            base_epoch: options.base_epoch,
+            idempotency_key: options.idempotency_key,
+        }
+    }
+}
+
 /// Applies a client's patch, if it may patch the document (its `publish` access and
 /// rate): the revision, or the conflict that kept it from being applied.
 pub async fn patch(

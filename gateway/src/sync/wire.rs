@@ -1,5 +1,6 @@
-//! How sync documents look to clients, the same JSON in both protocols: a document's
-//! state (a snapshot, or the patches a client missed) and a patch as it happens.
+//! How sync documents look to clients, the same JSON in both protocols: what a client asks
+//! (a subscribe, a patch), a document's state (a snapshot, or the patches a client missed)
+//! and a patch as it happens.
 //!
 //! - state: `{"rev": 7, "epoch": "…", "snapshot": true, "doc": {…}}`, or
 //!   `{"rev": 7, "epoch": "…", "snapshot": false, "patches": [{"rev": 6, "patch": {…}}, …]}`;
@@ -10,12 +11,55 @@
 //! Natively a change is the push `{"push": "sync", …change}`; on Socket.IO it is the event
 //! `herald:change` with the change as its one argument.
 
-use herald_proto::bus::v1::{Publication, SyncConflict, SyncState};
-use serde::Serialize;
+use herald_proto::bus::v1::{Position, Publication, SyncConflict, SyncState};
+use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
 /// The Socket.IO event a change is pushed as.
 pub const CHANGE_EVENT: &str = "herald:change";
+
+/// What a subscribe asks for (native `sync_subscribe`, Socket.IO `herald:sync`): a
+/// document, from the revision the client has.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SyncOptions {
+    pub channel: String,
+    /// The revision the client has, with its epoch: it is sent the patches after it, or a
+    /// snapshot when they are no longer kept.
+    pub rev: Option<u64>,
+    pub epoch: Option<String>,
+}
+
+impl SyncOptions {
+    /// Where the client says it is, if it says.
+    pub fn since(&self) -> Option<Position> {
+        self.rev.map(|offset| Position {
+            offset,
+            epoch: self.epoch.clone().unwrap_or_default(),
+        })
+    }
+}
+
+/// What a patch asks for (native `sync_patch`, Socket.IO `herald:patch`).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PatchOptions<'a> {
+    pub channel: String,
+    /// A JSON Merge Patch (RFC 7386): an object.
+    #[serde(borrow)]
+    pub patch: &'a RawValue,
+    /// Applied only if the document is at this revision...
+    pub base_rev: Option<u64>,
+    /// ... of this epoch, when given.
+    pub base_epoch: Option<String>,
+    pub idempotency_key: Option<String>,
+}
+
+/// The revision and epoch of a position the routers sent (revision 0 of no epoch when
+/// there is none).
+fn rev_epoch(position: Option<&Position>) -> (u64, &str) {
+    position.map_or((0, ""), |p| (p.offset, p.epoch.as_str()))
+}
 
 /// JSON the routers stored, as it is (`null` if it somehow is not JSON).
 fn raw(json: &[u8]) -> Option<&RawValue> {
@@ -51,10 +95,7 @@ pub struct StateView<'a> {
 
 impl<'a> StateView<'a> {
     pub fn of(state: &'a SyncState) -> Self {
-        let (rev, epoch) = state
-            .position
-            .as_ref()
-            .map_or((0, ""), |p| (p.offset, p.epoch.as_str()));
+        let (rev, epoch) = rev_epoch(state.position.as_ref());
         Self {
             rev,
             epoch,
@@ -76,10 +117,7 @@ pub struct ConflictView<'a> {
 
 impl<'a> ConflictView<'a> {
     pub fn of(conflict: &'a SyncConflict) -> Self {
-        let (rev, epoch) = conflict
-            .position
-            .as_ref()
-            .map_or((0, ""), |p| (p.offset, p.epoch.as_str()));
+        let (rev, epoch) = rev_epoch(conflict.position.as_ref());
         Self {
             rev,
             epoch,

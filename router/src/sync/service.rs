@@ -16,11 +16,10 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use herald_core::bus::{Bus, BusError};
-use herald_core::channel;
 use herald_core::codes::{ErrorCode, Refusal};
 use herald_core::config::{ChannelRules, ChannelsConfig};
 use herald_core::metrics::{SYNC_PATCHES, SYNC_RETRIES, SYNC_SNAPSHOTS};
-use herald_core::publish::{ENVELOPE_SLACK, MAX_IDEMPOTENCY_KEY_LEN};
+use herald_core::publish::{self, ENVELOPE_SLACK};
 use herald_core::subjects::Subjects;
 use herald_core::time::unix_micros;
 use herald_proto::bus::v1::{
@@ -100,8 +99,7 @@ impl SyncService {
 
     /// The rules of `channel`, which must be a valid name in a namespace with `sync` on.
     fn rules(&self, channel: &str) -> Result<ChannelRules, Refusal> {
-        channel::validate(channel)
-            .map_err(|e| Refusal::new(ErrorCode::BadChannel, e.to_string()))?;
+        publish::valid_channel(channel)?;
         let rules = self.channels.rules_for(channel);
         if !rules.sync {
             return Err(Refusal::new(
@@ -206,12 +204,7 @@ impl SyncService {
 
     async fn try_patch(&self, channel: &str, request: SyncPatch) -> Result<PatchOutcome, Refusal> {
         let rules = self.rules(channel)?;
-        if request.idempotency_key.len() > MAX_IDEMPOTENCY_KEY_LEN {
-            return Err(Refusal::new(
-                ErrorCode::BadRequest,
-                format!("idempotency_key exceeds {MAX_IDEMPOTENCY_KEY_LEN} bytes"),
-            ));
-        }
+        publish::valid_idempotency_key(&request.idempotency_key)?;
         // A document must fit one reply on the bus (a snapshot, a conflict), whatever the
         // configuration says.
         let max_size = rules
