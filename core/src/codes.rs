@@ -41,6 +41,9 @@ pub enum ErrorCode {
     AlreadyConnected,
     /// A sync patch was conditional on a revision that is no longer the document's.
     Conflict,
+    /// The app's backend refused the request (a hook's answer), with a code of its own
+    /// from [`Self::APP_CODES`].
+    App(u32),
 }
 
 impl ErrorCode {
@@ -64,8 +67,12 @@ impl ErrorCode {
         Self::Conflict,
     ];
 
+    /// The codes an app's backend may give a refusal of its own.
+    pub const APP_CODES: std::ops::RangeInclusive<u32> = 1000..=1999;
+
     pub const fn code(self) -> u32 {
         match self {
+            Self::App(code) => code,
             Self::Internal => 100,
             Self::Unauthorized => 101,
             Self::BadChannel => 102,
@@ -85,7 +92,11 @@ impl ErrorCode {
         }
     }
 
+    /// The code numbered `code`: one of Herald's, or an app's.
     pub fn from_code(code: u32) -> Option<Self> {
+        if Self::APP_CODES.contains(&code) {
+            return Some(Self::App(code));
+        }
         Self::ALL.into_iter().find(|c| c.code() == code)
     }
 

@@ -15,6 +15,7 @@ use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
 use crate::channel;
+pub use crate::hooks::HooksConfig;
 pub use crate::rules::{Access, ChannelRules, ChannelsConfig, NamespaceRules};
 
 /// A configuration that could not be loaded or is inconsistent.
@@ -41,6 +42,7 @@ pub struct Config {
     pub auth: AuthConfig,
     pub presence: PresenceConfig,
     pub api: ApiConfig,
+    pub hooks: HooksConfig,
     pub log: LogConfig,
 }
 
@@ -540,6 +542,14 @@ impl Config {
             return invalid("socketio.ping_interval and ping_timeout must be positive".into());
         }
         crate::auth::Verifier::new(&self.auth)?;
+        let keys = !self.auth.hmac_secret.is_empty() || !self.auth.public_key_file.is_empty();
+        if !self.auth.anonymous && !keys && !self.hooks.connect.enabled() {
+            return invalid(
+                "auth.anonymous = false needs a way to admit clients: auth.hmac_secret, \
+                 auth.public_key_file or hooks.connect"
+                    .into(),
+            );
+        }
         if self.api.tls_cert_file.is_empty() != self.api.tls_key_file.is_empty() {
             return invalid("api.tls_cert_file and api.tls_key_file go together".into());
         }
@@ -550,6 +560,7 @@ impl Config {
             return invalid("router.concurrency must be at least 1".into());
         }
         self.channels.validate().map_err(ConfigError::Invalid)?;
+        self.hooks.validate().map_err(ConfigError::Invalid)?;
         if self.presence.heartbeat.is_zero() || self.presence.heartbeat * 2 > self.presence.ttl {
             return invalid("presence.heartbeat must be positive and at most half of ttl".into());
         }
@@ -659,5 +670,13 @@ mod tests {
         api.key.clear();
         api.listen = "[::1]:3200".parse().unwrap();
         assert!(api.check_exposure().is_ok());
+    }
+
+    #[test]
+    fn clients_must_have_a_way_in() {
+        let err = Config::from_toml("[auth]\nanonymous = false").unwrap_err();
+        assert!(err.to_string().contains("hooks.connect"), "{err}");
+        let hooked = "[auth]\nanonymous = false\n[hooks.connect]\nurl = \"grpc://127.0.0.1:1\"";
+        assert!(Config::from_toml(hooked).is_ok());
     }
 }

@@ -4,6 +4,7 @@
 //! - [`config`]: the typed configuration (TOML file, `HERALD_*` environment, flags).
 //! - [`rules`]: channel rules by namespace, user-limited channels, and who may do what.
 //! - [`auth`]: connection tokens (JWT) and who they say a client is.
+//! - [`hooks`]: which calls gateways make to the app's backend, and how.
 //! - [`channel`]: valid channel names and their namespaces.
 //! - [`subjects`]: every NATS subject, and the reversible channel-name encoding.
 //! - [`codes`]: client-visible error and disconnect codes.
@@ -23,6 +24,7 @@ pub mod codes;
 pub mod config;
 pub mod envelope;
 pub mod heartbeat;
+pub mod hooks;
 pub mod metrics;
 pub mod publish;
 pub mod rules;

@@ -39,7 +39,7 @@ pub const PUBLISH_DURATION: &str = "herald_publish_duration_seconds";
 /// From a router accepting a publication to a gateway receiving it for its clients.
 pub const DELIVERY_LATENCY: &str = "herald_delivery_latency_seconds";
 /// Answers to client commands and acknowledged events; labels `protocol` and `code` (`0`
-/// for success, else the error code).
+/// for success, `app` for a backend's own codes, else the error code).
 pub const REPLIES: &str = "herald_replies_total";
 /// Returning subscriptions; labels `protocol` and `result` (`recovered`, `lost`).
 pub const RECOVERIES: &str = "herald_recoveries_total";
@@ -78,6 +78,13 @@ pub const SYNC_SNAPSHOTS: &str = "herald_sync_snapshots_total";
 /// Compare-and-set retries of sync patches, when another router patched the same
 /// document first.
 pub const SYNC_RETRIES: &str = "herald_sync_retries_total";
+/// Calls of hooks to the app's backend; labels `hook` (`connect`, `refresh`, `subscribe`,
+/// `publish`, `rpc`), `namespace` (the `hooks.namespaces` entry, `default`, or
+/// `connection` for connect, refresh and rpc) and `result` (`ok`, `refused`: the backend
+/// said no, `failed`: unreachable, an error, no answer in time, or too many in flight).
+pub const HOOK_CALLS: &str = "herald_hook_calls_total";
+/// Duration of hook calls, failed ones included; labels `hook` and `namespace`.
+pub const HOOK_DURATION: &str = "herald_hook_duration_seconds";
 /// Always 1; labels `version` and `mode`.
 pub const BUILD_INFO: &str = "herald_build_info";
 
@@ -197,6 +204,15 @@ fn describe() {
     describe_counter!(REDIS_ERRORS, "Redis operations that failed.");
     describe_gauge!(REDIS_UP, "1 when the last Redis ping succeeded.");
     describe_counter!(PUBLICATIONS, "Publications accepted, stored and published.");
+    describe_counter!(
+        HOOK_CALLS,
+        "Calls of hooks to the app's backend, by result."
+    );
+    describe_histogram!(
+        HOOK_DURATION,
+        Unit::Seconds,
+        "Duration of calls of hooks to the app's backend."
+    );
     describe_histogram!(PRESENCE_SIZE, "Clients listed by a presence query.");
     describe_counter!(PRESENCE_CHANGES, "Presence entries added and removed.");
     describe_counter!(SYNC_PATCHES, "Sync document patches, by result.");

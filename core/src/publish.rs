@@ -94,6 +94,36 @@ pub enum Prepared {
     Direct(Box<Publication>),
 }
 
+impl Prepared {
+    pub fn channel(&self) -> &str {
+        match self {
+            Self::Routed(request) => &request.channel,
+            Self::Direct(publication) => &publication.channel,
+        }
+    }
+
+    /// The publish it was made from, to be changed and prepared again.
+    pub fn into_publish(self) -> Publish {
+        match self {
+            Self::Routed(request) => Publish {
+                channel: request.channel,
+                data: request.data,
+                attachments: request.attachments,
+                publisher: request.publisher,
+                idempotency_key: (!request.idempotency_key.is_empty())
+                    .then_some(request.idempotency_key),
+            },
+            Self::Direct(publication) => Publish {
+                channel: publication.channel,
+                data: publication.data,
+                attachments: publication.attachments,
+                publisher: publication.publisher,
+                idempotency_key: None,
+            },
+        }
+    }
+}
+
 /// Longest idempotency key, in bytes.
 pub const MAX_IDEMPOTENCY_KEY_LEN: usize = 128;
 

@@ -1,6 +1,6 @@
-//! What the gateway knows of one client, the same for every protocol: who its token says
-//! it is, what it may do on which channel, how fast it may publish, and when its token
-//! runs out.
+//! What the gateway knows of one client, the same for every protocol: who its token (or
+//! the connect hook) says it is, what it may do on which channel, how fast it may publish,
+//! and when its admission runs out.
 
 use std::time::Duration;
 
@@ -12,24 +12,71 @@ use herald_core::rules::Action;
 use herald_proto::bus::v1::ClientInfo;
 use tokio::time::Instant;
 
+use crate::hooks::{self, Attempt, Hooks, Renewal};
 use crate::rate::PublishLimits;
 
 pub struct Access {
     identity: Identity,
     limits: PublishLimits,
-    /// When the token expires, on the runtime's clock.
+    /// When the token (or the connect hook's admission) expires, on the runtime's clock.
     expires: Option<Instant>,
+    /// When to ask the refresh hook to extend an admission of the connect hook.
+    renewal: Option<Instant>,
 }
 
 impl Access {
-    /// Admits the holder of `token`.
-    pub fn admit(verifier: &Verifier, token: Option<&str>) -> Result<Self, Refusal> {
-        let identity = verifier.verify(token)?;
-        Ok(Self {
+    /// Admits a client: as the connect hook says, when it has a say, or as its token does.
+    pub async fn admit(
+        verifier: &Verifier,
+        hooks: &Hooks,
+        attempt: &Attempt<'_>,
+    ) -> Result<Self, Refusal> {
+        if let Some(identity) = hooks.connect(attempt).await? {
+            let mut access = Self::new(identity);
+            if hooks.renews() {
+                access.renewal = access.expires.map(hooks::renewal_time);
+            }
+            return Ok(access);
+        }
+        Ok(Self::new(verifier.verify(attempt.token)?))
+    }
+
+    fn new(identity: Identity) -> Self {
+        Self {
             expires: deadline(&identity),
             identity,
             limits: PublishLimits::default(),
-        })
+            renewal: None,
+        }
+    }
+
+    /// When the refresh hook is due to extend the admission.
+    pub fn renewal(&self) -> Option<Instant> {
+        self.renewal
+    }
+
+    /// Asks the refresh hook to extend the admission of the client known as `client`
+    /// (transport and namespace as for the hooks); when it does not, the connection ends
+    /// at its expiry.
+    pub async fn renew(&mut self, hooks: &Hooks, client: &str, transport: &str, namespace: &str) {
+        let about = hooks::client(&self.client_info(client), transport, namespace);
+        self.renewal = None;
+        match hooks.refresh(about).await {
+            Renewal::Until { expires_at, info } => {
+                self.identity.expires_at = expires_at;
+                if info.is_some() {
+                    self.identity.info = info;
+                }
+                self.expires = deadline(&self.identity);
+                self.renewal = self.expires.map(hooks::renewal_time);
+            }
+            Renewal::Ended => {}
+            Renewal::Retry(after) => {
+                let until = Instant::now() + after;
+                self.expires = Some(self.expires.map_or(until, |at| at.max(until)));
+                self.renewal = self.expires.map(hooks::renewal_time);
+            }
+        }
     }
 
     pub fn identity(&self) -> &Identity {
@@ -66,6 +113,8 @@ impl Access {
         }
         self.expires = deadline(&identity);
         self.identity = identity;
+        // From now on the token says how long the connection lasts.
+        self.renewal = None;
         Ok(())
     }
 

@@ -1,5 +1,5 @@
 //! What a client session may use of its gateway: the settings, token verification, the
-//! hub, the routers (through [`Upstream`]), presence reports, the server API's view of the
+//! hooks to the app's backend, the hub, the routers (through [`Upstream`]), presence reports, the server API's view of the
 //! sessions, and the drain. Nothing of HTTP or of a transport is here, so a session runs,
 //! and is tested, on a context built from a configuration and a bus alone.
 
@@ -15,6 +15,7 @@ use herald_core::upstream::Upstream;
 use crate::clients::Clients;
 use crate::drain::Drain;
 use crate::feed::FeedConfig;
+use crate::hooks::Hooks;
 use crate::hub::{ClientId, Hub};
 use crate::outbound::Bounds;
 use crate::presence::PresenceReporter;
@@ -26,6 +27,8 @@ pub struct Context {
     pub channels: ChannelsConfig,
     pub socketio: SocketIoConfig,
     pub auth: Verifier,
+    /// Calls to the app's backend.
+    pub hooks: Hooks,
     pub hub: Arc<Hub>,
     pub upstream: Upstream,
     pub presence: Arc<PresenceReporter>,
@@ -53,6 +56,7 @@ impl Context {
         };
         Ok(Arc::new(Self {
             auth: Verifier::new(&config.auth)?,
+            hooks: Hooks::new(&config.hooks)?,
             node_id: node_id.into(),
             config: config.gateway.clone(),
             channels: config.channels.clone(),

@@ -95,6 +95,10 @@ pub async fn run(
                     Ok(event) if event.membership.is_some() => {
                         listener.announce(&event);
                     }
+                    // Kept out of history by the publish hook: no place in the order.
+                    Ok(publication) if publication.epoch.is_empty() => {
+                        listener.deliver(&[publication]);
+                    }
                     Ok(publication) if history => feed.accept(publication).await,
                     Ok(publication) => listener.deliver(&[publication]),
                     Err(e) => tracing::warn!(channel, error = %e, "undecodable publication"),

@@ -8,7 +8,7 @@ use axum::body::Bytes;
 use axum::extract::ws::WebSocketUpgrade;
 use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::extract::{DefaultBodyLimit, Query, Request, State};
-use axum::http::{HeaderValue, Method, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -17,6 +17,7 @@ use tower_http::cors::{AllowHeaders, AllowOrigin, CorsLayer};
 
 use crate::connections::ConnectionPermit;
 use crate::gateway::Gateway;
+use crate::hooks::Handshake;
 use crate::metrics::{self, Refused};
 use crate::native;
 use crate::socketio::engine::RequestError;
@@ -146,11 +147,16 @@ fn buffered(upgrade: WebSocketUpgrade, limit: usize) -> WebSocketUpgrade {
         .max_frame_size(limit)
 }
 
-async fn native_ws(State(gateway): State<Arc<Gateway>>, upgrade: WebSocketUpgrade) -> Response {
+async fn native_ws(
+    State(gateway): State<Arc<Gateway>>,
+    headers: HeaderMap,
+    upgrade: WebSocketUpgrade,
+) -> Response {
     let permit = match permit(&gateway) {
         Ok(permit) => permit,
         Err(refused) => return refused.into_response(),
     };
+    let handshake = handshake(&gateway, &headers);
     // The WebSocket layer refuses frames over twice the limit outright; frames between the
     // limit and that are closed by the session with code 3502 and a reason.
     let hard_limit = gateway.ctx.config.max_frame_size.saturating_mul(2);
@@ -158,10 +164,18 @@ async fn native_ws(State(gateway): State<Arc<Gateway>>, upgrade: WebSocketUpgrad
     let ctx = gateway.ctx.clone();
     buffered(upgrade, hard_limit).on_upgrade(move |socket| {
         sessions.track_future(async move {
-            native::serve(socket, ctx).await;
+            native::serve(socket, ctx, handshake).await;
             drop(permit);
         })
     })
+}
+
+/// What the connect hook may want to know of the request that opens a connection.
+fn handshake(gateway: &Gateway, headers: &HeaderMap) -> Handshake {
+    gateway
+        .ctx
+        .hooks
+        .handshake(|name| headers.get(name).and_then(|value| value.to_str().ok()))
 }
 
 /// The query of an Engine.IO request.
@@ -202,6 +216,7 @@ fn shutting_down() -> Response {
 async fn socketio_get(
     State(gateway): State<Arc<Gateway>>,
     Query(query): Query<EngineQuery>,
+    headers: HeaderMap,
     upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Response {
     if let Err(error) = query.check_version() {
@@ -211,6 +226,7 @@ async fn socketio_get(
     // its first transport in the query (`transport=polling`, by default): a WebSocket
     // handshake is taken as one whatever the query says.
     let endpoint = gateway.socketio.clone();
+    let handshake = handshake(&gateway, &headers);
     let transport = match (&upgrade, query.transport.as_deref(), &query.sid) {
         (Ok(_), Some("polling"), None) => Some("websocket"),
         (_, transport, _) => transport,
@@ -226,7 +242,7 @@ async fn socketio_get(
             match sid {
                 None => match permit(&gateway) {
                     Ok(permit) => upgrade.on_upgrade(move |socket| {
-                        sessions.track_future(websocket::open(socket, endpoint, permit))
+                        sessions.track_future(websocket::open(socket, endpoint, permit, handshake))
                     }),
                     Err(refused) => refused.into_response(),
                 },
@@ -247,7 +263,9 @@ async fn socketio_get(
             }
         }
         (Some("polling"), None) => match permit(&gateway) {
-            Ok(permit) => polling::handshake(&endpoint, permit).await.into_response(),
+            Ok(permit) => polling::handshake(&endpoint, permit, handshake)
+                .await
+                .into_response(),
             Err(refused) => refused.into_response(),
         },
         (Some("polling"), Some(sid)) => {

@@ -24,7 +24,8 @@
 //! 4. Fan-out: [`feed`], one task per channel bringing its publications in order, and
 //!    [`hub`], who is subscribed to what, protocol-neutral.
 //! 5. What sessions share: [`access`] (identity, permissions, publish budget),
-//!    [`catch_up`] (a returning client gets what it missed), [`clients`] (sessions by user
+//!    [`catch_up`] (a returning client gets what it missed), [`hooks`] (calls to the app's
+//!    backend), [`clients`] (sessions by user
 //!    and client id), [`presence`] (reports to the routers), [`batch`] (one publish batcher
 //!    for both protocols), [`control`] (the server API's commands), [`sync`] (a
 //!    subscriber of a sync document, kept at the router's revision), and [`context`], the
@@ -45,6 +46,7 @@ pub mod deadline;
 pub mod drain;
 pub mod feed;
 pub mod gateway;
+pub mod hooks;
 pub mod http;
 pub mod hub;
 pub mod inbound;

@@ -93,7 +93,11 @@ pub fn replied<T>(protocol: &'static str, outcome: &Result<T, Refusal>) {
     match outcome {
         Ok(_) => counter!(REPLIES, "protocol" => protocol, "code" => "0").increment(1),
         Err(refusal) => {
-            let code = refusal.code.code().to_string();
+            // An app's own codes (a thousand of them) count as one series.
+            let code = match refusal.code {
+                ErrorCode::App(_) => "app".to_string(),
+                code => code.code().to_string(),
+            };
             counter!(REPLIES, "protocol" => protocol, "code" => code).increment(1);
         }
     }

@@ -5,6 +5,10 @@
 //!   history requests and their replies).
 //! - [`api::v1`]: the gRPC server API for backends and operators (messages, the
 //!   `HeraldApi` client and server, and the descriptors for server reflection).
+//! - [`backend::v1`]: the hooks an app's backend implements and gateways call
+//!   (`HeraldBackend`); their messages are also the JSON of HTTP hooks ([`json`]).
+
+pub mod json;
 
 /// Messages carried on the cluster bus.
 pub mod bus {
@@ -23,5 +27,13 @@ pub mod api {
         /// The encoded descriptors of the API, for gRPC server reflection.
         pub const FILE_DESCRIPTOR_SET: &[u8] =
             include_bytes!(concat!(env!("OUT_DIR"), "/herald_api_v1.bin"));
+    }
+}
+
+/// The hooks of an app's backend.
+pub mod backend {
+    /// Version 1 of the hooks.
+    pub mod v1 {
+        include!(concat!(env!("OUT_DIR"), "/herald.backend.v1.rs"));
     }
 }

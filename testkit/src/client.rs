@@ -51,7 +51,21 @@ impl Drop for NativeClient {
 impl NativeClient {
     /// Opens the WebSocket; does not send `connect`.
     pub async fn open(url: &str) -> Result<Self, String> {
-        let (ws, _) = connect_async_with_config(url, None, true)
+        Self::open_with_headers(url, &[]).await
+    }
+
+    /// Opens the WebSocket with extra `headers` on its HTTP request (a `cookie`, as a
+    /// browser sends it); does not send `connect`.
+    pub async fn open_with_headers(url: &str, headers: &[(&str, &str)]) -> Result<Self, String> {
+        use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+        use tokio_tungstenite::tungstenite::http::{HeaderName, HeaderValue};
+        let mut request = url.into_client_request().map_err(|e| e.to_string())?;
+        for (name, value) in headers {
+            let name = HeaderName::from_bytes(name.as_bytes()).map_err(|e| e.to_string())?;
+            let value = HeaderValue::from_str(value).map_err(|e| e.to_string())?;
+            request.headers_mut().insert(name, value);
+        }
+        let (ws, _) = connect_async_with_config(request, None, true)
             .await
             .map_err(|e| e.to_string())?;
         let (sink, mut stream) = ws.split();

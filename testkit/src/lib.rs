@@ -8,11 +8,14 @@
 //!   its standard output.
 //! - [`client`]: a native-protocol WebSocket client (commands with ids, pushes, closes).
 //! - [`socketio`]: stock Socket.IO clients (npm `socket.io-client`) driven over stdin.
+//! - [`backend`]: an app's backend for the hooks, over gRPC and HTTP, answering by what
+//!   it is asked.
 //! - [`balancer`]: a round-robin HTTP load balancer without sticky sessions, whose set
 //!   of backends a test can change.
 //! - [`wait`]: bounded waiting on a condition, never a fixed sleep.
 //! - [`fuzz`]: how many cases the property tests of every crate run.
 
+pub mod backend;
 pub mod balancer;
 pub mod client;
 pub mod cluster;
@@ -23,6 +26,7 @@ pub mod servers;
 pub mod socketio;
 pub mod wait;
 
+pub use backend::TestBackend;
 pub use balancer::Balancer;
 pub use client::NativeClient;
 pub use cluster::Cluster;

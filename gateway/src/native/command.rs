@@ -29,11 +29,24 @@ struct Envelope<'a> {
     params: Option<&'a RawValue>,
 }
 
-#[derive(Debug, Default, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ConnectParams {
-    /// Connection token (JWT); required unless `auth.anonymous` is on.
+    /// Connection token (JWT); required unless `auth.anonymous` is on (or the connect
+    /// hook admits the client).
     pub token: Option<String>,
+    /// Anything for the connect hook, JSON.
+    pub data: Option<Box<RawValue>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RpcParams<'a> {
+    /// The backend's method.
+    pub method: String,
+    /// Its argument, any JSON.
+    #[serde(borrow)]
+    pub data: Option<&'a RawValue>,
 }
 
 #[derive(Debug, Deserialize, PartialEq, Eq)]
@@ -96,6 +109,7 @@ pub enum Command<'a> {
     SyncUnsubscribe(ChannelParams),
     SyncGet(ChannelParams),
     SyncPatch(PatchOptions<'a>),
+    Rpc(RpcParams<'a>),
     Ping,
 }
 
@@ -157,6 +171,7 @@ pub fn parse(text: &str) -> Result<Parsed<'_>, ProtocolViolation> {
         "sync_unsubscribe" => params("sync_unsubscribe", raw).map(Command::SyncUnsubscribe),
         "sync_get" => params("sync_get", raw).map(Command::SyncGet),
         "sync_patch" => params("sync_patch", raw).map(Command::SyncPatch),
+        "rpc" => params("rpc", raw).map(Command::Rpc),
         "ping" => Ok(Command::Ping),
         other => Err(Refusal::new(
             ErrorCode::UnknownCommand,
@@ -190,7 +205,7 @@ mod tests {
         let p = parse(r#"{"id":1,"method":"connect"}"#).unwrap();
         assert!(matches!(
             p.command,
-            Ok(Command::Connect(ConnectParams { token: None }))
+            Ok(Command::Connect(ConnectParams { token: None, .. }))
         ));
         let p = parse(r#"{"id":2,"method":"history","params":{"channel":"c","since":3}}"#).unwrap();
         let Ok(Command::History(h)) = p.command else {

@@ -85,6 +85,12 @@ pub fn conflict(id: u64, refusal: &Refusal, conflict: &ConflictView<'_>) -> Utf8
     serde_json::to_string(&body).unwrap_or_default().into()
 }
 
+/// Result of `rpc`: the backend's answer.
+#[derive(Serialize)]
+pub struct RpcResult<'a> {
+    pub data: &'a RawValue,
+}
+
 /// Result of `sync_patch`: the patch's revision.
 #[derive(Serialize)]
 pub struct PatchResult<'a> {

@@ -22,7 +22,8 @@ use herald_proto::bus::v1::{HistoryRequest, Position, SyncState};
 
 use super::burst::{Stop, read_burst};
 use super::command::{
-    self, ChannelParams, Command, HistoryParams, PublishParams, RefreshParams, SubscribeParams,
+    self, ChannelParams, Command, ConnectParams, HistoryParams, PublishParams, RefreshParams,
+    RpcParams, SubscribeParams,
 };
 use super::{push, reply};
 use crate::access::Access;
@@ -31,6 +32,7 @@ use crate::catch_up::{Resumed, Returning};
 use crate::clients::Command as ApiCommand;
 use crate::context::Context;
 use crate::deadline::wait_until;
+use crate::hooks::{self, Attempt, Handshake};
 use crate::hub::{ClientId, Plain, Subscriber};
 use crate::metrics::{self, NATIVE};
 use crate::outbound::{self, Outbound};
@@ -40,6 +42,8 @@ use crate::sync::{self, SyncSubscriber};
 use herald_core::envelope;
 use herald_core::publish::{self, Limit, Prepared, Publish};
 use herald_core::upstream::conflict_refusal;
+use herald_proto::backend::v1::Client as HookClient;
+use serde_json::value::RawValue;
 
 struct Session {
     ctx: Arc<Context>,
@@ -57,17 +61,19 @@ struct Session {
     outbound: Outbound,
     /// How the hub reaches this connection, on every channel.
     subscriber: Arc<dyn Subscriber>,
+    /// What the request that opened the connection said, for the connect hook.
+    handshake: Handshake,
 }
 
 /// Serves one upgraded WebSocket until it closes.
-pub async fn serve(socket: WebSocket, ctx: Arc<Context>) {
+pub async fn serve(socket: WebSocket, ctx: Arc<Context>, handshake: Handshake) {
     let (sink, stream) = socket.split();
-    run(sink, stream, ctx).await;
+    run(sink, stream, ctx, handshake).await;
 }
 
 /// Serves one connection whose frames arrive on `stream` and leave through `sink`, until
 /// it closes: any WebSocket, or a test's channels.
-pub async fn run<W, R>(sink: W, mut stream: R, ctx: Arc<Context>)
+pub async fn run<W, R>(sink: W, mut stream: R, ctx: Arc<Context>, handshake: Handshake)
 where
     W: Sink<Message, Error: Send> + Unpin + Send + 'static,
     R: Stream<Item = Result<Message, axum::Error>> + Unpin,
@@ -89,6 +95,7 @@ where
         opening: None,
         subscriber: Plain::new(Format::Native, outbound.clone()),
         outbound,
+        handshake,
     };
     let mut commands = ctx.clients.open(id);
     metrics::opened(NATIVE);
@@ -119,6 +126,11 @@ where
             () = wait_until(session.access.as_ref().and_then(Access::expires)) => {
                 if session.access.as_ref().is_some_and(Access::expired) {
                     closer.close(DisconnectCode::TokenExpired);
+                }
+            }
+            () = wait_until(session.access.as_ref().and_then(Access::renewal)) => {
+                if let Some(access) = session.access.as_mut() {
+                    access.renew(&ctx.hooks, &session.name, NATIVE, "").await;
                 }
             }
             () = closer.closed() => {}
@@ -181,7 +193,14 @@ impl Session {
             let id = parsed.id;
             match parsed.command {
                 Ok(Command::Publish(params)) if self.access.is_some() => {
-                    let prepared = self.prepare(params);
+                    let prepared = match self.prepare(params) {
+                        Ok(ready) if self.ctx.hooks.publish_applies(ready.channel()) => {
+                            // Publishes before this one need not wait for the backend.
+                            self.flush(batch).await;
+                            self.ask_publish_hook(ready).await
+                        }
+                        prepared => prepared,
+                    };
                     match prepared {
                         Ok(Prepared::Routed(request)) => {
                             if !batch.fits(&request) {
@@ -231,6 +250,18 @@ impl Session {
         }
     }
 
+    /// Asks the publish hook about a checked publish: it comes back as the backend had it,
+    /// checked again.
+    async fn ask_publish_hook(&self, prepared: Prepared) -> Result<Prepared, Refusal> {
+        let rules = self.ctx.channels.rules_for(prepared.channel());
+        let bus_limit = self.ctx.upstream.bus().max_payload();
+        let limit = Limit::channel(&rules);
+        let hooks = &self.ctx.hooks;
+        hooks
+            .publish(prepared, NATIVE, "", limit, bus_limit, &rules)
+            .await
+    }
+
     /// Checks a publish of a connected client.
     fn prepare(&mut self, params: PublishParams) -> Result<Prepared, Refusal> {
         let access = self.access.as_mut().ok_or_else(not_connected)?;
@@ -270,7 +301,7 @@ impl Session {
 
     async fn execute(&mut self, id: u64, command: Command<'_>) -> Result<Utf8Bytes, Refusal> {
         match (&self.access, command) {
-            (None, Command::Connect(params)) => self.connect(id, params.token.as_deref()).await,
+            (None, Command::Connect(params)) => self.connect(id, params).await,
             (Some(_), Command::Connect(_)) => Err(Refusal::new(
                 ErrorCode::AlreadyConnected,
                 "connect was already sent",
@@ -291,7 +322,24 @@ impl Session {
             (Some(_), Command::SyncUnsubscribe(params)) => self.sync_unsubscribe(id, params),
             (Some(_), Command::SyncGet(params)) => self.sync_get(id, params).await,
             (Some(_), Command::SyncPatch(params)) => self.sync_patch(id, params).await,
+            (Some(_), Command::Rpc(params)) => self.rpc(id, params).await,
         }
+    }
+
+    /// Calls a method of the app's backend; the reply carries its answer.
+    async fn rpc(&mut self, id: u64, params: RpcParams<'_>) -> Result<Utf8Bytes, Refusal> {
+        let client = self.hook_client()?;
+        let data = params.data.map_or("null", RawValue::get);
+        let answer = self.ctx.hooks.rpc(client, &params.method, data).await?;
+        let answer = RawValue::from_string(answer)
+            .map_err(|e| Refusal::new(ErrorCode::Internal, e.to_string()))?;
+        Ok(reply::ok(id, &reply::RpcResult { data: &answer }))
+    }
+
+    /// The client as the hooks describe it.
+    fn hook_client(&self) -> Result<HookClient, Refusal> {
+        let info = self.access()?.client_info(&self.name);
+        Ok(hooks::client(&info, NATIVE, ""))
     }
 
     /// Subscribes to a sync document: the reply holds the state the client starts from
@@ -307,6 +355,8 @@ impl Session {
             ));
         }
         self.check_room()?;
+        let client = self.hook_client()?;
+        self.ctx.hooks.subscribe(&channel, || client).await?;
         let document = SyncSubscriber::new(
             &channel,
             Format::NativeSync,
@@ -378,8 +428,16 @@ impl Session {
     }
 
     /// Admits the client, and subscribes it to its user's personal channel.
-    async fn connect(&mut self, id: u64, token: Option<&str>) -> Result<Utf8Bytes, Refusal> {
-        let access = Access::admit(&self.ctx.auth, token)?;
+    async fn connect(&mut self, id: u64, params: ConnectParams) -> Result<Utf8Bytes, Refusal> {
+        let attempt = Attempt {
+            client: &self.name,
+            transport: NATIVE,
+            namespace: "",
+            token: params.token.as_deref(),
+            data: params.data.as_deref().map(RawValue::get),
+            handshake: &self.handshake,
+        };
+        let access = Access::admit(&self.ctx.auth, &self.ctx.hooks, &attempt).await?;
         self.ctx.clients.add(self.id, &self.name, access.user());
         let personal = self.ctx.channels.personal_channel(access.user());
         self.access = Some(access);
@@ -390,7 +448,7 @@ impl Session {
                 offset: None,
                 epoch: None,
             };
-            if let Err(refusal) = self.join(params).await {
+            if let Err(refusal) = self.join(params, false).await {
                 if let Some(access) = self.access.take() {
                     self.ctx.clients.remove(self.id, &self.name, access.user());
                 }
@@ -447,7 +505,7 @@ impl Session {
 
     async fn subscribe(&mut self, id: u64, params: SubscribeParams) -> Result<Utf8Bytes, Refusal> {
         let history = self.ctx.channels.rules_for(&params.channel).has_history();
-        let (position, recovered) = self.join(params).await?;
+        let (position, recovered) = self.join(params, true).await?;
         let result = reply::SubscribeResult {
             position: reply::PositionResult::of(&position, history),
             recovered,
@@ -455,10 +513,15 @@ impl Session {
         Ok(reply::ok(id, &result))
     }
 
-    /// Subscribes to a channel; with `recover`, first delivers what the client missed
-    /// after `offset` of `epoch`, as publication pushes. Returns the position live
-    /// publications follow, and with `recover` whether nothing was missed.
-    async fn join(&mut self, params: SubscribeParams) -> Result<(Position, Option<bool>), Refusal> {
+    /// Subscribes to a channel (asking the subscribe hook first, when `ask`); with
+    /// `recover`, first delivers what the client missed after `offset` of `epoch`, as
+    /// publication pushes. Returns the position live publications follow, and with
+    /// `recover` whether nothing was missed.
+    async fn join(
+        &mut self,
+        params: SubscribeParams,
+        ask: bool,
+    ) -> Result<(Position, Option<bool>), Refusal> {
         let channel = params.channel;
         let access = self.access()?;
         let rules = access.authorize(&self.ctx.channels, &channel, Action::Subscribe)?;
@@ -470,6 +533,13 @@ impl Session {
             ));
         }
         self.check_room()?;
+        let mut client = access.client_info(&self.name);
+        if ask {
+            let about = || hooks::client(&client, NATIVE, "");
+            if let Some(info) = self.ctx.hooks.subscribe(&channel, about).await? {
+                client.info = Bytes::from(info);
+            }
+        }
         let history = rules.has_history();
         let returning = Returning {
             hub: &self.ctx.hub,
@@ -512,7 +582,6 @@ impl Session {
             }
         };
         if rules.tracks_presence() {
-            let client = access.client_info(&self.name);
             self.ctx.presence.join(&channel, client);
         }
         self.subscriptions.insert(channel);
@@ -625,7 +694,12 @@ mod tests {
 
     fn open(ctx: &Arc<Context>) -> Peer {
         let (sink, stream, peer) = testing::connection();
-        tokio::spawn(run(sink, stream, ctx.clone()));
+        tokio::spawn(run(
+            sink,
+            stream,
+            ctx.clone(),
+            crate::hooks::Handshake::default(),
+        ));
         peer
     }
 

@@ -11,6 +11,8 @@ use serde_json::{Value, json};
 
 use super::reserved::SyncOptions;
 use super::socket::{Ack, Conn, Socket};
+use crate::hooks;
+use crate::metrics::SOCKETIO;
 use crate::render::Format;
 use crate::sync::wire::{ConflictView, StateView};
 use crate::sync::{self, SyncSubscriber};
@@ -62,6 +64,9 @@ impl Conn {
             let message = format!("at most {most} rooms and documents per socket");
             return Err(Refusal::new(ErrorCode::LimitExceeded, message));
         }
+        let info = socket.access.client_info(&socket.sid);
+        let about = || hooks::client(&info, SOCKETIO, &socket.namespace);
+        ctx.hooks.subscribe(&channel, about).await?;
         let format = Format::SocketIoSync {
             namespace: socket.namespace.clone(),
         };

@@ -15,6 +15,7 @@ use super::engine::{self, Encoded, RequestError};
 use super::link::{Link, Poll, PollError, Transport};
 use super::session;
 use crate::connections::ConnectionPermit;
+use crate::hooks::Handshake;
 use crate::outbound::Frame;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -69,8 +70,12 @@ impl Reply {
 }
 
 /// Opens a session on polling: the reply carries the open packet.
-pub async fn handshake(endpoint: &Arc<Endpoint>, permit: ConnectionPermit) -> Reply {
-    let link = session::start(endpoint, Transport::Polling, permit);
+pub async fn handshake(
+    endpoint: &Arc<Endpoint>,
+    permit: ConnectionPermit,
+    handshake: Handshake,
+) -> Reply {
+    let link = session::start(endpoint, Transport::Polling, permit, handshake);
     get(&link, usize::MAX).await.0
 }
 

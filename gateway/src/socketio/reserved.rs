@@ -13,6 +13,7 @@
 //! | `herald:unsync` | `{channel}` | ends that subscription |
 //! | `herald:sync_get` | `{channel}` | a sync document's snapshot, without subscribing |
 //! | `herald:patch` | `{channel, patch, base_rev?, base_epoch?, idempotency_key?}` | patches a sync document |
+//! | `herald:rpc` | method, data? | calls a method of the app's backend: the ack holds its answer |
 //!
 //! The server sends `herald:change` (a sync document changed), `herald:join`, `herald:leave` (presence changes),
 //! `herald:unsubscribe` (a backend took the socket out of a room) and `herald:disconnect`
@@ -38,6 +39,7 @@ pub const SYNC_EVENT: &str = "herald:sync";
 pub const UNSYNC_EVENT: &str = "herald:unsync";
 pub const SYNC_GET_EVENT: &str = "herald:sync_get";
 pub const PATCH_EVENT: &str = "herald:patch";
+pub const RPC_EVENT: &str = "herald:rpc";
 
 /// What one event asks for.
 #[derive(Debug)]
@@ -61,6 +63,11 @@ pub enum Request<'a> {
     Unsync(String),
     SyncGet(String),
     Patch(PatchOptions<'a>),
+    /// A method of the app's backend, and its argument (JSON).
+    Rpc {
+        method: String,
+        data: Option<&'a RawValue>,
+    },
 }
 
 #[derive(Deserialize)]
@@ -146,6 +153,16 @@ pub fn parse<'a>(name: String, args: Vec<&'a RawValue>) -> Result<Request<'a>, R
             match name.as_str() {
                 UNSYNC_EVENT => Request::Unsync(channel),
                 _ => Request::SyncGet(channel),
+            }
+        }
+        RPC_EVENT => {
+            let method = args
+                .first()
+                .and_then(|method| serde_json::from_str::<String>(method.get()).ok())
+                .ok_or_else(|| bad("herald:rpc(method, data?) needs the method, a string"))?;
+            Request::Rpc {
+                method,
+                data: args.get(1).copied(),
             }
         }
         PRESENCE_EVENT | PRESENCE_STATS_EVENT => Request::Presence {

@@ -24,6 +24,7 @@ use crate::clients::Commands;
 use crate::connections::ConnectionPermit;
 use crate::context::Context;
 use crate::deadline::wait_until;
+use crate::hooks::Handshake;
 use crate::hub::ClientId;
 use crate::metrics::{self, SOCKETIO};
 use crate::outbound::{self, Outbound};
@@ -38,6 +39,7 @@ pub fn start(
     endpoint: &Arc<Endpoint>,
     transport: Transport,
     permit: ConnectionPermit,
+    handshake: Handshake,
 ) -> Arc<Link> {
     let ctx = &endpoint.ctx;
     let (outbound, frames) = outbound::channel(ctx.outbound_bounds());
@@ -56,7 +58,7 @@ pub fn start(
     let session = Session {
         commands: ctx.clients.open(id),
         id,
-        sockets: Sockets::new(ctx.clone(), id, outbound.clone()),
+        sockets: Sockets::new(ctx.clone(), id, outbound.clone(), handshake),
         ctx: ctx.clone(),
         links: endpoint.links.clone(),
         sid,
@@ -158,6 +160,7 @@ impl Session {
                 _ = ping.tick() => self.ping(config.ping_timeout),
                 _ = tick(&mut refresh) => self.sockets.refresh(),
                 () = wait_until(self.sockets.next_expiry()) => self.sockets.expire(),
+                () = wait_until(self.sockets.next_renewal()) => self.sockets.renew().await,
                 () = wait_until(self.pong_deadline) => closer.close(DisconnectCode::PingTimeout),
                 () = sleep_until(connect_deadline), if !connected_once => {
                     closer.close(DisconnectCode::ConnectTimeout);
@@ -282,7 +285,7 @@ mod tests {
         let ctx = testing::context(&Config::default()).await;
         let endpoint = Endpoint::new(ctx, TaskTracker::new());
         let permit = Connections::new(0).permit().expect("a permit");
-        start(&endpoint, Transport::Polling, permit)
+        start(&endpoint, Transport::Polling, permit, Handshake::default())
     }
 
     async fn post(link: &Link, texts: &[&str]) {

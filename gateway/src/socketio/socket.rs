@@ -24,13 +24,14 @@ use super::{channels, event};
 use crate::access::Access;
 use crate::batch::Batch;
 use crate::context::Context;
+use crate::hooks::{self, Attempt, Handshake};
 use crate::hub::{ClientId, Joined, Start, SubscriberId};
 use crate::metrics::{self, SOCKETIO};
 use crate::native::push;
 use crate::outbound::{Frame, Outbound};
 use crate::render::Format;
 use crate::sync::SyncSubscriber;
-use herald_core::publish;
+use herald_core::publish::{self, Limit, Prepared};
 
 /// One namespace connection.
 pub(super) struct Socket {
@@ -130,6 +131,8 @@ pub(super) struct Conn {
     pub(super) id: ClientId,
     pub(super) outbound: Outbound,
     pub(super) records: Records,
+    /// What the request that opened the connection said, for the connect hook.
+    pub(super) handshake: Handshake,
 }
 
 impl Conn {
@@ -139,10 +142,16 @@ impl Conn {
             .send(Utf8Bytes::from(format!("4{}", packet.encode())));
     }
 
-    /// Who may connect to `namespace`.
-    /// (Namespaces outside `socketio.namespaces` are refused before, see
-    /// [`Self::refuse_namespace`].)
-    pub(super) fn admit(&self, namespace: &str, data: &ConnectData) -> Result<Access, Refusal> {
+    /// Who may connect to `namespace` as socket `sid`; `auth` is the CONNECT payload, and
+    /// `data` what it says. (Namespaces outside `socketio.namespaces` are refused before,
+    /// see [`Self::refuse_namespace`].)
+    pub(super) async fn admit(
+        &self,
+        namespace: &str,
+        sid: &str,
+        auth: Option<&RawValue>,
+        data: &ConnectData,
+    ) -> Result<Access, Refusal> {
         let token = match &data.token {
             GivenToken::None => None,
             GivenToken::Text(token) => Some(token.as_str()),
@@ -151,14 +160,21 @@ impl Conn {
                 return Err(Refusal::new(ErrorCode::Unauthorized, message));
             }
         };
-        let access = Access::admit(&self.ctx.auth, token)?;
         if namespace.contains(':') {
             return Err(Refusal::new(
                 ErrorCode::BadChannel,
                 "a namespace name cannot contain ':'",
             ));
         }
-        Ok(access)
+        let attempt = Attempt {
+            client: sid,
+            transport: SOCKETIO,
+            namespace,
+            token,
+            data: auth.map(RawValue::get),
+            handshake: &self.handshake,
+        };
+        Access::admit(&self.ctx.auth, &self.ctx.hooks, &attempt).await
     }
 
     /// Refuses a CONNECT to a namespace outside `socketio.namespaces` with the reference
@@ -174,20 +190,25 @@ impl Conn {
         true
     }
 
-    /// A new socket of `namespace`, subscribed to the namespace's channel and its user's
-    /// personal channel, with connection state recovery if `recovers`; the client is told.
+    /// A new socket `sid` of `namespace`, subscribed to the namespace's channel (if the
+    /// subscribe hook agrees) and its user's personal channel, with connection state
+    /// recovery if `recovers`; the client is told.
     pub(super) async fn join_namespace(
         &self,
         namespace: &str,
+        sid: Arc<str>,
         access: Access,
         recovers: bool,
     ) -> Result<Socket, Refusal> {
         let channel = channels::namespace_channel(namespace);
         access.authorize(&self.ctx.channels, &channel, Action::Subscribe)?;
+        let about = || hooks::client(&access.client_info(&sid), SOCKETIO, namespace);
+        let info = self.ctx.hooks.subscribe(&channel, about).await?;
         let recovery = recovers.then(|| Recovery::new(random_id::<15>().into()));
-        let mut socket = Socket::new(self, random_id::<15>().into(), namespace, access, recovery);
+        let mut socket = Socket::new(self, sid, namespace, access, recovery);
         let personal = self.ctx.channels.personal_channel(socket.access.user());
-        for channel in std::iter::once(channel).chain(personal) {
+        let infos = [info, None];
+        for (channel, info) in std::iter::once(channel).chain(personal).zip(infos) {
             let position = match self.subscribe(&socket, &channel, Start::Now).await {
                 Ok(Joined::At(position) | Joined::Behind(position)) => position,
                 Err(refusal) => {
@@ -195,7 +216,7 @@ impl Conn {
                     return Err(refusal);
                 }
             };
-            self.track(&socket, &channel, true);
+            self.track_as(&socket, &channel, info);
             socket.joined(channel, position);
         }
         self.save(&socket).await;
@@ -267,14 +288,26 @@ impl Conn {
 
     /// Tells presence that `socket` joined or left `channel`, if the channel keeps it.
     pub(super) fn track(&self, socket: &Socket, channel: &str, joined: bool) {
+        match joined {
+            true => self.track_as(socket, channel, None),
+            false if self.ctx.channels.rules_for(channel).tracks_presence() => {
+                self.ctx.presence.leave(channel, &socket.sid);
+            }
+            false => {}
+        }
+    }
+
+    /// Tells presence that `socket` joined `channel`, showing `info` there instead of its
+    /// own when the subscribe hook gave one.
+    pub(super) fn track_as(&self, socket: &Socket, channel: &str, info: Option<String>) {
         if !self.ctx.channels.rules_for(channel).tracks_presence() {
             return;
         }
-        let presence = &self.ctx.presence;
-        match joined {
-            true => presence.join(channel, socket.access.client_info(&socket.sid)),
-            false => presence.leave(channel, &socket.sid),
+        let mut client = socket.access.client_info(&socket.sid);
+        if let Some(info) = info {
+            client.info = Bytes::from(info);
         }
+        self.ctx.presence.join(channel, client);
     }
 
     /// Takes `socket` out of `channel` from the server's side, and tells its client with
@@ -330,6 +363,22 @@ impl Conn {
         }
         let clients = ctx.upstream.presence(&channel).await?;
         Ok(json!({ "ok": true, "presence": push::presence_map(&clients) }))
+    }
+
+    /// Asks the publish hook about a checked event of a socket of `namespace`: it comes
+    /// back as the backend had it, checked again against `socketio.max_payload`.
+    pub(super) async fn ask_publish_hook(
+        &self,
+        prepared: Prepared,
+        namespace: &str,
+    ) -> Result<Prepared, Refusal> {
+        let limit = Limit::socketio(&self.ctx.socketio);
+        let bus_limit = self.ctx.upstream.bus().max_payload();
+        let rules = self.ctx.channels.rules_for(prepared.channel());
+        let hooks = &self.ctx.hooks;
+        hooks
+            .publish(prepared, SOCKETIO, namespace, limit, bus_limit, &rules)
+            .await
     }
 
     /// Sends the batched events to a router and acks each, in order.

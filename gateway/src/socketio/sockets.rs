@@ -29,6 +29,7 @@ use super::{event, random_id};
 use crate::batch::Batch;
 use crate::clients::Command;
 use crate::context::Context;
+use crate::hooks::{self, Handshake};
 use crate::hub::{ClientId, Joined, Start};
 use crate::metrics::{self, SOCKETIO};
 use crate::outbound::Outbound;
@@ -48,6 +49,7 @@ enum Request {
     Unsync(String),
     SyncGet(String),
     Patch(sync::Patch),
+    Rpc { method: String, data: String },
 }
 
 pub struct Sockets {
@@ -58,7 +60,7 @@ pub struct Sockets {
 }
 
 impl Sockets {
-    pub fn new(ctx: Arc<Context>, id: ClientId, outbound: Outbound) -> Self {
+    pub fn new(ctx: Arc<Context>, id: ClientId, outbound: Outbound, handshake: Handshake) -> Self {
         let records = Records::new(
             ctx.upstream.clone(),
             random_id::<9>().into(),
@@ -70,6 +72,7 @@ impl Sockets {
                 id,
                 outbound,
                 records,
+                handshake,
             },
             sockets: HashMap::new(),
             opening: None,
@@ -102,6 +105,28 @@ impl Sockets {
             .values()
             .filter_map(|s| s.access.expires())
             .min()
+    }
+
+    /// When the first socket admitted by the connect hook is due for the refresh hook.
+    pub fn next_renewal(&self) -> Option<Instant> {
+        self.sockets
+            .values()
+            .filter_map(|s| s.access.renewal())
+            .min()
+    }
+
+    /// Asks the refresh hook to extend the sockets that are due.
+    pub async fn renew(&mut self) {
+        let now = Instant::now();
+        let hooks = &self.conn.ctx.hooks;
+        for socket in self.sockets.values_mut() {
+            if socket.access.renewal().is_some_and(|at| at <= now) {
+                let access = &mut socket.access;
+                access
+                    .renew(hooks, &socket.sid, SOCKETIO, &socket.namespace)
+                    .await;
+            }
+        }
     }
 
     /// Ends the sockets whose token ran out without a refresh: each gets a
@@ -171,7 +196,21 @@ impl Sockets {
                 self.on_control(packet).await;
                 continue;
             }
-            match self.read(&packet, &complete.attachments) {
+            let read = match self.read(&packet, &complete.attachments) {
+                Ok(Request::Publish(prepared))
+                    if self.conn.ctx.hooks.publish_applies(prepared.channel()) =>
+                {
+                    // Events before this one need not wait for the backend.
+                    self.conn.publish_batch(&mut batch).await;
+                    let namespace = &packet.namespace;
+                    self.conn
+                        .ask_publish_hook(prepared, namespace)
+                        .await
+                        .map(Request::Publish)
+                }
+                read => read,
+            };
+            match read {
                 Ok(Request::Publish(Prepared::Routed(request))) => {
                     if !batch.fits(&request) {
                         self.conn.publish_batch(&mut batch).await;
@@ -206,21 +245,22 @@ impl Sockets {
         }
     }
 
-    async fn connect(&mut self, namespace: &str, data: Option<&RawValue>) {
+    async fn connect(&mut self, namespace: &str, auth: Option<&RawValue>) {
         if let Some(socket) = self.sockets.get(namespace) {
             return self.conn.reply_connect(socket);
         }
         if self.conn.refuse_namespace(namespace) {
             return;
         }
-        let data = ConnectData::parse(data);
+        let data = ConnectData::parse(auth);
+        let sid: Arc<str> = random_id::<15>().into();
         let most = self.conn.ctx.socketio.max_namespaces;
         let admitted = match self.sockets.len() >= most {
             true => Err(Refusal::new(
                 ErrorCode::LimitExceeded,
                 format!("at most {most} namespaces per connection"),
             )),
-            false => self.conn.admit(namespace, &data),
+            false => self.conn.admit(namespace, &sid, auth, &data).await,
         };
         let outcome = match admitted {
             Err(refusal) => Err(refusal),
@@ -244,7 +284,10 @@ impl Sockets {
                 };
                 match resumed {
                     Ok(socket) => Ok(socket),
-                    Err(access) => self.conn.join_namespace(namespace, access, recovers).await,
+                    Err(access) => {
+                        let conn = &self.conn;
+                        conn.join_namespace(namespace, sid, access, recovers).await
+                    }
                 }
             }
         };
@@ -333,6 +376,10 @@ impl Sockets {
             reserved::Request::Unsync(channel) => Request::Unsync(channel),
             reserved::Request::SyncGet(channel) => Request::SyncGet(channel),
             reserved::Request::Patch(options) => Request::Patch(options.into()),
+            reserved::Request::Rpc { method, data } => Request::Rpc {
+                method,
+                data: data.map_or("null", RawValue::get).to_string(),
+            },
         };
         Ok(request)
     }
@@ -356,6 +403,14 @@ impl Sockets {
             Request::Unsync(channel) => return conn.unsync(socket, &channel),
             Request::SyncGet(channel) => return conn.sync_get(socket, &channel).await,
             Request::Patch(patch) => return conn.patch(socket, patch).await,
+            Request::Rpc { method, data } => {
+                let about =
+                    hooks::client(&socket.access.client_info(&socket.sid), SOCKETIO, namespace);
+                let answer = conn.ctx.hooks.rpc(about, &method, &data).await?;
+                let answer: serde_json::Value = serde_json::from_str(&answer)
+                    .map_err(|e| Refusal::new(ErrorCode::Internal, e.to_string()))?;
+                Ok(json!({ "ok": true, "data": answer }))
+            }
             Request::Publish(prepared) => {
                 let started = std::time::Instant::now();
                 let sent = publish::send(&conn.ctx.upstream, prepared).await;
@@ -368,13 +423,19 @@ impl Sockets {
                     .access
                     .authorize(&ctx.channels, &channel, Action::Subscribe)?;
                 let most = ctx.socketio.max_rooms;
-                if socket.rooms() + socket.documents.len() >= most && !socket.is_in(&channel) {
+                if socket.is_in(&channel) {
+                    return Ok(Ack::from(json!({ "ok": true })));
+                }
+                if socket.rooms() + socket.documents.len() >= most {
                     let message = format!("at most {most} rooms per socket");
                     return Err(Refusal::new(ErrorCode::LimitExceeded, message));
                 }
+                let about =
+                    || hooks::client(&socket.access.client_info(&socket.sid), SOCKETIO, namespace);
+                let info = ctx.hooks.subscribe(&channel, about).await?;
                 match conn.subscribe(socket, &channel, Start::Now).await {
                     Ok(Joined::At(position) | Joined::Behind(position)) => {
-                        conn.track(socket, &channel, true);
+                        conn.track_as(socket, &channel, info);
                         socket.joined(channel.clone(), position);
                         conn.amend(socket, &channel).await;
                     }

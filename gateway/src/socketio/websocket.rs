@@ -18,6 +18,7 @@ use super::engine::{self, PacketType};
 use super::link::{Link, Transport};
 use super::session;
 use crate::connections::ConnectionPermit;
+use crate::hooks::Handshake;
 use crate::inbound::client_gone;
 use crate::outbound::{self, Frames};
 
@@ -25,19 +26,29 @@ use crate::outbound::{self, Frames};
 const UPGRADE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Serves a session that opened directly on WebSocket.
-pub async fn open(socket: WebSocket, endpoint: Arc<Endpoint>, permit: ConnectionPermit) {
+pub async fn open(
+    socket: WebSocket,
+    endpoint: Arc<Endpoint>,
+    permit: ConnectionPermit,
+    handshake: Handshake,
+) {
     let (sink, stream) = socket.split();
-    open_on(sink, stream, endpoint, permit).await;
+    open_on(sink, stream, endpoint, permit, handshake).await;
 }
 
 /// Serves a session that opened directly on a WebSocket whose frames arrive on `stream`
 /// and leave through `sink`: any WebSocket, or a test's channels.
-pub async fn open_on<W, R>(sink: W, stream: R, endpoint: Arc<Endpoint>, permit: ConnectionPermit)
-where
+pub async fn open_on<W, R>(
+    sink: W,
+    stream: R,
+    endpoint: Arc<Endpoint>,
+    permit: ConnectionPermit,
+    handshake: Handshake,
+) where
     W: Sink<Message> + Unpin,
     R: Stream<Item = Result<Message, axum::Error>> + Unpin,
 {
-    let link = session::start(&endpoint, Transport::WebSocket, permit);
+    let link = session::start(&endpoint, Transport::WebSocket, permit, handshake);
     let frames = link.take_frames().await;
     carry(sink, stream, &link, frames).await;
 }
@@ -157,7 +168,13 @@ mod tests {
         let endpoint = Endpoint::new(ctx, TaskTracker::new());
         let permit = Connections::new(0).permit().expect("a permit");
         let (sink, stream, peer) = testing::connection();
-        tokio::spawn(open_on(sink, stream, endpoint, permit));
+        tokio::spawn(open_on(
+            sink,
+            stream,
+            endpoint,
+            permit,
+            Handshake::default(),
+        ));
         peer
     }
 

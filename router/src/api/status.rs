@@ -17,6 +17,8 @@ pub fn from_refusal(refusal: Refusal) -> Status {
         ErrorCode::Unavailable => Code::Unavailable,
         ErrorCode::Internal => Code::Internal,
         ErrorCode::Conflict => Code::Aborted,
+        // The API never calls hooks; a backend's own refusal would be a precondition.
+        ErrorCode::App(_) => Code::FailedPrecondition,
         ErrorCode::AlreadySubscribed
         | ErrorCode::NotSubscribed
         | ErrorCode::NotConnected

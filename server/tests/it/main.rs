@@ -12,6 +12,7 @@ mod deploy;
 mod drain;
 mod faults;
 mod hardening;
+mod hooks;
 mod inprocess;
 mod metrics;
 mod presence;
