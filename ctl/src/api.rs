@@ -5,7 +5,8 @@ use herald_proto::api::v1::herald_api_client::HeraldApiClient;
 use herald_proto::api::v1::{
     BroadcastRequest, ChannelsRequest, ClientInfo, DisconnectRequest, HistoryRequest, InfoRequest,
     PresenceRequest, PresenceStatsRequest, Publication, PublishRequest, StreamPosition,
-    SyncDeleteRequest, SyncGetRequest, SyncPatchRequest, UnsubscribeRequest, broadcast_result,
+    SubscribeRequest, SyncDeleteRequest, SyncGetRequest, SyncPatchRequest, UnsubscribeRequest,
+    broadcast_result,
 };
 use serde_json::{Value, json};
 use tonic::metadata::MetadataValue;
@@ -130,11 +131,16 @@ pub async fn run(
             let row = vec![plain(&at["offset"]), plain(&at["epoch"])];
             show(json_output, at, &["OFFSET", "EPOCH"], vec![row]);
         }
-        Command::Broadcast { data, channels } => {
+        Command::Broadcast {
+            data,
+            channels,
+            idempotency_key,
+        } => {
             let request = BroadcastRequest {
                 channels,
                 data: json_document(&data)?,
                 attachments: Vec::new(),
+                idempotency_key: idempotency_key.unwrap_or_default(),
             };
             let results = api.broadcast(request).await?.into_inner().results;
             let mut values = Vec::new();
@@ -297,6 +303,13 @@ pub async fn run(
         Command::Unsubscribe { user, channel } => {
             let reply = api
                 .unsubscribe(UnsubscribeRequest { user, channel })
+                .await?
+                .into_inner();
+            show_connections(json_output, reply.connections);
+        }
+        Command::Subscribe { user, channel } => {
+            let reply = api
+                .subscribe(SubscribeRequest { user, channel })
                 .await?
                 .into_inner();
             show_connections(json_output, reply.connections);

@@ -57,6 +57,9 @@ pub enum Command {
         data: String,
         #[arg(required = true)]
         channels: Vec<String>,
+        /// A retry with the same key is stored once on each channel with history.
+        #[arg(long)]
+        idempotency_key: Option<String>,
     },
     /// Read a channel's history.
     History {
@@ -91,6 +94,8 @@ pub enum Command {
     },
     /// Unsubscribe every connection of a user from a channel.
     Unsubscribe { user: String, channel: String },
+    /// Subscribe every live connection of a user to a channel.
+    Subscribe { user: String, channel: String },
     /// Read, patch or delete a sync document.
     #[command(subcommand)]
     Sync(SyncCommand),

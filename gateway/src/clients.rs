@@ -15,6 +15,7 @@ use crate::hub::ClientId;
 pub enum Command {
     Disconnect { user: String, client: String },
     Unsubscribe { user: String, channel: String },
+    Subscribe { user: String, channel: String },
 }
 
 pub type Commands = mpsc::UnboundedReceiver<Command>;

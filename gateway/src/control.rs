@@ -1,5 +1,5 @@
 //! Commands of the server API to every gateway (`<prefix>.control`): disconnect clients,
-//! unsubscribe a user, list the channels with local subscribers. Each gateway answers on
+//! subscribe or unsubscribe a user, list the channels with local subscribers. Each gateway answers on
 //! the command's `reply_to` with what it did, so the API can add up the cluster.
 
 use std::sync::Arc;
@@ -49,6 +49,13 @@ fn answer(ctx: &Context, action: Option<Action>) -> ControlReply {
                 client: who.client.clone(),
             };
             reply.affected = ctx.clients.send(&who.user, &who.client, command);
+        }
+        Some(Action::Subscribe(who)) => {
+            let command = Command::Subscribe {
+                user: who.user.clone(),
+                channel: who.channel,
+            };
+            reply.affected = ctx.clients.send(&who.user, "", command);
         }
         Some(Action::Unsubscribe(who)) => {
             let command = Command::Unsubscribe {

@@ -12,7 +12,7 @@ use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use bytes::Bytes;
 use herald_core::codes::DisconnectCode;
-use herald_proto::bus::v1::{ClientInfo, Membership, Publication};
+use herald_proto::bus::v1::{ClientInfo, Membership, Position, Publication};
 use serde::Serialize;
 use serde_json::value::RawValue;
 
@@ -122,6 +122,20 @@ pub fn membership(channel: &str, membership: &Membership) -> Utf8Bytes {
 pub fn unsubscribe(channel: &str) -> Utf8Bytes {
     let mut out = String::from(r#"{"push":"unsubscribe","channel":"#);
     push_json_string(&mut out, channel);
+    out.push('}');
+    out.into()
+}
+
+/// `{"push":"subscribe","channel":…,"offset":…,"epoch":…}`: the server subscribed the
+/// connection; publications follow from that position (`offset` and `epoch` only on
+/// channels with history).
+pub fn subscribe(channel: &str, position: &Position, history: bool) -> Utf8Bytes {
+    let mut out = String::from(r#"{"push":"subscribe","channel":"#);
+    push_json_string(&mut out, channel);
+    if history {
+        out.push_str(&format!(r#","offset":{},"epoch":"#, position.offset));
+        push_json_string(&mut out, &position.epoch);
+    }
     out.push('}');
     out.into()
 }

@@ -104,7 +104,7 @@ where
     tokio::pin!(handshake, leave);
     loop {
         tokio::select! {
-            Some(command) = commands.recv() => session.on_command(command),
+            Some(command) = commands.recv() => session.on_command(command).await,
             frame = stream.next() => {
                 // What a client sent ahead is read at most one frame's size at a time.
                 let max_bytes = ctx.config.max_frame_size;
@@ -151,8 +151,21 @@ impl Session {
     }
 
     /// A command of the server API about this connection.
-    fn on_command(&mut self, command: ApiCommand) {
+    async fn on_command(&mut self, command: ApiCommand) {
         match command {
+            ApiCommand::Subscribe { channel, .. } => {
+                let params = SubscribeParams {
+                    channel: channel.clone(),
+                    recover: false,
+                    offset: None,
+                    epoch: None,
+                };
+                let history = self.ctx.channels.rules_for(&channel).has_history();
+                // Already subscribed, or at the limit: left as it is.
+                if let Ok((position, _)) = self.join(params, By::Backend).await {
+                    self.send(push::subscribe(&channel, &position, history));
+                }
+            }
             ApiCommand::Disconnect { .. } => {
                 self.outbound.closer().close(DisconnectCode::Disconnected);
             }
@@ -448,7 +461,7 @@ impl Session {
                 offset: None,
                 epoch: None,
             };
-            if let Err(refusal) = self.join(params, false).await {
+            if let Err(refusal) = self.join(params, By::Herald).await {
                 if let Some(access) = self.access.take() {
                     self.ctx.clients.remove(self.id, &self.name, access.user());
                 }
@@ -505,7 +518,7 @@ impl Session {
 
     async fn subscribe(&mut self, id: u64, params: SubscribeParams) -> Result<Utf8Bytes, Refusal> {
         let history = self.ctx.channels.rules_for(&params.channel).has_history();
-        let (position, recovered) = self.join(params, true).await?;
+        let (position, recovered) = self.join(params, By::Client).await?;
         let result = reply::SubscribeResult {
             position: reply::PositionResult::of(&position, history),
             recovered,
@@ -513,18 +526,23 @@ impl Session {
         Ok(reply::ok(id, &result))
     }
 
-    /// Subscribes to a channel (asking the subscribe hook first, when `ask`); with
+    /// Subscribes to a channel, with the checks that apply to whoever asks; with
     /// `recover`, first delivers what the client missed after `offset` of `epoch`, as
     /// publication pushes. Returns the position live publications follow, and with
     /// `recover` whether nothing was missed.
     async fn join(
         &mut self,
         params: SubscribeParams,
-        ask: bool,
+        by: By,
     ) -> Result<(Position, Option<bool>), Refusal> {
         let channel = params.channel;
         let access = self.access()?;
-        let rules = access.authorize(&self.ctx.channels, &channel, Action::Subscribe)?;
+        let rules = match by {
+            By::Backend => self.ctx.channels.rules_for(&channel),
+            By::Client | By::Herald => {
+                access.authorize(&self.ctx.channels, &channel, Action::Subscribe)?
+            }
+        };
         sync::check_rules(&rules, false)?;
         if self.subscriptions.contains(&channel) {
             return Err(Refusal::new(
@@ -534,7 +552,7 @@ impl Session {
         }
         self.check_room()?;
         let mut client = access.client_info(&self.name);
-        if ask {
+        if by == By::Client {
             let about = || hooks::client(&client, NATIVE, "");
             if let Some(info) = self.ctx.hooks.subscribe(&channel, about).await? {
                 client.info = Bytes::from(info);
@@ -669,6 +687,17 @@ impl Drop for Session {
         self.ctx.clients.close(self.id);
         self.leave_all();
     }
+}
+
+/// Who asks for a subscription, which decides what is checked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum By {
+    /// The client: its permissions, then the subscribe hook.
+    Client,
+    /// Herald itself (the personal channel): the client's permissions.
+    Herald,
+    /// The app's backend, through the server API, which is trusted: nothing.
+    Backend,
 }
 
 fn not_connected() -> Refusal {

@@ -16,7 +16,8 @@
 //! | `herald:rpc` | method, data? | calls a method of the app's backend: the ack holds its answer |
 //!
 //! The server sends `herald:change` (a sync document changed), `herald:join`, `herald:leave` (presence changes),
-//! `herald:unsubscribe` (a backend took the socket out of a room) and `herald:disconnect`
+//! `herald:unsubscribe` (a backend took the socket out of a room), `herald:subscribe` (a
+//! backend put it in one) and `herald:disconnect`
 //! (why the server ends a socket). Every other name starting with
 //! `herald:`, and the names Socket.IO itself reserves, cannot be emitted.
 
@@ -35,6 +36,7 @@ pub const JOIN_EVENT: &str = "herald:join";
 pub const LEAVE_EVENT: &str = "herald:leave";
 pub const DISCONNECT_EVENT: &str = "herald:disconnect";
 pub const UNSUBSCRIBE_EVENT: &str = "herald:unsubscribe";
+pub const SUBSCRIBE_EVENT: &str = "herald:subscribe";
 pub const SYNC_EVENT: &str = "herald:sync";
 pub const UNSYNC_EVENT: &str = "herald:unsync";
 pub const SYNC_GET_EVENT: &str = "herald:sync_get";

@@ -18,7 +18,7 @@ use serde_json::{Value, json};
 use super::packet::{Packet, PacketType};
 use super::random_id;
 use super::recovery::{self, ConnectData, GivenToken, Records, Recovery};
-use super::reserved::UNSUBSCRIBE_EVENT;
+use super::reserved::{SUBSCRIBE_EVENT, UNSUBSCRIBE_EVENT};
 use super::subscriber::SocketSubscriber;
 use super::{channels, event};
 use crate::access::Access;
@@ -328,6 +328,34 @@ impl Conn {
             "room": channels::room_of(channel, &socket.namespace),
         });
         let array = json!([UNSUBSCRIBE_EVENT, body]).to_string();
+        let text = event::packet_text(&socket.namespace, &array);
+        self.outbound.send(Utf8Bytes::from(text));
+    }
+
+    /// Puts `socket` in `channel` from the server's side, when the channel is its
+    /// namespace's or a room of it, and tells its client with a `herald:subscribe` event
+    /// `{channel, room}`. A socket already in it, or in `socketio.max_rooms` rooms, is
+    /// left as it is.
+    pub(super) async fn enlist(&self, socket: &mut Socket, channel: &str) {
+        let room = channels::room_of(channel, &socket.namespace);
+        let ours = room.is_some() || channel == channels::namespace_channel(&socket.namespace);
+        let full = socket.rooms() + socket.documents.len() >= self.ctx.socketio.max_rooms;
+        if !ours || socket.is_in(channel) || (room.is_some() && full) {
+            return;
+        }
+        match self.subscribe(socket, channel, Start::Now).await {
+            Ok(Joined::At(position) | Joined::Behind(position)) => {
+                self.track(socket, channel, true);
+                socket.joined(channel.to_string(), position);
+                self.amend(socket, channel).await;
+            }
+            Err(refusal) => {
+                tracing::debug!(channel, %refusal, "server-side subscribe not done");
+                return;
+            }
+        }
+        let body = json!({ "channel": channel, "room": room });
+        let array = json!([SUBSCRIBE_EVENT, body]).to_string();
         let text = event::packet_text(&socket.namespace, &array);
         self.outbound.send(Utf8Bytes::from(text));
     }

@@ -174,6 +174,13 @@ impl Sockets {
                     self.kick(&namespace, DisconnectCode::Disconnected);
                 }
             }
+            Command::Subscribe { user, channel } => {
+                for socket in self.sockets.values_mut() {
+                    if socket.access.user() == user {
+                        self.conn.enlist(socket, &channel).await;
+                    }
+                }
+            }
             Command::Unsubscribe { user, channel } => {
                 for socket in self.sockets.values_mut() {
                     if socket.access.user() == user {

@@ -15,8 +15,9 @@ use herald_proto::api::v1::{
     ChannelsRequest, ChannelsResponse, DisconnectRequest, DisconnectResponse, HistoryRequest,
     HistoryResponse, InfoRequest, InfoResponse, NodeInfo, PresenceRequest, PresenceResponse,
     PresenceStatsRequest, PresenceStatsResponse, PublishRequest, PublishResponse, StreamPosition,
-    SyncDeleteRequest, SyncDeleteResponse, SyncGetRequest, SyncGetResponse, SyncPatchRequest,
-    SyncPatchResponse, UnsubscribeRequest, UnsubscribeResponse, broadcast_result,
+    SubscribeRequest, SubscribeResponse, SyncDeleteRequest, SyncDeleteResponse, SyncGetRequest,
+    SyncGetResponse, SyncPatchRequest, SyncPatchResponse, UnsubscribeRequest, UnsubscribeResponse,
+    broadcast_result,
 };
 use herald_proto::bus::v1::control_command::Action;
 use herald_proto::bus::v1::{self as bus, ClientSelector, ControlReply};
@@ -150,7 +151,8 @@ impl HeraldApi for Api {
         let mut routed = Vec::new();
         let mut routed_at = Vec::new();
         for (i, channel) in request.channels.iter().enumerate() {
-            match self.prepare(channel, &request.data, &request.attachments, String::new()) {
+            let key = request.idempotency_key.clone();
+            match self.prepare(channel, &request.data, &request.attachments, key) {
                 Ok(Prepared::Routed(publish)) => {
                     routed.push(publish);
                     routed_at.push(i);
@@ -318,6 +320,31 @@ impl HeraldApi for Api {
         let replies = self.ask_gateways(Action::Unsubscribe(who)).await?;
         let connections = replies.iter().map(|r| r.affected).sum();
         Ok(Response::new(UnsubscribeResponse { connections }))
+    }
+
+    async fn subscribe(
+        &self,
+        request: Request<SubscribeRequest>,
+    ) -> Result<Response<SubscribeResponse>, Status> {
+        let request = request.into_inner();
+        if request.user.is_empty() {
+            return Err(invalid("name a user"));
+        }
+        valid_channel(&request.channel)?;
+        if self.channels.rules_for(&request.channel).sync {
+            return Err(Status::failed_precondition(
+                "a sync document's subscriber must say which revision it has: clients \
+                 subscribe to documents themselves",
+            ));
+        }
+        let who = ClientSelector {
+            user: request.user,
+            client: String::new(),
+            channel: request.channel,
+        };
+        let replies = self.ask_gateways(Action::Subscribe(who)).await?;
+        let connections = replies.iter().map(|r| r.affected).sum();
+        Ok(Response::new(SubscribeResponse { connections }))
     }
 
     async fn info(&self, _: Request<InfoRequest>) -> Result<Response<InfoResponse>, Status> {

@@ -5,10 +5,11 @@
 
 use std::net::SocketAddr;
 
+use herald_proto::api::v1 as api_v1;
 use herald_proto::api::v1::herald_api_client::HeraldApiClient;
 use herald_proto::api::v1::{
     BroadcastRequest, ChannelsRequest, DisconnectRequest, HistoryRequest, InfoRequest, NodeInfo,
-    PresenceRequest, PublishRequest, UnsubscribeRequest, broadcast_result,
+    PresenceRequest, PublishRequest, SubscribeRequest, UnsubscribeRequest, broadcast_result,
 };
 use herald_testkit::socketio::{Agent, Library};
 use herald_testkit::{Cluster, wait_for_async};
@@ -129,6 +130,124 @@ async fn a_backend_reaches_native_and_socketio_clients_on_every_gateway() {
             json!({ "alert": "maintenance" })
         ]
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backend_subscribes_a_users_connections_on_every_gateway_and_protocol() {
+    let secret = [("HERALD_AUTH__HMAC_SECRET", tokens::SECRET)];
+    let cluster = Cluster::start(herald(), 2, 2, &secret);
+    let alice = tokens::user("alice", 600);
+    let (native0, _) = client_with_token(&cluster.ws_url(0), &alice).await;
+    let (native1, _) = client_with_token(&cluster.ws_url(1), &alice).await;
+    let (bob, _) = client_with_token(&cluster.ws_url(0), &tokens::user("bob", 600)).await;
+    let options = json!({ "transports": ["websocket"], "auth": { "token": alice } });
+    let mut sockets = Vec::new();
+    for (gateway, library) in [(0, Library::Js), (1, Library::Python)] {
+        let url = format!("http://{}", cluster.gateways[gateway].addr());
+        let mut socket = Agent::spawn(library, &url, "/", options.clone());
+        socket.next("connect", PATIENCE).await.unwrap();
+        sockets.push(socket);
+    }
+
+    let mut api = api(cluster.routers[0].api_addr()).await;
+    let subscribe = |channel: &str| SubscribeRequest {
+        user: "alice".into(),
+        channel: channel.into(),
+    };
+    let told = api
+        .subscribe(subscribe("/:vip"))
+        .await
+        .unwrap()
+        .into_inner();
+    // Two native connections and two Socket.IO connections.
+    assert_eq!(told.connections, 4);
+    for native in [&native0, &native1] {
+        let push = native.next_push(PATIENCE).await.unwrap();
+        assert_eq!(push["push"], "subscribe", "{push}");
+        assert_eq!(push["channel"], "/:vip", "{push}");
+        assert_eq!(push["offset"], 0, "{push}");
+    }
+    for socket in &mut sockets {
+        let told = socket
+            .find(PATIENCE, |r| r["event"] == "herald:subscribe")
+            .await
+            .unwrap();
+        assert_eq!(
+            told["args"][0],
+            json!({ "channel": "/:vip", "room": "vip" })
+        );
+    }
+    // The room is theirs now: a publication reaches all four, and only them.
+    let sent = api
+        .publish(publish("/:vip", json!({ "perk": "lounge" })))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(sent.position.unwrap().offset, 1);
+    for native in [&native0, &native1] {
+        let got = publications(native, "/:vip", 1).await;
+        assert_eq!(got[0]["data"], json!({ "perk": "lounge" }));
+    }
+    for socket in &mut sockets {
+        let event = socket
+            .find(PATIENCE, |r| r["event"] == "message")
+            .await
+            .unwrap();
+        assert_eq!(event["args"][0], json!({ "perk": "lounge" }), "{event}");
+    }
+    // Bob was not subscribed: the first push he sees is his own subscription's.
+    subscribe_and_publish_to(&bob, "/:vip", &mut api).await;
+
+    // Subscribing again changes nothing, and tells nobody again.
+    let told = api
+        .subscribe(subscribe("/:vip"))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(told.connections, 4);
+    let refused = api.subscribe(SubscribeRequest {
+        user: String::new(),
+        channel: "news".into(),
+    });
+    assert_eq!(refused.await.unwrap_err().code(), Code::InvalidArgument);
+
+    // A broadcast retried with its idempotency key is stored once per channel.
+    let broadcast = BroadcastRequest {
+        channels: vec!["news".into(), "/:vip".into()],
+        data: json!({ "n": 1 }).to_string(),
+        idempotency_key: "b-1".into(),
+        ..Default::default()
+    };
+    let positions = |response: tonic::Response<api_v1::BroadcastResponse>| {
+        response
+            .into_inner()
+            .results
+            .into_iter()
+            .map(|r| match r.result {
+                Some(broadcast_result::Result::Position(p)) => p.offset,
+                other => panic!("{other:?}"),
+            })
+            .collect::<Vec<_>>()
+    };
+    let first = positions(api.broadcast(broadcast.clone()).await.unwrap());
+    let again = positions(api.broadcast(broadcast).await.unwrap());
+    assert_eq!(first, again);
+    // "/:vip" had two publications before.
+    assert_eq!(first, [1, 3]);
+}
+
+/// Subscribes `client` to `channel`, publishes there through `api`, and checks that the
+/// client's first push is that publication: nothing of the channel came before.
+async fn subscribe_and_publish_to(
+    client: &herald_testkit::NativeClient,
+    channel: &str,
+    api: &mut HeraldApiClient<Channel>,
+) {
+    subscribe(client, channel).await;
+    let data = json!({ "after": "subscribing" });
+    api.publish(publish(channel, data.clone())).await.unwrap();
+    let got = publications(client, channel, 1).await;
+    assert_eq!(got[0]["data"], data);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
