@@ -32,6 +32,11 @@ impl Subjects {
         subject
     }
 
+    /// Every channel's delivery subject, for the consume stream.
+    pub fn all_deliveries(&self) -> String {
+        format!("{}.ch.>", self.prefix)
+    }
+
     /// Publish requests to the router queue group.
     pub fn publish_requests(&self) -> String {
         format!("{}.router.publish", self.prefix)

@@ -42,6 +42,12 @@ impl Keys {
         format!("{}:presence-exp:{{{channel}}}", self.prefix)
     }
 
+    /// The sorted set of channels with history by when each last got a publication (Unix
+    /// ms), for the consume stream to find the channels a returning consumer missed.
+    pub fn activity(&self) -> String {
+        format!("{}:active", self.prefix)
+    }
+
     /// The record of a Socket.IO socket kept for recovery, by its private id.
     pub fn socket(&self, pid: &str) -> String {
         format!("{}:sio:{pid}", self.prefix)

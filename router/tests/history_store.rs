@@ -165,6 +165,21 @@ async fn conformance(store: &dyn HistoryStore) {
         page(None, false, 1_000_000).await,
         (vec![1, 2, 3, 4, 5], false)
     );
+
+    // Which channels got publications since when, for the consume stream.
+    // A millisecond after every append above.
+    let before = herald_router::history::now_ms() + 1;
+    while herald_router::history::now_ms() < before {
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
+    one(store, append("active:1", "x", None, 10)).await;
+    let active = store.active_since(before).await.unwrap();
+    assert_eq!(active, ["active:1"]);
+    let everything = store.active_since(0).await.unwrap();
+    assert!(everything.contains(&"c".to_string()), "{everything:?}");
+    assert!(everything.contains(&"active:1".to_string()));
+    let later = store.active_since(before + 60_000).await.unwrap();
+    assert!(later.is_empty(), "{later:?}");
 }
 
 #[tokio::test]

@@ -154,6 +154,7 @@ pub async fn run(
         Mode::Standalone => {
             let bus: Arc<dyn Bus> = Arc::new(MemoryBus::new());
             let history = Arc::new(MemoryHistory::new());
+            let activity: Arc<dyn HistoryStore> = history.clone();
             let stores = Stores {
                 documents: Arc::new(MemoryDocuments::new(history.clone())),
                 history,
@@ -171,7 +172,8 @@ pub async fn run(
             while !services.serving().await {
                 tokio::time::sleep(Duration::from_millis(2)).await;
             }
-            running.push(serve_api(api()?, &config, bus.clone(), &drained).await?);
+            let api = serve_api(api()?, &config, bus.clone(), activity, &drained).await?;
+            running.push(api);
             let served = gateway(mode, &node_id, &config, bus, (main, probes), shutdown).await;
             drained.cancel();
             let stopped = running.stopped().await;
@@ -193,10 +195,12 @@ pub async fn run(
                 presence: Arc::new(RedisPresence::new(store.connection(), prefix)),
                 history: Arc::new(store),
             };
+            let activity = stores.history.clone();
             let services = Services::new(&config, bus.clone(), stores);
             let mut running = Tasks::new(&shutdown, &shutdown);
             services.spawn(&mut running);
-            running.push(serve_api(api()?, &config, bus.clone(), &shutdown).await?);
+            let api = serve_api(api()?, &config, bus.clone(), activity, &shutdown).await?;
+            running.push(api);
             let started = unix_micros() / 1000;
             let status = status_of(mode, &node_id, started, || (0, 0, 0));
             running.push(heartbeats(&config, bus, status, &shutdown));
@@ -438,6 +442,7 @@ async fn serve_api(
     listener: TcpListener,
     config: &Config,
     bus: Arc<dyn Bus>,
+    activity: Arc<dyn HistoryStore>,
     shutdown: &CancellationToken,
 ) -> anyhow::Result<JoinHandle<()>> {
     let nodes = Nodes::new(config.node.heartbeat);
@@ -446,7 +451,14 @@ async fn serve_api(
     let config = config.clone();
     let stop = shutdown.clone();
     Ok(tokio::spawn(async move {
-        let served = api::serve(listener, &config, bus, nodes, stop.cancelled_owned());
+        let served = api::serve(
+            listener,
+            &config,
+            bus,
+            nodes,
+            activity,
+            stop.cancelled_owned(),
+        );
         if let Err(e) = served.await {
             tracing::error!(error = %e, "server API failed");
         }

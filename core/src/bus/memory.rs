@@ -1,6 +1,8 @@
 //! [`Bus`] inside one process, for standalone mode and unit tests.
 //!
-//! Subjects match exactly (Herald uses no wildcards). Like NATS, a subscriber that falls
+//! Subjects match exactly, or by a trailing `>` as in NATS (`herald.ch.>`: every subject
+//! that starts with `herald.ch.`), which only the consume stream uses. Like NATS, a
+//! subscriber that falls
 //! behind loses messages instead of growing a queue without bound: its channel holds
 //! [`SUBSCRIBER_BUFFER`] messages, and gateways fill any resulting gap from history.
 
@@ -28,6 +30,16 @@ struct Subscriber {
 #[derive(Default)]
 struct Registry {
     by_subject: HashMap<String, Vec<Subscriber>>,
+    /// The subjects in `by_subject` that end with `>`, each with how many subscribers.
+    wildcards: HashMap<String, usize>,
+}
+
+/// What a subject ending with `>` matches: every subject with the part before it as a
+/// prefix (and something after it).
+fn wildcard_prefix(subject: &str) -> Option<&str> {
+    subject
+        .strip_suffix('>')
+        .filter(|prefix| prefix.ends_with('.'))
 }
 
 struct Shared {
@@ -72,10 +84,21 @@ impl Unsubscribe {
     /// already sent to it has been received. Doing it twice does nothing.
     fn remove(&self) {
         let mut registry = self.shared.registry();
-        if let Some(subs) = registry.by_subject.get_mut(&self.subject) {
-            subs.retain(|s| s.id != self.id);
-            if subs.is_empty() {
-                registry.by_subject.remove(&self.subject);
+        let Some(subs) = registry.by_subject.get_mut(&self.subject) else {
+            return;
+        };
+        let before = subs.len();
+        subs.retain(|s| s.id != self.id);
+        let removed = before - subs.len();
+        if subs.is_empty() {
+            registry.by_subject.remove(&self.subject);
+        }
+        if removed > 0
+            && let Some(count) = registry.wildcards.get_mut(&self.subject)
+        {
+            *count -= removed;
+            if *count == 0 {
+                registry.wildcards.remove(&self.subject);
             }
         }
     }
@@ -112,12 +135,16 @@ impl MemoryBus {
     fn add(&self, subject: String, queue: Option<String>) -> Subscription {
         let id = self.shared.next_id.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = mpsc::channel(SUBSCRIBER_BUFFER);
-        self.shared
-            .registry()
+        let mut registry = self.shared.registry();
+        if wildcard_prefix(&subject).is_some() {
+            *registry.wildcards.entry(subject.clone()).or_default() += 1;
+        }
+        registry
             .by_subject
             .entry(subject.clone())
             .or_default()
             .push(Subscriber { id, queue, tx });
+        drop(registry);
         let guard = Unsubscribe {
             shared: self.shared.clone(),
             subject,
@@ -130,13 +157,29 @@ impl MemoryBus {
     /// how many received it.
     fn deliver(&self, subject: &str, message: BusMessage) -> usize {
         let registry = self.shared.registry();
-        let Some(subs) = registry.by_subject.get(subject) else {
-            return 0;
-        };
+        let matching = registry.wildcards.keys().filter(|pattern| {
+            wildcard_prefix(pattern)
+                .is_some_and(|prefix| subject.len() > prefix.len() && subject.starts_with(prefix))
+        });
         let mut delivered = 0;
-        let mut groups_served: Vec<&str> = Vec::new();
+        for pattern in matching {
+            if let Some(subs) = registry.by_subject.get(pattern) {
+                delivered += Self::deliver_to(subs, &message, 0);
+            }
+        }
+        let Some(subs) = registry.by_subject.get(subject) else {
+            return delivered;
+        };
         // Rotate the starting point so queue members share the load.
         let start = self.shared.next_id.fetch_add(1, Ordering::Relaxed) as usize;
+        delivered + Self::deliver_to(subs, &message, start)
+    }
+
+    /// Delivers to every plain subscriber of `subs` and one member of each queue group,
+    /// starting at `start`.
+    fn deliver_to(subs: &[Subscriber], message: &BusMessage, start: usize) -> usize {
+        let mut delivered = 0;
+        let mut groups_served: Vec<&str> = Vec::new();
         for i in 0..subs.len() {
             let sub = &subs[(start + i) % subs.len()];
             if let Some(queue) = sub.queue.as_deref() {
@@ -245,6 +288,24 @@ impl Bus for MemoryBus {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn a_trailing_wildcard_matches_every_subject_below_it() {
+        let bus = MemoryBus::new();
+        let mut all = bus.subscribe("h.ch.>".into()).await.unwrap();
+        let mut one = bus.subscribe("h.ch.a".into()).await.unwrap();
+        for subject in ["h.ch.a", "h.ch.b:1", "h.other", "h.ch."] {
+            bus.publish(subject.into(), Bytes::from(subject))
+                .await
+                .unwrap();
+        }
+        assert_eq!(all.next().await.unwrap().payload, "h.ch.a");
+        assert_eq!(all.next().await.unwrap().payload, "h.ch.b:1");
+        assert_eq!(one.next().await.unwrap().payload, "h.ch.a");
+        drop(all);
+        // Its registration went with it.
+        assert!(bus.shared.registry().wildcards.is_empty());
+    }
 
     #[tokio::test]
     async fn plain_subscribers_all_receive_and_queue_members_share() {

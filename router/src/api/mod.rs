@@ -6,6 +6,7 @@
 //! configured. Beside it on the same port: the standard gRPC health service (for probes)
 //! and server reflection (for `grpcurl`), both without the key.
 
+mod consume;
 mod gateways;
 mod key;
 pub mod nodes;
@@ -17,6 +18,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use herald_core::bus::Bus;
+
+use crate::history::HistoryStore;
 use herald_core::config::Config;
 use herald_core::subjects::Subjects;
 use herald_core::upstream::Upstream;
@@ -63,19 +66,21 @@ pub fn tls(config: &Config) -> Result<Option<ServerTlsConfig>, ApiError> {
 }
 
 /// Serves the API on `listener` until `shutdown` completes. `nodes` is what this node
-/// hears of the cluster's heartbeats.
+/// hears of the cluster's heartbeats; `activity` the history store, which knows which
+/// channels got publications when (for the consume stream).
 pub async fn serve(
     listener: TcpListener,
     config: &Config,
     bus: Arc<dyn Bus>,
     nodes: Arc<Nodes>,
+    activity: Arc<dyn HistoryStore>,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), ApiError> {
     let subjects = Subjects::new(config.nats.subject_prefix.clone());
     let timeout = config.gateway.request_timeout;
     let upstream = Upstream::new(bus.clone(), subjects.clone(), timeout);
     let gateways = Gateways::new(bus, subjects, nodes, timeout.min(GATEWAYS_TIMEOUT));
-    let api = Api::new(upstream, config.channels.clone(), gateways);
+    let api = Api::new(upstream, config.channels.clone(), gateways, activity);
     let api = HeraldApiServer::with_interceptor(api, key::check(&config.api.key));
     let (health, health_service) = tonic_health::server::health_reporter();
     health

@@ -1,6 +1,7 @@
 //! The calls of the server API, each answered by asking the routers over the bus.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use bytes::Bytes;
 use herald_core::codes::{ErrorCode, Refusal};
@@ -12,20 +13,23 @@ use herald_core::upstream::{Upstream, conflict_refusal};
 use herald_proto::api::v1::herald_api_server::HeraldApi;
 use herald_proto::api::v1::{
     self as api, BroadcastRequest, BroadcastResponse, BroadcastResult, ChannelInfo,
-    ChannelsRequest, ChannelsResponse, DisconnectRequest, DisconnectResponse, HistoryRequest,
-    HistoryResponse, InfoRequest, InfoResponse, NodeInfo, PresenceRequest, PresenceResponse,
-    PresenceStatsRequest, PresenceStatsResponse, PublishRequest, PublishResponse, StreamPosition,
-    SubscribeRequest, SubscribeResponse, SyncDeleteRequest, SyncDeleteResponse, SyncGetRequest,
-    SyncGetResponse, SyncPatchRequest, SyncPatchResponse, UnsubscribeRequest, UnsubscribeResponse,
-    broadcast_result,
+    ChannelsRequest, ChannelsResponse, ConsumeEvent, ConsumeRequest, DisconnectRequest,
+    DisconnectResponse, HistoryRequest, HistoryResponse, InfoRequest, InfoResponse, NodeInfo,
+    PresenceRequest, PresenceResponse, PresenceStatsRequest, PresenceStatsResponse, PublishRequest,
+    PublishResponse, StreamPosition, SubscribeRequest, SubscribeResponse, SyncDeleteRequest,
+    SyncDeleteResponse, SyncGetRequest, SyncGetResponse, SyncPatchRequest, SyncPatchResponse,
+    UnsubscribeRequest, UnsubscribeResponse, broadcast_result,
 };
 use herald_proto::bus::v1::control_command::Action;
 use herald_proto::bus::v1::{self as bus, ClientSelector, ControlReply};
 use serde_json::value::RawValue;
+use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
+use super::consume;
 use super::gateways::Gateways;
 use super::status::{from_refusal, invalid};
+use crate::history::HistoryStore;
 use crate::service::MAX_HISTORY_LIMIT;
 
 /// Most channels one `Broadcast` may name.
@@ -35,14 +39,22 @@ pub struct Api {
     upstream: Upstream,
     channels: ChannelsConfig,
     gateways: Gateways,
+    /// Which channels got publications when, for the consume stream.
+    activity: Arc<dyn HistoryStore>,
 }
 
 impl Api {
-    pub fn new(upstream: Upstream, channels: ChannelsConfig, gateways: Gateways) -> Self {
+    pub fn new(
+        upstream: Upstream,
+        channels: ChannelsConfig,
+        gateways: Gateways,
+        activity: Arc<dyn HistoryStore>,
+    ) -> Self {
         Self {
             upstream,
             channels,
             gateways,
+            activity,
         }
     }
 
@@ -100,6 +112,17 @@ fn client_info(client: bus::ClientInfo) -> api::ClientInfo {
         client: client.client,
         user: client.user,
         info: String::from_utf8_lossy(&client.info).into_owned(),
+    }
+}
+
+/// A publication as the API shows it.
+pub(super) fn api_publication(p: bus::Publication) -> api::Publication {
+    api::Publication {
+        offset: p.offset,
+        data: String::from_utf8_lossy(&p.data).into_owned(),
+        publisher: p.publisher.map(client_info),
+        attachments: p.attachments,
+        time_ms: p.accepted_at_us / 1000,
     }
 }
 
@@ -216,17 +239,7 @@ impl HeraldApi for Api {
             })
             .await
             .map_err(from_refusal)?;
-        let publications = page
-            .publications
-            .into_iter()
-            .map(|p| api::Publication {
-                offset: p.offset,
-                data: String::from_utf8_lossy(&p.data).into_owned(),
-                publisher: p.publisher.map(client_info),
-                attachments: p.attachments,
-                time_ms: p.accepted_at_us / 1000,
-            })
-            .collect();
+        let publications = page.publications.into_iter().map(api_publication).collect();
         Ok(Response::new(HistoryResponse {
             publications,
             position: page.position.map(position),
@@ -345,6 +358,21 @@ impl HeraldApi for Api {
         let replies = self.ask_gateways(Action::Subscribe(who)).await?;
         let connections = replies.iter().map(|r| r.affected).sum();
         Ok(Response::new(SubscribeResponse { connections }))
+    }
+
+    type ConsumeStream = ReceiverStream<Result<ConsumeEvent, Status>>;
+
+    async fn consume(
+        &self,
+        request: Request<ConsumeRequest>,
+    ) -> Result<Response<Self::ConsumeStream>, Status> {
+        let events = consume::start(
+            request.into_inner(),
+            self.upstream.clone(),
+            self.activity.clone(),
+            self.channels.clone(),
+        )?;
+        Ok(Response::new(ReceiverStream::new(events)))
     }
 
     async fn info(&self, _: Request<InfoRequest>) -> Result<Response<InfoResponse>, Status> {

@@ -13,7 +13,8 @@ use herald_proto::bus::v1::{Position, Publication};
 use tokio::time::Instant;
 
 use super::{
-    Append, Appended, Entry, HistoryStore, Limits, Page, Query, StoreError, cut, new_epoch,
+    ACTIVITY_RETENTION, Append, Appended, Entry, HistoryStore, Limits, Page, Query, StoreError,
+    cut, new_epoch, now_ms,
 };
 
 /// Appends between two sweeps of expired channels and idempotency keys.
@@ -58,6 +59,8 @@ pub(crate) struct State {
     /// Idempotency keys of sync patches: where each key's patch landed, epoch included,
     /// since a document's epoch changes when it is deleted.
     pub(crate) document_keys: HashMap<(String, String), (Position, Instant)>,
+    /// When each channel last got a publication, in Unix ms.
+    activity: HashMap<String, u64>,
     appends: u64,
 }
 
@@ -218,6 +221,7 @@ impl HistoryStore for MemoryHistory {
         for entry in append.entries {
             results.push(state.append_one(&append.channel, entry, limits, now));
         }
+        state.activity.insert(append.channel, now_ms());
         Ok(results)
     }
 
@@ -237,6 +241,14 @@ impl HistoryStore for MemoryHistory {
             position: stream.position(),
             truncated,
         })
+    }
+
+    async fn active_since(&self, since_ms: u64) -> Result<Vec<String>, StoreError> {
+        let forget = now_ms().saturating_sub(ACTIVITY_RETENTION.as_millis() as u64);
+        let mut state = self.state()?;
+        state.activity.retain(|_, at| *at >= forget);
+        let active = state.activity.iter().filter(|(_, at)| **at >= since_ms);
+        Ok(active.map(|(channel, _)| channel.clone()).collect())
     }
 
     async fn ping(&self) -> Result<(), StoreError> {

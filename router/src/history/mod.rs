@@ -150,8 +150,21 @@ pub trait HistoryStore: Send + Sync + 'static {
     /// empty epoch and offset 0, and its first publication starts an epoch at offset 1.
     async fn read(&self, channel: &str, query: Query) -> Result<Page, StoreError>;
 
+    /// The channels that got a publication at or after `since_ms` (Unix milliseconds);
+    /// channels idle for longer than [`ACTIVITY_RETENTION`] are forgotten.
+    async fn active_since(&self, since_ms: u64) -> Result<Vec<String>, StoreError>;
+
     /// Checks that the store answers.
     async fn ping(&self) -> Result<(), StoreError>;
+}
+
+/// How long a store remembers that a channel got a publication: how far back a consumer
+/// can resume (within each channel's history).
+pub const ACTIVITY_RETENTION: Duration = Duration::from_secs(24 * 3600);
+
+/// Now, in Unix milliseconds.
+pub fn now_ms() -> u64 {
+    herald_core::time::unix_micros() / 1000
 }
 
 /// A fresh epoch name.

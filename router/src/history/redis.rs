@@ -13,7 +13,10 @@ use prost::Message;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{Script, Value};
 
-use super::{Append, Appended, HistoryStore, Page, Query, StoreError, cut, new_epoch};
+use super::{
+    ACTIVITY_RETENTION, Append, Appended, HistoryStore, Page, Query, StoreError, cut, new_epoch,
+    now_ms,
+};
 use crate::keys::Keys;
 use crate::metrics::{HISTORY_APPEND, HISTORY_READ, Operation, PING};
 
@@ -171,6 +174,19 @@ impl HistoryStore for RedisHistory {
             .invoke_async(&mut self.connection.clone())
             .await
             .map_err(|e| op.failed(store_error(e)))?;
+        // A command of its own, not the script's: the index is one key for every channel,
+        // which a script of one channel's keys must not touch (Redis Cluster slots). A
+        // consumer reconciles with it periodically, so a late or lost entry costs at most
+        // a redelivery, and the append stands either way.
+        let activity = redis::cmd("ZADD")
+            .arg(self.keys.activity())
+            .arg(now_ms())
+            .arg(channel)
+            .query_async::<u64>(&mut self.connection.clone())
+            .await;
+        if let Err(e) = activity {
+            tracing::warn!(channel, error = %e, "channel activity not recorded");
+        }
         let malformed = || StoreError::Malformed(format!("append reply for {channel}"));
         let (epoch, results) = reply.split_first().ok_or_else(malformed)?;
         let epoch: String = redis::from_redis_value_ref(epoch).map_err(unreadable)?;
@@ -225,6 +241,24 @@ impl HistoryStore for RedisHistory {
             position: Position { offset: top, epoch },
             truncated: truncated == 1 || cut,
         })
+    }
+
+    async fn active_since(&self, since_ms: u64) -> Result<Vec<String>, StoreError> {
+        let op = Operation::start(HISTORY_READ);
+        let forget = now_ms().saturating_sub(ACTIVITY_RETENTION.as_millis() as u64);
+        let (_, channels): (u64, Vec<String>) = redis::pipe()
+            .cmd("ZREMRANGEBYSCORE")
+            .arg(self.keys.activity())
+            .arg("-inf")
+            .arg(format!("({forget}"))
+            .cmd("ZRANGEBYSCORE")
+            .arg(self.keys.activity())
+            .arg(since_ms)
+            .arg("+inf")
+            .query_async(&mut self.connection.clone())
+            .await
+            .map_err(|e| op.failed(store_error(e)))?;
+        Ok(channels)
     }
 
     async fn ping(&self) -> Result<(), StoreError> {

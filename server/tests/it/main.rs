@@ -8,6 +8,7 @@ mod auth;
 mod bad_input;
 mod channels;
 mod cluster;
+mod consume;
 mod deploy;
 mod drain;
 mod faults;
