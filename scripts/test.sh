@@ -53,6 +53,9 @@ cargo nextest run --workspace --locked "$@"
 
 # With the binary the tests just built: a release build of its own would cost CI as much
 # as the tests.
+log "example backend (examples/chat-backend)"
+EXAMPLE_HERALD_BINARY="${CARGO_TARGET_DIR:-$PWD/target}/debug/herald" bash examples/chat-backend/test.sh
+
 log "local cluster script"
 LOCAL_CLUSTER_BINARY="${CARGO_TARGET_DIR:-$PWD/target}/debug/herald" bash deploy/local/smoke.sh
 
