@@ -145,6 +145,17 @@ def overview():
         ], "ops", description="Patches by result (docs/sync.md), snapshots sent (fallback: "
                               "the missed patches were no longer kept), and retries when two "
                               "routers patched one document at once."),
+        row("Backend hooks"),
+        panel("Hook calls", [
+            (f"sum by (hook, result) (rate(herald_hook_calls_total{RATE}))", "{{hook}} {{result}}"),
+        ], "ops", description="Calls of gateways to the app's backend (docs/backend.md): ok, "
+                              "refused by the backend, or failed (unreachable, an error, no "
+                              "answer within the timeout, max_in_flight reached)."),
+        panel("Hook latency p99", [
+            (f"histogram_quantile(0.99, sum by (le, hook, namespace) "
+             f"(rate(herald_hook_duration_seconds_bucket{RATE})))", "{{hook}} {{namespace}}"),
+        ], "s", description="How long clients wait for the backend, per hook and namespace "
+                            "entry; a hook's timeout caps it."),
         row("NATS and Redis"),
         panel("NATS connection", [
             ("sum(herald_nats_connected)", "nodes connected"),

@@ -4,10 +4,10 @@
 use std::net::SocketAddr;
 
 use herald_testkit::node::http_get;
-use herald_testkit::wait_for;
+use herald_testkit::{Cluster, TestBackend, wait_for};
 use serde_json::json;
 
-use crate::{PATIENCE, client, cluster, publications, publish, refused, subscribe};
+use crate::{PATIENCE, client, herald, publications, publish, refused, subscribe};
 
 /// The `/metrics` exposition of the node at `addr`.
 fn scrape(addr: SocketAddr) -> String {
@@ -65,7 +65,13 @@ fn at_least(exposition: &str, name: &str, labels: &[(&str, &str)], min: f64) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_scrape_after_traffic_shows_the_counters_moved() {
     const N: usize = 20;
-    let cluster = cluster(2, 1);
+    // A publish hook on one namespace, for the hooks' series.
+    let backend = TestBackend::start().await;
+    let hooked = [(
+        "HERALD_HOOKS__NAMESPACES__HOOKED__PUBLISH__URL",
+        backend.grpc_url.as_str(),
+    )];
+    let cluster = Cluster::start(herald(), 2, 1, &hooked);
     let (near, far) = (&cluster.gateways[0], &cluster.gateways[1]);
     let channel = "chat:metrics-secret-room";
 
@@ -78,6 +84,14 @@ async fn a_scrape_after_traffic_shows_the_counters_moved() {
     publications(&subscriber, channel, N).await;
     let error = refused(&publisher, "publish", json!({ "channel": "", "data": 1 })).await;
     assert_eq!(error["code"], 102, "{error}");
+    publish(&publisher, "hooked:1", json!({ "text": "stamp" })).await;
+    let error = refused(
+        &publisher,
+        "publish",
+        json!({ "channel": "hooked:1", "data": "badword" }),
+    )
+    .await;
+    assert_eq!(error["code"], 1003, "{error}");
     // A returning subscription that recovers.
     subscriber
         .ok("unsubscribe", json!({ "channel": channel }))
@@ -109,6 +123,23 @@ async fn a_scrape_after_traffic_shows_the_counters_moved() {
     let bad_channel = [("protocol", "native"), ("code", "102")];
     at_least(&far_scrape, "herald_replies_total", &bad_channel, 1.0);
     at_least(&far_scrape, "herald_connections_opened_total", &native, 1.0);
+    let app = [("protocol", "native"), ("code", "app")];
+    at_least(&far_scrape, "herald_replies_total", &app, 1.0);
+    for result in ["ok", "refused"] {
+        let labels = [
+            ("hook", "publish"),
+            ("namespace", "hooked"),
+            ("result", result),
+        ];
+        at_least(&far_scrape, "herald_hook_calls_total", &labels, 1.0);
+    }
+    let publish_hook = [("hook", "publish"), ("namespace", "hooked")];
+    at_least(
+        &far_scrape,
+        "herald_hook_duration_seconds_count",
+        &publish_hook,
+        2.0,
+    );
 
     let near_scrape = scrape(near.addr());
     at_least(
