@@ -128,13 +128,15 @@ def cookie(headers, name):
 
 
 def texts(data):
-    """The strings a message carries: native `{"text": ...}`, or a Socket.IO event's
-    arguments (`{"event": ..., "args": [...]}`)."""
-    if isinstance(data, dict) and isinstance(data.get("args"), list):
-        return [a for a in data["args"] if isinstance(a, str)]
+    """Every string a message carries, however deep: a native `{"text": ...}`, or a
+    Socket.IO event's arguments (`{"event": ..., "args": [...]}`)."""
+    if isinstance(data, str):
+        return [data]
     if isinstance(data, dict):
-        return [v for v in data.values() if isinstance(v, str)]
-    return [data] if isinstance(data, str) else []
+        return [t for value in data.values() for t in texts(value)]
+    if isinstance(data, list):
+        return [t for value in data for t in texts(value)]
+    return []
 
 
 def error(code, message):

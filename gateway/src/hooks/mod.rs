@@ -189,7 +189,18 @@ impl Hook {
     {
         let started = Instant::now();
         let outcome = match self.permits.try_acquire() {
-            Err(_) => Err("too many calls in flight (max_in_flight)".to_string()),
+            // Shedding load, not a backend failure: never a way past the hook, whatever
+            // `on_failure` says.
+            Err(_) => {
+                self.meters.failed.increment(1);
+                return Err(Refusal::new(
+                    ErrorCode::Unavailable,
+                    format!(
+                        "the {} hook has too many calls in flight (max_in_flight)",
+                        self.name
+                    ),
+                ));
+            }
             Ok(_permit) => {
                 match tokio::time::timeout(self.timeout, self.backend.call(request, key)).await {
                     Ok(Ok(reply)) => Ok(reply),

@@ -401,6 +401,10 @@ impl Session {
 
     async fn sync_get(&mut self, id: u64, params: ChannelParams) -> Result<Utf8Bytes, Refusal> {
         sync::authorize_read(&self.ctx, self.access()?, &params.channel)?;
+        // Reading a document is subscribing to it once: the hook that can refuse the one
+        // can refuse the other.
+        let client = self.hook_client()?;
+        self.ctx.hooks.subscribe(&params.channel, || client).await?;
         let state = self.ctx.upstream.sync_read(&params.channel, None).await?;
         Ok(reply::ok(id, &StateView::of(&state)))
     }

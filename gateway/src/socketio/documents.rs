@@ -95,6 +95,9 @@ impl Conn {
     /// `herald:sync_get`: a snapshot.
     pub(super) async fn sync_get(&self, socket: &Socket, channel: &str) -> Result<Ack, Refusal> {
         sync::authorize_read(&self.ctx, &socket.access, channel)?;
+        let info = socket.access.client_info(&socket.sid);
+        let about = || hooks::client(&info, SOCKETIO, &socket.namespace);
+        self.ctx.hooks.subscribe(channel, about).await?;
         let state = self.ctx.upstream.sync_read(channel, None).await?;
         state_ack(&state)
     }

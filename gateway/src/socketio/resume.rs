@@ -9,6 +9,8 @@ use super::recovery::{self, Recovery};
 use super::socket::{Conn, Socket};
 use crate::access::Access;
 use crate::catch_up::{self, Resumed, Returning};
+use crate::hooks;
+use crate::metrics::SOCKETIO;
 
 impl Conn {
     /// Resumes the socket the client had, if its record and every event it missed can
@@ -37,6 +39,25 @@ impl Conn {
             || !allowed
         {
             return Err(access);
+        }
+        // The subscribe hook is asked again, as for a join: what it allowed then it may
+        // refuse now. (Not for the personal channel, which it is never asked about.)
+        let personal = channels.personal_channel(access.user());
+        let client = access.client_info(&record.sid);
+        for mark in &record.marks {
+            if personal.as_ref() == Some(&mark.channel) {
+                continue;
+            }
+            let about = || hooks::client(&client, SOCKETIO, namespace);
+            if self
+                .ctx
+                .hooks
+                .subscribe(&mark.channel, about)
+                .await
+                .is_err()
+            {
+                return Err(access);
+            }
         }
         let upstream = &self.ctx.upstream;
         if self.settle_fresh_marks(&mut record).await.is_err() {

@@ -13,12 +13,11 @@
 //! at the start, the channels active since the consumer stopped are caught up from
 //! history, and every [`RECONCILE`] the channels active since the last look are checked.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::StreamExt;
-use herald_core::codes::Refusal;
 use herald_core::config::ChannelsConfig;
 use herald_core::upstream::Upstream;
 use herald_proto::api::v1::{
@@ -118,6 +117,7 @@ pub fn start(
         events,
         cursors: HashMap::new(),
         since_ms: request.since_ms,
+        retry: HashSet::new(),
     };
     for entry in request.positions {
         let position = entry.position.unwrap_or_default();
@@ -148,6 +148,8 @@ struct Consumer {
     /// Publications of a channel without a cursor are delivered from this time (Unix ms)
     /// on: when the consumer stopped, or when this stream started.
     since_ms: u64,
+    /// Channels whose history could not be read: caught up at the next look.
+    retry: HashSet<String>,
 }
 
 impl Consumer {
@@ -164,13 +166,15 @@ impl Consumer {
         // Live from here on; what came before is in history.
         let started = now_ms();
         let mut known: Vec<String> = self.cursors.keys().cloned().collect();
-        if self.since_ms > 0 {
-            known.extend(self.active_since(self.since_ms).await?);
+        self.since_ms = match self.since_ms {
+            0 => started.saturating_sub(CLOCK_SKEW_MS),
             // Nodes' clocks disagree a little: rather twice than never.
-            self.since_ms = self.since_ms.saturating_sub(SLACK_MS);
-        } else {
-            self.since_ms = started.saturating_sub(CLOCK_SKEW_MS);
-        }
+            since => {
+                let since = since.saturating_sub(SLACK_MS);
+                known.extend(self.active_since(since).await.unwrap_or_default());
+                since
+            }
+        };
         known.sort();
         known.dedup();
         for channel in known {
@@ -190,32 +194,34 @@ impl Consumer {
                 }
                 _ = reconcile.tick() => {
                     let now = now_ms();
-                    for channel in self.active_since(looked).await? {
+                    let mut channels: Vec<String> = self.retry.drain().collect();
+                    // When the index cannot be read, the next look covers this one's time.
+                    if let Some(active) = self.active_since(looked.saturating_sub(SLACK_MS)).await {
+                        channels.extend(active);
+                        looked = now;
+                    }
+                    channels.sort();
+                    channels.dedup();
+                    for channel in channels {
                         self.catch_up(&channel).await?;
                     }
-                    looked = now;
                 }
                 () = self.events.closed() => return Err(Gone),
             }
         }
     }
 
-    /// The channels the stream wants that got publications since `since_ms` (less the
-    /// slack).
-    async fn active_since(&self, since_ms: u64) -> Result<Vec<String>, Gone> {
-        match self
-            .activity
-            .active_since(since_ms.saturating_sub(SLACK_MS))
-            .await
-        {
+    /// The channels the stream wants that got publications since `since_ms`; `None` when
+    /// the index cannot be read.
+    async fn active_since(&self, since_ms: u64) -> Option<Vec<String>> {
+        match self.activity.active_since(since_ms).await {
             Ok(mut channels) => {
                 channels.retain(|channel| self.selection.wants(channel));
-                Ok(channels)
+                Some(channels)
             }
             Err(e) => {
-                // The next look covers this one's time too.
                 tracing::warn!(error = %e, "channel activity not read");
-                Ok(Vec::new())
+                None
             }
         }
     }
@@ -248,6 +254,10 @@ impl Consumer {
     /// Delivers what history holds of `channel` after its cursor (for a channel without
     /// one: what was published since the stream's start time).
     async fn catch_up(&mut self, channel: &str) -> Result<(), Gone> {
+        // A channel without a cursor starts at its first publication accepted since
+        // `since_ms`; everything after that one follows, whatever its time (times come from
+        // several nodes, and need not grow with offsets).
+        let mut starting = !self.cursors.contains_key(channel);
         loop {
             let cursor = self.cursors.get(channel).cloned();
             let since = cursor.as_ref().map_or(0, |c| c.offset);
@@ -259,8 +269,11 @@ impl Consumer {
             };
             let page = match self.upstream.history(request).await {
                 Ok(page) => page,
-                // The next publication or look at the index tries again.
-                Err(refusal) => return self.unreadable(channel, refusal),
+                Err(refusal) => {
+                    tracing::warn!(channel, %refusal, "consume stream cannot read history");
+                    self.retry.insert(channel.to_string());
+                    return Ok(());
+                }
             };
             let position = page.position.unwrap_or_default();
             let publications = page.publications;
@@ -285,11 +298,10 @@ impl Consumer {
                 }
                 None => {}
             }
-            let from_ms = self.since_ms;
-            let fresh = |p: &Publication| cursor.is_some() || p.accepted_at_us / 1000 >= from_ms;
             let count = publications.len();
             for publication in publications {
-                if fresh(&publication) {
+                starting = starting && publication.accepted_at_us / 1000 < self.since_ms;
+                if !starting {
                     self.deliver(publication).await?;
                 } else {
                     // Older than what the consumer wants: it is past it.
@@ -308,11 +320,6 @@ impl Consumer {
                 return Ok(());
             }
         }
-    }
-
-    fn unreadable(&self, channel: &str, refusal: Refusal) -> Result<(), Gone> {
-        tracing::warn!(channel, %refusal, "consume stream cannot read history");
-        Ok(())
     }
 
     async fn deliver(&mut self, publication: Publication) -> Result<(), Gone> {

@@ -13,8 +13,7 @@ use herald_proto::bus::v1::{Position, Publication};
 use tokio::time::Instant;
 
 use super::{
-    ACTIVITY_RETENTION, Append, Appended, Entry, HistoryStore, Limits, Page, Query, StoreError,
-    cut, new_epoch, now_ms,
+    Append, Appended, Entry, HistoryStore, Limits, Page, Query, StoreError, cut, new_epoch, now_ms,
 };
 
 /// Appends between two sweeps of expired channels and idempotency keys.
@@ -59,7 +58,7 @@ pub(crate) struct State {
     /// Idempotency keys of sync patches: where each key's patch landed, epoch included,
     /// since a document's epoch changes when it is deleted.
     pub(crate) document_keys: HashMap<(String, String), (Position, Instant)>,
-    /// When each channel last got a publication, in Unix ms.
+    /// When each channel's history expires, in Unix ms (see `HistoryStore::active_since`).
     activity: HashMap<String, u64>,
     appends: u64,
 }
@@ -163,6 +162,8 @@ impl State {
         }
         self.idempotency.retain(|_, (_, expires)| *expires > now);
         self.document_keys.retain(|_, (_, expires)| *expires > now);
+        let now_ms = now_ms();
+        self.activity.retain(|_, expires| *expires > now_ms);
     }
 }
 
@@ -221,7 +222,8 @@ impl HistoryStore for MemoryHistory {
         for entry in append.entries {
             results.push(state.append_one(&append.channel, entry, limits, now));
         }
-        state.activity.insert(append.channel, now_ms());
+        let expires = now_ms() + limits.ttl.as_millis() as u64;
+        state.activity.insert(append.channel, expires);
         Ok(results)
     }
 
@@ -244,10 +246,13 @@ impl HistoryStore for MemoryHistory {
     }
 
     async fn active_since(&self, since_ms: u64) -> Result<Vec<String>, StoreError> {
-        let forget = now_ms().saturating_sub(ACTIVITY_RETENTION.as_millis() as u64);
+        let now = now_ms();
         let mut state = self.state()?;
-        state.activity.retain(|_, at| *at >= forget);
-        let active = state.activity.iter().filter(|(_, at)| **at >= since_ms);
+        state.activity.retain(|_, expires| *expires > now);
+        let active = state
+            .activity
+            .iter()
+            .filter(|(_, expires)| **expires >= since_ms);
         Ok(active.map(|(channel, _)| channel.clone()).collect())
     }
 

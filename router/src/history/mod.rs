@@ -150,17 +150,19 @@ pub trait HistoryStore: Send + Sync + 'static {
     /// empty epoch and offset 0, and its first publication starts an epoch at offset 1.
     async fn read(&self, channel: &str, query: Query) -> Result<Page, StoreError>;
 
-    /// The channels that got a publication at or after `since_ms` (Unix milliseconds);
-    /// channels idle for longer than [`ACTIVITY_RETENTION`] are forgotten.
+    /// At least the channels that got a publication at or after `since_ms` (Unix ms),
+    /// among those whose history still holds something; a few more (whose history lives
+    /// past `since_ms`) may come too. Each append records its channel with the moment its
+    /// history expires, and the record goes with it, so the index is no larger than the
+    /// history. (A record may land up to [`ACTIVITY_FLUSH`] after its append.)
     async fn active_since(&self, since_ms: u64) -> Result<Vec<String>, StoreError>;
 
     /// Checks that the store answers.
     async fn ping(&self) -> Result<(), StoreError>;
 }
 
-/// How long a store remembers that a channel got a publication: how far back a consumer
-/// can resume (within each channel's history).
-pub const ACTIVITY_RETENTION: Duration = Duration::from_secs(24 * 3600);
+/// How often a store writes the channel activity of its appends, together.
+pub const ACTIVITY_FLUSH: Duration = Duration::from_millis(100);
 
 /// Now, in Unix milliseconds.
 pub fn now_ms() -> u64 {

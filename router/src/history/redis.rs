@@ -4,6 +4,8 @@
 //! requests share one multiplexed connection, so concurrent appends are pipelined rather
 //! than sent one at a time; the connection manager reconnects after Redis restarts.
 
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -14,8 +16,7 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{Script, Value};
 
 use super::{
-    ACTIVITY_RETENTION, Append, Appended, HistoryStore, Page, Query, StoreError, cut, new_epoch,
-    now_ms,
+    ACTIVITY_FLUSH, Append, Appended, HistoryStore, Page, Query, StoreError, cut, new_epoch, now_ms,
 };
 use crate::keys::Keys;
 use crate::metrics::{HISTORY_APPEND, HISTORY_READ, Operation, PING};
@@ -30,6 +31,46 @@ pub struct RedisHistory {
     keys: Keys,
     append: Script,
     read: Script,
+    /// Channel activity of the appends since the last flush: channel -> when its history
+    /// expires (Unix ms).
+    activity: Arc<Mutex<HashMap<String, u64>>>,
+}
+
+/// Writes the channel activity gathered by appends every [`ACTIVITY_FLUSH`], in one
+/// round trip, and drops the records of histories that expired; ends with the store.
+async fn flush_activity(
+    activity: Weak<Mutex<HashMap<String, u64>>>,
+    mut connection: ConnectionManager,
+    key: String,
+) {
+    let mut tick = tokio::time::interval(ACTIVITY_FLUSH);
+    loop {
+        tick.tick().await;
+        let Some(activity) = activity.upgrade() else {
+            return;
+        };
+        let pending = std::mem::take(&mut *activity.lock().unwrap_or_else(|e| e.into_inner()));
+        drop(activity);
+        if pending.is_empty() {
+            continue;
+        }
+        let mut add = redis::cmd("ZADD");
+        add.arg(&key);
+        for (channel, expires) in &pending {
+            add.arg(*expires).arg(channel);
+        }
+        let mut trim = redis::cmd("ZREMRANGEBYSCORE");
+        trim.arg(&key).arg("-inf").arg(format!("({}", now_ms()));
+        let written: Result<(u64, u64), _> = redis::pipe()
+            .add_command(add)
+            .add_command(trim)
+            .query_async(&mut connection)
+            .await;
+        if let Err(e) = written {
+            // A consumer finds these channels through the live feed, or the next append.
+            tracing::warn!(channels = pending.len(), error = %e, "channel activity not recorded");
+        }
+    }
 }
 
 /// A reply that does not read as what Herald's scripts return.
@@ -71,11 +112,20 @@ impl RedisHistory {
         let connection = ConnectionManager::new_with_config(client, config)
             .await
             .map_err(store_error)?;
+        let keys = Keys::new(key_prefix);
+        let activity = Arc::default();
+        let flusher = flush_activity(
+            Arc::downgrade(&activity),
+            connection.clone(),
+            keys.activity(),
+        );
+        tokio::spawn(flusher);
         Ok(Self {
             connection,
-            keys: Keys::new(key_prefix),
+            keys,
             append: Script::new(include_str!("append.lua")),
             read: Script::new(include_str!("read.lua")),
+            activity,
         })
     }
 }
@@ -174,19 +224,13 @@ impl HistoryStore for RedisHistory {
             .invoke_async(&mut self.connection.clone())
             .await
             .map_err(|e| op.failed(store_error(e)))?;
-        // A command of its own, not the script's: the index is one key for every channel,
-        // which a script of one channel's keys must not touch (Redis Cluster slots). A
-        // consumer reconciles with it periodically, so a late or lost entry costs at most
-        // a redelivery, and the append stands either way.
-        let activity = redis::cmd("ZADD")
-            .arg(self.keys.activity())
-            .arg(now_ms())
-            .arg(channel)
-            .query_async::<u64>(&mut self.connection.clone())
-            .await;
-        if let Err(e) = activity {
-            tracing::warn!(channel, error = %e, "channel activity not recorded");
-        }
+        // Not the script's: the index is one key for every channel, which a script of one
+        // channel's keys must not touch (Redis Cluster slots); and written in batches.
+        let expires = now_ms() + millis(limits.ttl);
+        self.activity
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(channel.clone(), expires);
         let malformed = || StoreError::Malformed(format!("append reply for {channel}"));
         let (epoch, results) = reply.split_first().ok_or_else(malformed)?;
         let epoch: String = redis::from_redis_value_ref(epoch).map_err(unreadable)?;
@@ -245,12 +289,11 @@ impl HistoryStore for RedisHistory {
 
     async fn active_since(&self, since_ms: u64) -> Result<Vec<String>, StoreError> {
         let op = Operation::start(HISTORY_READ);
-        let forget = now_ms().saturating_sub(ACTIVITY_RETENTION.as_millis() as u64);
         let (_, channels): (u64, Vec<String>) = redis::pipe()
             .cmd("ZREMRANGEBYSCORE")
             .arg(self.keys.activity())
             .arg("-inf")
-            .arg(format!("({forget}"))
+            .arg(format!("({}", now_ms()))
             .cmd("ZRANGEBYSCORE")
             .arg(self.keys.activity())
             .arg(since_ms)
