@@ -274,8 +274,10 @@ mod tests {
 
     #[test]
     fn refuses_what_cannot_work() {
-        let mut config = HooksConfig::default();
-        config.rpc = hook("https://backend").unwrap_or_default();
+        let config = HooksConfig {
+            rpc: hook("https://backend").unwrap_or_default(),
+            ..HooksConfig::default()
+        };
         assert!(
             config
                 .validate()
@@ -283,8 +285,10 @@ mod tests {
                 .contains("grpc:// or http://")
         );
 
-        let mut config = HooksConfig::default();
-        config.refresh = hook("grpc://backend:1").unwrap_or_default();
+        let config = HooksConfig {
+            refresh: hook("grpc://backend:1").unwrap_or_default(),
+            ..HooksConfig::default()
+        };
         assert!(config.validate().unwrap_err().contains("hooks.refresh"));
 
         let mut config = HooksConfig::default();
