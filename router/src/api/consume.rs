@@ -30,7 +30,7 @@ use tokio::sync::mpsc;
 use tonic::Status;
 use wildmatch::WildMatch;
 
-use super::service::api_publication;
+use super::convert::api_publication;
 use crate::history::{HistoryStore, now_ms};
 
 /// How often the activity index is checked for channels whose publications the live feed

@@ -7,6 +7,7 @@
 //! and server reflection (for `grpcurl`), both without the key.
 
 mod consume;
+mod convert;
 mod gateways;
 mod key;
 pub mod nodes;

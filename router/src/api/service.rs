@@ -16,9 +16,9 @@ use herald_proto::api::v1::{
     ChannelsRequest, ChannelsResponse, ConsumeEvent, ConsumeRequest, DisconnectRequest,
     DisconnectResponse, HistoryRequest, HistoryResponse, InfoRequest, InfoResponse, NodeInfo,
     PresenceRequest, PresenceResponse, PresenceStatsRequest, PresenceStatsResponse, PublishRequest,
-    PublishResponse, StreamPosition, SubscribeRequest, SubscribeResponse, SyncDeleteRequest,
-    SyncDeleteResponse, SyncGetRequest, SyncGetResponse, SyncPatchRequest, SyncPatchResponse,
-    UnsubscribeRequest, UnsubscribeResponse, broadcast_result,
+    PublishResponse, SubscribeRequest, SubscribeResponse, SyncDeleteRequest, SyncDeleteResponse,
+    SyncGetRequest, SyncGetResponse, SyncPatchRequest, SyncPatchResponse, UnsubscribeRequest,
+    UnsubscribeResponse, broadcast_result,
 };
 use herald_proto::bus::v1::control_command::Action;
 use herald_proto::bus::v1::{self as bus, ClientSelector, ControlReply};
@@ -27,6 +27,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
 use super::consume;
+use super::convert::{api_publication, client_info, position};
 use super::gateways::Gateways;
 use super::status::{from_refusal, invalid};
 use crate::history::HistoryStore;
@@ -105,32 +106,6 @@ fn json(data: &str) -> Result<(), Status> {
     serde_json::from_str::<&RawValue>(data)
         .map(drop)
         .map_err(|e| invalid(format!("data is not JSON: {e}")))
-}
-
-fn client_info(client: bus::ClientInfo) -> api::ClientInfo {
-    api::ClientInfo {
-        client: client.client,
-        user: client.user,
-        info: String::from_utf8_lossy(&client.info).into_owned(),
-    }
-}
-
-/// A publication as the API shows it.
-pub(super) fn api_publication(p: bus::Publication) -> api::Publication {
-    api::Publication {
-        offset: p.offset,
-        data: String::from_utf8_lossy(&p.data).into_owned(),
-        publisher: p.publisher.map(client_info),
-        attachments: p.attachments,
-        time_ms: p.accepted_at_us / 1000,
-    }
-}
-
-fn position(position: bus::Position) -> StreamPosition {
-    StreamPosition {
-        offset: position.offset,
-        epoch: position.epoch,
-    }
 }
 
 #[tonic::async_trait]

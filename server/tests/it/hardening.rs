@@ -5,8 +5,8 @@
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use herald_testkit::NativeClient;
 use herald_testkit::socketio::{Agent, Library};
+use herald_testkit::{NativeClient, wait_for};
 use serde_json::{Value, json};
 
 use crate::tokens::{self, hs256, now};
@@ -371,6 +371,15 @@ async fn probes_and_metrics_can_leave_the_client_port() {
     client(&node.ws_url()).await;
 }
 
+/// Whether `key` is in the cluster's Redis.
+fn redis_exists(url: &str, key: &str) -> bool {
+    let output = Command::new("redis-cli")
+        .args(["-u", url, "EXISTS", key])
+        .output()
+        .expect("run redis-cli");
+    String::from_utf8_lossy(&output.stdout).trim() == "1"
+}
+
 /// Keys in the cluster's Redis, asked with `redis-cli` (installed with `redis-server`).
 fn redis_keys(url: &str) -> u64 {
     let output = Command::new("redis-cli")
@@ -388,6 +397,10 @@ async fn reading_channels_that_never_existed_leaves_nothing_behind() {
     let cluster = crate::cluster(1, 1);
     let reader = client(&cluster.ws_url(0)).await;
     publish(&reader, "real", json!(1)).await;
+    // The channel activity index (one key for all channels) is written shortly after.
+    let url = cluster.redis.url();
+    let indexed = wait_for(PATIENCE, || redis_exists(&url, "herald:active"));
+    assert!(indexed, "the activity index was not written");
     let before = redis_keys(&cluster.redis.url());
     for n in 0..300 {
         let channel = format!("nobody:{n}");
