@@ -41,8 +41,8 @@ pub struct HookConfig {
     pub timeout: Duration,
     /// What happens when a call fails.
     pub on_failure: OnFailure,
-    /// Most calls of this hook under way at once on one gateway; a call past it fails
-    /// at once (and `on_failure` decides).
+    /// Most calls of this hook under way at once on one gateway; a call past it is
+    /// refused at once with 111, whatever `on_failure` says.
     pub max_in_flight: usize,
     /// `connect` only: call it for every connection, also one that sent a token (the token
     /// is then passed along, unverified); otherwise only connections without one.

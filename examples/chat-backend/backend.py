@@ -165,6 +165,8 @@ class Hooks(backend_pb2_grpc.HeraldBackendServicer):
         if request.method != "history":
             return backend_pb2.RpcReply(error=error(UNKNOWN_METHOD, "unknown method"))
         args = json.loads(request.data or "null") or {}
+        if not isinstance(args, dict):
+            return backend_pb2.RpcReply(error=error(BAD_ARGUMENT, "history takes {room, limit?}"))
         room, limit = args.get("room"), args.get("limit", 20)
         if not isinstance(room, str) or not isinstance(limit, int) or not 0 < limit <= 100:
             return backend_pb2.RpcReply(error=error(BAD_ARGUMENT, "history takes {room, limit?}"))
@@ -190,7 +192,7 @@ def consume(store, api_address, api_key, stop):
         try:
             with grpc.insecure_channel(api_address) as channel:
                 stream = api_pb2_grpc.HeraldApiStub(channel).Consume(request, metadata=metadata)
-                log.info("consuming chat:* from %s (%d channels known)", api_address,
+                log.info("following chat:* on %s (%d channels known)", api_address,
                          len(positions))
                 for event in stream:
                     if event.HasField("publication"):

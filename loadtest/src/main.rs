@@ -21,6 +21,7 @@
 //!
 //! With `--abuse`, it measures instead what two attacks cost a node (see [`abuse`]); with
 //! `--sync`, sync document patches and their fan-out (see [`sync`]).
+//! `--hooks`, what a publish hook adds to a publish, and the consume stream (see [`hooks`]).
 //!
 //! Latency is measured from the moment the publisher sends the command to the moment the
 //! subscriber has read the publication (one clock, one machine). Reports each run and the
@@ -38,6 +39,7 @@ use herald_testkit::{Cluster, NativeClient};
 use serde_json::json;
 
 mod abuse;
+mod hooks;
 mod memory;
 mod socketio;
 mod stuck;
@@ -91,6 +93,11 @@ struct Args {
     /// many, and the fan-out of patches to subscribers.
     #[arg(long)]
     sync: bool,
+    /// Run the backend scenarios instead: publishes without a hook, with a publish hook
+    /// over gRPC and over HTTP (`--patchers` connections, `--patches` each), and a consume
+    /// stream of the first.
+    #[arg(long)]
+    hooks: bool,
     /// Connections patching at once in the sync scenarios.
     #[arg(long, default_value_t = 16)]
     patchers: usize,
@@ -139,6 +146,9 @@ async fn main() -> anyhow::Result<()> {
     }
     if args.sync {
         return run_sync(&args).await;
+    }
+    if args.hooks {
+        return run_hooks(&args).await;
     }
     let settings = [
         ("HERALD_LOG__LEVEL", "warn"),
@@ -305,6 +315,62 @@ async fn run_sync(args: &Args) -> anyhow::Result<()> {
         args.patch_rate, args.subscribers
     );
     summary(&name, &fan);
+    Ok(())
+}
+
+/// The backend scenarios, `--runs` times each on one cluster of two gateways and two
+/// routers; every run and the medians.
+async fn run_hooks(args: &Args) -> anyhow::Result<()> {
+    let backend = herald_testkit::TestBackend::start().await;
+    let settings = hooks::settings(&backend);
+    let env: Vec<(&str, &str)> = settings
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
+    let cluster = Cluster::start(&args.herald, 2, 2, &env);
+    let namespaces = ["plain", "grpc", "http"];
+    let mut results: Vec<Vec<RunResult>> = (0..=namespaces.len()).map(|_| Vec::new()).collect();
+    let count = args.patchers * args.patches;
+    for run in 0..args.runs {
+        let mut order: Vec<usize> = (0..namespaces.len()).collect();
+        if run % 2 == 1 {
+            order.reverse();
+        }
+        for i in order {
+            let namespace = namespaces[i];
+            let consumer = match namespace {
+                "plain" => Some(hooks::consume(&cluster, run, count).await?),
+                _ => None,
+            };
+            let started = Instant::now();
+            let result =
+                hooks::publish_rate(&cluster, namespace, run, args.patchers, args.patches).await?;
+            report(namespace, run, &result);
+            results[i].push(result);
+            if let Some(consumer) = consumer {
+                let (histogram, done) = consumer.await??;
+                let elapsed = done.duration_since(started);
+                let result = sync::result(&[histogram], count, elapsed)?;
+                report("consume", run, &result);
+                results[namespaces.len()].push(result);
+            }
+        }
+    }
+    println!();
+    let patchers = args.patchers;
+    for (i, name) in ["no hook", "publish hook, gRPC", "publish hook, HTTP"]
+        .iter()
+        .enumerate()
+    {
+        summary(
+            &format!("publishes, {name} ({patchers} publishers)"),
+            &results[i],
+        );
+    }
+    summary(
+        "consume stream of the publishes without a hook (publish to consumption)",
+        &results[namespaces.len()],
+    );
     Ok(())
 }
 

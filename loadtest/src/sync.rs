@@ -70,7 +70,7 @@ pub async fn patch_rate(
 }
 
 /// `count` events in `elapsed`, with the latencies of every histogram together.
-fn result(
+pub fn result(
     histograms: &[Histogram<u64>],
     count: usize,
     elapsed: Duration,

@@ -222,12 +222,13 @@ impl Hook {
                 None => Ok(Some(reply)),
             },
             Err(why) => {
+                // The details (addresses, the backend's own errors) are for the logs only.
                 tracing::warn!(hook = self.name, scope = %self.scope, %why, "hook call failed");
                 match self.on_failure {
                     OnFailure::Allow => Ok(None),
                     OnFailure::Refuse => Err(Refusal::new(
                         ErrorCode::Unavailable,
-                        format!("the {} hook failed: {why}", self.name),
+                        format!("the backend did not answer (the {} hook)", self.name),
                     )),
                 }
             }
@@ -236,12 +237,9 @@ impl Hook {
 }
 
 /// The backend's refusal as the client sees it: its code when it is Herald's or the
-/// app's (1000–1999), `default` when it gave none, 100 otherwise.
+/// app's (1000–1999), `default` otherwise (a refusal stays one: never a temporary error).
 fn backend_refusal(error: &BackendError, default: ErrorCode) -> Refusal {
-    let code = match error.code {
-        0 => default,
-        code => ErrorCode::from_code(code).unwrap_or(ErrorCode::Internal),
-    };
+    let code = ErrorCode::from_code(error.code).unwrap_or(default);
     let message = match error.message.is_empty() {
         true => "refused by the backend".to_string(),
         false => error.message.clone(),

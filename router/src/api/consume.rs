@@ -26,7 +26,7 @@ use herald_proto::api::v1::{
 };
 use herald_proto::bus::v1::{HistoryRequest, Position, Publication};
 use prost::Message;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tonic::Status;
 use wildmatch::WildMatch;
 
@@ -88,6 +88,7 @@ pub fn start(
     upstream: Upstream,
     activity: Arc<dyn HistoryStore>,
     channels: ChannelsConfig,
+    closed: watch::Receiver<bool>,
 ) -> Result<mpsc::Receiver<Result<ConsumeEvent, Status>>, Status> {
     if request.partitions > 1 && request.partition >= request.partitions {
         return Err(Status::invalid_argument(
@@ -118,6 +119,7 @@ pub fn start(
         cursors: HashMap::new(),
         since_ms: request.since_ms,
         retry: HashSet::new(),
+        closed,
     };
     for entry in request.positions {
         let position = entry.position.unwrap_or_default();
@@ -150,6 +152,9 @@ struct Consumer {
     since_ms: u64,
     /// Channels whose history could not be read: caught up at the next look.
     retry: HashSet<String>,
+    /// Turns true when the node shuts down: the stream ends, and the consumer goes to
+    /// another node.
+    closed: watch::Receiver<bool>,
 }
 
 impl Consumer {
@@ -182,6 +187,7 @@ impl Consumer {
         }
         let mut looked = started;
         let mut reconcile = tokio::time::interval(RECONCILE);
+        let mut closed = self.closed.clone();
         loop {
             tokio::select! {
                 message = live.next() => {
@@ -207,6 +213,12 @@ impl Consumer {
                     }
                 }
                 () = self.events.closed() => return Err(Gone),
+                Ok(()) = closed.changed() => {
+                    let closing = *closed.borrow_and_update();
+                    if closing {
+                        return self.fail(Status::unavailable("the node is shutting down")).await;
+                    }
+                }
             }
         }
     }
@@ -283,6 +295,12 @@ impl Consumer {
                     self.lost(channel, cursor.clone()).await?;
                     self.cursors.insert(channel.to_string(), restart(&position));
                     continue;
+                }
+                Some(cursor) if cursor.offset > position.offset => {
+                    // A position the stream never had: it goes on from where the stream is.
+                    self.lost(channel, cursor.clone()).await?;
+                    self.cursors.insert(channel.to_string(), position);
+                    return Ok(());
                 }
                 Some(cursor) => {
                     let first = publications

@@ -81,7 +81,19 @@ pub async fn serve(
     let timeout = config.gateway.request_timeout;
     let upstream = Upstream::new(bus.clone(), subjects.clone(), timeout);
     let gateways = Gateways::new(bus, subjects, nodes, timeout.min(GATEWAYS_TIMEOUT));
-    let api = Api::new(upstream, config.channels.clone(), gateways, activity);
+    // Streams (Consume) would hold the server open past the shutdown: they end first.
+    let (closing, closed) = tokio::sync::watch::channel(false);
+    let shutdown = async move {
+        shutdown.await;
+        let _ = closing.send(true);
+    };
+    let api = Api::new(
+        upstream,
+        config.channels.clone(),
+        gateways,
+        activity,
+        closed,
+    );
     let api = HeraldApiServer::with_interceptor(api, key::check(&config.api.key));
     let (health, health_service) = tonic_health::server::health_reporter();
     health

@@ -23,6 +23,7 @@ use herald_proto::api::v1::{
 use herald_proto::bus::v1::control_command::Action;
 use herald_proto::bus::v1::{self as bus, ClientSelector, ControlReply};
 use serde_json::value::RawValue;
+use tokio::sync::watch;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
@@ -42,6 +43,8 @@ pub struct Api {
     gateways: Gateways,
     /// Which channels got publications when, for the consume stream.
     activity: Arc<dyn HistoryStore>,
+    /// Turns true when the API shuts down, which ends consume streams.
+    closed: watch::Receiver<bool>,
 }
 
 impl Api {
@@ -50,12 +53,14 @@ impl Api {
         channels: ChannelsConfig,
         gateways: Gateways,
         activity: Arc<dyn HistoryStore>,
+        closed: watch::Receiver<bool>,
     ) -> Self {
         Self {
             upstream,
             channels,
             gateways,
             activity,
+            closed,
         }
     }
 
@@ -346,6 +351,7 @@ impl HeraldApi for Api {
             self.upstream.clone(),
             self.activity.clone(),
             self.channels.clone(),
+            self.closed.clone(),
         )?;
         Ok(Response::new(ReceiverStream::new(events)))
     }
