@@ -13,12 +13,11 @@
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
-use futures_util::future::try_join_all;
 use hdrhistogram::Histogram;
 use herald_core::time::unix_micros;
 use herald_proto::api::v1::herald_api_client::HeraldApiClient;
 use herald_proto::api::v1::{ConsumeRequest, consume_event};
-use herald_testkit::{Cluster, NativeClient, TestBackend};
+use herald_testkit::{Cluster, TestBackend};
 use serde_json::json;
 
 use crate::RunResult;
@@ -51,36 +50,11 @@ pub async fn publish_rate(
     publishers: usize,
     per_publisher: usize,
 ) -> anyhow::Result<RunResult> {
-    let mut clients = Vec::with_capacity(publishers);
-    for p in 0..publishers {
-        let client = NativeClient::connect(&cluster.ws_url(p % 2))
-            .await
-            .map_err(anyhow::Error::msg)?;
-        clients.push(client);
-    }
-    let started = Instant::now();
-    let tasks = clients
-        .into_iter()
-        .enumerate()
-        .map(|(p, client)| async move {
-            let mut histogram = Histogram::<u64>::new(3)?;
-            let channel = format!("{namespace}:{run}-{p}");
-            for n in 0..per_publisher {
-                let data = json!({ "n": n, "t": unix_micros() });
-                let sent = Instant::now();
-                let reply = client
-                    .call("publish", json!({ "channel": channel, "data": data }))
-                    .await
-                    .map_err(anyhow::Error::msg)?;
-                if reply.get("result").is_none() {
-                    bail!("publish refused: {reply}");
-                }
-                histogram.record((sent.elapsed().as_micros() as u64).max(1))?;
-            }
-            Ok::<_, anyhow::Error>(histogram)
-        });
-    let histograms = try_join_all(tasks).await?;
-    crate::sync::result(&histograms, publishers * per_publisher, started.elapsed())
+    crate::rate::closed_loop(cluster, publishers, per_publisher, "publish", |p, n| {
+        let data = json!({ "n": n, "t": unix_micros() });
+        json!({ "channel": format!("{namespace}:{run}-{p}"), "data": data })
+    })
+    .await
 }
 
 /// A consume stream of `plain:<run>-*` from router 0, open before the run's publishes:

@@ -41,6 +41,7 @@ use serde_json::json;
 mod abuse;
 mod hooks;
 mod memory;
+mod rate;
 mod socketio;
 mod stuck;
 mod sync;
@@ -350,7 +351,7 @@ async fn run_hooks(args: &Args) -> anyhow::Result<()> {
             if let Some(consumer) = consumer {
                 let (histogram, done) = consumer.await??;
                 let elapsed = done.duration_since(started);
-                let result = sync::result(&[histogram], count, elapsed)?;
+                let result = rate::result(&[histogram], count, elapsed)?;
                 report("consume", run, &result);
                 results[namespaces.len()].push(result);
             }

@@ -40,51 +40,12 @@ pub async fn patch_rate(
     patchers: usize,
     per_patcher: usize,
 ) -> anyhow::Result<RunResult> {
-    let mut clients = Vec::with_capacity(patchers);
-    for p in 0..patchers {
-        clients.push(connect(&cluster.ws_url(p % 2)).await?);
-    }
-    let started = Instant::now();
-    let tasks = clients
-        .into_iter()
-        .enumerate()
-        .map(|(p, client)| async move {
-            let mut histogram = Histogram::<u64>::new(3)?;
-            for n in 0..per_patcher {
-                let channel = format!("doc:{run}-{}", (p + n) % documents);
-                let patch = json!({ format!("p{p}"): n, "t": unix_micros() });
-                let sent = Instant::now();
-                let reply = client
-                    .call("sync_patch", json!({ "channel": channel, "patch": patch }))
-                    .await
-                    .map_err(anyhow::Error::msg)?;
-                if reply.get("result").is_none() {
-                    bail!("patch refused: {reply}");
-                }
-                histogram.record((sent.elapsed().as_micros() as u64).max(1))?;
-            }
-            Ok::<_, anyhow::Error>(histogram)
-        });
-    let histograms = try_join_all(tasks).await?;
-    result(&histograms, patchers * per_patcher, started.elapsed())
-}
-
-/// `count` events in `elapsed`, with the latencies of every histogram together.
-pub fn result(
-    histograms: &[Histogram<u64>],
-    count: usize,
-    elapsed: Duration,
-) -> anyhow::Result<RunResult> {
-    let mut all = Histogram::<u64>::new(3)?;
-    for histogram in histograms {
-        all.add(histogram)?;
-    }
-    Ok(RunResult {
-        per_second: count as f64 / elapsed.as_secs_f64(),
-        p50_us: all.value_at_quantile(0.50),
-        p99_us: all.value_at_quantile(0.99),
-        max_us: all.max(),
+    crate::rate::closed_loop(cluster, patchers, per_patcher, "sync_patch", |p, n| {
+        let channel = format!("doc:{run}-{}", (p + n) % documents);
+        let patch = json!({ format!("p{p}"): n, "t": unix_micros() });
+        json!({ "channel": channel, "patch": patch })
     })
+    .await
 }
 
 /// One patcher at `rate` patches per second on one document, `subscribers` subscribers.
@@ -153,5 +114,5 @@ pub async fn fan_out(
     let histograms = try_join_all(tasks).await?;
     let elapsed = started.elapsed();
     sender.await?.map_err(anyhow::Error::msg)?;
-    result(&histograms, subscribers * patches, elapsed)
+    crate::rate::result(&histograms, subscribers * patches, elapsed)
 }
