@@ -11,8 +11,6 @@ use serde_json::{Value, json};
 
 use super::reserved::SyncOptions;
 use super::socket::{Ack, Conn, Socket};
-use crate::hooks;
-use crate::metrics::SOCKETIO;
 use crate::render::Format;
 use crate::sync::wire::{ConflictView, StateView};
 use crate::sync::{self, SyncSubscriber};
@@ -64,9 +62,9 @@ impl Conn {
             let message = format!("at most {most} rooms and documents per socket");
             return Err(Refusal::new(ErrorCode::LimitExceeded, message));
         }
-        let info = socket.access.client_info(&socket.sid);
-        let about = || hooks::client(&info, SOCKETIO, &socket.namespace);
-        ctx.hooks.subscribe(&channel, about).await?;
+        ctx.hooks
+            .subscribe(&channel, || socket.hook_client())
+            .await?;
         let format = Format::SocketIoSync {
             namespace: socket.namespace.clone(),
         };
@@ -95,9 +93,10 @@ impl Conn {
     /// `herald:sync_get`: a snapshot.
     pub(super) async fn sync_get(&self, socket: &Socket, channel: &str) -> Result<Ack, Refusal> {
         sync::authorize_read(&self.ctx, &socket.access, channel)?;
-        let info = socket.access.client_info(&socket.sid);
-        let about = || hooks::client(&info, SOCKETIO, &socket.namespace);
-        self.ctx.hooks.subscribe(channel, about).await?;
+        self.ctx
+            .hooks
+            .subscribe(channel, || socket.hook_client())
+            .await?;
         let state = self.ctx.upstream.sync_read(channel, None).await?;
         state_ack(&state)
     }

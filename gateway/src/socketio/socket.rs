@@ -116,6 +116,12 @@ impl Socket {
         self.joined.iter().any(|(c, _)| c == channel)
     }
 
+    /// The socket as the hooks describe it.
+    pub(super) fn hook_client(&self) -> herald_proto::backend::v1::Client {
+        let info = self.access.client_info(&self.sid);
+        hooks::client(&info, SOCKETIO, &self.namespace)
+    }
+
     /// The channel of `room`, or of the namespace.
     pub(super) fn channel(&self, room: Option<&str>) -> String {
         match room {

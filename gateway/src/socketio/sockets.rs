@@ -29,7 +29,7 @@ use super::{event, random_id};
 use crate::batch::Batch;
 use crate::clients::Command;
 use crate::context::Context;
-use crate::hooks::{self, Handshake};
+use crate::hooks::Handshake;
 use crate::hub::{ClientId, Joined, Start};
 use crate::metrics::{self, SOCKETIO};
 use crate::outbound::Outbound;
@@ -411,9 +411,11 @@ impl Sockets {
             Request::SyncGet(channel) => return conn.sync_get(socket, &channel).await,
             Request::Patch(patch) => return conn.patch(socket, patch).await,
             Request::Rpc { method, data } => {
-                let about =
-                    hooks::client(&socket.access.client_info(&socket.sid), SOCKETIO, namespace);
-                let answer = conn.ctx.hooks.rpc(about, &method, &data).await?;
+                let answer = conn
+                    .ctx
+                    .hooks
+                    .rpc(socket.hook_client(), &method, &data)
+                    .await?;
                 let answer: serde_json::Value = serde_json::from_str(&answer)
                     .map_err(|e| Refusal::new(ErrorCode::Internal, e.to_string()))?;
                 Ok(json!({ "ok": true, "data": answer }))
@@ -437,9 +439,10 @@ impl Sockets {
                     let message = format!("at most {most} rooms per socket");
                     return Err(Refusal::new(ErrorCode::LimitExceeded, message));
                 }
-                let about =
-                    || hooks::client(&socket.access.client_info(&socket.sid), SOCKETIO, namespace);
-                let info = ctx.hooks.subscribe(&channel, about).await?;
+                let info = ctx
+                    .hooks
+                    .subscribe(&channel, || socket.hook_client())
+                    .await?;
                 match conn.subscribe(socket, &channel, Start::Now).await {
                     Ok(Joined::At(position) | Joined::Behind(position)) => {
                         conn.track_as(socket, &channel, info);
