@@ -41,6 +41,7 @@ use serde_json::json;
 mod abuse;
 mod hooks;
 mod memory;
+mod peers;
 mod rate;
 mod socketio;
 mod stuck;
@@ -115,6 +116,58 @@ struct Args {
     /// patches applied one after the other: keep this below one per round trip).
     #[arg(long, default_value_t = 200)]
     patch_rate: u64,
+    /// Run the comparison with the peers instead: Herald, a Socket.IO-Node cluster and
+    /// NATS over WebSocket, side by side (loadtest/README.md).
+    #[arg(long)]
+    peers: bool,
+    /// Systems of the comparison, by name (default: all).
+    #[arg(long, value_delimiter = ',', value_parser = target)]
+    targets: Vec<peers::Target>,
+    /// Scenarios of the comparison: i, ii, iii, iv (default: all).
+    #[arg(long, value_delimiter = ',', value_parser = scenario)]
+    scenarios: Vec<peers::Scenario>,
+    /// Receivers of the paced fan-out (i).
+    #[arg(long, default_value_t = 1000)]
+    paced_receivers: usize,
+    /// Payloads per second of the paced fan-out (i).
+    #[arg(long, default_value_t = 200)]
+    paced_rate: u64,
+    /// Seconds of the paced fan-out (i).
+    #[arg(long, default_value_t = 20)]
+    paced_seconds: u64,
+    /// Seconds of each saturation scenario (ii, iv).
+    #[arg(long, default_value_t = 10)]
+    saturation_seconds: u64,
+    /// Payloads each chat emitter (ii) may have undelivered.
+    #[arg(long, default_value_t = 32)]
+    chat_window: u64,
+    /// Payloads the fan-out emitter (iv) may have undelivered.
+    #[arg(long, default_value_t = 256)]
+    fan_window: u64,
+    /// Connections of the idle scenario (iii).
+    #[arg(long, default_value_t = 10_000)]
+    idle: usize,
+    /// Leave CPU scheduling alone instead of pinning servers to CPU 0 and the load
+    /// generator to CPU 1.
+    #[arg(long)]
+    no_pin: bool,
+}
+
+fn target(name: &str) -> Result<peers::Target, String> {
+    peers::Target::ALL
+        .into_iter()
+        .find(|t| t.name() == name)
+        .ok_or_else(|| {
+            let names: Vec<&str> = peers::Target::ALL.iter().map(|t| t.name()).collect();
+            format!("one of {}", names.join(", "))
+        })
+}
+
+fn scenario(name: &str) -> Result<peers::Scenario, String> {
+    peers::Scenario::ALL
+        .into_iter()
+        .find(|s| s.name() == name)
+        .ok_or_else(|| "one of i, ii, iii, iv".to_string())
 }
 
 fn key_value(text: &str) -> Result<(String, String), String> {
@@ -150,6 +203,9 @@ async fn main() -> anyhow::Result<()> {
     }
     if args.hooks {
         return run_hooks(&args).await;
+    }
+    if args.peers {
+        return run_peers(&args).await;
     }
     let settings = [
         ("HERALD_LOG__LEVEL", "warn"),
@@ -373,6 +429,33 @@ async fn run_hooks(args: &Args) -> anyhow::Result<()> {
         &results[namespaces.len()],
     );
     Ok(())
+}
+
+/// The comparison with the peers.
+async fn run_peers(args: &Args) -> anyhow::Result<()> {
+    let setup = peers::Setup {
+        herald: &args.herald,
+        runs: args.runs,
+        targets: match args.targets.is_empty() {
+            true => peers::Target::ALL.to_vec(),
+            false => args.targets.clone(),
+        },
+        scenarios: match args.scenarios.is_empty() {
+            true => peers::Scenario::ALL.to_vec(),
+            false => args.scenarios.clone(),
+        },
+        knobs: peers::Knobs {
+            paced_receivers: args.paced_receivers,
+            paced_rate: args.paced_rate,
+            paced_seconds: args.paced_seconds,
+            saturation_seconds: args.saturation_seconds,
+            chat_window: args.chat_window,
+            fan_window: args.fan_window,
+            idle: args.idle,
+        },
+        cpus: (!args.no_pin).then_some((0, 1)),
+    };
+    peers::run(&setup).await
 }
 
 /// A paced run with a stuck subscriber on the reader's gateway; whether it was cut.

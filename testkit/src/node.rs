@@ -45,11 +45,12 @@ impl HeraldProcess {
     ) -> Self {
         let mut child = Command::new(binary.as_ref())
             .args(args)
-            .envs(env.iter().copied())
             .env(
                 "RUST_LOG",
                 std::env::var("RUST_LOG").unwrap_or("info".into()),
             )
+            // After the default: a caller's `RUST_LOG` wins.
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
@@ -162,6 +163,11 @@ impl HeraldProcess {
 
     pub fn name(&self) -> &str {
         &self.name
+    }
+
+    /// The process id (for benchmarks that pin or measure the node).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
     }
 
     /// The process's resident memory in bytes (Linux), if it can be read.

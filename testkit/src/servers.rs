@@ -125,6 +125,11 @@ impl Server {
         assert!(up, "{} did not listen on {addr} in time", self.name);
     }
 
+    /// The running server's process id (for benchmarks that pin or measure it).
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
     /// Kills the server; its clients see the connection drop.
     pub fn stop(&mut self) {
         if let Some(mut child) = self.child.take() {
