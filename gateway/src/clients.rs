@@ -5,9 +5,8 @@
 use std::collections::HashMap;
 use std::sync::{Mutex, MutexGuard};
 
-use tokio::sync::mpsc;
-
 use crate::hub::ClientId;
+use crate::mailbox::{self, mailbox};
 
 /// What the server API asks of a session, about its connections of `user` (every one) or
 /// its connection or socket `client`.
@@ -18,12 +17,12 @@ pub enum Command {
     Subscribe { user: String, channel: String },
 }
 
-pub type Commands = mpsc::UnboundedReceiver<Command>;
+pub type Commands = mailbox::Receiver<Command>;
 
 /// One session's registration: where its commands go, and the clients it holds with their
 /// users (empty for anonymous), so that its end undoes exactly its own entries.
 struct Session {
-    commands: mpsc::UnboundedSender<Command>,
+    commands: mailbox::Sender<Command>,
     clients: Vec<(String, String)>,
 }
 
@@ -71,7 +70,7 @@ impl Clients {
 
     /// A new session; its commands arrive on the receiver.
     pub fn open(&self, session: ClientId) -> Commands {
-        let (commands, rx) = mpsc::unbounded_channel();
+        let (commands, rx) = mailbox();
         let registration = Session {
             commands,
             clients: Vec::new(),
@@ -172,10 +171,10 @@ mod tests {
             client: client.into(),
         };
         assert_eq!(clients.send("alice", "", kick("alice", "")), 2);
-        assert_eq!(one.try_recv().unwrap(), kick("alice", ""));
-        assert_eq!(two.try_recv().unwrap(), kick("alice", ""));
+        assert_eq!(one.try_recv().expect("a command"), kick("alice", ""));
+        assert_eq!(two.try_recv().expect("a command"), kick("alice", ""));
         assert_eq!(clients.send("", "c3", kick("", "c3")), 1);
-        assert!(one.try_recv().is_err());
+        assert!(one.try_recv().is_none());
         clients.remove(2, "c2", "alice");
         assert_eq!(clients.send("alice", "", kick("alice", "")), 1);
         clients.close(1);
@@ -204,7 +203,7 @@ mod tests {
             client: String::new(),
         };
         assert_eq!(clients.send("alice", "", kick.clone()), 1);
-        assert_eq!(two.try_recv().unwrap(), kick);
+        assert_eq!(two.try_recv().expect("a command"), kick);
         clients.close(2);
         assert_eq!(clients.sizes(), (0, 0));
         // A client added to a session that has ended is not kept.

@@ -56,7 +56,8 @@ impl Drain {
             begun.cancelled().await;
             if !period.is_zero() {
                 let delay = rand::rng().random_range(Duration::ZERO..period);
-                tokio::time::sleep(delay).await;
+                // Boxed: every session holds its turn for its whole life.
+                Box::pin(tokio::time::sleep(delay)).await;
             }
         }
     }

@@ -49,11 +49,11 @@ pub async fn run(
     channel: String,
     history: bool,
 ) {
-    let mut subscription = match upstream
-        .bus()
-        .subscribe(upstream.subjects().delivery(&channel))
-        .await
-    {
+    // Every step that waits on the bus or a router is boxed: a feed lives as long as its
+    // channel has subscribers here, mostly idle, and its task then holds only the loop's
+    // state instead of the largest request's.
+    let subject = upstream.subjects().delivery(&channel);
+    let mut subscription = match Box::pin(upstream.bus().subscribe(subject)).await {
         Ok(subscription) => subscription,
         Err(e) => {
             let refusal = Refusal::new(ErrorCode::Unavailable, e.to_string());
@@ -67,12 +67,12 @@ pub async fn run(
     // history the position request, sent after the subscription on the same connection,
     // guarantees that; without history a flush (a round trip to the server) does.
     let position = if history {
-        match upstream.position(&channel).await {
+        match Box::pin(upstream.position(&channel)).await {
             Ok(position) => position,
             Err(refusal) => return listener.failed(refusal),
         }
     } else {
-        if let Err(e) = upstream.bus().flush().await {
+        if let Err(e) = Box::pin(upstream.bus().flush()).await {
             let refusal = Refusal::new(ErrorCode::Unavailable, e.to_string());
             return listener.failed(refusal);
         }
@@ -99,15 +99,15 @@ pub async fn run(
                     Ok(publication) if publication.epoch.is_empty() => {
                         listener.deliver(&[publication]);
                     }
-                    Ok(publication) if history => feed.accept(publication).await,
+                    Ok(publication) if history => Box::pin(feed.accept(publication)).await,
                     Ok(publication) => listener.deliver(&[publication]),
                     Err(e) => tracing::warn!(channel, error = %e, "undecodable publication"),
                 }
             }
-            () = wait_until(feed.gap_deadline) => feed.fill_gap().await,
+            () = wait_until(feed.gap_deadline) => Box::pin(feed.fill_gap()).await,
             changed = connections.changed(), if history => {
                 if changed.is_err() { break }
-                feed.catch_up().await;
+                Box::pin(feed.catch_up()).await;
             }
         }
     }

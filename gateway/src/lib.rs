@@ -10,7 +10,8 @@
 //! The modules form a one-way hierarchy: a module uses modules of its own layer or of the
 //! layers below it, never above (`tests/layering.rs` holds every module to this list).
 //!
-//! 1. Leaves. [`outbound`]: a connection's bounded queue, close signal and writer.
+//! 1. Leaves. [`mailbox`]: a queue that holds memory only while it holds something.
+//!    [`outbound`]: a connection's bounded queue, close signal and writer.
 //!    [`sequencer`]: the ordering rule, pure logic. [`rate`]: token buckets. [`deadline`]:
 //!    optional timers for `select!` loops. [`drain`]: spreading clients' departures over the
 //!    drain period. [`inbound`]: a client that went away or broke the protocol.
@@ -50,6 +51,7 @@ pub mod hooks;
 pub mod http;
 pub mod hub;
 pub mod inbound;
+pub mod mailbox;
 pub mod metrics;
 pub mod native;
 pub mod outbound;

@@ -14,9 +14,9 @@ use axum::extract::ws::{CloseFrame, Message, Utf8Bytes};
 use bytes::Bytes;
 use futures_util::{Sink, SinkExt};
 use herald_core::codes::DisconnectCode;
-use tokio::sync::mpsc;
-use tokio::sync::mpsc::error::TrySendError;
 use tokio_util::sync::CancellationToken;
+
+use crate::mailbox::{self, Refused};
 
 /// Frames written per flush at most, so one busy connection cannot starve its own closing.
 const WRITE_BATCH: usize = 256;
@@ -171,11 +171,12 @@ pub struct Bounds {
 /// The sending side of a connection, cheap to clone into the hub.
 #[derive(Clone)]
 pub struct Outbound {
-    frames: mpsc::Sender<Frame>,
+    frames: mailbox::Sender<Frame>,
     closer: Closer,
     /// Bytes queued now, and the most there may be.
     queued: Arc<AtomicUsize>,
     max_bytes: usize,
+    max_frames: usize,
 }
 
 impl Outbound {
@@ -189,11 +190,11 @@ impl Outbound {
             self.closer.close(DisconnectCode::SlowConsumer);
             return false;
         }
-        match self.frames.try_send(frame) {
+        match self.frames.try_send(frame, self.max_frames) {
             Ok(()) => true,
-            Err(error) => {
+            Err(refused) => {
                 self.queued.fetch_sub(len, Ordering::Relaxed);
-                if let TrySendError::Full(_) = error {
+                if refused == Refused::Full {
                     self.closer.close(DisconnectCode::SlowConsumer);
                 }
                 false
@@ -213,13 +214,14 @@ impl Outbound {
 
 /// Creates a connection's outbound queue within `bounds`.
 pub fn channel(bounds: Bounds) -> (Outbound, Frames) {
-    let (frames, receiver) = mpsc::channel(bounds.frames);
+    let (frames, receiver) = mailbox::mailbox();
     let queued = Arc::new(AtomicUsize::new(0));
     let outbound = Outbound {
         frames,
         closer: Closer::default(),
         queued: queued.clone(),
         max_bytes: bounds.bytes,
+        max_frames: bounds.frames,
     };
     let frames = Frames {
         receiver,
@@ -231,7 +233,7 @@ pub fn channel(bounds: Bounds) -> (Outbound, Frames) {
 
 /// The receiving side of a connection's queue, for whichever transport writes it.
 pub struct Frames {
-    receiver: mpsc::Receiver<Frame>,
+    receiver: mailbox::Receiver<Frame>,
     queued: Arc<AtomicUsize>,
     /// A frame taken but not sent, which goes first next time.
     put_back: Option<Frame>,
@@ -257,7 +259,7 @@ impl Frames {
         if let Some(frame) = self.put_back.take() {
             return Some(frame);
         }
-        let frame = self.receiver.try_recv().ok()?;
+        let frame = self.receiver.try_recv()?;
         Some(self.taken(frame))
     }
 

@@ -123,7 +123,7 @@ struct Args {
     /// Systems of the comparison, by name (default: all).
     #[arg(long, value_delimiter = ',', value_parser = target)]
     targets: Vec<peers::Target>,
-    /// Scenarios of the comparison: i, ii, iii, iv (default: all).
+    /// Scenarios of the comparison: i, ii, iii, iii-shared, iv (default: all).
     #[arg(long, value_delimiter = ',', value_parser = scenario)]
     scenarios: Vec<peers::Scenario>,
     /// Receivers of the paced fan-out (i).
@@ -167,7 +167,7 @@ fn scenario(name: &str) -> Result<peers::Scenario, String> {
     peers::Scenario::ALL
         .into_iter()
         .find(|s| s.name() == name)
-        .ok_or_else(|| "one of i, ii, iii, iv".to_string())
+        .ok_or_else(|| "one of i, ii, iii, iii-shared, iv".to_string())
 }
 
 fn key_value(text: &str) -> Result<(String, String), String> {

@@ -31,7 +31,7 @@ use crate::batch::Batch;
 use crate::catch_up::{Resumed, Returning};
 use crate::clients::Command as ApiCommand;
 use crate::context::Context;
-use crate::deadline::wait_until;
+use crate::deadline::{earliest, passed, wait_until};
 use crate::hooks::{self, Attempt, Handshake};
 use crate::hub::{ClientId, Plain, Subscriber};
 use crate::metrics::{self, NATIVE};
@@ -99,17 +99,24 @@ where
     };
     let mut commands = ctx.clients.open(id);
     metrics::opened(NATIVE);
-    let handshake = tokio::time::sleep(ctx.config.connect_timeout);
+    let handshake = tokio::time::Instant::now() + ctx.config.connect_timeout;
     let leave = ctx.drain.turn();
-    tokio::pin!(handshake, leave);
+    tokio::pin!(leave);
     loop {
+        // One timer: the earliest of the connect deadline and the access's end and renewal.
+        let next = match &session.access {
+            None => Some(handshake),
+            Some(access) => earliest([access.expires(), access.renewal()]),
+        };
         tokio::select! {
-            Some(command) = commands.recv() => session.on_command(command).await,
+            // The work a connection does now and then is boxed: an idle connection's task
+            // then holds only this loop's state, not the largest of its commands'.
+            Some(command) = commands.recv() => Box::pin(session.on_command(command)).await,
             frame = stream.next() => {
                 // What a client sent ahead is read at most one frame's size at a time.
                 let max_bytes = ctx.config.max_frame_size;
                 let (texts, stop) = read_burst(&mut stream, frame, max_bytes);
-                if let Err(code) = session.handle(texts).await {
+                if let Err(code) = Box::pin(session.handle(texts)).await {
                     closer.close_after_queued(code);
                 }
                 match stop {
@@ -120,19 +127,15 @@ where
                     None => {}
                 }
             }
-            () = &mut handshake, if session.access.is_none() => {
-                closer.close(DisconnectCode::ConnectTimeout);
-            }
-            () = wait_until(session.access.as_ref().and_then(Access::expires)) => {
-                if session.access.as_ref().is_some_and(Access::expired) {
-                    closer.close(DisconnectCode::TokenExpired);
+            () = wait_until(next) => match session.access.as_mut() {
+                None => closer.close(DisconnectCode::ConnectTimeout),
+                Some(access) if access.expired() => closer.close(DisconnectCode::TokenExpired),
+                Some(access) => {
+                    if passed(access.renewal(), tokio::time::Instant::now()) {
+                        Box::pin(access.renew(&ctx.hooks, &session.name, NATIVE, "")).await;
+                    }
                 }
-            }
-            () = wait_until(session.access.as_ref().and_then(Access::renewal)) => {
-                if let Some(access) = session.access.as_mut() {
-                    access.renew(&ctx.hooks, &session.name, NATIVE, "").await;
-                }
-            }
+            },
             () = closer.closed() => {}
             () = &mut leave => closer.close(DisconnectCode::Shutdown),
         }
@@ -841,5 +844,36 @@ mod tests {
             Some(Message::Close(Some(close))) => assert_eq!(close.code, 3501),
             other => panic!("expected the close frame, got {other:?}"),
         }
+    }
+}
+
+#[cfg(test)]
+mod footprint {
+    use herald_core::config::Config;
+
+    use crate::testing;
+
+    /// Every connection holds its session's task for its whole life, mostly idle: the task
+    /// must hold the loop's state only, with the work it does now and then boxed (issue 17:
+    /// an idle connection's memory).
+    #[tokio::test]
+    async fn an_idle_connections_tasks_stay_small() {
+        let ctx = testing::context(&Config::default()).await;
+        let (sink, stream, _peer) = testing::connection();
+        let session = super::run(
+            sink,
+            stream,
+            ctx.clone(),
+            crate::hooks::Handshake::default(),
+        );
+        let size = std::mem::size_of_val(&session);
+        assert!(size <= 1536, "a native session's task holds {size} bytes");
+        let (sink, _, _peer) = testing::connection();
+        let (outbound, mut frames) = crate::outbound::channel(ctx.outbound_bounds());
+        let closer = outbound.closer().clone();
+        let writer =
+            crate::outbound::write_loop(sink, &mut frames, closer, super::push::disconnect);
+        let size = std::mem::size_of_val(&writer);
+        assert!(size <= 768, "a writer's task holds {size} bytes");
     }
 }

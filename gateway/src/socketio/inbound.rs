@@ -5,9 +5,10 @@
 
 use std::sync::Arc;
 
-use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use super::engine::{self, Data};
+use crate::mailbox::{self, mailbox};
 
 /// A packet on its way to the session, with its share of the byte budget.
 #[derive(Debug)]
@@ -16,27 +17,33 @@ pub struct Inbound {
     pub held: Held,
 }
 
-/// A packet's bytes of the budget, given back when dropped: once the session has handled
-/// the packet.
+/// A packet's place and bytes in the budget, given back when dropped: once the session
+/// has handled the packet.
 #[derive(Debug)]
-pub struct Held(#[allow(dead_code)] OwnedSemaphorePermit);
+pub struct Held(
+    #[allow(dead_code)] OwnedSemaphorePermit,
+    #[allow(dead_code)] OwnedSemaphorePermit,
+);
 
 pub struct Sender {
-    packets: mpsc::Sender<Inbound>,
+    packets: mailbox::Sender<Inbound>,
+    /// Places for packets, and bytes.
+    places: Arc<Semaphore>,
     budget: Arc<Semaphore>,
     /// The whole budget: what a packet larger than it takes.
     most: u32,
 }
 
-pub type Receiver = mpsc::Receiver<Inbound>;
+pub type Receiver = mailbox::Receiver<Inbound>;
 
 /// A way in that holds at most `packets` packets and `bytes` bytes of them; a packet
 /// larger than `bytes` goes through alone.
 pub fn channel(packets: usize, bytes: usize) -> (Sender, Receiver) {
     let most = u32::try_from(bytes).unwrap_or(u32::MAX).max(1);
-    let (tx, rx) = mpsc::channel(packets);
+    let (tx, rx) = mailbox();
     let sender = Sender {
         packets: tx,
+        places: Arc::new(Semaphore::new(packets.max(1))),
         budget: Arc::new(Semaphore::new(most as usize)),
         most,
     };
@@ -51,14 +58,17 @@ impl Sender {
             Data::Binary(bytes) => bytes.len(),
         };
         let cost = u32::try_from(size).unwrap_or(u32::MAX).clamp(1, self.most);
+        let Ok(place) = self.places.clone().acquire_owned().await else {
+            return false;
+        };
         let Ok(bytes) = self.budget.clone().acquire_many_owned(cost).await else {
             return false;
         };
         let inbound = Inbound {
             packet,
-            held: Held(bytes),
+            held: Held(place, bytes),
         };
-        self.packets.send(inbound).await.is_ok()
+        self.packets.send(inbound).is_ok()
     }
 }
 

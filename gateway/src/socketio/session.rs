@@ -10,7 +10,7 @@ use std::sync::Arc;
 use axum::extract::ws::Utf8Bytes;
 use herald_core::codes::DisconnectCode;
 use serde_json::json;
-use tokio::time::{Instant, sleep_until};
+use tokio::time::Instant;
 
 use super::binary::{Assembler, Complete};
 use super::endpoint::Endpoint;
@@ -23,7 +23,7 @@ use crate::batch::MAX_BURST;
 use crate::clients::Commands;
 use crate::connections::ConnectionPermit;
 use crate::context::Context;
-use crate::deadline::wait_until;
+use crate::deadline::{earliest, passed, wait_until};
 use crate::hooks::Handshake;
 use crate::hub::ClientId;
 use crate::metrics::{self, SOCKETIO};
@@ -104,31 +104,42 @@ impl From<PacketError> for Ending {
 
 impl Session {
     async fn run(mut self, mut packets: inbound::Receiver, transport: Transport) {
-        let config = self.ctx.socketio.clone();
         let closer = self.outbound.closer().clone();
         self.open(transport);
         let start = Instant::now();
-        let mut ping = tokio::time::interval_at(start + config.ping_interval, config.ping_interval);
-        let connect_deadline = start + config.connect_timeout;
-        let open_deadline = start + config.open_timeout;
-        let mut connected_once = false;
-        let mut heard_once = false;
+        // Every timer of the session in one: the loop sleeps until the earliest of them.
+        let config = &self.ctx.socketio;
+        let mut timers = Timers {
+            ping: start + config.ping_interval,
+            refresh: self.sockets.refresh_period().map(|period| start + period),
+            connect: Some(start + config.connect_timeout),
+            open: Some(start + config.open_timeout),
+        };
         let leave = self.ctx.drain.turn();
         tokio::pin!(leave);
-        let mut refresh = self
-            .sockets
-            .refresh_period()
-            .map(|period| tokio::time::interval_at(start + period, period));
         loop {
+            let next = earliest([
+                Some(timers.ping),
+                timers.refresh,
+                timers.connect,
+                timers.open,
+                self.sockets.next_expiry(),
+                self.sockets.next_renewal(),
+                self.pong_deadline,
+            ]);
             tokio::select! {
-                Some(command) = self.commands.recv() => self.sockets.on_command(command).await,
+                // The work a connection does now and then is boxed: an idle connection's task
+                // then holds only this loop's state, not the largest of its steps'.
+                Some(command) = self.commands.recv() => {
+                    Box::pin(self.sockets.on_command(command)).await;
+                }
                 packet = packets.recv() => {
                     // Take every packet already handed in, so that their events can travel
                     // to the routers together.
                     let mut burst = Vec::new();
                     // The packets' bytes count against the client's budget until handled.
                     let mut held = Vec::new();
-                    heard_once = true;
+                    timers.open = None;
                     let mut handled = match packet {
                         Some(inbound) => {
                             held.push(inbound.held);
@@ -138,14 +149,14 @@ impl Session {
                     };
                     while handled.is_ok() && burst.len() < MAX_BURST {
                         match packets.try_recv() {
-                            Ok(inbound) => {
+                            Some(inbound) => {
                                 held.push(inbound.held);
                                 handled = self.on_engine(inbound.packet, &mut burst);
                             }
-                            Err(_) => break,
+                            None => break,
                         }
                     }
-                    self.sockets.on_packets(burst).await;
+                    Box::pin(self.sockets.on_packets(burst)).await;
                     drop(held);
                     match handled {
                         Ok(()) => {}
@@ -155,19 +166,11 @@ impl Session {
                             closer.close_after_queued(DisconnectCode::BadRequest);
                         }
                     }
-                    connected_once |= !self.sockets.is_empty();
+                    if !self.sockets.is_empty() {
+                        timers.connect = None;
+                    }
                 }
-                _ = ping.tick() => self.ping(config.ping_timeout),
-                _ = tick(&mut refresh) => self.sockets.refresh(),
-                () = wait_until(self.sockets.next_expiry()) => self.sockets.expire(),
-                () = wait_until(self.sockets.next_renewal()) => self.sockets.renew().await,
-                () = wait_until(self.pong_deadline) => closer.close(DisconnectCode::PingTimeout),
-                () = sleep_until(connect_deadline), if !connected_once => {
-                    closer.close(DisconnectCode::ConnectTimeout);
-                }
-                () = sleep_until(open_deadline), if !heard_once => {
-                    closer.close(DisconnectCode::ConnectTimeout);
-                }
+                () = wait_until(next) => Box::pin(self.on_timers(&mut timers)).await,
                 () = closer.closed() => {}
                 () = &mut leave => closer.close(DisconnectCode::Shutdown),
             }
@@ -204,6 +207,36 @@ impl Session {
             "maxPayload": config.max_payload,
         });
         self.send_engine(format!("0{handshake}"));
+    }
+
+    /// Does what is due of the session's timers.
+    async fn on_timers(&mut self, timers: &mut Timers) {
+        let config = self.ctx.socketio.clone();
+        let closer = self.outbound.closer().clone();
+        let now = Instant::now();
+        if passed(Some(timers.ping), now) {
+            self.ping(config.ping_timeout);
+            timers.ping = next_period(timers.ping, config.ping_interval, now);
+        }
+        if let (Some(due), Some(period)) = (timers.refresh, self.sockets.refresh_period())
+            && due <= now
+        {
+            self.sockets.refresh();
+            timers.refresh = Some(next_period(due, period, now));
+        }
+        if passed(self.sockets.next_expiry(), now) {
+            self.sockets.expire();
+        }
+        if passed(self.sockets.next_renewal(), now) {
+            self.sockets.renew().await;
+        }
+        if passed(self.pong_deadline, now) {
+            closer.close(DisconnectCode::PingTimeout);
+        }
+        // Connected to no namespace in time, or silent since the open packet.
+        if passed(timers.connect, now) || passed(timers.open, now) {
+            closer.close(DisconnectCode::ConnectTimeout);
+        }
     }
 
     fn ping(&mut self, timeout: std::time::Duration) {
@@ -259,14 +292,22 @@ impl Drop for Session {
     }
 }
 
-/// The next tick of an optional interval; never, without one.
-async fn tick(interval: &mut Option<tokio::time::Interval>) {
-    match interval {
-        Some(interval) => {
-            interval.tick().await;
-        }
-        None => std::future::pending().await,
-    }
+/// The deadlines of a session's own timers (those of its sockets are theirs to say).
+struct Timers {
+    /// The next ping.
+    ping: Instant,
+    /// The next look at the sockets' sessions of the router, if they have any.
+    refresh: Option<Instant>,
+    /// Until a namespace is connected.
+    connect: Option<Instant>,
+    /// Until the client says anything at all.
+    open: Option<Instant>,
+}
+
+/// The tick after `due` of a timer with `period`; one period from now if it fell behind.
+fn next_period(due: Instant, period: std::time::Duration, now: Instant) -> Instant {
+    let next = due + period;
+    if next <= now { now + period } else { next }
 }
 
 #[cfg(test)]
@@ -354,5 +395,64 @@ mod tests {
         let last = get_n(&link, 2).await;
         assert_eq!(last[0], r#"434[{"offset":4,"ok":true}]"#);
         assert_eq!(last[1], "<closed>");
+    }
+}
+
+#[cfg(test)]
+mod footprint {
+    use super::*;
+    use crate::testing;
+
+    /// Every connection holds its session's task for its whole life, mostly idle: the task
+    /// must hold the loop's state only, with the work it does now and then boxed (issue 17:
+    /// an idle socket's memory).
+    #[tokio::test]
+    async fn an_idle_sessions_task_stays_small() {
+        let ctx = testing::context(&herald_core::config::Config::default()).await;
+        let endpoint = Endpoint::new(ctx, tokio_util::task::TaskTracker::new());
+        let permit = crate::connections::Connections::new(1)
+            .permit()
+            .expect("a place");
+        let link = start(
+            &endpoint,
+            Transport::WebSocket,
+            permit,
+            Handshake::default(),
+        );
+        let (_, inbound) = inbound::channel(1, 1);
+        let (outbound, _) = outbound::channel(endpoint.ctx.outbound_bounds());
+        let session = Session {
+            commands: endpoint.ctx.clients.open(0),
+            id: 0,
+            sockets: Sockets::new(
+                endpoint.ctx.clone(),
+                0,
+                outbound.clone(),
+                Handshake::default(),
+            ),
+            ctx: endpoint.ctx.clone(),
+            links: endpoint.links.clone(),
+            sid: "probe".into(),
+            outbound,
+            assembler: Assembler::default(),
+            pong_deadline: None,
+            _permit: crate::connections::Connections::new(1)
+                .permit()
+                .expect("a place"),
+        };
+        let task = session.run(inbound, Transport::WebSocket);
+        assert!(
+            std::mem::size_of_val(&task) <= 2048,
+            "a Socket.IO session's task holds {} bytes",
+            std::mem::size_of_val(&task)
+        );
+        let (sink, stream, _peer) = testing::connection();
+        let frames = link.take_frames().await;
+        let carrier = super::super::websocket::carry_probe(sink, stream, &link, frames);
+        assert!(
+            std::mem::size_of_val(&carrier) <= 1536,
+            "a WebSocket's task holds {} bytes",
+            std::mem::size_of_val(&carrier)
+        );
     }
 }

@@ -54,7 +54,8 @@ enum Request {
 
 pub struct Sockets {
     conn: Conn,
-    sockets: HashMap<String, Socket>,
+    /// Boxed: a map's slots are allocated ahead, and a socket is large.
+    sockets: HashMap<String, Box<Socket>>,
     /// A document subscribed to by the event being answered.
     opening: Option<Opening>,
 }
@@ -302,7 +303,7 @@ impl Sockets {
             Ok(socket) => {
                 let clients = &self.conn.ctx.clients;
                 clients.add(self.conn.id, &socket.sid, socket.access.user());
-                self.sockets.insert(namespace.to_string(), socket);
+                self.sockets.insert(namespace.to_string(), Box::new(socket));
             }
             Err(refusal) => {
                 let data =

@@ -207,3 +207,18 @@ mod tests {
         }
     }
 }
+
+/// [`carry`] for a test that measures its future.
+#[cfg(test)]
+pub(super) fn carry_probe<'a, W, R>(
+    sink: W,
+    stream: R,
+    link: &'a Link,
+    frames: OwnedMutexGuard<Frames>,
+) -> impl std::future::Future<Output = ()> + 'a
+where
+    W: Sink<Message> + Unpin + 'a,
+    R: Stream<Item = Result<Message, axum::Error>> + Unpin + 'a,
+{
+    carry(sink, stream, link, frames)
+}

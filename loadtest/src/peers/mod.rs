@@ -39,7 +39,7 @@ pub async fn run(setup: &Setup<'_>) -> anyhow::Result<()> {
     let mut results: BTreeMap<(usize, usize), Vec<Outcome>> = BTreeMap::new();
     for run in 0..setup.runs {
         for (t, target) in setup.targets.iter().enumerate() {
-            let system = target.start(setup.herald, setup.cpus.map(|(server, _)| server))?;
+            let mut started = None;
             for (s, scenario) in setup.scenarios.iter().enumerate() {
                 // Without history only the saturated fan-out is asked (the 450k/s).
                 if matches!(target, Target::Herald { history: false, .. })
@@ -47,10 +47,22 @@ pub async fn run(setup: &Setup<'_>) -> anyhow::Result<()> {
                 {
                     continue;
                 }
+                // Memory is measured on a fresh system, which is not used again: freed
+                // memory stays with a process and would be counted as free next time.
+                if scenario.is_idle() {
+                    started = None;
+                }
+                let system = match started.take() {
+                    Some(system) => system,
+                    None => target.start(setup.herald, setup.cpus.map(|(server, _)| server))?,
+                };
                 let tag = format!("{run}{}", scenario.name());
                 let outcome =
                     scenarios::run(*scenario, &system, target.dialect(), &setup.knobs, &tag)
                         .await?;
+                if !scenario.is_idle() {
+                    started = Some(system);
+                }
                 println!(
                     "{:>26} {:>3} run {}: {}",
                     target.name(),

@@ -6,7 +6,8 @@
 //!   at most `chat_window` of its payloads undelivered (saturation);
 //! - **iii, idle**: 10,000 connections, each in a room of its own (as messaging users are
 //!   in their personal channels); the servers' memory per connection, and how fast they
-//!   were let in;
+//!   were let in; and the same with all of them in one room (`iii-shared`), which leaves
+//!   out what a channel costs;
 //! - **iv, saturated fan-out**: one emitter to a room of 10 receivers, at most
 //!   `fan_window` payloads undelivered.
 //!
@@ -43,22 +44,31 @@ pub enum Scenario {
     Paced,
     Chat,
     Idle,
+    /// The idle connections all in one room: what a connection costs without a channel
+    /// of its own.
+    IdleShared,
     Fan,
 }
 
 impl Scenario {
-    pub const ALL: [Scenario; 4] = [
+    pub const ALL: [Scenario; 5] = [
         Scenario::Idle,
+        Scenario::IdleShared,
         Scenario::Paced,
         Scenario::Chat,
         Scenario::Fan,
     ];
+
+    pub fn is_idle(self) -> bool {
+        matches!(self, Self::Idle | Self::IdleShared)
+    }
 
     pub fn name(self) -> &'static str {
         match self {
             Self::Paced => "i",
             Self::Chat => "ii",
             Self::Idle => "iii",
+            Self::IdleShared => "iii-shared",
             Self::Fan => "iv",
         }
     }
@@ -68,6 +78,7 @@ impl Scenario {
             Self::Paced => "i: 1 → 1,000, 200/s paced, 20 s",
             Self::Chat => "ii: chat, 10 rooms of 10 emitters + 10 receivers, saturation",
             Self::Idle => "iii: 10,000 idle connections, each in a room of its own",
+            Self::IdleShared => "iii-shared: 10,000 idle connections in one room",
             Self::Fan => "iv: 1 → 10, saturation",
         }
     }
@@ -133,7 +144,8 @@ pub async fn run(
 ) -> anyhow::Result<Outcome> {
     let saturation = Duration::from_secs(knobs.saturation_seconds);
     let plan = match scenario {
-        Scenario::Idle => return idle(system, dialect, knobs.idle).await,
+        Scenario::Idle => return idle(system, dialect, knobs.idle, true).await,
+        Scenario::IdleShared => return idle(system, dialect, knobs.idle, false).await,
         Scenario::Paced => Plan {
             rooms: 1,
             emitters: 1,
@@ -300,13 +312,22 @@ impl Emitter {
     }
 }
 
-async fn idle(system: &Running, dialect: Dialect, count: usize) -> anyhow::Result<Outcome> {
+async fn idle(
+    system: &Running,
+    dialect: Dialect,
+    count: usize,
+    own_rooms: bool,
+) -> anyhow::Result<Outcome> {
     let endpoints = &system.endpoints;
     let before = system.rss_by_kind();
     let started = Instant::now();
     let links = open_all(count, |i| {
         let addr = endpoints[i % endpoints.len()];
-        member(dialect, addr, Some(format!("idle-{i}")), Tally::new(None))
+        let room = match own_rooms {
+            true => format!("idle-{i}"),
+            false => "idle".to_string(),
+        };
+        member(dialect, addr, Some(room), Tally::new(None))
     })
     .await?;
     let connects_per_second = count as f64 / started.elapsed().as_secs_f64();
