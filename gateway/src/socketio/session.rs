@@ -448,7 +448,7 @@ mod footprint {
         );
         let (sink, stream, _peer) = testing::connection();
         let frames = link.take_frames().await;
-        let carrier = super::super::websocket::carry_probe(sink, stream, &link, frames);
+        let carrier = super::super::websocket::carry(sink, stream, &link, frames);
         assert!(
             std::mem::size_of_val(&carrier) <= 1536,
             "a WebSocket's task holds {} bytes",

@@ -105,8 +105,12 @@ async fn next_packet(stream: &mut SplitStream<WebSocket>) -> Option<engine::Pack
 }
 
 /// Carries the session over the WebSocket until either side ends it.
-async fn carry<W, R>(sink: W, mut stream: R, link: &Link, mut frames: OwnedMutexGuard<Frames>)
-where
+pub(super) async fn carry<W, R>(
+    sink: W,
+    mut stream: R,
+    link: &Link,
+    mut frames: OwnedMutexGuard<Frames>,
+) where
     W: Sink<Message> + Unpin,
     R: Stream<Item = Result<Message, axum::Error>> + Unpin,
 {
@@ -206,19 +210,4 @@ mod tests {
             other => panic!("expected the close frame, got {other:?}"),
         }
     }
-}
-
-/// [`carry`] for a test that measures its future.
-#[cfg(test)]
-pub(super) fn carry_probe<'a, W, R>(
-    sink: W,
-    stream: R,
-    link: &'a Link,
-    frames: OwnedMutexGuard<Frames>,
-) -> impl std::future::Future<Output = ()> + 'a
-where
-    W: Sink<Message> + Unpin + 'a,
-    R: Stream<Item = Result<Message, axum::Error>> + Unpin + 'a,
-{
-    carry(sink, stream, link, frames)
 }
