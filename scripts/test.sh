@@ -56,6 +56,9 @@ cargo nextest run --workspace --locked "$@"
 log "example backend (examples/chat-backend)"
 EXAMPLE_HERALD_BINARY="${CARGO_TARGET_DIR:-$PWD/target}/debug/herald" bash examples/chat-backend/test.sh
 
+log "k6 scripts: a short run of each against a standalone node (loadtest/k6/smoke.sh)"
+bash loadtest/k6/smoke.sh "${CARGO_TARGET_DIR:-$PWD/target}/debug/herald"
+
 log "local cluster script"
 LOCAL_CLUSTER_BINARY="${CARGO_TARGET_DIR:-$PWD/target}/debug/herald" bash deploy/local/smoke.sh
 

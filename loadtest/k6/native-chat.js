@@ -1,0 +1,55 @@
+// Chat rooms over the native protocol: every VU is in one of ROOMS channels (with history),
+// publishes RATE stamped messages a second for SECONDS, and receives what its room says.
+// Fails on any loss, reordering or refusal, or a p99 delivery latency over LATENCY_P99 ms.
+//
+//   k6 run -e HERALD_URLS=http://127.0.0.1:3001,http://127.0.0.1:3002 native-chat.js
+
+import { clearInterval, setInterval, setTimeout } from "k6/timers";
+import { Native, Receiver, stamp } from "./lib/herald.js";
+
+const vus = Number(__ENV.VUS || 20);
+const rooms = Number(__ENV.ROOMS || 5);
+const rate = Number(__ENV.RATE || 5);
+const seconds = Number(__ENV.SECONDS || 20);
+const latencyP99 = Number(__ENV.LATENCY_P99 || 500);
+
+export const options = {
+  scenarios: {
+    chat: {
+      executor: "per-vu-iterations",
+      vus: vus,
+      iterations: 1,
+      maxDuration: `${seconds + 30}s`,
+      tags: { protocol: "native" },
+    },
+  },
+  thresholds: {
+    herald_delivered: ["count>0"],
+    herald_lost: ["count==0"],
+    herald_reordered: ["count==0"],
+    herald_refused: ["count==0"],
+    herald_delivery_latency: [`p(99)<${latencyP99}`],
+  },
+};
+
+export default function () {
+  const room = `k6-chat:${__VU % rooms}`;
+  const receiver = new Receiver();
+  new Native({
+    ready: (client) =>
+      client.call("subscribe", { channel: room }, () => {
+        let n = 0;
+        const sending = setInterval(() => {
+          client.call("publish", { channel: room, data: stamp(__VU, n++) });
+        }, 1000 / rate);
+        setTimeout(() => {
+          clearInterval(sending);
+          // Time for the last messages of the room to arrive.
+          setTimeout(() => client.close(), 3000);
+        }, seconds * 1000);
+      }),
+    push: (push) => {
+      if (push.push === "publication") receiver.take(push.data);
+    },
+  });
+}
