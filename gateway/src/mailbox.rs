@@ -115,6 +115,10 @@ pub struct Receiver<T> {
 impl<T> Receiver<T> {
     /// The next item; `None` once the queue is closed (or every sender gone) and empty.
     pub async fn recv(&mut self) -> Option<T> {
+        // As with tokio's own channels, a receive spends the task's scheduling budget, so a
+        // task that always finds something queued (a client flooding its session) still
+        // yields to the others on its thread now and then.
+        tokio::task::consume_budget().await;
         loop {
             {
                 let mut state = self.shared.state();
@@ -137,7 +141,7 @@ impl<T> Receiver<T> {
     fn pop(state: &mut State<T>) -> Option<T> {
         let item = state.queue.pop_front()?;
         if state.queue.is_empty() && state.queue.capacity() > KEPT_SLOTS {
-            state.queue = VecDeque::new();
+            state.queue.shrink_to(KEPT_SLOTS);
         }
         Some(item)
     }
@@ -214,9 +218,6 @@ mod tests {
             tx.send(i).unwrap();
         }
         while rx.try_recv().is_some() {}
-        assert_eq!(rx.shared.state().queue.capacity(), 0);
-        tx.send(1).unwrap();
-        rx.try_recv();
         assert!(rx.shared.state().queue.capacity() <= KEPT_SLOTS);
     }
 }

@@ -39,7 +39,8 @@ export default function () {
       socket.emit("join", [room], () => {
         let n = 0;
         const sending = setInterval(() => {
-          socket.emit("to", [room, "message", stamp(__VU, n++)]);
+          // With an ack, so that a refusal counts (herald_refused).
+          socket.emit("to", [room, "message", stamp(__VU, n++)], () => {});
         }, 1000 / rate);
         setTimeout(() => {
           clearInterval(sending);

@@ -62,7 +62,8 @@ export function publisher() {
     ready: (socket) => {
       let n = 0;
       const sending = setInterval(() => {
-        socket.emit("to", [room, "message", stamp(0, n++)]);
+        // With an ack, so that a refusal counts (herald_refused).
+        socket.emit("to", [room, "message", stamp(0, n++)], () => {});
         if (n === messages) {
           clearInterval(sending);
           setTimeout(() => socket.close(), 1000);

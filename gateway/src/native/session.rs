@@ -99,13 +99,14 @@ where
     };
     let mut commands = ctx.clients.open(id);
     metrics::opened(NATIVE);
-    let handshake = tokio::time::Instant::now() + ctx.config.connect_timeout;
+    // No deadline if the configured timeout is beyond what a clock can hold.
+    let handshake = tokio::time::Instant::now().checked_add(ctx.config.connect_timeout);
     let leave = ctx.drain.turn();
     tokio::pin!(leave);
     loop {
         // One timer: the earliest of the connect deadline and the access's end and renewal.
         let next = match &session.access {
-            None => Some(handshake),
+            None => handshake,
             Some(access) => earliest([access.expires(), access.renewal()]),
         };
         tokio::select! {

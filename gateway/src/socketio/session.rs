@@ -112,8 +112,8 @@ impl Session {
         let mut timers = Timers {
             ping: start + config.ping_interval,
             refresh: self.sockets.refresh_period().map(|period| start + period),
-            connect: Some(start + config.connect_timeout),
-            open: Some(start + config.open_timeout),
+            connect: start.checked_add(config.connect_timeout),
+            open: start.checked_add(config.open_timeout),
         };
         let leave = self.ctx.drain.turn();
         tokio::pin!(leave);

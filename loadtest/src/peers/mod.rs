@@ -98,12 +98,13 @@ fn describe(outcome: &Outcome) -> String {
     }
     let latency = &outcome.latency_us;
     format!(
-        "{:.0}/s, lost {} of {}, reordered {}, refused {}, p50 {:.2} ms, p99 {:.2} ms, p99.9 {:.2} ms, server CPU {:.2} cores, RSS {:.0} MiB",
+        "{:.0}/s, lost {} of {}, reordered {}, refused {}, cut {}, p50 {:.2} ms, p99 {:.2} ms, p99.9 {:.2} ms, server CPU {:.2} cores, RSS {:.0} MiB",
         outcome.per_second,
         outcome.lost(),
         outcome.expected,
         outcome.reordered,
         outcome.refused,
+        outcome.cut,
         latency.value_at_quantile(0.5) as f64 / 1000.0,
         latency.value_at_quantile(0.99) as f64 / 1000.0,
         latency.value_at_quantile(0.999) as f64 / 1000.0,

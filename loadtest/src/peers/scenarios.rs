@@ -119,6 +119,8 @@ pub struct Outcome {
     pub received: u64,
     pub reordered: u64,
     pub refused: u64,
+    /// Connections the server closed during the run.
+    pub cut: u64,
     /// Cores the system's processes used on average during the run.
     pub cpu_cores: f64,
     pub rss_bytes: u64,
@@ -262,6 +264,7 @@ async fn traffic(
         received: total.received,
         reordered: total.reordered,
         refused: total.refused,
+        cut: total.cut,
         cpu_cores,
         rss_bytes,
         per_connection_bytes: None,
@@ -356,6 +359,7 @@ async fn idle(
         received: 0,
         reordered: 0,
         refused: total.refused,
+        cut: total.cut,
         cpu_cores: 0.0,
         rss_bytes: after.iter().map(|(_, bytes)| bytes).sum(),
         per_connection_bytes: Some(per_kind.iter().map(|(_, bytes)| bytes).sum()),

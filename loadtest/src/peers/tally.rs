@@ -24,6 +24,8 @@ pub struct Tally {
     pub reordered: u64,
     /// Commands the server refused (native publish replies with an error).
     pub refused: u64,
+    /// Connections the server closed during the run.
+    pub cut: u64,
     /// The next sequence number expected from each emitter.
     next: Vec<u64>,
     progress: Option<Arc<Progress>>,
@@ -37,6 +39,7 @@ impl Tally {
             received: 0,
             reordered: 0,
             refused: 0,
+            cut: 0,
             next: Vec::new(),
             progress,
             progressed: false,
@@ -73,11 +76,18 @@ impl Tally {
         }
     }
 
+    /// The tally of a connection the server closed.
+    pub fn cut(mut self) -> Self {
+        self.cut += 1;
+        self
+    }
+
     pub fn merge(&mut self, other: &Tally) {
         let _ = self.latency_us.add(&other.latency_us);
         self.received += other.received;
         self.reordered += other.reordered;
         self.refused += other.refused;
+        self.cut += other.cut;
     }
 }
 
