@@ -120,7 +120,9 @@ struct Args {
     /// NATS over WebSocket, side by side (loadtest/README.md).
     #[arg(long)]
     peers: bool,
-    /// Systems of the comparison, by name (default: all).
+    /// Systems of the comparison (default: all): socketio-node, nats-ws, herald-socketio,
+    /// herald-native, herald-socketio-nohistory, herald-native-nohistory (the last two run
+    /// scenario iv only).
     #[arg(long, value_delimiter = ',', value_parser = target)]
     targets: Vec<peers::Target>,
     /// Scenarios of the comparison: i, ii, iii, iii-shared, iv (default: all).

@@ -123,7 +123,8 @@ fn table(setup: &Setup<'_>, results: &BTreeMap<(usize, usize), Vec<Outcome>>) {
         let cells: Vec<String> = (0..setup.targets.len())
             .map(|t| results.get(&(s, t)).map_or("–".into(), |o| cell(o)))
             .collect();
-        println!("| {} | {} |", scenario.title(), cells.join(" | "));
+        let title = scenario.title(&setup.knobs);
+        println!("| {title} | {} |", cells.join(" | "));
     }
 }
 

@@ -73,13 +73,26 @@ impl Scenario {
         }
     }
 
-    pub fn title(self) -> &'static str {
+    /// The scenario as it was run, for the table.
+    pub fn title(self, knobs: &Knobs) -> String {
         match self {
-            Self::Paced => "i: 1 → 1,000, 200/s paced, 20 s",
-            Self::Chat => "ii: chat, 10 rooms of 10 emitters + 10 receivers, saturation",
-            Self::Idle => "iii: 10,000 idle connections, each in a room of its own",
-            Self::IdleShared => "iii-shared: 10,000 idle connections in one room",
-            Self::Fan => "iv: 1 → 10, saturation",
+            Self::Paced => format!(
+                "i: 1 → {}, {}/s paced, {} s",
+                knobs.paced_receivers, knobs.paced_rate, knobs.paced_seconds
+            ),
+            Self::Chat => format!(
+                "ii: chat, 10 rooms of 10 emitters + 10 receivers, window {}, {} s",
+                knobs.chat_window, knobs.saturation_seconds
+            ),
+            Self::Idle => format!(
+                "iii: {} idle connections, each in a room of its own",
+                knobs.idle
+            ),
+            Self::IdleShared => format!("iii-shared: {} idle connections in one room", knobs.idle),
+            Self::Fan => format!(
+                "iv: 1 → 10, window {}, {} s",
+                knobs.fan_window, knobs.saturation_seconds
+            ),
         }
     }
 }
