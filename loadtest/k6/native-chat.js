@@ -6,34 +6,12 @@
 
 import { clearInterval, setInterval, setTimeout } from "k6/timers";
 import { Native, Receiver, stamp } from "./lib/herald.js";
+import { chat, chatOptions } from "./lib/shapes.js";
 
-const vus = Number(__ENV.VUS || 20);
-const rooms = Number(__ENV.ROOMS || 5);
-const rate = Number(__ENV.RATE || 5);
-const seconds = Number(__ENV.SECONDS || 20);
-const latencyP99 = Number(__ENV.LATENCY_P99 || 500);
-
-export const options = {
-  scenarios: {
-    chat: {
-      executor: "per-vu-iterations",
-      vus: vus,
-      iterations: 1,
-      maxDuration: `${seconds + 30}s`,
-      tags: { protocol: "native" },
-    },
-  },
-  thresholds: {
-    herald_delivered: ["count>0"],
-    herald_lost: ["count==0"],
-    herald_reordered: ["count==0"],
-    herald_refused: ["count==0"],
-    herald_delivery_latency: [`p(99)<${latencyP99}`],
-  },
-};
+export const options = chatOptions("native");
 
 export default function () {
-  const room = `k6-chat:${__VU % rooms}`;
+  const room = `k6-chat:${__VU % chat.rooms}`;
   const receiver = new Receiver();
   new Native({
     ready: (client) =>
@@ -41,12 +19,12 @@ export default function () {
         let n = 0;
         const sending = setInterval(() => {
           client.call("publish", { channel: room, data: stamp(__VU, n++) });
-        }, 1000 / rate);
+        }, 1000 / chat.rate);
         setTimeout(() => {
           clearInterval(sending);
           // Time for the last messages of the room to arrive.
           setTimeout(() => client.close(), 3000);
-        }, seconds * 1000);
+        }, chat.seconds * 1000);
       }),
     push: (push) => {
       if (push.push === "publication") receiver.take(push.data);

@@ -6,44 +6,12 @@
 
 import { clearInterval, setInterval, setTimeout } from "k6/timers";
 import { Native, Receiver, lost, stamp } from "./lib/herald.js";
+import { fanout, fanoutEndMs, fanoutOptions } from "./lib/shapes.js";
 
-const subscribers = Number(__ENV.SUBSCRIBERS || 100);
-const rate = Number(__ENV.RATE || 20);
-const seconds = Number(__ENV.SECONDS || 20);
-const lead = Number(__ENV.LEAD || 5);
-const latencyP99 = Number(__ENV.LATENCY_P99 || 500);
 // Fixed: init code runs once per VU, and every VU must name the same channel.
 const channel = __ENV.CHANNEL || "k6-fanout:broadcast";
-const messages = rate * seconds;
 
-export const options = {
-  scenarios: {
-    subscribers: {
-      executor: "per-vu-iterations",
-      vus: subscribers,
-      iterations: 1,
-      exec: "subscriber",
-      maxDuration: `${lead + seconds + 40}s`,
-      tags: { protocol: "native", role: "subscriber" },
-    },
-    publisher: {
-      executor: "per-vu-iterations",
-      vus: 1,
-      iterations: 1,
-      exec: "publisher",
-      startTime: `${lead}s`,
-      maxDuration: `${seconds + 30}s`,
-      tags: { protocol: "native", role: "publisher" },
-    },
-  },
-  thresholds: {
-    herald_delivered: [`count>=${messages * subscribers}`],
-    herald_lost: ["count==0"],
-    herald_reordered: ["count==0"],
-    herald_refused: ["count==0"],
-    herald_delivery_latency: [`p(99)<${latencyP99}`],
-  },
-};
+export const options = fanoutOptions("native");
 
 export function subscriber() {
   // Losses are counted once, at the end, from what did not arrive.
@@ -55,9 +23,9 @@ export function subscriber() {
     },
   });
   setTimeout(() => {
-    lost.add(Math.max(0, messages - receiver.count));
+    lost.add(Math.max(0, fanout.messages - receiver.count));
     client.close();
-  }, (lead + seconds + 10) * 1000);
+  }, fanoutEndMs);
 }
 
 export function publisher() {
@@ -66,11 +34,11 @@ export function publisher() {
       let n = 0;
       const sending = setInterval(() => {
         client.call("publish", { channel: channel, data: stamp(0, n++) });
-        if (n === messages) {
+        if (n === fanout.messages) {
           clearInterval(sending);
           setTimeout(() => client.close(), 1000);
         }
-      }, 1000 / rate);
+      }, 1000 / fanout.rate);
     },
   });
 }

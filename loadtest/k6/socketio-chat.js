@@ -5,34 +5,12 @@
 
 import { clearInterval, setInterval, setTimeout } from "k6/timers";
 import { Receiver, SocketIo, stamp } from "./lib/herald.js";
+import { chat, chatOptions } from "./lib/shapes.js";
 
-const vus = Number(__ENV.VUS || 20);
-const rooms = Number(__ENV.ROOMS || 5);
-const rate = Number(__ENV.RATE || 5);
-const seconds = Number(__ENV.SECONDS || 20);
-const latencyP99 = Number(__ENV.LATENCY_P99 || 500);
-
-export const options = {
-  scenarios: {
-    chat: {
-      executor: "per-vu-iterations",
-      vus: vus,
-      iterations: 1,
-      maxDuration: `${seconds + 30}s`,
-      tags: { protocol: "socketio" },
-    },
-  },
-  thresholds: {
-    herald_delivered: ["count>0"],
-    herald_lost: ["count==0"],
-    herald_reordered: ["count==0"],
-    herald_refused: ["count==0"],
-    herald_delivery_latency: [`p(99)<${latencyP99}`],
-  },
-};
+export const options = chatOptions("socketio");
 
 export default function () {
-  const room = `k6-chat-${__VU % rooms}`;
+  const room = `k6-chat-${__VU % chat.rooms}`;
   const receiver = new Receiver();
   new SocketIo({
     ready: (socket) =>
@@ -41,11 +19,11 @@ export default function () {
         const sending = setInterval(() => {
           // With an ack, so that a refusal counts (herald_refused).
           socket.emit("to", [room, "message", stamp(__VU, n++)], () => {});
-        }, 1000 / rate);
+        }, 1000 / chat.rate);
         setTimeout(() => {
           clearInterval(sending);
           setTimeout(() => socket.close(), 3000);
-        }, seconds * 1000);
+        }, chat.seconds * 1000);
       }),
     event: (name, args) => {
       if (name === "message") receiver.take(args[0]);
