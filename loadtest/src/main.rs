@@ -21,7 +21,9 @@
 //!
 //! With `--abuse`, it measures instead what two attacks cost a node (see [`abuse`]); with
 //! `--sync`, sync document patches and their fan-out (see [`sync`]).
-//! `--hooks`, what a publish hook adds to a publish, and the consume stream (see [`hooks`]).
+//! `--hooks`, what a publish hook adds to a publish, and the consume stream (see [`hooks`]);
+//! with `--peers`, Herald beside Socket.IO-Node and NATS over WebSocket (see [`peers`]);
+//! with `--crowd`, 100,000 connections held and broadcast to (see [`crowd`]).
 //!
 //! Latency is measured from the moment the publisher sends the command to the moment the
 //! subscriber has read the publication (one clock, one machine). Reports each run and the
@@ -39,9 +41,11 @@ use herald_testkit::{Cluster, NativeClient};
 use serde_json::json;
 
 mod abuse;
+mod crowd;
 mod hooks;
 mod memory;
 mod peers;
+mod procfs;
 mod rate;
 mod socketio;
 mod stuck;
@@ -153,6 +157,36 @@ struct Args {
     /// generator to CPU 1.
     #[arg(long)]
     no_pin: bool,
+    /// Run the crowd instead: many connections, native and Socket.IO mixed, held with
+    /// heartbeats, then broadcasts to all of them (loadtest/README.md).
+    #[arg(long)]
+    crowd: bool,
+    /// Connections of the crowd.
+    #[arg(long, default_value_t = 100_000)]
+    crowd_connections: usize,
+    /// Gateway processes the crowd is spread over.
+    #[arg(long, default_value_t = 6)]
+    crowd_gateways: usize,
+    /// Load-generator processes the crowd is spread over.
+    #[arg(long, default_value_t = 6)]
+    crowd_generators: usize,
+    /// Seconds the crowd is held before the broadcasts.
+    #[arg(long, default_value_t = 60)]
+    crowd_hold: u64,
+    /// Broadcasts to the whole crowd.
+    #[arg(long, default_value_t = 3)]
+    crowd_broadcasts: u32,
+    /// Internal: run as one load generator of the crowd (started by `--crowd`).
+    #[arg(long, hide = true)]
+    crowd_generator: bool,
+    #[arg(long, hide = true, default_value_t = 0)]
+    generator_first: usize,
+    #[arg(long, hide = true, default_value_t = 0)]
+    generator_count: usize,
+    #[arg(long, hide = true, default_value = "127.0.0.1")]
+    generator_source: std::net::IpAddr,
+    #[arg(long, hide = true, value_delimiter = ',')]
+    generator_gateways: Vec<std::net::SocketAddr>,
 }
 
 fn target(name: &str) -> Result<peers::Target, String> {
@@ -188,9 +222,29 @@ struct RunResult {
     max_us: u64,
 }
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
+fn main() -> anyhow::Result<()> {
     let args = Args::parse();
+    if args.crowd_generator {
+        // One thread per generator: the crowd runs several generators beside the servers
+        // on few cores, and more threads would only add switches between them.
+        let share = crowd::generator::Share {
+            first: args.generator_first,
+            count: args.generator_count,
+            source: args.generator_source,
+            gateways: args.generator_gateways,
+        };
+        return tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?
+            .block_on(crowd::generator::run(share));
+    }
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?
+        .block_on(bench(args))
+}
+
+async fn bench(args: Args) -> anyhow::Result<()> {
     if !args.herald.is_file() {
         bail!(
             "{} not found: run `cargo build --release` first",
@@ -208,6 +262,16 @@ async fn main() -> anyhow::Result<()> {
     }
     if args.peers {
         return run_peers(&args).await;
+    }
+    if args.crowd {
+        let plan = crowd::Plan {
+            connections: args.crowd_connections,
+            gateways: args.crowd_gateways,
+            generators: args.crowd_generators,
+            hold: Duration::from_secs(args.crowd_hold),
+            broadcasts: args.crowd_broadcasts,
+        };
+        return crowd::run(&args.herald, &plan).await;
     }
     let settings = [
         ("HERALD_LOG__LEVEL", "warn"),

@@ -7,9 +7,9 @@
 //! gives the medians over runs.
 
 mod scenarios;
-mod tally;
+pub mod tally;
 mod targets;
-mod wire;
+pub mod wire;
 
 use std::collections::BTreeMap;
 

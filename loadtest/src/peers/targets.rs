@@ -14,6 +14,7 @@ use herald_testkit::servers::free_port;
 use herald_testkit::{Cluster, Server};
 
 use super::wire::Dialect;
+use crate::procfs;
 
 /// Where the Socket.IO-Node server and its `package.json` live, from the workspace root.
 const NODE_PEER: &str = "loadtest/peers/socketio-node";
@@ -111,7 +112,7 @@ impl Running {
     pub fn rss_by_kind(&self) -> Vec<(&'static str, u64)> {
         let mut kinds: Vec<(&'static str, u64)> = Vec::new();
         for (kind, pid) in &self.processes {
-            let bytes = proc_status_kib(*pid, "VmRSS:").unwrap_or(0) * 1024;
+            let bytes = procfs::rss_bytes(*pid).unwrap_or(0);
             match kinds.iter_mut().find(|(k, _)| k == kind) {
                 Some((_, sum)) => *sum += bytes,
                 None => kinds.push((kind, bytes)),
@@ -122,32 +123,11 @@ impl Running {
 
     /// CPU time all its processes used so far, in seconds.
     pub fn cpu_seconds(&self) -> f64 {
-        let ticks: u64 = self
-            .processes
+        self.processes
             .iter()
-            .filter_map(|(_, pid)| cpu_ticks(*pid))
-            .sum();
-        ticks as f64 / ticks_per_second()
+            .filter_map(|(_, pid)| procfs::cpu_seconds(*pid))
+            .sum()
     }
-}
-
-fn proc_status_kib(pid: u32, field: &str) -> Option<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let line = status.lines().find(|l| l.starts_with(field))?;
-    line.split_whitespace().nth(1)?.parse().ok()
-}
-
-/// utime + stime of `/proc/<pid>/stat`.
-fn cpu_ticks(pid: u32) -> Option<u64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // The command name may hold spaces; the fields after it are fixed.
-    let fields: Vec<&str> = stat.rsplit_once(") ")?.1.split_whitespace().collect();
-    Some(fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?)
-}
-
-fn ticks_per_second() -> f64 {
-    // USER_HZ is 100 on every Linux architecture this runs on.
-    100.0
 }
 
 /// Pins every thread of `pid` to `cpu`.

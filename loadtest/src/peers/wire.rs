@@ -8,7 +8,7 @@
 //! connection then runs as one task ([`Link`]) that writes what it is given, answers the
 //! server's keep-alives, and hands every payload it receives to a [`Tally`].
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
 use anyhow::{Context, bail};
@@ -16,11 +16,12 @@ use futures_util::{SinkExt, StreamExt};
 use herald_core::time::unix_micros;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::{Bytes, Message};
 
 use super::tally::{Stamp, Tally};
 
-type Ws =
+pub type Ws =
     tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
 /// Bytes of every payload, marker and padding included.
@@ -46,7 +47,7 @@ pub fn payload(emitter: u32, seq: u64) -> String {
 }
 
 /// Every payload marker in `frame`.
-fn stamps(frame: &[u8]) -> impl Iterator<Item = Stamp> + '_ {
+pub fn stamps(frame: &[u8]) -> impl Iterator<Item = Stamp> + '_ {
     frame
         .iter()
         .enumerate()
@@ -88,10 +89,41 @@ impl Dialect {
 
     /// Opens a connection and completes the protocol's handshake.
     pub async fn open(self, addr: SocketAddr) -> anyhow::Result<Ws> {
+        self.open_from(None, addr, None).await
+    }
+
+    /// Like [`Self::open`], from the local address `source` if given (each loopback
+    /// address, 127.0.0.x, has its own ephemeral ports, so more connections fit), with
+    /// WebSocket settings of its own if given.
+    pub async fn open_from(
+        self,
+        source: Option<IpAddr>,
+        addr: SocketAddr,
+        config: Option<WebSocketConfig>,
+    ) -> anyhow::Result<Ws> {
+        let tcp = tokio::time::timeout(STEP_TIMEOUT, async {
+            match source {
+                None => tokio::net::TcpStream::connect(addr).await,
+                Some(ip) => {
+                    let socket = tokio::net::TcpSocket::new_v4()?;
+                    bind_without_port(&socket)?;
+                    socket.bind(SocketAddr::new(ip, 0))?;
+                    socket.connect(addr).await
+                }
+            }
+        })
+        .await
+        .context("TCP connect timed out")?
+        .context("TCP connect")?;
+        // Without TCP_NODELAY, Nagle's algorithm meeting delayed ACKs holds frames ~40 ms.
+        tcp.set_nodelay(true)?;
+        // Closed with a reset: a closed connection would otherwise hold its local port for
+        // a minute (TIME_WAIT), and the next run of a large crowd would find none free.
+        tcp.set_zero_linger()?;
+        let stream = tokio_tungstenite::MaybeTlsStream::Plain(tcp);
         let (mut ws, _) = tokio::time::timeout(
             STEP_TIMEOUT,
-            // Without TCP_NODELAY, Nagle's algorithm meeting delayed ACKs holds frames ~40 ms.
-            tokio_tungstenite::connect_async_with_config(self.url(addr), None, true),
+            tokio_tungstenite::client_async_with_config(self.url(addr), stream, config),
         )
         .await
         .context("WebSocket handshake timed out")??;
@@ -145,6 +177,30 @@ impl Dialect {
     }
 }
 
+/// Lets `connect` pick the local port of a socket bound to an address: a `bind` to port
+/// 0 would reserve one port for every destination, searching the bound ports each
+/// time (which made opening the 50,000th connection 10× slower than the first), while
+/// `connect` needs the port free only towards its one destination.
+fn bind_without_port(socket: &tokio::net::TcpSocket) -> std::io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let on: libc::c_int = 1;
+    // SAFETY: the descriptor is the socket's own and open; the option value is a c_int
+    // that outlives the call, and its size is passed with it.
+    let done = unsafe {
+        libc::setsockopt(
+            socket.as_raw_fd(),
+            libc::IPPROTO_IP,
+            libc::IP_BIND_ADDRESS_NO_PORT,
+            (&on as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    match done {
+        0 => Ok(()),
+        _ => Err(std::io::Error::last_os_error()),
+    }
+}
+
 /// Reads until a text (or binary) frame satisfies `done`, answering keep-alives.
 async fn until(ws: &mut Ws, done: impl Fn(&str) -> bool) -> anyhow::Result<String> {
     loop {
@@ -167,7 +223,7 @@ async fn until(ws: &mut Ws, done: impl Fn(&str) -> bool) -> anyhow::Result<Strin
 }
 
 /// Waits for the native reply `id` and fails unless it has a result.
-async fn expect_reply(ws: &mut Ws, id: u64) -> anyhow::Result<()> {
+pub async fn expect_reply(ws: &mut Ws, id: u64) -> anyhow::Result<()> {
     let prefix = format!(r#"{{"id":{id},"#);
     let reply = until(ws, |text| text.starts_with(&prefix)).await?;
     if !reply.contains(r#""result""#) {
