@@ -79,7 +79,8 @@ for scrape in "$scrapes"/*.prom; do
 done
 
 log "Grafana dashboards against that scrape"
-cat "$scrapes"/*.prom >"$scrapes/all.prom.txt"
+# With the k6 series of the dashboards' load-test row (loadtest/k6/remote-write.prom).
+cat "$scrapes"/*.prom loadtest/k6/remote-write.prom >"$scrapes/all.prom.txt"
 "$tools/check-dashboards.sh" deploy/grafana "$scrapes/all.prom.txt"
 
 log "deploy checks: ok"

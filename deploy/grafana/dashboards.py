@@ -176,10 +176,41 @@ def overview():
             (f"histogram_quantile(0.95, sum by (le) (rate(herald_presence_size_bucket{RATE})))",
              "p95 clients per presence query"),
         ]),
+        *load_test(),
     ]
     return dashboard("herald-overview", "Herald / Cluster overview",
                      "Clients, messages, latency and backends of a whole Herald cluster.",
                      panels, [])
+
+
+def load_test():
+    """k6's own series, beside Herald's for the same minutes: what the scripts of loadtest/k6
+    send with `-o experimental-prometheus-rw` (trends as p50/p99/max gauges, in seconds)."""
+    sent = ("Filled while a k6 script of loadtest/k6 runs with -o experimental-prometheus-rw "
+            "into this Prometheus (loadtest/k6/README.md); empty otherwise. ")
+    return [
+        row("Load test (k6)"),
+        panel("k6: delivery latency", [
+            ("max by (scenario, protocol) (k6_herald_delivery_latency_p50)", "p50 {{scenario}} {{protocol}}"),
+            ("max by (scenario, protocol) (k6_herald_delivery_latency_p99)", "p99 {{scenario}} {{protocol}}"),
+        ], "s", description=sent + "From the send time carried in each payload to its receipt, "
+                                   "as k6's receivers saw it: compare with the delivery latency above."),
+        panel("k6: deliveries, losses, reorders, refusals", [
+            (f"sum by (scenario) (rate(k6_herald_delivered_total{RATE}))", "delivered {{scenario}}"),
+            (f"sum by (scenario) (rate(k6_herald_lost_total{RATE}))", "lost {{scenario}}"),
+            (f"sum by (scenario) (rate(k6_herald_reordered_total{RATE}))", "reordered {{scenario}}"),
+            (f"sum by (scenario) (rate(k6_herald_refused_total{RATE}))", "refused {{scenario}}"),
+        ], "ops", description=sent + "Anything but deliveries should stay at zero."),
+        panel("k6: virtual users and WebSocket sessions", [
+            ("sum(k6_vus)", "virtual users"),
+            (f"sum(rate(k6_ws_sessions_total{RATE}))", "sessions opened per second"),
+        ], description=sent),
+        panel("k6: connection time", [
+            ("max by (scenario, protocol) (k6_herald_connect_time_p99)", "p99 {{scenario}} {{protocol}}"),
+            ("max by (scenario) (k6_ws_connecting_p99)", "p99 TCP and WebSocket handshake {{scenario}}"),
+        ], "s", description=sent + "Until the protocol's own handshake is answered (connect, or "
+                                   "the Socket.IO namespace's CONNECT)."),
+    ]
 
 
 def node():
