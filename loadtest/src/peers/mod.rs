@@ -54,7 +54,7 @@ pub async fn run(setup: &Setup<'_>) -> anyhow::Result<()> {
                 }
                 let system = match started.take() {
                     Some(system) => system,
-                    None => target.start(setup.herald, setup.cpus.map(|(server, _)| server))?,
+                    None => target.start(setup.herald, setup.cpus)?,
                 };
                 let tag = format!("{run}{}", scenario.name());
                 let outcome =

@@ -74,19 +74,25 @@ impl Target {
         }
     }
 
-    /// Starts the system on the server CPU and returns once it takes connections.
-    pub fn start(self, herald: &Path, cpu: Option<usize>) -> anyhow::Result<Running> {
-        let running = match self {
-            Self::SocketIoNode => start_socketio_node()?,
-            Self::Nats => start_nats(),
-            Self::Herald { history, .. } => start_herald(herald, history),
-        };
-        if let Some(cpu) = cpu {
-            for (_, pid) in &running.processes {
-                pin(*pid, cpu)?;
-            }
+    /// Starts the system on the server CPU and returns once it takes connections; `cpus`
+    /// are the server's and the load generator's.
+    pub fn start(self, herald: &Path, cpus: Option<(usize, usize)>) -> anyhow::Result<Running> {
+        // Processes inherit their parent's CPUs: started while this one is on the server
+        // CPU, each sees one CPU from birth and sizes its runtime for it (tokio's workers,
+        // Go's GOMAXPROCS), as in a container given one core. Pinned after start instead,
+        // tokio kept two workers switching on one CPU.
+        if let Some((server, _)) = cpus {
+            pin(std::process::id(), server)?;
         }
-        Ok(running)
+        let running = match self {
+            Self::SocketIoNode => start_socketio_node(),
+            Self::Nats => Ok(start_nats()),
+            Self::Herald { history, .. } => Ok(start_herald(herald, history)),
+        };
+        if let Some((_, generator)) = cpus {
+            pin(std::process::id(), generator)?;
+        }
+        running
     }
 }
 
