@@ -173,20 +173,20 @@ struct Args {
     /// Seconds the crowd is held before the broadcasts.
     #[arg(long, default_value_t = 60)]
     crowd_hold: u64,
-    /// Broadcasts to the whole crowd.
+    /// Broadcasts to the whole crowd (1 to 62).
     #[arg(long, default_value_t = 3)]
     crowd_broadcasts: u32,
     /// Internal: run as one load generator of the crowd (started by `--crowd`).
     #[arg(long, hide = true)]
-    crowd_generator: bool,
+    crowd_child: bool,
     #[arg(long, hide = true, default_value_t = 0)]
-    generator_first: usize,
+    child_first: usize,
     #[arg(long, hide = true, default_value_t = 0)]
-    generator_count: usize,
+    child_count: usize,
     #[arg(long, hide = true, default_value = "127.0.0.1")]
-    generator_source: std::net::IpAddr,
+    child_source: std::net::IpAddr,
     #[arg(long, hide = true, value_delimiter = ',')]
-    generator_gateways: Vec<std::net::SocketAddr>,
+    child_gateways: Vec<std::net::SocketAddr>,
 }
 
 fn target(name: &str) -> Result<peers::Target, String> {
@@ -224,14 +224,14 @@ struct RunResult {
 
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    if args.crowd_generator {
+    if args.crowd_child {
         // One thread per generator: the crowd runs several generators beside the servers
         // on few cores, and more threads would only add switches between them.
         let share = crowd::generator::Share {
-            first: args.generator_first,
-            count: args.generator_count,
-            source: args.generator_source,
-            gateways: args.generator_gateways,
+            first: args.child_first,
+            count: args.child_count,
+            source: args.child_source,
+            gateways: args.child_gateways,
         };
         return tokio::runtime::Builder::new_current_thread()
             .enable_all()

@@ -1,4 +1,5 @@
-//! What a process costs, read from `/proc`: resident memory and CPU time so far.
+//! What a process costs, read from `/proc`: resident memory and CPU time so far, and
+//! their sums by kind of process.
 
 /// Resident memory of `pid`, in bytes; `None` once it is gone.
 pub fn rss_bytes(pid: u32) -> Option<u64> {
@@ -19,3 +20,19 @@ pub fn cpu_seconds(pid: u32) -> Option<f64> {
 
 /// USER_HZ, 100 on every Linux architecture this runs on.
 const TICKS_PER_SECOND: f64 = 100.0;
+
+/// `of` each process, summed by kind, in the order the kinds first appear.
+pub fn by_kind<T: Copy + std::ops::AddAssign>(
+    processes: &[(&'static str, u32)],
+    of: impl Fn(u32) -> T,
+) -> Vec<(&'static str, T)> {
+    let mut kinds: Vec<(&'static str, T)> = Vec::new();
+    for (kind, pid) in processes {
+        let value = of(*pid);
+        match kinds.iter_mut().find(|(k, _)| k == kind) {
+            Some((_, sum)) => *sum += value,
+            None => kinds.push((kind, value)),
+        }
+    }
+    kinds
+}

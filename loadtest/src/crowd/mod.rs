@@ -43,6 +43,12 @@ const SPARE_FILES: usize = 200;
 /// How long the broadcasts may take to reach everyone after the last was acknowledged.
 const DELIVERY_TIMEOUT: Duration = Duration::from_secs(60);
 
+/// How long all generators together may take to open their connections.
+const OPENING_TIMEOUT: Duration = Duration::from_secs(600);
+
+/// Most broadcasts of one run: a connection keeps those it received as bits of a word.
+pub const MAX_BROADCASTS: u32 = 62;
+
 /// The size and shape of the crowd.
 pub struct Plan {
     pub connections: usize,
@@ -60,10 +66,22 @@ fn dialect_of(number: usize) -> Dialect {
     }
 }
 
+/// The gateway of connection `number`, of `gateways`: each pair of connections (one per
+/// protocol) goes to the next, so every gateway holds both protocols alike.
+fn gateway_of(number: usize, gateways: usize) -> usize {
+    (number / 2) % gateways
+}
+
 pub async fn run(herald: &Path, plan: &Plan) -> anyhow::Result<()> {
-    let files = open_files_limit()?;
-    let per_gateway = plan.connections.div_ceil(plan.gateways.max(1));
-    let per_generator = plan.connections.div_ceil(plan.generators.max(1));
+    if plan.connections == 0 || plan.gateways == 0 || plan.generators == 0 {
+        bail!("the crowd needs connections, gateways and generators (at least one of each)");
+    }
+    if !(1..=MAX_BROADCASTS).contains(&plan.broadcasts) {
+        bail!("--crowd-broadcasts must be 1 to {MAX_BROADCASTS}");
+    }
+    let files = raise_open_files_limit()?;
+    let per_gateway = plan.connections.div_ceil(plan.gateways);
+    let per_generator = plan.connections.div_ceil(plan.generators);
     if per_gateway.max(per_generator) + SPARE_FILES > files {
         bail!(
             "{per_gateway} connections per gateway and {per_generator} per generator do not fit \
@@ -102,8 +120,11 @@ pub async fn run(herald: &Path, plan: &Plan) -> anyhow::Result<()> {
         processes.push(("generators", g.pid));
     }
     let mut opened = Vec::new();
+    let deadline = Instant::now() + OPENING_TIMEOUT;
     for g in &mut generators {
-        let line = g.line(Duration::from_secs(600)).await?;
+        let line = g
+            .line(deadline.saturating_duration_since(Instant::now()))
+            .await?;
         opened.push(Opened::parse(&line)?);
     }
     let ok: u64 = opened.iter().map(|o| o.ok).sum();
@@ -115,6 +136,9 @@ pub async fn run(herald: &Path, plan: &Plan) -> anyhow::Result<()> {
         "opened {ok} connections ({failed} failed) in {seconds:.1} s: {:.0} connections/s",
         ok as f64 / seconds.max(1e-6)
     );
+    if ok == 0 {
+        bail!("no connection could be opened");
+    }
     let after = memory(&processes);
     print_memory(&before, &after, ok);
 
@@ -122,7 +146,8 @@ pub async fn run(herald: &Path, plan: &Plan) -> anyhow::Result<()> {
     let held = Instant::now();
     let mut status = Status::default();
     while held.elapsed() < plan.hold {
-        tokio::time::sleep(Duration::from_secs(10).min(plan.hold - held.elapsed())).await;
+        let left = plan.hold.saturating_sub(held.elapsed());
+        tokio::time::sleep(Duration::from_secs(10).min(left)).await;
         status = ask(&mut generators, 0).await?;
         println!(
             "  held {:>3.0} s: {} open, {} closed by the server; since connecting, {} Socket.IO pings and {} of {} native pings answered",
@@ -134,17 +159,18 @@ pub async fn run(herald: &Path, plan: &Plan) -> anyhow::Result<()> {
             status.pings
         );
     }
-    let cpu_after = cpu(&processes);
-    print_cpu(&cpu_before, &cpu_after, held.elapsed());
+    if !plan.hold.is_zero() {
+        print_cpu(&cpu_before, &cpu(&processes), held.elapsed());
+    }
     if status.cut > 0 {
         println!("{} connections were closed while held", status.cut);
     }
 
     let status = broadcast(&mut generators, gateways[0], plan.broadcasts, ok).await?;
-    let lost = status.missing;
+    let (lost, extra) = (status.missing, status.extra);
     println!(
-        "{} broadcasts to all: {} of {ok} connections got every one, {lost} deliveries lost; \
-         latency (the worst generator's) p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms",
+        "{} broadcasts to all: {} of {ok} connections got every one, {lost} deliveries lost, \
+         {extra} duplicated; latency (the worst generator's) p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms",
         plan.broadcasts,
         status.complete,
         status.p50_us as f64 / 1000.0,
@@ -152,8 +178,10 @@ pub async fn run(herald: &Path, plan: &Plan) -> anyhow::Result<()> {
         status.max_us as f64 / 1000.0
     );
     drop(generators);
-    if failed > 0 || lost > 0 {
-        bail!("{failed} connections failed and {lost} broadcast deliveries were lost");
+    if failed > 0 || lost > 0 || extra > 0 {
+        bail!(
+            "{failed} connections failed, {lost} broadcast deliveries were lost and {extra} duplicated"
+        );
     }
     Ok(())
 }
@@ -224,11 +252,11 @@ impl Generator {
         ));
         let gateways: Vec<String> = gateways.iter().map(|g| g.to_string()).collect();
         let mut child = Command::new(std::env::current_exe()?)
-            .arg("--crowd-generator")
-            .args(["--generator-first", &first.to_string()])
-            .args(["--generator-count", &count.to_string()])
-            .args(["--generator-source", &source.to_string()])
-            .args(["--generator-gateways", &gateways.join(",")])
+            .arg("--crowd-child")
+            .args(["--child-first", &first.to_string()])
+            .args(["--child-count", &count.to_string()])
+            .args(["--child-source", &source.to_string()])
+            .args(["--child-gateways", &gateways.join(",")])
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
@@ -256,40 +284,32 @@ impl Generator {
 
 /// Resident memory by kind of process, in bytes.
 fn memory(processes: &[(&'static str, u32)]) -> Vec<(&'static str, u64)> {
-    by_kind(processes, |pid| procfs::rss_bytes(pid).unwrap_or(0) as f64)
-        .into_iter()
-        .map(|(kind, bytes)| (kind, bytes as u64))
-        .collect()
+    procfs::by_kind(processes, |pid| procfs::rss_bytes(pid).unwrap_or(0))
 }
 
+/// CPU seconds used so far by kind of process.
 fn cpu(processes: &[(&'static str, u32)]) -> Vec<(&'static str, f64)> {
-    by_kind(processes, |pid| procfs::cpu_seconds(pid).unwrap_or(0.0))
+    procfs::by_kind(processes, |pid| procfs::cpu_seconds(pid).unwrap_or(0.0))
 }
 
-fn by_kind(processes: &[(&'static str, u32)], of: impl Fn(u32) -> f64) -> Vec<(&'static str, f64)> {
-    let mut kinds: Vec<(&'static str, f64)> = Vec::new();
-    for (kind, pid) in processes {
-        match kinds.iter_mut().find(|(k, _)| k == kind) {
-            Some((_, sum)) => *sum += of(*pid),
-            None => kinds.push((kind, of(*pid))),
-        }
-    }
-    kinds
-}
-
+/// Each kind's resident memory, and what the servers gained per connection (the
+/// generators, started with the crowd, hold theirs in all).
 fn print_memory(before: &[(&str, u64)], after: &[(&'static str, u64)], connections: u64) {
+    let per_connection = |bytes: u64| bytes as f64 / 1024.0 / connections as f64;
     let parts: Vec<String> = after
         .iter()
         .map(|(kind, bytes)| {
-            let was = before
-                .iter()
-                .find(|(k, _)| k == kind)
-                .map_or(0, |(_, b)| *b);
-            format!(
-                "{kind} {:.0} MiB ({:.1} KiB per connection)",
-                *bytes as f64 / 1048576.0,
-                bytes.saturating_sub(was) as f64 / 1024.0 / connections.max(1) as f64
-            )
+            let mib = *bytes as f64 / 1048576.0;
+            match before.iter().find(|(k, _)| k == kind) {
+                Some((_, was)) => format!(
+                    "{kind} {mib:.0} MiB (+{:.1} KiB per connection)",
+                    per_connection(bytes.saturating_sub(*was))
+                ),
+                None => format!(
+                    "{kind} {mib:.0} MiB ({:.1} KiB per connection in all)",
+                    per_connection(*bytes)
+                ),
+            }
         })
         .collect();
     println!("resident memory: {}", parts.join(", "));
@@ -309,16 +329,21 @@ fn print_cpu(before: &[(&str, f64)], after: &[(&'static str, f64)], over: Durati
     println!("CPU while held, in cores: {}", parts.join(", "));
 }
 
-/// The soft limit on open files of this process, which its children inherit.
-fn open_files_limit() -> anyhow::Result<usize> {
-    let limits = std::fs::read_to_string("/proc/self/limits").context("/proc/self/limits")?;
-    let line = limits
-        .lines()
-        .find(|l| l.starts_with("Max open files"))
-        .context("no open-files limit in /proc/self/limits")?;
-    let soft = line
-        .split_whitespace()
-        .nth(3)
-        .context("the limit's soft value")?;
-    Ok(soft.parse().unwrap_or(usize::MAX))
+/// Raises this process's soft limit on open files to its hard limit, which the servers
+/// and generators it starts inherit, and returns it.
+fn raise_open_files_limit() -> anyhow::Result<usize> {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: `limit` is a valid rlimit for the call to fill in and read.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } != 0 {
+        return Err(std::io::Error::last_os_error()).context("getrlimit(RLIMIT_NOFILE)");
+    }
+    limit.rlim_cur = limit.rlim_max;
+    // SAFETY: as above; lowering nothing, raising the soft limit to the hard one.
+    if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &limit) } != 0 {
+        return Err(std::io::Error::last_os_error()).context("setrlimit(RLIMIT_NOFILE)");
+    }
+    Ok(usize::try_from(limit.rlim_cur).unwrap_or(usize::MAX))
 }

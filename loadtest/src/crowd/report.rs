@@ -19,8 +19,11 @@ pub struct Opened {
 pub struct Status {
     /// Connections that have received every broadcast so far.
     pub complete: u64,
-    /// Broadcast deliveries missing, over all its connections (a closed one misses all).
+    /// Broadcast deliveries missing, over the connections it opened (one the server
+    /// closed misses all).
     pub missing: u64,
+    /// Broadcast deliveries beyond the first of each: duplicates.
+    pub extra: u64,
     /// Connections the server closed.
     pub cut: u64,
     /// Socket.IO heartbeats answered (the server's pings), native pings sent and answered.
@@ -55,9 +58,10 @@ impl Opened {
 impl Status {
     pub fn line(&self) -> String {
         format!(
-            "status complete={} missing={} cut={} pongs={} pings={} answered={} p50_us={} p99_us={} max_us={}",
+            "status complete={} missing={} extra={} cut={} pongs={} pings={} answered={} p50_us={} p99_us={} max_us={}",
             self.complete,
             self.missing,
+            self.extra,
             self.cut,
             self.pongs,
             self.pings,
@@ -73,6 +77,7 @@ impl Status {
         Ok(Self {
             complete: field(&fields, "complete")?,
             missing: field(&fields, "missing")?,
+            extra: field(&fields, "extra")?,
             cut: field(&fields, "cut")?,
             pongs: field(&fields, "pongs")?,
             pings: field(&fields, "pings")?,
@@ -87,6 +92,7 @@ impl Status {
     pub fn add(&mut self, other: &Status) {
         self.complete += other.complete;
         self.missing += other.missing;
+        self.extra += other.extra;
         self.cut += other.cut;
         self.pongs += other.pongs;
         self.pings += other.pings;
@@ -124,6 +130,7 @@ mod tests {
         let status = Status {
             complete: 3,
             missing: 4,
+            extra: 2,
             cut: 1,
             pongs: 5,
             pings: 6,

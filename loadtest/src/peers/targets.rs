@@ -116,15 +116,7 @@ impl Running {
     /// Resident memory per kind of process (the sum over processes of that kind), in
     /// bytes, in the order the kinds were started.
     pub fn rss_by_kind(&self) -> Vec<(&'static str, u64)> {
-        let mut kinds: Vec<(&'static str, u64)> = Vec::new();
-        for (kind, pid) in &self.processes {
-            let bytes = procfs::rss_bytes(*pid).unwrap_or(0);
-            match kinds.iter_mut().find(|(k, _)| k == kind) {
-                Some((_, sum)) => *sum += bytes,
-                None => kinds.push((kind, bytes)),
-            }
-        }
-        kinds
+        procfs::by_kind(&self.processes, |pid| procfs::rss_bytes(pid).unwrap_or(0))
     }
 
     /// CPU time all its processes used so far, in seconds.

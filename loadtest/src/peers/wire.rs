@@ -117,9 +117,12 @@ impl Dialect {
         .context("TCP connect")?;
         // Without TCP_NODELAY, Nagle's algorithm meeting delayed ACKs holds frames ~40 ms.
         tcp.set_nodelay(true)?;
-        // Closed with a reset: a closed connection would otherwise hold its local port for
-        // a minute (TIME_WAIT), and the next run of a large crowd would find none free.
-        tcp.set_zero_linger()?;
+        if source.is_some() {
+            // Connections from addresses of their own are a crowd's: closed with a reset,
+            // each would otherwise hold its local port for a minute (TIME_WAIT), and the
+            // next run would find none free.
+            tcp.set_zero_linger()?;
+        }
         let stream = tokio_tungstenite::MaybeTlsStream::Plain(tcp);
         let (mut ws, _) = tokio::time::timeout(
             STEP_TIMEOUT,
@@ -181,6 +184,7 @@ impl Dialect {
 /// 0 would reserve one port for every destination, searching the bound ports each
 /// time (which made opening the 50,000th connection 10× slower than the first), while
 /// `connect` needs the port free only towards its one destination.
+#[cfg(target_os = "linux")]
 fn bind_without_port(socket: &tokio::net::TcpSocket) -> std::io::Result<()> {
     use std::os::fd::AsRawFd;
     let on: libc::c_int = 1;
@@ -199,6 +203,12 @@ fn bind_without_port(socket: &tokio::net::TcpSocket) -> std::io::Result<()> {
         0 => Ok(()),
         _ => Err(std::io::Error::last_os_error()),
     }
+}
+
+/// Elsewhere the option does not exist, and binding searches as it does.
+#[cfg(not(target_os = "linux"))]
+fn bind_without_port(_: &tokio::net::TcpSocket) -> std::io::Result<()> {
+    Ok(())
 }
 
 /// Reads until a text (or binary) frame satisfies `done`, answering keep-alives.
