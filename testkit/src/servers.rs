@@ -41,6 +41,8 @@ pub struct Server {
     port: u16,
     args: Vec<String>,
     child: Option<Child>,
+    /// A configuration file written for this server, removed with it.
+    config_file: Option<std::path::PathBuf>,
 }
 
 impl Server {
@@ -64,13 +66,15 @@ impl Server {
             std::env::temp_dir().join(format!("herald-nats-{}-{n}.conf", std::process::id()));
         std::fs::write(&path, config).expect("write a nats-server config file");
         let port = free_port();
-        let path = path.to_string_lossy().into_owned();
-        Self::start(
+        let file = path.to_string_lossy().into_owned();
+        let mut server = Self::start(
             "nats-server",
             "nats",
             port,
-            &["-c", &path, "-a", "127.0.0.1", "-p", &port.to_string()],
-        )
+            &["-c", &file, "-a", "127.0.0.1", "-p", &port.to_string()],
+        );
+        server.config_file = Some(path);
+        server
     }
 
     /// A `redis-server` on a free port that keeps nothing on disk.
@@ -93,6 +97,7 @@ impl Server {
             port,
             args: args.iter().map(|a| a.to_string()).collect(),
             child: None,
+            config_file: None,
         };
         server.restart();
         server
@@ -142,5 +147,8 @@ impl Server {
 impl Drop for Server {
     fn drop(&mut self) {
         self.stop();
+        if let Some(path) = self.config_file.take() {
+            let _ = std::fs::remove_file(path);
+        }
     }
 }
