@@ -178,10 +178,21 @@ async fn subscribe_and_publish_hooks_refuse_and_change_on_both_protocols() {
     bob.ok("subscribe", json!({ "channel": "vip:lounge" }))
         .await
         .unwrap();
-    let presence = alice
-        .ok("presence", json!({ "channel": "vip:lounge" }))
-        .await
-        .unwrap();
+    // Gateways report joins to the routers in batches: presence shows bob shortly after.
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+    let presence = loop {
+        let presence = alice
+            .ok("presence", json!({ "channel": "vip:lounge" }))
+            .await
+            .unwrap();
+        let empty = presence["presence"]
+            .as_object()
+            .is_none_or(|p| p.is_empty());
+        if !empty || tokio::time::Instant::now() > deadline {
+            break presence;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    };
     let clients: Vec<&Value> = presence["presence"].as_object().unwrap().values().collect();
     assert_eq!(clients.len(), 1, "{presence}");
     assert_eq!(clients[0]["user"], "bob", "{presence}");
