@@ -1,5 +1,7 @@
 //! What a process costs, read from `/proc`: resident memory and CPU time so far, and
-//! their sums by kind of process.
+//! their sums by kind of process (the processes of a Herald cluster named by kind).
+
+use herald_testkit::Cluster;
 
 /// Resident memory of `pid`, in bytes; `None` once it is gone.
 pub fn rss_bytes(pid: u32) -> Option<u64> {
@@ -35,4 +37,25 @@ pub fn by_kind<T: Copy + std::ops::AddAssign>(
         }
     }
     kinds
+}
+
+/// The server processes of a Herald cluster, by kind.
+pub fn of_cluster(cluster: &Cluster) -> Vec<(&'static str, u32)> {
+    let mut processes: Vec<(&'static str, u32)> = cluster
+        .gateways
+        .iter()
+        .map(|g| ("gateways", g.pid()))
+        .collect();
+    processes.extend(cluster.routers.iter().map(|r| ("routers", r.pid())));
+    processes.extend(cluster.nats.pid().map(|pid| ("nats", pid)));
+    processes.extend(cluster.redis.pid().map(|pid| ("redis", pid)));
+    processes
+}
+
+/// The value of `kind` in sums by kind; zero if it has none.
+pub fn of_kind<T: Copy + Default>(kinds: &[(&str, T)], kind: &str) -> T {
+    kinds
+        .iter()
+        .find(|(k, _)| *k == kind)
+        .map_or(T::default(), |(_, value)| *value)
 }

@@ -96,14 +96,7 @@ pub async fn run(herald: &Path, plan: &Plan) -> anyhow::Result<()> {
     ];
     let cluster = Cluster::start(herald, plan.gateways, 2, &settings);
     let gateways: Vec<SocketAddr> = cluster.gateways.iter().map(|g| g.addr()).collect();
-    let mut processes: Vec<(&str, u32)> = cluster
-        .gateways
-        .iter()
-        .map(|g| ("gateways", g.pid()))
-        .collect();
-    processes.extend(cluster.routers.iter().map(|r| ("routers", r.pid())));
-    processes.extend(cluster.nats.pid().map(|pid| ("nats", pid)));
-    processes.extend(cluster.redis.pid().map(|pid| ("redis", pid)));
+    let mut processes = procfs::of_cluster(&cluster);
     println!(
         "crowd: {} connections (half native, half Socket.IO) over {} gateways, from {} generators",
         plan.connections, plan.gateways, plan.generators
@@ -319,10 +312,7 @@ fn print_cpu(before: &[(&str, f64)], after: &[(&'static str, f64)], over: Durati
     let parts: Vec<String> = after
         .iter()
         .map(|(kind, seconds)| {
-            let was = before
-                .iter()
-                .find(|(k, _)| k == kind)
-                .map_or(0.0, |(_, s)| *s);
+            let was = procfs::of_kind(before, kind);
             format!("{kind} {:.2}", (seconds - was) / over.as_secs_f64())
         })
         .collect();

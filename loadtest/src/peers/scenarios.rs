@@ -29,6 +29,7 @@ use tokio_tungstenite::tungstenite::Message;
 use super::tally::{Progress, Tally};
 use super::targets::Running;
 use super::wire::{Dialect, Link, payload};
+use crate::procfs;
 
 /// Handshakes in progress at once while connections are opened.
 const OPENING: usize = 64;
@@ -354,10 +355,7 @@ async fn idle(
     let per_kind: Vec<(&'static str, f64)> = after
         .iter()
         .map(|(kind, bytes)| {
-            let was = before
-                .iter()
-                .find(|(k, _)| k == kind)
-                .map_or(0, |(_, b)| *b);
+            let was = procfs::of_kind(&before, kind);
             (*kind, bytes.saturating_sub(was) as f64 / count as f64)
         })
         .collect();

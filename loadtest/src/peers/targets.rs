@@ -147,14 +147,7 @@ fn start_herald(binary: &Path, history: bool) -> Running {
         settings.push(("HERALD_CHANNELS__DEFAULT__HISTORY_SIZE", "0"));
     }
     let cluster = Cluster::start(binary, 2, 2, &settings);
-    let mut processes: Vec<(&str, u32)> = cluster
-        .gateways
-        .iter()
-        .map(|g| ("gateways", g.pid()))
-        .collect();
-    processes.extend(cluster.routers.iter().map(|r| ("routers", r.pid())));
-    processes.extend(cluster.nats.pid().map(|pid| ("nats", pid)));
-    processes.extend(cluster.redis.pid().map(|pid| ("redis", pid)));
+    let processes = procfs::of_cluster(&cluster);
     Running {
         endpoints: cluster.gateways.iter().map(|g| g.addr()).collect(),
         processes,
