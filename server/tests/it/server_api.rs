@@ -529,13 +529,14 @@ async fn the_api_can_be_served_over_tls() {
         .connect()
         .await
         .expect("a TLS connection");
-    let nodes = HeraldApiClient::new(channel)
-        .info(InfoRequest {})
-        .await
-        .unwrap()
-        .into_inner()
-        .nodes;
-    assert_eq!(nodes.len(), 1, "{nodes:?}");
+    // The node lists itself once its first heartbeat has gone round.
+    let api = HeraldApiClient::new(channel);
+    let listed = wait_for_async(PATIENCE, || {
+        let mut api = api.clone();
+        async move { api.info(InfoRequest {}).await.unwrap().into_inner().nodes.len() == 1 }
+    })
+    .await;
+    assert!(listed, "Info over TLS did not list the node");
     // Plain HTTP/2 gets nowhere.
     let plain = HeraldApiClient::connect(format!("http://{}", node.api_addr())).await;
     if let Ok(mut plain) = plain {
