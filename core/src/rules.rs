@@ -41,6 +41,25 @@ pub enum Access {
     None,
 }
 
+/// How a gateway takes a channel's publications from the bus.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Delivery {
+    /// A bus subscription of the channel's own: the gateway receives exactly the channels
+    /// its clients are in, and pays about 8 KiB of memory (in the gateway and in NATS) per
+    /// channel it holds. Right for channels whose subscribers are many or spread over
+    /// gateways.
+    #[default]
+    Channel,
+    /// The subscription of the channel's bucket (one of
+    /// [`DELIVERY_BUCKETS`](crate::subjects::DELIVERY_BUCKETS)), shared with every channel
+    /// of the namespace in it that the gateway holds: a channel costs a few hundred bytes,
+    /// but the gateway also receives, and drops, the publications of the bucket's channels
+    /// it does not hold. Right for many channels with few subscribers each, such as
+    /// personal channels, whose namespace has it by default.
+    Shared,
+}
+
 /// What a client asks to do on a channel.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Action {
@@ -102,6 +121,8 @@ pub struct ChannelRules {
     /// How long a sync document is kept after it was last patched or read.
     #[serde(with = "humantime_serde")]
     pub sync_ttl: Duration,
+    /// How gateways take the channel's publications from the bus.
+    pub delivery: Delivery,
 }
 
 impl Default for ChannelRules {
@@ -123,6 +144,7 @@ impl Default for ChannelRules {
             sync_history: 1000,
             max_document_size: 64 * 1024,
             sync_ttl: Duration::from_secs(30 * 24 * 3600),
+            delivery: Delivery::Channel,
         }
     }
 }
@@ -258,6 +280,20 @@ impl ChannelsConfig {
                 .map_err(|e| format!("channels.namespaces.{name}: {e}"))?;
             resolved.insert(name.clone(), rules);
         }
+        // Personal channels are as many as users, with a subscriber or two each: shared
+        // delivery unless their namespace's entry says otherwise.
+        if !self.personal_namespace.is_empty() {
+            let named = self
+                .namespaces
+                .get(&self.personal_namespace)
+                .is_some_and(|overrides| overrides.contains_key("delivery"));
+            if !named {
+                resolved
+                    .entry(self.personal_namespace.clone())
+                    .or_insert(self.default)
+                    .delivery = Delivery::Shared;
+            }
+        }
         Ok(resolved)
     }
 
@@ -355,6 +391,57 @@ mod tests {
 
     fn config(toml: &str) -> ChannelsConfig {
         Config::from_toml(toml).unwrap().channels
+    }
+
+    #[test]
+    fn personal_channels_share_their_delivery_unless_told_otherwise() {
+        let channels = config("");
+        assert_eq!(channels.rules_for("user:#alice").delivery, Delivery::Shared);
+        assert_eq!(channels.rules_for("chat:lobby").delivery, Delivery::Channel);
+        let channels = config(
+            r#"
+            [channels.default]
+            history_size = 7
+            [channels.namespaces.user]
+            history_size = 9
+            [channels.namespaces.chat]
+            delivery = "shared"
+            "#,
+        );
+        let personal = channels.rules_for("user:#alice");
+        assert_eq!(
+            (personal.delivery, personal.history_size),
+            (Delivery::Shared, 9)
+        );
+        assert_eq!(channels.rules_for("chat:x").delivery, Delivery::Shared);
+        assert_eq!(channels.rules_for("news").delivery, Delivery::Channel);
+        let channels = config(
+            r#"
+            [channels.namespaces.user]
+            delivery = "channel"
+            "#,
+        );
+        assert_eq!(
+            channels.rules_for("user:#alice").delivery,
+            Delivery::Channel
+        );
+        let channels = config(
+            r#"
+            [channels]
+            personal_namespace = "me"
+            [channels.default]
+            history_size = 3
+            "#,
+        );
+        let personal = channels.rules_for("me:#alice");
+        assert_eq!(
+            (personal.delivery, personal.history_size),
+            (Delivery::Shared, 3)
+        );
+        assert_eq!(
+            channels.rules_for("user:#alice").delivery,
+            Delivery::Channel
+        );
     }
 
     #[test]

@@ -23,13 +23,23 @@ impl Subjects {
         }
     }
 
-    /// Where a channel's publications are delivered to gateways.
+    /// Where a channel's publications are delivered to gateways:
+    /// `<prefix>.ch.<bucket>.<channel>`, so that a gateway may take a channel's
+    /// publications either alone or with the rest of its bucket ([`Self::bucket`]).
     pub fn delivery(&self, channel: &str) -> String {
-        let mut subject = String::with_capacity(self.prefix.len() + 4 + channel.len());
+        let mut subject = String::with_capacity(self.prefix.len() + 8 + channel.len());
         subject.push_str(&self.prefix);
-        subject.push_str(".ch.");
+        // Writing to a String cannot fail.
+        let _ = write!(subject, ".ch.{}.", bucket_of(channel));
         encode_token(channel, &mut subject);
         subject
+    }
+
+    /// Every channel's delivery subject in `bucket` (see [`bucket_of`]): one subscription
+    /// that carries many channels, which the subscriber tells apart by the publications'
+    /// `channel`.
+    pub fn bucket(&self, bucket: u32) -> String {
+        format!("{}.ch.{bucket}.>", self.prefix)
     }
 
     /// Every channel's delivery subject, for the consume stream.
@@ -82,6 +92,19 @@ impl Subjects {
     pub fn gateway_polling(&self, token: &str) -> String {
         format!("{}.gateway.{token}.polling", self.prefix)
     }
+}
+
+/// How many buckets the channels' delivery subjects are spread over. Part of the subjects
+/// every node builds, so every node of a cluster must agree on it: it is not a setting.
+pub const DELIVERY_BUCKETS: u32 = 64;
+
+/// The bucket of `channel`'s delivery subject: FNV-1a of its name, which every node and
+/// release computes alike (a keyed or per-process hash would not).
+pub fn bucket_of(channel: &str) -> u32 {
+    let hash = channel.bytes().fold(0x811c_9dc5_u32, |hash, byte| {
+        (hash ^ u32::from(byte)).wrapping_mul(0x0100_0193)
+    });
+    hash % DELIVERY_BUCKETS
 }
 
 fn keeps_as_is(b: u8) -> bool {
@@ -145,8 +168,42 @@ mod tests {
     #[test]
     fn common_names_stay_readable() {
         let subjects = Subjects::new("herald");
-        assert_eq!(subjects.delivery("chat:lobby"), "herald.ch.chat:lobby");
-        assert_eq!(subjects.delivery("/chat:x.y"), "herald.ch.%2Fchat:x%2Ey");
+        let lobby = bucket_of("chat:lobby");
+        assert_eq!(
+            subjects.delivery("chat:lobby"),
+            format!("herald.ch.{lobby}.chat:lobby")
+        );
+        let dotted = bucket_of("/chat:x.y");
+        assert_eq!(
+            subjects.delivery("/chat:x.y"),
+            format!("herald.ch.{dotted}.%2Fchat:x%2Ey")
+        );
+    }
+
+    #[test]
+    fn buckets_are_stable_and_spread() {
+        // Fixed values: nodes of different releases must put a channel in the same bucket.
+        assert_eq!(bucket_of(""), 0x811c_9dc5 % DELIVERY_BUCKETS);
+        assert_eq!(bucket_of("a"), 0xe40c_292c % DELIVERY_BUCKETS);
+        let mut used = [0u32; DELIVERY_BUCKETS as usize];
+        for user in 0..6400 {
+            used[bucket_of(&format!("user:#{user}")) as usize] += 1;
+        }
+        assert!(used.iter().all(|&n| (50..150).contains(&n)), "{used:?}");
+    }
+
+    #[test]
+    fn a_bucket_subject_matches_its_channels_deliveries() {
+        let subjects = Subjects::new("p");
+        let channel = "user:#alice";
+        let wildcard = subjects.bucket(bucket_of(channel));
+        let stem = wildcard.strip_suffix('>').expect("a trailing wildcard");
+        let delivery = subjects.delivery(channel);
+        assert!(
+            delivery.starts_with(stem),
+            "{delivery} is not in {wildcard}"
+        );
+        assert!(!delivery[stem.len()..].contains('.'));
     }
 
     #[test]

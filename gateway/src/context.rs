@@ -63,6 +63,7 @@ impl Context {
             socketio: config.socketio.clone(),
             hub: Hub::new(
                 upstream.clone(),
+                config.channels.clone(),
                 feed_config,
                 config.gateway.request_timeout,
             ),

@@ -1,5 +1,6 @@
-//! A channel's feed: the one bus subscription and task that bring a channel's publications
-//! to this gateway, in order.
+//! A channel's feed: the one task, and the bus subscription of its own or share of its
+//! bucket's ([`crate::buckets`]), that bring a channel's publications to this gateway, in
+//! order.
 //!
 //! For a channel with history the feed learns the stream's position from a router, then
 //! runs every publication through a [`Sequencer`]. A gap is first given
@@ -7,14 +8,17 @@
 //! way), then filled from history. After the bus reconnects, the feed catches up from
 //! history too, since publications sent during the outage never arrived.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::StreamExt;
+use herald_core::bus::Subscription;
 use herald_core::codes::{ErrorCode, Refusal};
 use herald_proto::bus::v1::{HistoryRequest, Position, Publication};
 use prost::Message;
 use tokio::time::Instant;
 
+use crate::buckets::{Buckets, Route};
 use crate::deadline::wait_until;
 use crate::sequencer::{Accepted, Sequencer};
 use herald_core::upstream::Upstream;
@@ -41,24 +45,60 @@ pub struct FeedConfig {
     pub gap_hold: Duration,
 }
 
-/// Runs the feed of `channel` until its bus subscription ends or it is aborted.
+/// Where a feed takes its channel's publications from.
+enum Source {
+    /// A bus subscription of the channel's own.
+    Own(Subscription),
+    /// Its share of its bucket's subscription (`delivery = "shared"`).
+    Shared(Route),
+}
+
+impl Source {
+    async fn open(
+        upstream: &Upstream,
+        channel: &str,
+        shared: Option<Arc<Buckets>>,
+    ) -> Result<Self, Refusal> {
+        let opened = match shared {
+            Some(buckets) => buckets.route(channel).await.map(Self::Shared),
+            None => {
+                let subject = upstream.subjects().delivery(channel);
+                upstream.bus().subscribe(subject).await.map(Self::Own)
+            }
+        };
+        opened.map_err(|e| Refusal::new(ErrorCode::Unavailable, e.to_string()))
+    }
+
+    /// The next publication; `None` once the subscription has ended.
+    async fn next(&mut self, channel: &str) -> Option<Publication> {
+        match self {
+            Self::Shared(route) => route.next().await,
+            Self::Own(subscription) => loop {
+                match Publication::decode(subscription.next().await?.payload) {
+                    Ok(publication) => return Some(publication),
+                    Err(e) => tracing::warn!(channel, error = %e, "undecodable publication"),
+                }
+            },
+        }
+    }
+}
+
+/// Runs the feed of `channel` until its bus subscription ends or it is aborted; `shared`
+/// when the channel is delivered through its bucket's subscription.
 pub async fn run(
     listener: impl Listener,
     upstream: Upstream,
     config: FeedConfig,
     channel: String,
     history: bool,
+    shared: Option<Arc<Buckets>>,
 ) {
     // Every step that waits on the bus or a router is boxed: a feed lives as long as its
     // channel has subscribers here, mostly idle, and its task then holds only the loop's
     // state instead of the largest request's.
-    let subject = upstream.subjects().delivery(&channel);
-    let mut subscription = match Box::pin(upstream.bus().subscribe(subject)).await {
-        Ok(subscription) => subscription,
-        Err(e) => {
-            let refusal = Refusal::new(ErrorCode::Unavailable, e.to_string());
-            return listener.failed(refusal);
-        }
+    let mut source = match Box::pin(Source::open(&upstream, &channel, shared)).await {
+        Ok(source) => source,
+        Err(refusal) => return listener.failed(refusal),
     };
     let mut connections = upstream.bus().connections();
     connections.mark_unchanged();
@@ -89,19 +129,16 @@ pub async fn run(
     };
     loop {
         tokio::select! {
-            message = subscription.next() => {
-                let Some(message) = message else { break };
-                match Publication::decode(message.payload) {
-                    Ok(event) if event.membership.is_some() => {
-                        listener.announce(&event);
-                    }
-                    // Kept out of history by the publish hook: no place in the order.
-                    Ok(publication) if publication.epoch.is_empty() => {
-                        listener.deliver(&[publication]);
-                    }
-                    Ok(publication) if history => Box::pin(feed.accept(publication)).await,
-                    Ok(publication) => listener.deliver(&[publication]),
-                    Err(e) => tracing::warn!(channel, error = %e, "undecodable publication"),
+            publication = source.next(&channel) => {
+                let Some(publication) = publication else { break };
+                if publication.membership.is_some() {
+                    listener.announce(&publication);
+                } else if publication.epoch.is_empty() || !history {
+                    // Without history, or kept out of it by the publish hook: no place in
+                    // the order.
+                    listener.deliver(&[publication]);
+                } else {
+                    Box::pin(feed.accept(publication)).await;
                 }
             }
             () = wait_until(feed.gap_deadline) => Box::pin(feed.fill_gap()).await,

@@ -1,8 +1,9 @@
 //! Who is subscribed to what on this gateway, and fan-out to them.
 //!
 //! One entry per channel with local subscribers. The first subscriber starts the channel's
-//! feed (one bus subscription and one task per channel, whatever the number of local
-//! subscribers); the last one to leave stops it. A subscriber is one native connection or
+//! feed (one task per channel, whatever the number of local subscribers, with a bus
+//! subscription of its own or a share of its bucket's, as the channel's `delivery` rule
+//! says); the last one to leave stops it. A subscriber is one native connection or
 //! one Socket.IO socket (a connection has one socket per namespace), known to the hub only
 //! as a [`Subscriber`]: the hub knows no protocol. A publication is encoded once per
 //! [`Format`] and the same bytes are queued to every subscriber of that format.
@@ -19,10 +20,13 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use herald_core::codes::{DisconnectCode, ErrorCode, Refusal};
+use herald_core::config::ChannelsConfig;
+use herald_core::rules::Delivery;
 use herald_proto::bus::v1::{Position, Publication};
 use tokio::sync::watch;
 use tokio::task::AbortHandle;
 
+use crate::buckets::Buckets;
 use crate::feed::{self, FeedConfig, Listener};
 use crate::metrics::Deliveries;
 use crate::outbound::{Encoded, Outbound};
@@ -130,18 +134,28 @@ pub struct Hub {
     /// Longest wait for a channel's feed to start.
     start_timeout: Duration,
     deliveries: Deliveries,
+    /// Which channels are delivered through their bucket's subscription.
+    channels: ChannelsConfig,
+    buckets: Arc<Buckets>,
 }
 
 impl Hub {
-    pub fn new(upstream: Upstream, feed_config: FeedConfig, start_timeout: Duration) -> Arc<Self> {
+    pub fn new(
+        upstream: Upstream,
+        channels: ChannelsConfig,
+        feed_config: FeedConfig,
+        start_timeout: Duration,
+    ) -> Arc<Self> {
         Arc::new(Self {
             shards: (0..SHARDS).map(|_| Mutex::default()).collect(),
             hasher: RandomState::new(),
             generations: AtomicU64::new(1),
+            buckets: Buckets::new(upstream.clone()),
             upstream,
             feed_config,
             start_timeout,
             deliveries: Deliveries::default(),
+            channels,
         })
     }
 
@@ -247,12 +261,15 @@ impl Hub {
             channel: channel.to_string(),
             generation,
         };
+        let shared = (self.channels.rules_for(channel).delivery == Delivery::Shared)
+            .then(|| self.buckets.clone());
         let task = tokio::spawn(feed::run(
             listener,
             self.upstream.clone(),
             self.feed_config,
             channel.to_string(),
             history,
+            shared,
         ));
         Entry {
             generation,

@@ -2,8 +2,8 @@
 //!
 //! Gateways are stateless: they hold connections and in-memory subscription tables only.
 //! Publications with history are sent to the routers; every publication reaches gateways
-//! on its channel's delivery subject, which a gateway subscribes to while it has at least
-//! one local subscriber.
+//! on its channel's delivery subject, which a gateway subscribes to (alone, or with the
+//! rest of its bucket) while it has at least one local subscriber.
 //!
 //! # Layout
 //!
@@ -22,7 +22,8 @@
 //!    [`socketio::event`]; [`sync::wire`].
 //! 3. Rendering: [`render`], a publication in each format the hub serves; [`metrics`],
 //!    what a gateway records.
-//! 4. Fan-out: [`feed`], one task per channel bringing its publications in order, and
+//! 4. Fan-out: [`buckets`], the bus subscriptions that channels with shared delivery
+//!    share; [`feed`], one task per channel bringing its publications in order; and
 //!    [`hub`], who is subscribed to what, protocol-neutral.
 //! 5. What sessions share: [`access`] (identity, permissions, publish budget),
 //!    [`catch_up`] (a returning client gets what it missed), [`hooks`] (calls to the app's
@@ -38,6 +39,7 @@
 
 pub mod access;
 pub mod batch;
+pub mod buckets;
 pub mod catch_up;
 pub mod clients;
 pub mod connections;

@@ -5,7 +5,8 @@
 //! - **ii, chat**: 10 rooms, each with 10 emitters and 10 receivers; every emitter keeps
 //!   at most `chat_window` of its payloads undelivered (saturation);
 //! - **iii, idle**: 10,000 connections, each in a room of its own (as messaging users are
-//!   in their personal channels); the servers' memory per connection, and how fast they
+//!   in their personal channels: on Herald, each signs in as a user of its own and is in
+//!   that user's personal channel); the servers' memory per connection, and how fast they
 //!   were let in; and the same with all of them in one room (`iii-shared`), which leaves
 //!   out what a channel costs;
 //! - **iv, saturated fan-out**: one emitter to a room of 10 receivers, at most
@@ -27,7 +28,7 @@ use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::Message;
 
 use super::tally::{Progress, Tally};
-use super::targets::Running;
+use super::targets::{Running, user_token};
 use super::wire::{Dialect, Link, payload};
 use crate::procfs;
 
@@ -340,11 +341,22 @@ async fn idle(
     let started = Instant::now();
     let links = open_all(count, |i| {
         let addr = endpoints[i % endpoints.len()];
-        let room = match own_rooms {
-            true => format!("idle-{i}"),
-            false => "idle".to_string(),
-        };
-        member(dialect, addr, Some(room), Tally::new(None))
+        async move {
+            match (own_rooms, system.users) {
+                // A user's room of their own is their personal channel, which signing in
+                // subscribes them to.
+                (true, true) => {
+                    let ws = dialect
+                        .open_as(addr, &user_token(&format!("idle-{i}"))?)
+                        .await?;
+                    Ok(Link::spawn(dialect, ws, Tally::new(None)))
+                }
+                (true, false) => {
+                    member(dialect, addr, Some(format!("idle-{i}")), Tally::new(None)).await
+                }
+                (false, _) => member(dialect, addr, Some("idle".into()), Tally::new(None)).await,
+            }
+        }
     })
     .await?;
     let connects_per_second = count as f64 / started.elapsed().as_secs_f64();

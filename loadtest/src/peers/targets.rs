@@ -19,6 +19,23 @@ use crate::procfs;
 /// Where the Socket.IO-Node server and its `package.json` live, from the workspace root.
 const NODE_PEER: &str = "loadtest/peers/socketio-node";
 
+/// The HS256 secret of the Herald clusters' connection tokens.
+const TOKEN_SECRET: &str = "herald-bench";
+
+/// A connection token of Herald's clusters for `user`, valid for an hour.
+pub fn user_token(user: &str) -> anyhow::Result<String> {
+    let claims = serde_json::json!({
+        "sub": user,
+        "exp": jsonwebtoken::get_current_timestamp() + 3600,
+    });
+    let key = jsonwebtoken::EncodingKey::from_secret(TOKEN_SECRET.as_bytes());
+    Ok(jsonwebtoken::encode(
+        &jsonwebtoken::Header::default(),
+        &claims,
+        &key,
+    )?)
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Target {
     SocketIoNode,
@@ -99,6 +116,9 @@ impl Target {
 /// A started system: where clients connect (spread over in turn), and its processes.
 pub struct Running {
     pub endpoints: Vec<SocketAddr>,
+    /// Whether connections may sign in as users ([`user_token`]), each then in a personal
+    /// channel of its own: Herald's.
+    pub users: bool,
     /// Every server process, by kind ("gateway", "redis", …).
     processes: Vec<(&'static str, u32)>,
     // Kept for their `Drop`, which stops the processes.
@@ -142,7 +162,11 @@ pub fn pin(pid: u32, cpu: usize) -> anyhow::Result<()> {
 }
 
 fn start_herald(binary: &Path, history: bool) -> Running {
-    let mut settings = vec![("HERALD_LOG__LEVEL", "warn"), ("RUST_LOG", "warn")];
+    let mut settings = vec![
+        ("HERALD_LOG__LEVEL", "warn"),
+        ("RUST_LOG", "warn"),
+        ("HERALD_AUTH__HMAC_SECRET", TOKEN_SECRET),
+    ];
     if !history {
         settings.push(("HERALD_CHANNELS__DEFAULT__HISTORY_SIZE", "0"));
     }
@@ -150,6 +174,7 @@ fn start_herald(binary: &Path, history: bool) -> Running {
     let processes = procfs::of_cluster(&cluster);
     Running {
         endpoints: cluster.gateways.iter().map(|g| g.addr()).collect(),
+        users: true,
         processes,
         _cluster: Some(cluster),
         _servers: Vec::new(),
@@ -166,6 +191,7 @@ fn start_nats() -> Running {
     let endpoint = SocketAddr::from(([127, 0, 0, 1], port));
     Running {
         endpoints: vec![endpoint],
+        users: false,
         processes: nats.pid().map(|pid| ("nats", pid)).into_iter().collect(),
         _cluster: None,
         _servers: vec![nats],
@@ -201,6 +227,7 @@ fn start_socketio_node() -> anyhow::Result<Running> {
     processes.extend(redis.pid().map(|pid| ("redis", pid)));
     Ok(Running {
         endpoints,
+        users: false,
         processes,
         _cluster: None,
         _servers: vec![redis],

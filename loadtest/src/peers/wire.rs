@@ -92,6 +92,11 @@ impl Dialect {
         self.open_from(None, addr, None).await
     }
 
+    /// Like [`Self::open`], signed in with `token` (Herald's dialects only).
+    pub async fn open_as(self, addr: SocketAddr, token: &str) -> anyhow::Result<Ws> {
+        self.connect(None, addr, None, Some(token)).await
+    }
+
     /// Like [`Self::open`], from the local address `source` if given (each loopback
     /// address, 127.0.0.x, has its own ephemeral ports, so more connections fit), with
     /// WebSocket settings of its own if given.
@@ -100,6 +105,16 @@ impl Dialect {
         source: Option<IpAddr>,
         addr: SocketAddr,
         config: Option<WebSocketConfig>,
+    ) -> anyhow::Result<Ws> {
+        self.connect(source, addr, config, None).await
+    }
+
+    async fn connect(
+        self,
+        source: Option<IpAddr>,
+        addr: SocketAddr,
+        config: Option<WebSocketConfig>,
+        token: Option<&str>,
     ) -> anyhow::Result<Ws> {
         let tcp = tokio::time::timeout(STEP_TIMEOUT, async {
             match source {
@@ -133,11 +148,19 @@ impl Dialect {
         match self {
             Self::SocketIo => {
                 until(&mut ws, |text| text.starts_with('0')).await?;
-                ws.send(Message::text("40")).await?;
+                let connect = match token {
+                    Some(token) => format!(r#"40{{"token":"{token}"}}"#),
+                    None => "40".to_string(),
+                };
+                ws.send(Message::text(connect)).await?;
                 until(&mut ws, |text| text.starts_with("40")).await?;
             }
             Self::Native => {
-                let connect = r#"{"id":1,"method":"connect","params":{}}"#;
+                let params = match token {
+                    Some(token) => format!(r#"{{"token":"{token}"}}"#),
+                    None => "{}".to_string(),
+                };
+                let connect = format!(r#"{{"id":1,"method":"connect","params":{params}}}"#);
                 ws.send(Message::text(connect)).await?;
                 expect_reply(&mut ws, 1).await?;
             }

@@ -196,3 +196,61 @@ async fn stopped_nodes_return_once_every_service_has_stopped() {
         .await
         .expect("the router and its services stop");
 }
+
+/// Personal channels are delivered through their bucket's subscription (shared delivery):
+/// a gateway receives the publications of every channel in the bucket, and each must
+/// still reach its own subscribers only, across gateways.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn personal_channels_in_one_bucket_reach_their_own_users_only() {
+    use herald_core::subjects::bucket_of;
+
+    let secret = [("HERALD_AUTH__HMAC_SECRET", tokens::SECRET)];
+    let cluster = Cluster::start(2, 1, &secret).await;
+    let bucket = bucket_of("user:#alice");
+    let mut others = (0..)
+        .map(|n| format!("user{n}"))
+        .filter(|user| bucket_of(&format!("user:#{user}")) == bucket);
+    let (bob, carol) = (others.next().unwrap(), others.next().unwrap());
+    let connect = |gateway: usize, user: &str| {
+        let url = cluster.ws_url(gateway);
+        let token = tokens::user(user, 600);
+        async move { client_with_token(&url, &token).await.0 }
+    };
+    let alice_a = connect(0, "alice").await;
+    let alice_b = connect(1, "alice").await;
+    let bob_b = connect(1, &bob).await;
+    let carol_a = connect(0, &carol).await;
+
+    let mut sent = Vec::new();
+    for n in 0..3 {
+        for (client, user) in [(&alice_a, "alice"), (&bob_b, &bob), (&carol_a, &carol)] {
+            let channel = format!("user:#{user}");
+            publish(client, &channel, json!({ "from": user, "n": n })).await;
+            sent.push((user.to_string(), n));
+        }
+    }
+    for (client, user) in [
+        (&alice_a, "alice"),
+        (&alice_b, "alice"),
+        (&bob_b, bob.as_str()),
+        (&carol_a, carol.as_str()),
+    ] {
+        let got = publications(client, &format!("user:#{user}"), 3).await;
+        let data: Vec<Value> = got.iter().map(|p| p["data"].clone()).collect();
+        let expected: Vec<Value> = (0..3).map(|n| json!({ "from": user, "n": n })).collect();
+        assert_eq!(data, expected, "{user}");
+    }
+    // Whatever else a gateway received from the bucket went to nobody: one more
+    // publication each, and it is the next thing each connection gets.
+    for (client, user) in [(&alice_a, "alice"), (&bob_b, &bob), (&carol_a, &carol)] {
+        publish(client, &format!("user:#{user}"), json!("last")).await;
+    }
+    for (client, user) in [
+        (&alice_b, "alice"),
+        (&bob_b, bob.as_str()),
+        (&carol_a, carol.as_str()),
+    ] {
+        let last = publications(client, &format!("user:#{user}"), 1).await;
+        assert_eq!(last[0]["data"], "last", "{user}");
+    }
+}

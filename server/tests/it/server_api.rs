@@ -533,7 +533,15 @@ async fn the_api_can_be_served_over_tls() {
     let api = HeraldApiClient::new(channel);
     let listed = wait_for_async(PATIENCE, || {
         let mut api = api.clone();
-        async move { api.info(InfoRequest {}).await.unwrap().into_inner().nodes.len() == 1 }
+        async move {
+            api.info(InfoRequest {})
+                .await
+                .unwrap()
+                .into_inner()
+                .nodes
+                .len()
+                == 1
+        }
     })
     .await;
     assert!(listed, "Info over TLS did not list the node");
