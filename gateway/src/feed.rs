@@ -19,7 +19,7 @@ use prost::Message;
 use tokio::time::Instant;
 
 use crate::buckets::{Buckets, Route};
-use crate::deadline::wait_until;
+use crate::deadline::Alarm;
 use crate::sequencer::{Accepted, Sequencer};
 use herald_core::upstream::Upstream;
 
@@ -118,33 +118,47 @@ pub async fn run(
         }
         Position::default()
     };
-    listener.started(position.clone());
+    let sequencer = Sequencer::new(&position);
+    listener.started(position);
     let mut feed = Feed {
         listener: &listener,
         upstream: &upstream,
         channel: &channel,
-        sequencer: Sequencer::new(&position),
-        gap_deadline: None,
+        sequencer,
+        gap_alarm: Alarm::default(),
         gap_hold: config.gap_hold,
     };
     loop {
-        tokio::select! {
+        // The select takes what came, handling a publication in place; work that waits on
+        // a router comes after it, so the task holds only the select's state while idle.
+        let step = tokio::select! {
             publication = source.next(&channel) => {
                 let Some(publication) = publication else { break };
                 if publication.membership.is_some() {
                     listener.announce(&publication);
+                    Step::Idle
                 } else if publication.epoch.is_empty() || !history {
                     // Without history, or kept out of it by the publish hook: no place in
                     // the order.
                     listener.deliver(&[publication]);
+                    Step::Idle
                 } else {
-                    Box::pin(feed.accept(publication)).await;
+                    feed.accept(publication)
                 }
             }
-            () = wait_until(feed.gap_deadline) => Box::pin(feed.fill_gap()).await,
+            () = feed.gap_alarm.rings() => Step::FillGap,
             changed = connections.changed(), if history => {
                 if changed.is_err() { break }
-                Box::pin(feed.catch_up()).await;
+                Step::CatchUp
+            }
+        };
+        match step {
+            Step::Idle => {}
+            Step::FillGap => Box::pin(feed.fill_gap()).await,
+            Step::CatchUp => Box::pin(feed.catch_up()).await,
+            Step::ChangeEpoch(publication) => {
+                Box::pin(feed.change_epoch(*publication)).await;
+                feed.track_gap();
             }
         }
     }
@@ -152,12 +166,22 @@ pub async fn run(
     listener.failed(refusal);
 }
 
+/// What a feed does after the select: nothing, or work that waits on a router.
+enum Step {
+    Idle,
+    FillGap,
+    CatchUp,
+    /// A publication of another epoch, boxed: it is rare, and the step is kept small.
+    ChangeEpoch(Box<Publication>),
+}
+
 struct Feed<'a, L> {
     listener: &'a L,
     upstream: &'a Upstream,
     channel: &'a str,
     sequencer: Sequencer,
-    gap_deadline: Option<Instant>,
+    /// Set while a gap waits to close by itself or to be filled.
+    gap_alarm: Alarm,
     gap_hold: Duration,
 }
 
@@ -168,20 +192,26 @@ impl<L: Listener> Feed<'_, L> {
 
     /// Arms the gap timer when a gap opens, disarms it when none is left.
     fn track_gap(&mut self) {
-        match (self.sequencer.gap(), self.gap_deadline) {
-            (Some(_), None) => self.gap_deadline = Some(Instant::now() + self.gap_hold),
-            (None, Some(_)) => self.gap_deadline = None,
+        match (self.sequencer.gap(), self.gap_alarm.is_set()) {
+            (Some(_), false) => self.gap_alarm.set(Instant::now() + self.gap_hold),
+            (None, true) => self.gap_alarm.clear(),
             _ => {}
         }
     }
 
-    async fn accept(&mut self, publication: Publication) {
-        match self.sequencer.accept(publication) {
-            Accepted::Deliver(ready) => self.deliver(&ready),
-            Accepted::Nothing => {}
-            Accepted::OtherEpoch(publication) => self.change_epoch(*publication).await,
-        }
+    /// Runs a publication through the sequencer; what it cannot settle without a router
+    /// is left as the next step.
+    fn accept(&mut self, publication: Publication) -> Step {
+        let step = match self.sequencer.accept(publication) {
+            Accepted::Deliver(ready) => {
+                self.deliver(&ready);
+                Step::Idle
+            }
+            Accepted::Nothing => Step::Idle,
+            Accepted::OtherEpoch(publication) => return Step::ChangeEpoch(publication),
+        };
         self.track_gap();
+        step
     }
 
     /// A publication from another epoch: the stream was lost and restarted, or the
@@ -208,7 +238,6 @@ impl<L: Listener> Feed<'_, L> {
 
     async fn fill_gap(&mut self) {
         let Some((from, to)) = self.sequencer.gap() else {
-            self.gap_deadline = None;
             return;
         };
         let request = HistoryRequest {
@@ -221,16 +250,15 @@ impl<L: Listener> Feed<'_, L> {
             Ok(page) => {
                 let ready = self.sequencer.fill(page.publications, page.truncated);
                 self.deliver(&ready);
-                self.gap_deadline = None;
                 self.track_gap();
-                if page.truncated && self.gap_deadline.is_some() {
+                if page.truncated && self.gap_alarm.is_set() {
                     // The rest of the gap is in history too: read on at once.
-                    self.gap_deadline = Some(Instant::now());
+                    self.gap_alarm.set(Instant::now());
                 }
             }
             Err(refusal) => {
                 tracing::warn!(channel = self.channel, %refusal, "cannot fill a gap; retrying");
-                self.gap_deadline = Some(Instant::now() + self.gap_hold);
+                self.gap_alarm.set(Instant::now() + self.gap_hold);
             }
         }
     }

@@ -113,7 +113,9 @@ struct Entry {
     /// Subscribe calls waiting for the feed to start; the entry stays while there are any.
     waiting: usize,
     position: Position,
-    ready: watch::Sender<Readiness>,
+    /// While the feed starts, what those who subscribe meanwhile wait on; dropped once
+    /// it has started, since a channel lives long and this is some 450 bytes.
+    ready: Option<watch::Sender<Readiness>>,
     feed: Option<AbortHandle>,
 }
 
@@ -192,7 +194,7 @@ impl Hub {
         history: bool,
         start: Start<'_>,
     ) -> Result<Joined, Refusal> {
-        let (generation, mut ready) = {
+        let (generation, starting) = {
             let mut shard = self.shard(channel);
             let entry = shard
                 .entry(channel.to_string())
@@ -204,7 +206,10 @@ impl Hub {
                 ));
             }
             entry.waiting += 1;
-            (entry.generation, entry.ready.subscribe())
+            (
+                entry.generation,
+                entry.ready.as_ref().map(watch::Sender::subscribe),
+            )
         };
         let mut waiting = Waiting {
             hub: self,
@@ -212,18 +217,20 @@ impl Hub {
             generation,
             done: false,
         };
-        let started = tokio::time::timeout(self.start_timeout, ready.wait_for(Option::is_some))
-            .await
-            .map_err(|_| {
-                Refusal::new(
-                    ErrorCode::Unavailable,
-                    "timed out starting the channel feed",
-                )
-            })?
-            .map_err(|_| Refusal::new(ErrorCode::Unavailable, "channel feed stopped"))?
-            .clone();
-        if let Some(Err(refusal)) = started {
-            return Err(refusal);
+        if let Some(mut ready) = starting {
+            let started = tokio::time::timeout(self.start_timeout, ready.wait_for(Option::is_some))
+                .await
+                .map_err(|_| {
+                    Refusal::new(
+                        ErrorCode::Unavailable,
+                        "timed out starting the channel feed",
+                    )
+                })?
+                .map_err(|_| Refusal::new(ErrorCode::Unavailable, "channel feed stopped"))?
+                .clone();
+            if let Some(Err(refusal)) = started {
+                return Err(refusal);
+            }
         }
         let mut shard = self.shard(channel);
         let entry = shard
@@ -276,7 +283,7 @@ impl Hub {
             subscribers: HashMap::new(),
             waiting: 0,
             position: Position::default(),
-            ready: watch::Sender::new(None),
+            ready: Some(watch::Sender::new(None)),
             feed: Some(task.abort_handle()),
         }
     }
@@ -332,7 +339,9 @@ impl Hub {
             .filter(|e| e.generation == generation)
         {
             entry.position = position;
-            entry.ready.send_replace(Some(Ok(())));
+            if let Some(ready) = entry.ready.take() {
+                ready.send_replace(Some(Ok(())));
+            }
         }
     }
 
@@ -345,7 +354,9 @@ impl Hub {
             .is_some_and(|e| e.generation == generation)
             && let Some(entry) = shard.remove(channel)
         {
-            entry.ready.send_replace(Some(Err(refusal)));
+            if let Some(ready) = &entry.ready {
+                ready.send_replace(Some(Err(refusal)));
+            }
             for subscribed in entry.subscribers.values() {
                 let closer = subscribed.subscriber.outbound().closer();
                 closer.close(DisconnectCode::ServerError);
@@ -608,5 +619,44 @@ mod tests {
         assert_eq!(joined, Joined::At(second));
         publish(&ctx.upstream, "news", 3).await;
         assert_eq!(next(&mut late_frames).await["offset"], 3);
+    }
+}
+
+#[cfg(test)]
+mod footprint {
+    use std::time::Duration;
+
+    use herald_core::config::Config;
+
+    use super::ChannelFeed;
+    use crate::feed::{self, FeedConfig};
+    use crate::testing;
+
+    /// A channel's feed lives as long as the channel has subscribers here, mostly idle, and
+    /// users each have a personal channel: its task must hold the loop's state only, with
+    /// its rare work boxed and its gap timer allocated only while a gap is open (issue 17:
+    /// an idle connection's memory).
+    #[tokio::test]
+    async fn an_idle_channels_feed_stays_small() {
+        let ctx = testing::context(&Config::default()).await;
+        let listener = ChannelFeed {
+            hub: ctx.hub.clone(),
+            channel: "user:#alice".into(),
+            generation: 1,
+        };
+        let config = FeedConfig {
+            gap_hold: Duration::from_secs(1),
+        };
+        let shared = Some(ctx.hub.buckets.clone());
+        let feed = feed::run(
+            listener,
+            ctx.upstream.clone(),
+            config,
+            "user:#alice".into(),
+            true,
+            shared,
+        );
+        let size = std::mem::size_of_val(&feed);
+        assert!(size <= 896, "a channel's feed task holds {size} bytes");
     }
 }
