@@ -1,8 +1,9 @@
 //! Publishing what a connection has already sent, together: both protocols read ahead (at
 //! most [`MAX_BURST`] frames or packets), and consecutive publishes on channels with
 //! history among them travel to a router as one request of at most
-//! [`publish::batch_limit`] bytes, appended in order. Each comes back with its own outcome,
-//! in order, so the session answers them as if they had been sent one by one.
+//! [`publish::batch_limit`] bytes, appended in order (the [`Publisher`] may gather it with
+//! other connections' batches). Each comes back with its own outcome, in order, so the
+//! session answers them as if they had been sent one by one.
 
 use std::time::Instant;
 
@@ -12,6 +13,7 @@ use herald_core::upstream::Upstream;
 use herald_proto::bus::v1::{Position, PublishRequest};
 
 use crate::metrics;
+use crate::publisher::Publisher;
 
 /// Most frames (native) or packets (Socket.IO) read ahead and handled together.
 pub const MAX_BURST: usize = 256;
@@ -56,11 +58,12 @@ impl<T> Batch<T> {
         self.requests.push(request);
     }
 
-    /// Sends the batch to a router and empties it; returns each tag with the outcome of
-    /// its publish, in the order they were pushed. `protocol` labels the metrics.
+    /// Sends the batch to a router (with other connections' batches, if they wait) and
+    /// empties it; returns each tag with the outcome of its publish, in the order they were
+    /// pushed. `protocol` labels the metrics.
     pub async fn send(
         &mut self,
-        upstream: &Upstream,
+        publisher: &Publisher,
         protocol: &'static str,
     ) -> Vec<(T, Result<Position, Refusal>)> {
         if self.is_empty() {
@@ -68,9 +71,9 @@ impl<T> Batch<T> {
         }
         let tags = std::mem::take(&mut self.tags);
         let requests = std::mem::take(&mut self.requests);
-        self.bytes = 0;
+        let bytes = std::mem::take(&mut self.bytes);
         let started = Instant::now();
-        let published = upstream.publish(requests).await;
+        let published = publisher.publish(requests, bytes).await;
         metrics::published(protocol, started, tags.len());
         match published {
             Ok(outcomes) => tags.into_iter().zip(outcomes).collect(),

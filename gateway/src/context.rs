@@ -19,6 +19,7 @@ use crate::hooks::Hooks;
 use crate::hub::{ClientId, Hub};
 use crate::outbound::Bounds;
 use crate::presence::PresenceReporter;
+use crate::publisher::Publisher;
 
 pub struct Context {
     /// This node's id: the prefix of its clients' cluster-wide names.
@@ -31,6 +32,8 @@ pub struct Context {
     pub hooks: Hooks,
     pub hub: Arc<Hub>,
     pub upstream: Upstream,
+    /// Publish requests to the routers, gathered under load.
+    pub publisher: Publisher,
     pub presence: Arc<PresenceReporter>,
     /// Client connections by user and client id, for the server API's commands.
     pub clients: Clients,
@@ -40,7 +43,8 @@ pub struct Context {
 }
 
 impl Context {
-    /// Fails only on an auth key that cannot be read.
+    /// Fails only on an auth key that cannot be read. Runs on a tokio runtime (it starts
+    /// the publisher's task).
     pub fn new(
         node_id: impl Into<String>,
         config: &Config,
@@ -67,6 +71,7 @@ impl Context {
                 feed_config,
                 config.gateway.request_timeout,
             ),
+            publisher: Publisher::start(upstream.clone(), config.gateway.publish_in_flight),
             upstream,
             presence: Arc::default(),
             clients: Clients::default(),

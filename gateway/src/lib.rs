@@ -29,7 +29,8 @@
 //!    [`catch_up`] (a returning client gets what it missed), [`hooks`] (calls to the app's
 //!    backend), [`clients`] (sessions by user
 //!    and client id), [`presence`] (reports to the routers), [`batch`] (one publish batcher
-//!    for both protocols), [`control`] (the server API's commands), [`sync`] (a
+//!    for both protocols), [`publisher`] (the gateway's publish requests, gathered under
+//!    load), [`control`] (the server API's commands), [`sync`] (a
 //!    subscriber of a sync document, kept at the router's revision), and [`context`], the
 //!    narrow context every session is given.
 //! 6. The protocols: [`native`] (the session, reading ahead) and [`socketio`] (Engine.IO
@@ -58,6 +59,7 @@ pub mod metrics;
 pub mod native;
 pub mod outbound;
 pub mod presence;
+pub mod publisher;
 pub mod rate;
 pub mod render;
 pub mod sequencer;

@@ -127,6 +127,11 @@ async fn conformance(store: &dyn HistoryStore) {
     let data: Vec<&[u8]> = page.publications.iter().map(|p| &p.data[..]).collect();
     assert_eq!(data, [&b"a"[..], b"c", b"e"]);
 
+    // A batch longer than the history keeps its newest entries only.
+    let entries = (1..=5).map(|i| entry(&i.to_string(), None)).collect();
+    store.append(batch("t", entries, 3)).await.unwrap();
+    assert_eq!(offsets(store, "t", query(None, 10, false)).await, [3, 4, 5]);
+
     // Binary attachments come back raw, and a server publication has no publisher.
     let binary = Entry {
         data: Bytes::from_static(br#"{"event":"up","args":[{"_placeholder":true,"num":0}]}"#),

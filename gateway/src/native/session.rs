@@ -261,7 +261,7 @@ impl Session {
 
     /// Sends the batched publishes to a router and answers each, in order.
     async fn flush(&mut self, batch: &mut Batch<u64>) {
-        for (id, outcome) in batch.send(&self.ctx.upstream, NATIVE).await {
+        for (id, outcome) in batch.send(&self.ctx.publisher, NATIVE).await {
             let frame = outcome.map(|p| reply::ok(id, &reply::PositionResult::new(&p)));
             self.reply(id, frame);
         }

@@ -417,7 +417,7 @@ impl Conn {
 
     /// Sends the batched events to a router and acks each, in order.
     pub(super) async fn publish_batch(&self, batch: &mut Batch<(String, Option<u64>)>) {
-        for ((namespace, id), outcome) in batch.send(&self.ctx.upstream, SOCKETIO).await {
+        for ((namespace, id), outcome) in batch.send(&self.ctx.publisher, SOCKETIO).await {
             let outcome = outcome.map(|position| Ack::from(accepted(&position)));
             self.answer(&namespace, id, outcome);
         }
