@@ -14,7 +14,6 @@
 //! A bucket's subscription is made for its first channel here and dropped with its last.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 
 use futures_util::StreamExt;
@@ -38,14 +37,20 @@ const ROUTE_LIMIT: usize = 64 * 1024;
 pub struct Buckets {
     upstream: Upstream,
     buckets: Mutex<HashMap<u32, Arc<Bucket>>>,
-    routes: AtomicU64,
+}
+
+/// What a channel's feed needs to take its publications through its bucket: the buckets,
+/// and the feed's generation (see [`Buckets::route`]).
+pub struct Share {
+    pub buckets: Arc<Buckets>,
+    pub generation: u64,
 }
 
 /// The channels of one bucket held here, and the subscription that feeds them.
 #[derive(Default)]
 struct Bucket {
-    /// Each channel's feed queue, with the number of the [`Route`] that owns it: a feed
-    /// that restarts may add its route before the old one is gone.
+    /// Each channel's feed queue, with the generation of the feed that owns it: a feed
+    /// that restarts may add its route before the old one is gone, or after.
     routes: Mutex<HashMap<String, (u64, mailbox::Sender<Publication>)>>,
     /// The task that reads the bucket's subscription, once it is subscribed.
     reader: OnceCell<AbortHandle>,
@@ -70,21 +75,32 @@ impl Buckets {
         Arc::new(Self {
             upstream,
             buckets: Mutex::default(),
-            routes: AtomicU64::new(1),
         })
     }
 
-    /// Starts taking `channel`'s publications. Once this returns, the bucket's subscription
-    /// is on the bus (sent before anything the caller sends next on it), so nothing
-    /// published after a request the caller makes next passes it by.
-    pub async fn route(self: &Arc<Self>, channel: &str) -> Result<Route, BusError> {
+    /// Starts taking `channel`'s publications for the feed of `generation`. Once this
+    /// returns, the bucket's subscription is on the bus (sent before anything the caller
+    /// sends next on it), so nothing published after a request the caller makes next
+    /// passes it by. The newest feed of a channel has its publications: a route asked for
+    /// by an older one (a feed the hub has already replaced) gets none, its queue closed.
+    pub async fn route(
+        self: &Arc<Self>,
+        channel: &str,
+        generation: u64,
+    ) -> Result<Route, BusError> {
         let id = bucket_of(channel);
-        let number = self.routes.fetch_add(1, Ordering::Relaxed);
         let (sender, queue) = mailbox::mailbox();
         let bucket = {
             let mut buckets = lock(&self.buckets);
             let bucket = buckets.entry(id).or_default().clone();
-            lock(&bucket.routes).insert(channel.to_string(), (number, sender));
+            let mut routes = lock(&bucket.routes);
+            let newer = routes
+                .get(channel)
+                .is_some_and(|(owner, _)| *owner > generation);
+            if !newer {
+                routes.insert(channel.to_string(), (generation, sender));
+            }
+            drop(routes);
             bucket
         };
         // From here on, dropping the route takes it out again, on failure too.
@@ -92,7 +108,7 @@ impl Buckets {
             buckets: self.clone(),
             bucket,
             id,
-            number,
+            generation,
             channel: channel.into(),
             queue,
         };
@@ -121,7 +137,7 @@ impl Buckets {
         let mut routes = lock(&route.bucket.routes);
         if routes
             .get(route.channel.as_ref())
-            .is_some_and(|(number, _)| *number == route.number)
+            .is_some_and(|(owner, _)| *owner == route.generation)
         {
             routes.remove(route.channel.as_ref());
         }
@@ -185,7 +201,7 @@ pub struct Route {
     buckets: Arc<Buckets>,
     bucket: Arc<Bucket>,
     id: u32,
-    number: u64,
+    generation: u64,
     channel: Box<str>,
     queue: mailbox::Receiver<Publication>,
 }
@@ -251,10 +267,10 @@ mod tests {
         let upstream = Upstream::new(bus.clone(), subjects.clone(), PATIENCE);
         let buckets = Buckets::new(upstream);
         let (first, same, other) = channels();
-        let mut a = buckets.route(&first).await.unwrap();
-        let mut b = buckets.route(&same).await.unwrap();
+        let mut a = buckets.route(&first, 1).await.unwrap();
+        let mut b = buckets.route(&same, 2).await.unwrap();
         assert_eq!(buckets.subscriptions(), 1);
-        let mut c = buckets.route(&other).await.unwrap();
+        let mut c = buckets.route(&other, 3).await.unwrap();
         assert_eq!(buckets.subscriptions(), 2);
 
         for (channel, offset) in [(&same, 1), (&first, 2), (&other, 3), (&first, 4)] {
@@ -280,18 +296,30 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_restarted_feed_keeps_its_route_when_the_old_one_goes() {
+    async fn the_newest_feed_of_a_channel_keeps_its_route_whichever_came_first() {
         let bus = Arc::new(MemoryBus::new());
         let subjects = Subjects::new("t");
         let buckets = Buckets::new(Upstream::new(bus.clone(), subjects.clone(), PATIENCE));
-        let old = buckets.route("user:#a").await.unwrap();
-        let mut new = buckets.route("user:#a").await.unwrap();
+        // The old feed's route made first, then the new one's.
+        let old = buckets.route("user:#a", 1).await.unwrap();
+        let mut new = buckets.route("user:#a", 2).await.unwrap();
         drop(old);
         assert_eq!(buckets.subscriptions(), 1);
         let subject = subjects.delivery("user:#a");
-        bus.publish(subject, publication("user:#a", 1))
+        bus.publish(subject.clone(), publication("user:#a", 1))
             .await
             .unwrap();
         assert_eq!(next(&mut new).await.offset, 1);
+        // The old feed's route made last: it gets nothing, the new one keeps its own.
+        let mut late = buckets.route("user:#a", 1).await.unwrap();
+        assert!(
+            late.next().await.is_none(),
+            "an older feed's route is closed"
+        );
+        drop(late);
+        bus.publish(subject, publication("user:#a", 2))
+            .await
+            .unwrap();
+        assert_eq!(next(&mut new).await.offset, 2);
     }
 }

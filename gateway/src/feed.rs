@@ -8,7 +8,6 @@
 //! way), then filled from history. After the bus reconnects, the feed catches up from
 //! history too, since publications sent during the outage never arrived.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::StreamExt;
@@ -18,7 +17,7 @@ use herald_proto::bus::v1::{HistoryRequest, Position, Publication};
 use prost::Message;
 use tokio::time::Instant;
 
-use crate::buckets::{Buckets, Route};
+use crate::buckets::{Route, Share};
 use crate::deadline::Alarm;
 use crate::sequencer::{Accepted, Sequencer};
 use herald_core::upstream::Upstream;
@@ -57,10 +56,14 @@ impl Source {
     async fn open(
         upstream: &Upstream,
         channel: &str,
-        shared: Option<Arc<Buckets>>,
+        shared: Option<Share>,
     ) -> Result<Self, Refusal> {
         let opened = match shared {
-            Some(buckets) => buckets.route(channel).await.map(Self::Shared),
+            Some(share) => share
+                .buckets
+                .route(channel, share.generation)
+                .await
+                .map(Self::Shared),
             None => {
                 let subject = upstream.subjects().delivery(channel);
                 upstream.bus().subscribe(subject).await.map(Self::Own)
@@ -91,7 +94,7 @@ pub async fn run(
     config: FeedConfig,
     channel: String,
     history: bool,
-    shared: Option<Arc<Buckets>>,
+    shared: Option<Share>,
 ) {
     // Every step that waits on the bus or a router is boxed: a feed lives as long as its
     // channel has subscribers here, mostly idle, and its task then holds only the loop's

@@ -26,7 +26,7 @@ use herald_proto::bus::v1::{Position, Publication};
 use tokio::sync::watch;
 use tokio::task::AbortHandle;
 
-use crate::buckets::Buckets;
+use crate::buckets::{Buckets, Share};
 use crate::feed::{self, FeedConfig, Listener};
 use crate::metrics::Deliveries;
 use crate::outbound::{Encoded, Outbound};
@@ -268,8 +268,11 @@ impl Hub {
             channel: channel.to_string(),
             generation,
         };
-        let shared = (self.channels.rules_for(channel).delivery == Delivery::Shared)
-            .then(|| self.buckets.clone());
+        let shared =
+            (self.channels.rules_for(channel).delivery == Delivery::Shared).then(|| Share {
+                buckets: self.buckets.clone(),
+                generation,
+            });
         let task = tokio::spawn(feed::run(
             listener,
             self.upstream.clone(),
@@ -647,7 +650,10 @@ mod footprint {
         let config = FeedConfig {
             gap_hold: Duration::from_secs(1),
         };
-        let shared = Some(ctx.hub.buckets.clone());
+        let shared = Some(crate::buckets::Share {
+            buckets: ctx.hub.buckets.clone(),
+            generation: 1,
+        });
         let feed = feed::run(
             listener,
             ctx.upstream.clone(),

@@ -10,15 +10,32 @@
 //! a time and gets its own outcomes, in order, so nothing about ordering changes; when a
 //! request is free, a batch leaves at once and waits for nobody.
 //!
+//! The cap must not turn one slow channel into a stall of the whole gateway (a Redis
+//! failover holding every request that touches the channel): a batch that has waited
+//! [`OVERFLOW_AFTER`] for a free request goes out anyway, with those behind it, beyond
+//! the cap, as every batch did before there was one.
+//!
 //! [`GatewayConfig::publish_in_flight`]: herald_core::config::GatewayConfig::publish_in_flight
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use herald_core::codes::{ErrorCode, Refusal};
 use herald_core::publish;
 use herald_core::upstream::Upstream;
 use herald_proto::bus::v1::{Position, PublishRequest};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
+use tokio::time::{Instant, sleep_until};
+
+/// How long a batch waits for a free request before it goes out beyond the cap. Far
+/// longer than a request takes under load (a few milliseconds), so it does not undo the
+/// gathering; short enough that a stuck request holds the others back only this long.
+pub const OVERFLOW_AFTER: Duration = Duration::from_millis(50);
+
+/// Most publishes in one request (four times what one connection's batch holds at most):
+/// a router handles a request's channels together, and its reply comes when the slowest
+/// is stored.
+const GROUP_LIMIT: usize = 1024;
 
 /// Each publish's outcome, in order, or why the whole batch failed.
 pub type Outcomes = Result<Vec<Result<Position, Refusal>>, Refusal>;
@@ -28,6 +45,7 @@ struct Submission {
     requests: Vec<PublishRequest>,
     bytes: usize,
     outcomes: oneshot::Sender<Outcomes>,
+    queued: Instant,
 }
 
 /// Where connections hand their batches; cheap to clone.
@@ -58,6 +76,7 @@ impl Publisher {
             requests,
             bytes,
             outcomes,
+            queued: Instant::now(),
         };
         let queued = self.submissions.send(submission).is_ok();
         async move {
@@ -73,8 +92,8 @@ fn stopped() -> Refusal {
     Refusal::new(ErrorCode::Unavailable, "the gateway is stopping")
 }
 
-/// Waits for a free request, then sends everything that waits (up to one request's
-/// limit) in it.
+/// Waits for a batch and a free request (or [`OVERFLOW_AFTER`]), then sends everything
+/// that waits, up to one request's limits, in it.
 async fn dispatch(
     upstream: Upstream,
     slots: Arc<Semaphore>,
@@ -82,9 +101,6 @@ async fn dispatch(
 ) {
     let mut carried: Option<Submission> = None;
     loop {
-        let Ok(slot) = slots.clone().acquire_owned().await else {
-            return;
-        };
         let first = match carried.take() {
             Some(submission) => submission,
             None => match waiting.recv().await {
@@ -92,23 +108,32 @@ async fn dispatch(
                 None => return,
             },
         };
+        let slot = tokio::select! {
+            slot = slots.clone().acquire_owned() => match slot {
+                Ok(slot) => Some(slot),
+                Err(_) => return,
+            },
+            () = sleep_until(first.queued + OVERFLOW_AFTER) => None,
+        };
         let limit = publish::batch_limit(&upstream);
-        let mut bytes = first.bytes;
+        let (mut bytes, mut count) = (first.bytes, first.requests.len());
         let mut group = vec![first];
         while let Ok(next) = waiting.try_recv() {
-            if bytes + next.bytes > limit {
+            if bytes + next.bytes > limit || count + next.requests.len() > GROUP_LIMIT {
                 carried = Some(next);
                 break;
             }
             bytes += next.bytes;
+            count += next.requests.len();
             group.push(next);
         }
         tokio::spawn(send(upstream.clone(), group, slot));
     }
 }
 
-/// Sends one group as one request and hands each batch its outcomes.
-async fn send(upstream: Upstream, group: Vec<Submission>, slot: OwnedSemaphorePermit) {
+/// Sends one group as one request and hands each batch its outcomes; `slot` is the
+/// request's place under the cap (none when it went out beyond it).
+async fn send(upstream: Upstream, group: Vec<Submission>, slot: Option<OwnedSemaphorePermit>) {
     let mut sizes = Vec::with_capacity(group.len());
     let mut answers = Vec::with_capacity(group.len());
     let mut requests = Vec::new();
@@ -174,31 +199,34 @@ mod tests {
             .unwrap();
         tokio::spawn(async move {
             let mut release = Some(release);
-            let mut offset = 0;
+            let offsets = Arc::new(std::sync::atomic::AtomicU64::new(0));
             while let Some(message) = requests.next().await {
                 let batch = PublishBatch::decode(message.payload).unwrap();
                 let _ = sizes.send(batch.requests.len());
-                if let Some(release) = release.take() {
-                    let _ = release.await;
-                }
-                let replies = batch
-                    .requests
-                    .iter()
-                    .map(|_| {
-                        offset += 1;
-                        let position = Position {
-                            offset,
-                            epoch: "e".into(),
-                        };
-                        PublishReply {
-                            result: Some(publish_reply::Result::Position(position)),
-                        }
-                    })
-                    .collect();
-                let reply = PublishBatchReply { replies }.encode_to_vec();
-                bus.publish(message.reply.unwrap(), reply.into())
-                    .await
-                    .unwrap();
+                let (bus, offsets, held) = (bus.clone(), offsets.clone(), release.take());
+                // Each request answered on its own, so a held one holds only itself.
+                tokio::spawn(async move {
+                    if let Some(held) = held {
+                        let _ = held.await;
+                    }
+                    let count = batch.requests.len() as u64;
+                    let first = offsets.fetch_add(count, std::sync::atomic::Ordering::SeqCst);
+                    let replies = (first + 1..=first + count)
+                        .map(|offset| {
+                            let position = Position {
+                                offset,
+                                epoch: "e".into(),
+                            };
+                            PublishReply {
+                                result: Some(publish_reply::Result::Position(position)),
+                            }
+                        })
+                        .collect();
+                    let reply = PublishBatchReply { replies }.encode_to_vec();
+                    bus.publish(message.reply.unwrap(), reply.into())
+                        .await
+                        .unwrap();
+                });
             }
         });
         seen
@@ -229,6 +257,9 @@ mod tests {
         assert_eq!(first.len(), 1);
         let size = tokio::time::timeout(PATIENCE, sizes.recv()).await.unwrap();
         assert_eq!(size, Some(30), "the waiting batches went together");
+        // The router numbers a request's publishes in order: each batch has its own
+        // three, in its place in the group.
+        let mut start = None;
         for (i, batch) in waiting.into_iter().enumerate() {
             let offsets: Vec<u64> = batch
                 .await
@@ -237,9 +268,33 @@ mod tests {
                 .into_iter()
                 .map(|outcome| outcome.unwrap().offset)
                 .collect();
-            let base = 1 + 3 * i as u64;
-            assert_eq!(offsets, vec![base + 1, base + 2, base + 3], "batch {i}");
+            let base = *start.get_or_insert(offsets[0]) + 3 * i as u64;
+            assert_eq!(offsets, vec![base, base + 1, base + 2], "batch {i}");
         }
+    }
+
+    #[tokio::test]
+    async fn a_batch_that_waits_too_long_goes_beyond_the_cap() {
+        let bus = Arc::new(MemoryBus::new());
+        let subjects = Subjects::new("t");
+        let (_release, held) = oneshot::channel();
+        let mut sizes = router(bus.clone(), &subjects, held).await;
+        let upstream = Upstream::new(bus.clone(), subjects, PATIENCE);
+        let publisher = Publisher::start(upstream, 1);
+
+        // The first request is held for ever; the next batch still reaches the router,
+        // beside it, and gets its outcome.
+        let _stuck = tokio::spawn(publisher.publish(vec![request("slow")], 1));
+        let size = tokio::time::timeout(PATIENCE, sizes.recv()).await.unwrap();
+        assert_eq!(size, Some(1));
+        let other = publisher.publish(vec![request("a"), request("b")], 2);
+        let size = tokio::time::timeout(PATIENCE, sizes.recv()).await.unwrap();
+        assert_eq!(size, Some(2));
+        let outcomes = tokio::time::timeout(PATIENCE, other)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(outcomes.len(), 2);
     }
 
     #[tokio::test]

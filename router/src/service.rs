@@ -6,6 +6,7 @@
 //! same NATS connection, so a publisher subscribed to its own channel sees the publication
 //! before its acknowledgement. Many requests are in flight at once, pipelined on the store.
 
+use std::collections::HashMap;
 use std::future::Future;
 use std::sync::Arc;
 
@@ -133,15 +134,20 @@ impl RouterService {
         let accepted_at_us = unix_micros();
         let mut results: Vec<Option<Result<Position, Refusal>>> = vec![None; requests.len()];
         let mut groups: Vec<Group> = Vec::new();
+        // A gateway's request may gather many connections' publishes on many channels.
+        let mut group_of: HashMap<&str, usize> = HashMap::new();
         for (index, request) in requests.iter().enumerate() {
             match self.check(request) {
-                Ok(rules) => match groups.iter_mut().find(|g| g.channel == request.channel) {
-                    Some(group) => group.indices.push(index),
-                    None => groups.push(Group {
-                        channel: request.channel.clone(),
-                        rules,
-                        indices: vec![index],
-                    }),
+                Ok(rules) => match group_of.get(request.channel.as_str()) {
+                    Some(&group) => groups[group].indices.push(index),
+                    None => {
+                        group_of.insert(&request.channel, groups.len());
+                        groups.push(Group {
+                            channel: request.channel.clone(),
+                            rules,
+                            indices: vec![index],
+                        });
+                    }
                 },
                 Err(refusal) => results[index] = Some(Err(refusal)),
             }
