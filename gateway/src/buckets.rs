@@ -167,6 +167,15 @@ impl Buckets {
     }
 }
 
+/// A publication's channel alone (`Publication.channel`, field 1): a gateway receives the
+/// publications of its buckets' channels that it does not hold, and drops them without
+/// decoding the rest.
+#[derive(Clone, PartialEq, prost::Message)]
+struct ChannelOf {
+    #[prost(string, tag = "1")]
+    channel: String,
+}
+
 /// Hands each publication of a bucket's subscription to its channel's feed, if the channel
 /// is held here.
 async fn read(mut subscription: Subscription, bucket: Weak<Bucket>, buckets: Weak<Buckets>) {
@@ -174,16 +183,22 @@ async fn read(mut subscription: Subscription, bucket: Weak<Bucket>, buckets: Wea
         let Some(bucket) = bucket.upgrade() else {
             return;
         };
+        let sender = match ChannelOf::decode(message.payload.clone()) {
+            Ok(ChannelOf { channel }) => match lock(&bucket.routes).get(&channel) {
+                Some((_, sender)) => sender.clone(),
+                None => continue,
+            },
+            Err(e) => {
+                tracing::warn!(error = %e, "undecodable publication on a shared subscription");
+                continue;
+            }
+        };
         let publication = match Publication::decode(message.payload) {
             Ok(publication) => publication,
             Err(e) => {
                 tracing::warn!(error = %e, "undecodable publication on a shared subscription");
                 continue;
             }
-        };
-        let routes = lock(&bucket.routes);
-        let Some((_, sender)) = routes.get(&publication.channel) else {
-            continue;
         };
         if sender.try_send(publication, ROUTE_LIMIT) == Err(Refused::Full) {
             metrics::counter!(NATS_ERRORS, "kind" => "slow_consumer").increment(1);
@@ -258,6 +273,20 @@ mod tests {
             .await
             .expect("a publication in time")
             .expect("the subscription goes on")
+    }
+
+    #[test]
+    fn a_publications_channel_is_read_alone() {
+        let publication = Publication {
+            channel: "user:#alice".into(),
+            offset: 7,
+            epoch: "e".into(),
+            data: Bytes::from_static(b"{}"),
+            ..Default::default()
+        };
+        let payload = Bytes::from(publication.encode_to_vec());
+        let read = ChannelOf::decode(payload).unwrap();
+        assert_eq!(read.channel, "user:#alice");
     }
 
     #[tokio::test]
