@@ -151,7 +151,8 @@ impl Buckets {
     }
 
     /// How many bucket subscriptions this gateway holds.
-    pub fn subscriptions(&self) -> usize {
+    #[cfg(test)]
+    fn subscriptions(&self) -> usize {
         lock(&self.buckets).len()
     }
 

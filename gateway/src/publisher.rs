@@ -232,14 +232,24 @@ mod tests {
         seen
     }
 
-    #[tokio::test]
-    async fn batches_that_wait_for_a_request_travel_together_and_get_their_own_outcomes() {
+    /// A publisher of one request in flight in front of [`router`], whose first request
+    /// waits for the returned sender (to send or drop).
+    async fn held() -> (
+        Publisher,
+        mpsc::UnboundedReceiver<usize>,
+        oneshot::Sender<()>,
+    ) {
         let bus = Arc::new(MemoryBus::new());
         let subjects = Subjects::new("t");
         let (release, held) = oneshot::channel();
-        let mut sizes = router(bus.clone(), &subjects, held).await;
-        let upstream = Upstream::new(bus.clone(), subjects, PATIENCE);
-        let publisher = Publisher::start(upstream, 1);
+        let sizes = router(bus.clone(), &subjects, held).await;
+        let publisher = Publisher::start(Upstream::new(bus, subjects, PATIENCE), 1);
+        (publisher, sizes, release)
+    }
+
+    #[tokio::test]
+    async fn batches_that_wait_for_a_request_travel_together_and_get_their_own_outcomes() {
+        let (publisher, mut sizes, release) = held().await;
 
         // The first batch takes the one request; the router holds it.
         let first = tokio::spawn(publisher.publish(vec![request("a")], 1));
@@ -275,12 +285,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_batch_that_waits_too_long_goes_beyond_the_cap() {
-        let bus = Arc::new(MemoryBus::new());
-        let subjects = Subjects::new("t");
-        let (_release, held) = oneshot::channel();
-        let mut sizes = router(bus.clone(), &subjects, held).await;
-        let upstream = Upstream::new(bus.clone(), subjects, PATIENCE);
-        let publisher = Publisher::start(upstream, 1);
+        let (publisher, mut sizes, _release) = held().await;
 
         // The first request is held for ever; the next batch still reaches the router,
         // beside it, and gets its outcome.
