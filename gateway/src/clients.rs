@@ -96,9 +96,12 @@ impl Clients {
         let Some(registration) = inner.sessions.get_mut(&session) else {
             return;
         };
-        registration
-            .clients
-            .push((client.to_string(), user.to_string()));
+        let clients = &mut registration.clients;
+        if clients.capacity() == 0 {
+            // A session mostly holds one client: one slot, not a vector's four.
+            clients.reserve_exact(1);
+        }
+        clients.push((client.to_string(), user.to_string()));
         inner.by_client.insert(client.to_string(), session);
         if !user.is_empty() {
             let sessions = inner.by_user.entry(user.to_string()).or_default();

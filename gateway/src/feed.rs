@@ -88,85 +88,94 @@ impl Source {
 
 /// Runs the feed of `channel` until its bus subscription ends or it is aborted; `shared`
 /// when the channel is delivered through its bucket's subscription.
-pub async fn run(
+///
+/// Not an `async fn`: an `async fn` keeps a copy of each argument beside the one it works
+/// on, and a feed lives as long as its channel has subscribers here.
+#[allow(
+    clippy::manual_async_fn,
+    reason = "an `async fn` would hold its arguments twice"
+)]
+pub fn run(
     listener: impl Listener,
     upstream: Upstream,
     config: FeedConfig,
     channel: String,
     history: bool,
     shared: Option<Share>,
-) {
-    // Every step that waits on the bus or a router is boxed: a feed lives as long as its
-    // channel has subscribers here, mostly idle, and its task then holds only the loop's
-    // state instead of the largest request's.
-    let mut source = match Box::pin(Source::open(&upstream, &channel, shared)).await {
-        Ok(source) => source,
-        Err(refusal) => return listener.failed(refusal),
-    };
-    let mut connections = upstream.bus().connections();
-    connections.mark_unchanged();
-    // The subscription must be live on the bus before any subscriber is told it is
-    // subscribed, or a publication sent right after could pass it by. For a channel with
-    // history the position request, sent after the subscription on the same connection,
-    // guarantees that; without history a flush (a round trip to the server) does.
-    let position = if history {
-        match Box::pin(upstream.position(&channel)).await {
-            Ok(position) => position,
+) -> impl Future<Output = ()> + Send + 'static {
+    async move {
+        // Every step that waits on the bus or a router is boxed: a feed lives as long as its
+        // channel has subscribers here, mostly idle, and its task then holds only the loop's
+        // state instead of the largest request's.
+        let mut source = match Box::pin(Source::open(&upstream, &channel, shared)).await {
+            Ok(source) => source,
             Err(refusal) => return listener.failed(refusal),
-        }
-    } else {
-        if let Err(e) = Box::pin(upstream.bus().flush()).await {
-            let refusal = Refusal::new(ErrorCode::Unavailable, e.to_string());
-            return listener.failed(refusal);
-        }
-        Position::default()
-    };
-    let sequencer = Sequencer::new(&position);
-    listener.started(position);
-    let mut feed = Feed {
-        listener: &listener,
-        upstream: &upstream,
-        channel: &channel,
-        sequencer,
-        gap_alarm: Alarm::default(),
-        gap_hold: config.gap_hold,
-    };
-    loop {
-        // The select takes what came, handling a publication in place; work that waits on
-        // a router comes after it, so the task holds only the select's state while idle.
-        let step = tokio::select! {
-            publication = source.next(&channel) => {
-                let Some(publication) = publication else { break };
-                if publication.membership.is_some() {
-                    listener.announce(&publication);
-                    Step::Idle
-                } else if publication.epoch.is_empty() || !history {
-                    // Without history, or kept out of it by the publish hook: no place in
-                    // the order.
-                    listener.deliver(&[publication]);
-                    Step::Idle
-                } else {
-                    feed.accept(publication)
+        };
+        let mut connections = upstream.bus().connections();
+        connections.mark_unchanged();
+        // The subscription must be live on the bus before any subscriber is told it is
+        // subscribed, or a publication sent right after could pass it by. For a channel with
+        // history the position request, sent after the subscription on the same connection,
+        // guarantees that; without history a flush (a round trip to the server) does.
+        let position = if history {
+            match Box::pin(upstream.position(&channel)).await {
+                Ok(position) => position,
+                Err(refusal) => return listener.failed(refusal),
+            }
+        } else {
+            if let Err(e) = Box::pin(upstream.bus().flush()).await {
+                let refusal = Refusal::new(ErrorCode::Unavailable, e.to_string());
+                return listener.failed(refusal);
+            }
+            Position::default()
+        };
+        let sequencer = Sequencer::new(&position);
+        listener.started(position);
+        let mut feed = Feed {
+            listener: &listener,
+            upstream: &upstream,
+            channel: &channel,
+            sequencer,
+            gap_alarm: Alarm::default(),
+            gap_hold: config.gap_hold,
+        };
+        loop {
+            // The select takes what came, handling a publication in place; work that waits on
+            // a router comes after it, so the task holds only the select's state while idle.
+            let step = tokio::select! {
+                publication = source.next(&channel) => {
+                    let Some(publication) = publication else { break };
+                    if publication.membership.is_some() {
+                        listener.announce(&publication);
+                        Step::Idle
+                    } else if publication.epoch.is_empty() || !history {
+                        // Without history, or kept out of it by the publish hook: no place in
+                        // the order.
+                        listener.deliver(&[publication]);
+                        Step::Idle
+                    } else {
+                        feed.accept(publication)
+                    }
+                }
+                () = feed.gap_alarm.rings() => Step::FillGap,
+                changed = connections.changed(), if history => {
+                    if changed.is_err() { break }
+                    Step::CatchUp
+                }
+            };
+            match step {
+                Step::Idle => {}
+                Step::FillGap => Box::pin(feed.fill_gap()).await,
+                Step::CatchUp => Box::pin(feed.catch_up()).await,
+                Step::ChangeEpoch(publication) => {
+                    Box::pin(feed.change_epoch(*publication)).await;
+                    feed.track_gap();
                 }
             }
-            () = feed.gap_alarm.rings() => Step::FillGap,
-            changed = connections.changed(), if history => {
-                if changed.is_err() { break }
-                Step::CatchUp
-            }
-        };
-        match step {
-            Step::Idle => {}
-            Step::FillGap => Box::pin(feed.fill_gap()).await,
-            Step::CatchUp => Box::pin(feed.catch_up()).await,
-            Step::ChangeEpoch(publication) => {
-                Box::pin(feed.change_epoch(*publication)).await;
-                feed.track_gap();
-            }
         }
+        let refusal = Refusal::new(ErrorCode::Unavailable, "channel subscription ended");
+        listener.failed(refusal);
     }
-    let refusal = Refusal::new(ErrorCode::Unavailable, "channel subscription ended");
-    listener.failed(refusal);
 }
 
 /// What a feed does after the select: nothing, or work that waits on a router.

@@ -164,10 +164,7 @@ async fn native_ws(
     let sessions = gateway.sessions.clone();
     let ctx = gateway.ctx.clone();
     buffered(upgrade, hard_limit).on_upgrade(move |socket| {
-        sessions.track_future(async move {
-            native::serve(socket, ctx, handshake).await;
-            drop(permit);
-        })
+        sessions.track_future(native::serve(socket, ctx, handshake, permit))
     })
 }
 

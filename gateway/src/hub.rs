@@ -663,6 +663,6 @@ mod footprint {
             shared,
         );
         let size = std::mem::size_of_val(&feed);
-        assert!(size <= 896, "a channel's feed task holds {size} bytes");
+        assert!(size <= 736, "a channel's feed task holds {size} bytes");
     }
 }

@@ -5,8 +5,10 @@
 //! A gateway keeps several such queues per connection, and most connections are idle
 //! most of the time. A `tokio::sync::mpsc` channel allocates a block of 32 slots when it
 //! is created and keeps it for the channel's life (1.3 to 1.8 KiB per queue here); this
-//! queue starts empty, grows with what is queued, and gives large buffers back once it
-//! has been drained. Bounds, where a queue has them, are the sender's to ask for
+//! queue starts empty, grows with what is queued, and gives its buffer back once it has
+//! been drained: an idle connection's queues hold no slots at all. (A queue drained item by
+//! item then allocates a small buffer per item, which costs far less than what the item
+//! carries.) Bounds, where a queue has them, are the sender's to ask for
 //! ([`Sender::try_send`]).
 
 use std::collections::VecDeque;
@@ -14,9 +16,6 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use tokio::sync::Notify;
-
-/// Slots an empty queue may keep for the next burst; a larger buffer is freed once empty.
-const KEPT_SLOTS: usize = 8;
 
 /// Why a frame was not queued.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -140,8 +139,8 @@ impl<T> Receiver<T> {
 
     fn pop(state: &mut State<T>) -> Option<T> {
         let item = state.queue.pop_front()?;
-        if state.queue.is_empty() && state.queue.capacity() > KEPT_SLOTS {
-            state.queue.shrink_to(KEPT_SLOTS);
+        if state.queue.is_empty() {
+            state.queue = VecDeque::new();
         }
         Some(item)
     }
@@ -212,12 +211,15 @@ mod tests {
     }
 
     #[test]
-    fn a_drained_queue_gives_its_large_buffer_back() {
+    fn a_drained_queue_gives_its_buffer_back() {
         let (tx, mut rx) = mailbox();
         for i in 0..1000 {
             tx.send(i).unwrap();
         }
         while rx.try_recv().is_some() {}
-        assert!(rx.shared.state().queue.capacity() <= KEPT_SLOTS);
+        assert_eq!(rx.shared.state().queue.capacity(), 0);
+        tx.send(1).unwrap();
+        assert_eq!(rx.try_recv(), Some(1));
+        assert_eq!(rx.shared.state().queue.capacity(), 0, "one item, the same");
     }
 }

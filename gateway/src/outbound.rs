@@ -6,6 +6,7 @@
 //! connection is closed with [`DisconnectCode::SlowConsumer`] instead of buffering without
 //! limit. The writer drains everything queued into one write and one flush.
 
+use std::borrow::BorrowMut;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
@@ -284,49 +285,101 @@ impl Frames {
 
 /// Writes queued frames until the connection closes. When the server closed it, the client
 /// gets `farewell(code)` (a protocol-specific disconnect message, if any) and a close frame.
-pub async fn write_loop<S>(
+///
+/// `frames` is the queue itself or a borrow of it: a writer that lives as long as its
+/// connection owns the queue, one of several transports of a session borrows it.
+///
+/// Not an `async fn`: that would hold each argument twice for the connection's life.
+#[allow(
+    clippy::manual_async_fn,
+    reason = "an `async fn` would hold its arguments twice"
+)]
+pub fn write_loop<S, F>(
+    mut sink: S,
+    mut frames: F,
+    closer: Closer,
+    farewell: impl Fn(DisconnectCode) -> Option<Utf8Bytes>,
+) -> impl Future<Output = ()>
+where
+    S: Sink<Message> + Unpin,
+    F: BorrowMut<Frames>,
+{
+    async move {
+        loop {
+            let first = tokio::select! {
+                biased;
+                () = closer.closed() => break,
+                frame = frames.borrow_mut().recv() => frame,
+            };
+            let Some(first) = first else { break };
+            // Boxed, as is the goodbye: a writer waits far more than it writes, and its task
+            // then holds only the wait above.
+            let write = Box::pin(write_batch(&mut sink, frames.borrow_mut(), first, &closer));
+            match write.await {
+                Written::All => {}
+                Written::Closed => break,
+                Written::Failed => {
+                    closer.gone();
+                    break;
+                }
+            }
+        }
+        Box::pin(goodbye(sink, frames.borrow_mut(), &closer, farewell)).await;
+    }
+}
+
+/// How writing one batch ended.
+enum Written {
+    All,
+    /// The connection closed while it was written.
+    Closed,
+    /// The socket failed: the client is gone.
+    Failed,
+}
+
+/// Writes `first` and what is queued behind it, up to [`WRITE_BATCH`] frames, in one flush.
+async fn write_batch<S>(sink: &mut S, frames: &mut Frames, first: Frame, closer: &Closer) -> Written
+where
+    S: Sink<Message> + Unpin,
+{
+    let write = async {
+        sink.feed(first.into()).await?;
+        for _ in 1..WRITE_BATCH {
+            match frames.try_recv() {
+                Some(frame) => sink.feed(frame.into()).await?,
+                None => break,
+            }
+        }
+        sink.flush().await
+    };
+    tokio::pin!(write);
+    // A client that stops reading blocks the flush; closing must still win.
+    tokio::select! {
+        biased;
+        () = closer.closed() => {
+            if closer.queued_first() {
+                // The frames this write took are answers the client is owed.
+                let _ = tokio::time::timeout(FAREWELL_TIMEOUT, &mut write).await;
+            }
+            Written::Closed
+        }
+        written = &mut write => match written {
+            Ok(()) => Written::All,
+            Err(_) => Written::Failed,
+        },
+    }
+}
+
+/// Ends the connection's way out: the close frame that answers a client's, or the server's
+/// goodbye after what it still owes the client.
+async fn goodbye<S>(
     mut sink: S,
     frames: &mut Frames,
-    closer: Closer,
+    closer: &Closer,
     farewell: impl Fn(DisconnectCode) -> Option<Utf8Bytes>,
 ) where
     S: Sink<Message> + Unpin,
 {
-    loop {
-        let first = tokio::select! {
-            biased;
-            () = closer.closed() => break,
-            frame = frames.recv() => frame,
-        };
-        let Some(first) = first else { break };
-        let write = async {
-            sink.feed(first.into()).await?;
-            for _ in 1..WRITE_BATCH {
-                match frames.try_recv() {
-                    Some(frame) => sink.feed(frame.into()).await?,
-                    None => break,
-                }
-            }
-            sink.flush().await
-        };
-        tokio::pin!(write);
-        // A client that stops reading blocks the flush; closing must still win.
-        let written = tokio::select! {
-            biased;
-            () = closer.closed() => {
-                if closer.queued_first() {
-                    // The frames this write took are answers the client is owed.
-                    let _ = tokio::time::timeout(FAREWELL_TIMEOUT, &mut write).await;
-                }
-                break;
-            }
-            written = &mut write => written,
-        };
-        if written.is_err() {
-            closer.gone();
-            break;
-        }
-    }
     let Some(code) = closer.reason() else {
         frames.drain();
         // The client left. If it sent a close frame, the WebSocket layer has queued the

@@ -16,6 +16,7 @@ use herald_router::sync::{MemoryDocuments, SyncService};
 use serde_json::Value;
 use tokio::sync::mpsc;
 
+use crate::connections::{ConnectionPermit, Connections};
 use crate::context::Context;
 
 /// Longest wait for anything in these tests.
@@ -55,6 +56,11 @@ pub async fn context(config: &Config) -> Arc<Context> {
         .expect("the router serves");
     let bus: Arc<dyn Bus> = bus;
     Context::new("test", config, bus).expect("a context")
+}
+
+/// A place for one connection, under no limit.
+pub fn permit() -> ConnectionPermit {
+    Connections::new(0).permit().expect("no limit")
 }
 
 /// The client's end of a connection carried by channels.

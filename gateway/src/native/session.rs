@@ -29,7 +29,8 @@ use super::{push, reply};
 use crate::access::Access;
 use crate::batch::Batch;
 use crate::catch_up::{Resumed, Returning};
-use crate::clients::Command as ApiCommand;
+use crate::clients::{Command as ApiCommand, Commands};
+use crate::connections::ConnectionPermit;
 use crate::context::Context;
 use crate::deadline::{earliest, passed, wait_until};
 use crate::hooks::{self, Attempt, Handshake};
@@ -63,31 +64,51 @@ struct Session {
     subscriber: Arc<dyn Subscriber>,
     /// What the request that opened the connection said, for the connect hook.
     handshake: Handshake,
+    /// Commands of the server API about this connection.
+    commands: Commands,
 }
 
-/// Serves one upgraded WebSocket until it closes.
-pub async fn serve(socket: WebSocket, ctx: Arc<Context>, handshake: Handshake) {
+/// Serves one upgraded WebSocket until it closes; `permit` counts it against the
+/// gateway's limit until then.
+pub fn serve(
+    socket: WebSocket,
+    ctx: Arc<Context>,
+    handshake: Handshake,
+    permit: ConnectionPermit,
+) -> impl Future<Output = ()> + Send {
     let (sink, stream) = socket.split();
-    run(sink, stream, ctx, handshake).await;
+    run(sink, stream, ctx, handshake, permit)
 }
 
 /// Serves one connection whose frames arrive on `stream` and leave through `sink`, until
 /// it closes: any WebSocket, or a test's channels.
-pub async fn run<W, R>(sink: W, mut stream: R, ctx: Arc<Context>, handshake: Handshake)
+///
+/// Not an `async fn`: what it sets up is moved into the returned future once, where an
+/// `async fn` would hold its arguments and the session made of them side by side for the
+/// connection's whole life.
+pub fn run<W, R>(
+    sink: W,
+    mut stream: R,
+    ctx: Arc<Context>,
+    handshake: Handshake,
+    permit: ConnectionPermit,
+) -> impl Future<Output = ()> + Send + use<W, R>
 where
     W: Sink<Message, Error: Send> + Unpin + Send + 'static,
-    R: Stream<Item = Result<Message, axum::Error>> + Unpin,
+    R: Stream<Item = Result<Message, axum::Error>> + Unpin + Send,
 {
-    let (outbound, mut frames) = outbound::channel(ctx.outbound_bounds());
-    let closer = outbound.closer().clone();
-    let writer = tokio::spawn({
-        let closer = closer.clone();
-        async move { outbound::write_loop(sink, &mut frames, closer, push::disconnect).await }
-    });
+    let (outbound, frames) = outbound::channel(ctx.outbound_bounds());
+    let writer = tokio::spawn(outbound::write_loop(
+        sink,
+        frames,
+        outbound.closer().clone(),
+        push::disconnect,
+    ));
     let id = ctx.next_id();
     let mut session = Session {
         name: format!("{}-{id}", ctx.node_id),
-        ctx: ctx.clone(),
+        commands: ctx.clients.open(id),
+        ctx,
         id,
         access: None,
         subscriptions: HashSet::new(),
@@ -97,59 +118,79 @@ where
         outbound,
         handshake,
     };
-    let mut commands = ctx.clients.open(id);
     metrics::opened(NATIVE);
-    // No deadline if the configured timeout is beyond what a clock can hold.
-    let handshake = tokio::time::Instant::now().checked_add(ctx.config.connect_timeout);
-    let leave = ctx.drain.turn();
-    tokio::pin!(leave);
-    loop {
-        // One timer: the earliest of the connect deadline and the access's end and renewal.
-        let next = match &session.access {
-            None => handshake,
-            Some(access) => earliest([access.expires(), access.renewal()]),
-        };
-        tokio::select! {
-            // The work a connection does now and then is boxed: an idle connection's task
-            // then holds only this loop's state, not the largest of its commands'.
-            Some(command) = commands.recv() => Box::pin(session.on_command(command)).await,
-            frame = stream.next() => {
-                // What a client sent ahead is read at most one frame's size at a time.
-                let max_bytes = ctx.config.max_frame_size;
-                let (texts, stop) = read_burst(&mut stream, frame, max_bytes);
-                if let Err(code) = Box::pin(session.handle(texts)).await {
-                    closer.close_after_queued(code);
-                }
-                match stop {
-                    Some(Stop::Binary | Stop::Broken) => {
-                        closer.close_after_queued(DisconnectCode::BadRequest);
-                    }
-                    Some(Stop::Gone) => closer.gone(),
-                    None => {}
-                }
-            }
-            () = wait_until(next) => match session.access.as_mut() {
-                None => closer.close(DisconnectCode::ConnectTimeout),
-                Some(access) if access.expired() => closer.close(DisconnectCode::TokenExpired),
-                Some(access) => {
-                    if passed(access.renewal(), tokio::time::Instant::now()) {
-                        Box::pin(access.renew(&ctx.hooks, &session.name, NATIVE, "")).await;
-                    }
-                }
-            },
-            () = closer.closed() => {}
-            () = &mut leave => closer.close(DisconnectCode::Shutdown),
-        }
-        if closer.is_closed() {
-            break;
-        }
+    // A block, not an `async fn` taking the session: an `async fn` keeps a copy of each
+    // argument beside the one it works on.
+    async move {
+        session.serve(&mut stream).await;
+        let reason = session.outbound.closer().reason();
+        drop(session);
+        metrics::ended(NATIVE, reason);
+        let _ = writer.await;
+        drop(permit);
     }
-    drop(session);
-    metrics::ended(NATIVE, closer.reason());
-    let _ = writer.await;
 }
 
 impl Session {
+    /// The connection's loop, until it closes.
+    async fn serve<R>(&mut self, stream: &mut R)
+    where
+        R: Stream<Item = Result<Message, axum::Error>> + Unpin,
+    {
+        let closer = self.outbound.closer().clone();
+        // No deadline if the configured timeout is beyond what a clock can hold.
+        let handshake = tokio::time::Instant::now().checked_add(self.ctx.config.connect_timeout);
+        let leave = self.ctx.drain.turn();
+        tokio::pin!(leave);
+        loop {
+            // One timer: the earliest of the connect deadline and the access's end and renewal.
+            let next = match &self.access {
+                None => handshake,
+                Some(access) => earliest([access.expires(), access.renewal()]),
+            };
+            tokio::select! {
+                // The work a connection does now and then is boxed: an idle connection's task
+                // then holds only this loop's state, not the largest of its commands'.
+                Some(command) = self.commands.recv() => Box::pin(self.on_command(command)).await,
+                frame = stream.next() => {
+                    // What a client sent ahead is read at most one frame's size at a time.
+                    let max_bytes = self.ctx.config.max_frame_size;
+                    let (texts, stop) = read_burst(stream, frame, max_bytes);
+                    if let Err(code) = Box::pin(self.handle(texts)).await {
+                        closer.close_after_queued(code);
+                    }
+                    match stop {
+                        Some(Stop::Binary | Stop::Broken) => {
+                            closer.close_after_queued(DisconnectCode::BadRequest);
+                        }
+                        Some(Stop::Gone) => closer.gone(),
+                        None => {}
+                    }
+                }
+                () = wait_until(next) => Box::pin(self.on_timer()).await,
+                () = closer.closed() => {}
+                () = &mut leave => closer.close(DisconnectCode::Shutdown),
+            }
+            if closer.is_closed() {
+                break;
+            }
+        }
+    }
+
+    /// The connect deadline passed, or the access's end or renewal came.
+    async fn on_timer(&mut self) {
+        let closer = self.outbound.closer();
+        match self.access.as_mut() {
+            None => closer.close(DisconnectCode::ConnectTimeout),
+            Some(access) if access.expired() => closer.close(DisconnectCode::TokenExpired),
+            Some(access) => {
+                if passed(access.renewal(), tokio::time::Instant::now()) {
+                    Box::pin(access.renew(&self.ctx.hooks, &self.name, NATIVE, "")).await;
+                }
+            }
+        }
+    }
+
     fn send(&self, frame: Utf8Bytes) {
         self.outbound.send(frame);
     }
@@ -736,6 +777,7 @@ mod tests {
             stream,
             ctx.clone(),
             crate::hooks::Handshake::default(),
+            testing::permit(),
         ));
         peer
     }
@@ -866,15 +908,15 @@ mod footprint {
             stream,
             ctx.clone(),
             crate::hooks::Handshake::default(),
+            testing::permit(),
         );
         let size = std::mem::size_of_val(&session);
-        assert!(size <= 1536, "a native session's task holds {size} bytes");
+        assert!(size <= 1152, "a native session's task holds {size} bytes");
         let (sink, _, _peer) = testing::connection();
-        let (outbound, mut frames) = crate::outbound::channel(ctx.outbound_bounds());
+        let (outbound, frames) = crate::outbound::channel(ctx.outbound_bounds());
         let closer = outbound.closer().clone();
-        let writer =
-            crate::outbound::write_loop(sink, &mut frames, closer, super::push::disconnect);
+        let writer = crate::outbound::write_loop(sink, frames, closer, super::push::disconnect);
         let size = std::mem::size_of_val(&writer);
-        assert!(size <= 768, "a writer's task holds {size} bytes");
+        assert!(size <= 384, "a writer's task holds {size} bytes");
     }
 }

@@ -7,9 +7,9 @@
 //! nothing.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, MutexGuard};
 
-use tokio::sync::{OwnedMutexGuard, watch};
+use tokio::sync::{Notify, OwnedMutexGuard};
 
 use super::{engine, inbound};
 use crate::outbound::{Closer, Frame, Frames};
@@ -54,7 +54,10 @@ pub struct Link {
     inbound: inbound::Sender,
     frames: Arc<tokio::sync::Mutex<Frames>>,
     closer: Closer,
-    transport: watch::Sender<Transport>,
+    transport: Mutex<Transport>,
+    /// Wakes a waiting GET when the session leaves polling. (Not a `watch` channel: that
+    /// allocates a third of a kilobyte, kept by every session for its whole life.)
+    left_polling: Notify,
     /// Held while a POST hands its packets in, so two POSTs cannot interleave.
     posting: tokio::sync::Mutex<()>,
 }
@@ -72,7 +75,8 @@ impl Link {
             inbound,
             frames: Arc::new(tokio::sync::Mutex::new(frames)),
             closer,
-            transport: watch::Sender::new(transport),
+            transport: Mutex::new(transport),
+            left_polling: Notify::new(),
             posting: tokio::sync::Mutex::new(()),
         }
     }
@@ -82,7 +86,37 @@ impl Link {
     }
 
     pub fn transport(&self) -> Transport {
-        *self.transport.borrow()
+        *self.transport_lock()
+    }
+
+    fn transport_lock(&self) -> MutexGuard<'_, Transport> {
+        // A transport is a plain value, always whole: a poisoned lock is still sound.
+        self.transport.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Moves the session from transport `from` to `to`; `false` if it was not on `from`.
+    fn switch(&self, from: Transport, to: Transport) -> bool {
+        let mut transport = self.transport_lock();
+        if *transport != from {
+            return false;
+        }
+        *transport = to;
+        drop(transport);
+        if from == Transport::Polling {
+            self.left_polling.notify_waiters();
+        }
+        true
+    }
+
+    /// Resolves once the session is off polling.
+    async fn off_polling(&self) {
+        let left = self.left_polling.notified();
+        tokio::pin!(left);
+        // Registered before the look, so a switch right after it still wakes this one.
+        left.as_mut().enable();
+        if self.transport() == Transport::Polling {
+            left.await;
+        }
     }
 
     /// Hands one packet to the session; `false` once the session has ended.
@@ -114,12 +148,11 @@ impl Link {
         let Ok(mut frames) = self.frames.try_lock() else {
             return Err(PollError::Overlap);
         };
-        let mut upgrading = self.transport.subscribe();
         let first = tokio::select! {
             biased;
             frame = frames.recv() => frame,
             () = self.closer.closed() => None,
-            _ = upgrading.wait_for(|t| *t != Transport::Polling) => return Ok(Poll::Noop),
+            () = self.off_polling() => return Ok(Poll::Noop),
         };
         let Some(first) = first else {
             // A client that closed the session (a close packet) is waiting for nothing.
@@ -147,29 +180,20 @@ impl Link {
     /// A WebSocket answered the probe: pending and new GETs return at once from now on.
     /// `false` when the session is not on polling (already upgraded, or upgrading).
     pub fn begin_upgrade(&self) -> bool {
-        self.transport.send_if_modified(|t| {
-            let polling = *t == Transport::Polling;
-            if polling {
-                *t = Transport::Upgrading;
-            }
-            polling
-        })
+        self.switch(Transport::Polling, Transport::Upgrading)
     }
 
     /// The probe came to nothing; polling carries on.
     pub fn abort_upgrade(&self) {
-        self.transport.send_if_modified(|t| {
-            let upgrading = *t == Transport::Upgrading;
-            if upgrading {
-                *t = Transport::Polling;
-            }
-            upgrading
-        });
+        self.switch(Transport::Upgrading, Transport::Polling);
     }
 
     /// Moves the way out to a WebSocket: returns the outbound queue once no GET holds it.
     pub async fn take_frames(&self) -> OwnedMutexGuard<Frames> {
-        self.transport.send_replace(Transport::WebSocket);
+        let was = std::mem::replace(&mut *self.transport_lock(), Transport::WebSocket);
+        if was == Transport::Polling {
+            self.left_polling.notify_waiters();
+        }
         self.frames.clone().lock_owned().await
     }
 }

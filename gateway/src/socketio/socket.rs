@@ -91,6 +91,10 @@ impl Socket {
             recovery.marks.start(&channel, &position);
         }
         self.joined.retain(|(c, _)| *c != channel);
+        if self.joined.capacity() == 0 {
+            // Most sockets are in one room: the first gets one slot, not a vector's four.
+            self.joined.reserve_exact(1);
+        }
         self.joined.push((channel, position));
     }
 

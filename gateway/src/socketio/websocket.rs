@@ -26,63 +26,72 @@ use crate::outbound::{self, Frames};
 const UPGRADE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Serves a session that opened directly on WebSocket.
-pub async fn open(
+pub fn open(
     socket: WebSocket,
     endpoint: Arc<Endpoint>,
     permit: ConnectionPermit,
     handshake: Handshake,
-) {
+) -> impl Future<Output = ()> + Send {
     let (sink, stream) = socket.split();
-    open_on(sink, stream, endpoint, permit, handshake).await;
+    open_on(sink, stream, endpoint, permit, handshake)
 }
 
 /// Serves a session that opened directly on a WebSocket whose frames arrive on `stream`
 /// and leave through `sink`: any WebSocket, or a test's channels.
-pub async fn open_on<W, R>(
+///
+/// Not an `async fn`, which would hold the socket twice for the connection's whole life:
+/// its arguments, and what it made of them.
+pub fn open_on<W, R>(
     sink: W,
     stream: R,
     endpoint: Arc<Endpoint>,
     permit: ConnectionPermit,
     handshake: Handshake,
-) where
-    W: Sink<Message> + Unpin,
-    R: Stream<Item = Result<Message, axum::Error>> + Unpin,
+) -> impl Future<Output = ()> + Send
+where
+    W: Sink<Message, Error: Send> + Unpin + Send,
+    R: Stream<Item = Result<Message, axum::Error>> + Unpin + Send,
 {
     let link = session::start(&endpoint, Transport::WebSocket, permit, handshake);
-    let frames = link.take_frames().await;
-    carry(sink, stream, &link, frames).await;
+    async move {
+        let frames = link.take_frames().await;
+        carry(sink, stream, &link, frames).await;
+    }
 }
 
-/// Serves a WebSocket that asks to take over the polling session `link`.
-pub async fn upgrade(socket: WebSocket, link: Arc<Link>) {
+/// Serves a WebSocket that asks to take over the polling session `link` (not an
+/// `async fn`, for the reason [`open_on`] gives).
+pub fn upgrade(socket: WebSocket, link: Arc<Link>) -> impl Future<Output = ()> + Send {
     let (mut sink, mut stream) = socket.split();
-    let probed = tokio::time::timeout(UPGRADE_TIMEOUT, async {
-        if next_packet(&mut stream).await? != engine::Packet::text(PacketType::Ping, "probe") {
-            return None;
-        }
-        sink.send(Message::Text(Utf8Bytes::from_static("3probe")))
-            .await
-            .ok()?;
-        if !link.begin_upgrade() {
-            return None;
-        }
-        let upgraded =
-            next_packet(&mut stream).await == Some(engine::Packet::empty(PacketType::Upgrade));
-        if !upgraded {
-            link.abort_upgrade();
-        }
-        upgraded.then_some(())
-    })
-    .await;
-    match probed {
-        Ok(Some(())) => {
-            let frames = link.take_frames().await;
-            carry(sink, stream, &link, frames).await;
-        }
-        // The client stays on polling; the probing WebSocket just goes away.
-        _ => {
-            link.abort_upgrade();
-            let _ = sink.close().await;
+    async move {
+        let probed = tokio::time::timeout(UPGRADE_TIMEOUT, async {
+            if next_packet(&mut stream).await? != engine::Packet::text(PacketType::Ping, "probe") {
+                return None;
+            }
+            sink.send(Message::Text(Utf8Bytes::from_static("3probe")))
+                .await
+                .ok()?;
+            if !link.begin_upgrade() {
+                return None;
+            }
+            let upgraded =
+                next_packet(&mut stream).await == Some(engine::Packet::empty(PacketType::Upgrade));
+            if !upgraded {
+                link.abort_upgrade();
+            }
+            upgraded.then_some(())
+        })
+        .await;
+        match probed {
+            Ok(Some(())) => {
+                let frames = link.take_frames().await;
+                carry(sink, stream, &link, frames).await;
+            }
+            // The client stays on polling; the probing WebSocket just goes away.
+            _ => {
+                link.abort_upgrade();
+                let _ = sink.close().await;
+            }
         }
     }
 }
@@ -105,56 +114,63 @@ async fn next_packet(stream: &mut SplitStream<WebSocket>) -> Option<engine::Pack
 }
 
 /// Carries the session over the WebSocket until either side ends it.
-pub(super) async fn carry<W, R>(
+#[allow(
+    clippy::manual_async_fn,
+    reason = "an `async fn` would hold its arguments twice"
+)]
+pub(super) fn carry<W, R>(
     sink: W,
     mut stream: R,
     link: &Link,
     mut frames: OwnedMutexGuard<Frames>,
-) where
+) -> impl Future<Output = ()> + use<'_, W, R>
+where
     W: Sink<Message> + Unpin,
     R: Stream<Item = Result<Message, axum::Error>> + Unpin,
 {
-    let closer = link.closer().clone();
-    // A Socket.IO client learns why from the close itself; there is no farewell message.
-    let writer = outbound::write_loop(sink, &mut frames, closer.clone(), |_| None);
-    let reader = async {
-        loop {
-            let message = tokio::select! {
-                () = closer.closed() => break,
-                message = stream.next() => message,
-            };
-            let packet = match message {
-                Some(Ok(Message::Text(text))) => match engine::Packet::decode_text(&text) {
-                    Ok(packet) => packet,
-                    Err(error) => {
-                        tracing::debug!(%error, "Engine.IO protocol violation");
-                        closer.close(DisconnectCode::BadRequest);
+    async move {
+        let closer = link.closer().clone();
+        // A Socket.IO client learns why from the close itself; there is no farewell message.
+        let writer = outbound::write_loop(sink, &mut *frames, closer.clone(), |_| None);
+        let reader = async {
+            loop {
+                let message = tokio::select! {
+                    () = closer.closed() => break,
+                    message = stream.next() => message,
+                };
+                let packet = match message {
+                    Some(Ok(Message::Text(text))) => match engine::Packet::decode_text(&text) {
+                        Ok(packet) => packet,
+                        Err(error) => {
+                            tracing::debug!(%error, "Engine.IO protocol violation");
+                            closer.close(DisconnectCode::BadRequest);
+                            break;
+                        }
+                    },
+                    Some(Ok(Message::Binary(bytes))) => engine::Packet::binary(bytes),
+                    Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
+                    Some(Ok(Message::Close(_))) | None => {
+                        closer.gone();
                         break;
                     }
-                },
-                Some(Ok(Message::Binary(bytes))) => engine::Packet::binary(bytes),
-                Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
-                Some(Ok(Message::Close(_))) | None => {
-                    closer.gone();
-                    break;
-                }
-                Some(Err(error)) => {
-                    if client_gone(error) {
-                        closer.gone();
-                    } else {
-                        // Mostly a message over `maxPayload`, which the WebSocket layer
-                        // refuses.
-                        closer.close(DisconnectCode::BadRequest);
+                    Some(Err(error)) => {
+                        if client_gone(error) {
+                            closer.gone();
+                        } else {
+                            // Mostly a message over `maxPayload`, which the WebSocket layer
+                            // refuses.
+                            closer.close(DisconnectCode::BadRequest);
+                        }
+                        break;
                     }
+                };
+                if !link.deliver(packet).await {
                     break;
                 }
-            };
-            if !link.deliver(packet).await {
-                break;
             }
-        }
-    };
-    tokio::join!(reader, writer);
+        };
+        tokio::join!(reader, writer);
+    }
 }
 
 #[cfg(test)]
@@ -164,13 +180,12 @@ mod tests {
     use tokio_util::task::TaskTracker;
 
     use super::*;
-    use crate::connections::Connections;
     use crate::testing::{self, Peer};
 
     async fn session() -> Peer {
         let ctx = testing::context(&Config::default()).await;
         let endpoint = Endpoint::new(ctx, TaskTracker::new());
-        let permit = Connections::new(0).permit().expect("a permit");
+        let permit = testing::permit();
         let (sink, stream, peer) = testing::connection();
         tokio::spawn(open_on(
             sink,
