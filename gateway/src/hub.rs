@@ -31,6 +31,7 @@ use crate::feed::{self, FeedConfig, Listener};
 use crate::metrics::Deliveries;
 use crate::outbound::{Encoded, Outbound};
 use crate::render::Format;
+use crate::subscribers::Subscribers;
 use herald_core::upstream::Upstream;
 
 const SHARDS: usize = 32;
@@ -109,7 +110,7 @@ struct Subscribed {
 
 struct Entry {
     generation: u64,
-    subscribers: HashMap<SubscriberId, Subscribed>,
+    subscribers: Subscribers<Subscribed>,
     /// Subscribe calls waiting for the feed to start; the entry stays while there are any.
     waiting: usize,
     position: Position,
@@ -199,7 +200,7 @@ impl Hub {
             let entry = shard
                 .entry(channel.to_string())
                 .or_insert_with(|| self.start_feed(channel, history));
-            if entry.subscribers.contains_key(&id) {
+            if entry.subscribers.contains(id) {
                 return Err(Refusal::new(
                     ErrorCode::AlreadySubscribed,
                     "already subscribed to this channel",
@@ -283,7 +284,7 @@ impl Hub {
         ));
         Entry {
             generation,
-            subscribers: HashMap::new(),
+            subscribers: Subscribers::default(),
             waiting: 0,
             position: Position::default(),
             ready: Some(watch::Sender::new(None)),
@@ -327,7 +328,7 @@ impl Hub {
         let Some(entry) = shard.get_mut(channel) else {
             return false;
         };
-        let removed = entry.subscribers.remove(&id).is_some();
+        let removed = entry.subscribers.remove(id).is_some();
         if entry.unused() {
             remove(&mut shard, channel);
         }

@@ -91,8 +91,8 @@ impl Socket {
             recovery.marks.start(&channel, &position);
         }
         self.joined.retain(|(c, _)| *c != channel);
-        if self.joined.capacity() == 0 {
-            // Most sockets are in one room: the first gets one slot, not a vector's four.
+        if self.joined.len() == self.joined.capacity() && self.joined.len() < 4 {
+            // Most sockets are in a room or two: a slot each, not a vector's four.
             self.joined.reserve_exact(1);
         }
         self.joined.push((channel, position));
