@@ -15,7 +15,7 @@ use axum::extract::ws::{CloseFrame, Message, Utf8Bytes};
 use bytes::Bytes;
 use futures_util::{Sink, SinkExt};
 use herald_core::codes::DisconnectCode;
-use tokio_util::sync::CancellationToken;
+use tokio::sync::Notify;
 
 use crate::mailbox::{self, Refused};
 
@@ -37,7 +37,9 @@ pub struct Closer {
 #[derive(Default)]
 struct CloserInner {
     ending: OnceLock<Ending>,
-    token: CancellationToken,
+    /// Wakes those waiting for the close. (Not a `CancellationToken`, which allocates a
+    /// tree node of its own for every connection.)
+    closing: Notify,
 }
 
 #[derive(Clone, Copy)]
@@ -73,7 +75,7 @@ impl Closer {
             queued_first,
         };
         if self.inner.ending.set(ending).is_ok() {
-            self.inner.token.cancel();
+            self.inner.closing.notify_waiters();
         }
     }
 
@@ -84,11 +86,17 @@ impl Closer {
     }
 
     pub async fn closed(&self) {
-        self.inner.token.cancelled().await;
+        let closing = self.inner.closing.notified();
+        tokio::pin!(closing);
+        // Registered before the look, so a close right after it still wakes this one.
+        closing.as_mut().enable();
+        if !self.is_closed() {
+            closing.await;
+        }
     }
 
     pub fn is_closed(&self) -> bool {
-        self.inner.token.is_cancelled()
+        self.inner.ending.get().is_some()
     }
 
     /// Why the server closed the connection, if it did.
