@@ -5,7 +5,7 @@
 
 use std::sync::Arc;
 
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::sync::Semaphore;
 
 use super::engine::{self, Data};
 use crate::mailbox::{self, mailbox};
@@ -20,17 +20,29 @@ pub struct Inbound {
 /// A packet's place and bytes in the budget, given back when dropped: once the session
 /// has handled the packet.
 #[derive(Debug)]
-pub struct Held(
-    #[allow(dead_code)] OwnedSemaphorePermit,
-    #[allow(dead_code)] OwnedSemaphorePermit,
-);
+pub struct Held {
+    budget: Arc<Budget>,
+    bytes: u32,
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        self.budget.places.add_permits(1);
+        self.budget.bytes.add_permits(self.bytes as usize);
+    }
+}
+
+/// Places for packets, and bytes: one allocation for both, kept for the session's life.
+#[derive(Debug)]
+struct Budget {
+    places: Semaphore,
+    bytes: Semaphore,
+}
 
 pub struct Sender {
     packets: mailbox::Sender<Inbound>,
-    /// Places for packets, and bytes.
-    places: Arc<Semaphore>,
-    budget: Arc<Semaphore>,
-    /// The whole budget: what a packet larger than it takes.
+    budget: Arc<Budget>,
+    /// The whole byte budget: what a packet larger than it takes.
     most: u32,
 }
 
@@ -43,8 +55,10 @@ pub fn channel(packets: usize, bytes: usize) -> (Sender, Receiver) {
     let (tx, rx) = mailbox();
     let sender = Sender {
         packets: tx,
-        places: Arc::new(Semaphore::new(packets.max(1))),
-        budget: Arc::new(Semaphore::new(most as usize)),
+        budget: Arc::new(Budget {
+            places: Semaphore::new(packets.max(1)),
+            bytes: Semaphore::new(most as usize),
+        }),
         most,
     };
     (sender, rx)
@@ -58,15 +72,21 @@ impl Sender {
             Data::Binary(bytes) => bytes.len(),
         };
         let cost = u32::try_from(size).unwrap_or(u32::MAX).clamp(1, self.most);
-        let Ok(place) = self.places.clone().acquire_owned().await else {
+        let Ok(place) = self.budget.places.acquire().await else {
             return false;
         };
-        let Ok(bytes) = self.budget.clone().acquire_many_owned(cost).await else {
+        let Ok(bytes) = self.budget.bytes.acquire_many(cost).await else {
             return false;
         };
+        // Given back by `Held` when the session is done with the packet.
+        place.forget();
+        bytes.forget();
         let inbound = Inbound {
             packet,
-            held: Held(place, bytes),
+            held: Held {
+                budget: self.budget.clone(),
+                bytes: cost,
+            },
         };
         self.packets.send(inbound).is_ok()
     }

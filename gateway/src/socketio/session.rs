@@ -33,14 +33,29 @@ use crate::outbound::{self, Outbound};
 /// bytes are bounded too, by twice `socketio.max_payload`.
 const INBOUND_QUEUE: usize = 256;
 
-/// Starts a session on `transport` and registers it with the endpoint; its open packet is
-/// the first frame queued.
+/// Starts a session on `transport` as a task of its own (long-polling: the requests that
+/// carry it come and go) and registers it with the endpoint; its open packet is the first
+/// frame queued.
 pub fn start(
     endpoint: &Arc<Endpoint>,
     transport: Transport,
     permit: ConnectionPermit,
     handshake: Handshake,
 ) -> Arc<Link> {
+    let (link, session) = open(endpoint, transport, permit, handshake);
+    endpoint.sessions.spawn(session);
+    link
+}
+
+/// Opens a session on `transport` and registers it with the endpoint, as [`start`] does,
+/// but returns its task's work instead of spawning it: a session opened on a WebSocket
+/// runs in that connection's task, without a task of its own.
+pub fn open(
+    endpoint: &Arc<Endpoint>,
+    transport: Transport,
+    permit: ConnectionPermit,
+    handshake: Handshake,
+) -> (Arc<Link>, impl Future<Output = ()> + Send + use<>) {
     let ctx = &endpoint.ctx;
     let (outbound, frames) = outbound::channel(ctx.outbound_bounds());
     let bytes = ctx.socketio.max_payload.saturating_mul(2);
@@ -68,8 +83,7 @@ pub fn start(
         _permit: permit,
     };
     metrics::opened(SOCKETIO);
-    endpoint.sessions.spawn(serve(session, packets, transport));
-    link
+    (link, serve(session, packets, transport))
 }
 
 /// The session's task. A block that owns the session, not an `async fn` taking it: that

@@ -52,10 +52,12 @@ where
     W: Sink<Message, Error: Send> + Unpin + Send,
     R: Stream<Item = Result<Message, axum::Error>> + Unpin + Send,
 {
-    let link = session::start(&endpoint, Transport::WebSocket, permit, handshake);
+    let (link, session) = session::open(&endpoint, Transport::WebSocket, permit, handshake);
+    // The session and the socket that carries it end together: one task for both (a task
+    // costs a few hundred bytes more than the two futures do in one).
     async move {
         let frames = link.take_frames().await;
-        carry(sink, stream, &link, frames).await;
+        tokio::join!(session, carry(sink, stream, &link, frames));
     }
 }
 
