@@ -7,6 +7,7 @@ use std::sync::{Mutex, MutexGuard};
 
 use crate::hub::ClientId;
 use crate::mailbox::{self, mailbox};
+use crate::small_map::SmallMap;
 
 /// What the server API asks of a session, about its connections of `user` (every one) or
 /// its connection or socket `client`.
@@ -31,7 +32,7 @@ struct Inner {
     sessions: HashMap<ClientId, Session>,
     /// How many clients (native connections, Socket.IO sockets) of each user each session
     /// holds.
-    by_user: HashMap<String, HashMap<ClientId, usize>>,
+    by_user: HashMap<String, SmallMap<usize>>,
     by_client: HashMap<String, ClientId>,
 }
 
@@ -42,10 +43,10 @@ impl Inner {
             self.by_client.remove(client);
         }
         if let Some(sessions) = self.by_user.get_mut(user) {
-            if let Some(count) = sessions.get_mut(&session) {
+            if let Some(count) = sessions.get_mut(session) {
                 *count -= 1;
                 if *count == 0 {
-                    sessions.remove(&session);
+                    sessions.remove(session);
                 }
             }
             if sessions.is_empty() {
@@ -105,7 +106,10 @@ impl Clients {
         inner.by_client.insert(client.to_string(), session);
         if !user.is_empty() {
             let sessions = inner.by_user.entry(user.to_string()).or_default();
-            *sessions.entry(session).or_default() += 1;
+            match sessions.get_mut(session) {
+                Some(count) => *count += 1,
+                None => sessions.insert(session, 1),
+            }
         }
     }
 
@@ -140,7 +144,7 @@ impl Clients {
         if !user.is_empty()
             && let Some(sessions) = inner.by_user.get(user)
         {
-            targets.extend(sessions.keys());
+            targets.extend(sessions.iter().map(|(session, _)| session));
         }
         if !client.is_empty()
             && let Some(session) = inner.by_client.get(client)

@@ -31,7 +31,7 @@ use crate::feed::{self, FeedConfig, Listener};
 use crate::metrics::Deliveries;
 use crate::outbound::{Encoded, Outbound};
 use crate::render::Format;
-use crate::subscribers::Subscribers;
+use crate::small_map::SmallMap;
 use herald_core::upstream::Upstream;
 
 const SHARDS: usize = 32;
@@ -110,7 +110,7 @@ struct Subscribed {
 
 struct Entry {
     generation: u64,
-    subscribers: Subscribers<Subscribed>,
+    subscribers: SmallMap<Subscribed>,
     /// Subscribe calls waiting for the feed to start; the entry stays while there are any.
     waiting: usize,
     position: Position,
@@ -284,7 +284,7 @@ impl Hub {
         ));
         Entry {
             generation,
-            subscribers: Subscribers::default(),
+            subscribers: SmallMap::default(),
             waiting: 0,
             position: Position::default(),
             ready: Some(watch::Sender::new(None)),

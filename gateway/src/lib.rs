@@ -15,8 +15,8 @@
 //!    [`sequencer`]: the ordering rule, pure logic. [`rate`]: token buckets. [`deadline`]:
 //!    optional timers for `select!` loops. [`drain`]: spreading clients' departures over the
 //!    drain period. [`inbound`]: a client that went away or broke the protocol.
-//!    [`connections`]: the count against `max_connections`. [`subscribers`]: a channel's
-//!    local subscribers, one held without a map.
+//!    [`connections`]: the count against `max_connections`. [`small_map`]: a map by id that
+//!    holds a lone entry without allocating.
 //! 2. Wire formats, pure encoding and parsing: [`native::command`], [`native::push`],
 //!    [`native::reply`]; [`socketio::engine`], [`socketio::packet`], [`socketio::binary`],
 //!    [`socketio::channels`], [`socketio::reserved`], [`socketio::offsets`],
@@ -65,8 +65,8 @@ pub mod rate;
 pub mod render;
 pub mod sequencer;
 pub mod serve;
+pub mod small_map;
 pub mod socketio;
-pub mod subscribers;
 pub mod sync;
 
 #[cfg(test)]
