@@ -42,20 +42,20 @@ pub fn start(
     permit: ConnectionPermit,
     handshake: Handshake,
 ) -> Arc<Link> {
-    let (link, session) = open(endpoint, transport, permit, handshake);
-    endpoint.sessions.spawn(session);
+    let (link, mut session) = open(endpoint, transport, permit, handshake);
+    endpoint.sessions.spawn(async move { session.run().await });
     link
 }
 
 /// Opens a session on `transport` and registers it with the endpoint, as [`start`] does,
-/// but returns its task's work instead of spawning it: a session opened on a WebSocket
-/// runs in that connection's task, without a task of its own.
+/// but returns it to run instead of spawning it: a session opened on a WebSocket runs in
+/// that connection's task, without a task of its own.
 pub fn open(
     endpoint: &Arc<Endpoint>,
     transport: Transport,
     permit: ConnectionPermit,
     handshake: Handshake,
-) -> (Arc<Link>, impl Future<Output = ()> + Send + use<>) {
+) -> (Arc<Link>, Opened) {
     let ctx = &endpoint.ctx;
     let (outbound, frames) = outbound::channel(ctx.outbound_bounds());
     let bytes = ctx.socketio.max_payload.saturating_mul(2);
@@ -83,21 +83,30 @@ pub fn open(
         _permit: permit,
     };
     metrics::opened(SOCKETIO);
-    (link, serve(session, packets, transport))
+    let opened = Opened {
+        session,
+        packets,
+        transport,
+    };
+    (link, opened)
 }
 
-/// The session's task. A block that owns the session, not an `async fn` taking it: that
-/// would keep a copy of it beside the one it works on, for the session's whole life.
-#[allow(
-    clippy::manual_async_fn,
-    reason = "an `async fn` would hold its arguments twice"
-)]
-fn serve(
-    mut session: Session,
-    mut packets: inbound::Receiver,
+/// A session to run, with its way in.
+///
+/// A task runs it by reference (`async move { opened.run().await }`): a future that took it
+/// by value would hold it twice for the session's whole life, the value it was given and
+/// the one it works on.
+pub struct Opened {
+    session: Session,
+    packets: inbound::Receiver,
     transport: Transport,
-) -> impl Future<Output = ()> + Send {
-    async move { session.run(&mut packets, transport).await }
+}
+
+impl Opened {
+    /// Runs the session until it ends.
+    pub async fn run(&mut self) {
+        self.session.run(&mut self.packets, self.transport).await;
+    }
 }
 
 struct Session {
@@ -437,49 +446,22 @@ mod footprint {
     async fn an_idle_sessions_task_stays_small() {
         let ctx = testing::context(&herald_core::config::Config::default()).await;
         let endpoint = Endpoint::new(ctx, tokio_util::task::TaskTracker::new());
-        let permit = crate::connections::Connections::new(1)
-            .permit()
-            .expect("a place");
-        let link = start(
-            &endpoint,
-            Transport::WebSocket,
-            permit,
-            Handshake::default(),
-        );
-        let (_, inbound) = inbound::channel(1, 1);
-        let (outbound, _) = outbound::channel(endpoint.ctx.outbound_bounds());
-        let session = Session {
-            commands: endpoint.ctx.clients.open(0),
-            id: 0,
-            sockets: Sockets::new(
-                endpoint.ctx.clone(),
-                0,
-                outbound.clone(),
-                Handshake::default(),
-            ),
-            ctx: endpoint.ctx.clone(),
-            links: endpoint.links.clone(),
-            sid: "probe".into(),
-            outbound,
-            assembler: Assembler::default(),
-            pong_deadline: None,
-            _permit: crate::connections::Connections::new(1)
-                .permit()
-                .expect("a place"),
-        };
-        let task = serve(session, inbound, Transport::WebSocket);
+        let handshake = Handshake::default();
+        let (_link, mut opened) = open(&endpoint, Transport::Polling, testing::permit(), handshake);
+        let task = async move { opened.run().await };
+        let size = std::mem::size_of_val(&task);
         assert!(
-            std::mem::size_of_val(&task) <= 1344,
-            "a Socket.IO session's task holds {} bytes",
-            std::mem::size_of_val(&task)
+            size <= 1344,
+            "a Socket.IO session's task holds {size} bytes"
         );
         let (sink, stream, _peer) = testing::connection();
-        let frames = link.take_frames().await;
-        let carrier = super::super::websocket::carry(sink, stream, &link, frames);
+        let handshake = Handshake::default();
+        let websocket =
+            super::super::websocket::open_on(sink, stream, endpoint, testing::permit(), handshake);
+        let size = std::mem::size_of_val(&websocket);
         assert!(
-            std::mem::size_of_val(&carrier) <= 832,
-            "a WebSocket's task holds {} bytes",
-            std::mem::size_of_val(&carrier)
+            size <= 2240,
+            "a Socket.IO WebSocket's task holds {size} bytes"
         );
     }
 }

@@ -52,12 +52,12 @@ where
     W: Sink<Message, Error: Send> + Unpin + Send,
     R: Stream<Item = Result<Message, axum::Error>> + Unpin + Send,
 {
-    let (link, session) = session::open(&endpoint, Transport::WebSocket, permit, handshake);
+    let (link, mut session) = session::open(&endpoint, Transport::WebSocket, permit, handshake);
     // The session and the socket that carries it end together: one task for both (a task
     // costs a few hundred bytes more than the two futures do in one).
     async move {
         let frames = link.take_frames().await;
-        tokio::join!(session, carry(sink, stream, &link, frames));
+        tokio::join!(session.run(), carry(sink, stream, &link, frames));
     }
 }
 
