@@ -9,7 +9,7 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use tokio::sync::{Notify, OwnedMutexGuard};
+use tokio::sync::{Mutex as AsyncMutex, MutexGuard as AsyncMutexGuard, Notify};
 
 use super::{engine, inbound};
 use crate::outbound::{Closer, Frame, Frames};
@@ -52,7 +52,7 @@ pub enum PollError {
 pub struct Link {
     pub sid: Arc<str>,
     inbound: inbound::Sender,
-    frames: Arc<tokio::sync::Mutex<Frames>>,
+    frames: AsyncMutex<Frames>,
     closer: Closer,
     transport: Mutex<Transport>,
     /// Wakes a waiting GET when the session leaves polling. (Not a `watch` channel: that
@@ -73,7 +73,7 @@ impl Link {
         Self {
             sid,
             inbound,
-            frames: Arc::new(tokio::sync::Mutex::new(frames)),
+            frames: AsyncMutex::new(frames),
             closer,
             transport: Mutex::new(transport),
             left_polling: Notify::new(),
@@ -189,12 +189,12 @@ impl Link {
     }
 
     /// Moves the way out to a WebSocket: returns the outbound queue once no GET holds it.
-    pub async fn take_frames(&self) -> OwnedMutexGuard<Frames> {
+    pub async fn take_frames(&self) -> AsyncMutexGuard<'_, Frames> {
         let was = std::mem::replace(&mut *self.transport_lock(), Transport::WebSocket);
         if was == Transport::Polling {
             self.left_polling.notify_waiters();
         }
-        self.frames.clone().lock_owned().await
+        self.frames.lock().await
     }
 }
 

@@ -7,7 +7,6 @@
 //! channel, and the hub delivers it to every other socket, on every gateway. Every channel
 //! a socket uses is checked against the channel rules with the socket's own token.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use axum::extract::ws::Utf8Bytes;
@@ -54,10 +53,56 @@ enum Request {
 
 pub struct Sockets {
     conn: Conn,
-    /// Boxed: a map's slots are allocated ahead, and a socket is large.
-    sockets: HashMap<String, Box<Socket>>,
+    sockets: ByNamespace,
     /// A document subscribed to by the event being answered.
     opening: Option<Opening>,
+}
+
+/// A connection's sockets, one per namespace. A list, not a map: a connection has one
+/// socket or a few (at most `socketio.max_namespaces`), where a map would allocate four
+/// slots and a key for the first.
+#[derive(Default)]
+struct ByNamespace(Vec<Socket>);
+
+impl ByNamespace {
+    fn get(&self, namespace: &str) -> Option<&Socket> {
+        self.0.iter().find(|s| *s.namespace == *namespace)
+    }
+
+    fn get_mut(&mut self, namespace: &str) -> Option<&mut Socket> {
+        self.0.iter_mut().find(|s| *s.namespace == *namespace)
+    }
+
+    /// Adds `socket`, in place of the one of its namespace.
+    fn insert(&mut self, socket: Socket) {
+        self.remove(&socket.namespace);
+        if self.0.capacity() == 0 {
+            // Most connections have one socket: one slot, not a vector's four.
+            self.0.reserve_exact(1);
+        }
+        self.0.push(socket);
+    }
+
+    fn remove(&mut self, namespace: &str) -> Option<Socket> {
+        let index = self.0.iter().position(|s| *s.namespace == *namespace)?;
+        Some(self.0.swap_remove(index))
+    }
+
+    fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    fn values(&self) -> impl Iterator<Item = &Socket> {
+        self.0.iter()
+    }
+
+    fn values_mut(&mut self) -> impl Iterator<Item = &mut Socket> {
+        self.0.iter_mut()
+    }
 }
 
 impl Sockets {
@@ -75,7 +120,7 @@ impl Sockets {
                 records,
                 handshake,
             },
-            sockets: HashMap::new(),
+            sockets: ByNamespace::default(),
             opening: None,
         }
     }
@@ -133,11 +178,11 @@ impl Sockets {
     /// Ends the sockets whose token ran out without a refresh: each gets a
     /// `herald:disconnect` event with code 3006, then a DISCONNECT packet.
     pub fn expire(&mut self) {
-        let expired: Vec<String> = self
+        let expired: Vec<Arc<str>> = self
             .sockets
-            .iter()
-            .filter(|(_, socket)| socket.access.expired())
-            .map(|(namespace, _)| namespace.clone())
+            .values()
+            .filter(|socket| socket.access.expired())
+            .map(|socket| socket.namespace.clone())
             .collect();
         for namespace in expired {
             self.kick(&namespace, DisconnectCode::TokenExpired);
@@ -163,13 +208,11 @@ impl Sockets {
     pub async fn on_command(&mut self, command: Command) {
         match command {
             Command::Disconnect { user, client } => {
-                let chosen: Vec<String> = self
+                let chosen: Vec<Arc<str>> = self
                     .sockets
-                    .iter()
-                    .filter(|(_, s)| {
-                        (!user.is_empty() && s.access.user() == user) || *s.sid == client
-                    })
-                    .map(|(namespace, _)| namespace.clone())
+                    .values()
+                    .filter(|s| (!user.is_empty() && s.access.user() == user) || *s.sid == client)
+                    .map(|s| s.namespace.clone())
                     .collect();
                 for namespace in chosen {
                     self.kick(&namespace, DisconnectCode::Disconnected);
@@ -303,7 +346,7 @@ impl Sockets {
             Ok(socket) => {
                 let clients = &self.conn.ctx.clients;
                 clients.add(self.conn.id, &socket.sid, socket.access.user());
-                self.sockets.insert(namespace.to_string(), Box::new(socket));
+                self.sockets.insert(socket);
             }
             Err(refusal) => {
                 let data =
@@ -328,7 +371,7 @@ impl Sockets {
     /// The connection ended. `recoverable`: it was lost (not left on purpose), so its
     /// sockets' records are kept for the recovery window.
     pub fn leave_all(&mut self, recoverable: bool) {
-        for socket in std::mem::take(&mut self.sockets).into_values() {
+        for socket in std::mem::take(&mut self.sockets).0 {
             let clients = &self.conn.ctx.clients;
             clients.remove(self.conn.id, &socket.sid, socket.access.user());
             self.conn.unsubscribe_socket(&socket);
@@ -344,7 +387,7 @@ impl Sockets {
     /// Reads and checks what an event of a connected socket asks for; a publish comes
     /// checked against the socket's permissions and rate limit, and prepared.
     fn read(&mut self, packet: &Packet, attachments: &[Bytes]) -> Result<Request, Refusal> {
-        let Some(socket) = self.sockets.get_mut(packet.namespace.as_str()) else {
+        let Some(socket) = self.sockets.get_mut(&packet.namespace) else {
             return Err(Refusal::new(
                 ErrorCode::NotConnected,
                 "not connected to this namespace",

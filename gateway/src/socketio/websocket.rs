@@ -11,7 +11,7 @@ use axum::extract::ws::{Message, Utf8Bytes, WebSocket};
 use futures_util::stream::SplitStream;
 use futures_util::{Sink, SinkExt, Stream, StreamExt};
 use herald_core::codes::DisconnectCode;
-use tokio::sync::OwnedMutexGuard;
+use tokio::sync::MutexGuard;
 
 use super::endpoint::Endpoint;
 use super::engine::{self, PacketType};
@@ -120,12 +120,12 @@ async fn next_packet(stream: &mut SplitStream<WebSocket>) -> Option<engine::Pack
     clippy::manual_async_fn,
     reason = "an `async fn` would hold its arguments twice"
 )]
-pub(super) fn carry<W, R>(
+pub(super) fn carry<'a, W, R>(
     sink: W,
     mut stream: R,
-    link: &Link,
-    mut frames: OwnedMutexGuard<Frames>,
-) -> impl Future<Output = ()> + use<'_, W, R>
+    link: &'a Link,
+    mut frames: MutexGuard<'a, Frames>,
+) -> impl Future<Output = ()> + use<'a, W, R>
 where
     W: Sink<Message> + Unpin,
     R: Stream<Item = Result<Message, axum::Error>> + Unpin,
