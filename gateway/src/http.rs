@@ -131,10 +131,11 @@ fn permit(gateway: &Gateway) -> Result<ConnectionPermit, Refused> {
 }
 
 /// Bytes a connection reserves for reading frames, for its whole life. The WebSocket
-/// layer's default, 128 KiB, would be most of an idle connection's memory, and so were
-/// 4 KiB and then 1 KiB once the rest had been trimmed; 512 bytes still take a few
-/// commands per read, and larger frames arrive whole, in several reads.
-const READ_BUFFER: usize = 512;
+/// layer's default, 128 KiB, would be most of an idle connection's memory, and so was 4 KiB
+/// once the rest had been trimmed; 1 KiB still takes several commands per read, and larger
+/// frames arrive whole, in several reads. (512 bytes saved 0.5 KiB per connection but cost
+/// a busy publisher 10–20 % of its throughput: `docs/performance.md`.)
+const READ_BUFFER: usize = 1024;
 /// Bytes written frames gather before they go to the socket, within one batch of the
 /// writer (which flushes after each batch anyway).
 const WRITE_BUFFER: usize = 16 * 1024;

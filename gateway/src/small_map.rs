@@ -1,5 +1,5 @@
 //! A map by numeric id that holds a lone entry without allocating: a channel's local
-//! map, a user's sessions on this gateway.
+//! subscribers, a user's sessions on this gateway.
 //!
 //! Most channels a gateway holds have one local subscriber (a user's personal channel,
 //! with one connection of that user here), and most users one session here; a `HashMap`

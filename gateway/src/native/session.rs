@@ -85,7 +85,9 @@ pub fn serve(
 ///
 /// Not an `async fn`: what it sets up is moved into the returned future once, where an
 /// `async fn` would hold its arguments and the session made of them side by side for the
-/// connection's whole life.
+/// connection's whole life. So the session is set up (its writer spawned, its command
+/// queue opened, the connection counted) when this is called, in a runtime, and the
+/// future is meant to be awaited at once.
 pub fn run<W, R>(
     sink: W,
     mut stream: R,

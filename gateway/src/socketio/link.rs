@@ -1,5 +1,5 @@
-//! An Engine.IO session as its transports see it: the way in (packets for the session
-//! task), the way out (the session's outbound queue), and which transport holds it.
+//! An Engine.IO session as its transports see it: the way in (packets for the session),
+//! the way out (the session's outbound queue), and which transport holds it.
 //!
 //! A session outlives HTTP requests: with long-polling, every GET takes what is queued and
 //! every POST hands packets in. An upgrade hands the way out to a WebSocket; frames that no

@@ -1,9 +1,11 @@
 //! One Engine.IO session, whatever carries it: the open packet, the heartbeat, the connect
 //! deadline, and Engine.IO packets turned into Socket.IO packets for the [`Sockets`].
 //!
-//! The session is a task of its own. Transports (a WebSocket, or polling requests one after
-//! the other) hand it packets through its [`Link`] and carry its outbound queue to the
-//! client. Packets are handled one after the other, so a socket's events keep their order.
+//! A session opened on long-polling is a task of its own; one opened on a WebSocket runs in
+//! that connection's task, beside its reader and writer, and ends with it. Transports (a
+//! WebSocket, or polling requests one after the other) hand it packets through its
+//! [`Link`] and carry its outbound queue to the client. Packets are handled one after the
+//! other, so a socket's events keep their order.
 
 use std::sync::Arc;
 
@@ -84,7 +86,7 @@ pub fn open(
     };
     metrics::opened(SOCKETIO);
     let opened = Opened {
-        session,
+        session: Some(session),
         packets,
         transport,
     };
@@ -97,7 +99,8 @@ pub fn open(
 /// by value would hold it twice for the session's whole life, the value it was given and
 /// the one it works on.
 pub struct Opened {
-    session: Session,
+    /// Dropped as soon as the session ends, before its transport has said goodbye.
+    session: Option<Session>,
     packets: inbound::Receiver,
     transport: Transport,
 }
@@ -105,7 +108,13 @@ pub struct Opened {
 impl Opened {
     /// Runs the session until it ends.
     pub async fn run(&mut self) {
-        self.session.run(&mut self.packets, self.transport).await;
+        if let Some(session) = &mut self.session {
+            session.run(&mut self.packets, self.transport).await;
+        }
+        // Its registrations and its place under the connection limit go now: a WebSocket
+        // that carries it may take seconds more to say goodbye to a client that stopped
+        // reading.
+        self.session = None;
     }
 }
 

@@ -2,7 +2,7 @@
 //! session (probe, then `upgrade`).
 //!
 //! Each text frame is one Engine.IO packet and each binary frame a binary message. The
-//! reader hands packets to the session task; the writer drains the session's outbound queue.
+//! reader hands packets to the session; the writer drains the session's outbound queue.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -40,7 +40,8 @@ pub fn open(
 /// and leave through `sink`: any WebSocket, or a test's channels.
 ///
 /// Not an `async fn`, which would hold the socket twice for the connection's whole life:
-/// its arguments, and what it made of them.
+/// its arguments, and what it made of them. The session is opened (registered, counted)
+/// when this is called; the future is meant to be awaited at once.
 pub fn open_on<W, R>(
     sink: W,
     stream: R,
