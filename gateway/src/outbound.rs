@@ -472,6 +472,34 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn waiting_for_the_close_ends_whenever_it_comes_with_the_first_reason() {
+        let closer = Closer::default();
+        let waiting: Vec<_> = (0..3)
+            .map(|_| {
+                let closer = closer.clone();
+                tokio::spawn(async move { closer.closed().await })
+            })
+            .collect();
+        tokio::task::yield_now().await;
+        assert!(
+            waiting.iter().all(|w| !w.is_finished()),
+            "nothing closed yet"
+        );
+        closer.close(DisconnectCode::SlowConsumer);
+        for waiter in waiting {
+            tokio::time::timeout(Duration::from_secs(5), waiter)
+                .await
+                .expect("every waiter is woken")
+                .expect("and ends cleanly");
+        }
+        // Once closed, a wait ends at once, and a later close changes nothing.
+        closer.closed().await;
+        closer.gone();
+        assert!(closer.is_closed());
+        assert_eq!(closer.reason(), Some(DisconnectCode::SlowConsumer));
+    }
+
+    #[tokio::test]
     async fn a_close_drops_the_queue() {
         let messages = written(|closer| closer.close(DisconnectCode::SlowConsumer)).await;
         assert_eq!(messages.len(), 2, "{messages:?}");
