@@ -247,13 +247,20 @@ mod tests {
         (publisher, sizes, release)
     }
 
+    /// The size of the next request the router receives.
+    async fn next_size(sizes: &mut mpsc::UnboundedReceiver<usize>) -> Option<usize> {
+        tokio::time::timeout(PATIENCE, sizes.recv())
+            .await
+            .expect("a request within the patience")
+    }
+
     #[tokio::test]
     async fn batches_that_wait_for_a_request_travel_together_and_get_their_own_outcomes() {
         let (publisher, mut sizes, release) = held().await;
 
         // The first batch takes the one request; the router holds it.
         let first = tokio::spawn(publisher.publish(vec![request("a")], 1));
-        let size = tokio::time::timeout(PATIENCE, sizes.recv()).await.unwrap();
+        let size = next_size(&mut sizes).await;
         assert_eq!(size, Some(1));
         // These wait for it, and then go as one request, each with its own outcomes.
         let waiting: Vec<_> = (0..10)
@@ -265,7 +272,7 @@ mod tests {
         let _ = release.send(());
         let first = first.await.unwrap().unwrap();
         assert_eq!(first.len(), 1);
-        let size = tokio::time::timeout(PATIENCE, sizes.recv()).await.unwrap();
+        let size = next_size(&mut sizes).await;
         assert_eq!(size, Some(30), "the waiting batches went together");
         // The router numbers a request's publishes in order: each batch has its own
         // three, in its place in the group.
@@ -290,10 +297,10 @@ mod tests {
         // The first request is held for ever; the next batch still reaches the router,
         // beside it, and gets its outcome.
         let _stuck = tokio::spawn(publisher.publish(vec![request("slow")], 1));
-        let size = tokio::time::timeout(PATIENCE, sizes.recv()).await.unwrap();
+        let size = next_size(&mut sizes).await;
         assert_eq!(size, Some(1));
         let other = publisher.publish(vec![request("a"), request("b")], 2);
-        let size = tokio::time::timeout(PATIENCE, sizes.recv()).await.unwrap();
+        let size = next_size(&mut sizes).await;
         assert_eq!(size, Some(2));
         let outcomes = tokio::time::timeout(PATIENCE, other)
             .await

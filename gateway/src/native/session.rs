@@ -187,7 +187,7 @@ impl Session {
             Some(access) if access.expired() => closer.close(DisconnectCode::TokenExpired),
             Some(access) => {
                 if passed(access.renewal(), tokio::time::Instant::now()) {
-                    Box::pin(access.renew(&self.ctx.hooks, &self.name, NATIVE, "")).await;
+                    access.renew(&self.ctx.hooks, &self.name, NATIVE, "").await;
                 }
             }
         }

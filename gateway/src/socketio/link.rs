@@ -94,15 +94,16 @@ impl Link {
         self.transport.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Moves the session from transport `from` to `to`; `false` if it was not on `from`.
-    fn switch(&self, from: Transport, to: Transport) -> bool {
+    /// Moves the session to transport `to`, from `from` only if given; `false` if it was
+    /// on another. Waiting GETs are woken when it leaves polling.
+    fn switch(&self, from: Option<Transport>, to: Transport) -> bool {
         let mut transport = self.transport_lock();
-        if *transport != from {
+        if from.is_some_and(|from| *transport != from) {
             return false;
         }
-        *transport = to;
+        let was = std::mem::replace(&mut *transport, to);
         drop(transport);
-        if from == Transport::Polling {
+        if was == Transport::Polling && to != Transport::Polling {
             self.left_polling.notify_waiters();
         }
         true
@@ -180,20 +181,17 @@ impl Link {
     /// A WebSocket answered the probe: pending and new GETs return at once from now on.
     /// `false` when the session is not on polling (already upgraded, or upgrading).
     pub fn begin_upgrade(&self) -> bool {
-        self.switch(Transport::Polling, Transport::Upgrading)
+        self.switch(Some(Transport::Polling), Transport::Upgrading)
     }
 
     /// The probe came to nothing; polling carries on.
     pub fn abort_upgrade(&self) {
-        self.switch(Transport::Upgrading, Transport::Polling);
+        self.switch(Some(Transport::Upgrading), Transport::Polling);
     }
 
     /// Moves the way out to a WebSocket: returns the outbound queue once no GET holds it.
     pub async fn take_frames(&self) -> AsyncMutexGuard<'_, Frames> {
-        let was = std::mem::replace(&mut *self.transport_lock(), Transport::WebSocket);
-        if was == Transport::Polling {
-            self.left_polling.notify_waiters();
-        }
+        self.switch(None, Transport::WebSocket);
         self.frames.lock().await
     }
 }
