@@ -5,7 +5,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use futures_util::StreamExt;
 use herald_core::bus::{Bus, BusError, NatsBus};
-use herald_testkit::Server;
+use herald_testkit::{Server, SlowLink};
 
 const WAIT: Duration = Duration::from_secs(10);
 
@@ -106,4 +106,82 @@ async fn a_drained_queue_member_yields_what_it_received_and_the_rest_go_to_the_o
             .unwrap();
         assert_eq!(message.payload[0], i);
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_queue_member_drained_while_messages_are_in_flight_loses_none() {
+    const SENT: u32 = 2_000;
+    let server = Server::nats();
+    // What the server sends the leaving member takes 50 ms to arrive: when it drains,
+    // messages the server sent before it read the UNSUB are still on their way, and
+    // must come out of the drained stream.
+    let link = SlowLink::start(server.addr(), Duration::from_millis(50)).await;
+    let leaving = NatsBus::connect(&format!("nats://{}", link.addr()), "leaving")
+        .await
+        .unwrap();
+    assert!(leaving.wait_connected(WAIT).await, "leaving connects");
+    let staying = connect(&server, "staying").await;
+    let publisher = connect(&server, "publisher").await;
+    let mut left = leaving
+        .queue_subscribe("work".into(), "g".into())
+        .await
+        .unwrap();
+    let mut stays = staying
+        .queue_subscribe("work".into(), "g".into())
+        .await
+        .unwrap();
+    leaving.flush().await.unwrap();
+    staying.flush().await.unwrap();
+    let publishing = tokio::spawn(async move {
+        for i in 0..SENT {
+            let payload = Bytes::copy_from_slice(&i.to_be_bytes());
+            publisher.publish("work".into(), payload).await.unwrap();
+            // Spread over a fifth of a second, longer than the link's latency.
+            if i % 10 == 0 {
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+        }
+        publisher.flush().await.unwrap();
+    });
+    let drainer = left.drainer();
+    let leaving_member = tokio::spawn(async move {
+        let mut received = Vec::new();
+        while let Some(message) = left.next().await {
+            received.push(number(&message.payload));
+            if received.len() == 50 {
+                drainer.drain();
+            }
+            // Answering, as a router does, keeps its client busy while the drain is on.
+            leaving
+                .publish("answers".into(), message.payload)
+                .await
+                .unwrap();
+        }
+        received
+    });
+    publishing.await.unwrap();
+    let mut received = tokio::time::timeout(WAIT, leaving_member)
+        .await
+        .expect("the drained stream ends")
+        .unwrap();
+    while received.len() < SENT as usize {
+        match tokio::time::timeout(WAIT, stays.next()).await {
+            Ok(Some(message)) => received.push(number(&message.payload)),
+            _ => break,
+        }
+    }
+    received.sort_unstable();
+    let delivered = received.len();
+    received.dedup();
+    assert_eq!(delivered, received.len(), "some messages came twice");
+    assert_eq!(
+        received.len(),
+        SENT as usize,
+        "{} messages lost",
+        SENT as usize - received.len()
+    );
+}
+
+fn number(payload: &[u8]) -> u32 {
+    u32::from_be_bytes(payload.try_into().expect("a four-byte payload"))
 }

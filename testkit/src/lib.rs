@@ -12,6 +12,8 @@
 //!   it is asked.
 //! - [`balancer`]: a round-robin HTTP load balancer without sticky sessions, whose set
 //!   of backends a test can change.
+//! - [`slow_link`]: a TCP relay that delays what a server sends, to hold messages in
+//!   flight.
 //! - [`wait`]: bounded waiting on a condition, never a fixed sleep.
 //! - [`fuzz`]: how many cases the property tests of every crate run.
 
@@ -23,6 +25,7 @@ pub mod cluster;
 pub mod fuzz;
 pub mod node;
 pub mod servers;
+pub mod slow_link;
 pub mod socketio;
 pub mod wait;
 
@@ -32,4 +35,5 @@ pub use client::NativeClient;
 pub use cluster::Cluster;
 pub use node::HeraldProcess;
 pub use servers::Server;
+pub use slow_link::SlowLink;
 pub use wait::{wait_for, wait_for_async};

@@ -103,7 +103,8 @@ impl Server {
         server
     }
 
-    fn addr(&self) -> SocketAddr {
+    /// Where it listens, on loopback.
+    pub fn addr(&self) -> SocketAddr {
         SocketAddr::from(([127, 0, 0, 1], self.port))
     }
 
