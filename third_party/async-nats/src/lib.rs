@@ -702,7 +702,10 @@ impl ConnectionHandler {
             ServerOp::Pong => {
                 debug!("received PONG");
                 self.pending_pings = self.pending_pings.saturating_sub(1);
-                self.pongs_received += 1;
+                // HERALD PATCH: a PONG no counted PING asked for would open the fences early.
+                if self.pongs_received < self.pings_sent {
+                    self.pongs_received += 1;
+                }
                 // HERALD PATCH: the server has read every UNSUB written before this PONG's
                 // PING, and sent everything it meant for those subscriptions before it.
                 while let Some(&(sid, ping)) = self.drain_pings.front() {
