@@ -22,8 +22,13 @@ use herald_proto::bus::v1::{
 };
 use prost::Message;
 
+/// Cheap to clone (one shared allocation): every channel's feed on a gateway holds one.
 #[derive(Clone)]
 pub struct Upstream {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
     bus: Arc<dyn Bus>,
     subjects: Subjects,
     timeout: Duration,
@@ -63,18 +68,20 @@ fn malformed(e: prost::DecodeError) -> Refusal {
 impl Upstream {
     pub fn new(bus: Arc<dyn Bus>, subjects: Subjects, timeout: Duration) -> Self {
         Self {
-            bus,
-            subjects,
-            timeout,
+            inner: Arc::new(Inner {
+                bus,
+                subjects,
+                timeout,
+            }),
         }
     }
 
     pub fn bus(&self) -> &Arc<dyn Bus> {
-        &self.bus
+        &self.inner.bus
     }
 
     pub fn subjects(&self) -> &Subjects {
-        &self.subjects
+        &self.inner.subjects
     }
 
     /// Sends `request` to the router queue group on `subject` and decodes the reply.
@@ -85,8 +92,9 @@ impl Upstream {
     ) -> Result<Reply, Refusal> {
         let payload = Bytes::from(request.encode_to_vec());
         let reply = self
+            .inner
             .bus
-            .request(subject, payload, self.timeout)
+            .request(subject, payload, self.inner.timeout)
             .await
             .map_err(unavailable)?;
         Reply::decode(reply).map_err(malformed)
@@ -99,7 +107,9 @@ impl Upstream {
     ) -> Result<Vec<Result<Position, Refusal>>, Refusal> {
         let sent = requests.len();
         let batch = PublishBatch { requests };
-        let reply: PublishBatchReply = self.ask(self.subjects.publish_requests(), batch).await?;
+        let reply: PublishBatchReply = self
+            .ask(self.inner.subjects.publish_requests(), batch)
+            .await?;
         let replies = reply.replies;
         if replies.len() != sent {
             let message = format!("router answered {} of {sent} publishes", replies.len());
@@ -117,7 +127,9 @@ impl Upstream {
 
     /// Reads a page of history from a router.
     pub async fn history(&self, request: HistoryRequest) -> Result<HistoryPage, Refusal> {
-        let reply: HistoryReply = self.ask(self.subjects.history_requests(), request).await?;
+        let reply: HistoryReply = self
+            .ask(self.inner.subjects.history_requests(), request)
+            .await?;
         match reply.result {
             Some(history_reply::Result::Page(page)) => Ok(page),
             Some(history_reply::Result::Error(error)) => Err(error.into()),
@@ -141,7 +153,9 @@ impl Upstream {
     /// Asks a router to save, take, touch or drop a Socket.IO session record; returns the
     /// record a `take` found.
     pub async fn session(&self, request: SessionRequest) -> Result<Option<SocketRecord>, Refusal> {
-        let reply: SessionReply = self.ask(self.subjects.session_requests(), request).await?;
+        let reply: SessionReply = self
+            .ask(self.inner.subjects.session_requests(), request)
+            .await?;
         match reply.result {
             Some(session_reply::Result::Record(record)) => Ok(Some(record)),
             Some(session_reply::Result::Error(error)) => Err(error.into()),
@@ -200,7 +214,9 @@ impl Upstream {
         let request = PresenceRequest {
             action: Some(action),
         };
-        let reply: PresenceReply = self.ask(self.subjects.presence_requests(), request).await?;
+        let reply: PresenceReply = self
+            .ask(self.inner.subjects.presence_requests(), request)
+            .await?;
         Ok(reply.result)
     }
 
@@ -257,7 +273,9 @@ impl Upstream {
             channel: channel.to_string(),
             action: Some(action),
         };
-        let reply: SyncReply = self.ask(self.subjects.sync_requests(), request).await?;
+        let reply: SyncReply = self
+            .ask(self.inner.subjects.sync_requests(), request)
+            .await?;
         match reply.result {
             Some(sync_reply::Result::Error(error)) => Err(error.into()),
             Some(result) => Ok(result),
@@ -267,9 +285,10 @@ impl Upstream {
 
     /// Delivers a publication of a channel without history straight to subscribers.
     pub async fn deliver(&self, publication: &Publication) -> Result<(), Refusal> {
-        self.bus
+        self.inner
+            .bus
             .publish(
-                self.subjects.delivery(&publication.channel),
+                self.inner.subjects.delivery(&publication.channel),
                 Bytes::from(publication.encode_to_vec()),
             )
             .await

@@ -28,6 +28,8 @@ const CATCH_UP_PAGE: u32 = 1000;
 /// Where a feed brings its channel's publications: the hub's entry for the channel, which
 /// hands them to the local subscribers.
 pub trait Listener: Send + Sync + 'static {
+    /// The channel whose feed it listens to.
+    fn channel(&self) -> &str;
     /// The feed receives publications; those after `position` follow.
     fn started(&self, position: Position);
     /// The feed cannot go on: its subscribers must subscribe again.
@@ -99,15 +101,15 @@ pub fn run(
     listener: impl Listener,
     upstream: Upstream,
     config: FeedConfig,
-    channel: String,
     history: bool,
     shared: Option<Share>,
 ) -> impl Future<Output = ()> + Send + 'static {
     async move {
+        let channel = listener.channel();
         // Every step that waits on the bus or a router is boxed: a feed lives as long as its
         // channel has subscribers here, mostly idle, and its task then holds only the loop's
         // state instead of the largest request's.
-        let mut source = match Box::pin(Source::open(&upstream, &channel, shared)).await {
+        let mut source = match Box::pin(Source::open(&upstream, channel, shared)).await {
             Ok(source) => source,
             Err(refusal) => return listener.failed(refusal),
         };
@@ -118,7 +120,7 @@ pub fn run(
         // history the position request, sent after the subscription on the same connection,
         // guarantees that; without history a flush (a round trip to the server) does.
         let position = if history {
-            match Box::pin(upstream.position(&channel)).await {
+            match Box::pin(upstream.position(channel)).await {
                 Ok(position) => position,
                 Err(refusal) => return listener.failed(refusal),
             }
@@ -134,7 +136,7 @@ pub fn run(
         let mut feed = Feed {
             listener: &listener,
             upstream: &upstream,
-            channel: &channel,
+            channel,
             sequencer,
             gap_alarm: Alarm::default(),
             gap_hold: config.gap_hold,
@@ -143,7 +145,7 @@ pub fn run(
             // The select takes what came, handling a publication in place; work that waits on
             // a router comes after it, so the task holds only the select's state while idle.
             let step = tokio::select! {
-                publication = source.next(&channel) => {
+                publication = source.next(channel) => {
                     let Some(publication) = publication else { break };
                     if publication.membership.is_some() {
                         listener.announce(&publication);

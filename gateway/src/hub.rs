@@ -278,7 +278,6 @@ impl Hub {
             listener,
             self.upstream.clone(),
             self.feed_config,
-            channel.to_string(),
             history,
             shared,
         ));
@@ -441,6 +440,10 @@ struct ChannelFeed {
 }
 
 impl Listener for ChannelFeed {
+    fn channel(&self) -> &str {
+        &self.channel
+    }
+
     fn started(&self, position: Position) {
         self.hub
             .feed_started(&self.channel, self.generation, position);
@@ -655,15 +658,8 @@ mod footprint {
             buckets: ctx.hub.buckets.clone(),
             generation: 1,
         });
-        let feed = feed::run(
-            listener,
-            ctx.upstream.clone(),
-            config,
-            "user:#alice".into(),
-            true,
-            shared,
-        );
+        let feed = feed::run(listener, ctx.upstream.clone(), config, true, shared);
         let size = std::mem::size_of_val(&feed);
-        assert!(size <= 736, "a channel's feed task holds {size} bytes");
+        assert!(size <= 672, "a channel's feed task holds {size} bytes");
     }
 }

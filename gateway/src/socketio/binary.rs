@@ -18,7 +18,8 @@ pub struct Complete {
 /// Collects the attachments of the binary packet being received.
 #[derive(Debug, Default)]
 pub struct Assembler {
-    waiting: Option<Complete>,
+    /// Boxed: every session holds an assembler, and most never receive an attachment.
+    waiting: Option<Box<Complete>>,
 }
 
 impl Assembler {
@@ -34,7 +35,7 @@ impl Assembler {
         if complete.packet.attachments == 0 {
             return Ok(Some(complete));
         }
-        self.waiting = Some(complete);
+        self.waiting = Some(Box::new(complete));
         Ok(None)
     }
 
@@ -48,7 +49,7 @@ impl Assembler {
         if waiting.attachments.len() < waiting.packet.attachments {
             return Ok(None);
         }
-        Ok(self.waiting.take())
+        Ok(self.waiting.take().map(|complete| *complete))
     }
 }
 

@@ -79,15 +79,16 @@ impl Recovery {
     }
 }
 
-/// Requests about records, on behalf of one connection (the holder).
-pub struct Records {
-    upstream: Upstream,
-    holder: Arc<str>,
+/// Requests about records, on behalf of one connection (the holder). A view, made when
+/// needed: a connection keeps only its holder id.
+pub struct Records<'a> {
+    upstream: &'a Upstream,
+    holder: &'a str,
     window: Duration,
 }
 
-impl Records {
-    pub fn new(upstream: Upstream, holder: Arc<str>, window: Duration) -> Self {
+impl<'a> Records<'a> {
+    pub fn new(upstream: &'a Upstream, holder: &'a str, window: Duration) -> Self {
         Self {
             upstream,
             holder,

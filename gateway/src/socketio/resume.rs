@@ -24,7 +24,7 @@ impl Conn {
         offset: Option<&str>,
         access: Access,
     ) -> Result<Socket, Access> {
-        let Some(mut record) = self.records.take(pid).await else {
+        let Some(mut record) = self.records().take(pid).await else {
             return Err(access);
         };
         let channels = &self.ctx.channels;

@@ -24,12 +24,10 @@ use super::sockets::Sockets;
 use crate::batch::MAX_BURST;
 use crate::clients::Commands;
 use crate::connections::ConnectionPermit;
-use crate::context::Context;
 use crate::deadline::{earliest, passed, wait_until};
 use crate::hooks::Handshake;
-use crate::hub::ClientId;
 use crate::metrics::{self, SOCKETIO};
-use crate::outbound::{self, Outbound};
+use crate::outbound;
 
 /// Packets a transport may hand in before it waits for the session to catch up; their
 /// bytes are bounded too, by twice `socketio.max_payload`.
@@ -74,12 +72,9 @@ pub fn open(
     let id = ctx.next_id();
     let session = Session {
         commands: ctx.clients.open(id),
-        id,
-        sockets: Sockets::new(ctx.clone(), id, outbound.clone(), handshake),
-        ctx: ctx.clone(),
+        sockets: Sockets::new(ctx.clone(), id, outbound, handshake),
         links: endpoint.links.clone(),
         sid,
-        outbound,
         assembler: Assembler::default(),
         pong_deadline: None,
         _permit: permit,
@@ -118,18 +113,16 @@ impl Opened {
     }
 }
 
+/// Its context, client id and outbound queue are its sockets' (`Sockets::conn`).
 struct Session {
-    ctx: Arc<Context>,
     /// The endpoint's sessions, which this one leaves when it ends.
     links: Arc<Links>,
     sid: Arc<str>,
-    outbound: Outbound,
     assembler: Assembler,
     sockets: Sockets,
     /// Set while a ping waits for its pong.
     pong_deadline: Option<Instant>,
     _permit: ConnectionPermit,
-    id: ClientId,
     /// Commands of the server API about this connection's sockets.
     commands: Commands,
 }
@@ -150,18 +143,18 @@ impl From<PacketError> for Ending {
 
 impl Session {
     async fn run(&mut self, packets: &mut inbound::Receiver, transport: Transport) {
-        let closer = self.outbound.closer().clone();
+        let closer = self.sockets.conn().outbound.closer().clone();
         self.open(transport);
         let start = Instant::now();
         // Every timer of the session in one: the loop sleeps until the earliest of them.
-        let config = &self.ctx.socketio;
+        let config = &self.sockets.conn().ctx.socketio;
         let mut timers = Timers {
             ping: start + config.ping_interval,
             refresh: self.sockets.refresh_period().map(|period| start + period),
             connect: start.checked_add(config.connect_timeout),
             open: start.checked_add(config.open_timeout),
         };
-        let leave = self.ctx.drain.turn();
+        let leave = self.sockets.conn().ctx.drain.turn();
         tokio::pin!(leave);
         loop {
             let next = earliest([
@@ -235,12 +228,12 @@ impl Session {
     }
 
     fn send_engine(&self, text: String) {
-        self.outbound.send(Utf8Bytes::from(text));
+        self.sockets.conn().outbound.send(Utf8Bytes::from(text));
     }
 
     /// The Engine.IO handshake; a polling session is offered the upgrade to WebSocket.
     fn open(&self, transport: Transport) {
-        let config = &self.ctx.socketio;
+        let config = &self.sockets.conn().ctx.socketio;
         let upgrades: &[&str] = match transport {
             Transport::Polling => &["websocket"],
             Transport::Upgrading | Transport::WebSocket => &[],
@@ -257,8 +250,8 @@ impl Session {
 
     /// Does what is due of the session's timers.
     async fn on_timers(&mut self, timers: &mut Timers) {
-        let config = self.ctx.socketio.clone();
-        let closer = self.outbound.closer().clone();
+        let config = self.sockets.conn().ctx.socketio.clone();
+        let closer = self.sockets.conn().outbound.closer().clone();
         let now = Instant::now();
         if passed(Some(timers.ping), now) {
             self.ping(config.ping_timeout);
@@ -333,7 +326,8 @@ impl Session {
 impl Drop for Session {
     fn drop(&mut self) {
         self.sockets.leave_all(false);
-        self.ctx.clients.close(self.id);
+        let conn = self.sockets.conn();
+        conn.ctx.clients.close(conn.id);
         self.links.ended(&self.sid);
     }
 }
@@ -460,7 +454,7 @@ mod footprint {
         let task = async move { opened.run().await };
         let size = std::mem::size_of_val(&task);
         assert!(
-            size <= 1344,
+            size <= 1024,
             "a Socket.IO session's task holds {size} bytes"
         );
         let (sink, stream, _peer) = testing::connection();
@@ -469,7 +463,7 @@ mod footprint {
             super::super::websocket::open_on(sink, stream, endpoint, testing::permit(), handshake);
         let size = std::mem::size_of_val(&websocket);
         assert!(
-            size <= 2240,
+            size <= 1920,
             "a Socket.IO WebSocket's task holds {size} bytes"
         );
     }

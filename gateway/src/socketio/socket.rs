@@ -140,12 +140,22 @@ pub(super) struct Conn {
     pub(super) ctx: Arc<Context>,
     pub(super) id: ClientId,
     pub(super) outbound: Outbound,
-    pub(super) records: Records,
+    /// Who holds this connection's recovery records (see [`Self::records`]).
+    pub(super) holder: Box<str>,
     /// What the request that opened the connection said, for the connect hook.
     pub(super) handshake: Handshake,
 }
 
 impl Conn {
+    /// Requests about this connection's recovery records.
+    pub(super) fn records(&self) -> Records<'_> {
+        Records::new(
+            &self.ctx.upstream,
+            &self.holder,
+            self.ctx.socketio.recovery_window,
+        )
+    }
+
     /// Sends a Socket.IO packet inside an Engine.IO message.
     pub(super) fn send_packet(&self, packet: &Packet) {
         self.outbound
@@ -248,7 +258,7 @@ impl Conn {
             socket.amendments.store(0, Ordering::Relaxed);
             let user = socket.access.user();
             let record = recovery::record(&socket.namespace, &socket.sid, user, &socket.joined);
-            self.records.save(&recovery.pid, record).await;
+            self.records().save(&recovery.pid, record).await;
         }
     }
 
@@ -273,7 +283,7 @@ impl Conn {
                 channel: channel.clone(),
                 joined: Some(position.clone()),
             });
-        self.records.amend(&recovery.pid, channel, mark).await;
+        self.records().amend(&recovery.pid, channel, mark).await;
     }
 
     pub(super) async fn subscribe(

@@ -20,7 +20,7 @@ use tokio::time::Instant;
 use super::binary::Complete;
 use super::documents::Opening;
 use super::packet::{Packet, PacketType};
-use super::recovery::{ConnectData, Records};
+use super::recovery::ConnectData;
 use super::reserved::{self, DISCONNECT_EVENT};
 use super::reserved::{HistoryOptions, SyncOptions};
 use super::socket::{Ack, Conn, Socket, accepted, raw};
@@ -54,8 +54,9 @@ enum Request {
 pub struct Sockets {
     conn: Conn,
     sockets: ByNamespace,
-    /// A document subscribed to by the event being answered.
-    opening: Option<Opening>,
+    /// A document subscribed to by the event being answered (boxed: rare, and every
+    /// connection holds the place).
+    opening: Option<Box<Opening>>,
 }
 
 /// A connection's sockets, one per namespace. A list, not a map: a connection has one
@@ -107,17 +108,12 @@ impl ByNamespace {
 
 impl Sockets {
     pub fn new(ctx: Arc<Context>, id: ClientId, outbound: Outbound, handshake: Handshake) -> Self {
-        let records = Records::new(
-            ctx.upstream.clone(),
-            random_id::<9>().into(),
-            ctx.socketio.recovery_window,
-        );
         Self {
             conn: Conn {
                 ctx,
                 id,
                 outbound,
-                records,
+                holder: random_id::<9>().into(),
                 handshake,
             },
             sockets: ByNamespace::default(),
@@ -129,19 +125,24 @@ impl Sockets {
         self.sockets.is_empty()
     }
 
+    /// The connection the sockets share: its context, id and outbound queue.
+    pub(super) fn conn(&self) -> &Conn {
+        &self.conn
+    }
+
     /// How often [`Self::refresh`] must run, when recovery is on.
     pub fn refresh_period(&self) -> Option<std::time::Duration> {
         self.conn
             .ctx
             .socketio
             .recovery()
-            .then(|| self.conn.records.refresh_period())
+            .then(|| self.conn.records().refresh_period())
     }
 
     /// Keeps the recovery records of this live connection.
     pub fn refresh(&self) {
         for recovery in self.sockets.values().filter_map(|s| s.recovery.as_ref()) {
-            self.conn.records.refresh(&recovery.pid);
+            self.conn.records().refresh(&recovery.pid);
         }
     }
 
@@ -363,7 +364,7 @@ impl Sockets {
             clients.remove(self.conn.id, &socket.sid, socket.access.user());
             self.conn.unsubscribe_socket(&socket);
             if let Some(recovery) = &socket.recovery {
-                self.conn.records.drop(&recovery.pid);
+                self.conn.records().drop(&recovery.pid);
             }
         }
     }
@@ -377,8 +378,8 @@ impl Sockets {
             self.conn.unsubscribe_socket(&socket);
             if let Some(recovery) = &socket.recovery {
                 match recoverable {
-                    true => self.conn.records.keep(&recovery.pid),
-                    false => self.conn.records.drop(&recovery.pid),
+                    true => self.conn.records().keep(&recovery.pid),
+                    false => self.conn.records().drop(&recovery.pid),
                 }
             }
         }
@@ -448,7 +449,7 @@ impl Sockets {
             Request::History(options) => return conn.history(socket, options).await,
             Request::Sync(options) => {
                 let (ack, opening) = conn.sync(socket, options).await?;
-                self.opening = Some(opening);
+                self.opening = Some(Box::new(opening));
                 return Ok(ack);
             }
             Request::Unsync(channel) => return conn.unsync(socket, &channel),
