@@ -12,6 +12,12 @@
 //! bucket's channels that it does not hold, and drops them.
 //!
 //! A bucket's subscription is made for its first channel here and dropped with its last.
+//!
+//! An idle shared channel costs no task either: its feed parks ([`Route::park`]) in the
+//! bucket, in place of its queue, and the bucket's reader resumes it in a task of its own
+//! with the channel's next publication, after a reconnection of the bus (to catch up), or
+//! when the subscription ends (to report it). Personal channels are mostly idle, and a
+//! gateway holds one per signed-in user.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
@@ -23,7 +29,7 @@ use herald_core::subjects::bucket_of;
 use herald_core::upstream::Upstream;
 use herald_proto::bus::v1::Publication;
 use prost::Message;
-use tokio::sync::OnceCell;
+use tokio::sync::{OnceCell, watch};
 use tokio::task::AbortHandle;
 
 use crate::mailbox::{self, Refused};
@@ -46,12 +52,38 @@ pub struct Share {
     pub generation: u64,
 }
 
+/// A shared channel's feed while it waits, without a task, for something to do.
+pub trait Parked: Send + 'static {
+    /// Whether it has something to do before its next publication (catching up after a
+    /// reconnection of the bus): then it does not park.
+    fn pending(&self) -> bool;
+
+    /// Runs the feed again, in a task of its own, taking its publications from `route`.
+    fn resume(self: Box<Self>, route: Route);
+}
+
+/// Where a channel's publications go.
+enum Slot {
+    /// Its running feed's queue.
+    Queue(mailbox::Sender<Publication>),
+    /// Its parked feed, which the next publication resumes.
+    Parked(Box<dyn Parked>),
+}
+
+/// A parked feed to resume, outside the bucket's lock, on a new route of its channel.
+struct Wake {
+    feed: Box<dyn Parked>,
+    channel: String,
+    generation: u64,
+    queue: mailbox::Receiver<Publication>,
+}
+
 /// The channels of one bucket held here, and the subscription that feeds them.
 #[derive(Default)]
 struct Bucket {
-    /// Each channel's feed queue, with the generation of the feed that owns it: a feed
-    /// that restarts may add its route before the old one is gone, or after.
-    routes: Mutex<HashMap<String, (u64, mailbox::Sender<Publication>)>>,
+    /// Each channel's slot, with the generation of the feed that owns it: a feed that
+    /// restarts may add its route before the old one is gone, or after.
+    routes: Mutex<HashMap<String, (u64, Slot)>>,
     /// The task that reads the bucket's subscription, once it is subscribed.
     reader: OnceCell<AbortHandle>,
 }
@@ -98,7 +130,7 @@ impl Buckets {
                 .get(channel)
                 .is_some_and(|(owner, _)| *owner > generation);
             if !newer {
-                routes.insert(channel.to_string(), (generation, sender));
+                routes.insert(channel.to_string(), (generation, Slot::Queue(sender)));
             }
             drop(routes);
             bucket
@@ -111,6 +143,7 @@ impl Buckets {
             generation,
             channel: channel.into(),
             queue,
+            parked: false,
         };
         route
             .bucket
@@ -126,13 +159,59 @@ impl Buckets {
         bucket: Weak<Bucket>,
     ) -> Result<AbortHandle, BusError> {
         let subject = self.upstream.subjects().bucket(id);
+        let mut connections = self.upstream.bus().connections();
+        connections.mark_unchanged();
         let subscription = self.upstream.bus().subscribe(subject).await?;
-        let reader = read(subscription, bucket, Arc::downgrade(self));
-        Ok(tokio::spawn(reader).abort_handle())
+        let reader = Reader {
+            buckets: Arc::downgrade(self),
+            bucket,
+            id,
+        };
+        Ok(tokio::spawn(reader.run(subscription, connections)).abort_handle())
+    }
+
+    /// Takes out the route of `channel`'s feed of `generation`, running or parked: the
+    /// hub no longer wants the feed. A running feed then finds its queue closed.
+    pub fn forget(&self, channel: &str, generation: u64) {
+        let id = bucket_of(channel);
+        let mut buckets = lock(&self.buckets);
+        let Some(bucket) = buckets.get(&id).cloned() else {
+            return;
+        };
+        let mut routes = lock(&bucket.routes);
+        let owned = routes
+            .get(channel)
+            .is_some_and(|(owner, _)| *owner == generation);
+        let removed = owned.then(|| routes.remove(channel));
+        if routes.is_empty() {
+            buckets.remove(&id);
+        }
+        drop(routes);
+        drop(buckets);
+        // A parked feed's state goes outside the locks.
+        drop(removed);
+    }
+
+    /// A route of `bucket` for a feed that wakes up.
+    fn wake(self: &Arc<Self>, bucket: &Arc<Bucket>, id: u32, wake: Wake) {
+        let route = Route {
+            buckets: self.clone(),
+            bucket: bucket.clone(),
+            id,
+            generation: wake.generation,
+            channel: wake.channel.into(),
+            queue: wake.queue,
+            parked: false,
+        };
+        wake.feed.resume(route);
     }
 
     /// Takes `route` out; the bucket goes when its last route does.
     fn remove(&self, route: &Route) {
+        if route.parked {
+            // Its slot holds its parked feed now, which is no longer this route's.
+            return;
+        }
         let mut buckets = lock(&self.buckets);
         let mut routes = lock(&route.bucket.routes);
         if routes
@@ -158,13 +237,25 @@ impl Buckets {
 
     /// Takes a bucket whose subscription ended out of use: its channels' feeds end (their
     /// subscribers are told to subscribe again), and the next channel subscribes afresh.
-    fn ended(&self, bucket: &Arc<Bucket>) {
+    fn ended(self: &Arc<Self>, bucket: &Arc<Bucket>, id: u32) {
         let mut buckets = lock(&self.buckets);
         buckets.retain(|_, held| !Arc::ptr_eq(held, bucket));
         let routes = std::mem::take(&mut *lock(&bucket.routes));
         drop(buckets);
-        // The senders go outside the locks; each feed then reads the end of its queue.
-        drop(routes);
+        // Outside the locks, each running feed reads the end of its queue, and each parked
+        // one wakes up on a queue that is already closed, to the same end.
+        for (channel, (generation, slot)) in routes {
+            if let Slot::Parked(feed) = slot {
+                let (_, queue) = mailbox::mailbox();
+                let wake = Wake {
+                    feed,
+                    channel,
+                    generation,
+                    queue,
+                };
+                self.wake(bucket, id, wake);
+            }
+        }
     }
 }
 
@@ -177,37 +268,120 @@ struct ChannelOf {
     channel: String,
 }
 
-/// Hands each publication of a bucket's subscription to its channel's feed, if the channel
-/// is held here.
-async fn read(mut subscription: Subscription, bucket: Weak<Bucket>, buckets: Weak<Buckets>) {
-    while let Some(message) = subscription.next().await {
-        let Some(bucket) = bucket.upgrade() else {
-            return;
+/// Reads a bucket's subscription.
+struct Reader {
+    buckets: Weak<Buckets>,
+    bucket: Weak<Bucket>,
+    id: u32,
+}
+
+impl Reader {
+    /// Hands each publication of the subscription to its channel's feed, if the channel is
+    /// held here, and wakes the parked feeds when the bus reconnects (publications sent
+    /// during the outage never arrive; each feed catches up from history).
+    async fn run(self, mut subscription: Subscription, mut connections: watch::Receiver<u64>) {
+        let mut watching = true;
+        loop {
+            let message = tokio::select! {
+                message = subscription.next() => match message {
+                    Some(message) => message,
+                    None => break,
+                },
+                changed = connections.changed(), if watching => {
+                    match changed {
+                        Ok(()) => self.wake_parked(),
+                        Err(_) => watching = false,
+                    }
+                    continue;
+                }
+            };
+            if !self.hand_over(message.payload) {
+                return;
+            }
+        }
+        // The bus ended the subscription (the node is stopping, or the bus failed for good).
+        if let (Some(bucket), Some(buckets)) = (self.bucket.upgrade(), self.buckets.upgrade()) {
+            buckets.ended(&bucket, self.id);
+        }
+    }
+
+    /// Hands one publication to its channel's feed, waking it if parked; returns whether
+    /// the bucket is still held.
+    fn hand_over(&self, payload: bytes::Bytes) -> bool {
+        let Some(bucket) = self.bucket.upgrade() else {
+            return false;
         };
-        let sender = match ChannelOf::decode(message.payload.clone()) {
-            Ok(ChannelOf { channel }) => match lock(&bucket.routes).get(&channel) {
-                Some((_, sender)) => sender.clone(),
-                None => continue,
-            },
+        let channel = match ChannelOf::decode(payload.clone()) {
+            Ok(ChannelOf { channel }) => channel,
             Err(e) => {
                 tracing::warn!(error = %e, "undecodable publication on a shared subscription");
-                continue;
+                return true;
             }
         };
-        let publication = match Publication::decode(message.payload) {
+        if !lock(&bucket.routes).contains_key(&channel) {
+            return true;
+        }
+        let publication = match Publication::decode(payload) {
             Ok(publication) => publication,
             Err(e) => {
                 tracing::warn!(error = %e, "undecodable publication on a shared subscription");
-                continue;
+                return true;
             }
         };
-        if sender.try_send(publication, ROUTE_LIMIT) == Err(Refused::Full) {
-            metrics::counter!(NATS_ERRORS, "kind" => "slow_consumer").increment(1);
+        // Queued under the bucket's lock, so that a feed parking under it never leaves a
+        // publication behind in the queue it gives up.
+        let mut routes = lock(&bucket.routes);
+        let Some((generation, slot)) = routes.get_mut(&channel) else {
+            return true;
+        };
+        let generation = *generation;
+        if let Slot::Queue(sender) = slot {
+            if sender.try_send(publication, ROUTE_LIMIT) == Err(Refused::Full) {
+                metrics::counter!(NATS_ERRORS, "kind" => "slow_consumer").increment(1);
+            }
+            return true;
         }
+        let (sender, queue) = mailbox::mailbox();
+        // A new queue takes its first publication.
+        let _ = sender.send(publication);
+        let Slot::Parked(feed) = std::mem::replace(slot, Slot::Queue(sender)) else {
+            return true;
+        };
+        drop(routes);
+        if let Some(buckets) = self.buckets.upgrade() {
+            let wake = Wake {
+                feed,
+                channel,
+                generation,
+                queue,
+            };
+            buckets.wake(&bucket, self.id, wake);
+        }
+        true
     }
-    // The bus ended the subscription (the node is stopping, or the bus failed for good).
-    if let (Some(bucket), Some(buckets)) = (bucket.upgrade(), buckets.upgrade()) {
-        buckets.ended(&bucket);
+
+    /// Wakes every parked feed of the bucket, each on an empty queue.
+    fn wake_parked(&self) {
+        let (Some(bucket), Some(buckets)) = (self.bucket.upgrade(), self.buckets.upgrade()) else {
+            return;
+        };
+        let mut wakes = Vec::new();
+        for (channel, (generation, slot)) in lock(&bucket.routes).iter_mut() {
+            if matches!(slot, Slot::Parked(_)) {
+                let (sender, queue) = mailbox::mailbox();
+                if let Slot::Parked(feed) = std::mem::replace(slot, Slot::Queue(sender)) {
+                    wakes.push(Wake {
+                        feed,
+                        channel: channel.clone(),
+                        generation: *generation,
+                        queue,
+                    });
+                }
+            }
+        }
+        for wake in wakes {
+            buckets.wake(&bucket, self.id, wake);
+        }
     }
 }
 
@@ -220,12 +394,42 @@ pub struct Route {
     generation: u64,
     channel: Box<str>,
     queue: mailbox::Receiver<Publication>,
+    /// Set once its feed parked in its place.
+    parked: bool,
 }
 
 impl Route {
     /// The channel's next publication; `None` once the bucket's subscription has ended.
     pub async fn next(&mut self) -> Option<Publication> {
         self.queue.recv().await
+    }
+
+    /// Whether no publication waits in the queue now.
+    pub fn is_idle(&self) -> bool {
+        self.queue.is_empty()
+    }
+
+    /// Parks `feed` in the bucket in place of this route, if no publication waits and it
+    /// has nothing pending; otherwise it goes on at once in a task of its own. A feed
+    /// whose channel is no longer its own (the hub let it go) just ends.
+    pub fn park(mut self, feed: Box<dyn Parked>) {
+        let mut routes = lock(&self.bucket.routes);
+        let Some((owner, slot)) = routes.get_mut(self.channel.as_ref()) else {
+            drop(routes);
+            return drop(feed);
+        };
+        if *owner != self.generation || matches!(slot, Slot::Parked(_)) {
+            drop(routes);
+            return drop(feed);
+        }
+        // Checked under the lock that publications are queued under.
+        if !self.queue.is_empty() || feed.pending() {
+            drop(routes);
+            return feed.resume(self);
+        }
+        *slot = Slot::Parked(feed);
+        drop(routes);
+        self.parked = true;
     }
 }
 
@@ -242,6 +446,7 @@ mod tests {
     use bytes::Bytes;
     use herald_core::bus::{Bus, MemoryBus};
     use herald_core::subjects::Subjects;
+    use tokio::sync::mpsc::error::TryRecvError;
 
     use super::*;
 
@@ -323,6 +528,116 @@ mod tests {
         assert_eq!(next(&mut b).await.offset, 5);
         drop((b, c));
         assert_eq!(buckets.subscriptions(), 0);
+    }
+
+    /// A parked feed that hands the route it is resumed on to the test; `pending` says
+    /// whether it has work of its own.
+    struct TestFeed {
+        resumed: tokio::sync::mpsc::UnboundedSender<Route>,
+        pending: bool,
+    }
+
+    impl Parked for TestFeed {
+        fn pending(&self) -> bool {
+            self.pending
+        }
+
+        fn resume(self: Box<Self>, route: Route) {
+            let _ = self.resumed.send(route);
+        }
+    }
+
+    fn test_feed(pending: bool) -> (Box<TestFeed>, tokio::sync::mpsc::UnboundedReceiver<Route>) {
+        let (resumed, routes) = tokio::sync::mpsc::unbounded_channel();
+        (Box::new(TestFeed { resumed, pending }), routes)
+    }
+
+    async fn resumed(routes: &mut tokio::sync::mpsc::UnboundedReceiver<Route>) -> Route {
+        tokio::time::timeout(PATIENCE, routes.recv())
+            .await
+            .expect("resumed in time")
+            .expect("a route")
+    }
+
+    #[tokio::test]
+    async fn a_parked_feed_wakes_up_with_its_channels_next_publication_and_parks_again() {
+        let bus = Arc::new(MemoryBus::new());
+        let subjects = Subjects::new("t");
+        let buckets = Buckets::new(Upstream::new(bus.clone(), subjects.clone(), PATIENCE));
+        let (first, same, _) = channels();
+        let route = buckets.route(&first, 1).await.unwrap();
+        let (feed, mut routes) = test_feed(false);
+        route.park(feed);
+        assert!(routes.try_recv().is_err(), "an idle feed parks");
+        assert_eq!(buckets.subscriptions(), 1, "a parked feed keeps its bucket");
+
+        // Another channel's publication leaves it parked; its own wakes it up, with it.
+        for (channel, offset) in [(&same, 1), (&first, 2)] {
+            let subject = subjects.delivery(channel);
+            bus.publish(subject, publication(channel, offset))
+                .await
+                .unwrap();
+        }
+        let mut route = resumed(&mut routes).await;
+        assert_eq!(next(&mut route).await.offset, 2);
+
+        // Parked again, it wakes up again, on a new route.
+        let (feed, mut routes) = test_feed(false);
+        route.park(feed);
+        let subject = subjects.delivery(&first);
+        bus.publish(subject, publication(&first, 3)).await.unwrap();
+        let mut route = resumed(&mut routes).await;
+        assert_eq!(next(&mut route).await.offset, 3);
+        drop(route);
+        assert_eq!(buckets.subscriptions(), 0, "the last route took its bucket");
+    }
+
+    #[tokio::test]
+    async fn a_feed_with_something_to_do_goes_on_instead_of_parking() {
+        let bus = Arc::new(MemoryBus::new());
+        let subjects = Subjects::new("t");
+        let buckets = Buckets::new(Upstream::new(bus.clone(), subjects.clone(), PATIENCE));
+        // A publication waits in the queue.
+        let route = buckets.route("user:#a", 1).await.unwrap();
+        let subject = subjects.delivery("user:#a");
+        bus.publish(subject, publication("user:#a", 1))
+            .await
+            .unwrap();
+        let queued = async {
+            while route.is_idle() {
+                tokio::task::yield_now().await;
+            }
+        };
+        tokio::time::timeout(PATIENCE, queued).await.unwrap();
+        let (feed, mut routes) = test_feed(false);
+        route.park(feed);
+        let mut route = routes.try_recv().expect("it goes on at once");
+        assert_eq!(next(&mut route).await.offset, 1);
+        // Work of its own (a reconnection to catch up from).
+        let (feed, mut routes) = test_feed(true);
+        route.park(feed);
+        assert!(routes.try_recv().is_ok(), "it goes on at once");
+    }
+
+    #[tokio::test]
+    async fn a_parked_feed_the_hub_forgets_goes_with_its_bucket() {
+        let bus = Arc::new(MemoryBus::new());
+        let subjects = Subjects::new("t");
+        let buckets = Buckets::new(Upstream::new(bus.clone(), subjects.clone(), PATIENCE));
+        let route = buckets.route("user:#a", 1).await.unwrap();
+        let (feed, mut routes) = test_feed(false);
+        route.park(feed);
+        // An older generation's forget leaves it.
+        buckets.forget("user:#a", 0);
+        assert_eq!(buckets.subscriptions(), 1);
+        buckets.forget("user:#a", 1);
+        assert_eq!(buckets.subscriptions(), 0);
+        assert!(
+            routes
+                .try_recv()
+                .is_err_and(|e| e == TryRecvError::Disconnected),
+            "the parked feed is gone, never resumed"
+        );
     }
 
     #[tokio::test]

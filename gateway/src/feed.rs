@@ -10,14 +10,16 @@
 
 use std::time::Duration;
 
-use futures_util::StreamExt;
+use futures_util::future::Either;
+use futures_util::{FutureExt, StreamExt};
 use herald_core::bus::Subscription;
 use herald_core::codes::{ErrorCode, Refusal};
 use herald_proto::bus::v1::{HistoryRequest, Position, Publication};
 use prost::Message;
+use tokio::sync::watch;
 use tokio::time::Instant;
 
-use crate::buckets::{Route, Share};
+use crate::buckets::{Parked, Route, Share};
 use crate::deadline::Alarm;
 use crate::sequencer::{Accepted, Sequencer};
 use herald_core::upstream::Upstream;
@@ -88,15 +90,9 @@ impl Source {
     }
 }
 
-/// Runs the feed of `channel` until its bus subscription ends or it is aborted; `shared`
-/// when the channel is delivered through its bucket's subscription.
-///
-/// Not an `async fn`: an `async fn` keeps a copy of each argument beside the one it works
-/// on, and a feed lives as long as its channel has subscribers here.
-#[allow(
-    clippy::manual_async_fn,
-    reason = "an `async fn` would hold its arguments twice"
-)]
+/// Runs the feed of `listener`'s channel until its bus subscription ends or it is
+/// aborted; `shared` when the channel is delivered through its bucket's subscription (the
+/// feed then parks whenever it is idle, and its task ends: [`crate::buckets`]).
 pub fn run(
     listener: impl Listener,
     upstream: Upstream,
@@ -104,79 +100,75 @@ pub fn run(
     history: bool,
     shared: Option<Share>,
 ) -> impl Future<Output = ()> + Send + 'static {
-    async move {
-        let channel = listener.channel();
-        // Every step that waits on the bus or a router is boxed: a feed lives as long as its
-        // channel has subscribers here, mostly idle, and its task then holds only the loop's
-        // state instead of the largest request's.
-        let mut source = match Box::pin(Source::open(&upstream, channel, shared)).await {
-            Ok(source) => source,
-            Err(refusal) => return listener.failed(refusal),
-        };
-        let mut connections = upstream.bus().connections();
-        connections.mark_unchanged();
-        // The subscription must be live on the bus before any subscriber is told it is
-        // subscribed, or a publication sent right after could pass it by. For a channel with
-        // history the position request, sent after the subscription on the same connection,
-        // guarantees that; without history a flush (a round trip to the server) does.
-        let position = if history {
-            match Box::pin(upstream.position(channel)).await {
-                Ok(position) => position,
-                Err(refusal) => return listener.failed(refusal),
-            }
-        } else {
-            if let Err(e) = Box::pin(upstream.bus().flush()).await {
-                let refusal = Refusal::new(ErrorCode::Unavailable, e.to_string());
-                return listener.failed(refusal);
-            }
-            Position::default()
-        };
-        let sequencer = Sequencer::new(&position);
-        listener.started(position);
-        let mut feed = Feed {
-            listener: &listener,
-            upstream: &upstream,
-            channel,
-            sequencer,
-            gap_alarm: Alarm::default(),
-            gap_hold: config.gap_hold,
-        };
-        loop {
-            // The select takes what came, handling a publication in place; work that waits on
-            // a router comes after it, so the task holds only the select's state while idle.
-            let step = tokio::select! {
-                publication = source.next(channel) => {
-                    let Some(publication) = publication else { break };
-                    if publication.membership.is_some() {
-                        listener.announce(&publication);
-                        Step::Idle
-                    } else if publication.epoch.is_empty() || !history {
-                        // Without history, or kept out of it by the publish hook: no place in
-                        // the order.
-                        listener.deliver(&[publication]);
-                        Step::Idle
-                    } else {
-                        feed.accept(publication)
-                    }
-                }
-                () = feed.gap_alarm.rings() => Step::FillGap,
-                changed = connections.changed(), if history => {
-                    if changed.is_err() { break }
-                    Step::CatchUp
-                }
-            };
-            match step {
-                Step::Idle => {}
-                Step::FillGap => Box::pin(feed.fill_gap()).await,
-                Step::CatchUp => Box::pin(feed.catch_up()).await,
-                Step::ChangeEpoch(publication) => {
-                    Box::pin(feed.change_epoch(*publication)).await;
-                    feed.track_gap();
-                }
+    // The start is boxed, as every step that waits on the bus or a router: a feed lives as
+    // long as its channel has subscribers here, mostly idle, and its task then holds only
+    // the loop's state. Chained, not awaited in an `async` block, which would keep room
+    // for the started feed beside the loop that took it over.
+    Box::pin(start(listener, upstream, config, history, shared)).then(|started| match started {
+        Some((feed, source)) => Either::Left(feed.serve(source)),
+        None => Either::Right(std::future::ready(())),
+    })
+}
+
+/// Opens the channel's source and learns its position; the feed ready to serve, or
+/// `None` once its listener has been told why not.
+async fn start<L: Listener>(
+    listener: L,
+    upstream: Upstream,
+    config: FeedConfig,
+    history: bool,
+    shared: Option<Share>,
+) -> Option<(Feed<L>, Source)> {
+    let channel = listener.channel();
+    let source = match Source::open(&upstream, channel, shared).await {
+        Ok(source) => source,
+        Err(refusal) => {
+            listener.failed(refusal);
+            return None;
+        }
+    };
+    let mut connections = upstream.bus().connections();
+    connections.mark_unchanged();
+    // The subscription must be live on the bus before any subscriber is told it is
+    // subscribed, or a publication sent right after could pass it by. For a channel with
+    // history the position request, sent after the subscription on the same connection,
+    // guarantees that; without history a flush (a round trip to the server) does.
+    let position = if history {
+        match upstream.position(channel).await {
+            Ok(position) => position,
+            Err(refusal) => {
+                listener.failed(refusal);
+                return None;
             }
         }
-        let refusal = Refusal::new(ErrorCode::Unavailable, "channel subscription ended");
-        listener.failed(refusal);
+    } else {
+        if let Err(e) = upstream.bus().flush().await {
+            listener.failed(Refusal::new(ErrorCode::Unavailable, e.to_string()));
+            return None;
+        }
+        Position::default()
+    };
+    let sequencer = Sequencer::new(&position);
+    listener.started(position);
+    let feed = Feed {
+        listener,
+        upstream,
+        sequencer,
+        gap_alarm: Alarm::default(),
+        gap_hold: config.gap_hold,
+        history,
+        connections,
+    };
+    Some((feed, source))
+}
+
+impl<L: Listener> Parked for Feed<L> {
+    fn pending(&self) -> bool {
+        Feed::pending(self)
+    }
+
+    fn resume(self: Box<Self>, route: Route) {
+        tokio::spawn(self.serve(Source::Shared(route)));
     }
 }
 
@@ -189,17 +181,89 @@ enum Step {
     ChangeEpoch(Box<Publication>),
 }
 
-struct Feed<'a, L> {
-    listener: &'a L,
-    upstream: &'a Upstream,
-    channel: &'a str,
+/// A running feed's state; parked as it is when the feed is idle (shared channels).
+struct Feed<L> {
+    listener: L,
+    upstream: Upstream,
     sequencer: Sequencer,
     /// Set while a gap waits to close by itself or to be filled.
     gap_alarm: Alarm,
     gap_hold: Duration,
+    history: bool,
+    /// Reconnections of the bus: after one, a feed with history catches up.
+    connections: watch::Receiver<u64>,
 }
 
-impl<L: Listener> Feed<'_, L> {
+impl<L: Listener> Feed<L> {
+    /// Takes the channel's publications from `source` until it ends or the task is
+    /// aborted; a feed of a shared channel parks whenever it is idle (its task ends, and
+    /// its bucket resumes it in a new one when there is work).
+    #[allow(
+        clippy::manual_async_fn,
+        reason = "an `async fn` would hold its arguments twice"
+    )]
+    fn serve(mut self, mut source: Source) -> impl Future<Output = ()> + Send + 'static {
+        async move {
+            loop {
+                source = match source {
+                    Source::Shared(route) if route.is_idle() && self.may_park() => {
+                        return route.park(Box::new(self));
+                    }
+                    source => source,
+                };
+                // The select takes what came, handling a publication in place; work that
+                // waits on a router comes after it, so the task holds only the select's
+                // state while idle.
+                let step = tokio::select! {
+                    publication = source.next(self.listener.channel()) => {
+                        let Some(publication) = publication else { break };
+                        if publication.membership.is_some() {
+                            self.listener.announce(&publication);
+                            Step::Idle
+                        } else if publication.epoch.is_empty() || !self.history {
+                            // Without history, or kept out of it by the publish hook: no place
+                            // in the order.
+                            self.listener.deliver(&[publication]);
+                            Step::Idle
+                        } else {
+                            self.accept(publication)
+                        }
+                    }
+                    () = self.gap_alarm.rings() => Step::FillGap,
+                    changed = self.connections.changed(), if self.history => {
+                        if changed.is_err() { break }
+                        Step::CatchUp
+                    }
+                };
+                match step {
+                    Step::Idle => {}
+                    Step::FillGap => Box::pin(self.fill_gap()).await,
+                    Step::CatchUp => Box::pin(self.catch_up()).await,
+                    Step::ChangeEpoch(publication) => {
+                        Box::pin(self.change_epoch(*publication)).await;
+                        self.track_gap();
+                    }
+                }
+            }
+            let refusal = Refusal::new(ErrorCode::Unavailable, "channel subscription ended");
+            self.listener.failed(refusal);
+        }
+    }
+
+    /// Whether nothing but a publication would make it work: no gap waits, and no
+    /// reconnection is left to catch up from.
+    fn may_park(&self) -> bool {
+        !self.gap_alarm.is_set() && !self.pending()
+    }
+
+    fn pending(&self) -> bool {
+        self.history && self.connections.has_changed().unwrap_or(false)
+    }
+
+    fn channel(&self) -> &str {
+        self.listener.channel()
+    }
+
     fn deliver(&self, publications: &[Publication]) {
         self.listener.deliver(publications);
     }
@@ -231,9 +295,9 @@ impl<L: Listener> Feed<'_, L> {
     /// A publication from another epoch: the stream was lost and restarted, or the
     /// publication is a straggler from the old one. A router says which.
     async fn change_epoch(&mut self, publication: Publication) {
-        match self.upstream.position(self.channel).await {
+        match self.upstream.position(self.listener.channel()).await {
             Ok(current) if current.epoch == publication.epoch => {
-                tracing::info!(channel = self.channel, epoch = %current.epoch, "stream restarted");
+                tracing::info!(channel = self.channel(), epoch = %current.epoch, "stream restarted");
                 self.sequencer.restart(current.epoch);
                 if publication.offset == 0 {
                     // A deleted sync document's new epoch, announced at revision 0: its
@@ -245,7 +309,7 @@ impl<L: Listener> Feed<'_, L> {
             }
             Ok(_) => {}
             Err(refusal) => {
-                tracing::warn!(channel = self.channel, %refusal, "cannot check the epoch");
+                tracing::warn!(channel = self.channel(), %refusal, "cannot check the epoch");
             }
         }
     }
@@ -255,7 +319,7 @@ impl<L: Listener> Feed<'_, L> {
             return;
         };
         let request = HistoryRequest {
-            channel: self.channel.to_string(),
+            channel: self.channel().to_string(),
             since: Some(from - 1),
             limit: u32::try_from(to - from + 1).unwrap_or(u32::MAX),
             reverse: false,
@@ -271,7 +335,7 @@ impl<L: Listener> Feed<'_, L> {
                 }
             }
             Err(refusal) => {
-                tracing::warn!(channel = self.channel, %refusal, "cannot fill a gap; retrying");
+                tracing::warn!(channel = self.channel(), %refusal, "cannot fill a gap; retrying");
                 self.gap_alarm.set(Instant::now() + self.gap_hold);
             }
         }
@@ -285,7 +349,7 @@ impl<L: Listener> Feed<'_, L> {
         let mut from = self.sequencer.position();
         loop {
             let request = HistoryRequest {
-                channel: self.channel.to_string(),
+                channel: self.channel().to_string(),
                 since: Some(from.offset),
                 limit: CATCH_UP_PAGE,
                 reverse: false,
@@ -293,7 +357,7 @@ impl<L: Listener> Feed<'_, L> {
             let page = match self.upstream.history(request).await {
                 Ok(page) => page,
                 Err(refusal) => {
-                    tracing::warn!(channel = self.channel, %refusal, "cannot catch up");
+                    tracing::warn!(channel = self.channel(), %refusal, "cannot catch up");
                     return;
                 }
             };

@@ -329,7 +329,7 @@ impl Hub {
         };
         let removed = entry.subscribers.remove(id).is_some();
         if entry.unused() {
-            remove(&mut shard, channel);
+            self.remove(&mut shard, channel);
         }
         removed
     }
@@ -493,11 +493,19 @@ impl<'a> Encodings<'a> {
     }
 }
 
-fn remove(shard: &mut Shard, channel: &str) {
-    if let Some(entry) = shard.remove(channel)
-        && let Some(feed) = entry.feed
-    {
-        feed.abort();
+impl Hub {
+    /// Takes the channel out and stops its feed: its task if it runs, its route in its
+    /// bucket if it is shared (where it may be parked, without a task).
+    fn remove(&self, shard: &mut Shard, channel: &str) {
+        let Some(entry) = shard.remove(channel) else {
+            return;
+        };
+        if let Some(feed) = entry.feed {
+            feed.abort();
+        }
+        if self.channels.rules_for(channel).delivery == Delivery::Shared {
+            self.buckets.forget(channel, entry.generation);
+        }
     }
 }
 
@@ -524,7 +532,7 @@ impl Drop for Waiting<'_> {
         {
             entry.waiting -= 1;
             if entry.unused() {
-                remove(&mut shard, self.channel);
+                self.hub.remove(&mut shard, self.channel);
             }
         }
     }
@@ -660,6 +668,6 @@ mod footprint {
         });
         let feed = feed::run(listener, ctx.upstream.clone(), config, true, shared);
         let size = std::mem::size_of_val(&feed);
-        assert!(size <= 672, "a channel's feed task holds {size} bytes");
+        assert!(size <= 576, "a channel's feed task holds {size} bytes");
     }
 }

@@ -132,6 +132,11 @@ impl<T> Receiver<T> {
         }
     }
 
+    /// Whether nothing is queued now.
+    pub fn is_empty(&self) -> bool {
+        self.shared.state().queue.is_empty()
+    }
+
     /// The next item if one is queued now.
     pub fn try_recv(&mut self) -> Option<T> {
         Self::pop(&mut self.shared.state())

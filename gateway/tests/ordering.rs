@@ -28,8 +28,10 @@ struct Node {
     url: String,
 }
 
-async fn node() -> Node {
-    let mut config = Config::default();
+/// A node whose `chat` channels are delivered with `delivery` ("channel" or "shared").
+async fn node(delivery: &str) -> Node {
+    let toml = format!("[channels.namespaces.chat]\ndelivery = \"{delivery}\"");
+    let mut config = Config::from_toml(&toml).unwrap();
     config.gateway.gap_hold = Duration::from_millis(50);
     let bus = Arc::new(MemoryBus::new());
     let store = Arc::new(MemoryHistory::new());
@@ -128,7 +130,17 @@ async fn next_offsets(client: &NativeClient, n: usize) -> Vec<u64> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn gaps_are_filled_from_history_and_duplicates_dropped() {
-    let node = node().await;
+    gaps_and_duplicates(node("channel").await).await;
+}
+
+/// The same through the bucket's subscription, where the channel's feed parks whenever it
+/// is idle and wakes up for each publication.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gaps_are_filled_and_duplicates_dropped_on_a_shared_channel_too() {
+    gaps_and_duplicates(node("shared").await).await;
+}
+
+async fn gaps_and_duplicates(node: Node) {
     let client = NativeClient::connect(&node.url).await.unwrap();
     let start = client
         .ok("subscribe", json!({"channel": CHANNEL}))

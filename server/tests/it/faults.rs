@@ -48,23 +48,46 @@ fn is_ok(reply: &Value) -> bool {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_nats_outage_refuses_publishes_and_service_resumes() {
-    let mut cluster = cluster(2, 1);
+    let cluster = cluster(2, 1);
     let channel = "chat:outage";
     let publisher = client(&cluster.ws_url(0)).await;
     let subscriber = client(&cluster.ws_url(1)).await;
     subscribe(&subscriber, channel).await;
+    nats_outage(cluster, &publisher, &subscriber, channel).await;
+}
+
+/// The same on a shared channel (a personal channel: both clients are devices of its
+/// user), whose feed waits parked in its bucket, without a task, between publications.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_nats_outage_on_a_shared_channel_is_caught_up_as_well() {
+    let secret = [("HERALD_AUTH__HMAC_SECRET", tokens::SECRET)];
+    let cluster = Cluster::start(herald(), 2, 1, &secret);
+    let token = tokens::user("alice", 600);
+    let (publisher, _) = client_with_token(&cluster.ws_url(0), &token).await;
+    let (subscriber, _) = client_with_token(&cluster.ws_url(1), &token).await;
+    nats_outage(cluster, &publisher, &subscriber, "user:#alice").await;
+}
+
+/// Publishes on `channel` before, during and after a NATS outage; the subscriber must get
+/// every acknowledged publication, in order.
+async fn nats_outage(
+    mut cluster: Cluster,
+    publisher: &NativeClient,
+    subscriber: &NativeClient,
+    channel: &str,
+) {
     let mut acked = BTreeSet::new();
-    publish_until(&publisher, channel, &mut acked, is_ok).await;
+    publish_until(publisher, channel, &mut acked, is_ok).await;
 
     cluster.nats.stop();
-    let refusal = publish_until(&publisher, channel, &mut acked, is_error).await;
+    let refusal = publish_until(publisher, channel, &mut acked, is_error).await;
     assert!(refusal["error"]["message"].as_str().unwrap().len() > 3);
     cluster.nats.restart();
-    publish_until(&publisher, channel, &mut acked, is_ok).await;
+    publish_until(publisher, channel, &mut acked, is_ok).await;
 
     // Every acknowledged publication reaches the subscriber, the ones around the outage
     // included (missed deliveries are caught up from history), in order.
-    let received = publications(&subscriber, channel, acked.len()).await;
+    let received = publications(subscriber, channel, acked.len()).await;
     let offsets: Vec<u64> = received
         .iter()
         .map(|p| p["offset"].as_u64().unwrap())
