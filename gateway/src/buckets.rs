@@ -122,19 +122,22 @@ impl Buckets {
     ) -> Result<Route, BusError> {
         let id = bucket_of(channel);
         let (sender, queue) = mailbox::mailbox();
-        let bucket = {
+        let (bucket, replaced) = {
             let mut buckets = lock(&self.buckets);
             let bucket = buckets.entry(id).or_default().clone();
             let mut routes = lock(&bucket.routes);
             let newer = routes
                 .get(channel)
                 .is_some_and(|(owner, _)| *owner > generation);
-            if !newer {
-                routes.insert(channel.to_string(), (generation, Slot::Queue(sender)));
-            }
+            let replaced = match newer {
+                false => routes.insert(channel.to_string(), (generation, Slot::Queue(sender))),
+                true => None,
+            };
             drop(routes);
-            bucket
+            (bucket, replaced)
         };
+        // An older feed's slot (perhaps its parked state) goes outside the locks.
+        drop(replaced);
         // From here on, dropping the route takes it out again, on failure too.
         let route = Route {
             buckets: self.clone(),
@@ -188,7 +191,7 @@ impl Buckets {
         }
         drop(routes);
         drop(buckets);
-        // A parked feed's state goes outside the locks.
+        // A parked feed's state goes outside the bucket's locks.
         drop(removed);
     }
 
@@ -360,14 +363,15 @@ impl Reader {
         true
     }
 
-    /// Wakes every parked feed of the bucket, each on an empty queue.
+    /// Wakes every parked feed of the bucket that has something to do (a feed with history
+    /// catches up), each on an empty queue.
     fn wake_parked(&self) {
         let (Some(bucket), Some(buckets)) = (self.bucket.upgrade(), self.buckets.upgrade()) else {
             return;
         };
         let mut wakes = Vec::new();
         for (channel, (generation, slot)) in lock(&bucket.routes).iter_mut() {
-            if matches!(slot, Slot::Parked(_)) {
+            if matches!(slot, Slot::Parked(feed) if feed.pending()) {
                 let (sender, queue) = mailbox::mailbox();
                 if let Slot::Parked(feed) = std::mem::replace(slot, Slot::Queue(sender)) {
                     wakes.push(Wake {
@@ -404,29 +408,26 @@ impl Route {
         self.queue.recv().await
     }
 
-    /// Whether no publication waits in the queue now.
+    /// Whether the feed may park: no publication waits in the queue now, and more can
+    /// come (a closed queue is the end the feed must read and report).
     pub fn is_idle(&self) -> bool {
-        self.queue.is_empty()
+        self.queue.is_empty() && !self.queue.is_closed()
     }
 
-    /// Parks `feed` in the bucket in place of this route, if no publication waits and it
-    /// has nothing pending; otherwise it goes on at once in a task of its own. A feed
-    /// whose channel is no longer its own (the hub let it go) just ends.
+    /// Parks `feed` in the bucket in place of this route, if it is still the channel's
+    /// route, no publication waits and the feed has nothing pending; otherwise the feed
+    /// goes on at once in a task of its own (to the end of its queue, if the route is no
+    /// longer the channel's: the hub let the channel go, or the subscription ended).
     pub fn park(mut self, feed: Box<dyn Parked>) {
         let mut routes = lock(&self.bucket.routes);
-        let Some((owner, slot)) = routes.get_mut(self.channel.as_ref()) else {
-            drop(routes);
-            return drop(feed);
-        };
-        if *owner != self.generation || matches!(slot, Slot::Parked(_)) {
-            drop(routes);
-            return drop(feed);
-        }
+        let current = routes
+            .get_mut(self.channel.as_ref())
+            .filter(|(owner, slot)| *owner == self.generation && matches!(slot, Slot::Queue(_)));
         // Checked under the lock that publications are queued under.
-        if !self.queue.is_empty() || feed.pending() {
+        let Some((_, slot)) = current.filter(|_| self.is_idle() && !feed.pending()) else {
             drop(routes);
             return feed.resume(self);
-        }
+        };
         *slot = Slot::Parked(feed);
         drop(routes);
         self.parked = true;
@@ -615,6 +616,25 @@ mod tests {
         assert_eq!(next(&mut route).await.offset, 1);
         // Work of its own (a reconnection to catch up from).
         let (feed, mut routes) = test_feed(true);
+        route.park(feed);
+        assert!(routes.try_recv().is_ok(), "it goes on at once");
+    }
+
+    #[tokio::test]
+    async fn when_the_subscription_ends_parked_feeds_wake_up_to_the_end_of_their_queue() {
+        let bus = Arc::new(MemoryBus::new());
+        let buckets = Buckets::new(Upstream::new(bus, Subjects::new("t"), PATIENCE));
+        let route = buckets.route("user:#a", 1).await.unwrap();
+        let (feed, mut routes) = test_feed(false);
+        route.park(feed);
+        let id = bucket_of("user:#a");
+        let bucket = lock(&buckets.buckets).get(&id).cloned().unwrap();
+        buckets.ended(&bucket, id);
+        let mut route = resumed(&mut routes).await;
+        assert!(!route.is_idle(), "a closed queue is not idle");
+        assert!(route.next().await.is_none(), "the feed reads the end");
+        // Asked to park on it, the feed goes on instead, to read that end and report it.
+        let (feed, mut routes) = test_feed(false);
         route.park(feed);
         assert!(routes.try_recv().is_ok(), "it goes on at once");
     }

@@ -32,8 +32,9 @@ const CATCH_UP_PAGE: u32 = 1000;
 pub trait Listener: Send + Sync + 'static {
     /// The channel whose feed it listens to.
     fn channel(&self) -> &str;
-    /// The feed receives publications; those after `position` follow.
-    fn started(&self, position: Position);
+    /// The feed receives publications; those after `position` follow. Returns whether
+    /// the feed is still wanted (its channel may have been let go while it started).
+    fn started(&self, position: Position) -> bool;
     /// The feed cannot go on: its subscribers must subscribe again.
     fn failed(&self, refusal: Refusal);
     /// Publications, in order, each once.
@@ -149,7 +150,9 @@ async fn start<L: Listener>(
         Position::default()
     };
     let sequencer = Sequencer::new(&position);
-    listener.started(position);
+    if !listener.started(position) {
+        return None;
+    }
     let feed = Feed {
         listener,
         upstream,

@@ -334,18 +334,26 @@ impl Hub {
         removed
     }
 
-    /// Called by a feed once it receives publications, at `position`.
-    fn feed_started(&self, channel: &str, generation: u64, position: Position) {
+    /// Called by a feed once it receives publications, at `position`; returns whether the
+    /// channel still wants it.
+    fn feed_started(&self, channel: &str, generation: u64, position: Position) -> bool {
         let mut shard = self.shard(channel);
-        if let Some(entry) = shard
+        let Some(entry) = shard
             .get_mut(channel)
             .filter(|e| e.generation == generation)
-        {
-            entry.position = position;
-            if let Some(ready) = entry.ready.take() {
-                ready.send_replace(Some(Ok(())));
-            }
+        else {
+            return false;
+        };
+        entry.position = position;
+        if let Some(ready) = entry.ready.take() {
+            ready.send_replace(Some(Ok(())));
         }
+        if self.channels.rules_for(channel).delivery == Delivery::Shared {
+            // From here on its route stops a shared feed (`Buckets::forget`), which parks
+            // without a task when idle: a handle would keep its first task's memory.
+            entry.feed = None;
+        }
+        true
     }
 
     /// Called by a feed that cannot go on: waiting subscribe calls fail with `refusal`,
@@ -444,9 +452,9 @@ impl Listener for ChannelFeed {
         &self.channel
     }
 
-    fn started(&self, position: Position) {
+    fn started(&self, position: Position) -> bool {
         self.hub
-            .feed_started(&self.channel, self.generation, position);
+            .feed_started(&self.channel, self.generation, position)
     }
 
     fn failed(&self, refusal: Refusal) {

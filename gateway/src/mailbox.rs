@@ -137,6 +137,11 @@ impl<T> Receiver<T> {
         self.shared.state().queue.is_empty()
     }
 
+    /// Whether nothing more can come in: the queue is closed, or every sender is gone.
+    pub fn is_closed(&self) -> bool {
+        self.shared.state().closed || self.shared.senders.load(Ordering::Acquire) == 0
+    }
+
     /// The next item if one is queued now.
     pub fn try_recv(&mut self) -> Option<T> {
         Self::pop(&mut self.shared.state())
