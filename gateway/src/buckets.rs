@@ -73,7 +73,7 @@ enum Slot {
 /// A parked feed to resume, outside the bucket's lock, on a new route of its channel.
 struct Wake {
     feed: Box<dyn Parked>,
-    channel: String,
+    channel: Arc<str>,
     generation: u64,
     queue: mailbox::Receiver<Publication>,
 }
@@ -83,7 +83,7 @@ struct Wake {
 struct Bucket {
     /// Each channel's slot, with the generation of the feed that owns it: a feed that
     /// restarts may add its route before the old one is gone, or after.
-    routes: Mutex<HashMap<String, (u64, Slot)>>,
+    routes: Mutex<HashMap<Arc<str>, (u64, Slot)>>,
     /// The task that reads the bucket's subscription, once it is subscribed.
     reader: OnceCell<AbortHandle>,
 }
@@ -117,7 +117,7 @@ impl Buckets {
     /// by an older one (a feed the hub has already replaced) gets none, its queue closed.
     pub async fn route(
         self: &Arc<Self>,
-        channel: &str,
+        channel: &Arc<str>,
         generation: u64,
     ) -> Result<Route, BusError> {
         let id = bucket_of(channel);
@@ -130,7 +130,7 @@ impl Buckets {
                 .get(channel)
                 .is_some_and(|(owner, _)| *owner > generation);
             let replaced = match newer {
-                false => routes.insert(channel.to_string(), (generation, Slot::Queue(sender))),
+                false => routes.insert(channel.clone(), (generation, Slot::Queue(sender))),
                 true => None,
             };
             drop(routes);
@@ -144,7 +144,7 @@ impl Buckets {
             bucket,
             id,
             generation,
-            channel: channel.into(),
+            channel: channel.clone(),
             queue,
             parked: false,
         };
@@ -202,7 +202,7 @@ impl Buckets {
             bucket: bucket.clone(),
             id,
             generation: wake.generation,
-            channel: wake.channel.into(),
+            channel: wake.channel,
             queue: wake.queue,
             parked: false,
         };
@@ -321,7 +321,7 @@ impl Reader {
                 return true;
             }
         };
-        if !lock(&bucket.routes).contains_key(&channel) {
+        if !lock(&bucket.routes).contains_key(channel.as_str()) {
             return true;
         }
         let publication = match Publication::decode(payload) {
@@ -334,7 +334,7 @@ impl Reader {
         // Queued under the bucket's lock, so that a feed parking under it never leaves a
         // publication behind in the queue it gives up.
         let mut routes = lock(&bucket.routes);
-        let Some((generation, slot)) = routes.get_mut(&channel) else {
+        let Some((generation, slot)) = routes.get_mut(channel.as_str()) else {
             return true;
         };
         let generation = *generation;
@@ -354,7 +354,7 @@ impl Reader {
         if let Some(buckets) = self.buckets.upgrade() {
             let wake = Wake {
                 feed,
-                channel,
+                channel: channel.into(),
                 generation,
                 queue,
             };
@@ -396,7 +396,7 @@ pub struct Route {
     bucket: Arc<Bucket>,
     id: u32,
     generation: u64,
-    channel: Box<str>,
+    channel: Arc<str>,
     queue: mailbox::Receiver<Publication>,
     /// Set once its feed parked in its place.
     parked: bool,
@@ -423,11 +423,18 @@ impl Route {
         let current = routes
             .get_mut(self.channel.as_ref())
             .filter(|(owner, slot)| *owner == self.generation && matches!(slot, Slot::Queue(_)));
-        // Checked under the lock that publications are queued under.
-        let Some((_, slot)) = current.filter(|_| self.is_idle() && !feed.pending()) else {
+        let Some((_, slot)) = current else {
             drop(routes);
+            // Nothing can be sent to it any more, though its sender may not be dropped
+            // yet: closed now, so that the feed reads its end instead of parking again.
+            self.queue.close();
             return feed.resume(self);
         };
+        // Checked under the lock that publications are queued under.
+        if !self.is_idle() || feed.pending() {
+            drop(routes);
+            return feed.resume(self);
+        }
         *slot = Slot::Parked(feed);
         drop(routes);
         self.parked = true;
@@ -452,6 +459,10 @@ mod tests {
     use super::*;
 
     const PATIENCE: Duration = Duration::from_secs(10);
+
+    fn name(channel: &str) -> Arc<str> {
+        channel.into()
+    }
 
     fn publication(channel: &str, offset: u64) -> Bytes {
         let publication = Publication {
@@ -503,10 +514,10 @@ mod tests {
         let upstream = Upstream::new(bus.clone(), subjects.clone(), PATIENCE);
         let buckets = Buckets::new(upstream);
         let (first, same, other) = channels();
-        let mut a = buckets.route(&first, 1).await.unwrap();
-        let mut b = buckets.route(&same, 2).await.unwrap();
+        let mut a = buckets.route(&name(&first), 1).await.unwrap();
+        let mut b = buckets.route(&name(&same), 2).await.unwrap();
         assert_eq!(buckets.subscriptions(), 1);
-        let mut c = buckets.route(&other, 3).await.unwrap();
+        let mut c = buckets.route(&name(&other), 3).await.unwrap();
         assert_eq!(buckets.subscriptions(), 2);
 
         for (channel, offset) in [(&same, 1), (&first, 2), (&other, 3), (&first, 4)] {
@@ -566,7 +577,7 @@ mod tests {
         let subjects = Subjects::new("t");
         let buckets = Buckets::new(Upstream::new(bus.clone(), subjects.clone(), PATIENCE));
         let (first, same, _) = channels();
-        let route = buckets.route(&first, 1).await.unwrap();
+        let route = buckets.route(&name(&first), 1).await.unwrap();
         let (feed, mut routes) = test_feed(false);
         route.park(feed);
         assert!(routes.try_recv().is_err(), "an idle feed parks");
@@ -599,7 +610,7 @@ mod tests {
         let subjects = Subjects::new("t");
         let buckets = Buckets::new(Upstream::new(bus.clone(), subjects.clone(), PATIENCE));
         // A publication waits in the queue.
-        let route = buckets.route("user:#a", 1).await.unwrap();
+        let route = buckets.route(&name("user:#a"), 1).await.unwrap();
         let subject = subjects.delivery("user:#a");
         bus.publish(subject, publication("user:#a", 1))
             .await
@@ -624,7 +635,7 @@ mod tests {
     async fn when_the_subscription_ends_parked_feeds_wake_up_to_the_end_of_their_queue() {
         let bus = Arc::new(MemoryBus::new());
         let buckets = Buckets::new(Upstream::new(bus, Subjects::new("t"), PATIENCE));
-        let route = buckets.route("user:#a", 1).await.unwrap();
+        let route = buckets.route(&name("user:#a"), 1).await.unwrap();
         let (feed, mut routes) = test_feed(false);
         route.park(feed);
         let id = bucket_of("user:#a");
@@ -644,7 +655,7 @@ mod tests {
         let bus = Arc::new(MemoryBus::new());
         let subjects = Subjects::new("t");
         let buckets = Buckets::new(Upstream::new(bus.clone(), subjects.clone(), PATIENCE));
-        let route = buckets.route("user:#a", 1).await.unwrap();
+        let route = buckets.route(&name("user:#a"), 1).await.unwrap();
         let (feed, mut routes) = test_feed(false);
         route.park(feed);
         // An older generation's forget leaves it.
@@ -658,6 +669,17 @@ mod tests {
                 .is_err_and(|e| e == TryRecvError::Disconnected),
             "the parked feed is gone, never resumed"
         );
+        // A running feed the hub forgets finds its queue closed: it reads the end.
+        let mut route = buckets.route(&name("user:#a"), 2).await.unwrap();
+        buckets.forget("user:#a", 2);
+        assert!(!route.is_idle(), "a closed queue is not idle");
+        assert!(route.next().await.is_none());
+        let (feed, mut routes) = test_feed(false);
+        route.park(feed);
+        assert!(
+            routes.try_recv().is_ok(),
+            "it goes on, to its end, instead of parking"
+        );
     }
 
     #[tokio::test]
@@ -666,8 +688,8 @@ mod tests {
         let subjects = Subjects::new("t");
         let buckets = Buckets::new(Upstream::new(bus.clone(), subjects.clone(), PATIENCE));
         // The old feed's route made first, then the new one's.
-        let old = buckets.route("user:#a", 1).await.unwrap();
-        let mut new = buckets.route("user:#a", 2).await.unwrap();
+        let old = buckets.route(&name("user:#a"), 1).await.unwrap();
+        let mut new = buckets.route(&name("user:#a"), 2).await.unwrap();
         drop(old);
         assert_eq!(buckets.subscriptions(), 1);
         let subject = subjects.delivery("user:#a");
@@ -676,7 +698,7 @@ mod tests {
             .unwrap();
         assert_eq!(next(&mut new).await.offset, 1);
         // The old feed's route made last: it gets nothing, the new one keeps its own.
-        let mut late = buckets.route("user:#a", 1).await.unwrap();
+        let mut late = buckets.route(&name("user:#a"), 1).await.unwrap();
         assert!(
             late.next().await.is_none(),
             "an older feed's route is closed"

@@ -3,7 +3,7 @@
 //! that hold them. Each session acts on its own commands, in its own loop.
 
 use std::collections::HashMap;
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use crate::hub::ClientId;
 use crate::mailbox::{self, mailbox};
@@ -21,10 +21,11 @@ pub enum Command {
 pub type Commands = mailbox::Receiver<Command>;
 
 /// One session's registration: where its commands go, and the clients it holds with their
-/// users (empty for anonymous), so that its end undoes exactly its own entries.
+/// users (empty for anonymous), so that its end undoes exactly its own entries. Each name
+/// is held once, shared with the maps (and a client's with the session that names it).
 struct Session {
     commands: mailbox::Sender<Command>,
-    clients: Vec<(String, String)>,
+    clients: Vec<(Arc<str>, Arc<str>)>,
 }
 
 #[derive(Default)]
@@ -32,8 +33,10 @@ struct Inner {
     sessions: HashMap<ClientId, Session>,
     /// How many clients (native connections, Socket.IO sockets) of each user each session
     /// holds.
-    by_user: HashMap<String, SmallMap<usize>>,
-    by_client: HashMap<String, ClientId>,
+    by_user: HashMap<Arc<str>, SmallMap<usize>>,
+    by_client: HashMap<Arc<str>, ClientId>,
+    /// The empty name of anonymous clients' user, shared by all of them.
+    anonymous: Arc<str>,
 }
 
 impl Inner {
@@ -92,8 +95,14 @@ impl Clients {
     }
 
     /// `session` now holds client `client` of `user` (empty for anonymous).
-    pub fn add(&self, session: ClientId, client: &str, user: &str) {
+    pub fn add(&self, session: ClientId, client: &Arc<str>, user: &str) {
         let mut inner = self.inner();
+        // A user with other clients here has a name to share already.
+        let user: Arc<str> = match inner.by_user.get_key_value(user) {
+            Some((name, _)) => name.clone(),
+            None if user.is_empty() => inner.anonymous.clone(),
+            None => user.into(),
+        };
         let Some(registration) = inner.sessions.get_mut(&session) else {
             return;
         };
@@ -102,10 +111,10 @@ impl Clients {
             // A session mostly holds one client: one slot, not a vector's four.
             clients.reserve_exact(1);
         }
-        clients.push((client.to_string(), user.to_string()));
-        inner.by_client.insert(client.to_string(), session);
+        clients.push((client.clone(), user.clone()));
+        inner.by_client.insert(client.clone(), session);
         if !user.is_empty() {
-            let sessions = inner.by_user.entry(user.to_string()).or_default();
+            let sessions = inner.by_user.entry(user).or_default();
             match sessions.get_mut(session) {
                 Some(count) => *count += 1,
                 None => sessions.insert(session, 1),
@@ -122,7 +131,7 @@ impl Clients {
         let held = registration
             .clients
             .iter()
-            .position(|(c, u)| c == client && u == user);
+            .position(|(c, u)| **c == *client && **u == *user);
         if let Some(index) = held {
             registration.clients.swap_remove(index);
             inner.forget(session, client, user);
@@ -170,9 +179,9 @@ mod tests {
         let clients = Clients::default();
         let mut one = clients.open(1);
         let mut two = clients.open(2);
-        clients.add(1, "c1", "alice");
-        clients.add(2, "c2", "alice");
-        clients.add(2, "c3", "bob");
+        clients.add(1, &"c1".into(), "alice");
+        clients.add(2, &"c2".into(), "alice");
+        clients.add(2, &"c3".into(), "bob");
         let kick = |user: &str, client: &str| Command::Disconnect {
             user: user.into(),
             client: client.into(),
@@ -194,11 +203,11 @@ mod tests {
         let clients = Clients::default();
         let _one = clients.open(1);
         let mut two = clients.open(2);
-        clients.add(1, "a1", "alice");
-        clients.add(1, "a2", "alice");
-        clients.add(1, "anon", "");
-        clients.add(2, "b1", "bob");
-        clients.add(2, "a3", "alice");
+        clients.add(1, &"a1".into(), "alice");
+        clients.add(1, &"a2".into(), "alice");
+        clients.add(1, &"anon".into(), "");
+        clients.add(2, &"b1".into(), "bob");
+        clients.add(2, &"a3".into(), "alice");
         clients.close(1);
         assert_eq!(
             clients.sizes(),
@@ -214,7 +223,7 @@ mod tests {
         clients.close(2);
         assert_eq!(clients.sizes(), (0, 0));
         // A client added to a session that has ended is not kept.
-        clients.add(2, "late", "carol");
+        clients.add(2, &"late".into(), "carol");
         assert_eq!(clients.sizes(), (0, 0));
     }
 }

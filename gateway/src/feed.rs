@@ -8,6 +8,7 @@
 //! way), then filled from history. After the bus reconnects, the feed catches up from
 //! history too, since publications sent during the outage never arrived.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::future::Either;
@@ -31,7 +32,7 @@ const CATCH_UP_PAGE: u32 = 1000;
 /// hands them to the local subscribers.
 pub trait Listener: Send + Sync + 'static {
     /// The channel whose feed it listens to.
-    fn channel(&self) -> &str;
+    fn channel(&self) -> &Arc<str>;
     /// The feed receives publications; those after `position` follow. Returns whether
     /// the feed is still wanted (its channel may have been let go while it started).
     fn started(&self, position: Position) -> bool;
@@ -60,7 +61,7 @@ enum Source {
 impl Source {
     async fn open(
         upstream: &Upstream,
-        channel: &str,
+        channel: &Arc<str>,
         shared: Option<Share>,
     ) -> Result<Self, Refusal> {
         let opened = match shared {

@@ -126,7 +126,8 @@ impl Entry {
     }
 }
 
-type Shard = HashMap<String, Entry>;
+/// A channel's name is held once, shared by the hub's key, its feed and its bucket's route.
+type Shard = HashMap<Arc<str>, Entry>;
 
 pub struct Hub {
     shards: Box<[Mutex<Shard>]>,
@@ -197,9 +198,10 @@ impl Hub {
     ) -> Result<Joined, Refusal> {
         let (generation, starting) = {
             let mut shard = self.shard(channel);
+            let name: Arc<str> = channel.into();
             let entry = shard
-                .entry(channel.to_string())
-                .or_insert_with(|| self.start_feed(channel, history));
+                .entry(name.clone())
+                .or_insert_with(|| self.start_feed(name, history));
             if entry.subscribers.contains(id) {
                 return Err(Refusal::new(
                     ErrorCode::AlreadySubscribed,
@@ -262,18 +264,18 @@ impl Hub {
         Ok(Joined::At(entry.position.clone()))
     }
 
-    fn start_feed(self: &Arc<Self>, channel: &str, history: bool) -> Entry {
+    fn start_feed(self: &Arc<Self>, channel: Arc<str>, history: bool) -> Entry {
         let generation = self.generations.fetch_add(1, Ordering::Relaxed);
-        let listener = ChannelFeed {
-            hub: self.clone(),
-            channel: channel.to_string(),
-            generation,
-        };
         let shared =
-            (self.channels.rules_for(channel).delivery == Delivery::Shared).then(|| Share {
+            (self.channels.rules_for(&channel).delivery == Delivery::Shared).then(|| Share {
                 buckets: self.buckets.clone(),
                 generation,
             });
+        let listener = ChannelFeed {
+            hub: self.clone(),
+            channel,
+            generation,
+        };
         let task = tokio::spawn(feed::run(
             listener,
             self.upstream.clone(),
@@ -301,7 +303,7 @@ impl Hub {
                 shard
                     .iter()
                     .filter(|(channel, entry)| !entry.subscribers.is_empty() && wanted(channel))
-                    .map(|(channel, entry)| (channel.clone(), entry.subscribers.len() as u32)),
+                    .map(|(channel, entry)| (channel.to_string(), entry.subscribers.len() as u32)),
             );
         }
         counts
@@ -443,12 +445,12 @@ impl Hub {
 /// that was left and joined again from the current one.
 struct ChannelFeed {
     hub: Arc<Hub>,
-    channel: String,
+    channel: Arc<str>,
     generation: u64,
 }
 
 impl Listener for ChannelFeed {
-    fn channel(&self) -> &str {
+    fn channel(&self) -> &Arc<str> {
         &self.channel
     }
 

@@ -50,7 +50,7 @@ struct Session {
     ctx: Arc<Context>,
     id: ClientId,
     /// Cluster-wide id, carried as the origin of this client's publications.
-    name: String,
+    name: Arc<str>,
     /// Who the client is, once it sent `connect`.
     access: Option<Access>,
     subscriptions: HashSet<String>,
@@ -108,7 +108,7 @@ where
     ));
     let id = ctx.next_id();
     let mut session = Session {
-        name: format!("{}-{id}", ctx.node_id),
+        name: format!("{}-{id}", ctx.node_id).into(),
         commands: ctx.clients.open(id),
         ctx,
         id,
