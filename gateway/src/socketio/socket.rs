@@ -3,7 +3,6 @@
 //! live here: admitting a client, subscribing a socket to its channels, telling presence,
 //! answering acks.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
@@ -50,7 +49,42 @@ pub(super) struct Socket {
     amendments: AtomicUsize,
     /// The sync documents it is subscribed to (not kept for recovery: a client says which
     /// revision it has when it subscribes again).
-    pub(super) documents: HashMap<String, Arc<SyncSubscriber>>,
+    pub(super) documents: Documents,
+}
+
+/// A socket's sync documents by channel: a list, not a map, since a socket has few (at
+/// most `socketio.max_rooms` with its rooms) and most have none, where a map's empty
+/// state alone is twice a list's.
+#[derive(Default)]
+pub(super) struct Documents(Vec<(String, Arc<SyncSubscriber>)>);
+
+impl Documents {
+    pub(super) fn contains_key(&self, channel: &str) -> bool {
+        self.0.iter().any(|(held, _)| held == channel)
+    }
+
+    pub(super) fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    /// Adds the document of `channel`, in place of the one it had.
+    pub(super) fn insert(&mut self, channel: String, document: Arc<SyncSubscriber>) {
+        self.remove(&channel);
+        self.0.push((channel, document));
+    }
+
+    pub(super) fn remove(&mut self, channel: &str) -> Option<Arc<SyncSubscriber>> {
+        let index = self.0.iter().position(|(held, _)| held == channel)?;
+        Some(self.0.swap_remove(index).1)
+    }
+
+    pub(super) fn values(&self) -> impl Iterator<Item = &Arc<SyncSubscriber>> {
+        self.0.iter().map(|(_, document)| document)
+    }
+
+    pub(super) fn keys(&self) -> impl Iterator<Item = &String> {
+        self.0.iter().map(|(channel, _)| channel)
+    }
 }
 
 impl Socket {
@@ -82,7 +116,7 @@ impl Socket {
             recovery,
             joined: Vec::new(),
             amendments: AtomicUsize::new(0),
-            documents: HashMap::new(),
+            documents: Documents::default(),
         }
     }
 
