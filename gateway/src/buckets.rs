@@ -70,6 +70,28 @@ enum Slot {
     Parked(Box<dyn Parked>),
 }
 
+impl Slot {
+    /// Takes a parked feed out, leaving a new queue in its place (holding `first`, if
+    /// given); the feed goes with the queue's receiving end. `None` for a running feed.
+    fn unpark(
+        &mut self,
+        first: Option<Publication>,
+    ) -> Option<(Box<dyn Parked>, mailbox::Receiver<Publication>)> {
+        let Slot::Parked(_) = self else {
+            return None;
+        };
+        let (sender, queue) = mailbox::mailbox();
+        if let Some(publication) = first {
+            // A new queue, its receiver alive: it cannot refuse.
+            let _ = sender.send(publication);
+        }
+        match std::mem::replace(self, Slot::Queue(sender)) {
+            Slot::Parked(feed) => Some((feed, queue)),
+            Slot::Queue(_) => None,
+        }
+    }
+}
+
 /// A parked feed to resume, outside the bucket's lock, on a new route of its channel.
 struct Wake {
     feed: Box<dyn Parked>,
@@ -344,10 +366,7 @@ impl Reader {
             }
             return true;
         }
-        let (sender, queue) = mailbox::mailbox();
-        // A new queue takes its first publication.
-        let _ = sender.send(publication);
-        let Slot::Parked(feed) = std::mem::replace(slot, Slot::Queue(sender)) else {
+        let Some((feed, queue)) = slot.unpark(Some(publication)) else {
             return true;
         };
         drop(routes);
@@ -371,16 +390,17 @@ impl Reader {
         };
         let mut wakes = Vec::new();
         for (channel, (generation, slot)) in lock(&bucket.routes).iter_mut() {
-            if matches!(slot, Slot::Parked(feed) if feed.pending()) {
-                let (sender, queue) = mailbox::mailbox();
-                if let Slot::Parked(feed) = std::mem::replace(slot, Slot::Queue(sender)) {
-                    wakes.push(Wake {
-                        feed,
-                        channel: channel.clone(),
-                        generation: *generation,
-                        queue,
-                    });
-                }
+            if !matches!(slot, Slot::Parked(feed) if feed.pending()) {
+                continue;
+            }
+            if let Some((feed, queue)) = slot.unpark(None) {
+                let (channel, generation) = (channel.clone(), *generation);
+                wakes.push(Wake {
+                    feed,
+                    channel,
+                    generation,
+                    queue,
+                });
             }
         }
         for wake in wakes {
