@@ -42,6 +42,9 @@ pub trait Listener: Send + Sync + 'static {
     fn deliver(&self, publications: &[Publication]);
     /// A join or leave event of the channel's presence.
     fn announce(&self, event: &Publication);
+    /// Whether the feed is still wanted: a shared channel's feed is not aborted when its
+    /// channel is let go, and stops at its next step (or page of a catch-up).
+    fn wanted(&self) -> bool;
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -351,7 +354,7 @@ impl<L: Listener> Feed<L> {
         // that begins past a gap (history trimmed) is held behind it, and asking again from
         // the position would return the same page for ever.
         let mut from = self.sequencer.position();
-        loop {
+        while self.listener.wanted() {
             let request = HistoryRequest {
                 channel: self.channel().to_string(),
                 since: Some(from.offset),

@@ -472,6 +472,12 @@ impl Listener for ChannelFeed {
     fn announce(&self, event: &Publication) {
         self.hub.announce(&self.channel, self.generation, event);
     }
+
+    fn wanted(&self) -> bool {
+        let shard = self.hub.shard(&self.channel);
+        let entry = shard.get(&*self.channel);
+        entry.is_some_and(|e| e.generation == self.generation)
+    }
 }
 
 /// One message encoded in the formats of a channel's subscribers, each once, with how
