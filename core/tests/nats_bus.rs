@@ -4,15 +4,29 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use futures_util::StreamExt;
-use herald_core::bus::{Bus, BusError, NatsBus};
+use herald_core::bus::{Bus, BusError, NatsBus, Subscription};
 use herald_testkit::{Server, SlowLink};
 
 const WAIT: Duration = Duration::from_secs(10);
 
 async fn connect(server: &Server, name: &str) -> NatsBus {
-    let bus = NatsBus::connect(&server.url(), name).await.unwrap();
+    connect_to(&server.url(), name).await
+}
+
+async fn connect_to(url: &str, name: &str) -> NatsBus {
+    let bus = NatsBus::connect(url, name).await.unwrap();
     assert!(bus.wait_connected(WAIT).await, "{name} connects");
     bus
+}
+
+/// Joins queue group `g` on subject `work`, live on the server once this returns.
+async fn join_work(bus: &NatsBus) -> Subscription {
+    let subscription = bus
+        .queue_subscribe("work".into(), "g".into())
+        .await
+        .unwrap();
+    bus.flush().await.unwrap();
+    subscription
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -68,11 +82,7 @@ async fn a_drained_queue_member_yields_what_it_received_and_the_rest_go_to_the_o
     let leaving = connect(&server, "leaving").await;
     let staying = connect(&server, "staying").await;
     let publisher = connect(&server, "publisher").await;
-    let mut left = leaving
-        .queue_subscribe("work".into(), "g".into())
-        .await
-        .unwrap();
-    leaving.flush().await.unwrap();
+    let mut left = join_work(&leaving).await;
     for i in 0..20u8 {
         publisher
             .publish("work".into(), Bytes::from(vec![i]))
@@ -80,11 +90,7 @@ async fn a_drained_queue_member_yields_what_it_received_and_the_rest_go_to_the_o
             .unwrap();
     }
     publisher.flush().await.unwrap();
-    let mut stays = staying
-        .queue_subscribe("work".into(), "g".into())
-        .await
-        .unwrap();
-    staying.flush().await.unwrap();
+    let mut stays = join_work(&staying).await;
     left.drainer().drain();
     // Everything sent while it was the only member comes out of it, then its stream ends.
     let received =
@@ -116,22 +122,11 @@ async fn a_queue_member_drained_while_messages_are_in_flight_loses_none() {
     // messages the server sent before it read the UNSUB are still on their way, and
     // must come out of the drained stream.
     let link = SlowLink::start(server.addr(), Duration::from_millis(50)).await;
-    let leaving = NatsBus::connect(&format!("nats://{}", link.addr()), "leaving")
-        .await
-        .unwrap();
-    assert!(leaving.wait_connected(WAIT).await, "leaving connects");
+    let leaving = connect_to(&format!("nats://{}", link.addr()), "leaving").await;
     let staying = connect(&server, "staying").await;
     let publisher = connect(&server, "publisher").await;
-    let mut left = leaving
-        .queue_subscribe("work".into(), "g".into())
-        .await
-        .unwrap();
-    let mut stays = staying
-        .queue_subscribe("work".into(), "g".into())
-        .await
-        .unwrap();
-    leaving.flush().await.unwrap();
-    staying.flush().await.unwrap();
+    let mut left = join_work(&leaving).await;
+    let mut stays = join_work(&staying).await;
     let publishing = tokio::spawn(async move {
         for i in 0..SENT {
             let payload = Bytes::copy_from_slice(&i.to_be_bytes());

@@ -484,6 +484,13 @@ mod tests {
         channel.into()
     }
 
+    /// Shared subscriptions on an in-process bus.
+    fn setup(subjects: &Subjects) -> (Arc<MemoryBus>, Arc<Buckets>) {
+        let bus = Arc::new(MemoryBus::new());
+        let upstream = Upstream::new(bus.clone(), subjects.clone(), PATIENCE);
+        (bus, Buckets::new(upstream))
+    }
+
     fn publication(channel: &str, offset: u64) -> Bytes {
         let publication = Publication {
             channel: channel.into(),
@@ -530,9 +537,7 @@ mod tests {
     #[tokio::test]
     async fn a_bucket_is_subscribed_once_and_each_channel_gets_its_own() {
         let subjects = Subjects::new("t");
-        let bus = Arc::new(MemoryBus::new());
-        let upstream = Upstream::new(bus.clone(), subjects.clone(), PATIENCE);
-        let buckets = Buckets::new(upstream);
+        let (bus, buckets) = setup(&subjects);
         let (first, same, other) = channels();
         let mut a = buckets.route(&name(&first), 1).await.unwrap();
         let mut b = buckets.route(&name(&same), 2).await.unwrap();
@@ -593,9 +598,8 @@ mod tests {
 
     #[tokio::test]
     async fn a_parked_feed_wakes_up_with_its_channels_next_publication_and_parks_again() {
-        let bus = Arc::new(MemoryBus::new());
         let subjects = Subjects::new("t");
-        let buckets = Buckets::new(Upstream::new(bus.clone(), subjects.clone(), PATIENCE));
+        let (bus, buckets) = setup(&subjects);
         let (first, same, _) = channels();
         let route = buckets.route(&name(&first), 1).await.unwrap();
         let (feed, mut routes) = test_feed(false);
@@ -626,9 +630,8 @@ mod tests {
 
     #[tokio::test]
     async fn a_feed_with_something_to_do_goes_on_instead_of_parking() {
-        let bus = Arc::new(MemoryBus::new());
         let subjects = Subjects::new("t");
-        let buckets = Buckets::new(Upstream::new(bus.clone(), subjects.clone(), PATIENCE));
+        let (bus, buckets) = setup(&subjects);
         // A publication waits in the queue.
         let route = buckets.route(&name("user:#a"), 1).await.unwrap();
         let subject = subjects.delivery("user:#a");
@@ -653,8 +656,7 @@ mod tests {
 
     #[tokio::test]
     async fn when_the_subscription_ends_parked_feeds_wake_up_to_the_end_of_their_queue() {
-        let bus = Arc::new(MemoryBus::new());
-        let buckets = Buckets::new(Upstream::new(bus, Subjects::new("t"), PATIENCE));
+        let (_, buckets) = setup(&Subjects::new("t"));
         let route = buckets.route(&name("user:#a"), 1).await.unwrap();
         let (feed, mut routes) = test_feed(false);
         route.park(feed);
@@ -672,9 +674,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_parked_feed_the_hub_forgets_goes_with_its_bucket() {
-        let bus = Arc::new(MemoryBus::new());
-        let subjects = Subjects::new("t");
-        let buckets = Buckets::new(Upstream::new(bus.clone(), subjects.clone(), PATIENCE));
+        let (_, buckets) = setup(&Subjects::new("t"));
         let route = buckets.route(&name("user:#a"), 1).await.unwrap();
         let (feed, mut routes) = test_feed(false);
         route.park(feed);
@@ -704,9 +704,8 @@ mod tests {
 
     #[tokio::test]
     async fn the_newest_feed_of_a_channel_keeps_its_route_whichever_came_first() {
-        let bus = Arc::new(MemoryBus::new());
         let subjects = Subjects::new("t");
-        let buckets = Buckets::new(Upstream::new(bus.clone(), subjects.clone(), PATIENCE));
+        let (bus, buckets) = setup(&subjects);
         // The old feed's route made first, then the new one's.
         let old = buckets.route(&name("user:#a"), 1).await.unwrap();
         let mut new = buckets.route(&name("user:#a"), 2).await.unwrap();

@@ -302,7 +302,7 @@ impl<L: Listener> Feed<L> {
     /// A publication from another epoch: the stream was lost and restarted, or the
     /// publication is a straggler from the old one. A router says which.
     async fn change_epoch(&mut self, publication: Publication) {
-        match self.upstream.position(self.listener.channel()).await {
+        match self.upstream.position(self.channel()).await {
             Ok(current) if current.epoch == publication.epoch => {
                 tracing::info!(channel = self.channel(), epoch = %current.epoch, "stream restarted");
                 self.sequencer.restart(current.epoch);
