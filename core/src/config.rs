@@ -402,25 +402,102 @@ impl Default for NatsConfig {
     }
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+/// Where the routers keep history, presence, sessions and documents (docs/operations.md,
+/// "Redis topologies").
+#[derive(Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct RedisConfig {
+    /// `redis://` (one server), `rediss://` (with TLS), `redis-sentinel://` and
+    /// `redis-cluster://` (and their `rediss-` forms): the URL syntax of the `fred` client,
+    /// e.g. `redis-sentinel://h1:26379?node=h2:26379&sentinelServiceName=herald`.
     pub url: String,
+    /// ACL user; replaces the URL's when set.
+    pub username: String,
+    /// Password; replaces the URL's when set. Prefer `HERALD_REDIS__PASSWORD` (a Secret).
+    pub password: String,
+    /// Credentials for the sentinels when they differ from the servers'.
+    pub sentinel_username: String,
+    pub sentinel_password: String,
+    /// PEM file of the CAs that sign the servers' certificates, instead of the system's.
+    /// Turns TLS on for a `redis://` URL too.
+    pub tls_ca_file: String,
+    /// PEM client certificate chain and key, for servers that require one (both or neither).
+    pub tls_cert_file: String,
+    pub tls_key_file: String,
     /// Prefix of every key, so that several clusters can share one Redis.
     pub key_prefix: String,
     /// Longest wait for one Redis reply before the operation fails as unavailable.
     #[serde(with = "humantime_serde")]
     pub timeout: Duration,
+    /// Replicas that must hold a publication before it is acknowledged (Redis `WAIT`); 0
+    /// acknowledges once the primary has it.
+    pub wait_replicas: u32,
+    /// Longest wait for those replicas; a publication they did not confirm in time is
+    /// answered as unavailable (code 111), so its publisher retries.
+    #[serde(with = "humantime_serde")]
+    pub wait_timeout: Duration,
 }
 
 impl Default for RedisConfig {
     fn default() -> Self {
         Self {
             url: "redis://127.0.0.1:6379".into(),
+            username: String::new(),
+            password: String::new(),
+            sentinel_username: String::new(),
+            sentinel_password: String::new(),
+            tls_ca_file: String::new(),
+            tls_cert_file: String::new(),
+            tls_key_file: String::new(),
             key_prefix: "herald".into(),
             timeout: Duration::from_secs(2),
+            wait_replicas: 0,
+            wait_timeout: Duration::from_secs(1),
         }
     }
+}
+
+/// Without the secrets: the password, and a password in the URL.
+impl std::fmt::Debug for RedisConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let hidden = |secret: &str| if secret.is_empty() { "" } else { "<hidden>" };
+        f.debug_struct("RedisConfig")
+            .field("url", &redact_url(&self.url))
+            .field("username", &self.username)
+            .field("password", &hidden(&self.password))
+            .field("sentinel_username", &self.sentinel_username)
+            .field("sentinel_password", &hidden(&self.sentinel_password))
+            .field("tls_ca_file", &self.tls_ca_file)
+            .field("tls_cert_file", &self.tls_cert_file)
+            .field("tls_key_file", &self.tls_key_file)
+            .field("key_prefix", &self.key_prefix)
+            .field("timeout", &self.timeout)
+            .field("wait_replicas", &self.wait_replicas)
+            .field("wait_timeout", &self.wait_timeout)
+            .finish()
+    }
+}
+
+/// `url` with the password of its user part (`user:password@`) and any
+/// `sentinelPassword` parameter replaced, for logs.
+pub fn redact_url(url: &str) -> String {
+    let mut out = url.to_string();
+    if let Some(scheme_end) = out.find("://") {
+        let rest = scheme_end + 3;
+        let authority_end = out[rest..].find(['/', '?']).map_or(out.len(), |i| rest + i);
+        if let Some(at) = out[rest..authority_end].rfind('@') {
+            let user = &out[rest..rest + at];
+            if let Some(colon) = user.find(':') {
+                out.replace_range(rest + colon + 1..rest + at, "<hidden>");
+            }
+        }
+    }
+    if let Some(start) = out.find("sentinelPassword=") {
+        let value = start + "sentinelPassword=".len();
+        let end = out[value..].find('&').map_or(out.len(), |i| value + i);
+        out.replace_range(value..end, "<hidden>");
+    }
+    out
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -513,6 +590,22 @@ impl Config {
                 "nats.subject_prefix {:?} must be a non-empty subject without wildcards or spaces",
                 self.nats.subject_prefix
             ));
+        }
+        let redis = &self.redis;
+        if redis.key_prefix.contains(['{', '}']) {
+            // Each channel's keys share the hash tag `{channel}` (one Redis Cluster slot);
+            // a brace in the prefix would make the prefix the tag instead.
+            return invalid(format!(
+                "redis.key_prefix {:?} must not contain braces",
+                redis.key_prefix
+            ));
+        }
+        if redis.tls_cert_file.is_empty() != redis.tls_key_file.is_empty() {
+            return invalid("redis.tls_cert_file and redis.tls_key_file go together".into());
+        }
+        if redis.wait_replicas > 0 && redis.wait_timeout.is_zero() {
+            // WAIT with a timeout of 0 blocks until the replicas answer, however long.
+            return invalid("redis.wait_timeout must be positive with wait_replicas".into());
         }
         if self.gateway.outbound_queue == 0 {
             return invalid("gateway.outbound_queue must be at least 1".into());

@@ -15,6 +15,8 @@
 //! - [`sync`]: sync documents beside their channels' history, patched by compare-and-set,
 //!   and the service that reads, patches and deletes them.
 //! - [`queue`]: serving one kind of request from the router queue group.
+//! - [`redis`]: the one Redis client the stores share (one server, Sentinel or Cluster,
+//!   with credentials and TLS), their Lua scripts, and what Redis errors mean.
 //! - [`keys`]: every Redis key, built in one place.
 //! - [`metrics`]: the time and failures of Redis operations.
 
@@ -24,6 +26,7 @@ pub mod keys;
 pub mod metrics;
 pub mod presence;
 mod queue;
+pub mod redis;
 pub mod service;
 pub mod sessions;
 pub mod sync;

@@ -8,10 +8,11 @@ use std::time::Duration;
 use bytes::Bytes;
 use herald_proto::bus::v1::Position;
 use herald_router::history::{Entry, HistoryStore, MemoryHistory, Query, RedisHistory};
+use herald_router::redis::Redis;
 use herald_router::sync::{
     Commit, Committed, DocumentStore, MemoryDocuments, RedisDocuments, Retention, Snapshot,
 };
-use herald_testkit::Server;
+use herald_testkit::{RedisCluster, Server};
 
 const TTL: Duration = Duration::from_secs(60);
 
@@ -200,9 +201,14 @@ async fn memory_store_conforms() {
 
 #[tokio::test]
 async fn redis_store_conforms() {
-    let redis = Server::redis();
-    let history = RedisHistory::connect(&redis.url(), "t", Duration::from_secs(2))
-        .await
-        .unwrap();
-    conformance(&RedisDocuments::new(&history), &history).await;
+    let server = Server::redis();
+    let redis = Redis::connect_url(&server.url(), "t").await.unwrap();
+    conformance(&RedisDocuments::new(&redis), &RedisHistory::new(&redis)).await;
+}
+
+#[tokio::test]
+async fn redis_store_conforms_on_a_cluster() {
+    let cluster = RedisCluster::start();
+    let redis = Redis::connect_url(&cluster.url(), "t").await.unwrap();
+    conformance(&RedisDocuments::new(&redis), &RedisHistory::new(&redis)).await;
 }

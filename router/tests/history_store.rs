@@ -3,11 +3,14 @@
 use std::time::Duration;
 
 use bytes::Bytes;
+use fred::interfaces::ServerInterface;
+use herald_core::config::RedisConfig;
 use herald_proto::bus::v1::ClientInfo;
 use herald_router::history::{
     Append, Appended, Entry, HistoryStore, Limits, MemoryHistory, Query, RedisHistory, StoreError,
 };
-use herald_testkit::Server;
+use herald_router::redis::{ConnectError, Redis};
+use herald_testkit::{RedisCluster, RedisSentinel, RedisTls, Server};
 
 const META_TTL: Duration = Duration::from_secs(600);
 
@@ -198,18 +201,15 @@ async fn memory_store_conforms() {
 #[tokio::test]
 async fn redis_store_conforms() {
     let redis = Server::redis();
-    let store = RedisHistory::connect(&redis.url(), "t", Duration::from_secs(2))
-        .await
-        .unwrap();
+    let store = RedisHistory::new(&Redis::connect_url(&redis.url(), "t").await.unwrap());
     conformance(&store).await;
 }
 
 #[tokio::test]
 async fn reading_channels_that_never_existed_leaves_nothing_in_redis() {
     let redis = Server::redis();
-    let store = RedisHistory::connect(&redis.url(), "t", Duration::from_secs(2))
-        .await
-        .unwrap();
+    let client = Redis::connect_url(&redis.url(), "t").await.unwrap();
+    let store = RedisHistory::new(&client);
     for i in 0..200 {
         let page = store
             .read(&format!("nobody:{i}"), query(Some(0), 10, false))
@@ -217,19 +217,20 @@ async fn reading_channels_that_never_existed_leaves_nothing_in_redis() {
             .unwrap();
         assert_eq!(page.position.epoch, "");
     }
-    let keys: u64 = redis::cmd("DBSIZE")
-        .query_async(&mut store.connection())
-        .await
-        .unwrap();
+    let keys: u64 = client.client().dbsize().await.unwrap();
     assert_eq!(keys, 0, "reads created keys");
 }
 
 #[tokio::test]
 async fn redis_store_fails_while_redis_is_down_and_recovers() {
     let mut redis = Server::redis();
-    let store = RedisHistory::connect(&redis.url(), "t", Duration::from_secs(1))
-        .await
-        .unwrap();
+    let config = RedisConfig {
+        url: redis.url(),
+        key_prefix: "t".into(),
+        timeout: Duration::from_secs(1),
+        ..RedisConfig::default()
+    };
+    let store = RedisHistory::new(&Redis::connect(&config).await.unwrap());
     one(&store, append("c", "1", None, 10)).await;
     redis.stop();
     let down = store.append(append("c", "2", None, 10)).await;
@@ -244,4 +245,155 @@ async fn redis_store_fails_while_redis_is_down_and_recovers() {
     })
     .await;
     assert!(recovered, "appends resume after Redis returns");
+}
+
+/// The settings that reach a [`RedisTls`] server: its CA, the client certificate, the
+/// ACL user.
+fn tls_config(server: &RedisTls) -> RedisConfig {
+    let path = |p: &std::path::Path| p.to_string_lossy().into_owned();
+    RedisConfig {
+        url: server.url(),
+        username: RedisTls::USER.into(),
+        password: RedisTls::PASSWORD.into(),
+        tls_ca_file: path(&server.ca_file),
+        tls_cert_file: path(&server.cert_file),
+        tls_key_file: path(&server.key_file),
+        key_prefix: "t".into(),
+        ..RedisConfig::default()
+    }
+}
+
+#[tokio::test]
+async fn redis_store_conforms_over_tls_as_an_acl_user() {
+    let server = RedisTls::start();
+    let redis = Redis::connect(&tls_config(&server)).await.unwrap();
+    conformance(&RedisHistory::new(&redis)).await;
+}
+
+#[tokio::test]
+async fn wrong_redis_credentials_or_an_unknown_ca_fail_with_what_is_wrong() {
+    let server = RedisTls::start();
+    let wrong_password = RedisConfig {
+        password: "not-the-password".into(),
+        ..tls_config(&server)
+    };
+    let refused = Redis::connect(&wrong_password).await.err().unwrap();
+    assert!(
+        refused.to_string().contains("WRONGPASS"),
+        "a wrong password says so: {refused}"
+    );
+    // The system's CAs do not know the test CA: the handshake fails, naming the
+    // certificate.
+    let unknown_ca = RedisConfig {
+        tls_ca_file: String::new(),
+        ..tls_config(&server)
+    };
+    let untrusted = Redis::connect(&unknown_ca).await.err().unwrap();
+    assert!(
+        untrusted.to_string().to_lowercase().contains("certificate"),
+        "an untrusted server says so: {untrusted}"
+    );
+    let missing_ca = RedisConfig {
+        tls_ca_file: "/nonexistent/ca.pem".into(),
+        ..tls_config(&server)
+    };
+    let missing = Redis::connect(&missing_ca).await.err().unwrap();
+    assert!(
+        matches!(missing, ConnectError::Config(ref e) if e.contains("/nonexistent/ca.pem")),
+        "a missing CA file is a configuration error naming it: {missing}"
+    );
+}
+
+#[tokio::test]
+async fn redis_store_conforms_on_a_cluster_and_spreads_channels_over_its_nodes() {
+    let cluster = RedisCluster::start();
+    let redis = Redis::connect_url(&cluster.url(), "t").await.unwrap();
+    let store = RedisHistory::new(&redis);
+    conformance(&store).await;
+    // Each channel's keys share one slot (its scripts would fail across slots); channels
+    // spread over every node.
+    for i in 0..60 {
+        let channel = format!("spread:{i}");
+        let appended = one(&store, append(&channel, "x", Some("k"), 10)).await;
+        assert_eq!(appended.offset, 1);
+    }
+    for node in 0..cluster.nodes.len() {
+        assert!(cluster.keys_on(node) > 0, "node {node} holds no channel");
+    }
+}
+
+/// Every publication in `channel`'s history, oldest first.
+async fn everything(store: &dyn HistoryStore, channel: &str) -> Vec<(u64, Bytes)> {
+    let mut all = Vec::new();
+    let mut since = 0;
+    loop {
+        let page = store
+            .read(channel, query(Some(since), 500, false))
+            .await
+            .unwrap();
+        let Some(last) = page.publications.last() else {
+            return all;
+        };
+        since = last.offset;
+        all.extend(page.publications.into_iter().map(|p| (p.offset, p.data)));
+    }
+}
+
+#[tokio::test]
+async fn acknowledged_appends_survive_a_sentinel_failover_and_keep_their_offsets() {
+    const BEFORE: usize = 200;
+    const AFTER: usize = 200;
+    let mut sentinel = RedisSentinel::start();
+    let old_primary = sentinel.primary.port();
+    let config = RedisConfig {
+        url: sentinel.url(),
+        key_prefix: "t".into(),
+        timeout: Duration::from_secs(1),
+        wait_replicas: 1,
+        wait_timeout: Duration::from_secs(1),
+        ..RedisConfig::default()
+    };
+    let store = RedisHistory::new(&Redis::connect(&config).await.unwrap());
+    let (mut acknowledged, mut unavailable) = (Vec::new(), 0);
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    for i in 0.. {
+        if i == BEFORE {
+            sentinel.primary.stop();
+        }
+        let data = format!("{i}");
+        match store.append(append("failover", &data, None, 100_000)).await {
+            Ok(appended) => acknowledged.push((appended[0].offset, data)),
+            Err(StoreError::Unavailable(_)) => unavailable += 1,
+            Err(other) => panic!("during a failover an append is unavailable (111): {other:?}"),
+        }
+        if acknowledged.len() >= BEFORE + AFTER {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "appends did not resume after the failover ({} acknowledged)",
+            acknowledged.len()
+        );
+    }
+    let new_primary = sentinel.primary_port();
+    assert!(
+        new_primary.is_some() && new_primary != Some(old_primary),
+        "a replica was promoted: {new_primary:?}"
+    );
+    assert!(unavailable > 0, "the failover was noticed");
+    // No offset was given twice: each acknowledged one is past the one before.
+    assert!(
+        acknowledged.windows(2).all(|w| w[0].0 < w[1].0),
+        "offsets go forward"
+    );
+    // Every acknowledged publication is where it was acknowledged, with its data.
+    let stored: std::collections::HashMap<u64, Bytes> =
+        everything(&store, "failover").await.into_iter().collect();
+    for (offset, data) in &acknowledged {
+        assert_eq!(
+            stored.get(offset).map(|d| &d[..]),
+            Some(data.as_bytes()),
+            "acknowledged publication {data} at offset {offset}"
+        );
+    }
 }

@@ -4,9 +4,9 @@
 use std::time::Duration;
 
 use bytes::Bytes;
-use herald_router::history::RedisHistory;
+use herald_router::redis::Redis;
 use herald_router::sessions::{MemorySessions, RedisSessions, SessionStore, Stored};
-use herald_testkit::Server;
+use herald_testkit::{RedisCluster, Server};
 
 const LONG: Duration = Duration::from_secs(600);
 
@@ -119,9 +119,14 @@ async fn memory_store_conforms() {
 
 #[tokio::test]
 async fn redis_store_conforms() {
-    let redis = Server::redis();
-    let history = RedisHistory::connect(&redis.url(), "t", Duration::from_secs(2))
-        .await
-        .unwrap();
-    conformance(&RedisSessions::new(history.connection(), "t")).await;
+    let server = Server::redis();
+    let redis = Redis::connect_url(&server.url(), "t").await.unwrap();
+    conformance(&RedisSessions::new(&redis)).await;
+}
+
+#[tokio::test]
+async fn redis_store_conforms_on_a_cluster() {
+    let cluster = RedisCluster::start();
+    let redis = Redis::connect_url(&cluster.url(), "t").await.unwrap();
+    conformance(&RedisSessions::new(&redis)).await;
 }

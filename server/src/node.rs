@@ -22,6 +22,7 @@ use herald_proto::bus::v1::NodeStatus;
 use herald_router::api::nodes::Nodes;
 use herald_router::history::{HistoryStore, MemoryHistory, RedisHistory};
 use herald_router::presence::{MemoryPresence, PresenceService, PresenceStore, RedisPresence};
+use herald_router::redis::{ConnectError, Redis};
 use herald_router::sessions::{MemorySessions, RedisSessions, SessionService, SessionStore};
 use herald_router::sync::{DocumentStore, MemoryDocuments, RedisDocuments, SyncService};
 use herald_router::{RouterService, api};
@@ -185,15 +186,14 @@ pub async fn run(
         }
         Mode::Router => {
             let bus = nats(&config, &node_id).await?;
-            let Some(store) = redis(&config, &shutdown).await else {
+            let Some(redis) = redis(&config, &shutdown).await? else {
                 return Ok(());
             };
-            let prefix = &config.redis.key_prefix;
             let stores = Stores {
-                documents: Arc::new(RedisDocuments::new(&store)),
-                sessions: Arc::new(RedisSessions::new(store.connection(), prefix)),
-                presence: Arc::new(RedisPresence::new(store.connection(), prefix)),
-                history: Arc::new(store),
+                documents: Arc::new(RedisDocuments::new(&redis)),
+                sessions: Arc::new(RedisSessions::new(&redis)),
+                presence: Arc::new(RedisPresence::new(&redis)),
+                history: Arc::new(RedisHistory::new(&redis)),
             };
             let activity = stores.history.clone();
             let services = Services::new(&config, bus.clone(), stores);
@@ -506,21 +506,20 @@ async fn nats(config: &Config, node_id: &str) -> anyhow::Result<Arc<dyn Bus>> {
     Ok(Arc::new(bus))
 }
 
-/// Connects to Redis, retrying until it answers or the node is shut down.
-async fn redis(config: &Config, shutdown: &CancellationToken) -> Option<RedisHistory> {
+/// Connects to Redis, retrying until it answers or the node is shut down (`None`); a
+/// configuration that cannot work is an error at once.
+async fn redis(config: &Config, shutdown: &CancellationToken) -> anyhow::Result<Option<Redis>> {
     loop {
-        let connect = RedisHistory::connect(
-            &config.redis.url,
-            &config.redis.key_prefix,
-            config.redis.timeout,
-        );
-        match connect.await {
-            Ok(store) => return Some(store),
-            Err(e) => tracing::warn!(error = %e, "Redis not reachable; retrying"),
+        match Redis::connect(&config.redis).await {
+            Ok(redis) => return Ok(Some(redis)),
+            Err(e @ ConnectError::Config(_)) => return Err(e.into()),
+            Err(ConnectError::Store(e)) => {
+                tracing::warn!(error = %e, "Redis not reachable; retrying");
+            }
         }
         tokio::select! {
             () = tokio::time::sleep(REDIS_RETRY) => {}
-            () = shutdown.cancelled() => return None,
+            () = shutdown.cancelled() => return Ok(None),
         }
     }
 }

@@ -3,6 +3,8 @@
 //! # Layout
 //! - [`servers`]: `nats-server` and `redis-server` on free loopback ports, which a fault
 //!   test can stop and start again on the same port.
+//! - [`redis`]: Redis with TLS, a client certificate and an ACL user; with Sentinel; as a
+//!   Cluster.
 //! - [`cluster`]: NATS, Redis, gateways and routers together, ready to use.
 //! - [`node`]: a Herald process of our own binary, whose listening address is read from
 //!   its standard output.
@@ -24,6 +26,7 @@ pub mod cluster;
 #[cfg(feature = "fuzz")]
 pub mod fuzz;
 pub mod node;
+pub mod redis;
 pub mod servers;
 pub mod slow_link;
 pub mod socketio;
@@ -34,6 +37,7 @@ pub use balancer::Balancer;
 pub use client::NativeClient;
 pub use cluster::Cluster;
 pub use node::HeraldProcess;
+pub use redis::{RedisCluster, RedisSentinel, RedisTls};
 pub use servers::Server;
 pub use slow_link::SlowLink;
 pub use wait::{wait_for, wait_for_async};

@@ -79,18 +79,33 @@ impl Server {
 
     /// A `redis-server` on a free port that keeps nothing on disk.
     pub fn redis() -> Self {
+        Self::redis_with(&[])
+    }
+
+    /// A `redis-server` on a free port that keeps nothing on disk, with more
+    /// configuration (`--name value` pairs, as on its command line).
+    pub fn redis_with(args: &[&str]) -> Self {
         let port = free_port();
-        let args = ["--port", &port.to_string(), "--bind", "127.0.0.1"];
-        let no_disk = ["--save", "", "--appendonly", "no"];
-        Self::start(
-            "redis-server",
-            "redis",
+        Self::redis_on(
             port,
-            &[&args[..], &no_disk[..]].concat(),
+            "redis",
+            &[&["--port", &port.to_string()], args].concat(),
         )
     }
 
-    fn start(name: &'static str, scheme: &'static str, port: u16, args: &[&str]) -> Self {
+    /// A `redis-server` (or sentinel) listening on `port`, its URL scheme `scheme`, with
+    /// `args` (which open the port) after the shared ones.
+    pub(crate) fn redis_on(port: u16, scheme: &'static str, args: &[&str]) -> Self {
+        let shared = ["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"];
+        Self::start("redis-server", scheme, port, &[&shared[..], args].concat())
+    }
+
+    pub(crate) fn start(
+        name: &'static str,
+        scheme: &'static str,
+        port: u16,
+        args: &[&str],
+    ) -> Self {
         let mut server = Self {
             name,
             scheme,
@@ -101,6 +116,10 @@ impl Server {
         };
         server.restart();
         server
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
     }
 
     /// Where it listens, on loopback.

@@ -7,7 +7,7 @@
 //! clients can tell that their old offsets mean nothing there.
 
 pub(crate) mod memory;
-pub(crate) mod redis;
+mod redis;
 
 use std::time::Duration;
 

@@ -1,25 +1,25 @@
 //! [`HistoryStore`] on Redis: one stream per channel, written by a Lua script.
 //!
 //! Offsets are stream ids (`<offset>-0`), so "after offset N" is a plain `XRANGE`. All
-//! requests share one multiplexed connection, so concurrent appends are pipelined rather
-//! than sent one at a time; the connection manager reconnects after Redis restarts.
+//! requests share one multiplexed client ([`Redis`]), so concurrent appends are pipelined
+//! rather than sent one at a time.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, Weak};
-use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::Bytes;
+use fred::interfaces::SortedSetsInterface;
+use fred::types::Value;
+use fred::types::sorted_sets::{ZRange, ZRangeBound, ZRangeKind};
 use herald_proto::bus::v1::{Attachments, ClientInfo, Position, Publication};
 use prost::Message;
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
-use redis::{Script, Value};
 
 use super::{
     ACTIVITY_FLUSH, Append, Appended, HistoryStore, Page, Query, StoreError, cut, new_epoch, now_ms,
 };
-use crate::keys::Keys;
 use crate::metrics::{HISTORY_APPEND, HISTORY_READ, Operation, PING};
+use crate::redis::{Redis, Script, millis, store_error};
 
 /// What a publication's encoding adds to its field values, at most, besides its channel
 /// name; the read script counts it per entry.
@@ -27,8 +27,7 @@ const ENTRY_OVERHEAD: usize = 64;
 
 /// History in Redis.
 pub struct RedisHistory {
-    connection: ConnectionManager,
-    keys: Keys,
+    redis: Redis,
     append: Script,
     read: Script,
     /// Channel activity of the appends since the last flush: channel -> when its history
@@ -38,11 +37,8 @@ pub struct RedisHistory {
 
 /// Writes the channel activity gathered by appends every [`ACTIVITY_FLUSH`], in one
 /// round trip, and drops the records of histories that expired; ends with the store.
-async fn flush_activity(
-    activity: Weak<Mutex<HashMap<String, u64>>>,
-    mut connection: ConnectionManager,
-    key: String,
-) {
+async fn flush_activity(activity: Weak<Mutex<HashMap<String, u64>>>, redis: Redis) {
+    let key = redis.keys().activity();
     let mut tick = tokio::time::interval(ACTIVITY_FLUSH);
     loop {
         tick.tick().await;
@@ -54,18 +50,21 @@ async fn flush_activity(
         if pending.is_empty() {
             continue;
         }
-        let mut add = redis::cmd("ZADD");
-        add.arg(&key);
-        for (channel, expires) in &pending {
-            add.arg(*expires).arg(channel);
+        let members: Vec<(f64, Value)> = pending
+            .iter()
+            .map(|(channel, expires)| (*expires as f64, Value::from(channel.as_str())))
+            .collect();
+        let pipeline = redis.client().pipeline();
+        let written: Result<(u64, u64), _> = async {
+            let () = pipeline
+                .zadd(&key, None, None, false, false, members)
+                .await?;
+            let () = pipeline
+                .zremrangebyscore(&key, f64::NEG_INFINITY, before_now())
+                .await?;
+            pipeline.all().await
         }
-        let mut trim = redis::cmd("ZREMRANGEBYSCORE");
-        trim.arg(&key).arg("-inf").arg(format!("({}", now_ms()));
-        let written: Result<(u64, u64), _> = redis::pipe()
-            .add_command(add)
-            .add_command(trim)
-            .query_async(&mut connection)
-            .await;
+        .await;
         if let Err(e) = written {
             // A consumer finds these channels through the live feed, or the next append.
             tracing::warn!(channels = pending.len(), error = %e, "channel activity not recorded");
@@ -73,72 +72,34 @@ async fn flush_activity(
     }
 }
 
-/// A reply that does not read as what Herald's scripts return.
-fn unreadable(e: impl std::fmt::Display) -> StoreError {
-    StoreError::Malformed(e.to_string())
-}
-
-/// A Redis error by what it means for the caller.
-pub(crate) fn store_error(e: redis::RedisError) -> StoreError {
-    if e.is_io_error() || e.is_timeout() || e.is_connection_dropped() || e.is_connection_refusal() {
-        return StoreError::Unavailable(e.to_string());
+/// The score bound "before now" (exclusive), for dropping expired activity.
+fn before_now() -> ZRange {
+    ZRange {
+        kind: ZRangeKind::Exclusive,
+        range: ZRangeBound::Score(now_ms() as f64),
     }
-    match e.kind() {
-        redis::ErrorKind::UnexpectedReturnType | redis::ErrorKind::Parse => {
-            StoreError::Malformed(e.to_string())
-        }
-        _ => StoreError::Refused(e.to_string()),
-    }
-}
-
-/// A Redis expiry in milliseconds; at least 1, since 0 would delete the key.
-pub(crate) fn millis(d: Duration) -> u64 {
-    d.as_millis().max(1) as u64
 }
 
 impl RedisHistory {
-    /// Connects to `url`. Fails if Redis cannot be reached now; later outages are survived
-    /// by reconnecting.
-    pub async fn connect(
-        url: &str,
-        key_prefix: &str,
-        timeout: Duration,
-    ) -> Result<Self, StoreError> {
-        let client = redis::Client::open(url).map_err(store_error)?;
-        let config = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(timeout))
-            .set_response_timeout(Some(timeout))
-            .set_max_delay(Duration::from_millis(500));
-        let connection = ConnectionManager::new_with_config(client, config)
-            .await
-            .map_err(store_error)?;
-        let keys = Keys::new(key_prefix);
+    /// History in `redis`; records channel activity in the background while it lives.
+    pub fn new(redis: &Redis) -> Self {
         let activity = Arc::default();
-        let flusher = flush_activity(
-            Arc::downgrade(&activity),
-            connection.clone(),
-            keys.activity(),
-        );
-        tokio::spawn(flusher);
-        Ok(Self {
-            connection,
-            keys,
+        tokio::spawn(flush_activity(Arc::downgrade(&activity), redis.clone()));
+        Self {
+            redis: redis.clone(),
             append: Script::new(include_str!("append.lua")),
             read: Script::new(include_str!("read.lua")),
             activity,
-        })
+        }
     }
 }
 
-impl RedisHistory {
-    /// The shared connection, for the router's other Redis stores.
-    pub fn connection(&self) -> ConnectionManager {
-        self.connection.clone()
-    }
-
-    /// The keys it uses, for the stores that live beside it.
-    pub fn keys(&self) -> &Keys {
-        &self.keys
+/// The bytes of a bulk string reply (text or not).
+fn bytes_of(value: &Value) -> Option<&[u8]> {
+    match value {
+        Value::Bytes(bytes) => Some(bytes),
+        Value::String(text) => Some(text.as_bytes()),
+        _ => None,
     }
 }
 
@@ -150,7 +111,7 @@ fn parse_entry(channel: &str, epoch: &str, entry: &Value) -> Option<Publication>
     let [id, Value::Array(fields)] = parts.as_slice() else {
         return None;
     };
-    let id: String = redis::from_redis_value_ref(id).ok()?;
+    let id = std::str::from_utf8(bytes_of(id)?).ok()?;
     let offset = id.split('-').next()?.parse().ok()?;
     let mut publication = Publication {
         channel: channel.to_string(),
@@ -160,20 +121,17 @@ fn parse_entry(channel: &str, epoch: &str, entry: &Value) -> Option<Publication>
     };
     let mut publisher = ClientInfo::default();
     for pair in fields.chunks_exact(2) {
-        let Value::BulkString(value) = &pair[1] else {
+        let Some(value) = bytes_of(&pair[1]) else {
             continue;
         };
         let text = || String::from_utf8_lossy(value).into_owned();
-        match redis::from_redis_value_ref::<String>(&pair[0])
-            .ok()?
-            .as_str()
-        {
-            "d" => publication.data = Bytes::copy_from_slice(value),
-            "o" => publisher.client = text(),
-            "u" => publisher.user = text(),
-            "i" => publisher.info = Bytes::copy_from_slice(value),
-            "a" => publication.attachments = Attachments::decode(value.as_slice()).ok()?.parts,
-            "t" => {
+        match bytes_of(&pair[0])? {
+            b"d" => publication.data = Bytes::copy_from_slice(value),
+            b"o" => publisher.client = text(),
+            b"u" => publisher.user = text(),
+            b"i" => publisher.info = Bytes::copy_from_slice(value),
+            b"a" => publication.attachments = Attachments::decode(value).ok()?.parts,
+            b"t" => {
                 publication.accepted_at_us = std::str::from_utf8(value).ok()?.parse().ok()?;
             }
             _ => {}
@@ -190,10 +148,11 @@ impl HistoryStore for RedisHistory {
         let op = Operation::start(HISTORY_APPEND);
         let limits = append.limits;
         let channel = &append.channel;
-        let mut invocation = self.append.prepare_invoke();
-        invocation
-            .key(self.keys.history(channel))
-            .key(self.keys.meta(channel))
+        let keys = self.redis.keys();
+        let history = keys.history(channel);
+        let mut call = self.append.call();
+        call.key(history.clone())
+            .key(keys.meta(channel))
             .arg(limits.size)
             .arg(millis(limits.ttl))
             .arg(millis(limits.meta_ttl.max(limits.ttl)))
@@ -203,27 +162,29 @@ impl HistoryStore for RedisHistory {
             let key = entry.idempotency_key.as_deref();
             let publisher = entry.publisher.clone().unwrap_or_default();
             let attachments = match entry.attachments.is_empty() {
-                true => Vec::new(),
+                true => Bytes::new(),
                 false => Attachments {
                     parts: entry.attachments.clone(),
                 }
-                .encode_to_vec(),
+                .encode_to_vec()
+                .into(),
             };
             // Every entry gets a key slot, so that entry i's record is always KEYS[2 + i].
-            invocation
-                .key(self.keys.idempotency(channel, key.unwrap_or("")))
-                .arg(entry.data.as_ref())
-                .arg(&publisher.client)
-                .arg(&publisher.user)
-                .arg(publisher.info.as_ref())
-                .arg(attachments.as_slice())
+            call.key(keys.idempotency(channel, key.unwrap_or("")))
+                .arg(entry.data.clone())
+                .arg(publisher.client)
+                .arg(publisher.user)
+                .arg(publisher.info)
+                .arg(attachments)
                 .arg(if key.is_some() { "1" } else { "0" })
                 .arg(entry.accepted_at_us);
         }
-        let reply: Vec<Value> = invocation
-            .invoke_async(&mut self.connection.clone())
+        let reply: Vec<Value> = call.run(&self.redis).await.map_err(|e| op.failed(e))?;
+        // Acknowledged only once the replicas asked for hold it (`redis.wait_replicas`).
+        self.redis
+            .replicated(&history)
             .await
-            .map_err(|e| op.failed(store_error(e)))?;
+            .map_err(|e| op.failed(e))?;
         // Not the script's: the index is one key for every channel, which a script of one
         // channel's keys must not touch (Redis Cluster slots); and written in batches.
         let expires = now_ms() + millis(limits.ttl);
@@ -233,15 +194,15 @@ impl HistoryStore for RedisHistory {
             .insert(channel.clone(), expires);
         let malformed = || StoreError::Malformed(format!("append reply for {channel}"));
         let (epoch, results) = reply.split_first().ok_or_else(malformed)?;
-        let epoch: String = redis::from_redis_value_ref(epoch).map_err(unreadable)?;
+        let epoch = epoch.as_string().ok_or_else(malformed)?;
         if results.len() != 2 * append.entries.len() {
             return Err(malformed());
         }
         results
             .chunks_exact(2)
             .map(|pair| {
-                let offset: u64 = redis::from_redis_value_ref(&pair[0]).map_err(unreadable)?;
-                let duplicate: u8 = redis::from_redis_value_ref(&pair[1]).map_err(unreadable)?;
+                let offset = pair[0].as_u64().ok_or_else(malformed)?;
+                let duplicate = pair[1].as_u64().ok_or_else(malformed)?;
                 Ok(Appended {
                     offset,
                     epoch: epoch.clone(),
@@ -258,19 +219,21 @@ impl HistoryStore for RedisHistory {
             (Some(_), false) => "after",
             (Some(_), true) => "before",
         };
+        let keys = self.redis.keys();
         let (epoch, top, entries, truncated): (String, u64, Vec<Value>, u8) = self
             .read
-            .key(self.keys.history(channel))
-            .key(self.keys.meta(channel))
+            .call()
+            .key(keys.history(channel))
+            .key(keys.meta(channel))
             .arg(mode)
             .arg(query.since.unwrap_or(0))
             .arg(query.limit)
             .arg(if query.reverse { "1" } else { "0" })
             .arg(query.max_bytes)
             .arg(ENTRY_OVERHEAD + channel.len())
-            .invoke_async(&mut self.connection.clone())
+            .run(&self.redis)
             .await
-            .map_err(|e| op.failed(store_error(e)))?;
+            .map_err(|e| op.failed(e))?;
         let mut publications = entries
             .iter()
             .map(|entry| {
@@ -289,27 +252,24 @@ impl HistoryStore for RedisHistory {
 
     async fn active_since(&self, since_ms: u64) -> Result<Vec<String>, StoreError> {
         let op = Operation::start(HISTORY_READ);
-        let (_, channels): (u64, Vec<String>) = redis::pipe()
-            .cmd("ZREMRANGEBYSCORE")
-            .arg(self.keys.activity())
-            .arg("-inf")
-            .arg(format!("({}", now_ms()))
-            .cmd("ZRANGEBYSCORE")
-            .arg(self.keys.activity())
-            .arg(since_ms)
-            .arg("+inf")
-            .query_async(&mut self.connection.clone())
-            .await
-            .map_err(|e| op.failed(store_error(e)))?;
+        let key = self.redis.keys().activity();
+        let pipeline = self.redis.client().pipeline();
+        let read: Result<(u64, Vec<String>), _> = async {
+            let () = pipeline
+                .zremrangebyscore(&key, f64::NEG_INFINITY, before_now())
+                .await?;
+            let () = pipeline
+                .zrangebyscore(&key, since_ms as f64, f64::INFINITY, false, None)
+                .await?;
+            pipeline.all().await
+        }
+        .await;
+        let (_, channels) = read.map_err(|e| op.failed(store_error(e)))?;
         Ok(channels)
     }
 
     async fn ping(&self) -> Result<(), StoreError> {
         let op = Operation::start(PING);
-        redis::cmd("PING")
-            .query_async::<String>(&mut self.connection.clone())
-            .await
-            .map(|_| ())
-            .map_err(|e| op.failed(store_error(e)))
+        self.redis.ping().await.map_err(|e| op.failed(e))
     }
 }

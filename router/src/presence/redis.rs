@@ -7,16 +7,14 @@
 use std::time::Duration;
 
 use async_trait::async_trait;
+use fred::types::Value;
 use herald_proto::bus::v1::ClientInfo;
 use prost::Message;
-use redis::Script;
-use redis::aio::ConnectionManager;
 
 use super::PresenceStore;
 use crate::history::StoreError;
-use crate::history::redis::{millis, store_error};
-use crate::keys::Keys;
 use crate::metrics::{Operation, PRESENCE_ADD, PRESENCE_LIST, PRESENCE_REMOVE};
+use crate::redis::{Redis, Script, millis};
 
 /// Shared start of every script: the server's time in ms, and expired entries dropped.
 const PRUNE: &str = r"
@@ -51,20 +49,18 @@ return redis.call('HVALS', KEYS[1])
 ";
 
 pub struct RedisPresence {
-    connection: ConnectionManager,
-    keys: Keys,
+    redis: Redis,
     add: Script,
     remove: Script,
     list: Script,
 }
 
 impl RedisPresence {
-    /// Uses `connection` (shared with the history store: one pipelined connection).
-    pub fn new(connection: ConnectionManager, key_prefix: &str) -> Self {
-        let script = |body: &str| Script::new(&format!("{PRUNE}{body}"));
+    /// Presence in `redis` (shared with the other stores: one pipelined client).
+    pub fn new(redis: &Redis) -> Self {
+        let script = |body: &str| Script::new(format!("{PRUNE}{body}"));
         Self {
-            connection,
-            keys: Keys::new(key_prefix),
+            redis: redis.clone(),
             add: script(ADD),
             remove: script(REMOVE),
             list: script(LIST),
@@ -81,48 +77,51 @@ impl PresenceStore for RedisPresence {
         ttl: Duration,
     ) -> Result<bool, StoreError> {
         let op = Operation::start(PRESENCE_ADD);
-        let mut connection = self.connection.clone();
+        let keys = self.redis.keys();
         let added: i64 = self
             .add
-            .key(self.keys.presence(channel))
-            .key(self.keys.presence_expiry(channel))
+            .call()
+            .key(keys.presence(channel))
+            .key(keys.presence_expiry(channel))
             .arg(&client.client)
-            .arg(client.encode_to_vec())
-            .arg(millis(ttl).max(1))
-            .invoke_async(&mut connection)
+            .arg(client.encode_to_vec().as_slice())
+            .arg(millis(ttl))
+            .run(&self.redis)
             .await
-            .map_err(|e| op.failed(store_error(e)))?;
+            .map_err(|e| op.failed(e))?;
         Ok(added == 1)
     }
 
     async fn remove(&self, channel: &str, client: &str) -> Result<bool, StoreError> {
         let op = Operation::start(PRESENCE_REMOVE);
-        let mut connection = self.connection.clone();
+        let keys = self.redis.keys();
         let removed: i64 = self
             .remove
-            .key(self.keys.presence(channel))
-            .key(self.keys.presence_expiry(channel))
+            .call()
+            .key(keys.presence(channel))
+            .key(keys.presence_expiry(channel))
             .arg(client)
-            .invoke_async(&mut connection)
+            .run(&self.redis)
             .await
-            .map_err(|e| op.failed(store_error(e)))?;
+            .map_err(|e| op.failed(e))?;
         Ok(removed == 1)
     }
 
     async fn list(&self, channel: &str) -> Result<Vec<ClientInfo>, StoreError> {
         let op = Operation::start(PRESENCE_LIST);
-        let mut connection = self.connection.clone();
-        let values: Vec<Vec<u8>> = self
+        let keys = self.redis.keys();
+        let values: Vec<Value> = self
             .list
-            .key(self.keys.presence(channel))
-            .key(self.keys.presence_expiry(channel))
-            .invoke_async(&mut connection)
+            .call()
+            .key(keys.presence(channel))
+            .key(keys.presence_expiry(channel))
+            .run(&self.redis)
             .await
-            .map_err(|e| op.failed(store_error(e)))?;
+            .map_err(|e| op.failed(e))?;
         // An entry that does not decode was not written by Herald; it is left out.
         Ok(values
-            .into_iter()
-            .filter_map(|bytes| ClientInfo::decode(bytes.as_slice()).ok())
+            .iter()
+            .filter_map(|value| ClientInfo::decode(value.as_bytes()?).ok())
             .collect())
     }
 }

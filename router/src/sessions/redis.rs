@@ -6,16 +6,14 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use redis::Script;
-use redis::aio::ConnectionManager;
+use fred::types::Value;
 
 use super::{SessionStore, Stored};
 use crate::history::StoreError;
-use crate::history::redis::{millis, store_error};
-use crate::keys::Keys;
 use crate::metrics::{
     Operation, SESSION_AMEND, SESSION_DROP, SESSION_SAVE, SESSION_TAKE, SESSION_TOUCH,
 };
+use crate::redis::{Redis, Script, millis};
 
 const SAVE: &str = r"
 redis.call('DEL', KEYS[1])
@@ -52,8 +50,7 @@ end
 ";
 
 pub struct RedisSessions {
-    connection: ConnectionManager,
-    keys: Keys,
+    redis: Redis,
     save: Script,
     take: Script,
     touch: Script,
@@ -62,11 +59,10 @@ pub struct RedisSessions {
 }
 
 impl RedisSessions {
-    /// Uses `connection` (shared with the history store: one pipelined connection).
-    pub fn new(connection: ConnectionManager, key_prefix: &str) -> Self {
+    /// Sessions in `redis` (shared with the other stores: one pipelined client).
+    pub fn new(redis: &Redis) -> Self {
         Self {
-            connection,
-            keys: Keys::new(key_prefix),
+            redis: redis.clone(),
             save: Script::new(SAVE),
             take: Script::new(TAKE),
             touch: Script::new(TOUCH),
@@ -86,26 +82,26 @@ impl SessionStore for RedisSessions {
         ttl: Duration,
     ) -> Result<(), StoreError> {
         let op = Operation::start(SESSION_SAVE);
-        let mut connection = self.connection.clone();
         self.save
-            .key(self.keys.socket(pid))
-            .arg(record.as_ref())
+            .call()
+            .key(self.redis.keys().socket(pid))
+            .arg(record)
             .arg(holder)
             .arg(millis(ttl))
-            .invoke_async::<()>(&mut connection)
+            .run::<()>(&self.redis)
             .await
-            .map_err(|e| op.failed(store_error(e)))
+            .map_err(|e| op.failed(e))
     }
 
     async fn take(&self, pid: &str) -> Result<Option<Stored>, StoreError> {
         let op = Operation::start(SESSION_TAKE);
-        let mut connection = self.connection.clone();
-        let fields: Vec<Vec<u8>> = self
+        let fields: Vec<Value> = self
             .take
-            .key(self.keys.socket(pid))
-            .invoke_async(&mut connection)
+            .call()
+            .key(self.redis.keys().socket(pid))
+            .run(&self.redis)
             .await
-            .map_err(|e| op.failed(store_error(e)))?;
+            .map_err(|e| op.failed(e))?;
         Ok(stored(fields))
     }
 
@@ -118,54 +114,56 @@ impl SessionStore for RedisSessions {
         ttl: Duration,
     ) -> Result<(), StoreError> {
         let op = Operation::start(SESSION_AMEND);
-        let mut connection = self.connection.clone();
         self.amend
-            .key(self.keys.socket(pid))
+            .call()
+            .key(self.redis.keys().socket(pid))
             .arg(holder)
             .arg(channel)
-            .arg(mark.as_deref().unwrap_or_default())
+            .arg(mark.unwrap_or_default())
             .arg(millis(ttl))
-            .invoke_async::<()>(&mut connection)
+            .run::<()>(&self.redis)
             .await
-            .map_err(|e| op.failed(store_error(e)))
+            .map_err(|e| op.failed(e))
     }
 
     async fn touch(&self, pid: &str, holder: &str, ttl: Duration) -> Result<(), StoreError> {
         let op = Operation::start(SESSION_TOUCH);
-        let mut connection = self.connection.clone();
         self.touch
-            .key(self.keys.socket(pid))
+            .call()
+            .key(self.redis.keys().socket(pid))
             .arg(holder)
             .arg(millis(ttl))
-            .invoke_async::<()>(&mut connection)
+            .run::<()>(&self.redis)
             .await
-            .map_err(|e| op.failed(store_error(e)))
+            .map_err(|e| op.failed(e))
     }
 
     async fn drop_held(&self, pid: &str, holder: &str) -> Result<(), StoreError> {
         let op = Operation::start(SESSION_DROP);
-        let mut connection = self.connection.clone();
         self.drop
-            .key(self.keys.socket(pid))
+            .call()
+            .key(self.redis.keys().socket(pid))
             .arg(holder)
-            .invoke_async::<()>(&mut connection)
+            .run::<()>(&self.redis)
             .await
-            .map_err(|e| op.failed(store_error(e)))
+            .map_err(|e| op.failed(e))
     }
 }
 
 /// A record from the fields of its hash (`HGETALL`'s flat list); `None` without `r`. An
 /// amendment's order does not matter: each channel has at most one.
-fn stored(fields: Vec<Vec<u8>>) -> Option<Stored> {
+fn stored(fields: Vec<Value>) -> Option<Stored> {
     let mut record = None;
     let mut amendments = Vec::new();
-    let mut pairs = fields.into_iter();
-    while let (Some(name), Some(value)) = (pairs.next(), pairs.next()) {
+    for pair in fields.chunks_exact(2) {
+        let (Some(name), Some(value)) = (pair[0].as_bytes(), pair[1].as_bytes()) else {
+            continue;
+        };
         if name == b"r" {
-            record = Some(Bytes::from(value));
+            record = Some(Bytes::copy_from_slice(value));
         } else if let Some(channel) = name.strip_prefix(AMENDED) {
             let channel = String::from_utf8_lossy(channel).into_owned();
-            let mark = (!value.is_empty()).then(|| Bytes::from(value));
+            let mark = (!value.is_empty()).then(|| Bytes::copy_from_slice(value));
             amendments.push((channel, mark));
         }
     }

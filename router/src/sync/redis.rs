@@ -5,20 +5,17 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::Bytes;
+use fred::types::Value;
 use herald_proto::bus::v1::Position;
-use redis::aio::ConnectionManager;
-use redis::{Script, Value};
 
 use super::{Commit, Committed, DocumentStore, Snapshot};
-use crate::history::redis::{millis, store_error};
-use crate::history::{RedisHistory, StoreError, new_epoch};
-use crate::keys::Keys;
+use crate::history::{StoreError, new_epoch};
 use crate::metrics::{Operation, SYNC_COMMIT, SYNC_DELETE, SYNC_SNAPSHOT};
+use crate::redis::{Redis, Script, millis};
 
-/// Sync documents in the Redis of a [`RedisHistory`], on its connection.
+/// Sync documents in Redis, beside the history.
 pub struct RedisDocuments {
-    connection: ConnectionManager,
-    keys: Keys,
+    redis: Redis,
     commit: Script,
     snapshot: Script,
     delete: Script,
@@ -28,16 +25,18 @@ impl RedisDocuments {
     /// The document of `channel` (its position alone unless `doc`), kept `ttl` longer.
     async fn read(&self, channel: &str, ttl: Duration, doc: bool) -> Result<Snapshot, StoreError> {
         let op = Operation::start(SYNC_SNAPSHOT);
+        let keys = self.redis.keys();
         let reply: Vec<Value> = self
             .snapshot
-            .key(self.keys.history(channel))
-            .key(self.keys.meta(channel))
-            .key(self.keys.document(channel))
+            .call()
+            .key(keys.history(channel))
+            .key(keys.meta(channel))
+            .key(keys.document(channel))
             .arg(millis(ttl))
             .arg(if doc { "1" } else { "0" })
-            .invoke_async(&mut self.connection.clone())
+            .run(&self.redis)
             .await
-            .map_err(|e| op.failed(store_error(e)))?;
+            .map_err(|e| op.failed(e))?;
         match reply.as_slice() {
             [epoch, rev, doc] => snapshot(epoch, rev, doc),
             _ => None,
@@ -45,10 +44,10 @@ impl RedisDocuments {
         .ok_or_else(|| malformed("snapshot"))
     }
 
-    pub fn new(history: &RedisHistory) -> Self {
+    /// Documents in `redis` (shared with the other stores: one pipelined client).
+    pub fn new(redis: &Redis) -> Self {
         Self {
-            connection: history.connection(),
-            keys: history.keys().clone(),
+            redis: redis.clone(),
             commit: Script::new(include_str!("commit.lua")),
             snapshot: Script::new(include_str!("snapshot.lua")),
             delete: Script::new(include_str!("delete.lua")),
@@ -61,18 +60,16 @@ fn malformed(what: &str) -> StoreError {
 }
 
 fn text(value: &Value) -> Option<String> {
-    redis::from_redis_value_ref(value).ok()
+    value.as_string()
 }
 
 fn bytes(value: &Value) -> Option<Bytes> {
-    redis::from_redis_value_ref::<Vec<u8>>(value)
-        .ok()
-        .map(Bytes::from)
+    value.as_bytes().map(Bytes::copy_from_slice)
 }
 
 fn position(epoch: &Value, rev: &Value) -> Option<Position> {
     Some(Position {
-        offset: redis::from_redis_value_ref(rev).ok()?,
+        offset: rev.as_u64()?,
         epoch: text(epoch)?,
     })
 }
@@ -104,7 +101,7 @@ fn duplicate(reply: &[Value]) -> Option<Committed> {
     let [_, index, epoch, rev, patch] = reply else {
         return None;
     };
-    let index: usize = redis::from_redis_value_ref(index).ok()?;
+    let index = usize::try_from(index.as_u64()?).ok()?;
     let found = snapshot(epoch, rev, patch)?;
     Some(Committed::Duplicate {
         index: index.checked_sub(1)?,
@@ -127,14 +124,15 @@ impl DocumentStore for RedisDocuments {
         let op = Operation::start(SYNC_COMMIT);
         let channel = &commit.channel;
         let retention = commit.retention;
-        let mut invocation = self.commit.prepare_invoke();
-        invocation
-            .key(self.keys.history(channel))
-            .key(self.keys.meta(channel))
-            .key(self.keys.document(channel))
+        let keys = self.redis.keys();
+        let history = keys.history(channel);
+        let mut call = self.commit.call();
+        call.key(history.clone())
+            .key(keys.meta(channel))
+            .key(keys.document(channel))
             .arg(&commit.expected.epoch)
             .arg(commit.expected.offset)
-            .arg(commit.doc.as_ref())
+            .arg(commit.doc.clone())
             .arg(retention.patches)
             .arg(millis(retention.ttl))
             .arg(new_epoch())
@@ -143,19 +141,20 @@ impl DocumentStore for RedisDocuments {
             let key = entry.idempotency_key.as_deref();
             let publisher = entry.publisher.clone().unwrap_or_default();
             // Every patch gets a key slot, so that patch i's record is always KEYS[3 + i].
-            invocation
-                .key(self.keys.idempotency(channel, key.unwrap_or("")))
-                .arg(entry.data.as_ref())
+            call.key(keys.idempotency(channel, key.unwrap_or("")))
+                .arg(entry.data.clone())
                 .arg(if key.is_some() { "1" } else { "0" })
-                .arg(&publisher.client)
-                .arg(&publisher.user)
-                .arg(publisher.info.as_ref())
+                .arg(publisher.client)
+                .arg(publisher.user)
+                .arg(publisher.info)
                 .arg(entry.accepted_at_us);
         }
-        let reply: Vec<Value> = invocation
-            .invoke_async(&mut self.connection.clone())
+        let reply: Vec<Value> = call.run(&self.redis).await.map_err(|e| op.failed(e))?;
+        // A document's revisions are publications: acknowledged as they are.
+        self.redis
+            .replicated(&history)
             .await
-            .map_err(|e| op.failed(store_error(e)))?;
+            .map_err(|e| op.failed(e))?;
         let outcome = match reply.first().and_then(text).as_deref() {
             Some("applied") => applied(&reply),
             Some("stale") => stale(&reply),
@@ -167,16 +166,23 @@ impl DocumentStore for RedisDocuments {
 
     async fn delete(&self, channel: &str, ttl: Duration) -> Result<Position, StoreError> {
         let op = Operation::start(SYNC_DELETE);
+        let keys = self.redis.keys();
+        let history = keys.history(channel);
         let epoch: String = self
             .delete
-            .key(self.keys.history(channel))
-            .key(self.keys.meta(channel))
-            .key(self.keys.document(channel))
+            .call()
+            .key(history.clone())
+            .key(keys.meta(channel))
+            .key(keys.document(channel))
             .arg(new_epoch())
             .arg(millis(ttl))
-            .invoke_async(&mut self.connection.clone())
+            .run(&self.redis)
             .await
-            .map_err(|e| op.failed(store_error(e)))?;
+            .map_err(|e| op.failed(e))?;
+        self.redis
+            .replicated(&history)
+            .await
+            .map_err(|e| op.failed(e))?;
         Ok(Position { offset: 0, epoch })
     }
 }

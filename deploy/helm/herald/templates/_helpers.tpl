@@ -83,6 +83,58 @@ app.kubernetes.io/component: {{ .component }}
 {{- end }}
 {{- end }}
 
+{{/* A router's Redis settings: the URL, credentials from a Secret, TLS files from the
+     mounted Secret, and replication. */}}
+{{- define "herald.redisEnv" -}}
+{{- $redis := .Values.redis }}
+{{- if and $redis.existingSecret $redis.urlKey }}
+- name: HERALD_REDIS__URL
+  valueFrom:
+    secretKeyRef:
+      name: {{ $redis.existingSecret }}
+      key: {{ $redis.urlKey }}
+{{- else }}
+- name: HERALD_REDIS__URL
+  value: {{ $redis.url | quote }}
+{{- end }}
+{{- with $redis.username }}
+- name: HERALD_REDIS__USERNAME
+  value: {{ . | quote }}
+{{- end }}
+{{- if and $redis.existingSecret $redis.passwordKey }}
+- name: HERALD_REDIS__PASSWORD
+  valueFrom:
+    secretKeyRef:
+      name: {{ $redis.existingSecret }}
+      key: {{ $redis.passwordKey }}
+{{- end }}
+{{- with $redis.sentinel.username }}
+- name: HERALD_REDIS__SENTINEL_USERNAME
+  value: {{ . | quote }}
+{{- end }}
+{{- if and $redis.existingSecret $redis.sentinel.passwordKey }}
+- name: HERALD_REDIS__SENTINEL_PASSWORD
+  valueFrom:
+    secretKeyRef:
+      name: {{ $redis.existingSecret }}
+      key: {{ $redis.sentinel.passwordKey }}
+{{- end }}
+{{- if $redis.tls.existingSecret }}
+- name: HERALD_REDIS__TLS_CA_FILE
+  value: /etc/herald/redis-tls/ca.pem
+{{- if $redis.tls.clientCertificate }}
+- name: HERALD_REDIS__TLS_CERT_FILE
+  value: /etc/herald/redis-tls/cert.pem
+- name: HERALD_REDIS__TLS_KEY_FILE
+  value: /etc/herald/redis-tls/key.pem
+{{- end }}
+{{- end }}
+- name: HERALD_REDIS__WAIT_REPLICAS
+  value: {{ $redis.waitReplicas | int | quote }}
+- name: HERALD_REDIS__WAIT_TIMEOUT
+  value: {{ $redis.waitTimeout | quote }}
+{{- end }}
+
 {{/* Volumes shared by gateways and routers: the config file and the token key. */}}
 {{- define "herald.volumes" -}}
 - name: config

@@ -1,0 +1,321 @@
+//! Redis as operators run it, for tests: a server that requires TLS, a client certificate
+//! and an ACL user ([`RedisTls`]); a primary and its replica watched by three sentinels
+//! ([`RedisSentinel`]); a Cluster of three primaries ([`RedisCluster`]). Every process is a
+//! real `redis-server` on free loopback ports, killed on `Drop`; `redis-cli` (from the
+//! same Debian package) sets them up and reads their state.
+
+use std::net::{IpAddr, Ipv4Addr};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, SanType};
+
+use crate::servers::{Server, find_binary, free_port};
+use crate::wait::wait_for;
+
+const SETUP_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Runs `redis-cli` against the server on `port` and returns what it printed, or `None`
+/// if it failed.
+pub fn cli(port: u16, args: &[&str]) -> Option<String> {
+    let output = Command::new(find_binary("redis-cli"))
+        .args(["-h", "127.0.0.1", "-p", &port.to_string()])
+        .args(args)
+        .output()
+        .ok()?;
+    output
+        .status
+        .success()
+        .then(|| String::from_utf8_lossy(&output.stdout).into_owned())
+}
+
+/// The value of `field` in an `INFO`-style reply (`field:value` lines).
+fn info_field(info: &str, field: &str) -> Option<String> {
+    info.lines()
+        .find_map(|line| line.strip_prefix(field)?.strip_prefix(':'))
+        .map(|value| value.trim().to_string())
+}
+
+/// A directory of its own under the system's temporary one, removed on `Drop`.
+pub struct Scratch(PathBuf);
+
+impl Scratch {
+    pub fn new(name: &str) -> Self {
+        static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let dir = std::env::temp_dir().join(format!("herald-{name}-{}-{n}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("create a scratch directory");
+        Self(dir)
+    }
+
+    /// Writes `contents` to `name` in it and returns the file's path.
+    pub fn write(&self, name: &str, contents: &str) -> PathBuf {
+        let path = self.0.join(name);
+        std::fs::write(&path, contents).expect("write a scratch file");
+        path
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A test CA, and a certificate it signed for 127.0.0.1 and `localhost`, in PEM.
+pub struct TestCa {
+    pub ca: String,
+    pub cert: String,
+    pub key: String,
+}
+
+impl TestCa {
+    /// A new CA with one server certificate (also good as a client certificate).
+    pub fn generate() -> Self {
+        let mut ca = CertificateParams::new(Vec::<String>::new()).expect("CA parameters");
+        ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        ca.distinguished_name
+            .push(DnType::CommonName, "Herald test CA");
+        let ca_key = KeyPair::generate().expect("CA key");
+        let ca_cert = ca.self_signed(&ca_key).expect("self-signed CA");
+        let issuer = Issuer::new(ca, ca_key);
+        let mut leaf = CertificateParams::new(vec!["localhost".to_string()]).expect("parameters");
+        leaf.subject_alt_names
+            .push(SanType::IpAddress(IpAddr::V4(Ipv4Addr::LOCALHOST)));
+        leaf.distinguished_name.push(DnType::CommonName, "herald");
+        let key = KeyPair::generate().expect("key");
+        let cert = leaf.signed_by(&key, &issuer).expect("signed certificate");
+        Self {
+            ca: ca_cert.pem(),
+            cert: cert.pem(),
+            key: key.serialize_pem(),
+        }
+    }
+}
+
+/// A `redis-server` that speaks only TLS, wants a client certificate from the test CA,
+/// and lets in only the ACL user [`RedisTls::USER`] (the default user is off).
+pub struct RedisTls {
+    pub server: Server,
+    /// The CA's certificate, and the client's certificate and key, as PEM files.
+    pub ca_file: PathBuf,
+    pub cert_file: PathBuf,
+    pub key_file: PathBuf,
+    _files: Scratch,
+}
+
+impl RedisTls {
+    pub const USER: &str = "herald";
+    pub const PASSWORD: &str = "s3cret-for-tests";
+
+    pub fn start() -> Self {
+        let files = Scratch::new("redis-tls");
+        let pems = TestCa::generate();
+        let ca_file = files.write("ca.pem", &pems.ca);
+        let cert_file = files.write("cert.pem", &pems.cert);
+        let key_file = files.write("key.pem", &pems.key);
+        let port = free_port();
+        let (port_text, password) = (port.to_string(), format!(">{}", Self::PASSWORD));
+        let path = |p: &Path| p.to_string_lossy().into_owned();
+        let (ca, cert, key) = (path(&ca_file), path(&cert_file), path(&key_file));
+        let args = [
+            "--port",
+            "0",
+            "--tls-port",
+            &port_text,
+            "--tls-cert-file",
+            &cert,
+            "--tls-key-file",
+            &key,
+            "--tls-ca-cert-file",
+            &ca,
+            "--tls-auth-clients",
+            "yes",
+            "--user",
+            "default",
+            "off",
+            "--user",
+            Self::USER,
+            "on",
+            &password,
+            "~*",
+            "&*",
+            "+@all",
+        ];
+        Self {
+            server: Server::redis_on(port, "rediss", &args),
+            ca_file,
+            cert_file,
+            key_file,
+            _files: files,
+        }
+    }
+
+    /// `rediss://127.0.0.1:<port>`, without credentials.
+    pub fn url(&self) -> String {
+        self.server.url()
+    }
+}
+
+/// A primary and two replicas, watched by three sentinels (quorum 2) under the service
+/// name [`RedisSentinel::SERVICE`], which declare a primary down after 1 s of silence.
+/// Two replicas, so that one is left to confirm writes (`WAIT 1`) after a failover.
+pub struct RedisSentinel {
+    // Sentinels first: fields drop in order, and a sentinel must not see the servers go
+    // and start a failover.
+    pub sentinels: Vec<Server>,
+    pub primary: Server,
+    pub replicas: Vec<Server>,
+    _files: Scratch,
+}
+
+impl RedisSentinel {
+    pub const SERVICE: &str = "herald";
+
+    /// Starts them all and waits until the replicas are in sync and each sentinel knows
+    /// them and the other two sentinels.
+    pub fn start() -> Self {
+        let files = Scratch::new("redis-sentinel");
+        let primary = Server::redis();
+        let primary_port = primary.port().to_string();
+        let replicas: Vec<Server> = (0..2)
+            .map(|_| Server::redis_with(&["--replicaof", "127.0.0.1", &primary_port]))
+            .collect();
+        let in_sync = wait_for(SETUP_TIMEOUT, || {
+            replicas.iter().all(|replica| {
+                cli(replica.port(), &["INFO", "replication"])
+                    .and_then(|info| info_field(&info, "master_link_status"))
+                    .is_some_and(|status| status == "up")
+            })
+        });
+        assert!(in_sync, "the replicas did not sync with their primary");
+        let sentinels = (0..3)
+            .map(|i| {
+                let port = free_port();
+                let config = format!(
+                    "port {port}\nbind 127.0.0.1\n\
+                     sentinel monitor {service} 127.0.0.1 {primary_port} 2\n\
+                     sentinel down-after-milliseconds {service} 1000\n\
+                     sentinel failover-timeout {service} 5000\n",
+                    service = Self::SERVICE,
+                );
+                let file = files.write(&format!("sentinel-{i}.conf"), &config);
+                let file = file.to_string_lossy().into_owned();
+                Server::start("redis-server", "redis", port, &[&file, "--sentinel"])
+            })
+            .collect::<Vec<_>>();
+        let watching = wait_for(SETUP_TIMEOUT, || {
+            sentinels.iter().all(|sentinel| {
+                let state = cli(sentinel.port(), &["SENTINEL", "master", Self::SERVICE]);
+                let field = |name: &str| state.as_deref().and_then(|s| pair_after(s, name));
+                field("num-slaves").as_deref() == Some("2")
+                    && field("num-other-sentinels").as_deref() == Some("2")
+            })
+        });
+        assert!(
+            watching,
+            "the sentinels did not find the replicas and each other"
+        );
+        Self {
+            sentinels,
+            primary,
+            replicas,
+            _files: files,
+        }
+    }
+
+    /// `redis-sentinel://` with every sentinel and the service name.
+    pub fn url(&self) -> String {
+        let mut nodes = self.sentinels.iter().map(|s| s.addr().to_string());
+        let first = nodes.next().expect("three sentinels");
+        let others: String = nodes.map(|node| format!("node={node}&")).collect();
+        format!(
+            "redis-sentinel://{first}?{others}sentinelServiceName={}",
+            Self::SERVICE
+        )
+    }
+
+    /// The port of the server the sentinels name as primary now.
+    pub fn primary_port(&self) -> Option<u16> {
+        let reply = cli(
+            self.sentinels[0].port(),
+            &["SENTINEL", "get-master-addr-by-name", Self::SERVICE],
+        )?;
+        reply.lines().nth(1)?.trim().parse().ok()
+    }
+}
+
+/// In a reply printed as alternating lines of names and values, the value after `name`.
+fn pair_after(reply: &str, name: &str) -> Option<String> {
+    let mut lines = reply.lines().map(str::trim);
+    lines.find(|line| *line == name)?;
+    lines.next().map(String::from)
+}
+
+/// A Redis Cluster of three primaries without replicas, every slot assigned.
+pub struct RedisCluster {
+    pub nodes: Vec<Server>,
+    _files: Scratch,
+}
+
+impl RedisCluster {
+    /// Starts three nodes, joins them with `redis-cli --cluster create`, and waits until
+    /// each reports the cluster ok.
+    pub fn start() -> Self {
+        let files = Scratch::new("redis-cluster");
+        let nodes: Vec<Server> = (0..3)
+            .map(|i| {
+                let state = files.path().join(format!("nodes-{i}.conf"));
+                let state = state.to_string_lossy().into_owned();
+                Server::redis_with(&[
+                    "--cluster-enabled",
+                    "yes",
+                    "--cluster-config-file",
+                    &state,
+                    "--cluster-node-timeout",
+                    "2000",
+                ])
+            })
+            .collect();
+        let addrs: Vec<String> = nodes.iter().map(|n| n.addr().to_string()).collect();
+        let mut create = vec!["--cluster", "create"];
+        create.extend(addrs.iter().map(String::as_str));
+        create.push("--cluster-yes");
+        assert!(
+            cli(nodes[0].port(), &create).is_some(),
+            "redis-cli --cluster create failed"
+        );
+        let ok = wait_for(SETUP_TIMEOUT, || {
+            nodes.iter().all(|node| {
+                cli(node.port(), &["CLUSTER", "INFO"])
+                    .and_then(|info| info_field(&info, "cluster_state"))
+                    .is_some_and(|state| state == "ok")
+            })
+        });
+        assert!(ok, "the cluster did not come up");
+        Self {
+            nodes,
+            _files: files,
+        }
+    }
+
+    /// `redis-cluster://` with every node.
+    pub fn url(&self) -> String {
+        let mut nodes = self.nodes.iter().map(|n| n.addr().to_string());
+        let first = nodes.next().expect("three nodes");
+        let others: Vec<String> = nodes.map(|node| format!("node={node}")).collect();
+        format!("redis-cluster://{first}?{}", others.join("&"))
+    }
+
+    /// How many keys node `i` holds.
+    pub fn keys_on(&self, i: usize) -> u64 {
+        cli(self.nodes[i].port(), &["DBSIZE"])
+            .and_then(|n| n.trim().parse().ok())
+            .unwrap_or(0)
+    }
+}
