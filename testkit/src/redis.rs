@@ -181,10 +181,23 @@ impl RedisSentinel {
     /// them and the other two sentinels.
     pub fn start() -> Self {
         let files = Scratch::new("redis-sentinel");
-        let primary = Server::redis();
+        // A replica keeps the copy it syncs from as a file: in the scratch directory.
+        let dir = files.path().to_string_lossy().into_owned();
+        let primary = Server::redis_with(&["--dir", &dir]);
         let primary_port = primary.port().to_string();
         let replicas: Vec<Server> = (0..2)
-            .map(|_| Server::redis_with(&["--replicaof", "127.0.0.1", &primary_port]))
+            .map(|i| {
+                let name = format!("replica-{i}.rdb");
+                let args = [
+                    "--dir",
+                    &dir,
+                    "--dbfilename",
+                    &name,
+                    "--replicaof",
+                    "127.0.0.1",
+                ];
+                Server::redis_with(&[&args[..], &[primary_port.as_str()]].concat())
+            })
             .collect();
         let in_sync = wait_for(SETUP_TIMEOUT, || {
             replicas.iter().all(|replica| {
