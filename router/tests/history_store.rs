@@ -356,13 +356,20 @@ async fn acknowledged_appends_survive_a_sentinel_failover_and_keep_their_offsets
     let store = RedisHistory::new(&Redis::connect(&config).await.unwrap());
     let (mut acknowledged, mut unavailable) = (Vec::new(), 0);
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let (mut killed, mut back) = (None, None);
     for i in 0.. {
         if i == BEFORE {
             sentinel.primary.stop();
+            killed = Some(std::time::Instant::now());
         }
         let data = format!("{i}");
         match store.append(append("failover", &data, None, 100_000)).await {
-            Ok(appended) => acknowledged.push((appended[0].offset, data)),
+            Ok(appended) => {
+                acknowledged.push((appended[0].offset, data));
+                if unavailable > 0 && back.is_none() {
+                    back = killed.map(|at| at.elapsed());
+                }
+            }
             Err(StoreError::Unavailable(_)) => unavailable += 1,
             Err(other) => panic!("during a failover an append is unavailable (111): {other:?}"),
         }
@@ -381,6 +388,8 @@ async fn acknowledged_appends_survive_a_sentinel_failover_and_keep_their_offsets
         "a replica was promoted: {new_primary:?}"
     );
     assert!(unavailable > 0, "the failover was noticed");
+    // For docs/operations.md (run with --no-capture): how long appends were refused.
+    println!("sentinel failover: appends refused for {back:?} ({unavailable} refusals)");
     // No offset was given twice: each acknowledged one is past the one before.
     assert!(
         acknowledged.windows(2).all(|w| w[0].0 < w[1].0),

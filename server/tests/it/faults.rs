@@ -9,7 +9,7 @@ use super::*;
 
 /// Publishes until the predicate holds for a reply; every reply must be a success or a
 /// temporary error. Returns the offsets acknowledged on the way and the reply that matched.
-async fn publish_until(
+pub(crate) async fn publish_until(
     client: &NativeClient,
     channel: &str,
     acked: &mut BTreeSet<u64>,
@@ -38,11 +38,11 @@ async fn publish_until(
     }
 }
 
-fn is_error(reply: &Value) -> bool {
+pub(crate) fn is_error(reply: &Value) -> bool {
     reply.get("error").is_some()
 }
 
-fn is_ok(reply: &Value) -> bool {
+pub(crate) fn is_ok(reply: &Value) -> bool {
     reply.get("result").is_some()
 }
 

@@ -18,6 +18,7 @@ mod inprocess;
 mod metrics;
 mod presence;
 mod recovery;
+mod redis_topologies;
 mod server_api;
 mod slow_consumer;
 mod socketio;

@@ -1,0 +1,162 @@
+//! Routers on Redis as operators run it: behind Sentinel through a failover, as a
+//! Cluster, over TLS as an ACL user; each configured as a deployment would be, through
+//! `HERALD_REDIS__*` environment variables.
+
+use std::collections::BTreeSet;
+
+use herald_testkit::node::http_status;
+use herald_testkit::{RedisCluster, RedisSentinel, RedisTls, Server};
+use serde_json::json;
+
+use super::faults::{is_error, is_ok, publish_until};
+use super::*;
+
+/// A gateway on `nats`.
+fn gateway(nats: &Server) -> HeraldProcess {
+    let nats = nats.url();
+    let args = ["gateway", "--listen", "127.0.0.1:0", "--nats", &nats];
+    let node = HeraldProcess::spawn_with_env("gateway", herald(), &args, &[]);
+    node.wait_ready(PATIENCE);
+    node
+}
+
+/// A router on `nats`, its Redis settings in `env`.
+fn router(name: &str, nats: &Server, env: &[(&str, &str)]) -> HeraldProcess {
+    let nats = nats.url();
+    let args = [
+        "router",
+        "--listen",
+        "127.0.0.1:0",
+        "--api-listen",
+        "127.0.0.1:0",
+    ];
+    let args = [&args[..], &["--nats", &nats, "--node-id", name]].concat();
+    let node = HeraldProcess::spawn_with_env(name, herald(), &args, env);
+    node.wait_ready(PATIENCE);
+    node
+}
+
+/// Redis behind Sentinel, its primary SIGKILLed while a client publishes. The routers
+/// find the promoted replica by themselves; meanwhile publishes are refused with 111
+/// (temporary); with `wait_replicas = 1` every acknowledged publication keeps its offset
+/// and reaches the subscriber, in order, in the same epoch.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sentinel_failover_loses_no_acknowledged_publication() {
+    let mut redis = RedisSentinel::start();
+    let nats = Server::nats();
+    let url = redis.url();
+    let settings = [
+        ("HERALD_REDIS__URL", url.as_str()),
+        ("HERALD_REDIS__WAIT_REPLICAS", "1"),
+        ("HERALD_REDIS__TIMEOUT", "1s"),
+    ];
+    let routers = [
+        router("router-1", &nats, &settings),
+        router("router-2", &nats, &settings),
+    ];
+    let nats_url = nats.url();
+    let args = ["gateway", "--listen", "127.0.0.1:0", "--nats", &nats_url];
+    let gateway = HeraldProcess::spawn_with_env("gateway", herald(), &args, &[]);
+    gateway.wait_ready(PATIENCE);
+
+    let channel = "chat:failover";
+    let publisher = client(&gateway.ws_url()).await;
+    let subscriber = client(&gateway.ws_url()).await;
+    subscribe(&subscriber, channel).await;
+    let mut acked = BTreeSet::new();
+    let first = publish(&publisher, channel, json!("before")).await;
+    acked.insert(first["offset"].as_u64().expect("an offset"));
+    for _ in 0..50 {
+        let result = publish(&publisher, channel, json!("before")).await;
+        acked.insert(result["offset"].as_u64().expect("an offset"));
+    }
+    redis.primary.stop();
+    publish_until(&publisher, channel, &mut acked, is_error).await;
+    let resumed = publish_until(&publisher, channel, &mut acked, is_ok).await;
+    assert_eq!(resumed["result"]["epoch"], first["epoch"], "the same epoch");
+    // Both routers serve again (requests go to either), and are ready.
+    for _ in 0..40 {
+        let result = publish(&publisher, channel, json!("after")).await;
+        acked.insert(result["offset"].as_u64().expect("an offset"));
+    }
+    for router in &routers {
+        assert_eq!(http_status(router.addr(), "/readyz"), Some(200));
+    }
+
+    // Every acknowledged publication arrives, in order; a refused one may arrive as well
+    // (its append can have landed with too few replicas to acknowledge it).
+    let last = publish(&publisher, channel, json!("last")).await["offset"]
+        .as_u64()
+        .unwrap();
+    let mut received = Vec::new();
+    while received.last() != Some(&last) {
+        let push = publications(&subscriber, channel, 1).await.remove(0);
+        received.push(push["offset"].as_u64().unwrap());
+    }
+    assert!(
+        received.windows(2).all(|w| w[0] < w[1]),
+        "in order: {received:?}"
+    );
+    let missing: Vec<&u64> = acked.iter().filter(|o| !received.contains(o)).collect();
+    assert!(
+        missing.is_empty(),
+        "acknowledged and never delivered: {missing:?}"
+    );
+}
+
+/// Publishes on `channels` channels through `gateway` and reads each one's history back.
+async fn publish_and_read_back(gateway: &HeraldProcess, channels: usize) {
+    let client = client(&gateway.ws_url()).await;
+    for i in 0..channels {
+        let channel = format!("chat:room-{i}");
+        let published = publish(&client, &channel, json!({ "n": i })).await;
+        assert_eq!(published["offset"], 1, "{published}");
+        let history = client
+            .ok("history", json!({ "channel": channel, "limit": 10 }))
+            .await
+            .expect("history");
+        let publications = history["publications"].as_array().expect("publications");
+        assert_eq!(publications.len(), 1, "{history}");
+        assert_eq!(publications[0]["data"], json!({ "n": i }));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn routers_on_a_redis_cluster_spread_channels_over_its_nodes() {
+    let redis = RedisCluster::start();
+    let nats = Server::nats();
+    let url = redis.url();
+    let settings = [("HERALD_REDIS__URL", url.as_str())];
+    let _routers = [
+        router("router-1", &nats, &settings),
+        router("router-2", &nats, &settings),
+    ];
+    let gateway = gateway(&nats);
+    publish_and_read_back(&gateway, 30).await;
+    for node in 0..redis.nodes.len() {
+        assert!(redis.keys_on(node) > 0, "node {node} holds no channel");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_router_reaches_redis_over_tls_as_an_acl_user() {
+    let redis = RedisTls::start();
+    let nats = Server::nats();
+    let (url, ca, cert, key) = (
+        redis.url(),
+        redis.ca_file.to_string_lossy().into_owned(),
+        redis.cert_file.to_string_lossy().into_owned(),
+        redis.key_file.to_string_lossy().into_owned(),
+    );
+    let settings = [
+        ("HERALD_REDIS__URL", url.as_str()),
+        ("HERALD_REDIS__USERNAME", RedisTls::USER),
+        ("HERALD_REDIS__PASSWORD", RedisTls::PASSWORD),
+        ("HERALD_REDIS__TLS_CA_FILE", ca.as_str()),
+        ("HERALD_REDIS__TLS_CERT_FILE", cert.as_str()),
+        ("HERALD_REDIS__TLS_KEY_FILE", key.as_str()),
+    ];
+    let _router = router("router-1", &nats, &settings);
+    let gateway = gateway(&nats);
+    publish_and_read_back(&gateway, 3).await;
+}
