@@ -753,6 +753,35 @@ mod tests {
     }
 
     #[test]
+    fn redis_settings_that_cannot_work_are_refused() {
+        let half = Config::from_toml("[redis]\ntls_cert_file = \"c.pem\"").unwrap_err();
+        assert!(half.to_string().contains("go together"), "{half}");
+        let braces = Config::from_toml("[redis]\nkey_prefix = \"{h}\"").unwrap_err();
+        assert!(braces.to_string().contains("braces"), "{braces}");
+        let wait = "[redis]\nwait_replicas = 1\nwait_timeout = \"0s\"";
+        let forever = Config::from_toml(wait).unwrap_err();
+        assert!(forever.to_string().contains("wait_timeout"), "{forever}");
+    }
+
+    #[test]
+    fn redis_secrets_stay_out_of_debug_output() {
+        let config = RedisConfig {
+            url: "redis-sentinel://u:pw1@s1:26379?node=s2:26379&sentinelPassword=pw2&x=1".into(),
+            password: "pw3".into(),
+            sentinel_password: "pw4".into(),
+            ..RedisConfig::default()
+        };
+        let printed = format!("{config:?}");
+        for secret in ["pw1", "pw2", "pw3", "pw4"] {
+            assert!(!printed.contains(secret), "{secret} in {printed}");
+        }
+        assert!(printed.contains("u:<hidden>@s1:26379"), "{printed}");
+        assert!(printed.contains("&x=1"), "{printed}");
+        assert_eq!(redact_url("redis://h:6379/0"), "redis://h:6379/0");
+        assert_eq!(redact_url("rediss://:pw@h"), "rediss://:<hidden>@h");
+    }
+
+    #[test]
     fn half_a_tls_configuration_is_refused() {
         for half in ["tls_key_file = \"key.pem\"", "tls_cert_file = \"cert.pem\""] {
             let err = Config::from_toml(&format!("[api]\n{half}")).unwrap_err();
