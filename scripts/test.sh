@@ -20,6 +20,8 @@ as_root() {
 missing=()
 have nats-server || missing+=(nats-server)
 have redis-server || missing+=(redis-server)
+# The Redis topology tests (Sentinel, Cluster) set up and inspect servers with redis-cli.
+have redis-cli || missing+=(redis-tools)
 have node || missing+=(nodejs)
 have npm || missing+=(npm)
 python3 -c 'import venv, ensurepip' 2>/dev/null || missing+=(python3-venv)
