@@ -484,7 +484,8 @@ pub fn redact_url(url: &str) -> String {
     let mut out = url.to_string();
     if let Some(scheme_end) = out.find("://") {
         let rest = scheme_end + 3;
-        let authority_end = out[rest..].find(['/', '?']).map_or(out.len(), |i| rest + i);
+        // Up to the query, not the path: a password may hold an unencoded `/`.
+        let authority_end = out[rest..].find('?').map_or(out.len(), |i| rest + i);
         if let Some(at) = out[rest..authority_end].rfind('@') {
             let user = &out[rest..rest + at];
             if let Some(colon) = user.find(':') {
@@ -779,6 +780,10 @@ mod tests {
         assert!(printed.contains("&x=1"), "{printed}");
         assert_eq!(redact_url("redis://h:6379/0"), "redis://h:6379/0");
         assert_eq!(redact_url("rediss://:pw@h"), "rediss://:<hidden>@h");
+        assert_eq!(
+            redact_url("redis://u:p/w@h:1/0"),
+            "redis://u:<hidden>@h:1/0"
+        );
     }
 
     #[test]

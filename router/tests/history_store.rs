@@ -406,3 +406,39 @@ async fn acknowledged_appends_survive_a_sentinel_failover_and_keep_their_offsets
         );
     }
 }
+
+#[tokio::test]
+async fn an_append_the_replicas_do_not_confirm_in_time_is_unavailable() {
+    let sentinel = RedisSentinel::start();
+    let config = RedisConfig {
+        url: sentinel.url(),
+        key_prefix: "t".into(),
+        wait_replicas: 1,
+        wait_timeout: Duration::from_millis(300),
+        ..RedisConfig::default()
+    };
+    let redis = Redis::connect(&config).await.unwrap();
+    let store = RedisHistory::new(&redis);
+    one(&store, append("w", "confirmed", None, 10)).await;
+    // Replicas that answer nothing (as across a partition) cannot confirm the next one.
+    for replica in &sentinel.replicas {
+        replica.pause();
+    }
+    let unconfirmed = store.append(append("w", "unconfirmed", None, 10)).await;
+    // Reads do not queue behind the writes' WAIT: they have a connection of their own.
+    let read = store.read("w", query(None, 10, false)).await;
+    for replica in &sentinel.replicas {
+        replica.resume();
+    }
+    assert!(
+        matches!(unconfirmed, Err(StoreError::Unavailable(ref e)) if e.contains("replicas")),
+        "{unconfirmed:?}"
+    );
+    assert!(read.is_ok(), "{read:?}");
+    // Once they answer again, appends are confirmed.
+    let resumed = herald_testkit::wait_for_async(Duration::from_secs(20), || async {
+        store.append(append("w", "later", None, 10)).await.is_ok()
+    })
+    .await;
+    assert!(resumed, "appends are confirmed again");
+}

@@ -285,9 +285,14 @@ impl RedisCluster {
             .map(|i| {
                 let state = files.path().join(format!("nodes-{i}.conf"));
                 let state = state.to_string_lossy().into_owned();
+                // The bus port is the client port + 10,000 unless given, which Redis
+                // refuses above 55535, where free ports often are.
+                let bus = free_port().to_string();
                 Server::redis_with(&[
                     "--cluster-enabled",
                     "yes",
+                    "--cluster-port",
+                    &bus,
                     "--cluster-config-file",
                     &state,
                     "--cluster-node-timeout",

@@ -155,6 +155,26 @@ impl Server {
         self.child.as_ref().map(Child::id)
     }
 
+    /// Stops the server's process without ending it (SIGSTOP): it answers nothing, and
+    /// its connections stay open, until [`Self::resume`].
+    pub fn pause(&self) {
+        self.signal("-STOP");
+    }
+
+    /// Lets a paused server go on (SIGCONT).
+    pub fn resume(&self) {
+        self.signal("-CONT");
+    }
+
+    fn signal(&self, signal: &str) {
+        let pid = self.pid().expect("the server is running").to_string();
+        let sent = Command::new("kill").args([signal, &pid]).status();
+        assert!(
+            sent.is_ok_and(|s| s.success()),
+            "kill {signal} {pid} failed"
+        );
+    }
+
     /// Kills the server; its clients see the connection drop.
     pub fn stop(&mut self) {
         if let Some(mut child) = self.child.take() {

@@ -149,9 +149,8 @@ impl HistoryStore for RedisHistory {
         let limits = append.limits;
         let channel = &append.channel;
         let keys = self.redis.keys();
-        let history = keys.history(channel);
         let mut call = self.append.call();
-        call.key(history.clone())
+        call.key(keys.history(channel))
             .key(keys.meta(channel))
             .arg(limits.size)
             .arg(millis(limits.ttl))
@@ -179,19 +178,17 @@ impl HistoryStore for RedisHistory {
                 .arg(if key.is_some() { "1" } else { "0" })
                 .arg(entry.accepted_at_us);
         }
-        let reply: Vec<Value> = call.run(&self.redis).await.map_err(|e| op.failed(e))?;
         // Acknowledged only once the replicas asked for hold it (`redis.wait_replicas`).
-        self.redis
-            .replicated(&history)
-            .await
-            .map_err(|e| op.failed(e))?;
+        let reply = call.run_replicated::<Vec<Value>>(&self.redis).await;
         // Not the script's: the index is one key for every channel, which a script of one
         // channel's keys must not touch (Redis Cluster slots); and written in batches.
+        // Recorded even if the append failed, as it may have run all the same.
         let expires = now_ms() + millis(limits.ttl);
         self.activity
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .insert(channel.clone(), expires);
+        let reply = reply.map_err(|e| op.failed(e))?;
         let malformed = || StoreError::Malformed(format!("append reply for {channel}"));
         let (epoch, results) = reply.split_first().ok_or_else(malformed)?;
         let epoch = epoch.as_string().ok_or_else(malformed)?;

@@ -10,7 +10,7 @@ use fred::rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use fred::rustls::{ClientConfig, RootCertStore};
 use fred::types::Builder;
 use fred::types::config::{
-    Config, ReconnectError, ReconnectPolicy, ServerConfig, TlsConfig, TlsConnector, TlsHostMapping,
+    Config, ReconnectError, ReconnectPolicy, ServerConfig, TlsConnector, TlsHostMapping,
     UnresponsiveConfig,
 };
 use herald_core::config::{RedisConfig, redact_url};
@@ -40,17 +40,12 @@ pub(super) fn client(config: &RedisConfig) -> Result<Client, String> {
         }
     }
     if !config.tls_ca_file.is_empty() || !config.tls_cert_file.is_empty() {
-        let connector = TlsConnector::from(tls(config)?);
-        // Cluster nodes announce themselves by address: the handshake checks the address
-        // against the certificate unless it names the node that was asked.
-        let hostnames = match fred.server {
-            ServerConfig::Clustered { .. } => TlsHostMapping::DefaultHost,
-            _ => TlsHostMapping::None,
-        };
-        fred.tls = Some(TlsConfig {
-            connector,
-            hostnames,
-        });
+        fred.tls = Some(TlsConnector::from(tls(config)?).into());
+    }
+    // Cluster nodes announce themselves by address: the handshake checks each against the
+    // name of the node that was asked first (a managed service's wildcard certificate).
+    if let (Some(tls), ServerConfig::Clustered { .. }) = (&mut fred.tls, &fred.server) {
+        tls.hostnames = TlsHostMapping::DefaultHost;
     }
     Builder::from_config(fred)
         .with_connection_config(|connection| {
@@ -95,13 +90,14 @@ fn tls(config: &RedisConfig) -> Result<ClientConfig, String> {
         let native = fred::rustls_native_certs::load_native_certs();
         roots.add_parsable_certificates(native.certs);
     } else {
-        for cert in CertificateDer::pem_file_iter(&config.tls_ca_file)
-            .map_err(|e| format!("tls_ca_file {}: {e}", config.tls_ca_file))?
-        {
-            let cert = cert.map_err(|e| format!("tls_ca_file {}: {e}", config.tls_ca_file))?;
-            roots
-                .add(cert)
-                .map_err(|e| format!("tls_ca_file {}: {e}", config.tls_ca_file))?;
+        let unusable =
+            |e: &dyn std::fmt::Display| format!("tls_ca_file {}: {e}", config.tls_ca_file);
+        for cert in CertificateDer::pem_file_iter(&config.tls_ca_file).map_err(|e| unusable(&e))? {
+            let cert = cert.map_err(|e| unusable(&e))?;
+            roots.add(cert).map_err(|e| unusable(&e))?;
+        }
+        if roots.is_empty() {
+            return Err(unusable(&"no PEM certificate in it"));
         }
     }
     let builder = ClientConfig::builder().with_root_certificates(roots);

@@ -13,24 +13,13 @@ use std::time::Duration;
 
 use fred::clients::Client;
 use fred::error::{Error, ErrorKind};
-use fred::interfaces::{ClientLike, ServerInterface};
-use fred::types::ClusterHash;
-use fred::types::config::Options;
+use fred::interfaces::ClientLike;
 use herald_core::config::RedisConfig;
 
 pub use script::Script;
 
 use crate::history::StoreError;
 use crate::keys::Keys;
-
-/// Redis as the stores use it: the client, the keys of this cluster, and how long a write
-/// waits for replicas.
-#[derive(Clone)]
-pub struct Redis {
-    client: Client,
-    keys: Keys,
-    replicas: Option<Replicas>,
-}
 
 /// Why [`Redis::connect`] did not give a client.
 #[derive(Debug, thiserror::Error)]
@@ -44,11 +33,23 @@ pub enum ConnectError {
     Store(#[from] StoreError),
 }
 
-/// `WAIT`'s arguments: a write counts once this many replicas hold it.
-#[derive(Debug, Clone, Copy)]
-struct Replicas {
-    count: u32,
-    timeout: Duration,
+/// Redis as the stores use it: the client, the keys of this cluster, and, with
+/// `redis.wait_replicas`, a second client for the writes that wait for replicas.
+#[derive(Clone)]
+pub struct Redis {
+    client: Client,
+    keys: Keys,
+    replicated: Option<Replicated>,
+}
+
+/// Writes acknowledged once replicas hold them: a client of their own, since each `WAIT`
+/// holds its connection until the replicas answer, and reads must not queue behind it.
+#[derive(Clone)]
+pub(crate) struct Replicated {
+    pub(crate) client: Client,
+    /// `WAIT`'s arguments.
+    pub(crate) replicas: u32,
+    pub(crate) timeout: Duration,
 }
 
 impl Redis {
@@ -56,16 +57,24 @@ impl Redis {
     /// configuration is unusable); later outages and failovers are survived by
     /// reconnecting, meanwhile operations fail as [`StoreError::Unavailable`].
     pub async fn connect(config: &RedisConfig) -> Result<Self, ConnectError> {
-        let client = connect::client(config).map_err(ConnectError::Config)?;
-        client.init().await.map_err(store_error)?;
-        let replicas = (config.wait_replicas > 0).then_some(Replicas {
-            count: config.wait_replicas,
-            timeout: config.wait_timeout,
-        });
+        let connect = || async {
+            let client = connect::client(config).map_err(ConnectError::Config)?;
+            client.init().await.map_err(store_error)?;
+            Ok::<_, ConnectError>(client)
+        };
+        let client = connect().await?;
+        let replicated = match config.wait_replicas {
+            0 => None,
+            replicas => Some(Replicated {
+                client: connect().await?,
+                replicas,
+                timeout: config.wait_timeout,
+            }),
+        };
         Ok(Self {
             client,
             keys: Keys::new(&config.key_prefix),
-            replicas,
+            replicated,
         })
     }
 
@@ -88,38 +97,13 @@ impl Redis {
         &self.keys
     }
 
-    /// Waits until the configured number of replicas hold every write made so far to the
-    /// node that holds `key` (at once without `redis.wait_replicas`). Redis answers `WAIT`
-    /// on the connection the writes went through, which is the one a command for `key`
-    /// takes.
-    pub async fn replicated(&self, key: &str) -> Result<(), StoreError> {
-        let Some(replicas) = self.replicas else {
-            return Ok(());
-        };
-        let options = Options {
-            cluster_hash: Some(ClusterHash::Custom(fred::util::redis_keyslot(
-                key.as_bytes(),
-            ))),
-            timeout: Some(replicas.timeout + self.command_timeout()),
-            ..Options::default()
-        };
-        let millis = replicas.timeout.as_millis().max(1) as i64;
-        let acked: i64 = self
-            .client
-            .with_options(&options)
-            .wait(i64::from(replicas.count), millis)
-            .await
-            .map_err(store_error)?;
-        if acked < i64::from(replicas.count) {
-            return Err(StoreError::Unavailable(format!(
-                "{acked} of {} replicas confirmed the write in {:?}",
-                replicas.count, replicas.timeout
-            )));
-        }
-        Ok(())
+    /// Where writes that wait for replicas go; `None` when nothing waits.
+    pub(crate) fn replicated(&self) -> Option<&Replicated> {
+        self.replicated.as_ref()
     }
 
-    fn command_timeout(&self) -> Duration {
+    /// Longest wait for one reply.
+    pub(crate) fn command_timeout(&self) -> Duration {
         self.client.perf_config().default_command_timeout
     }
 
@@ -152,9 +136,10 @@ pub(crate) fn store_error(e: Error) -> StoreError {
     }
 }
 
-/// Error replies that a failover or a restart in progress gives, and that end with it.
+/// Error replies that a failover or a restart in progress gives, and that end with it;
+/// and what the client says of a command it could not send while reconnecting.
 fn temporary_reply(details: &str) -> bool {
-    const TEMPORARY: [&str; 7] = [
+    const TEMPORARY: [&str; 9] = [
         "READONLY",
         "MASTERDOWN",
         "LOADING",
@@ -162,6 +147,8 @@ fn temporary_reply(details: &str) -> bool {
         "TRYAGAIN",
         "NOREPLICAS",
         "BUSY",
+        "Failed to route command",
+        "Too many failed write attempts",
     ];
     TEMPORARY.iter().any(|prefix| details.starts_with(prefix))
 }

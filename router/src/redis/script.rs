@@ -1,12 +1,16 @@
 //! The stores' Lua scripts: each runs by its SHA1 (`EVALSHA`), and is sent whole (`EVAL`,
 //! which also caches it) on the node that does not know it yet: after a restart, a
-//! failover, or on a Cluster node that has not run it.
+//! failover, or on a Cluster node that has not run it. A write that must reach replicas
+//! before it counts runs with `WAIT` right behind it, on the same connection.
 
 use bytes::Bytes;
-use fred::interfaces::LuaInterface;
-use fred::types::{FromValue, Key, Value};
+use fred::clients::Pipeline;
+use fred::error::Error;
+use fred::interfaces::{ClientLike, LuaInterface};
+use fred::types::config::Options;
+use fred::types::{ClusterHash, CustomCommand, FromValue, Key, Value};
 
-use super::{Redis, store_error};
+use super::{Redis, Replicated, store_error};
 use crate::history::StoreError;
 
 /// A Lua script and its digest.
@@ -64,6 +68,78 @@ impl Call<'_> {
                 .map_err(store_error),
             result => result.map_err(store_error),
         }
+    }
+
+    /// Runs it and answers once `redis.wait_replicas` replicas hold what it wrote (as
+    /// [`Self::run`] without that setting). The script and its `WAIT` travel together on
+    /// one connection: a `WAIT` sent after a reconnection, on a connection that wrote
+    /// nothing, would confirm at once a write the replicas never got. If that connection
+    /// breaks, both fail (the client never sends a command twice).
+    pub async fn run_replicated<R: FromValue>(&self, redis: &Redis) -> Result<R, StoreError> {
+        let Some(replicated) = redis.replicated() else {
+            return self.run(redis).await;
+        };
+        // Both go to the node of the script's keys, which the WAIT has none of.
+        let slot = self
+            .keys
+            .first()
+            .map_or(0, |key| fred::util::redis_keyslot(key.as_bytes()));
+        let timeout = replicated.timeout + redis.command_timeout();
+        let mut replies = self.run_then_wait(replicated, slot, timeout, true).await;
+        if matches!(replies.first(), Some(Err(e)) if e.details().starts_with("NOSCRIPT")) {
+            replies = self.run_then_wait(replicated, slot, timeout, false).await;
+        }
+        // A pipeline that could not be sent answers with its one error.
+        let mut replies = replies.into_iter();
+        let missing = || StoreError::Malformed("no reply to a script or its WAIT".into());
+        let reply = replies.next().ok_or_else(missing)?.map_err(store_error)?;
+        let acked = replies.next().ok_or_else(missing)?.map_err(store_error)?;
+        let acked = acked.as_u64().unwrap_or(0);
+        if acked < u64::from(replicated.replicas) {
+            return Err(StoreError::Unavailable(format!(
+                "{acked} of {} replicas confirmed the write within {:?}",
+                replicated.replicas, replicated.timeout
+            )));
+        }
+        R::from_value(reply).map_err(store_error)
+    }
+
+    /// The script (by its hash, or whole) and `WAIT`, pipelined; a reply for each.
+    async fn run_then_wait(
+        &self,
+        replicated: &Replicated,
+        slot: u16,
+        timeout: std::time::Duration,
+        by_hash: bool,
+    ) -> Vec<Result<Value, Error>> {
+        let options = Options {
+            timeout: Some(timeout),
+            ..Options::default()
+        };
+        let pipeline = Pipeline::from(replicated.client.with_options(&options));
+        let (command, body) = match by_hash {
+            true => ("EVALSHA", &self.script.hash),
+            false => ("EVAL", &self.script.lua),
+        };
+        let mut args = Vec::with_capacity(2 + self.keys.len() + self.args.len());
+        args.push(Value::from(body.as_str()));
+        args.push(Value::Integer(self.keys.len() as i64));
+        args.extend(self.keys.iter().map(|key| Value::from(key.clone())));
+        args.extend(self.args.iter().cloned());
+        let on_slot = |name| CustomCommand::new_static(name, ClusterHash::Custom(slot), false);
+        let wait = vec![
+            Value::Integer(i64::from(replicated.replicas)),
+            Value::Integer(replicated.timeout.as_millis().max(1) as i64),
+        ];
+        // Queued in memory here; sent together by `try_all`.
+        let queued: [Result<(), Error>; 2] = [
+            pipeline.custom(on_slot(command), args).await,
+            pipeline.custom(on_slot("WAIT"), wait).await,
+        ];
+        if let Some(Err(e)) = queued.into_iter().find(Result::is_err) {
+            return vec![Err(e)];
+        }
+        pipeline.try_all::<Value>().await
     }
 }
 

@@ -125,9 +125,8 @@ impl DocumentStore for RedisDocuments {
         let channel = &commit.channel;
         let retention = commit.retention;
         let keys = self.redis.keys();
-        let history = keys.history(channel);
         let mut call = self.commit.call();
-        call.key(history.clone())
+        call.key(keys.history(channel))
             .key(keys.meta(channel))
             .key(keys.document(channel))
             .arg(&commit.expected.epoch)
@@ -149,10 +148,9 @@ impl DocumentStore for RedisDocuments {
                 .arg(publisher.info)
                 .arg(entry.accepted_at_us);
         }
-        let reply: Vec<Value> = call.run(&self.redis).await.map_err(|e| op.failed(e))?;
         // A document's revisions are publications: acknowledged as they are.
-        self.redis
-            .replicated(&history)
+        let reply: Vec<Value> = call
+            .run_replicated(&self.redis)
             .await
             .map_err(|e| op.failed(e))?;
         let outcome = match reply.first().and_then(text).as_deref() {
@@ -167,20 +165,15 @@ impl DocumentStore for RedisDocuments {
     async fn delete(&self, channel: &str, ttl: Duration) -> Result<Position, StoreError> {
         let op = Operation::start(SYNC_DELETE);
         let keys = self.redis.keys();
-        let history = keys.history(channel);
         let epoch: String = self
             .delete
             .call()
-            .key(history.clone())
+            .key(keys.history(channel))
             .key(keys.meta(channel))
             .key(keys.document(channel))
             .arg(new_epoch())
             .arg(millis(ttl))
-            .run(&self.redis)
-            .await
-            .map_err(|e| op.failed(e))?;
-        self.redis
-            .replicated(&history)
+            .run_replicated(&self.redis)
             .await
             .map_err(|e| op.failed(e))?;
         Ok(Position { offset: 0, epoch })

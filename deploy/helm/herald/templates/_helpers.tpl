@@ -85,8 +85,16 @@ app.kubernetes.io/component: {{ .component }}
 
 {{/* A router's Redis settings: the URL, credentials from a Secret, TLS files from the
      mounted Secret, and replication. */}}
+{{/* A URL without the password of its user part, for notes. */}}
+{{- define "herald.redactedUrl" -}}
+{{- regexReplaceAll "://([^:@/?]*):[^@?]*@" . "://${1}:<hidden>@" -}}
+{{- end }}
+
 {{- define "herald.redisEnv" -}}
 {{- $redis := .Values.redis }}
+{{- if and $redis.urlKey (not $redis.existingSecret) }}
+{{- fail "redis.urlKey names a key of redis.existingSecret, which is not set" }}
+{{- end }}
 {{- if and $redis.existingSecret $redis.urlKey }}
 - name: HERALD_REDIS__URL
   valueFrom:
