@@ -302,6 +302,16 @@ async fn wrong_redis_credentials_or_an_unknown_ca_fail_with_what_is_wrong() {
         matches!(missing, ConnectError::Config(ref e) if e.contains("/nonexistent/ca.pem")),
         "a missing CA file is a configuration error naming it: {missing}"
     );
+    // A file that holds no PEM certificate (the key, say) would trust nothing.
+    let not_a_ca = RedisConfig {
+        tls_ca_file: server.key_file.to_string_lossy().into_owned(),
+        ..tls_config(&server)
+    };
+    let unusable = Redis::connect(&not_a_ca).await.err().unwrap();
+    assert!(
+        matches!(unusable, ConnectError::Config(ref e) if e.contains("no PEM certificate")),
+        "a CA file without certificates is a configuration error: {unusable}"
+    );
 }
 
 #[tokio::test]
@@ -312,6 +322,9 @@ async fn redis_store_conforms_on_a_cluster_and_spreads_channels_over_its_nodes()
     conformance(&store).await;
     // Each channel's keys share one slot (its scripts would fail across slots); channels
     // spread over every node.
+    // A name that starts with a closing brace would make an empty hash tag, which Redis
+    // ignores: its keys still share a slot.
+    one(&store, append("}brace{", "x", Some("k"), 10)).await;
     for i in 0..60 {
         let channel = format!("spread:{i}");
         let appended = one(&store, append(&channel, "x", Some("k"), 10)).await;
