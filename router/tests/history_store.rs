@@ -9,6 +9,7 @@ use herald_proto::bus::v1::ClientInfo;
 use herald_router::history::{
     Append, Appended, Entry, HistoryStore, Limits, MemoryHistory, Query, RedisHistory, StoreError,
 };
+use herald_router::keys::Keys;
 use herald_router::redis::{ConnectError, Redis};
 use herald_testkit::{RedisCluster, RedisSentinel, RedisTls, Server};
 
@@ -352,31 +353,37 @@ async fn everything(store: &dyn HistoryStore, channel: &str) -> Vec<(u64, Bytes)
     }
 }
 
-#[tokio::test]
-async fn acknowledged_appends_survive_a_sentinel_failover_and_keep_their_offsets() {
-    const BEFORE: usize = 200;
-    const AFTER: usize = 200;
-    let mut sentinel = RedisSentinel::start();
-    let old_primary = sentinel.primary.port();
+/// A store on `url` whose appends wait for one replica (`WAIT 1`).
+async fn replicated_store(url: String) -> RedisHistory {
     let config = RedisConfig {
-        url: sentinel.url(),
+        url,
         key_prefix: "t".into(),
         timeout: Duration::from_secs(1),
         wait_replicas: 1,
         wait_timeout: Duration::from_secs(1),
         ..RedisConfig::default()
     };
-    let store = RedisHistory::new(&Redis::connect(&config).await.unwrap());
+    RedisHistory::new(&Redis::connect(&config).await.unwrap())
+}
+
+/// Appends to `channel` one after another, calls `kill` (which takes the primary away)
+/// after 200 of them, and goes on until 200 more are acknowledged. Every refusal must be
+/// "unavailable" (111); afterwards every acknowledged append must be in the history, at
+/// its offset, with its data. Prints how long appends were refused, for
+/// docs/operations.md (`--no-capture`).
+async fn appends_survive_a_failover(store: &RedisHistory, channel: &str, kill: impl FnOnce()) {
+    const BEFORE: usize = 200;
+    const AFTER: usize = 200;
     let (mut acknowledged, mut unavailable) = (Vec::new(), 0);
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
-    let (mut killed, mut back) = (None, None);
+    let (mut kill, mut killed, mut back) = (Some(kill), None, None);
     for i in 0.. {
         if i == BEFORE {
-            sentinel.primary.stop();
+            kill.take().expect("killed once")();
             killed = Some(std::time::Instant::now());
         }
         let data = format!("{i}");
-        match store.append(append("failover", &data, None, 100_000)).await {
+        match store.append(append(channel, &data, None, 100_000)).await {
             Ok(appended) => {
                 acknowledged.push((appended[0].offset, data));
                 if unavailable > 0 && back.is_none() {
@@ -395,22 +402,15 @@ async fn acknowledged_appends_survive_a_sentinel_failover_and_keep_their_offsets
             acknowledged.len()
         );
     }
-    let new_primary = sentinel.primary_port();
-    assert!(
-        new_primary.is_some() && new_primary != Some(old_primary),
-        "a replica was promoted: {new_primary:?}"
-    );
     assert!(unavailable > 0, "the failover was noticed");
-    // For docs/operations.md (run with --no-capture): how long appends were refused.
-    println!("sentinel failover: appends refused for {back:?} ({unavailable} refusals)");
+    println!("failover: appends refused for {back:?} ({unavailable} refusals)");
     // No offset was given twice: each acknowledged one is past the one before.
     assert!(
         acknowledged.windows(2).all(|w| w[0].0 < w[1].0),
         "offsets go forward"
     );
-    // Every acknowledged publication is where it was acknowledged, with its data.
     let stored: std::collections::HashMap<u64, Bytes> =
-        everything(&store, "failover").await.into_iter().collect();
+        everything(store, channel).await.into_iter().collect();
     for (offset, data) in &acknowledged {
         assert_eq!(
             stored.get(offset).map(|d| &d[..]),
@@ -418,6 +418,34 @@ async fn acknowledged_appends_survive_a_sentinel_failover_and_keep_their_offsets
             "acknowledged publication {data} at offset {offset}"
         );
     }
+}
+
+#[tokio::test]
+async fn acknowledged_appends_survive_a_sentinel_failover_and_keep_their_offsets() {
+    let mut sentinel = RedisSentinel::start();
+    let old_primary = sentinel.primary.port();
+    let store = replicated_store(sentinel.url()).await;
+    appends_survive_a_failover(&store, "failover", || sentinel.primary.stop()).await;
+    let new_primary = sentinel.primary_port();
+    assert!(
+        new_primary.is_some() && new_primary != Some(old_primary),
+        "a replica was promoted: {new_primary:?}"
+    );
+}
+
+#[tokio::test]
+async fn acknowledged_appends_survive_a_cluster_failover_and_keep_their_offsets() {
+    // Two replicas a primary: one is left to confirm writes once the other is promoted.
+    let mut cluster = RedisCluster::with_replicas(2);
+    let store = replicated_store(cluster.url()).await;
+    let key = Keys::new("t").history("failover");
+    let primary = cluster.primary_of(&key).expect("a primary holds the channel");
+    appends_survive_a_failover(&store, "failover", || cluster.nodes[primary].stop()).await;
+    let promoted = cluster.primary_of(&key);
+    assert!(
+        promoted.is_some() && promoted != Some(primary),
+        "a replica was promoted: {promoted:?}"
+    );
 }
 
 #[tokio::test]

@@ -270,25 +270,36 @@ fn pair_after(reply: &str, name: &str) -> Option<String> {
     lines.next().map(String::from)
 }
 
-/// A Redis Cluster of three primaries without replicas, every slot assigned.
+/// A Redis Cluster of three primaries, every slot assigned, each primary with
+/// `replicas` replicas.
 pub struct RedisCluster {
+    /// The primaries first, then the replicas (as `redis-cli --cluster create` pairs them).
     pub nodes: Vec<Server>,
     _files: Scratch,
 }
 
 impl RedisCluster {
-    /// Starts three nodes, joins them with `redis-cli --cluster create`, and waits until
-    /// each reports the cluster ok.
+    /// Three primaries without replicas.
     pub fn start() -> Self {
+        Self::with_replicas(0)
+    }
+
+    /// Starts the nodes, joins them with `redis-cli --cluster create`, and waits until
+    /// each reports the cluster ok and every replica is in sync.
+    pub fn with_replicas(replicas: usize) -> Self {
         let files = Scratch::new("redis-cluster");
-        let nodes: Vec<Server> = (0..3)
+        let dir = files.path().to_string_lossy().into_owned();
+        let nodes: Vec<Server> = (0..3 * (1 + replicas))
             .map(|i| {
-                let state = files.path().join(format!("nodes-{i}.conf"));
-                let state = state.to_string_lossy().into_owned();
+                let (state, data) = (format!("nodes-{i}.conf"), format!("dump-{i}.rdb"));
                 // The bus port is the client port + 10,000 unless given, which Redis
                 // refuses above 55535, where free ports often are.
                 let bus = free_port().to_string();
                 Server::redis_with(&[
+                    "--dir",
+                    &dir,
+                    "--dbfilename",
+                    &data,
                     "--cluster-enabled",
                     "yes",
                     "--cluster-port",
@@ -301,18 +312,22 @@ impl RedisCluster {
             })
             .collect();
         let addrs: Vec<String> = nodes.iter().map(|n| n.addr().to_string()).collect();
+        let per_primary = replicas.to_string();
         let mut create = vec!["--cluster", "create"];
         create.extend(addrs.iter().map(String::as_str));
-        create.push("--cluster-yes");
+        create.extend(["--cluster-replicas", &per_primary, "--cluster-yes"]);
         assert!(
             cli(nodes[0].port(), &create).is_some(),
             "redis-cli --cluster create failed"
         );
         let ok = wait_for(SETUP_TIMEOUT, || {
             nodes.iter().all(|node| {
-                cli(node.port(), &["CLUSTER", "INFO"])
-                    .and_then(|info| info_field(&info, "cluster_state"))
-                    .is_some_and(|state| state == "ok")
+                let state = cli(node.port(), &["CLUSTER", "INFO"])
+                    .and_then(|info| info_field(&info, "cluster_state"));
+                let replication = cli(node.port(), &["INFO", "replication"]).unwrap_or_default();
+                state.is_some_and(|state| state == "ok")
+                    && info_field(&replication, "role").is_some_and(|role| role == "master"
+                        || info_field(&replication, "master_link_status").as_deref() == Some("up"))
             })
         });
         assert!(ok, "the cluster did not come up");
@@ -322,10 +337,39 @@ impl RedisCluster {
         }
     }
 
+    /// The index in [`Self::nodes`] of the primary that holds `key`'s slot now.
+    pub fn primary_of(&self, key: &str) -> Option<usize> {
+        let any = self.nodes.iter().find(|n| n.pid().is_some())?.port();
+        let slot: u16 = cli(any, &["CLUSTER", "KEYSLOT", key])?.trim().parse().ok()?;
+        let table = cli(any, &["CLUSTER", "NODES"])?;
+        // `<id> <ip:port@bus> <flags> <primary> <ping> <pong> <epoch> <link> <slots>…`
+        let line = table.lines().find(|line| {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            fields.len() > 8
+                && fields[2].contains("master")
+                && !fields[2].contains("fail")
+                && fields[8..].iter().any(|range| {
+                    let (low, high) = range.split_once('-').unwrap_or((range, range));
+                    matches!((low.parse::<u16>(), high.parse::<u16>()),
+                        (Ok(low), Ok(high)) if (low..=high).contains(&slot))
+                })
+        })?;
+        let port: u16 = line
+            .split_whitespace()
+            .nth(1)?
+            .split('@')
+            .next()?
+            .rsplit(':')
+            .next()?
+            .parse()
+            .ok()?;
+        self.nodes.iter().position(|n| n.port() == port)
+    }
+
     /// `redis-cluster://` with every node.
     pub fn url(&self) -> String {
         let mut nodes = self.nodes.iter().map(|n| n.addr().to_string());
-        let first = nodes.next().expect("three nodes");
+        let first = nodes.next().expect("three nodes at least");
         let others: Vec<String> = nodes.map(|node| format!("node={node}")).collect();
         format!("redis-cluster://{first}?{}", others.join("&"))
     }

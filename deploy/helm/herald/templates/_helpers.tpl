@@ -87,13 +87,14 @@ app.kubernetes.io/component: {{ .component }}
      mounted Secret, and replication. */}}
 {{/* A URL without the password of its user part, for notes. */}}
 {{- define "herald.redactedUrl" -}}
-{{- regexReplaceAll "://([^:@/?]*):[^@?]*@" . "://${1}:<hidden>@" -}}
+{{- $url := regexReplaceAll "://([^:@/?]*):[^@?]*@" . "://${1}:<hidden>@" -}}
+{{- regexReplaceAll "sentinelPassword=[^&]*" $url "sentinelPassword=<hidden>" -}}
 {{- end }}
 
 {{- define "herald.redisEnv" -}}
 {{- $redis := .Values.redis }}
-{{- if and $redis.urlKey (not $redis.existingSecret) }}
-{{- fail "redis.urlKey names a key of redis.existingSecret, which is not set" }}
+{{- if and (or $redis.urlKey $redis.sentinel.passwordKey) (not $redis.existingSecret) }}
+{{- fail "redis.urlKey and redis.sentinel.passwordKey name keys of redis.existingSecret, which is not set" }}
 {{- end }}
 {{- if and $redis.existingSecret $redis.urlKey }}
 - name: HERALD_REDIS__URL
