@@ -439,7 +439,9 @@ async fn acknowledged_appends_survive_a_cluster_failover_and_keep_their_offsets(
     let mut cluster = RedisCluster::with_replicas(2);
     let store = replicated_store(cluster.url()).await;
     let key = Keys::new("t").history("failover");
-    let primary = cluster.primary_of(&key).expect("a primary holds the channel");
+    let primary = cluster
+        .primary_of(&key)
+        .expect("a primary holds the channel");
     appends_survive_a_failover(&store, "failover", || cluster.nodes[primary].stop()).await;
     let promoted = cluster.primary_of(&key);
     assert!(

@@ -326,8 +326,11 @@ impl RedisCluster {
                     .and_then(|info| info_field(&info, "cluster_state"));
                 let replication = cli(node.port(), &["INFO", "replication"]).unwrap_or_default();
                 state.is_some_and(|state| state == "ok")
-                    && info_field(&replication, "role").is_some_and(|role| role == "master"
-                        || info_field(&replication, "master_link_status").as_deref() == Some("up"))
+                    && info_field(&replication, "role").is_some_and(|role| {
+                        role == "master"
+                            || info_field(&replication, "master_link_status").as_deref()
+                                == Some("up")
+                    })
             })
         });
         assert!(ok, "the cluster did not come up");
@@ -340,7 +343,10 @@ impl RedisCluster {
     /// The index in [`Self::nodes`] of the primary that holds `key`'s slot now.
     pub fn primary_of(&self, key: &str) -> Option<usize> {
         let any = self.nodes.iter().find(|n| n.pid().is_some())?.port();
-        let slot: u16 = cli(any, &["CLUSTER", "KEYSLOT", key])?.trim().parse().ok()?;
+        let slot: u16 = cli(any, &["CLUSTER", "KEYSLOT", key])?
+            .trim()
+            .parse()
+            .ok()?;
         let table = cli(any, &["CLUSTER", "NODES"])?;
         // `<id> <ip:port@bus> <flags> <primary> <ping> <pong> <epoch> <link> <slots>…`
         let line = table.lines().find(|line| {
