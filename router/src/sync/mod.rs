@@ -23,13 +23,16 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use herald_proto::bus::v1::Position;
+use herald_proto::bus::v1::{Position, SyncCommitted, SyncConflict};
 
 use crate::history::{Entry, StoreError};
 
 pub use memory::MemoryDocuments;
 pub use redis::RedisDocuments;
 pub use service::SyncService;
+
+/// What a patch gives: its revision, or the conflict that kept it from being applied.
+pub type PatchOutcome = Result<SyncCommitted, SyncConflict>;
 
 /// A document as stored: JSON text of an object, at a revision of an epoch.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -30,6 +30,7 @@ use prost::Message;
 use serde_json::Value;
 use tokio::sync::oneshot;
 
+use super::PatchOutcome;
 use super::document;
 use super::slots::{Current, MAX_WAITING, Slots, Waiting};
 use super::{Commit, Committed, DocumentStore, Retention};
@@ -41,9 +42,6 @@ pub const MAX_CATCH_UP: u32 = 1000;
 
 /// Times a patch is merged again after other routers' patches before it gives up (111).
 const MAX_ATTEMPTS: usize = 64;
-
-/// What a patch gives: its revision, or the conflict that kept it from being applied.
-pub type PatchOutcome = Result<SyncCommitted, SyncConflict>;
 
 /// The requests a router answers on the sync subject.
 pub struct SyncService {

@@ -12,9 +12,8 @@ use herald_proto::bus::v1::Position;
 use serde_json::Value;
 use tokio::sync::oneshot;
 
-use super::Snapshot;
 use super::document::parse_doc;
-use super::service::PatchOutcome;
+use super::{PatchOutcome, Snapshot};
 use crate::history::Entry;
 
 /// Patches of one document that may be queued on one router at once, at most; more are
