@@ -2,7 +2,8 @@
 # Validates what operators deploy, with the workplace's validators (check-helm.sh,
 # check-metrics.sh, check-dashboards.sh, promtool):
 #
-#   1. the alert rules pass `promtool check rules`, docker compose's Prometheus config
+#   1. the alert rules pass `promtool check rules` and their unit tests (`promtool test
+#      rules`: alerts keep releases apart), docker compose's Prometheus config
 #      `promtool check config`, and the compose file parses and names files that exist;
 #   2. the Helm chart lints, renders and passes the Kubernetes schemas, with default values
 #      and with every values file in deploy/helm/herald/ci/ (all features on, an existing
@@ -32,8 +33,9 @@ log() { printf '\n==> %s\n' "$*"; }
 "$tools/setup.sh" >/dev/null
 promtool="${HERALD_TOOLS_STATE:-$HOME/.cache/herald-tools}/.bin/promtool"
 
-log "alert rules (promtool check rules)"
+log "alert rules (promtool check rules; test rules: two releases in one Prometheus)"
 "$promtool" check rules deploy/prometheus/alerts.yml
+"$promtool" test rules deploy/prometheus/alerts.test.yml
 
 log "Prometheus config of docker compose (promtool check config)"
 work="$(mktemp -d)"

@@ -9,6 +9,7 @@ dashboards keep one style and the chart never drifts from the files.
 """
 
 import json
+import re
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -17,8 +18,41 @@ DATASOURCE = {"type": "prometheus", "uid": "${datasource}"}
 RATE = "[$__rate_interval]"
 
 
+# Every Herald series a dashboard reads is limited to the chosen namespace and release,
+# so that several releases can share one Prometheus. Without those labels (docker
+# compose), "All" matches the empty value.
+SCOPE = 'namespace=~"$namespace", release=~"$release"'
+HERALD_SERIES = re.compile(r"\b(herald_[a-z0-9_]+)(\{([^}]*)\})?")
+
+
+def scoped(expr):
+    """`expr` with the namespace and release selector in every `herald_*` selector."""
+    def scope(match):
+        labels = match.group(3)
+        return f"{match.group(1)}{{{SCOPE}{', ' + labels if labels else ''}}}"
+    return HERALD_SERIES.sub(scope, expr)
+
+
 def target(expr, legend, ref):
-    return {"datasource": DATASOURCE, "expr": expr, "legendFormat": legend, "refId": ref}
+    return {"datasource": DATASOURCE, "expr": scoped(expr), "legendFormat": legend, "refId": ref}
+
+
+def variable(name, label, query):
+    """A query variable over the values of a label, "All" by default."""
+    return {
+        "name": name, "label": label, "type": "query", "datasource": DATASOURCE,
+        "query": {"query": query, "refId": name}, "definition": query,
+        "refresh": 2, "sort": 1, "hide": 0, "includeAll": True, "multi": True,
+        "allValue": ".*", "current": {"text": "All", "value": "$__all"},
+    }
+
+
+# Which release, in which namespace: the labels the chart's ServiceMonitor sets.
+RELEASES = [
+    variable("namespace", "Namespace", "label_values(herald_build_info, namespace)"),
+    variable("release", "Release",
+             'label_values(herald_build_info{namespace=~"$namespace"}, release)'),
+]
 
 
 def panel(title, targets, unit="short", kind="timeseries", width=12, height=8, description=""):
@@ -90,7 +124,7 @@ def dashboard(uid, title, description, panels, variables):
         "version": 1,
         "refresh": "30s",
         "time": {"from": "now-1h", "to": "now"},
-        "templating": {"list": [datasource, *variables]},
+        "templating": {"list": [datasource, *RELEASES, *variables]},
         "annotations": {"list": []},
         "panels": layout(panels),
     }
@@ -216,11 +250,12 @@ def load_test():
 def node():
     s = '{instance="$instance"}'
     only = 'instance="$instance"'
+    nodes = f"label_values(herald_build_info{{{SCOPE}}}, instance)"
     instance = {
         "name": "instance", "label": "Node", "type": "query",
         "datasource": DATASOURCE,
-        "query": {"query": "label_values(herald_build_info, instance)", "refId": "instance"},
-        "definition": "label_values(herald_build_info, instance)",
+        "query": {"query": nodes, "refId": "instance"},
+        "definition": nodes,
         "refresh": 2, "sort": 1, "current": {}, "hide": 0, "includeAll": False, "multi": False,
     }
     panels = [
