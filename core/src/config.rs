@@ -384,13 +384,31 @@ impl Default for RouterConfig {
     }
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct NatsConfig {
-    /// NATS server URL(s), comma-separated.
+    /// NATS server URL(s), comma-separated: every server of a cluster, so that a node can
+    /// start while one is down. `tls://` requires TLS.
     pub url: String,
     /// First token of every subject, so that several clusters can share one NATS.
     pub subject_prefix: String,
+    /// One way to authenticate, or none: `user` and `password`, `token`, `nkey_seed` (an
+    /// NKey's seed, `SU…`), or `credentials_file` (a `.creds` file: a user JWT and its
+    /// seed). Prefer `HERALD_NATS__PASSWORD` and the like (Secrets) to this file.
+    pub user: String,
+    pub password: String,
+    pub token: String,
+    pub nkey_seed: String,
+    pub credentials_file: String,
+    /// PEM file of the CAs that sign the servers' certificates (the system's otherwise);
+    /// setting it requires TLS.
+    pub tls_ca_file: String,
+    /// PEM client certificate chain and key, for servers that verify clients (both or
+    /// neither).
+    pub tls_cert_file: String,
+    pub tls_key_file: String,
+    /// Require TLS whatever the URLs say.
+    pub tls_required: bool,
 }
 
 impl Default for NatsConfig {
@@ -398,7 +416,61 @@ impl Default for NatsConfig {
         Self {
             url: "nats://127.0.0.1:4222".into(),
             subject_prefix: "herald".into(),
+            user: String::new(),
+            password: String::new(),
+            token: String::new(),
+            nkey_seed: String::new(),
+            credentials_file: String::new(),
+            tls_ca_file: String::new(),
+            tls_cert_file: String::new(),
+            tls_key_file: String::new(),
+            tls_required: false,
         }
+    }
+}
+
+/// Without the secrets: the password, token and seed, and a password in a URL.
+impl std::fmt::Debug for NatsConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let hidden = |secret: &str| if secret.is_empty() { "" } else { "<hidden>" };
+        let urls: Vec<String> = self.url.split(',').map(redact_url).collect();
+        f.debug_struct("NatsConfig")
+            .field("url", &urls.join(","))
+            .field("subject_prefix", &self.subject_prefix)
+            .field("user", &self.user)
+            .field("password", &hidden(&self.password))
+            .field("token", &hidden(&self.token))
+            .field("nkey_seed", &hidden(&self.nkey_seed))
+            .field("credentials_file", &self.credentials_file)
+            .field("tls_ca_file", &self.tls_ca_file)
+            .field("tls_cert_file", &self.tls_cert_file)
+            .field("tls_key_file", &self.tls_key_file)
+            .field("tls_required", &self.tls_required)
+            .finish()
+    }
+}
+
+impl NatsConfig {
+    /// What is wrong with the authentication and TLS settings, if anything.
+    fn check(&self) -> Result<(), String> {
+        if self.user.is_empty() != self.password.is_empty() {
+            return Err("nats.user and nats.password go together".into());
+        }
+        let methods = [
+            !self.user.is_empty(),
+            !self.token.is_empty(),
+            !self.nkey_seed.is_empty(),
+            !self.credentials_file.is_empty(),
+        ];
+        if methods.iter().filter(|set| **set).count() > 1 {
+            return Err("set one NATS authentication: nats.user and nats.password, \
+                 nats.token, nats.nkey_seed or nats.credentials_file"
+                .into());
+        }
+        if self.tls_cert_file.is_empty() != self.tls_key_file.is_empty() {
+            return Err("nats.tls_cert_file and nats.tls_key_file go together".into());
+        }
+        Ok(())
     }
 }
 
@@ -592,6 +664,7 @@ impl Config {
                 self.nats.subject_prefix
             ));
         }
+        self.nats.check().map_err(ConfigError::Invalid)?;
         let redis = &self.redis;
         if redis.key_prefix.contains(['{', '}']) {
             // Each channel's keys share the hash tag `{channel}` (one Redis Cluster slot);
@@ -762,6 +835,29 @@ mod tests {
         let wait = "[redis]\nwait_replicas = 1\nwait_timeout = \"0s\"";
         let forever = Config::from_toml(wait).unwrap_err();
         assert!(forever.to_string().contains("wait_timeout"), "{forever}");
+    }
+
+    #[test]
+    fn one_nats_authentication_and_whole_pairs() {
+        let two = "[nats]\ntoken = \"t\"\nnkey_seed = \"SU\"";
+        let err = Config::from_toml(two).unwrap_err();
+        assert!(err.to_string().contains("one NATS authentication"), "{err}");
+        let half = Config::from_toml("[nats]\nuser = \"u\"").unwrap_err();
+        assert!(half.to_string().contains("go together"), "{half}");
+        let cert = Config::from_toml("[nats]\ntls_key_file = \"k.pem\"").unwrap_err();
+        assert!(cert.to_string().contains("go together"), "{cert}");
+        let config = NatsConfig {
+            url: "nats://a:pw1@n1:4222,nats://n2:4222".into(),
+            password: "pw2".into(),
+            token: "pw3".into(),
+            nkey_seed: "pw4".into(),
+            ..NatsConfig::default()
+        };
+        let printed = format!("{config:?}");
+        for secret in ["pw1", "pw2", "pw3", "pw4"] {
+            assert!(!printed.contains(secret), "{secret} in {printed}");
+        }
+        assert!(printed.contains("nats://n2:4222"), "{printed}");
     }
 
     #[test]

@@ -5,7 +5,8 @@ use std::time::Duration;
 use bytes::Bytes;
 use futures_util::StreamExt;
 use herald_core::bus::{Bus, BusError, NatsBus, Subscription};
-use herald_testkit::{Server, SlowLink};
+use herald_core::config::NatsConfig;
+use herald_testkit::{Server, SlowLink, TlsFiles};
 
 const WAIT: Duration = Duration::from_secs(10);
 
@@ -14,7 +15,7 @@ async fn connect(server: &Server, name: &str) -> NatsBus {
 }
 
 async fn connect_to(url: &str, name: &str) -> NatsBus {
-    let bus = NatsBus::connect(url, name).await.unwrap();
+    let bus = NatsBus::connect_url(url, name).await.unwrap();
     assert!(bus.wait_connected(WAIT).await, "{name} connects");
     bus
 }
@@ -179,4 +180,122 @@ async fn a_queue_member_drained_while_messages_are_in_flight_loses_none() {
 
 fn number(payload: &[u8]) -> u32 {
     u32::from_be_bytes(payload.try_into().expect("a four-byte payload"))
+}
+
+/// A publication from `bus` to itself arrives: the connection works.
+async fn round_trip(bus: &NatsBus) {
+    let mut subscription = bus.subscribe("echo".into()).await.unwrap();
+    bus.flush().await.unwrap();
+    bus.publish("echo".into(), Bytes::from_static(b"hi"))
+        .await
+        .unwrap();
+    let received = tokio::time::timeout(WAIT, subscription.next()).await;
+    assert!(matches!(received, Ok(Some(_))), "the publication came back");
+}
+
+/// A bus for `config`, and whether it connected within `within`.
+async fn connect_with(config: NatsConfig, within: Duration) -> (NatsBus, bool) {
+    let bus = NatsBus::connect(&config, "secured").await.unwrap();
+    let connected = bus.wait_connected(within).await;
+    (bus, connected)
+}
+
+/// How long a refused client is given to get in anyway.
+const REFUSED: Duration = Duration::from_secs(3);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_user_and_password_a_token_or_an_nkey_gets_in() {
+    let key = nkeys::KeyPair::new_user();
+    let cases = [
+        (
+            "authorization { user: herald, password: s3cret }".to_string(),
+            NatsConfig {
+                user: "herald".into(),
+                password: "s3cret".into(),
+                ..NatsConfig::default()
+            },
+        ),
+        (
+            "authorization { token: t0ken-for-tests }".to_string(),
+            NatsConfig {
+                token: "t0ken-for-tests".into(),
+                ..NatsConfig::default()
+            },
+        ),
+        (
+            format!(
+                "authorization {{ users: [ {{ nkey: {} }} ] }}",
+                key.public_key()
+            ),
+            NatsConfig {
+                nkey_seed: key.seed().unwrap(),
+                ..NatsConfig::default()
+            },
+        ),
+    ];
+    for (server_config, client) in cases {
+        let server = Server::nats_with_config(&server_config);
+        let config = NatsConfig {
+            url: server.url(),
+            ..client
+        };
+        let (bus, connected) = connect_with(config, WAIT).await;
+        assert!(connected, "{server_config}");
+        round_trip(&bus).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wrong_nats_credentials_keep_the_node_out() {
+    let server = Server::nats_with_config("authorization { user: herald, password: s3cret }");
+    let wrong = NatsConfig {
+        url: server.url(),
+        user: "herald".into(),
+        password: "guess".into(),
+        ..NatsConfig::default()
+    };
+    let (bus, connected) = connect_with(wrong, REFUSED).await;
+    assert!(
+        !connected && !bus.is_connected(),
+        "a wrong password is refused"
+    );
+    // A seed that is no seed fails at once, naming the setting.
+    let bad_seed = NatsConfig {
+        url: server.url(),
+        nkey_seed: "not-a-seed".into(),
+        ..NatsConfig::default()
+    };
+    let refused = NatsBus::connect(&bad_seed, "bad").await.err().unwrap();
+    assert!(refused.to_string().contains("nats.nkey_seed"), "{refused}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_with_the_cas_of_the_config_and_a_client_certificate() {
+    let tls = TlsFiles::generate("nats-tls");
+    let (ca, cert, key) = (
+        TlsFiles::text(&tls.ca_file),
+        TlsFiles::text(&tls.cert_file),
+        TlsFiles::text(&tls.key_file),
+    );
+    // The server verifies clients: only a certificate from the test CA gets in.
+    let server = Server::nats_with_config(&format!(
+        "tls {{ cert_file: \"{cert}\", key_file: \"{key}\", ca_file: \"{ca}\", verify: true }}"
+    ));
+    let config = NatsConfig {
+        url: server.url(),
+        tls_ca_file: ca.clone(),
+        tls_cert_file: cert,
+        tls_key_file: key,
+        ..NatsConfig::default()
+    };
+    let (bus, connected) = connect_with(config.clone(), WAIT).await;
+    assert!(connected, "a client with the CA and a certificate connects");
+    round_trip(&bus).await;
+    let without_certificate = NatsConfig {
+        tls_cert_file: String::new(),
+        tls_key_file: String::new(),
+        ..config
+    };
+    let (_, connected) = connect_with(without_certificate, REFUSED).await;
+    assert!(!connected, "the server wants a client certificate");
 }

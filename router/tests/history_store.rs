@@ -256,9 +256,9 @@ fn tls_config(server: &RedisTls) -> RedisConfig {
         url: server.url(),
         username: RedisTls::USER.into(),
         password: RedisTls::PASSWORD.into(),
-        tls_ca_file: path(&server.ca_file),
-        tls_cert_file: path(&server.cert_file),
-        tls_key_file: path(&server.key_file),
+        tls_ca_file: path(&server.tls.ca_file),
+        tls_cert_file: path(&server.tls.cert_file),
+        tls_key_file: path(&server.tls.key_file),
         key_prefix: "t".into(),
         ..RedisConfig::default()
     }
@@ -305,7 +305,7 @@ async fn wrong_redis_credentials_or_an_unknown_ca_fail_with_what_is_wrong() {
     );
     // A file that holds no PEM certificate (the key, say) would trust nothing.
     let not_a_ca = RedisConfig {
-        tls_ca_file: server.key_file.to_string_lossy().into_owned(),
+        tls_ca_file: server.tls.key_file.to_string_lossy().into_owned(),
         ..tls_config(&server)
     };
     let unusable = Redis::connect(&not_a_ca).await.err().unwrap();

@@ -499,7 +499,7 @@ pub fn announce(mode: Mode, node_id: &str, listeners: &Listeners) -> std::io::Re
 }
 
 async fn nats(config: &Config, node_id: &str) -> anyhow::Result<Arc<dyn Bus>> {
-    let bus = NatsBus::connect(&config.nats.url, node_id).await?;
+    let bus = NatsBus::connect(&config.nats, node_id).await?;
     if !bus.wait_connected(Duration::from_secs(5)).await {
         tracing::warn!(url = %config.nats.url, "NATS not reachable yet; retrying in the background");
     }

@@ -5,6 +5,8 @@
 //!   test can stop and start again on the same port.
 //! - [`redis`]: Redis with TLS, a client certificate and an ACL user; with Sentinel; as a
 //!   Cluster.
+//! - [`tls`]: a CA made in the test, and certificates it signed, as PEM files.
+//! - [`scratch`]: a directory of files a test writes, removed with it.
 //! - [`cluster`]: NATS, Redis, gateways and routers together, ready to use.
 //! - [`node`]: a Herald process of our own binary, whose listening address is read from
 //!   its standard output.
@@ -27,9 +29,11 @@ pub mod cluster;
 pub mod fuzz;
 pub mod node;
 pub mod redis;
+pub mod scratch;
 pub mod servers;
 pub mod slow_link;
 pub mod socketio;
+pub mod tls;
 pub mod wait;
 
 pub use backend::TestBackend;
@@ -40,4 +44,5 @@ pub use node::HeraldProcess;
 pub use redis::{RedisCluster, RedisSentinel, RedisTls};
 pub use servers::Server;
 pub use slow_link::SlowLink;
+pub use tls::TlsFiles;
 pub use wait::{wait_for, wait_for_async};

@@ -4,14 +4,12 @@
 //! real `redis-server` on free loopback ports, killed on `Drop`; `redis-cli` (from the
 //! same Debian package) sets them up and reads their state.
 
-use std::net::{IpAddr, Ipv4Addr};
-use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, SanType};
-
+use crate::scratch::Scratch;
 use crate::servers::{Server, find_binary, free_port};
+use crate::tls::TlsFiles;
 use crate::wait::wait_for;
 
 const SETUP_TIMEOUT: Duration = Duration::from_secs(30);
@@ -37,76 +35,12 @@ fn info_field(info: &str, field: &str) -> Option<String> {
         .map(|value| value.trim().to_string())
 }
 
-/// A directory of its own under the system's temporary one, removed on `Drop`.
-pub struct Scratch(PathBuf);
-
-impl Scratch {
-    pub fn new(name: &str) -> Self {
-        static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
-        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let dir = std::env::temp_dir().join(format!("herald-{name}-{}-{n}", std::process::id()));
-        std::fs::create_dir_all(&dir).expect("create a scratch directory");
-        Self(dir)
-    }
-
-    /// Writes `contents` to `name` in it and returns the file's path.
-    pub fn write(&self, name: &str, contents: &str) -> PathBuf {
-        let path = self.0.join(name);
-        std::fs::write(&path, contents).expect("write a scratch file");
-        path
-    }
-
-    pub fn path(&self) -> &Path {
-        &self.0
-    }
-}
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-/// A test CA, and a certificate it signed for 127.0.0.1 and `localhost`, in PEM.
-pub struct TestCa {
-    pub ca: String,
-    pub cert: String,
-    pub key: String,
-}
-
-impl TestCa {
-    /// A new CA with one server certificate (also good as a client certificate).
-    pub fn generate() -> Self {
-        let mut ca = CertificateParams::new(Vec::<String>::new()).expect("CA parameters");
-        ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        ca.distinguished_name
-            .push(DnType::CommonName, "Herald test CA");
-        let ca_key = KeyPair::generate().expect("CA key");
-        let ca_cert = ca.self_signed(&ca_key).expect("self-signed CA");
-        let issuer = Issuer::new(ca, ca_key);
-        let mut leaf = CertificateParams::new(vec!["localhost".to_string()]).expect("parameters");
-        leaf.subject_alt_names
-            .push(SanType::IpAddress(IpAddr::V4(Ipv4Addr::LOCALHOST)));
-        leaf.distinguished_name.push(DnType::CommonName, "herald");
-        let key = KeyPair::generate().expect("key");
-        let cert = leaf.signed_by(&key, &issuer).expect("signed certificate");
-        Self {
-            ca: ca_cert.pem(),
-            cert: cert.pem(),
-            key: key.serialize_pem(),
-        }
-    }
-}
-
 /// A `redis-server` that speaks only TLS, wants a client certificate from the test CA,
 /// and lets in only the ACL user [`RedisTls::USER`] (the default user is off).
 pub struct RedisTls {
     pub server: Server,
     /// The CA's certificate, and the client's certificate and key, as PEM files.
-    pub ca_file: PathBuf,
-    pub cert_file: PathBuf,
-    pub key_file: PathBuf,
-    _files: Scratch,
+    pub tls: TlsFiles,
 }
 
 impl RedisTls {
@@ -114,15 +48,14 @@ impl RedisTls {
     pub const PASSWORD: &str = "s3cret-for-tests";
 
     pub fn start() -> Self {
-        let files = Scratch::new("redis-tls");
-        let pems = TestCa::generate();
-        let ca_file = files.write("ca.pem", &pems.ca);
-        let cert_file = files.write("cert.pem", &pems.cert);
-        let key_file = files.write("key.pem", &pems.key);
+        let tls = TlsFiles::generate("redis-tls");
         let port = free_port();
         let (port_text, password) = (port.to_string(), format!(">{}", Self::PASSWORD));
-        let path = |p: &Path| p.to_string_lossy().into_owned();
-        let (ca, cert, key) = (path(&ca_file), path(&cert_file), path(&key_file));
+        let (ca, cert, key) = (
+            TlsFiles::text(&tls.ca_file),
+            TlsFiles::text(&tls.cert_file),
+            TlsFiles::text(&tls.key_file),
+        );
         let args = [
             "--port",
             "0",
@@ -149,10 +82,7 @@ impl RedisTls {
         ];
         Self {
             server: Server::redis_on(port, "rediss", &args),
-            ca_file,
-            cert_file,
-            key_file,
-            _files: files,
+            tls,
         }
     }
 

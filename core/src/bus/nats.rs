@@ -5,6 +5,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use async_nats::{Client, ConnectOptions, Event, connection::State};
+
+use crate::config::{NatsConfig, redact_url};
 use async_trait::async_trait;
 use bytes::Bytes;
 use futures_util::StreamExt;
@@ -36,15 +38,22 @@ pub struct NatsBus {
 }
 
 impl NatsBus {
-    /// Connects to `url` (comma-separated for several servers). Returns at once: the first
-    /// connection, and every reconnection after an outage, is made in the background, so a
-    /// node can start (not ready) before NATS is up. Fails only on an invalid URL.
-    pub async fn connect(url: &str, name: &str) -> Result<Self, BusError> {
+    /// Connects to the servers of `config.url` (comma-separated), authenticated and over
+    /// TLS as `config` says. Returns at once: the first connection, and every reconnection
+    /// after an outage, is made in the background, so a node can start (not ready) before
+    /// NATS is up. Fails on an invalid URL, or a credentials file or seed that cannot be
+    /// read.
+    pub async fn connect(config: &NatsConfig, name: &str) -> Result<Self, BusError> {
+        let url = &config.url;
         let connections = Arc::new(watch::Sender::new(0u64));
         let events = connections.clone();
         let max_payload = Arc::new(AtomicUsize::new(0));
         let server_changed = max_payload.clone();
-        let client = ConnectOptions::new()
+        let refused =
+            |e: &dyn std::fmt::Display| BusError::failed(Operation::Connect, e.to_string());
+        let client = secured(ConnectOptions::new(), config)
+            .await
+            .map_err(|e| refused(&e))?
             .name(name)
             .retry_on_initial_connect()
             .max_reconnects(None)
@@ -72,14 +81,23 @@ impl NatsBus {
                     tracing::info!(%event, "nats connection event");
                 }
             })
-            .connect(url)
+            .connect(url.as_str())
             .await
-            .map_err(|e| BusError::failed(Operation::Connect, format!("NATS at {url}: {e}")))?;
+            .map_err(|e| refused(&format!("NATS at {}: {e}", redact_url(url))))?;
         Ok(Self {
             client,
             connections,
             max_payload,
         })
+    }
+
+    /// Connects to `url` with no authentication and no TLS settings (tests, tools).
+    pub async fn connect_url(url: &str, name: &str) -> Result<Self, BusError> {
+        let config = NatsConfig {
+            url: url.into(),
+            ..NatsConfig::default()
+        };
+        Self::connect(&config, name).await
     }
 
     /// Waits until the first connection is established, or `timeout` passes.
@@ -104,6 +122,39 @@ impl NatsBus {
             _ => Ok(()),
         }
     }
+}
+
+/// `options` with the authentication and TLS of `config`.
+async fn secured(options: ConnectOptions, config: &NatsConfig) -> Result<ConnectOptions, String> {
+    let mut options = match () {
+        _ if !config.user.is_empty() => {
+            options.user_and_password(config.user.clone(), config.password.clone())
+        }
+        _ if !config.token.is_empty() => options.token(config.token.clone()),
+        _ if !config.nkey_seed.is_empty() => {
+            // Checked here: the client would only find out when the server asks.
+            nkeys::KeyPair::from_seed(config.nkey_seed.trim())
+                .map_err(|e| format!("nats.nkey_seed: {e}"))?;
+            options.nkey(config.nkey_seed.trim().to_string())
+        }
+        _ if !config.credentials_file.is_empty() => options
+            .credentials_file(&config.credentials_file)
+            .await
+            .map_err(|e| format!("nats.credentials_file {}: {e}", config.credentials_file))?,
+        _ => options,
+    };
+    if !config.tls_ca_file.is_empty() {
+        options = options.add_root_certificates(config.tls_ca_file.clone().into());
+    }
+    if !config.tls_cert_file.is_empty() {
+        options = options.add_client_certificate(
+            config.tls_cert_file.clone().into(),
+            config.tls_key_file.clone().into(),
+        );
+    }
+    let tls =
+        config.tls_required || !config.tls_ca_file.is_empty() || !config.tls_cert_file.is_empty();
+    Ok(options.require_tls(tls))
 }
 
 fn count_error(kind: &'static str) {

@@ -144,9 +144,9 @@ async fn a_router_reaches_redis_over_tls_as_an_acl_user() {
     let nats = Server::nats();
     let (url, ca, cert, key) = (
         redis.url(),
-        redis.ca_file.to_string_lossy().into_owned(),
-        redis.cert_file.to_string_lossy().into_owned(),
-        redis.key_file.to_string_lossy().into_owned(),
+        redis.tls.ca_file.to_string_lossy().into_owned(),
+        redis.tls.cert_file.to_string_lossy().into_owned(),
+        redis.tls.key_file.to_string_lossy().into_owned(),
     );
     let settings = [
         ("HERALD_REDIS__URL", url.as_str()),

@@ -67,8 +67,7 @@ app.kubernetes.io/component: {{ .component }}
   valueFrom:
     fieldRef:
       fieldPath: metadata.name
-- name: HERALD_NATS__URL
-  value: {{ .Values.nats.url | quote }}
+{{- include "herald.natsEnv" . }}
 - name: HERALD_AUTH__ANONYMOUS
   value: {{ .Values.auth.anonymous | quote }}
 - name: HERALD_AUTH__HMAC_SECRET
@@ -85,6 +84,53 @@ app.kubernetes.io/component: {{ .component }}
 
 {{/* A router's Redis settings: the URL, credentials from a Secret, TLS files from the
      mounted Secret, and replication. */}}
+{{/* A node's NATS settings: the URLs, credentials from a Secret (a .creds file and the
+     TLS files mounted from Secrets). */}}
+{{- define "herald.natsEnv" -}}
+{{- $nats := .Values.nats }}
+{{- $keys := list $nats.urlKey $nats.passwordKey $nats.tokenKey $nats.nkeySeedKey $nats.credentialsKey }}
+{{- if and (not $nats.existingSecret) (compact $keys) }}
+{{- fail "nats.urlKey, passwordKey, tokenKey, nkeySeedKey and credentialsKey name keys of nats.existingSecret, which is not set" }}
+{{- end }}
+{{- if $nats.urlKey }}
+- name: HERALD_NATS__URL
+  valueFrom:
+    secretKeyRef:
+      name: {{ $nats.existingSecret }}
+      key: {{ $nats.urlKey }}
+{{- else }}
+- name: HERALD_NATS__URL
+  value: {{ $nats.url | quote }}
+{{- end }}
+{{- with $nats.user }}
+- name: HERALD_NATS__USER
+  value: {{ . | quote }}
+{{- end }}
+{{- range $name, $key := dict "PASSWORD" $nats.passwordKey "TOKEN" $nats.tokenKey "NKEY_SEED" $nats.nkeySeedKey }}
+{{- if $key }}
+- name: HERALD_NATS__{{ $name }}
+  valueFrom:
+    secretKeyRef:
+      name: {{ $nats.existingSecret }}
+      key: {{ $key }}
+{{- end }}
+{{- end }}
+{{- if $nats.credentialsKey }}
+- name: HERALD_NATS__CREDENTIALS_FILE
+  value: /etc/herald/nats-credentials/user.creds
+{{- end }}
+{{- if $nats.tls.existingSecret }}
+- name: HERALD_NATS__TLS_CA_FILE
+  value: /etc/herald/nats-tls/ca.pem
+{{- if $nats.tls.clientCertificate }}
+- name: HERALD_NATS__TLS_CERT_FILE
+  value: /etc/herald/nats-tls/cert.pem
+- name: HERALD_NATS__TLS_KEY_FILE
+  value: /etc/herald/nats-tls/key.pem
+{{- end }}
+{{- end }}
+{{- end }}
+
 {{/* A URL without the password of its user part, for notes. */}}
 {{- define "herald.redactedUrl" -}}
 {{- $url := regexReplaceAll "://([^:@/?]*):[^@?]*@" . "://${1}:<hidden>@" -}}
@@ -149,6 +195,30 @@ app.kubernetes.io/component: {{ .component }}
 - name: config
   configMap:
     name: {{ include "herald.fullname" . }}
+{{- with .Values.nats }}
+{{- if .credentialsKey }}
+- name: nats-credentials
+  secret:
+    secretName: {{ .existingSecret }}
+    items:
+      - key: {{ .credentialsKey }}
+        path: user.creds
+{{- end }}
+{{- if .tls.existingSecret }}
+- name: nats-tls
+  secret:
+    secretName: {{ .tls.existingSecret }}
+    items:
+      - key: {{ .tls.caKey }}
+        path: ca.pem
+      {{- if .tls.clientCertificate }}
+      - key: tls.crt
+        path: cert.pem
+      - key: tls.key
+        path: key.pem
+      {{- end }}
+{{- end }}
+{{- end }}
 {{- if include "herald.publicKey" . }}
 - name: keys
   secret:
@@ -163,6 +233,16 @@ app.kubernetes.io/component: {{ .component }}
 - name: config
   mountPath: /etc/herald/config
   readOnly: true
+{{- if .Values.nats.credentialsKey }}
+- name: nats-credentials
+  mountPath: /etc/herald/nats-credentials
+  readOnly: true
+{{- end }}
+{{- if .Values.nats.tls.existingSecret }}
+- name: nats-tls
+  mountPath: /etc/herald/nats-tls
+  readOnly: true
+{{- end }}
 {{- if include "herald.publicKey" . }}
 - name: keys
   mountPath: /etc/herald/keys
