@@ -3,6 +3,7 @@
 //! # Layout
 //! - [`servers`]: `nats-server` and `redis-server` on free loopback ports, which a fault
 //!   test can stop and start again on the same port.
+//! - [`nats`]: a cluster of three NATS servers, any of which a test can kill.
 //! - [`redis`]: Redis with TLS, a client certificate and an ACL user; with Sentinel; as a
 //!   Cluster.
 //! - [`tls`]: a CA made in the test, and certificates it signed, as PEM files.
@@ -27,6 +28,7 @@ pub mod client;
 pub mod cluster;
 #[cfg(feature = "fuzz")]
 pub mod fuzz;
+pub mod nats;
 pub mod node;
 pub mod redis;
 pub mod scratch;
@@ -40,6 +42,7 @@ pub use backend::TestBackend;
 pub use balancer::Balancer;
 pub use client::NativeClient;
 pub use cluster::Cluster;
+pub use nats::NatsCluster;
 pub use node::HeraldProcess;
 pub use redis::{RedisCluster, RedisSentinel, RedisTls};
 pub use servers::Server;

@@ -81,7 +81,8 @@ impl NatsBus {
                     tracing::info!(%event, "nats connection event");
                 }
             })
-            .connect(url.as_str())
+            // A list: a single string would be read as one URL.
+            .connect(servers(url))
             .await
             .map_err(|e| refused(&format!("NATS at {}: {e}", redact_url(url))))?;
         Ok(Self {
@@ -122,6 +123,14 @@ impl NatsBus {
             _ => Ok(()),
         }
     }
+}
+
+/// The servers of a comma-separated list of URLs.
+fn servers(urls: &str) -> Vec<&str> {
+    urls.split(',')
+        .map(str::trim)
+        .filter(|url| !url.is_empty())
+        .collect()
 }
 
 /// `options` with the authentication and TLS of `config`.

@@ -5,6 +5,8 @@ use std::collections::BTreeSet;
 
 use serde_json::{Value, json};
 
+use herald_testkit::{NatsCluster, Server};
+
 use super::*;
 
 /// Publishes until the predicate holds for a reply; every reply must be a success or a
@@ -115,4 +117,85 @@ async fn a_redis_outage_refuses_publishes_and_service_resumes() {
     let push = &publications(&subscriber, channel, 1).await[0];
     assert_eq!(push["offset"], 1);
     assert_eq!(push["epoch"], resumed["result"]["epoch"]);
+}
+
+/// A NATS cluster of three loses the server a gateway is connected to, SIGKILLed while a
+/// client publishes: the nodes move to the other servers by themselves, the clients stay
+/// connected, and every acknowledged publication reaches the subscriber, in order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_nats_server_of_a_cluster_killed_mid_traffic_loses_no_acknowledged_publication() {
+    let mut nats = NatsCluster::start(3);
+    let redis = Server::redis();
+    let (urls, redis_url) = (nats.urls(), redis.url());
+    let node = |mode: &str, name: &str| {
+        let mut args = vec![
+            mode,
+            "--listen",
+            "127.0.0.1:0",
+            "--nats",
+            &urls,
+            "--node-id",
+            name,
+        ];
+        if mode == "router" {
+            args.extend(["--api-listen", "127.0.0.1:0", "--redis", &redis_url]);
+        }
+        let node = HeraldProcess::spawn_with_env(name, herald(), &args, &[]);
+        node.wait_ready(PATIENCE);
+        node
+    };
+    let _router = node("router", "router-1");
+    let gateways = [node("gateway", "gateway-1"), node("gateway", "gateway-2")];
+    let channel = "chat:nats-cluster";
+    let publisher = client(&gateways[0].ws_url()).await;
+    let subscriber = client(&gateways[1].ws_url()).await;
+    subscribe(&subscriber, channel).await;
+
+    let mut acked = BTreeSet::new();
+    for _ in 0..50 {
+        let result = publish(&publisher, channel, json!("before")).await;
+        acked.insert(result["offset"].as_u64().expect("an offset"));
+    }
+    let victim = nats.serving("gateway-1").expect("gateway-1 is connected");
+    nats.nodes[victim].stop();
+    // Until the publisher's gateway has moved over, publishes may be refused (111); then
+    // they are acknowledged again.
+    let target = acked.len() + 100;
+    let (killed, mut refused) = (tokio::time::Instant::now(), 0);
+    let deadline = killed + PATIENCE * 2;
+    while acked.len() < target {
+        let reply = publisher
+            .call("publish", json!({"channel": channel, "data": "during"}))
+            .await
+            .expect("the client stays connected and every publish gets a reply");
+        match reply["result"]["offset"].as_u64() {
+            Some(offset) => {
+                acked.insert(offset);
+            }
+            None => {
+                assert_eq!(reply["error"]["code"], 111, "{reply}");
+                refused += 1;
+            }
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "publishes did not resume"
+        );
+    }
+    // For docs/operations.md (`--no-capture`).
+    println!(
+        "NATS server killed: {refused} publishes refused; 100 acknowledged in {:?}",
+        killed.elapsed()
+    );
+    let moved = nats.serving("gateway-1");
+    assert!(
+        moved.is_some() && moved != Some(victim),
+        "gateway-1 moved: {moved:?}"
+    );
+    let received = publications(&subscriber, channel, acked.len()).await;
+    let offsets: Vec<u64> = received
+        .iter()
+        .map(|p| p["offset"].as_u64().unwrap())
+        .collect();
+    assert_eq!(offsets, acked.iter().copied().collect::<Vec<_>>());
 }
