@@ -67,21 +67,24 @@ where
 pub fn upgrade(socket: WebSocket, link: Arc<Link>) -> impl Future<Output = ()> + Send {
     let (mut sink, mut stream) = socket.split();
     async move {
+        // Whether this WebSocket holds the session's upgrade: only then may it give it
+        // back to polling.
+        let mut claimed = false;
         let probed = tokio::time::timeout(UPGRADE_TIMEOUT, async {
             if next_packet(&mut stream).await? != engine::Packet::text(PacketType::Ping, "probe") {
                 return None;
             }
-            sink.send(Message::Text(Utf8Bytes::from_static("3probe")))
-                .await
-                .ok()?;
+            // Claimed before the client can learn that the probe worked: a WebSocket it
+            // opens after that finds the session upgrading and is refused.
             if !link.begin_upgrade() {
                 return None;
             }
+            claimed = true;
+            sink.send(Message::Text(Utf8Bytes::from_static("3probe")))
+                .await
+                .ok()?;
             let upgraded =
                 next_packet(&mut stream).await == Some(engine::Packet::empty(PacketType::Upgrade));
-            if !upgraded {
-                link.abort_upgrade();
-            }
             upgraded.then_some(())
         })
         .await;
@@ -92,7 +95,9 @@ pub fn upgrade(socket: WebSocket, link: Arc<Link>) -> impl Future<Output = ()> +
             }
             // The client stays on polling; the probing WebSocket just goes away.
             _ => {
-                link.abort_upgrade();
+                if claimed {
+                    link.abort_upgrade();
+                }
                 let _ = sink.close().await;
             }
         }
