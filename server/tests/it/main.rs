@@ -123,6 +123,31 @@ pub async fn publications(client: &NativeClient, channel: &str, n: usize) -> Vec
     received
 }
 
+/// Reads `channel`'s publications on `subscriber` up to the newest of `acked` and checks
+/// that every acknowledged offset arrived, in order. A publication answered with 111 may
+/// arrive too: its append can have landed while its reply was lost.
+pub async fn every_acknowledged_arrives(
+    subscriber: &NativeClient,
+    channel: &str,
+    acked: &std::collections::BTreeSet<u64>,
+) {
+    let Some(&last) = acked.last() else { return };
+    let mut received = Vec::new();
+    while received.last().is_none_or(|offset| *offset < last) {
+        let push = publications(subscriber, channel, 1).await.remove(0);
+        received.push(push["offset"].as_u64().expect("an offset"));
+    }
+    assert!(
+        received.windows(2).all(|w| w[0] < w[1]),
+        "in order: {received:?}"
+    );
+    let missing: Vec<&u64> = acked.iter().filter(|o| !received.contains(o)).collect();
+    assert!(
+        missing.is_empty(),
+        "acknowledged and never delivered: {missing:?}"
+    );
+}
+
 /// The error object of a refused command, failing if it succeeded.
 pub async fn refused(client: &NativeClient, method: &str, params: Value) -> Value {
     let reply = client.call(method, params).await.expect("a reply");
