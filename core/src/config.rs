@@ -432,7 +432,6 @@ impl Default for NatsConfig {
 /// Without the secrets: the password, token and seed, and a password in a URL.
 impl std::fmt::Debug for NatsConfig {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let hidden = |secret: &str| if secret.is_empty() { "" } else { "<hidden>" };
         let urls: Vec<String> = self.url.split(',').map(redact_url).collect();
         f.debug_struct("NatsConfig")
             .field("url", &urls.join(","))
@@ -532,7 +531,6 @@ impl Default for RedisConfig {
 /// Without the secrets: the password, and a password in the URL.
 impl std::fmt::Debug for RedisConfig {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let hidden = |secret: &str| if secret.is_empty() { "" } else { "<hidden>" };
         f.debug_struct("RedisConfig")
             .field("url", &redact_url(&self.url))
             .field("username", &self.username)
@@ -548,6 +546,11 @@ impl std::fmt::Debug for RedisConfig {
             .field("wait_timeout", &self.wait_timeout)
             .finish()
     }
+}
+
+/// What a `Debug` output shows of a secret: whether it is set.
+fn hidden(secret: &str) -> &'static str {
+    if secret.is_empty() { "" } else { "<hidden>" }
 }
 
 /// `url` with the password of its user part (`user:password@`) and any
@@ -837,6 +840,15 @@ mod tests {
         assert!(forever.to_string().contains("wait_timeout"), "{forever}");
     }
 
+    /// `config`'s `Debug` output, checked to hold none of the secrets `pw1` to `pw4`.
+    fn without_secrets(config: &impl std::fmt::Debug) -> String {
+        let printed = format!("{config:?}");
+        for secret in ["pw1", "pw2", "pw3", "pw4"] {
+            assert!(!printed.contains(secret), "{secret} in {printed}");
+        }
+        printed
+    }
+
     #[test]
     fn one_nats_authentication_and_whole_pairs() {
         let two = "[nats]\ntoken = \"t\"\nnkey_seed = \"SU\"";
@@ -853,10 +865,7 @@ mod tests {
             nkey_seed: "pw4".into(),
             ..NatsConfig::default()
         };
-        let printed = format!("{config:?}");
-        for secret in ["pw1", "pw2", "pw3", "pw4"] {
-            assert!(!printed.contains(secret), "{secret} in {printed}");
-        }
+        let printed = without_secrets(&config);
         assert!(printed.contains("nats://n2:4222"), "{printed}");
     }
 
@@ -868,10 +877,7 @@ mod tests {
             sentinel_password: "pw4".into(),
             ..RedisConfig::default()
         };
-        let printed = format!("{config:?}");
-        for secret in ["pw1", "pw2", "pw3", "pw4"] {
-            assert!(!printed.contains(secret), "{secret} in {printed}");
-        }
+        let printed = without_secrets(&config);
         assert!(printed.contains("u:<hidden>@s1:26379"), "{printed}");
         assert!(printed.contains("&x=1"), "{printed}");
         assert_eq!(redact_url("redis://h:6379/0"), "redis://h:6379/0");

@@ -59,35 +59,18 @@ impl Cluster {
         cluster
     }
 
-    fn spawn(&self, name: &str, args: &[&str]) -> HeraldProcess {
-        let env: Vec<(&str, &str)> = self
-            .env
+    fn env(&self) -> Vec<(&str, &str)> {
+        self.env
             .iter()
             .map(|(k, v)| (k.as_str(), v.as_str()))
-            .collect();
-        let node = HeraldProcess::spawn_with_env(name, &self.binary, args, &env);
-        node.wait_ready(READY_TIMEOUT);
-        node
+            .collect()
     }
 
     /// Starts one more router and waits until it serves.
     pub fn add_router(&mut self) -> &HeraldProcess {
         let name = format!("router-{}", self.routers.len() + 1);
         let (nats, redis) = (self.nats.url(), self.redis.url());
-        let args = [
-            "router",
-            "--listen",
-            "127.0.0.1:0",
-            "--api-listen",
-            "127.0.0.1:0",
-            "--nats",
-            &nats,
-            "--redis",
-            &redis,
-            "--node-id",
-            &name,
-        ];
-        let node = self.spawn(&name, &args);
+        let node = router(&self.binary, &name, &nats, Some(&redis), &self.env());
         self.routers.push(node);
         self.routers.last().expect("just pushed")
     }
@@ -95,17 +78,7 @@ impl Cluster {
     /// Starts one more gateway and waits until it is ready.
     pub fn add_gateway(&mut self) -> &HeraldProcess {
         let name = format!("gateway-{}", self.gateways.len() + 1);
-        let nats = self.nats.url();
-        let args = [
-            "gateway",
-            "--listen",
-            "127.0.0.1:0",
-            "--nats",
-            &nats,
-            "--node-id",
-            &name,
-        ];
-        let node = self.spawn(&name, &args);
+        let node = gateway(&self.binary, &name, &self.nats.url(), &self.env());
         self.gateways.push(node);
         self.gateways.last().expect("just pushed")
     }
@@ -114,4 +87,46 @@ impl Cluster {
     pub fn ws_url(&self, i: usize) -> String {
         self.gateways[i].ws_url()
     }
+}
+
+/// A router of `binary` named `name`, on the NATS servers `nats` (comma-separated) and the
+/// Redis at `redis` (or as `env` says), with `env`'s `HERALD_…` settings; ready.
+pub fn router(
+    binary: &Path,
+    name: &str,
+    nats: &str,
+    redis: Option<&str>,
+    env: &[(&str, &str)],
+) -> HeraldProcess {
+    let mut args = vec![
+        "router",
+        "--listen",
+        "127.0.0.1:0",
+        "--api-listen",
+        "127.0.0.1:0",
+    ];
+    args.extend(["--nats", nats, "--node-id", name]);
+    if let Some(redis) = redis {
+        args.extend(["--redis", redis]);
+    }
+    ready(HeraldProcess::spawn_with_env(name, binary, &args, env))
+}
+
+/// A gateway of `binary` named `name`, on the NATS servers `nats`, with `env`; ready.
+pub fn gateway(binary: &Path, name: &str, nats: &str, env: &[(&str, &str)]) -> HeraldProcess {
+    let args = [
+        "gateway",
+        "--listen",
+        "127.0.0.1:0",
+        "--nats",
+        nats,
+        "--node-id",
+        name,
+    ];
+    ready(HeraldProcess::spawn_with_env(name, binary, &args, env))
+}
+
+fn ready(node: HeraldProcess) -> HeraldProcess {
+    node.wait_ready(READY_TIMEOUT);
+    node
 }

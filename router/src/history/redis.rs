@@ -94,15 +94,6 @@ impl RedisHistory {
     }
 }
 
-/// The bytes of a bulk string reply (text or not).
-fn bytes_of(value: &Value) -> Option<&[u8]> {
-    match value {
-        Value::Bytes(bytes) => Some(bytes),
-        Value::String(text) => Some(text.as_bytes()),
-        _ => None,
-    }
-}
-
 /// Turns one XRANGE entry (`[id, [field, value, …]]`) into a publication.
 fn parse_entry(channel: &str, epoch: &str, entry: &Value) -> Option<Publication> {
     let Value::Array(parts) = entry else {
@@ -111,7 +102,7 @@ fn parse_entry(channel: &str, epoch: &str, entry: &Value) -> Option<Publication>
     let [id, Value::Array(fields)] = parts.as_slice() else {
         return None;
     };
-    let id = std::str::from_utf8(bytes_of(id)?).ok()?;
+    let id = std::str::from_utf8(id.as_bytes()?).ok()?;
     let offset = id.split('-').next()?.parse().ok()?;
     let mut publication = Publication {
         channel: channel.to_string(),
@@ -121,11 +112,11 @@ fn parse_entry(channel: &str, epoch: &str, entry: &Value) -> Option<Publication>
     };
     let mut publisher = ClientInfo::default();
     for pair in fields.chunks_exact(2) {
-        let Some(value) = bytes_of(&pair[1]) else {
+        let Some(value) = pair[1].as_bytes() else {
             continue;
         };
         let text = || String::from_utf8_lossy(value).into_owned();
-        match bytes_of(&pair[0])? {
+        match pair[0].as_bytes()? {
             b"d" => publication.data = Bytes::copy_from_slice(value),
             b"o" => publisher.client = text(),
             b"u" => publisher.user = text(),

@@ -5,7 +5,7 @@ use std::collections::BTreeSet;
 
 use serde_json::{Value, json};
 
-use herald_testkit::{NatsCluster, Server};
+use herald_testkit::{NatsCluster, Server, cluster};
 
 use super::*;
 
@@ -122,25 +122,10 @@ async fn a_nats_server_of_a_cluster_killed_mid_traffic_loses_no_acknowledged_pub
     let mut nats = NatsCluster::start(3);
     let redis = Server::redis();
     let (urls, redis_url) = (nats.urls(), redis.url());
-    let node = |mode: &str, name: &str| {
-        let mut args = vec![
-            mode,
-            "--listen",
-            "127.0.0.1:0",
-            "--nats",
-            &urls,
-            "--node-id",
-            name,
-        ];
-        if mode == "router" {
-            args.extend(["--api-listen", "127.0.0.1:0", "--redis", &redis_url]);
-        }
-        let node = HeraldProcess::spawn_with_env(name, herald(), &args, &[]);
-        node.wait_ready(PATIENCE);
-        node
-    };
-    let _router = node("router", "router-1");
-    let gateways = [node("gateway", "gateway-1"), node("gateway", "gateway-2")];
+    let binary = std::path::Path::new(herald());
+    let _router = cluster::router(binary, "router-1", &urls, Some(&redis_url), &[]);
+    let gateways =
+        ["gateway-1", "gateway-2"].map(|name| cluster::gateway(binary, name, &urls, &[]));
     let channel = "chat:nats-cluster";
     let publisher = client(&gateways[0].ws_url()).await;
     let subscriber = client(&gateways[1].ws_url()).await;

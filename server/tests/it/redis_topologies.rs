@@ -4,6 +4,7 @@
 
 use std::collections::BTreeSet;
 
+use herald_testkit::cluster;
 use herald_testkit::node::http_status;
 use herald_testkit::{RedisCluster, RedisSentinel, RedisTls, Server};
 use serde_json::json;
@@ -13,27 +14,12 @@ use super::*;
 
 /// A gateway on `nats`.
 fn gateway(nats: &Server) -> HeraldProcess {
-    let nats = nats.url();
-    let args = ["gateway", "--listen", "127.0.0.1:0", "--nats", &nats];
-    let node = HeraldProcess::spawn_with_env("gateway", herald(), &args, &[]);
-    node.wait_ready(PATIENCE);
-    node
+    cluster::gateway(std::path::Path::new(herald()), "gateway", &nats.url(), &[])
 }
 
 /// A router on `nats`, its Redis settings in `env`.
 fn router(name: &str, nats: &Server, env: &[(&str, &str)]) -> HeraldProcess {
-    let nats = nats.url();
-    let args = [
-        "router",
-        "--listen",
-        "127.0.0.1:0",
-        "--api-listen",
-        "127.0.0.1:0",
-    ];
-    let args = [&args[..], &["--nats", &nats, "--node-id", name]].concat();
-    let node = HeraldProcess::spawn_with_env(name, herald(), &args, env);
-    node.wait_ready(PATIENCE);
-    node
+    cluster::router(std::path::Path::new(herald()), name, &nats.url(), None, env)
 }
 
 /// Redis behind Sentinel, its primary SIGKILLed while a client publishes. The routers
