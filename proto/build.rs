@@ -1,7 +1,7 @@
 //! Compiles the .proto files with `protox`, a pure-Rust protobuf compiler, so that building
 //! Herald needs no system `protoc`: the bus envelopes with `prost`, the server API with
 //! `tonic` (client and server), and the API's descriptors for gRPC server reflection; the
-//! hooks a backend implements, with `tonic` too.
+//! gateways' control service and the hooks a backend implements, with `tonic` too.
 
 use std::path::PathBuf;
 
@@ -10,6 +10,7 @@ use prost::Message;
 const BUS: &str = "herald/bus/v1/bus.proto";
 const API: &str = "herald/api/v1/api.proto";
 const BACKEND: &str = "herald/backend/v1/backend.proto";
+const CONTROL: &str = "herald/control/v1/control.proto";
 
 /// Fields of the hooks' messages that hold JSON text, embedded as JSON in HTTP hooks.
 const JSON_FIELDS: [&str; 8] = [
@@ -27,7 +28,7 @@ const JSON_TEXT_OPTION: &str = "#[serde(with = \"crate::json::text_option\")]";
 const BASE64: &str = "#[serde(with = \"crate::json::base64_list\")]";
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    for file in [BUS, API, BACKEND] {
+    for file in [BUS, API, BACKEND, CONTROL] {
         println!("cargo:rerun-if-changed={file}");
     }
     let bus = protox::compile([BUS], ["."])?;
@@ -40,6 +41,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let out = PathBuf::from(std::env::var("OUT_DIR")?);
     std::fs::write(out.join("herald_api_v1.bin"), api.encode_to_vec())?;
     tonic_prost_build::configure().bytes(".").compile_fds(api)?;
+
+    let control = protox::compile([CONTROL], ["."])?;
+    tonic_prost_build::configure().compile_fds(control)?;
 
     let backend = protox::compile([BACKEND], ["."])?;
     let mut hooks = tonic_prost_build::configure()

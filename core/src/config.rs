@@ -42,6 +42,7 @@ pub struct Config {
     pub auth: AuthConfig,
     pub presence: PresenceConfig,
     pub api: ApiConfig,
+    pub control: ControlConfig,
     pub hooks: HooksConfig,
     pub log: LogConfig,
 }
@@ -69,6 +70,139 @@ impl Default for ApiConfig {
             tls_cert_file: String::new(),
             tls_key_file: String::new(),
         }
+    }
+}
+
+/// The control plane between services (docs/architecture.md, "Control plane"): each
+/// gateway serves its control service here, and routers call it with these settings.
+#[derive(Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ControlConfig {
+    /// Address a gateway's (or standalone node's) control listener binds. Loopback on a
+    /// free port by default, which serves nodes on one machine; in a cluster across
+    /// machines, a reachable address (`0.0.0.0:3102`) with `advertise`, and `key` or TLS.
+    pub listen: SocketAddr,
+    /// Where other nodes reach this gateway's control service, as `host` or `host:port`
+    /// (without a port: the port `listen` got). Required when `listen` is a wildcard
+    /// address; by default `listen`'s address.
+    pub advertise: String,
+    /// Every control call carries it (`x-control-key` metadata): the same on every node.
+    /// Required, unless TLS is on, when `listen` is not a loopback address. Prefer
+    /// `HERALD_CONTROL__KEY` to writing it in a file.
+    pub key: String,
+    /// Mutual TLS between services: with all three set, gateways serve over TLS and take
+    /// only callers whose certificate the CA signed; routers present theirs and check the
+    /// gateway's against the CA and `tls_server_name`.
+    pub tls_ca_file: String,
+    pub tls_cert_file: String,
+    pub tls_key_file: String,
+    /// The name a gateway's certificate must carry (gateways are reached by address, so
+    /// their certificates need not name it).
+    pub tls_server_name: String,
+    /// Longest wait for one gateway's answer; one that takes longer is reported as failed.
+    #[serde(with = "humantime_serde")]
+    pub timeout: Duration,
+}
+
+impl Default for ControlConfig {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            advertise: String::new(),
+            key: String::new(),
+            tls_ca_file: String::new(),
+            tls_cert_file: String::new(),
+            tls_key_file: String::new(),
+            tls_server_name: "herald-control".into(),
+            timeout: Duration::from_secs(2),
+        }
+    }
+}
+
+impl std::fmt::Debug for ControlConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ControlConfig")
+            .field("listen", &self.listen)
+            .field("advertise", &self.advertise)
+            .field("key", &hidden(&self.key))
+            .field("tls_ca_file", &self.tls_ca_file)
+            .field("tls_cert_file", &self.tls_cert_file)
+            .field("tls_key_file", &self.tls_key_file)
+            .field("tls_server_name", &self.tls_server_name)
+            .field("timeout", &self.timeout)
+            .finish()
+    }
+}
+
+impl ControlConfig {
+    /// Whether calls travel over mutual TLS.
+    pub fn tls(&self) -> bool {
+        !self.tls_ca_file.is_empty()
+    }
+
+    /// What is wrong with the settings, if anything.
+    fn check(&self) -> Result<(), String> {
+        let files = [&self.tls_ca_file, &self.tls_cert_file, &self.tls_key_file];
+        let set = files.iter().filter(|f| !f.is_empty()).count();
+        if set != 0 && set != files.len() {
+            return Err("control.tls_ca_file, control.tls_cert_file and \
+                 control.tls_key_file go together (mutual TLS)"
+                .into());
+        }
+        if !self.key.bytes().all(|b| (0x20..0x7f).contains(&b)) {
+            // It travels as gRPC metadata, which holds visible ASCII only.
+            return Err("control.key must be printable ASCII characters".into());
+        }
+        if self.tls() && self.tls_server_name.is_empty() {
+            return Err("control.tls_server_name is empty".into());
+        }
+        if self.timeout.is_zero() {
+            return Err("control.timeout must be positive".into());
+        }
+        Ok(())
+    }
+
+    /// Refuses a control listener that other machines can reach without a key or TLS:
+    /// anyone there could disconnect users and drain gateways.
+    pub fn check_exposure(&self) -> Result<(), ConfigError> {
+        if self.key.is_empty() && !self.tls() && !self.listen.ip().is_loopback() {
+            return Err(ConfigError::Invalid(format!(
+                "control.listen {} is reachable from other machines, but neither \
+                 control.key nor control.tls_* is set, so anyone could disconnect users and \
+                 drain gateways: set a key (HERALD_CONTROL__KEY, the same on every node) or \
+                 mutual TLS, or listen on loopback",
+                self.listen
+            )));
+        }
+        Ok(())
+    }
+
+    /// Where other nodes reach a control listener bound at `bound`: `advertise` (with
+    /// `bound`'s port when it names none), or `bound` itself unless it is a wildcard.
+    pub fn advertised(&self, bound: SocketAddr) -> Result<String, ConfigError> {
+        let advertise = self.advertise.trim();
+        if advertise.is_empty() {
+            if bound.ip().is_unspecified() {
+                return Err(ConfigError::Invalid(format!(
+                    "control.listen {} is a wildcard address: set control.advertise to the \
+                     address other nodes reach this one at (in Kubernetes, the pod's IP)",
+                    self.listen
+                )));
+            }
+            return Ok(bound.to_string());
+        }
+        let has_port = match advertise.rsplit_once(':') {
+            // `[v6]:port`, `host:port`; a bare IPv6 address has colons but no brackets.
+            Some((host, port)) => {
+                port.parse::<u16>().is_ok() && (!host.contains(':') || host.ends_with(']'))
+            }
+            None => false,
+        };
+        Ok(match (has_port, advertise.parse::<std::net::Ipv6Addr>()) {
+            (true, _) => advertise.to_string(),
+            (false, Ok(v6)) => SocketAddr::from((v6, bound.port())).to_string(),
+            (false, Err(_)) => format!("{advertise}:{}", bound.port()),
+        })
     }
 }
 
@@ -668,6 +802,7 @@ impl Config {
             ));
         }
         self.nats.check().map_err(ConfigError::Invalid)?;
+        self.control.check().map_err(ConfigError::Invalid)?;
         let redis = &self.redis;
         if redis.key_prefix.contains(['{', '}']) {
             // Each channel's keys share the hash tag `{channel}` (one Redis Cluster slot);
@@ -916,5 +1051,59 @@ mod tests {
         assert!(err.to_string().contains("hooks.connect"), "{err}");
         let hooked = "[auth]\nanonymous = false\n[hooks.connect]\nurl = \"grpc://127.0.0.1:1\"";
         assert!(Config::from_toml(hooked).is_ok());
+    }
+
+    #[test]
+    fn the_control_listener_refuses_other_machines_without_a_key_or_tls() {
+        let mut control = ControlConfig::default();
+        assert!(control.check_exposure().is_ok(), "loopback needs neither");
+        control.listen = "0.0.0.0:3102".parse().unwrap();
+        let refusal = control.check_exposure().unwrap_err().to_string();
+        assert!(refusal.contains("HERALD_CONTROL__KEY"), "{refusal}");
+        control.key = "k".into();
+        assert!(control.check_exposure().is_ok());
+        control.key.clear();
+        control.tls_ca_file = "ca.pem".into();
+        assert!(control.check_exposure().is_ok());
+        let config = |files: &str| Config::from_toml(&format!("[control]\n{files}"));
+        let err = config("tls_ca_file = \"ca.pem\"").unwrap_err();
+        assert!(err.to_string().contains("go together"), "{err}");
+        let whole = "tls_ca_file = \"a\"\ntls_cert_file = \"b\"\ntls_key_file = \"c\"";
+        assert!(config(whole).is_ok());
+        assert!(config("timeout = \"0s\"").is_err());
+        assert!(config("key = \"caf\\u00e9\"").is_err());
+    }
+
+    #[test]
+    fn a_control_listener_advertises_where_it_can_be_reached() {
+        let mut control = ControlConfig::default();
+        let bound: SocketAddr = "127.0.0.1:4711".parse().unwrap();
+        assert_eq!(control.advertised(bound).unwrap(), "127.0.0.1:4711");
+        let wildcard: SocketAddr = "0.0.0.0:3102".parse().unwrap();
+        let err = control.advertised(wildcard).unwrap_err().to_string();
+        assert!(err.contains("control.advertise"), "{err}");
+        for (advertise, expected) in [
+            ("10.0.0.7", "10.0.0.7:3102"),
+            ("10.0.0.7:9000", "10.0.0.7:9000"),
+            ("gateway-1", "gateway-1:3102"),
+            ("fd00::7", "[fd00::7]:3102"),
+            ("[fd00::7]:9000", "[fd00::7]:9000"),
+        ] {
+            control.advertise = advertise.into();
+            assert_eq!(
+                control.advertised(wildcard).unwrap(),
+                expected,
+                "{advertise}"
+            );
+        }
+    }
+
+    #[test]
+    fn the_control_key_stays_out_of_debug_output() {
+        let control = ControlConfig {
+            key: "pw1".into(),
+            ..ControlConfig::default()
+        };
+        without_secrets(&control);
     }
 }

@@ -15,13 +15,17 @@
 //! - [`upstream`]: requests to the routers over the bus, for gateways and the server API.
 //! - [`metrics`]: the Prometheus families every node exports, and their exporter.
 //! - [`heartbeat`]: the heartbeats by which nodes say they are alive.
+//! - [`control`]: what the gateways' control service and its callers agree on (key, TLS);
+//!   [`call_key`]: keys that gRPC calls carry.
 //! - [`time`]: wall-clock helpers for latency measurements.
 
 pub mod auth;
 pub mod bus;
+pub mod call_key;
 pub mod channel;
 pub mod codes;
 pub mod config;
+pub mod control;
 pub mod envelope;
 pub mod heartbeat;
 pub mod hooks;

@@ -77,16 +77,6 @@ impl Subjects {
         format!("{}.nodes", self.prefix)
     }
 
-    /// Commands of the server API to every gateway (`ControlCommand`).
-    pub fn control(&self) -> String {
-        format!("{}.control", self.prefix)
-    }
-
-    /// A one-off subject on which the sender of a control command collects the answers.
-    pub fn inbox(&self, id: &str) -> String {
-        format!("{}.inbox.{id}", self.prefix)
-    }
-
     /// Socket.IO polling requests for the sessions of the gateway with `token` (a token
     /// is made of subject-safe characters only: letters, digits, `-`, `_`).
     pub fn gateway_polling(&self, token: &str) -> String {

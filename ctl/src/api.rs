@@ -1,36 +1,23 @@
 //! The commands that call the server API, each printed as a table or as JSON.
 
 use anyhow::{Context, bail};
+use herald_core::call_key::{self, AddKey};
 use herald_proto::api::v1::herald_api_client::HeraldApiClient;
 use herald_proto::api::v1::{
-    BroadcastRequest, ChannelsRequest, ClientInfo, DisconnectRequest, HistoryRequest, InfoRequest,
+    BroadcastRequest, ChannelsRequest, ClientInfo, DisconnectRequest, HistoryRequest, NodeFailure,
     PresenceRequest, PresenceStatsRequest, Publication, PublishRequest, StreamPosition,
     SubscribeRequest, SyncDeleteRequest, SyncGetRequest, SyncPatchRequest, UnsubscribeRequest,
     broadcast_result,
 };
 use serde_json::{Value, json};
-use tonic::metadata::MetadataValue;
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig};
-use tonic::{Request, Status};
 
-use crate::cli::{Command, Connection, SyncCommand};
+use crate::cli::{Command, Connection, NodeCommand, SyncCommand};
+use crate::node;
 use crate::table;
 
-type Client = HeraldApiClient<InterceptedService<Channel, AddKey>>;
-
-/// Adds the API key to every call.
-#[derive(Clone)]
-pub struct AddKey(Option<MetadataValue<tonic::metadata::Ascii>>);
-
-impl tonic::service::Interceptor for AddKey {
-    fn call(&mut self, mut request: Request<()>) -> Result<Request<()>, Status> {
-        if let Some(key) = &self.0 {
-            request.metadata_mut().insert("x-api-key", key.clone());
-        }
-        Ok(request)
-    }
-}
+pub type Client = HeraldApiClient<InterceptedService<Channel, AddKey>>;
 
 async fn connect(connection: &Connection) -> anyhow::Result<Client> {
     let mut endpoint =
@@ -45,11 +32,11 @@ async fn connect(connection: &Connection) -> anyhow::Result<Client> {
         .connect()
         .await
         .with_context(|| format!("cannot reach the server API at {}", connection.url))?;
-    let key = match &connection.key {
-        Some(key) => Some(key.parse().context("the API key is not valid metadata")?),
-        None => None,
-    };
-    Ok(HeraldApiClient::with_interceptor(channel, AddKey(key)))
+    let key = AddKey::new(
+        call_key::API_KEY,
+        connection.key.as_deref().unwrap_or_default(),
+    )?;
+    Ok(HeraldApiClient::with_interceptor(channel, key))
 }
 
 /// Checks that `data` is JSON before it travels.
@@ -86,7 +73,7 @@ fn parsed(data: &str) -> Value {
 }
 
 /// Prints `value` as JSON, or as a table of `rows` under `header`.
-fn show(json_output: bool, value: Value, header: &[&str], rows: Vec<Vec<String>>) {
+pub fn show(json_output: bool, value: Value, header: &[&str], rows: Vec<Vec<String>>) {
     if json_output {
         println!(
             "{}",
@@ -97,15 +84,21 @@ fn show(json_output: bool, value: Value, header: &[&str], rows: Vec<Vec<String>>
     }
 }
 
-/// How many connections a command reached.
-fn show_connections(json_output: bool, connections: u32) {
-    let value = json!({ "connections": connections });
+/// How many connections a command reached, and the gateways it did not reach: an error
+/// when there are any.
+fn show_connections(
+    json_output: bool,
+    connections: u32,
+    failures: &[NodeFailure],
+) -> anyhow::Result<()> {
+    let value = json!({ "connections": connections, "failures": node::failures_json(failures) });
     show(
         json_output,
         value,
         &["CONNECTIONS"],
         vec![vec![connections.to_string()]],
     );
+    node::not_reached(failures)
 }
 
 pub async fn run(
@@ -241,6 +234,7 @@ pub async fn run(
             let reply = api.channels(request).await?.into_inner();
             let value = json!({
                 "gateways": reply.gateways,
+                "failures": node::failures_json(&reply.failures),
                 "channels": reply.channels.iter()
                     .map(|c| json!({ "channel": c.channel, "subscribers": c.subscribers }))
                     .collect::<Vec<_>>(),
@@ -251,68 +245,33 @@ pub async fn run(
                 .map(|c| vec![c.channel, c.subscribers.to_string()])
                 .collect();
             show(json_output, value, &["CHANNEL", "SUBSCRIBERS"], rows);
+            node::not_reached(&reply.failures)?;
         }
-        Command::Info => {
-            let nodes = api.info(InfoRequest {}).await?.into_inner().nodes;
-            let value: Vec<Value> = nodes
-                .iter()
-                .map(|n| {
-                    json!({
-                        "id": n.id, "kind": n.kind, "version": n.version,
-                        "uptime_seconds": n.uptime_seconds, "connections": n.connections,
-                        "subscriptions": n.subscriptions, "channels": n.channels,
-                        "last_seen_ms": n.last_seen_ms,
-                    })
-                })
-                .collect();
-            let rows = nodes
-                .into_iter()
-                .map(|n| {
-                    vec![
-                        n.id,
-                        n.kind,
-                        n.version,
-                        format!("{}s", n.uptime_seconds),
-                        n.connections.to_string(),
-                        n.subscriptions.to_string(),
-                        n.channels.to_string(),
-                        format!("{}ms", n.last_seen_ms),
-                    ]
-                })
-                .collect();
-            let header = [
-                "NODE",
-                "KIND",
-                "VERSION",
-                "UPTIME",
-                "CONNECTIONS",
-                "SUBSCRIPTIONS",
-                "CHANNELS",
-                "LAST SEEN",
-            ];
-            show(json_output, json!(value), &header, rows);
+        Command::Info | Command::Node(NodeCommand::List) => {
+            node::list(&mut api, json_output).await?
         }
+        Command::Node(command) => node::run(&mut api, json_output, command).await?,
         Command::Disconnect { user, client } => {
             let request = DisconnectRequest {
                 user: user.unwrap_or_default(),
                 client: client.unwrap_or_default(),
             };
             let reply = api.disconnect(request).await?.into_inner();
-            show_connections(json_output, reply.connections);
+            show_connections(json_output, reply.connections, &reply.failures)?;
         }
         Command::Unsubscribe { user, channel } => {
             let reply = api
                 .unsubscribe(UnsubscribeRequest { user, channel })
                 .await?
                 .into_inner();
-            show_connections(json_output, reply.connections);
+            show_connections(json_output, reply.connections, &reply.failures)?;
         }
         Command::Subscribe { user, channel } => {
             let reply = api
                 .subscribe(SubscribeRequest { user, channel })
                 .await?
                 .into_inner();
-            show_connections(json_output, reply.connections);
+            show_connections(json_output, reply.connections, &reply.failures)?;
         }
         Command::Token(_) | Command::Config(_) => bail!("not an API command"),
     }

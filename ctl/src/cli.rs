@@ -83,8 +83,11 @@ pub enum Command {
         /// A glob: `chat:*`, `user:#?*`. Every channel when left out.
         pattern: Option<String>,
     },
-    /// The nodes of the cluster.
+    /// The nodes of the cluster (as `node list`).
     Info,
+    /// The nodes of the cluster, and one gateway at a time.
+    #[command(subcommand)]
+    Node(NodeCommand),
     /// Close every connection of a user, or one client's, on every gateway.
     Disconnect {
         #[arg(long, required_unless_present = "client")]
@@ -125,6 +128,27 @@ pub struct TokenArgs {
     /// A channel grant (`vip:*`); may be repeated.
     #[arg(long = "grant")]
     pub grants: Vec<String>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum NodeCommand {
+    /// Every node that sent a heartbeat lately, with where its control service is.
+    List,
+    /// What one gateway holds now, asked of it directly.
+    Info { node: String },
+    /// Drain one gateway: it turns not ready and sends its clients away over its drain
+    /// period (to reconnect elsewhere), then stays up, not ready, until it is stopped.
+    Drain { node: String },
+    /// The client connections of one gateway, by client id.
+    Connections {
+        node: String,
+        /// Only this user's.
+        #[arg(long)]
+        user: Option<String>,
+        /// At most this many (up to 10000).
+        #[arg(long, default_value_t = 100)]
+        limit: u32,
+    },
 }
 
 #[derive(Debug, Subcommand)]

@@ -4,12 +4,14 @@
 //! # Layout
 //! - `cli`: the commands and flags (clap).
 //! - `api`: the calls of the server API, printed as tables or JSON.
+//! - `node`: the nodes of the cluster, and one gateway at a time (`heraldctl node`).
 //! - `local`: what needs no cluster (tokens, config).
 //! - `table`: plain aligned tables for a terminal.
 
 mod api;
 mod cli;
 mod local;
+mod node;
 mod table;
 
 use std::process::ExitCode;

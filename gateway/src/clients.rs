@@ -138,6 +138,32 @@ impl Clients {
         }
     }
 
+    /// The clients held here (only `user`'s, unless `user` is empty), each with its user,
+    /// by client id: the first `limit`, and whether there were more.
+    pub fn list(&self, user: &str, limit: usize) -> (Vec<(Arc<str>, Arc<str>)>, bool) {
+        let mut found: Vec<(Arc<str>, Arc<str>)> = {
+            let inner = self.inner();
+            let held = |session: &ClientId| inner.sessions.get(session);
+            let sessions: Vec<&Session> = match user {
+                "" => inner.sessions.values().collect(),
+                user => inner.by_user.get(user).map_or_else(Vec::new, |sessions| {
+                    sessions.iter().filter_map(|(s, _)| held(&s)).collect()
+                }),
+            };
+            sessions
+                .iter()
+                .flat_map(|session| session.clients.iter())
+                .filter(|(_, u)| user.is_empty() || **u == *user)
+                .cloned()
+                .collect()
+        };
+        // Sorted outside the lock: sessions come and go meanwhile.
+        found.sort_unstable();
+        let truncated = found.len() > limit;
+        found.truncate(limit);
+        (found, truncated)
+    }
+
     /// How many users and clients are registered; for tests of the bookkeeping.
     #[cfg(test)]
     fn sizes(&self) -> (usize, usize) {
@@ -225,5 +251,40 @@ mod tests {
         // A client added to a session that has ended is not kept.
         clients.add(2, &"late".into(), "carol");
         assert_eq!(clients.sizes(), (0, 0));
+    }
+
+    #[test]
+    fn clients_are_listed_by_id_for_everyone_or_one_user() {
+        let clients = Clients::default();
+        let (_one, _two) = (clients.open(1), clients.open(2));
+        clients.add(1, &"c".into(), "alice");
+        clients.add(1, &"a".into(), "");
+        clients.add(2, &"b".into(), "alice");
+        clients.add(2, &"d".into(), "bob");
+        let names = |(list, truncated): (Vec<(Arc<str>, Arc<str>)>, bool)| {
+            let names: Vec<String> = list.iter().map(|(c, u)| format!("{c}:{u}")).collect();
+            (names, truncated)
+        };
+        assert_eq!(
+            names(clients.list("", 10)),
+            (
+                vec![
+                    "a:".into(),
+                    "b:alice".into(),
+                    "c:alice".into(),
+                    "d:bob".into()
+                ],
+                false
+            )
+        );
+        assert_eq!(
+            names(clients.list("alice", 10)),
+            (vec!["b:alice".into(), "c:alice".into()], false)
+        );
+        assert_eq!(
+            names(clients.list("", 2)),
+            (vec!["a:".into(), "b:alice".into()], true)
+        );
+        assert_eq!(names(clients.list("carol", 10)), (vec![], false));
     }
 }

@@ -1,82 +1,193 @@
-//! Commands of the server API to every gateway (`<prefix>.control`): disconnect clients,
-//! subscribe or unsubscribe a user, list the channels with local subscribers. Each gateway answers on
-//! the command's `reply_to` with what it did, so the API can add up the cluster.
+//! The gateway's control service (`proto/herald/control/v1/control.proto`): what routers
+//! ask of the clients held here for the server API (disconnect, subscribe or unsubscribe a
+//! user, count channels), and what an operator asks of this one node through them (its
+//! status, its connections, a drain). Served on the control listener, behind the control
+//! key or mutual TLS, never on the client port.
 
+use std::future::Future;
 use std::sync::Arc;
 
-use bytes::Bytes;
-use futures_util::StreamExt;
-use herald_core::bus::BusError;
-use herald_proto::bus::v1::{ChannelCount, ControlCommand, ControlReply, control_command::Action};
-use prost::Message;
-use tokio::task::JoinHandle;
+use herald_core::call_key;
+use herald_core::config::ControlConfig;
+use herald_core::control::{self, KEY_METADATA, TlsFileError};
+use herald_proto::control::v1::gateway_control_server::{GatewayControl, GatewayControlServer};
+use herald_proto::control::v1::{
+    Affected, ChannelCount, ChannelCounts, ChannelsQuery, ClientSelector, Connection,
+    ConnectionList, ConnectionsQuery, DrainRequest, GatewayStatus, StatusRequest,
+};
+use tokio::net::TcpListener;
+use tonic::transport::Server;
+use tonic::transport::server::TcpIncoming;
+use tonic::{Request, Response, Status};
 use wildmatch::WildMatch;
 
 use crate::clients::Command;
-use crate::context::Context;
+use crate::gateway::Gateway;
 
-/// Subscribes to control commands and answers them, until the returned task is aborted
-/// or the subscription ends.
-pub async fn listen(ctx: Arc<Context>) -> Result<JoinHandle<()>, BusError> {
-    let bus = ctx.upstream.bus().clone();
-    let mut commands = bus.subscribe(ctx.upstream.subjects().control()).await?;
-    Ok(tokio::spawn(async move {
-        while let Some(message) = commands.next().await {
-            let Ok(command) = ControlCommand::decode(message.payload) else {
-                continue;
-            };
-            let reply = answer(&ctx, command.action);
-            if command.reply_to.is_empty() {
-                continue;
-            }
-            let payload = Bytes::from(reply.encode_to_vec());
-            if let Err(e) = bus.publish(command.reply_to, payload).await {
-                tracing::debug!(error = %e, "control reply not sent");
-            }
-        }
-    }))
+/// Most connections one `Connections` call lists.
+pub const MAX_LISTED: u32 = 10_000;
+/// Connections listed when the caller gives no limit.
+const DEFAULT_LISTED: u32 = 100;
+
+/// Why the control service cannot be served.
+#[derive(Debug, thiserror::Error)]
+pub enum ControlError {
+    #[error(transparent)]
+    TlsFile(#[from] TlsFileError),
+    #[error("control service: {0}")]
+    Transport(#[from] tonic::transport::Error),
 }
 
-fn answer(ctx: &Context, action: Option<Action>) -> ControlReply {
-    let mut reply = ControlReply {
-        node: ctx.node_id.clone(),
-        ..Default::default()
-    };
-    match action {
-        Some(Action::Disconnect(who)) => {
-            let command = Command::Disconnect {
-                user: who.user.clone(),
-                client: who.client.clone(),
-            };
-            reply.affected = ctx.clients.send(&who.user, &who.client, command);
-        }
-        Some(Action::Subscribe(who)) => {
-            let command = Command::Subscribe {
-                user: who.user.clone(),
-                channel: who.channel,
-            };
-            reply.affected = ctx.clients.send(&who.user, "", command);
-        }
-        Some(Action::Unsubscribe(who)) => {
-            let command = Command::Unsubscribe {
-                user: who.user.clone(),
-                channel: who.channel,
-            };
-            reply.affected = ctx.clients.send(&who.user, "", command);
-        }
-        Some(Action::Channels(pattern)) => {
-            let pattern = WildMatch::new(if pattern.is_empty() { "*" } else { &pattern });
-            reply.channels = ctx
-                .hub
-                .channel_counts(|channel| pattern.matches(channel))
-                .into_iter()
-                .map(|(channel, subscribers)| ChannelCount {
-                    channel,
-                    subscribers,
-                })
-                .collect();
-        }
-        None => {}
+/// Serves the control service of `gateway` on `listener` until `shutdown` completes.
+pub async fn serve(
+    listener: TcpListener,
+    gateway: Arc<Gateway>,
+    config: &ControlConfig,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), ControlError> {
+    let service = GatewayControlServer::with_interceptor(
+        Service { gateway },
+        call_key::check(KEY_METADATA, &config.key),
+    );
+    let mut server = Server::builder();
+    if let Some(tls) = control::server_tls(config)? {
+        server = server.tls_config(tls)?;
     }
-    reply
+    server
+        .add_service(service)
+        .serve_with_incoming_shutdown(TcpIncoming::from(listener), shutdown)
+        .await?;
+    Ok(())
+}
+
+struct Service {
+    gateway: Arc<Gateway>,
+}
+
+impl Service {
+    /// Sends `command` to the sessions holding `user`'s clients (or client `client`).
+    fn tell(&self, user: &str, client: &str, command: Command) -> Response<Affected> {
+        let connections = self.gateway.ctx.clients.send(user, client, command);
+        Response::new(Affected { connections })
+    }
+
+    fn status(&self) -> GatewayStatus {
+        let gateway = &self.gateway;
+        let (connections, subscriptions, channels) = gateway.load();
+        let (polling, websocket) = gateway.socketio.links.by_transport();
+        let drain = &gateway.ctx.drain;
+        GatewayStatus {
+            node: gateway.ctx.node_id.clone(),
+            draining: drain.is_draining(),
+            bus_connected: gateway.ctx.upstream.bus().is_connected(),
+            native_connections: connections.saturating_sub((polling + websocket) as u64),
+            socketio_websocket: websocket as u64,
+            socketio_polling: polling as u64,
+            subscriptions,
+            channels,
+            drain_period_ms: drain.period().as_millis() as u64,
+        }
+    }
+}
+
+#[tonic::async_trait]
+impl GatewayControl for Service {
+    async fn disconnect(
+        &self,
+        request: Request<ClientSelector>,
+    ) -> Result<Response<Affected>, Status> {
+        let who = request.into_inner();
+        let command = Command::Disconnect {
+            user: who.user.clone(),
+            client: who.client.clone(),
+        };
+        Ok(self.tell(&who.user, &who.client, command))
+    }
+
+    async fn unsubscribe(
+        &self,
+        request: Request<ClientSelector>,
+    ) -> Result<Response<Affected>, Status> {
+        let who = request.into_inner();
+        let command = Command::Unsubscribe {
+            user: who.user.clone(),
+            channel: who.channel,
+        };
+        Ok(self.tell(&who.user, "", command))
+    }
+
+    async fn subscribe(
+        &self,
+        request: Request<ClientSelector>,
+    ) -> Result<Response<Affected>, Status> {
+        let who = request.into_inner();
+        let command = Command::Subscribe {
+            user: who.user.clone(),
+            channel: who.channel,
+        };
+        Ok(self.tell(&who.user, "", command))
+    }
+
+    async fn channels(
+        &self,
+        request: Request<ChannelsQuery>,
+    ) -> Result<Response<ChannelCounts>, Status> {
+        let pattern = request.into_inner().pattern;
+        let pattern = WildMatch::new(if pattern.is_empty() { "*" } else { &pattern });
+        let channels = self
+            .gateway
+            .ctx
+            .hub
+            .channel_counts(|channel| pattern.matches(channel))
+            .into_iter()
+            .map(|(channel, subscribers)| ChannelCount {
+                channel,
+                subscribers,
+            })
+            .collect();
+        Ok(Response::new(ChannelCounts { channels }))
+    }
+
+    async fn status(
+        &self,
+        _request: Request<StatusRequest>,
+    ) -> Result<Response<GatewayStatus>, Status> {
+        Ok(Response::new(self.status()))
+    }
+
+    async fn connections(
+        &self,
+        request: Request<ConnectionsQuery>,
+    ) -> Result<Response<ConnectionList>, Status> {
+        let query = request.into_inner();
+        let limit = match query.limit {
+            0 => DEFAULT_LISTED,
+            limit if limit > MAX_LISTED => {
+                return Err(Status::invalid_argument(format!(
+                    "limit {limit} is above {MAX_LISTED}"
+                )));
+            }
+            limit => limit,
+        };
+        let (clients, truncated) = self.gateway.ctx.clients.list(&query.user, limit as usize);
+        let connections = clients
+            .into_iter()
+            .map(|(client, user)| Connection {
+                client: client.to_string(),
+                user: user.to_string(),
+            })
+            .collect();
+        Ok(Response::new(ConnectionList {
+            connections,
+            truncated,
+        }))
+    }
+
+    async fn drain(
+        &self,
+        _request: Request<DrainRequest>,
+    ) -> Result<Response<GatewayStatus>, Status> {
+        self.gateway.ctx.drain.begin();
+        Ok(Response::new(self.status()))
+    }
 }

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use herald_core::bus::Bus;
-use herald_core::config::{Config, ConfigError};
+use herald_core::config::{Config, ConfigError, ControlConfig};
 use tokio_util::task::TaskTracker;
 
 use crate::connections::{ConnectionPermit, Connections};
@@ -22,6 +22,8 @@ pub struct Gateway {
     /// Client connections held now, against `gateway.max_connections`.
     connections: Connections,
     pub(crate) presence_heartbeat: Duration,
+    /// How the control service is served.
+    pub(crate) control: ControlConfig,
 }
 
 impl Gateway {
@@ -39,6 +41,7 @@ impl Gateway {
             sessions,
             connections: Connections::new(config.gateway.max_connections),
             presence_heartbeat: config.presence.heartbeat,
+            control: config.control.clone(),
         }))
     }
 
@@ -51,6 +54,11 @@ impl Gateway {
     pub fn load(&self) -> (u64, u64, u64) {
         let (subscriptions, channels) = self.ctx.hub.totals();
         (self.connections.held() as u64, subscriptions, channels)
+    }
+
+    /// Whether the gateway is draining (a stop, or an operator's `heraldctl node drain`).
+    pub fn draining(&self) -> bool {
+        self.ctx.drain.is_draining()
     }
 
     /// Ready to take clients: the bus is connected and the node is not draining.

@@ -31,13 +31,14 @@
 //!    backend), [`clients`] (sessions by user
 //!    and client id), [`presence`] (reports to the routers), [`batch`] (one publish batcher
 //!    for both protocols), [`publisher`] (the gateway's publish requests, gathered under
-//!    load), [`control`] (the server API's commands), [`sync`] (a
+//!    load), [`sync`] (a
 //!    subscriber of a sync document, kept at the router's revision), and [`context`], the
 //!    narrow context every session is given.
 //! 6. The protocols: [`native`] (the session, reading ahead) and [`socketio`] (Engine.IO
 //!    transports, links, sessions, sockets, recovery).
-//! 7. HTTP wiring: [`gateway`] (the node's state), [`http`] (routes, probes, `/metrics`)
-//!    and [`serve`] (listeners and the drain).
+//! 7. HTTP wiring: [`gateway`] (the node's state), [`http`] (routes, probes, `/metrics`),
+//!    [`control`] (the control service routers call: the server API's commands about
+//!    clients, status, drain) and [`serve`] (listeners and the drain).
 
 pub mod access;
 pub mod batch;
@@ -75,4 +76,4 @@ mod fuzz;
 mod testing;
 
 pub use gateway::Gateway;
-pub use serve::serve;
+pub use serve::{Listeners, serve};

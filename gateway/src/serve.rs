@@ -14,17 +14,31 @@ use crate::{control, http, socketio};
 /// How long sessions get to say goodbye after the drain period.
 const SESSION_GRACE: Duration = Duration::from_secs(5);
 
-/// Serves the gateway on `listener`. When `shutdown` completes the gateway drains: it
+/// The listeners of a gateway.
+pub struct Listeners {
+    /// Client connections (and probes, unless they have their own).
+    pub clients: TcpListener,
+    /// Probes and `/metrics`, when `gateway.metrics_listen` is set.
+    pub probes: Option<TcpListener>,
+    /// The control service routers call (`control.listen`).
+    pub control: TcpListener,
+}
+
+/// Serves the gateway on its listeners. When `shutdown` completes the gateway drains: it
 /// turns not ready and refuses new clients, sends its clients away over the drain period
 /// (code 3000, so that they reconnect elsewhere), waits briefly for their goodbyes, sends
-/// the last presence report, and returns. Probes and `/metrics` answer throughout, on
-/// `probes` when the gateway has a listener for them (`gateway.metrics_listen`).
+/// the last presence report, and returns. Probes, `/metrics` and the control service
+/// answer throughout.
 pub async fn serve(
-    listener: TcpListener,
-    probes: Option<TcpListener>,
+    listeners: Listeners,
     gateway: Arc<Gateway>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
+    let Listeners {
+        clients: listener,
+        probes,
+        control,
+    } = listeners;
     let ctx = &gateway.ctx;
     // The bus subscriptions that serve other nodes end with the gateway.
     let mut listening = Vec::new();
@@ -32,10 +46,16 @@ pub async fn serve(
         Ok(task) => listening.push(task),
         Err(error) => tracing::warn!(%error, "cannot take forwarded Socket.IO polling requests"),
     }
-    match control::listen(ctx.clone()).await {
-        Ok(task) => listening.push(task),
-        Err(error) => tracing::warn!(%error, "cannot take commands of the server API"),
-    }
+    let control_stop = CancellationToken::new();
+    let control = {
+        let (gateway, stop) = (gateway.clone(), control_stop.clone().cancelled_owned());
+        tokio::spawn(async move {
+            let config = gateway.control.clone();
+            if let Err(error) = control::serve(control, gateway, &config, stop).await {
+                tracing::error!(%error, "the control service failed");
+            }
+        })
+    };
     // Presence reports outlive the sessions, so that the leaves of drained clients go out.
     let presence_stop = CancellationToken::new();
     let reporter = tokio::spawn(ctx.presence.clone().run(
@@ -71,6 +91,8 @@ pub async fn serve(
     if let Some(probes) = probes {
         let _ = probes.await;
     }
+    control_stop.cancel();
+    let _ = control.await;
     for task in listening {
         task.abort();
     }

@@ -51,9 +51,13 @@ async fn node(delivery: &str) -> Node {
         listener.local_addr().unwrap()
     );
     let gateway = Gateway::new("gw", &config, bus.clone()).unwrap();
+    let listeners = herald_gateway::Listeners {
+        clients: listener,
+        probes: None,
+        control: tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap(),
+    };
     tokio::spawn(herald_gateway::serve(
-        listener,
-        None,
+        listeners,
         gateway,
         std::future::pending(),
     ));

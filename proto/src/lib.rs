@@ -5,6 +5,8 @@
 //!   history requests and their replies).
 //! - [`api::v1`]: the gRPC server API for backends and operators (messages, the
 //!   `HeraldApi` client and server, and the descriptors for server reflection).
+//! - [`control::v1`]: the control service each gateway serves to routers
+//!   (`GatewayControl`).
 //! - [`backend::v1`]: the hooks an app's backend implements and gateways call
 //!   (`HeraldBackend`); their messages are also the JSON of HTTP hooks ([`json`]).
 
@@ -27,6 +29,14 @@ pub mod api {
         /// The encoded descriptors of the API, for gRPC server reflection.
         pub const FILE_DESCRIPTOR_SET: &[u8] =
             include_bytes!(concat!(env!("OUT_DIR"), "/herald_api_v1.bin"));
+    }
+}
+
+/// The control plane between services.
+pub mod control {
+    /// Version 1 of the gateways' control service.
+    pub mod v1 {
+        include!(concat!(env!("OUT_DIR"), "/herald.control.v1.rs"));
     }
 }
 

@@ -14,6 +14,7 @@ use clap::ValueEnum;
 use herald_core::auth::Verifier;
 use herald_core::bus::{Bus, MemoryBus, NatsBus};
 use herald_core::config::Config;
+use herald_core::control;
 use herald_core::heartbeat;
 use herald_core::subjects::Subjects;
 use herald_core::time::unix_micros;
@@ -69,6 +70,8 @@ pub struct Listeners {
     pub probes: Option<TcpListener>,
     /// The gRPC server API of a standalone node or a router.
     pub api: Option<TcpListener>,
+    /// The control service of a standalone node or a gateway.
+    pub control: Option<TcpListener>,
 }
 
 impl Listeners {
@@ -79,10 +82,15 @@ impl Listeners {
         if mode.serves_api() {
             config.api.check_exposure()?;
             api::tls(config)?;
+            // The API calls the gateways' control services with these.
+            control::client_tls(&config.control)?;
         }
         if mode != Mode::Router {
-            // A token key that cannot be read stops the node before it binds, too.
+            // A token key that cannot be read stops the node before it binds, too; so
+            // does a control listener open to all, or control TLS files that cannot be read.
             Verifier::new(&config.auth)?;
+            config.control.check_exposure()?;
+            control::server_tls(&config.control)?;
         }
         let main = match mode {
             Mode::Router => config.router.listen,
@@ -96,10 +104,19 @@ impl Listeners {
             true => Some(bind(config.api.listen).await?),
             false => None,
         };
+        let control = match mode {
+            Mode::Router => None,
+            Mode::Standalone | Mode::Gateway => {
+                let control = bind(config.control.listen).await?;
+                config.control.advertised(control.local_addr()?)?;
+                Some(control)
+            }
+        };
         Ok(Self {
             main: bind(main).await?,
             probes,
             api,
+            control,
         })
     }
 
@@ -111,6 +128,11 @@ impl Listeners {
     /// Where the server API listens, if the node has one.
     pub fn api_addr(&self) -> Option<SocketAddr> {
         self.api.as_ref().and_then(|l| l.local_addr().ok())
+    }
+
+    /// Where the control service listens, if the node has one.
+    pub fn control_addr(&self) -> Option<SocketAddr> {
+        self.control.as_ref().and_then(|l| l.local_addr().ok())
     }
 
     /// Where a gateway's probes listen, if on a listener of their own.
@@ -149,8 +171,22 @@ pub async fn run(
     if mode.serves_api() {
         herald_router::metrics::initialize();
     }
-    let Listeners { main, probes, api } = listeners;
+    let Listeners {
+        main,
+        probes,
+        api,
+        control,
+    } = listeners;
     let api = || api.context("a standalone node or router needs its API listener");
+    let gateway_listeners = |main, probes, control: Option<TcpListener>| {
+        control
+            .context("a standalone node or gateway needs its control listener")
+            .map(|control| herald_gateway::Listeners {
+                clients: main,
+                probes,
+                control,
+            })
+    };
     match mode {
         Mode::Standalone => {
             let bus: Arc<dyn Bus> = Arc::new(MemoryBus::new());
@@ -175,14 +211,16 @@ pub async fn run(
             }
             let api = serve_api(api()?, &config, bus.clone(), activity, &drained).await?;
             running.push(api);
-            let served = gateway(mode, &node_id, &config, bus, (main, probes), shutdown).await;
+            let listeners = gateway_listeners(main, probes, control)?;
+            let served = gateway(mode, &node_id, &config, bus, listeners, shutdown).await;
             drained.cancel();
             let stopped = running.stopped().await;
             served.and(stopped)
         }
         Mode::Gateway => {
             let bus = nats(&config, &node_id).await?;
-            gateway(mode, &node_id, &config, bus, (main, probes), shutdown).await
+            let listeners = gateway_listeners(main, probes, control)?;
+            gateway(mode, &node_id, &config, bus, listeners, shutdown).await
         }
         Mode::Router => {
             let bus = nats(&config, &node_id).await?;
@@ -202,7 +240,7 @@ pub async fn run(
             let api = serve_api(api()?, &config, bus.clone(), activity, &shutdown).await?;
             running.push(api);
             let started = unix_micros() / 1000;
-            let status = status_of(mode, &node_id, started, || (0, 0, 0));
+            let status = status_of(mode, &node_id, started, |_| {});
             running.push(heartbeats(&config, bus, status, &shutdown));
             let router = services.router.clone();
             running.push(router_http::spawn(main, router, shutdown.clone()));
@@ -385,41 +423,45 @@ async fn gateway(
     node_id: &str,
     config: &Config,
     bus: Arc<dyn Bus>,
-    (listener, probes): (TcpListener, Option<TcpListener>),
+    listeners: herald_gateway::Listeners,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
     let gateway = Gateway::new(node_id, config, bus.clone())?;
     let started = unix_micros() / 1000;
+    let control = config.control.advertised(listeners.control.local_addr()?)?;
     let load = gateway.clone();
-    let status = status_of(mode, node_id, started, move || load.load());
+    let status = status_of(mode, node_id, started, move |status| {
+        (status.connections, status.subscriptions, status.channels) = load.load();
+        status.draining = load.draining();
+        status.control.clone_from(&control);
+    });
     let heartbeats = heartbeats(config, bus, status, &shutdown);
-    let served = herald_gateway::serve(listener, probes, gateway, shutdown.cancelled_owned())
+    let served = herald_gateway::serve(listeners, gateway, shutdown.cancelled_owned())
         .await
         .context("gateway stopped");
     let _ = heartbeats.await;
     served
 }
 
-/// What this node tells the cluster in its heartbeats; `load` gives its connections,
-/// subscriptions and channels.
+/// What this node tells the cluster in its heartbeats; `now` adds what a gateway holds
+/// now, and where its control service is.
 fn status_of(
     mode: Mode,
     node_id: &str,
     started_at_ms: u64,
-    load: impl Fn() -> (u64, u64, u64) + Send + 'static,
+    now: impl Fn(&mut NodeStatus) + Send + 'static,
 ) -> impl Fn() -> NodeStatus + Send + 'static {
     let id = node_id.to_string();
     move || {
-        let (connections, subscriptions, channels) = load();
-        NodeStatus {
+        let mut status = NodeStatus {
             id: id.clone(),
             kind: mode.name().into(),
             version: env!("CARGO_PKG_VERSION").into(),
             started_at_ms,
-            connections,
-            subscriptions,
-            channels,
-        }
+            ..NodeStatus::default()
+        };
+        now(&mut status);
+        status
     }
 }
 
@@ -493,6 +535,9 @@ pub fn announce(mode: Mode, node_id: &str, listeners: &Listeners) -> std::io::Re
     }
     if let Some(api) = listeners.api_addr() {
         println!("herald api listening on grpc://{api}");
+    }
+    if let Some(control) = listeners.control_addr() {
+        println!("herald control listening on grpc://{control}");
     }
     tracing::info!(%addr, node = node_id, mode, "listening");
     Ok(())

@@ -16,9 +16,10 @@ use crate::wait::wait_for;
 const START_TIMEOUT: Duration = Duration::from_secs(30);
 const LISTENING: &str = "listening on http://";
 const API_LISTENING: &str = "api listening on grpc://";
+const CONTROL_LISTENING: &str = "control listening on grpc://";
 const PROBES_SERVED: &str = "probes and metrics served at http://";
 /// Lines of other listeners a node announces, besides its main one.
-const ANNOUNCEMENTS: [&str; 2] = [API_LISTENING, PROBES_SERVED];
+const ANNOUNCEMENTS: [&str; 3] = [API_LISTENING, CONTROL_LISTENING, PROBES_SERVED];
 
 pub struct HeraldProcess {
     name: String,
@@ -100,6 +101,11 @@ impl HeraldProcess {
     /// Where the node's gRPC server API listens; panics if it did not say in time.
     pub fn api_addr(&self) -> SocketAddr {
         self.announced(API_LISTENING)
+    }
+
+    /// Where a gateway's control service listens; panics if it did not say in time.
+    pub fn control_addr(&self) -> SocketAddr {
+        self.announced(CONTROL_LISTENING)
     }
 
     /// Where a gateway serves its probes and metrics when `gateway.metrics_listen` is set;

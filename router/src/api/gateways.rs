@@ -1,73 +1,208 @@
-//! Asking every gateway at once: a control command on `<prefix>.control`, with a one-off
-//! inbox for the answers, gathered until every gateway the heartbeats know has answered
-//! or the time is up.
+//! Calling the gateways' control services (`proto/herald/control/v1/control.proto`): each
+//! gateway the heartbeats list, at the address it announces, concurrently and each within
+//! `control.timeout`. A gateway that does not answer is reported by name; the others are
+//! still reached.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use bytes::Bytes;
-use futures_util::StreamExt;
-use herald_core::bus::{Bus, BusError};
-use herald_core::subjects::Subjects;
-use herald_proto::bus::v1::{ControlCommand, ControlReply, control_command::Action};
-use prost::Message;
-use tokio::time::Instant;
+use futures_util::future::join_all;
+use herald_core::call_key::{AddKey, InvalidKey};
+use herald_core::config::ControlConfig;
+use herald_core::control::{self, KEY_METADATA, TlsFileError};
+use herald_proto::api::v1::NodeFailure;
+use herald_proto::bus::v1::NodeStatus;
+use herald_proto::control::v1::gateway_control_client::GatewayControlClient;
+use tonic::service::interceptor::InterceptedService;
+use tonic::transport::{Channel, ClientTlsConfig, Endpoint};
+use tonic::{Response, Status};
 
 use super::nodes::Nodes;
 
+/// A gateway's control service, with the control key on every call.
+pub type Client = GatewayControlClient<InterceptedService<Channel, AddKey>>;
+
+/// Why the gateways cannot be called with these settings.
+#[derive(Debug, thiserror::Error)]
+pub enum ControlSetupError {
+    #[error(transparent)]
+    TlsFile(#[from] TlsFileError),
+    #[error(transparent)]
+    Key(#[from] InvalidKey),
+}
+
+/// What a command to every gateway came to: each answer with the gateway's id, and the
+/// gateways that did not answer.
+pub struct Reached<T> {
+    pub answers: Vec<(String, T)>,
+    pub failures: Vec<NodeFailure>,
+}
+
 pub struct Gateways {
-    bus: Arc<dyn Bus>,
-    subjects: Subjects,
     nodes: Arc<Nodes>,
-    /// Longest wait for the answers.
+    tls: Option<ClientTlsConfig>,
+    key: AddKey,
+    /// Longest wait for one gateway's answer.
     timeout: Duration,
+    /// One connection per gateway address, made on first use and kept while the
+    /// gateway is listed.
+    channels: Mutex<HashMap<String, Channel>>,
 }
 
 impl Gateways {
-    pub fn new(
-        bus: Arc<dyn Bus>,
-        subjects: Subjects,
-        nodes: Arc<Nodes>,
-        timeout: Duration,
-    ) -> Self {
-        Self {
-            bus,
-            subjects,
+    pub fn new(config: &ControlConfig, nodes: Arc<Nodes>) -> Result<Self, ControlSetupError> {
+        Ok(Self {
             nodes,
-            timeout,
-        }
+            tls: control::client_tls(config)?,
+            key: AddKey::new(KEY_METADATA, &config.key)?,
+            timeout: config.timeout,
+            channels: Mutex::default(),
+        })
     }
 
     pub fn nodes(&self) -> &Nodes {
         &self.nodes
     }
 
-    /// Sends `action` to every gateway; their answers.
-    pub async fn ask(&self, action: Action) -> Result<Vec<ControlReply>, BusError> {
-        let id: u64 = rand::random();
-        let inbox = self.subjects.inbox(&format!("{id:016x}"));
-        let mut answers = self.bus.subscribe(inbox.clone()).await?;
-        // The inbox must be live before any gateway can answer.
-        self.bus.flush().await?;
-        let command = ControlCommand {
-            reply_to: inbox,
-            action: Some(action),
-        };
-        let payload = Bytes::from(command.encode_to_vec());
-        self.bus.publish(self.subjects.control(), payload).await?;
-        let expected = self.nodes.gateways();
-        let deadline = Instant::now() + self.timeout;
-        let mut replies = Vec::new();
-        while expected == 0 || replies.len() < expected {
-            match tokio::time::timeout_at(deadline, answers.next()).await {
-                Ok(Some(message)) => {
-                    if let Ok(reply) = ControlReply::decode(message.payload) {
-                        replies.push(reply);
-                    }
+    fn channels(&self) -> MutexGuard<'_, HashMap<String, Channel>> {
+        // Every step leaves the map consistent, so a poisoned lock is still sound.
+        self.channels.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The control service at `address`.
+    fn client(&self, address: &str) -> Result<Client, Status> {
+        let channel = match self.channels().get(address) {
+            Some(channel) => channel.clone(),
+            None => {
+                let scheme = if self.tls.is_some() { "https" } else { "http" };
+                let mut endpoint = Endpoint::from_shared(format!("{scheme}://{address}"))
+                    .map_err(|e| Status::invalid_argument(format!("bad address: {e}")))?
+                    .connect_timeout(self.timeout)
+                    .tcp_nodelay(true);
+                if let Some(tls) = &self.tls {
+                    endpoint = endpoint
+                        .tls_config(tls.clone())
+                        .map_err(|e| Status::internal(format!("control TLS: {e}")))?;
                 }
-                Ok(None) | Err(_) => break,
+                let channel = endpoint.connect_lazy();
+                self.channels().insert(address.to_string(), channel.clone());
+                channel
+            }
+        };
+        Ok(GatewayControlClient::with_interceptor(
+            channel,
+            self.key.clone(),
+        ))
+    }
+
+    /// Calls `call` on `gateway`'s control service, within the timeout.
+    async fn call<T, F, Fut>(&self, gateway: &NodeStatus, call: &F) -> Result<T, Status>
+    where
+        F: Fn(Client) -> Fut,
+        Fut: Future<Output = Result<Response<T>, Status>>,
+    {
+        if gateway.control.is_empty() {
+            return Err(Status::unimplemented(
+                "its heartbeat announces no control service (a release before 0.1?)",
+            ));
+        }
+        let client = self.client(&gateway.control)?;
+        match tokio::time::timeout(self.timeout, call(client)).await {
+            Ok(answer) => answer.map(Response::into_inner),
+            Err(_) => Err(Status::deadline_exceeded(format!(
+                "no answer within {:?}",
+                self.timeout
+            ))),
+        }
+    }
+
+    /// Calls `call` on every gateway at once.
+    pub async fn all<T, F, Fut>(&self, call: F) -> Reached<T>
+    where
+        F: Fn(Client) -> Fut,
+        Fut: Future<Output = Result<Response<T>, Status>>,
+    {
+        let gateways: Vec<NodeStatus> = self
+            .nodes
+            .live()
+            .into_iter()
+            .map(|(status, _)| status)
+            .filter(has_clients)
+            .collect();
+        // Connections of gateways no longer listed go.
+        self.channels()
+            .retain(|address, _| gateways.iter().any(|g| g.control == *address));
+        let calls = gateways.iter().map(|gateway| self.call(gateway, &call));
+        let mut reached = Reached {
+            answers: Vec::new(),
+            failures: Vec::new(),
+        };
+        for (gateway, outcome) in gateways.iter().zip(join_all(calls).await) {
+            match outcome {
+                Ok(answer) => reached.answers.push((gateway.id.clone(), answer)),
+                Err(status) => {
+                    tracing::warn!(node = %gateway.id, address = %gateway.control,
+                        error = %status.message(), "a gateway did not answer a control call");
+                    reached.failures.push(failure(gateway, &status));
+                }
             }
         }
-        Ok(replies)
+        reached
     }
+
+    /// Calls `call` on the gateway `node`: NOT_FOUND when no heartbeat names it,
+    /// FAILED_PRECONDITION for a router, UNAVAILABLE when it does not answer.
+    pub async fn one<T, F, Fut>(&self, node: &str, call: F) -> Result<(NodeStatus, T), Status>
+    where
+        F: Fn(Client) -> Fut,
+        Fut: Future<Output = Result<Response<T>, Status>>,
+    {
+        let Some((gateway, _)) = self.nodes.live().into_iter().find(|(s, _)| s.id == node) else {
+            return Err(Status::not_found(format!(
+                "no node {node:?} has sent a heartbeat lately (`heraldctl node list` lists them)"
+            )));
+        };
+        if !has_clients(&gateway) {
+            return Err(Status::failed_precondition(format!(
+                "{node} is a {}: only gateways and standalone nodes have a control service",
+                gateway.kind
+            )));
+        }
+        match self.call(&gateway, &call).await {
+            Ok(answer) => Ok((gateway, answer)),
+            Err(status) if status.code() == tonic::Code::InvalidArgument => Err(status),
+            Err(status) => Err(Status::unavailable(format!(
+                "{node} at {}: {}",
+                gateway.control,
+                describe(&status)
+            ))),
+        }
+    }
+}
+
+/// Gateways and standalone nodes hold clients; routers do not.
+fn has_clients(status: &NodeStatus) -> bool {
+    status.kind != "router"
+}
+
+fn failure(gateway: &NodeStatus, status: &Status) -> NodeFailure {
+    NodeFailure {
+        node: gateway.id.clone(),
+        address: gateway.control.clone(),
+        error: describe(status),
+    }
+}
+
+/// A failed call as an operator reads it: what kind of failure, and why.
+fn describe(status: &Status) -> String {
+    let code = match status.code() {
+        tonic::Code::Unavailable => "unavailable",
+        tonic::Code::DeadlineExceeded => "timed out",
+        tonic::Code::Unauthenticated => "refused the control key",
+        tonic::Code::Unimplemented => "no control service",
+        _ => "failed",
+    };
+    format!("{code}: {}", status.message())
 }

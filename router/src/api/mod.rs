@@ -2,23 +2,24 @@
 //! `docs/server-api.md`), served by routers and standalone nodes.
 //!
 //! The API asks the cluster what a gateway would, over the bus (so any router may answer),
-//! with no permission checks: callers are trusted, and proven by the API key when one is
+//! and asks the gateways themselves about their clients over the control plane
+//! ([`gateways`]), with no permission checks: callers are trusted, and proven by the API key when one is
 //! configured. Beside it on the same port: the standard gRPC health service (for probes)
 //! and server reflection (for `grpcurl`), both without the key.
 
+mod cluster;
 mod consume;
 mod convert;
 mod gateways;
-mod key;
 pub mod nodes;
 mod service;
 mod status;
 
 use std::future::Future;
 use std::sync::Arc;
-use std::time::Duration;
 
 use herald_core::bus::Bus;
+use herald_core::call_key;
 
 use crate::history::HistoryStore;
 use herald_core::config::Config;
@@ -39,9 +40,6 @@ use nodes::Nodes;
 /// Name of the API service, as health checks and reflection know it.
 pub const SERVICE_NAME: &str = "herald.api.v1.HeraldApi";
 
-/// Longest wait for the gateways' answers to a control command.
-const GATEWAYS_TIMEOUT: Duration = Duration::from_secs(2);
-
 /// Why the API cannot be served.
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
@@ -49,6 +47,8 @@ pub enum ApiError {
     TlsFile(&'static str, std::io::Error),
     #[error("server API: {0}")]
     Transport(#[from] tonic::transport::Error),
+    #[error(transparent)]
+    Control(#[from] gateways::ControlSetupError),
 }
 
 /// The TLS settings of the API, when `api.tls_cert_file` and `api.tls_key_file` are set;
@@ -79,8 +79,8 @@ pub async fn serve(
 ) -> Result<(), ApiError> {
     let subjects = Subjects::new(config.nats.subject_prefix.clone());
     let timeout = config.gateway.request_timeout;
-    let upstream = Upstream::new(bus.clone(), subjects.clone(), timeout);
-    let gateways = Gateways::new(bus, subjects, nodes, timeout.min(GATEWAYS_TIMEOUT));
+    let upstream = Upstream::new(bus, subjects, timeout);
+    let gateways = Gateways::new(&config.control, nodes)?;
     // Streams (Consume) would hold the server open past the shutdown: they end first.
     let (closing, closed) = tokio::sync::watch::channel(false);
     let shutdown = async move {
@@ -94,7 +94,8 @@ pub async fn serve(
         activity,
         closed,
     );
-    let api = HeraldApiServer::with_interceptor(api, key::check(&config.api.key));
+    let api =
+        HeraldApiServer::with_interceptor(api, call_key::check(call_key::API_KEY, &config.api.key));
     let (health, health_service) = tonic_health::server::health_reporter();
     health
         .set_service_status(SERVICE_NAME, ServingStatus::Serving)

@@ -1,6 +1,6 @@
-//! The calls of the server API, each answered by asking the routers over the bus.
+//! The calls of the server API, each answered by asking the routers over the bus, or the
+//! gateways over the control plane ([`super::cluster`]).
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -12,21 +12,22 @@ use herald_core::time::unix_micros;
 use herald_core::upstream::{Upstream, conflict_refusal};
 use herald_proto::api::v1::herald_api_server::HeraldApi;
 use herald_proto::api::v1::{
-    self as api, BroadcastRequest, BroadcastResponse, BroadcastResult, ChannelInfo,
-    ChannelsRequest, ChannelsResponse, ConsumeEvent, ConsumeRequest, DisconnectRequest,
-    DisconnectResponse, HistoryRequest, HistoryResponse, InfoRequest, InfoResponse, NodeInfo,
-    PresenceRequest, PresenceResponse, PresenceStatsRequest, PresenceStatsResponse, PublishRequest,
-    PublishResponse, SubscribeRequest, SubscribeResponse, SyncDeleteRequest, SyncDeleteResponse,
-    SyncGetRequest, SyncGetResponse, SyncPatchRequest, SyncPatchResponse, UnsubscribeRequest,
-    UnsubscribeResponse, broadcast_result,
+    self as api, BroadcastRequest, BroadcastResponse, BroadcastResult, ChannelsRequest,
+    ChannelsResponse, ConsumeEvent, ConsumeRequest, DisconnectRequest, DisconnectResponse,
+    HistoryRequest, HistoryResponse, InfoRequest, InfoResponse, NodeConnectionsRequest,
+    NodeConnectionsResponse, NodeDetail, NodeInfo, NodeRequest, PresenceRequest, PresenceResponse,
+    PresenceStatsRequest, PresenceStatsResponse, PublishRequest, PublishResponse, SubscribeRequest,
+    SubscribeResponse, SyncDeleteRequest, SyncDeleteResponse, SyncGetRequest, SyncGetResponse,
+    SyncPatchRequest, SyncPatchResponse, UnsubscribeRequest, UnsubscribeResponse, broadcast_result,
 };
-use herald_proto::bus::v1::control_command::Action;
-use herald_proto::bus::v1::{self as bus, ClientSelector, ControlReply};
+use herald_proto::bus::v1 as bus;
+use herald_proto::control::v1::ClientSelector;
 use serde_json::value::RawValue;
 use tokio::sync::watch;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
+use super::cluster::{self, Command};
 use super::consume;
 use super::convert::{api_publication, client_info, position};
 use super::gateways::Gateways;
@@ -62,13 +63,6 @@ impl Api {
             activity,
             closed,
         }
-    }
-
-    async fn ask_gateways(&self, action: Action) -> Result<Vec<ControlReply>, Status> {
-        self.gateways
-            .ask(action)
-            .await
-            .map_err(|e| Status::unavailable(e.to_string()))
     }
 
     /// Checks a publish of `data` and `attachments` on `channel` and makes it ready to
@@ -258,24 +252,9 @@ impl HeraldApi for Api {
         request: Request<ChannelsRequest>,
     ) -> Result<Response<ChannelsResponse>, Status> {
         let pattern = request.into_inner().pattern;
-        let replies = self.ask_gateways(Action::Channels(pattern)).await?;
-        let mut counts: BTreeMap<String, u32> = BTreeMap::new();
-        for reply in &replies {
-            for count in &reply.channels {
-                *counts.entry(count.channel.clone()).or_default() += count.subscribers;
-            }
-        }
-        let channels = counts
-            .into_iter()
-            .map(|(channel, subscribers)| ChannelInfo {
-                channel,
-                subscribers,
-            })
-            .collect();
-        Ok(Response::new(ChannelsResponse {
-            channels,
-            gateways: replies.len() as u32,
-        }))
+        Ok(Response::new(
+            cluster::channels(&self.gateways, pattern).await,
+        ))
     }
 
     async fn disconnect(
@@ -291,9 +270,12 @@ impl HeraldApi for Api {
             client: request.client,
             channel: String::new(),
         };
-        let replies = self.ask_gateways(Action::Disconnect(who)).await?;
-        let connections = replies.iter().map(|r| r.affected).sum();
-        Ok(Response::new(DisconnectResponse { connections }))
+        let (connections, failures) =
+            cluster::command(&self.gateways, Command::Disconnect, who).await;
+        Ok(Response::new(DisconnectResponse {
+            connections,
+            failures,
+        }))
     }
 
     async fn unsubscribe(
@@ -310,9 +292,12 @@ impl HeraldApi for Api {
             client: String::new(),
             channel: request.channel,
         };
-        let replies = self.ask_gateways(Action::Unsubscribe(who)).await?;
-        let connections = replies.iter().map(|r| r.affected).sum();
-        Ok(Response::new(UnsubscribeResponse { connections }))
+        let (connections, failures) =
+            cluster::command(&self.gateways, Command::Unsubscribe, who).await;
+        Ok(Response::new(UnsubscribeResponse {
+            connections,
+            failures,
+        }))
     }
 
     async fn subscribe(
@@ -335,9 +320,12 @@ impl HeraldApi for Api {
             client: String::new(),
             channel: request.channel,
         };
-        let replies = self.ask_gateways(Action::Subscribe(who)).await?;
-        let connections = replies.iter().map(|r| r.affected).sum();
-        Ok(Response::new(SubscribeResponse { connections }))
+        let (connections, failures) =
+            cluster::command(&self.gateways, Command::Subscribe, who).await;
+        Ok(Response::new(SubscribeResponse {
+            connections,
+            failures,
+        }))
     }
 
     type ConsumeStream = ReceiverStream<Result<ConsumeEvent, Status>>;
@@ -372,9 +360,37 @@ impl HeraldApi for Api {
                 subscriptions: status.subscriptions,
                 channels: status.channels,
                 last_seen_ms: since.as_millis() as u64,
+                control: status.control,
+                draining: status.draining,
             })
             .collect();
         Ok(Response::new(InfoResponse { nodes }))
+    }
+
+    async fn get_node(
+        &self,
+        request: Request<NodeRequest>,
+    ) -> Result<Response<NodeDetail>, Status> {
+        let node = request.into_inner().node;
+        Ok(Response::new(cluster::node(&self.gateways, &node).await?))
+    }
+
+    async fn drain_node(
+        &self,
+        request: Request<NodeRequest>,
+    ) -> Result<Response<NodeDetail>, Status> {
+        let node = request.into_inner().node;
+        Ok(Response::new(cluster::drain(&self.gateways, &node).await?))
+    }
+
+    async fn node_connections(
+        &self,
+        request: Request<NodeConnectionsRequest>,
+    ) -> Result<Response<NodeConnectionsResponse>, Status> {
+        let request = request.into_inner();
+        Ok(Response::new(
+            cluster::connections(&self.gateways, request).await?,
+        ))
     }
 
     async fn sync_get(
