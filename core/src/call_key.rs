@@ -5,13 +5,25 @@
 use tonic::metadata::{Ascii, MetadataValue};
 use tonic::{Request, Status};
 
-/// The metadata that carries the server API's key (`api.key`).
-pub const API_KEY: &str = "x-api-key";
+/// Which key a call carries, and in which metadata entry.
+#[derive(Debug, Clone, Copy)]
+pub struct KeyName {
+    /// The metadata entry.
+    pub metadata: &'static str,
+    /// What errors call it.
+    pub what: &'static str,
+}
 
-/// An interceptor that lets through calls whose `metadata` entry is `key` (every call,
-/// when `key` is empty).
+/// The server API's key (`api.key`).
+pub const API_KEY: KeyName = KeyName {
+    metadata: "x-api-key",
+    what: "API key",
+};
+
+/// An interceptor that lets through calls that carry `key` as `name` (every call, when
+/// `key` is empty).
 pub fn check(
-    metadata: &'static str,
+    name: KeyName,
     key: &str,
 ) -> impl Fn(Request<()>) -> Result<Request<()>, Status> + Clone + use<> {
     let key = key.to_string();
@@ -19,12 +31,13 @@ pub fn check(
         if key.is_empty() {
             return Ok(request);
         }
-        let given = request.metadata().get(metadata);
+        let given = request.metadata().get(name.metadata);
         match given.map(|value| value.as_bytes()) {
             Some(given) if constant_time_eq(given, key.as_bytes()) => Ok(request),
-            Some(_) => Err(Status::unauthenticated(format!("wrong key ({metadata})"))),
+            Some(_) => Err(Status::unauthenticated(format!("wrong {}", name.what))),
             None => Err(Status::unauthenticated(format!(
-                "the key is missing (metadata {metadata})"
+                "the {} is missing (metadata {})",
+                name.what, name.metadata
             ))),
         }
     }
@@ -38,14 +51,17 @@ pub struct AddKey {
 }
 
 impl AddKey {
-    /// Adds `key` as `metadata` (nothing, when `key` is empty); an error when `key` is not
+    /// Adds `key` as `name` (nothing, when `key` is empty); an error when `key` is not
     /// valid metadata (visible ASCII).
-    pub fn new(metadata: &'static str, key: &str) -> Result<Self, InvalidKey> {
+    pub fn new(name: KeyName, key: &str) -> Result<Self, InvalidKey> {
         let key = match key.is_empty() {
             true => None,
-            false => Some(key.parse().map_err(|_| InvalidKey(metadata))?),
+            false => Some(key.parse().map_err(|_| InvalidKey(name.what))?),
         };
-        Ok(Self { metadata, key })
+        Ok(Self {
+            metadata: name.metadata,
+            key,
+        })
     }
 }
 
@@ -60,7 +76,7 @@ impl tonic::service::Interceptor for AddKey {
 
 /// A key that cannot travel as gRPC metadata.
 #[derive(Debug, thiserror::Error)]
-#[error("the key for {0} must be visible ASCII characters")]
+#[error("the {0} must be visible ASCII characters")]
 pub struct InvalidKey(&'static str);
 
 /// Compares without returning early, so the time taken says nothing about the key.
@@ -74,12 +90,17 @@ mod tests {
 
     use super::*;
 
-    const NAME: &str = "x-test-key";
+    const NAME: KeyName = KeyName {
+        metadata: "x-test-key",
+        what: "test key",
+    };
 
     fn call(key: Option<&str>) -> Request<()> {
         let mut request = Request::new(());
         if let Some(key) = key {
-            request.metadata_mut().insert(NAME, key.parse().unwrap());
+            request
+                .metadata_mut()
+                .insert(NAME.metadata, key.parse().unwrap());
         }
         request
     }

@@ -4,10 +4,14 @@
 
 use tonic::transport::{Certificate, ClientTlsConfig, Identity, ServerTlsConfig};
 
+use crate::call_key::KeyName;
 use crate::config::ControlConfig;
 
-/// The metadata that carries `control.key`.
-pub const KEY_METADATA: &str = "x-control-key";
+/// The control plane's key (`control.key`).
+pub const CONTROL_KEY: KeyName = KeyName {
+    metadata: "x-control-key",
+    what: "control key",
+};
 
 /// A TLS file of `control.*` that cannot be read.
 #[derive(Debug, thiserror::Error)]

@@ -7,6 +7,9 @@ use std::process::{Command, Output};
 use herald_testkit::{HeraldProcess, NativeClient};
 use serde_json::{Value, json};
 
+/// Generous bound for anything that should happen quickly, on a loaded 2-core machine.
+const PATIENCE: std::time::Duration = std::time::Duration::from_secs(20);
+
 fn heraldctl(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_heraldctl"))
         .args(args)
@@ -187,5 +190,114 @@ fn makes_tokens_and_checks_configs() {
     assert!(
         String::from_utf8_lossy(&checked.stderr).contains("listen_addr"),
         "{checked:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn drains_one_named_gateway_and_lists_its_connections() {
+    let settings = [
+        ("HERALD_API__KEY", "k3y"),
+        ("HERALD_AUTH__HMAC_SECRET", "s3cret"),
+        ("HERALD_NODE__HEARTBEAT", "300ms"),
+        ("HERALD_GATEWAY__DRAIN_PERIOD", "1s"),
+    ];
+    let cluster = herald_testkit::Cluster::start(herald(), 2, 1, &settings);
+    let url = format!("http://{}", cluster.routers[0].api_addr());
+    let api = |args: &[&str]| {
+        let mut all = vec!["--url", url.as_str(), "--key", "k3y"];
+        all.extend(args);
+        heraldctl(&all)
+    };
+    let nodes = |output: &Output| -> Vec<(String, bool)> {
+        let listed: Value = serde_json::from_str(&stdout(output)).unwrap();
+        let nodes = listed.as_array().unwrap().iter();
+        let gateways = nodes.filter(|n| n["kind"] == "gateway" && n["control"] != "");
+        gateways
+            .map(|n| (n["id"].as_str().unwrap().to_string(), n["draining"] == true))
+            .collect()
+    };
+    let serving = |n: &str| (n.to_string(), false);
+    let both = vec![serving("gateway-1"), serving("gateway-2")];
+    let listed = herald_testkit::wait_for(PATIENCE, || {
+        nodes(&api(&["--json", "node", "list"])) == both
+    });
+    assert!(listed, "node list did not show both gateways");
+
+    let token = |user: &str| {
+        let args = ["token", user, "--secret", "s3cret"];
+        stdout(&heraldctl(&args)).trim().to_string()
+    };
+    let mut clients = Vec::new();
+    for (gateway, user) in [(0, "alice"), (1, "bob"), (1, "carol")] {
+        let client = NativeClient::open(&cluster.ws_url(gateway)).await.unwrap();
+        let connected = client
+            .ok("connect", json!({ "token": token(user) }))
+            .await
+            .unwrap();
+        clients.push((client, connected["client"].as_str().unwrap().to_string()));
+    }
+
+    let listed = stdout(&api(&["--json", "node", "connections", "gateway-2"]));
+    let listed: Value = serde_json::from_str(&listed).unwrap();
+    let mut expected = vec![
+        json!({ "client": clients[1].1, "user": "bob" }),
+        json!({ "client": clients[2].1, "user": "carol" }),
+    ];
+    expected.sort_by_key(|c| c["client"].as_str().unwrap().to_string());
+    assert_eq!(listed["connections"], json!(expected), "{listed}");
+    let bobs = stdout(&api(&[
+        "--json",
+        "node",
+        "connections",
+        "gateway-2",
+        "--user",
+        "bob",
+    ]));
+    let bobs: Value = serde_json::from_str(&bobs).unwrap();
+    assert_eq!(bobs["connections"].as_array().unwrap().len(), 1, "{bobs}");
+    assert_eq!(bobs["connections"][0]["user"], "bob", "{bobs}");
+
+    let drained = stdout(&api(&["--json", "node", "drain", "gateway-2"]));
+    let drained: Value = serde_json::from_str(&drained).unwrap();
+    assert_eq!(drained["draining"], true, "{drained}");
+    // Its clients are sent away to reconnect elsewhere; the other gateway's stay.
+    for (client, _) in &clients[1..] {
+        let closed = client
+            .closed(PATIENCE)
+            .await
+            .unwrap()
+            .expect("a close frame");
+        assert_eq!(closed.code, 3000, "{closed:?}");
+    }
+    let ready = |i: usize| herald_testkit::node::http_status(cluster.gateways[i].addr(), "/readyz");
+    assert_eq!(ready(1), Some(503));
+    assert_eq!(ready(0), Some(200));
+    let alice = &clients[0].0;
+    alice
+        .ok("subscribe", json!({ "channel": "news" }))
+        .await
+        .unwrap();
+    let expected = vec![serving("gateway-1"), ("gateway-2".to_string(), true)];
+    let shown = herald_testkit::wait_for(PATIENCE, || {
+        nodes(&api(&["--json", "node", "list"])) == expected
+    });
+    assert!(shown, "node list did not show the drain");
+    let info = stdout(&api(&["node", "info", "gateway-2"]));
+    assert!(
+        info.lines().nth(1).is_some_and(|l| l.contains("draining")),
+        "{info}"
+    );
+
+    // A router has no clients to drain; an unknown node is not found.
+    let router = api(&["node", "drain", "router-1"]);
+    assert!(!router.status.success());
+    assert!(
+        String::from_utf8_lossy(&router.stderr).contains("router"),
+        "{router:?}"
+    );
+    let unknown = api(&["node", "info", "gateway-9"]);
+    assert!(
+        String::from_utf8_lossy(&unknown.stderr).contains("NotFound"),
+        "{unknown:?}"
     );
 }

@@ -20,6 +20,9 @@ pub enum Command {
 
 pub type Commands = mailbox::Receiver<Command>;
 
+/// A client held here, and its user (empty for anonymous).
+pub type Held = (Arc<str>, Arc<str>);
+
 /// One session's registration: where its commands go, and the clients it holds with their
 /// users (empty for anonymous), so that its end undoes exactly its own entries. Each name
 /// is held once, shared with the maps (and a client's with the session that names it).
@@ -140,8 +143,8 @@ impl Clients {
 
     /// The clients held here (only `user`'s, unless `user` is empty), each with its user,
     /// by client id: the first `limit`, and whether there were more.
-    pub fn list(&self, user: &str, limit: usize) -> (Vec<(Arc<str>, Arc<str>)>, bool) {
-        let mut found: Vec<(Arc<str>, Arc<str>)> = {
+    pub fn list(&self, user: &str, limit: usize) -> (Vec<Held>, bool) {
+        let mut found: Vec<Held> = {
             let inner = self.inner();
             let held = |session: &ClientId| inner.sessions.get(session);
             let sessions: Vec<&Session> = match user {
@@ -261,7 +264,7 @@ mod tests {
         clients.add(1, &"a".into(), "");
         clients.add(2, &"b".into(), "alice");
         clients.add(2, &"d".into(), "bob");
-        let names = |(list, truncated): (Vec<(Arc<str>, Arc<str>)>, bool)| {
+        let names = |(list, truncated): (Vec<Held>, bool)| {
             let names: Vec<String> = list.iter().map(|(c, u)| format!("{c}:{u}")).collect();
             (names, truncated)
         };

@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use herald_core::call_key;
 use herald_core::config::ControlConfig;
-use herald_core::control::{self, KEY_METADATA, TlsFileError};
+use herald_core::control::{self, CONTROL_KEY, TlsFileError};
 use herald_proto::control::v1::gateway_control_server::{GatewayControl, GatewayControlServer};
 use herald_proto::control::v1::{
     Affected, ChannelCount, ChannelCounts, ChannelsQuery, ClientSelector, Connection,
@@ -47,7 +47,7 @@ pub async fn serve(
 ) -> Result<(), ControlError> {
     let service = GatewayControlServer::with_interceptor(
         Service { gateway },
-        call_key::check(KEY_METADATA, &config.key),
+        call_key::check(CONTROL_KEY, &config.key),
     );
     let mut server = Server::builder();
     if let Some(tls) = control::server_tls(config)? {

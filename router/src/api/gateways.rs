@@ -11,7 +11,7 @@ use std::time::Duration;
 use futures_util::future::join_all;
 use herald_core::call_key::{AddKey, InvalidKey};
 use herald_core::config::ControlConfig;
-use herald_core::control::{self, KEY_METADATA, TlsFileError};
+use herald_core::control::{self, CONTROL_KEY, TlsFileError};
 use herald_proto::api::v1::NodeFailure;
 use herald_proto::bus::v1::NodeStatus;
 use herald_proto::control::v1::gateway_control_client::GatewayControlClient;
@@ -56,7 +56,7 @@ impl Gateways {
         Ok(Self {
             nodes,
             tls: control::client_tls(config)?,
-            key: AddKey::new(KEY_METADATA, &config.key)?,
+            key: AddKey::new(CONTROL_KEY, &config.key)?,
             timeout: config.timeout,
             channels: Mutex::default(),
         })
@@ -73,8 +73,9 @@ impl Gateways {
 
     /// The control service at `address`.
     fn client(&self, address: &str) -> Result<Client, Status> {
-        let channel = match self.channels().get(address) {
-            Some(channel) => channel.clone(),
+        let known = self.channels().get(address).cloned();
+        let channel = match known {
+            Some(channel) => channel,
             None => {
                 let scheme = if self.tls.is_some() { "https" } else { "http" };
                 let mut endpoint = Endpoint::from_shared(format!("{scheme}://{address}"))

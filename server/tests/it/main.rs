@@ -9,6 +9,7 @@ mod bad_input;
 mod channels;
 mod cluster;
 mod consume;
+mod control_plane;
 mod deploy;
 mod drain;
 mod faults;
