@@ -80,6 +80,33 @@ app.kubernetes.io/component: {{ .component }}
 - name: HERALD_AUTH__PUBLIC_KEY_FILE
   value: /etc/herald/keys/public-key.pem
 {{- end }}
+{{- include "herald.controlEnv" . }}
+{{- end }}
+
+{{/* What both ends of the control plane need: its key, timeout and mutual TLS. */}}
+{{- define "herald.controlEnv" }}
+- name: HERALD_CONTROL__KEY
+  valueFrom:
+    secretKeyRef:
+      name: {{ include "herald.secretName" . }}
+      key: control-key
+- name: HERALD_CONTROL__TIMEOUT
+  value: {{ .Values.control.timeout | quote }}
+{{- if .Values.control.tls.enabled }}
+- name: HERALD_CONTROL__TLS_CA_FILE
+  value: /etc/herald/control-tls/ca.crt
+- name: HERALD_CONTROL__TLS_CERT_FILE
+  value: /etc/herald/control-tls/tls.crt
+- name: HERALD_CONTROL__TLS_KEY_FILE
+  value: /etc/herald/control-tls/tls.key
+- name: HERALD_CONTROL__TLS_SERVER_NAME
+  value: {{ .Values.control.tls.serverName | quote }}
+{{- end }}
+{{- end }}
+
+{{/* The Secret that holds the control plane's TLS files. */}}
+{{- define "herald.controlTlsSecret" -}}
+{{- default (printf "%s-control-tls" (include "herald.fullname" .)) .Values.control.tls.existingSecret }}
 {{- end }}
 
 {{/* A router's Redis settings: the URL, credentials from a Secret, TLS files from the
@@ -219,6 +246,11 @@ app.kubernetes.io/component: {{ .component }}
       {{- end }}
 {{- end }}
 {{- end }}
+{{- if .Values.control.tls.enabled }}
+- name: control-tls
+  secret:
+    secretName: {{ include "herald.controlTlsSecret" . }}
+{{- end }}
 {{- if include "herald.publicKey" . }}
 - name: keys
   secret:
@@ -241,6 +273,11 @@ app.kubernetes.io/component: {{ .component }}
 {{- if .Values.nats.tls.existingSecret }}
 - name: nats-tls
   mountPath: /etc/herald/nats-tls
+  readOnly: true
+{{- end }}
+{{- if .Values.control.tls.enabled }}
+- name: control-tls
+  mountPath: /etc/herald/control-tls
   readOnly: true
 {{- end }}
 {{- if include "herald.publicKey" . }}
