@@ -2,6 +2,8 @@
 //! the metadata of its key, and its mutual TLS, read from `control.*` for the gateway that
 //! serves and the router that calls.
 
+use tokio::net::TcpListener;
+use tonic::transport::server::TcpIncoming;
 use tonic::transport::{Certificate, ClientTlsConfig, Identity, ServerTlsConfig};
 
 use crate::call_key::KeyName;
@@ -65,4 +67,11 @@ pub fn client_tls(config: &ControlConfig) -> Result<Option<ClientTlsConfig>, Tls
             .identity(files.identity)
             .domain_name(config.tls_server_name.clone())
     }))
+}
+
+/// The connections of a gRPC listener (the control service, the server API), with
+/// Nagle's algorithm off: a small answer must leave at once, not wait for the caller's
+/// delayed acknowledgement (tens of milliseconds).
+pub fn incoming(listener: TcpListener) -> TcpIncoming {
+    TcpIncoming::from(listener).with_nodelay(Some(true))
 }

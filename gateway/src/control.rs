@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use herald_core::call_key;
 use herald_core::config::ControlConfig;
-use herald_core::control::{self, CONTROL_KEY, TlsFileError};
+use herald_core::control::{self, CONTROL_KEY, TlsFileError, incoming};
 use herald_proto::control::v1::gateway_control_server::{GatewayControl, GatewayControlServer};
 use herald_proto::control::v1::{
     Affected, ChannelCount, ChannelCounts, ChannelsQuery, ClientSelector, Connection,
@@ -17,7 +17,6 @@ use herald_proto::control::v1::{
 };
 use tokio::net::TcpListener;
 use tonic::transport::Server;
-use tonic::transport::server::TcpIncoming;
 use tonic::{Request, Response, Status};
 use wildmatch::WildMatch;
 
@@ -55,7 +54,7 @@ pub async fn serve(
     }
     server
         .add_service(service)
-        .serve_with_incoming_shutdown(TcpIncoming::from(listener), shutdown)
+        .serve_with_incoming_shutdown(incoming(listener), shutdown)
         .await?;
     Ok(())
 }

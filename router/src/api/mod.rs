@@ -20,6 +20,7 @@ use std::sync::Arc;
 
 use herald_core::bus::Bus;
 use herald_core::call_key;
+use herald_core::control::incoming;
 
 use crate::history::HistoryStore;
 use herald_core::config::Config;
@@ -28,7 +29,6 @@ use herald_core::upstream::Upstream;
 use herald_proto::api::v1::FILE_DESCRIPTOR_SET;
 use herald_proto::api::v1::herald_api_server::HeraldApiServer;
 use tokio::net::TcpListener;
-use tonic::transport::server::TcpIncoming;
 use tonic::transport::{Identity, Server, ServerTlsConfig};
 use tonic_health::ServingStatus;
 
@@ -115,7 +115,7 @@ pub async fn serve(
         Err(e) => tracing::warn!(error = %e, "gRPC reflection is off"),
     }
     routes
-        .serve_with_incoming_shutdown(TcpIncoming::from(listener), shutdown)
+        .serve_with_incoming_shutdown(incoming(listener), shutdown)
         .await?;
     Ok(())
 }

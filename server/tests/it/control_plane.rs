@@ -55,6 +55,7 @@ async fn a_command_reaches_the_live_gateways_and_names_the_one_that_died() {
     let dead = cluster.gateways[2].control_addr().to_string();
     cluster.gateways[2].kill();
 
+    let started = std::time::Instant::now();
     let reply = api
         .disconnect(DisconnectRequest {
             user: "alice".into(),
@@ -63,6 +64,7 @@ async fn a_command_reaches_the_live_gateways_and_names_the_one_that_died() {
         .await
         .expect("a partial success is a success")
         .into_inner();
+    eprintln!("Disconnect answered in {:?}", started.elapsed());
     assert_eq!(reply.connections, 2, "{reply:?}");
     let [failure] = &reply.failures[..] else {
         panic!("one gateway not reached: {reply:?}");
