@@ -6,6 +6,7 @@ use bytes::Bytes;
 use futures_util::StreamExt;
 use herald_core::bus::{Bus, BusError, NatsBus, Subscription};
 use herald_core::config::NatsConfig;
+use herald_testkit::scratch::Scratch;
 use herald_testkit::{Server, SlowLink, TlsFiles};
 
 const WAIT: Duration = Duration::from_secs(10);
@@ -243,6 +244,60 @@ async fn a_user_and_password_a_token_or_an_nkey_gets_in() {
         assert!(connected, "{server_config}");
         round_trip(&bus).await;
     }
+}
+
+/// A `.creds` file as `nsc` writes one: the user's JWT, then its NKey seed.
+fn creds(jwt: &str, seed: &str) -> String {
+    format!(
+        "-----BEGIN NATS USER JWT-----\n{jwt}\n------END NATS USER JWT------\n\n\
+         -----BEGIN USER NKEY SEED-----\n{seed}\n------END USER NKEY SEED------\n"
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_creds_file_of_an_operators_account_gets_in() {
+    use nats_jwt::{KeyPair, Token};
+    // Operator mode, as with nsc: the server trusts an operator, which signed the account,
+    // which signed the user whose JWT and seed the .creds file holds.
+    let operator = KeyPair::new_operator();
+    let account = KeyPair::new_account();
+    let account_jwt = Token::new_account(account.public_key())
+        .name("herald")
+        .sign(&operator);
+    let user = KeyPair::new_user();
+    let user_jwt = Token::new_user(account.public_key(), user.public_key())
+        .name("herald-node")
+        .sign(&account);
+    let server = Server::nats_with_config(&format!(
+        "trusted_keys: [\"{}\"]\nresolver: MEMORY\nresolver_preload: {{ {}: \"{account_jwt}\" }}",
+        operator.public_key(),
+        account.public_key(),
+    ));
+    let files = Scratch::new("nats-creds");
+    let creds_file = files.write("herald.creds", &creds(&user_jwt, &user.seed().unwrap()));
+    let config = NatsConfig {
+        url: server.url(),
+        credentials_file: TlsFiles::text(&creds_file),
+        ..NatsConfig::default()
+    };
+    let (bus, connected) = connect_with(config, WAIT).await;
+    assert!(connected, "the account's user gets in");
+    round_trip(&bus).await;
+
+    // A user that another account signed, which the operator never signed, stays out.
+    let stranger = KeyPair::new_account();
+    let outsider_jwt = Token::new_user(stranger.public_key(), user.public_key()).sign(&stranger);
+    let outsider = files.write(
+        "outsider.creds",
+        &creds(&outsider_jwt, &user.seed().unwrap()),
+    );
+    let refused = NatsConfig {
+        url: server.url(),
+        credentials_file: TlsFiles::text(&outsider),
+        ..NatsConfig::default()
+    };
+    let (_, connected) = connect_with(refused, REFUSED).await;
+    assert!(!connected, "a user of an unknown account is refused");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
