@@ -1,6 +1,6 @@
 //! Connection tokens: JWTs signed with an HS256 secret or an RS256/ES256 key, whose `sub`
 //! claim names the user, whose optional `info` is shown to others (presence) and whose
-//! optional `channels` grants channels (see [`crate::rules`]).
+//! optional `channels` grants channels (see the `rules` module).
 //!
 //! `exp` is checked when present (with a few seconds of leeway for clock skew); a token
 //! without one does not expire. A connection whose token expires must present a fresh one
@@ -8,11 +8,45 @@
 //! if the config allows it, and refused otherwise.
 
 use jsonwebtoken::{Algorithm, DecodingKey, Validation, decode, errors::ErrorKind};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
 use crate::codes::{ErrorCode, Refusal};
-use crate::config::{AuthConfig, ConfigError};
+
+/// A token key that cannot be used: a file that cannot be read, or that holds no RSA or EC
+/// public key.
+#[derive(Debug, Error)]
+#[error("{0}")]
+pub struct KeyError(String);
+
+/// Connection tokens (JWT): who a client is, for every protocol (the `[auth]` settings).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AuthConfig {
+    /// Whether a client without a token is let in, as an anonymous user. A token that is
+    /// given is checked either way.
+    pub anonymous: bool,
+    /// Secret of HS256 tokens. Empty: none accepted.
+    pub hmac_secret: String,
+    /// PEM file with the public key of RS256 or ES256 tokens. Empty: none accepted.
+    pub public_key_file: String,
+    /// The `aud` every token must name. Empty: tokens with an `aud` are refused.
+    pub audience: String,
+    /// The `iss` every token must carry. Empty: not checked.
+    pub issuer: String,
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        Self {
+            anonymous: true,
+            hmac_secret: String::new(),
+            public_key_file: String::new(),
+            audience: String::new(),
+            issuer: String::new(),
+        }
+    }
+}
 
 /// Seconds a token may be past its `exp` and still be taken, for clocks that disagree.
 const LEEWAY_SECS: u64 = 5;
@@ -101,10 +135,10 @@ pub struct Verifier {
 
 impl Verifier {
     /// Reads the keys of `config`; fails on a key file that cannot be read or parsed.
-    /// (Whether clients can be admitted at all is [`crate::config::Config::validate`]'s
+    /// (Whether clients can be admitted at all is `Config::validate`'s
     /// question: a connect hook may admit them instead of tokens.)
-    pub fn new(config: &AuthConfig) -> Result<Self, ConfigError> {
-        let invalid = |message: String| ConfigError::Invalid(message);
+    pub fn new(config: &AuthConfig) -> Result<Self, KeyError> {
+        let invalid = KeyError;
         let mut keys = Vec::new();
         if !config.hmac_secret.is_empty() {
             let key = DecodingKey::from_secret(config.hmac_secret.as_bytes());

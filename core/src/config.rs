@@ -14,6 +14,7 @@ use figment::providers::{Env, Format, Serialized, Toml};
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
+pub use crate::auth::AuthConfig;
 use crate::channel;
 pub use crate::hooks::HooksConfig;
 pub use crate::rules::{Access, ChannelRules, ChannelsConfig, NamespaceRules};
@@ -27,6 +28,8 @@ pub enum ConfigError {
     Parse(#[from] Box<figment::Error>),
     #[error("invalid configuration: {0}")]
     Invalid(String),
+    #[error("invalid configuration: {0}")]
+    Key(#[from] crate::auth::KeyError),
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -241,35 +244,6 @@ impl ApiConfig {
             )));
         }
         Ok(())
-    }
-}
-
-/// Connection tokens (JWT): who a client is, for every protocol.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct AuthConfig {
-    /// Whether a client without a token is let in, as an anonymous user. A token that is
-    /// given is checked either way.
-    pub anonymous: bool,
-    /// Secret of HS256 tokens. Empty: none accepted.
-    pub hmac_secret: String,
-    /// PEM file with the public key of RS256 or ES256 tokens. Empty: none accepted.
-    pub public_key_file: String,
-    /// The `aud` every token must name. Empty: tokens with an `aud` are refused.
-    pub audience: String,
-    /// The `iss` every token must carry. Empty: not checked.
-    pub issuer: String,
-}
-
-impl Default for AuthConfig {
-    fn default() -> Self {
-        Self {
-            anonymous: true,
-            hmac_secret: String::new(),
-            public_key_file: String::new(),
-            audience: String::new(),
-            issuer: String::new(),
-        }
     }
 }
 

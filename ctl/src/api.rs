@@ -13,13 +13,12 @@ use serde_json::{Value, json};
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig};
 
-use crate::cli::{Command, Connection, NodeCommand, SyncCommand};
-use crate::node;
-use crate::table;
+use crate::cli::{Command, Connection, SyncCommand};
+use crate::output::{self, show};
 
 pub type Client = HeraldApiClient<InterceptedService<Channel, AddKey>>;
 
-async fn connect(connection: &Connection) -> anyhow::Result<Client> {
+pub async fn connect(connection: &Connection) -> anyhow::Result<Client> {
     let mut endpoint =
         Channel::from_shared(connection.url.clone()).context("--url is not a URL")?;
     if let Some(ca_file) = &connection.ca_file {
@@ -72,18 +71,6 @@ fn parsed(data: &str) -> Value {
     serde_json::from_str(data).unwrap_or_else(|_| Value::String(data.to_string()))
 }
 
-/// Prints `value` as JSON, or as a table of `rows` under `header`.
-pub fn show(json_output: bool, value: Value, header: &[&str], rows: Vec<Vec<String>>) {
-    if json_output {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&value).unwrap_or_default()
-        );
-    } else {
-        table::print(header, &rows);
-    }
-}
-
 /// How many connections a command reached, and the gateways it did not reach: an error
 /// when there are any.
 fn show_connections(
@@ -91,14 +78,14 @@ fn show_connections(
     connections: u32,
     failures: &[NodeFailure],
 ) -> anyhow::Result<()> {
-    let value = json!({ "connections": connections, "failures": node::failures_json(failures) });
+    let value = json!({ "connections": connections, "failures": output::failures_json(failures) });
     show(
         json_output,
         value,
         &["CONNECTIONS"],
         vec![vec![connections.to_string()]],
     );
-    node::not_reached(failures)
+    output::not_reached(failures)
 }
 
 pub async fn run(
@@ -234,7 +221,7 @@ pub async fn run(
             let reply = api.channels(request).await?.into_inner();
             let value = json!({
                 "gateways": reply.gateways,
-                "failures": node::failures_json(&reply.failures),
+                "failures": output::failures_json(&reply.failures),
                 "channels": reply.channels.iter()
                     .map(|c| json!({ "channel": c.channel, "subscribers": c.subscribers }))
                     .collect::<Vec<_>>(),
@@ -245,12 +232,8 @@ pub async fn run(
                 .map(|c| vec![c.channel, c.subscribers.to_string()])
                 .collect();
             show(json_output, value, &["CHANNEL", "SUBSCRIBERS"], rows);
-            node::not_reached(&reply.failures)?;
+            output::not_reached(&reply.failures)?;
         }
-        Command::Info | Command::Node(NodeCommand::List) => {
-            node::list(&mut api, json_output).await?
-        }
-        Command::Node(command) => node::run(&mut api, json_output, command).await?,
         Command::Disconnect { user, client } => {
             let request = DisconnectRequest {
                 user: user.unwrap_or_default(),
@@ -273,7 +256,9 @@ pub async fn run(
                 .into_inner();
             show_connections(json_output, reply.connections, &reply.failures)?;
         }
-        Command::Token(_) | Command::Config(_) => bail!("not an API command"),
+        Command::Token(_) | Command::Config(_) | Command::Info | Command::Node(_) => {
+            bail!("not a command of this module")
+        }
     }
     Ok(())
 }

@@ -1,18 +1,15 @@
-//! `heraldctl node`: the nodes of the cluster, and one gateway at a time (its status, its
-//! connections, a drain), reached through a router over the control plane; and how a
-//! command that did not reach every gateway is reported.
+//! `heraldctl node` (and `info`): the nodes of the cluster, and one gateway at a time (its
+//! status, its connections, a drain), reached through a router over the control plane.
 
-use anyhow::bail;
-use herald_proto::api::v1::{
-    InfoRequest, NodeConnectionsRequest, NodeDetail, NodeFailure, NodeRequest,
-};
+use herald_proto::api::v1::{InfoRequest, NodeConnectionsRequest, NodeDetail, NodeRequest};
 use serde_json::{Value, json};
 
-use crate::api::{Client, show};
-use crate::cli::NodeCommand;
+use crate::api::{Client, connect};
+use crate::cli::{Connection, NodeCommand};
+use crate::output::show;
 
 /// Every node that sent a heartbeat lately.
-pub async fn list(api: &mut Client, json_output: bool) -> anyhow::Result<()> {
+async fn list(api: &mut Client, json_output: bool) -> anyhow::Result<()> {
     let nodes = api.info(InfoRequest {}).await?.into_inner().nodes;
     let value: Vec<Value> = nodes
         .iter()
@@ -63,7 +60,12 @@ pub async fn list(api: &mut Client, json_output: bool) -> anyhow::Result<()> {
     Ok(())
 }
 
-pub async fn run(api: &mut Client, json_output: bool, command: NodeCommand) -> anyhow::Result<()> {
+pub async fn run(
+    connection: &Connection,
+    json_output: bool,
+    command: NodeCommand,
+) -> anyhow::Result<()> {
+    let api = &mut connect(connection).await?;
     match command {
         NodeCommand::List => list(api, json_output).await?,
         NodeCommand::Info { node } => {
@@ -135,26 +137,4 @@ fn show_detail(json_output: bool, d: &NodeDetail) {
         "CONTROL",
     ];
     show(json_output, value, &header, vec![row]);
-}
-
-pub fn failures_json(failures: &[NodeFailure]) -> Value {
-    failures
-        .iter()
-        .map(|f| json!({ "node": f.node, "address": f.address, "error": f.error }))
-        .collect()
-}
-
-/// Names every gateway a command did not reach, on standard error; an error if any: the
-/// command acted on the others, and may be repeated for these.
-pub fn not_reached(failures: &[NodeFailure]) -> anyhow::Result<()> {
-    for f in failures {
-        eprintln!(
-            "heraldctl: {} ({}) not reached: {}",
-            f.node, f.address, f.error
-        );
-    }
-    if !failures.is_empty() {
-        bail!("{} gateway(s) not reached", failures.len());
-    }
-    Ok(())
 }
