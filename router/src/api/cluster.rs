@@ -26,15 +26,20 @@ pub enum Command {
     Unsubscribe,
 }
 
-/// Sends `command` about `who` to every gateway: the connections it reached, and the
-/// gateways it did not.
+/// Sends `command` about `who` to the gateways concerned: every gateway for a user's
+/// connections (a user may be on any), and only its own gateway for a native client,
+/// whose id names it. The connections it reached, and the gateways it did not.
 pub async fn command(
     gateways: &Gateways,
     command: Command,
     who: ClientSelector,
 ) -> (u32, Vec<NodeFailure>) {
+    let holder = match who.user.is_empty() {
+        true => native_holder(&gateways.listed(), &who.client),
+        false => None,
+    };
     let reached = gateways
-        .all(|mut client: Client| {
+        .all(holder.as_deref(), |mut client: Client| {
             let who = who.clone();
             async move {
                 match command {
@@ -52,7 +57,7 @@ pub async fn command(
 /// The channels matching `pattern` with their subscribers, added up over the gateways.
 pub async fn channels(gateways: &Gateways, pattern: String) -> ChannelsResponse {
     let reached = gateways
-        .all(|mut client: Client| {
+        .all(None, |mut client: Client| {
             let query = ChannelsQuery {
                 pattern: pattern.clone(),
             };
@@ -127,6 +132,21 @@ pub async fn connections(
     })
 }
 
+/// The gateway that holds native client `client`: its ids are the gateway's id, a dash
+/// and a number. `None` for another id (a Socket.IO socket's), which any gateway may hold.
+fn native_holder(gateways: &[NodeStatus], client: &str) -> Option<String> {
+    let numbered = |rest: &str| !rest.is_empty() && rest.bytes().all(|b| b.is_ascii_digit());
+    gateways
+        .iter()
+        .find(|g| {
+            client
+                .strip_prefix(g.id.as_str())
+                .and_then(|rest| rest.strip_prefix('-'))
+                .is_some_and(numbered)
+        })
+        .map(|g| g.id.clone())
+}
+
 fn detail(gateway: &NodeStatus, status: GatewayStatus) -> NodeDetail {
     NodeDetail {
         node: status.node,
@@ -139,5 +159,33 @@ fn detail(gateway: &NodeStatus, status: GatewayStatus) -> NodeDetail {
         subscriptions: status.subscriptions,
         channels: status.channels,
         drain_period_ms: status.drain_period_ms,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_native_client_id_names_its_gateway() {
+        let gateway = |id: &str| NodeStatus {
+            id: id.into(),
+            ..NodeStatus::default()
+        };
+        let listed = [
+            gateway("gw-1"),
+            gateway("gw-1-2"),
+            gateway("standalone-a1b2"),
+        ];
+        let holder = |client| native_holder(&listed, client);
+        assert_eq!(holder("gw-1-42").as_deref(), Some("gw-1"));
+        assert_eq!(holder("gw-1-2-7").as_deref(), Some("gw-1-2"));
+        assert_eq!(
+            holder("standalone-a1b2-9").as_deref(),
+            Some("standalone-a1b2")
+        );
+        for other in ["gw-1", "gw-1-", "gw-1-4x", "Xf3kq9zPsoAAAB", "gw-9-1", ""] {
+            assert_eq!(holder(other), None, "{other}");
+        }
     }
 }

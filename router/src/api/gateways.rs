@@ -119,13 +119,9 @@ impl Gateways {
         }
     }
 
-    /// Calls `call` on every gateway at once.
-    pub async fn all<T, F, Fut>(&self, call: F) -> Reached<T>
-    where
-        F: Fn(Client) -> Fut,
-        Fut: Future<Output = Result<Response<T>, Status>>,
-    {
-        let gateways: Vec<NodeStatus> = self
+    /// The gateways (and standalone nodes) the heartbeats list, by id.
+    pub fn listed(&self) -> Vec<NodeStatus> {
+        let listed: Vec<NodeStatus> = self
             .nodes
             .live()
             .into_iter()
@@ -134,7 +130,20 @@ impl Gateways {
             .collect();
         // Connections of gateways no longer listed go.
         self.channels()
-            .retain(|address, _| gateways.iter().any(|g| g.control == *address));
+            .retain(|address, _| listed.iter().any(|g| g.control == *address));
+        listed
+    }
+
+    /// Calls `call` on every gateway at once, or only on gateway `only` when given.
+    pub async fn all<T, F, Fut>(&self, only: Option<&str>, call: F) -> Reached<T>
+    where
+        F: Fn(Client) -> Fut,
+        Fut: Future<Output = Result<Response<T>, Status>>,
+    {
+        let mut gateways = self.listed();
+        if let Some(only) = only {
+            gateways.retain(|g| g.id == only);
+        }
         let calls = gateways.iter().map(|gateway| self.call(gateway, &call));
         let mut reached = Reached {
             answers: Vec::new(),

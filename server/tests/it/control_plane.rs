@@ -52,8 +52,27 @@ async fn a_command_reaches_the_live_gateways_and_names_the_one_that_died() {
     let (alice_1, _) = client_with_token(&cluster.ws_url(0), &token).await;
     let (alice_2, _) = client_with_token(&cluster.ws_url(1), &token).await;
     let (_alice_3, _) = client_with_token(&cluster.ws_url(2), &token).await;
+    let (bob, bob_connected) =
+        client_with_token(&cluster.ws_url(0), &tokens::user("bob", 600)).await;
     let dead = cluster.gateways[2].control_addr().to_string();
     cluster.gateways[2].kill();
+
+    // One native client: only its own gateway is asked, so the dead one is not in the way.
+    let bob_id = bob_connected["client"].as_str().unwrap().to_string();
+    let reply = api
+        .disconnect(DisconnectRequest {
+            user: String::new(),
+            client: bob_id,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        (reply.connections, reply.failures.len()),
+        (1, 0),
+        "{reply:?}"
+    );
+    assert_eq!(close_frame(&bob).await.code, 3504);
 
     let started = std::time::Instant::now();
     let reply = api
