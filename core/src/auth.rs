@@ -12,6 +12,7 @@ use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
 use crate::codes::{ErrorCode, Refusal};
+use crate::redact::hidden;
 
 /// A token key that cannot be used: a file that cannot be read, or that holds no RSA or EC
 /// public key.
@@ -20,7 +21,7 @@ use crate::codes::{ErrorCode, Refusal};
 pub struct KeyError(String);
 
 /// Connection tokens (JWT): who a client is, for every protocol (the `[auth]` settings).
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct AuthConfig {
     /// Whether a client without a token is let in, as an anonymous user. A token that is
@@ -34,6 +35,18 @@ pub struct AuthConfig {
     pub audience: String,
     /// The `iss` every token must carry. Empty: not checked.
     pub issuer: String,
+}
+
+impl std::fmt::Debug for AuthConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AuthConfig")
+            .field("anonymous", &self.anonymous)
+            .field("hmac_secret", &hidden(&self.hmac_secret))
+            .field("public_key_file", &self.public_key_file)
+            .field("audience", &self.audience)
+            .field("issuer", &self.issuer)
+            .finish()
+    }
 }
 
 impl Default for AuthConfig {

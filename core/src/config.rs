@@ -17,6 +17,8 @@ use thiserror::Error;
 pub use crate::auth::AuthConfig;
 use crate::channel;
 pub use crate::hooks::HooksConfig;
+use crate::redact::hidden;
+pub use crate::redact::redact_url;
 pub use crate::rules::{Access, ChannelRules, ChannelsConfig, NamespaceRules};
 
 /// A configuration that could not be loaded or is inconsistent.
@@ -51,7 +53,7 @@ pub struct Config {
 }
 
 /// The gRPC server API (docs/server-api.md), served by routers and standalone nodes.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ApiConfig {
     /// Address the gRPC listener binds. Loopback by default: the API can read every
@@ -63,6 +65,17 @@ pub struct ApiConfig {
     /// PEM certificate chain and private key: with both set, the API is served over TLS.
     pub tls_cert_file: String,
     pub tls_key_file: String,
+}
+
+impl std::fmt::Debug for ApiConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ApiConfig")
+            .field("listen", &self.listen)
+            .field("key", &hidden(&self.key))
+            .field("tls_cert_file", &self.tls_cert_file)
+            .field("tls_key_file", &self.tls_key_file)
+            .finish()
+    }
 }
 
 impl Default for ApiConfig {
@@ -656,34 +669,6 @@ impl std::fmt::Debug for RedisConfig {
     }
 }
 
-/// What a `Debug` output shows of a secret: whether it is set.
-fn hidden(secret: &str) -> &'static str {
-    if secret.is_empty() { "" } else { "<hidden>" }
-}
-
-/// `url` with the password of its user part (`user:password@`) and any
-/// `sentinelPassword` parameter replaced, for logs.
-pub fn redact_url(url: &str) -> String {
-    let mut out = url.to_string();
-    if let Some(scheme_end) = out.find("://") {
-        let rest = scheme_end + 3;
-        // Up to the query, not the path: a password may hold an unencoded `/`.
-        let authority_end = out[rest..].find('?').map_or(out.len(), |i| rest + i);
-        if let Some(at) = out[rest..authority_end].rfind('@') {
-            let user = &out[rest..rest + at];
-            if let Some(colon) = user.find(':') {
-                out.replace_range(rest + colon + 1..rest + at, "<hidden>");
-            }
-        }
-    }
-    if let Some(start) = out.find("sentinelPassword=") {
-        let value = start + "sentinelPassword=".len();
-        let end = out[value..].find('&').map_or(out.len(), |i| value + i);
-        out.replace_range(value..end, "<hidden>");
-    }
-    out
-}
-
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum LogFormat {
@@ -1073,11 +1058,12 @@ mod tests {
     }
 
     #[test]
-    fn the_control_key_stays_out_of_debug_output() {
-        let control = ControlConfig {
-            key: "pw1".into(),
-            ..ControlConfig::default()
-        };
-        without_secrets(&control);
+    fn keys_and_token_secrets_stay_out_of_debug_output() {
+        let mut config = Config::default();
+        config.control.key = "pw1".into();
+        config.api.key = "pw2".into();
+        config.auth.hmac_secret = "pw3".into();
+        config.hooks.key = "pw4".into();
+        without_secrets(&config);
     }
 }

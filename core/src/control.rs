@@ -15,6 +15,9 @@ pub const CONTROL_KEY: KeyName = KeyName {
     what: "control key",
 };
 
+/// The metadata naming the gateway a control call is for.
+pub const NODE_METADATA: &str = "x-herald-node";
+
 /// A TLS file of `control.*` that cannot be read.
 #[derive(Debug, thiserror::Error)]
 #[error("control.{setting}: cannot read {path}: {error}")]

@@ -13,6 +13,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use crate::channel;
+use crate::redact::hidden;
 
 /// Most calls of one hook in flight on a gateway that `max_in_flight` may allow.
 pub const MAX_IN_FLIGHT: usize = 65_536;
@@ -118,7 +119,7 @@ impl ChannelHook {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct HooksConfig {
     /// Headers of the HTTP request that opened a connection passed to `connect` (lower
@@ -139,6 +140,20 @@ pub struct HooksConfig {
     /// Hooks by channel namespace (the part of a channel's name before the first `:`; a
     /// Socket.IO namespace `/chat` and its rooms are namespace `/chat`).
     pub namespaces: BTreeMap<String, NamespaceHooks>,
+}
+
+impl std::fmt::Debug for HooksConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HooksConfig")
+            .field("headers", &self.headers)
+            .field("key", &hidden(&self.key))
+            .field("connect", &self.connect)
+            .field("refresh", &self.refresh)
+            .field("rpc", &self.rpc)
+            .field("default", &self.default)
+            .field("namespaces", &self.namespaces)
+            .finish()
+    }
 }
 
 impl Default for HooksConfig {

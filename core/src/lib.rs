@@ -18,6 +18,7 @@
 //! - [`control`]: what the gateways' control service and its callers agree on (key, TLS);
 //!   [`call_key`]: keys that gRPC calls carry.
 //! - [`time`]: wall-clock helpers for latency measurements.
+//! - [`redact`]: secrets as logs and `Debug` output show them.
 
 pub mod auth;
 pub mod bus;
@@ -31,6 +32,7 @@ pub mod heartbeat;
 pub mod hooks;
 pub mod metrics;
 pub mod publish;
+pub mod redact;
 pub mod rules;
 pub mod subjects;
 pub mod time;

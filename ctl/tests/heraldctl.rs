@@ -292,7 +292,7 @@ async fn drains_one_named_gateway_and_lists_its_connections() {
     let router = api(&["node", "drain", "router-1"]);
     assert!(!router.status.success());
     assert!(
-        String::from_utf8_lossy(&router.stderr).contains("router"),
+        String::from_utf8_lossy(&router.stderr).contains("FailedPrecondition"),
         "{router:?}"
     );
     let unknown = api(&["node", "info", "gateway-9"]);

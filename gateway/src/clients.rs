@@ -153,12 +153,18 @@ impl Clients {
                     sessions.iter().filter_map(|(s, _)| held(&s)).collect()
                 }),
             };
-            sessions
+            let mut matching: Vec<&Held> = sessions
                 .iter()
                 .flat_map(|session| session.clients.iter())
                 .filter(|(_, u)| user.is_empty() || **u == *user)
-                .cloned()
-                .collect()
+                .collect();
+            // Only the first `limit` and one more (to tell that there were more) are
+            // cloned: linear work under the lock every connect needs, whatever the limit.
+            if matching.len() > limit + 1 {
+                matching.select_nth_unstable_by(limit, |a, b| a.0.cmp(&b.0));
+                matching.truncate(limit + 1);
+            }
+            matching.into_iter().cloned().collect()
         };
         // Sorted outside the lock: sessions come and go meanwhile.
         found.sort_unstable();

@@ -8,8 +8,9 @@ use std::future::Future;
 use std::sync::Arc;
 
 use herald_core::call_key;
+use herald_core::channel::MAX_CHANNEL_LEN;
 use herald_core::config::ControlConfig;
-use herald_core::control::{self, CONTROL_KEY, TlsFileError, incoming};
+use herald_core::control::{self, CONTROL_KEY, NODE_METADATA, TlsFileError, incoming};
 use herald_proto::control::v1::gateway_control_server::{GatewayControl, GatewayControlServer};
 use herald_proto::control::v1::{
     Affected, ChannelCount, ChannelCounts, ChannelsQuery, ClientSelector, Connection,
@@ -37,6 +38,15 @@ pub enum ControlError {
     Transport(#[from] tonic::transport::Error),
 }
 
+/// Refuses control TLS files that cannot be read or used, before the node starts.
+pub fn check(config: &ControlConfig) -> Result<(), ControlError> {
+    if let Some(tls) = control::server_tls(config)? {
+        // Parses the certificates and key, as serving would.
+        Server::builder().tls_config(tls)?;
+    }
+    Ok(())
+}
+
 /// Serves the control service of `gateway` on `listener` until `shutdown` completes.
 pub async fn serve(
     listener: TcpListener,
@@ -44,10 +54,23 @@ pub async fn serve(
     config: &ControlConfig,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), ControlError> {
-    let service = GatewayControlServer::with_interceptor(
-        Service { gateway },
-        call_key::check(CONTROL_KEY, &config.key),
-    );
+    let key = call_key::check(CONTROL_KEY, &config.key);
+    let node = gateway.ctx.node_id.clone();
+    let admit = move |request: Request<()>| {
+        let request = key(request)?;
+        // A call for another gateway reached this one at an address that gateway
+        // announced: it must not act on this one's clients.
+        match request.metadata().get(NODE_METADATA) {
+            Some(meant) if meant.as_bytes() != node.as_bytes() => {
+                Err(Status::failed_precondition(format!(
+                    "this is {node}, not {}",
+                    String::from_utf8_lossy(meant.as_bytes())
+                )))
+            }
+            _ => Ok(request),
+        }
+    };
+    let service = GatewayControlServer::with_interceptor(Service { gateway }, admit);
     let mut server = Server::builder();
     if let Some(tls) = control::server_tls(config)? {
         server = server.tls_config(tls)?;
@@ -132,6 +155,11 @@ impl GatewayControl for Service {
         request: Request<ChannelsQuery>,
     ) -> Result<Response<ChannelCounts>, Status> {
         let pattern = request.into_inner().pattern;
+        if pattern.len() > MAX_CHANNEL_LEN {
+            return Err(Status::invalid_argument(format!(
+                "a pattern is at most {MAX_CHANNEL_LEN} bytes, as a channel name"
+            )));
+        }
         let pattern = WildMatch::new(if pattern.is_empty() { "*" } else { &pattern });
         let channels = self
             .gateway

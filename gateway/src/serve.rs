@@ -92,7 +92,14 @@ pub async fn serve(
         let _ = probes.await;
     }
     control_stop.cancel();
-    let _ = control.await;
+    // A caller holding a connection open must not keep the gateway from exiting.
+    let mut control = control;
+    if tokio::time::timeout(SESSION_GRACE, &mut control)
+        .await
+        .is_err()
+    {
+        control.abort();
+    }
     for task in listening {
         task.abort();
     }

@@ -90,7 +90,7 @@ impl Listeners {
             // does a control listener open to all, or control TLS files that cannot be read.
             Verifier::new(&config.auth)?;
             config.control.check_exposure()?;
-            control::server_tls(&config.control)?;
+            herald_gateway::control::check(&config.control)?;
         }
         let main = match mode {
             Mode::Router => config.router.listen,
@@ -164,6 +164,9 @@ pub async fn run(
     let shutdown = shutdown.child_token();
     if mode.serves_api() {
         config.api.check_exposure()?;
+    }
+    if mode != Mode::Router {
+        config.control.check_exposure()?;
     }
     if matches!(mode, Mode::Standalone | Mode::Gateway) {
         herald_gateway::metrics::initialize();

@@ -11,18 +11,27 @@ use std::time::Duration;
 use futures_util::future::join_all;
 use herald_core::call_key::{AddKey, InvalidKey};
 use herald_core::config::ControlConfig;
-use herald_core::control::{self, CONTROL_KEY, TlsFileError};
+use herald_core::control::{self, CONTROL_KEY, NODE_METADATA, TlsFileError};
 use herald_proto::api::v1::NodeFailure;
 use herald_proto::bus::v1::NodeStatus;
 use herald_proto::control::v1::gateway_control_client::GatewayControlClient;
+use tonic::metadata::{Ascii, MetadataValue};
+use tonic::service::Interceptor;
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::{Channel, ClientTlsConfig, Endpoint};
-use tonic::{Response, Status};
+use tonic::{Request, Response, Status};
 
 use super::nodes::Nodes;
 
-/// A gateway's control service, with the control key on every call.
-pub type Client = GatewayControlClient<InterceptedService<Channel, AddKey>>;
+/// A gateway's control service, with the control key and the gateway's id on every call.
+pub type Client = GatewayControlClient<InterceptedService<Channel, Addressed>>;
+
+/// Most bytes of one gateway's answer: a `Channels` of a gateway with a channel per user
+/// can pass tonic's default of 4 MiB.
+const MAX_ANSWER: usize = 64 << 20;
+/// How often an idle connection to a gateway is checked, so that one a partition broke is
+/// noticed before the next command needs it.
+const KEEPALIVE: Duration = Duration::from_secs(30);
 
 /// Why the gateways cannot be called with these settings.
 #[derive(Debug, thiserror::Error)]
@@ -31,6 +40,26 @@ pub enum ControlSetupError {
     TlsFile(#[from] TlsFileError),
     #[error(transparent)]
     Key(#[from] InvalidKey),
+    #[error("control.tls_*: {0}")]
+    Tls(tonic::transport::Error),
+}
+
+/// Adds the control key, and the id of the gateway the call is for: a gateway refuses a
+/// call for another (an address a dead gateway announced may belong to a new one).
+#[derive(Clone)]
+pub struct Addressed {
+    key: AddKey,
+    node: MetadataValue<Ascii>,
+}
+
+impl Interceptor for Addressed {
+    fn call(&mut self, request: Request<()>) -> Result<Request<()>, Status> {
+        let mut request = self.key.call(request)?;
+        request
+            .metadata_mut()
+            .insert(NODE_METADATA, self.node.clone());
+        Ok(request)
+    }
 }
 
 /// What a command to every gateway came to: each answer with the gateway's id, and the
@@ -53,9 +82,17 @@ pub struct Gateways {
 
 impl Gateways {
     pub fn new(config: &ControlConfig, nodes: Arc<Nodes>) -> Result<Self, ControlSetupError> {
+        let tls = control::client_tls(config)?;
+        if let Some(tls) = &tls {
+            // The certificates are parsed here, so that bad ones stop the node at start
+            // rather than fail every call.
+            Endpoint::from_static("https://127.0.0.1")
+                .tls_config(tls.clone())
+                .map_err(ControlSetupError::Tls)?;
+        }
         Ok(Self {
             nodes,
-            tls: control::client_tls(config)?,
+            tls,
             key: AddKey::new(CONTROL_KEY, &config.key)?,
             timeout: config.timeout,
             channels: Mutex::default(),
@@ -71,31 +108,43 @@ impl Gateways {
         self.channels.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// The control service at `address`.
-    fn client(&self, address: &str) -> Result<Client, Status> {
+    /// The control service of `gateway`, at the address it announces.
+    fn client(&self, gateway: &NodeStatus) -> Result<Client, Status> {
+        let address = &gateway.control;
         let known = self.channels().get(address).cloned();
         let channel = match known {
             Some(channel) => channel,
             None => {
                 let scheme = if self.tls.is_some() { "https" } else { "http" };
                 let mut endpoint = Endpoint::from_shared(format!("{scheme}://{address}"))
-                    .map_err(|e| Status::invalid_argument(format!("bad address: {e}")))?
+                    .map_err(|e| {
+                        Status::failed_precondition(format!("announces a bad address: {e}"))
+                    })?
                     .connect_timeout(self.timeout)
-                    .tcp_nodelay(true);
+                    .tcp_nodelay(true)
+                    .http2_keep_alive_interval(KEEPALIVE)
+                    .keep_alive_timeout(self.timeout)
+                    .keep_alive_while_idle(true);
                 if let Some(tls) = &self.tls {
+                    // Parsed once already, in `new`.
                     endpoint = endpoint
                         .tls_config(tls.clone())
                         .map_err(|e| Status::internal(format!("control TLS: {e}")))?;
                 }
                 let channel = endpoint.connect_lazy();
-                self.channels().insert(address.to_string(), channel.clone());
+                self.channels().insert(address.clone(), channel.clone());
                 channel
             }
         };
-        Ok(GatewayControlClient::with_interceptor(
-            channel,
-            self.key.clone(),
-        ))
+        let node = gateway.id.parse().map_err(|_| {
+            Status::failed_precondition("its id cannot travel as gRPC metadata (not ASCII)")
+        })?;
+        let addressed = Addressed {
+            key: self.key.clone(),
+            node,
+        };
+        Ok(GatewayControlClient::with_interceptor(channel, addressed)
+            .max_decoding_message_size(MAX_ANSWER))
     }
 
     /// Calls `call` on `gateway`'s control service, within the timeout.
@@ -109,14 +158,21 @@ impl Gateways {
                 "its heartbeat announces no control service (a release before 0.1?)",
             ));
         }
-        let client = self.client(&gateway.control)?;
-        match tokio::time::timeout(self.timeout, call(client)).await {
+        let client = self.client(gateway)?;
+        let answer = match tokio::time::timeout(self.timeout, call(client)).await {
             Ok(answer) => answer.map(Response::into_inner),
             Err(_) => Err(Status::deadline_exceeded(format!(
                 "no answer within {:?}",
                 self.timeout
             ))),
+        };
+        if let Err(status) = &answer
+            && broken(status)
+        {
+            // The next call starts on a new connection rather than wait on a broken one.
+            self.channels().remove(&gateway.control);
         }
+        answer
     }
 
     /// The gateways (and standalone nodes) the heartbeats list, by id.
@@ -163,7 +219,9 @@ impl Gateways {
     }
 
     /// Calls `call` on the gateway `node`: NOT_FOUND when no heartbeat names it,
-    /// FAILED_PRECONDITION for a router, UNAVAILABLE when it does not answer.
+    /// FAILED_PRECONDITION for a router or a gateway that refuses the call (another
+    /// control key, an address now another gateway's), UNAVAILABLE when it does not
+    /// answer.
     pub async fn one<T, F, Fut>(&self, node: &str, call: F) -> Result<(NodeStatus, T), Status>
     where
         F: Fn(Client) -> Fut,
@@ -183,13 +241,27 @@ impl Gateways {
         match self.call(&gateway, &call).await {
             Ok(answer) => Ok((gateway, answer)),
             Err(status) if status.code() == tonic::Code::InvalidArgument => Err(status),
-            Err(status) => Err(Status::unavailable(format!(
-                "{node} at {}: {}",
-                gateway.control,
-                describe(&status)
-            ))),
+            Err(status) => {
+                let why = format!("{node} at {}: {}", gateway.control, describe(&status));
+                Err(match broken(&status) {
+                    true => Status::unavailable(why),
+                    false => Status::failed_precondition(why),
+                })
+            }
         }
     }
+}
+
+/// Whether a call failed for want of a working connection (rather than with an answer
+/// of the gateway's): no answer in time, or a transport error, whatever its code.
+fn broken(status: &Status) -> bool {
+    let transport =
+        std::error::Error::source(status).is_some_and(|e| e.is::<tonic::transport::Error>());
+    transport
+        || matches!(
+            status.code(),
+            tonic::Code::Unavailable | tonic::Code::DeadlineExceeded
+        )
 }
 
 /// Gateways and standalone nodes hold clients; routers do not.
@@ -212,6 +284,7 @@ fn describe(status: &Status) -> String {
         tonic::Code::DeadlineExceeded => "timed out",
         tonic::Code::Unauthenticated => "refused the control key",
         tonic::Code::Unimplemented => "no control service",
+        tonic::Code::FailedPrecondition => "refused",
         _ => "failed",
     };
     format!("{code}: {}", status.message())

@@ -1,5 +1,5 @@
-//! The nodes of the cluster as a router hears their heartbeats: what `Info` lists, and how
-//! many gateways a control command should hear back from.
+//! The nodes of the cluster as a router hears their heartbeats: what `Info` lists, and
+//! where each gateway's control service is.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -63,13 +63,5 @@ impl Nodes {
             .collect();
         live.sort_by(|a, b| a.0.id.cmp(&b.0.id));
         live
-    }
-
-    /// How many live nodes hold client connections (gateways and standalone nodes).
-    pub fn gateways(&self) -> usize {
-        self.live()
-            .iter()
-            .filter(|(status, _)| status.kind != "router")
-            .count()
     }
 }

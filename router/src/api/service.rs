@@ -4,6 +4,7 @@
 use std::sync::Arc;
 
 use bytes::Bytes;
+use herald_core::channel::MAX_CHANNEL_LEN;
 use herald_core::codes::{ErrorCode, Refusal};
 use herald_core::config::ChannelsConfig;
 use herald_core::envelope;
@@ -252,6 +253,11 @@ impl HeraldApi for Api {
         request: Request<ChannelsRequest>,
     ) -> Result<Response<ChannelsResponse>, Status> {
         let pattern = request.into_inner().pattern;
+        if pattern.len() > MAX_CHANNEL_LEN {
+            return Err(invalid(format!(
+                "a pattern is at most {MAX_CHANNEL_LEN} bytes, as a channel name"
+            )));
+        }
         Ok(Response::new(
             cluster::channels(&self.gateways, pattern).await,
         ))

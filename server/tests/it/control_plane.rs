@@ -172,18 +172,59 @@ async fn with_mutual_tls_gateways_answer_only_the_clusters_certificates() {
         .unwrap();
     let status = member.status(StatusRequest {}).await.unwrap().into_inner();
     assert_eq!(status.node, "gateway-1");
-    // A certificate of another CA, or none, or no TLS at all: no answer.
+    // A certificate of another CA, or none, or no TLS at all: the connection fails, and no
+    // call is answered.
+    let refused = |outcome: Result<tonic::Response<_>, tonic::Status>, who: &str| {
+        let status = outcome.expect_err(who);
+        // Not an answer of the service: the connection failed (with TLS 1.3 it may break
+        // only once the server has read the client's certificate, hence several codes).
+        let source = std::error::Error::source(&status);
+        let transport = source.is_some_and(|e| e.is::<tonic::transport::Error>());
+        assert!(transport, "{who}: {status:?}");
+    };
     let mut outsider = control(gateway, Some(client_tls(&ours, &stranger)))
         .await
         .unwrap();
-    assert!(outsider.status(StatusRequest {}).await.is_err());
+    refused(
+        outsider.status(StatusRequest {}).await,
+        "another CA's certificate",
+    );
     let anonymous = ClientTlsConfig::new()
         .ca_certificate(Certificate::from_pem(std::fs::read(&ours.ca_file).unwrap()))
         .domain_name("localhost");
     let mut anonymous = control(gateway, Some(anonymous)).await.unwrap();
-    assert!(anonymous.status(StatusRequest {}).await.is_err());
+    refused(anonymous.status(StatusRequest {}).await, "no certificate");
     let mut plain = control(gateway, None).await.unwrap();
-    assert!(plain.status(StatusRequest {}).await.is_err());
+    refused(plain.status(StatusRequest {}).await, "no TLS");
+
+    // A gateway whose certificate another CA signed: the router does not trust it, and
+    // says so.
+    let (ca, cert, key) = (
+        text(&stranger.ca_file),
+        text(&stranger.cert_file),
+        text(&stranger.key_file),
+    );
+    let foreign_env = [
+        ("HERALD_NODE__HEARTBEAT", "300ms"),
+        ("HERALD_CONTROL__TLS_CA_FILE", ca.as_str()),
+        ("HERALD_CONTROL__TLS_CERT_FILE", cert.as_str()),
+        ("HERALD_CONTROL__TLS_KEY_FILE", key.as_str()),
+        ("HERALD_CONTROL__TLS_SERVER_NAME", "localhost"),
+    ];
+    let nats = cluster.nats.url();
+    let _foreign =
+        herald_testkit::cluster::gateway(herald().as_ref(), "foreign", &nats, &foreign_env);
+    listed(&api, 2).await;
+    let reply = api
+        .channels(ChannelsRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(reply.gateways, 1, "{reply:?}");
+    let [failure] = &reply.failures[..] else {
+        panic!("the foreign gateway is reported: {reply:?}");
+    };
+    assert_eq!(failure.node, "foreign");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -197,6 +238,19 @@ async fn without_the_control_key_a_gateway_refuses_and_the_router_says_so() {
     let mut direct = control(gateway, None).await.unwrap();
     let refusal = direct.status(StatusRequest {}).await.unwrap_err();
     assert_eq!(refusal.code(), Code::Unauthenticated, "{refusal:?}");
+    // With the key, but meant for another gateway (one whose address this gateway now
+    // has): refused, so that a drain never lands on the wrong node.
+    let meant_for = |node: &str| {
+        let mut request = tonic::Request::new(StatusRequest {});
+        let metadata = request.metadata_mut();
+        metadata.insert("x-control-key", "c0ntrol".parse().unwrap());
+        metadata.insert("x-herald-node", node.parse().unwrap());
+        request
+    };
+    let wrong = direct.status(meant_for("gateway-9")).await.unwrap_err();
+    assert_eq!(wrong.code(), Code::FailedPrecondition, "{wrong:?}");
+    let right = direct.status(meant_for("gateway-1")).await.unwrap();
+    assert_eq!(right.into_inner().node, "gateway-1");
 
     // A router with another key: the gateway is reported, not silently left out.
     let (nats, redis) = (cluster.nats.url(), cluster.redis.url());

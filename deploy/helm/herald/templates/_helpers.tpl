@@ -324,3 +324,9 @@ topologySpreadConstraints:
   {{- toYaml . | nindent 2 }}
 {{- end }}
 {{- end }}
+
+{{/* A digest of the keys and TLS settings given in the values (generated ones are kept
+     across upgrades, so they do not change it). */}}
+{{- define "herald.keysChecksum" -}}
+{{- list .Values.api.key .Values.control.key .Values.control.tls .Values.auth.hmacSecret .Values.auth.publicKey .Values.auth.existingSecret | toJson | sha256sum }}
+{{- end }}
