@@ -150,6 +150,9 @@ impl std::fmt::Debug for ControlConfig {
     }
 }
 
+/// Shortest `control.key` that may guard a control listener on its own.
+pub const MIN_CONTROL_KEY: usize = 16;
+
 impl ControlConfig {
     /// Whether calls travel over mutual TLS.
     pub fn tls(&self) -> bool {
@@ -181,7 +184,14 @@ impl ControlConfig {
     /// Refuses a control listener that other machines can reach without a key or TLS:
     /// anyone there could disconnect users and drain gateways.
     pub fn check_exposure(&self) -> Result<(), ConfigError> {
-        if self.key.is_empty() && !self.tls() && !self.listen.ip().is_loopback() {
+        let exposed = !self.listen.ip().is_loopback();
+        if exposed && !self.tls() && !self.key.is_empty() && self.key.len() < MIN_CONTROL_KEY {
+            return Err(ConfigError::Invalid(format!(
+                "control.key must be at least {MIN_CONTROL_KEY} characters when it alone \
+                 guards a control listener other machines can reach"
+            )));
+        }
+        if self.key.is_empty() && !self.tls() && exposed {
             return Err(ConfigError::Invalid(format!(
                 "control.listen {} is reachable from other machines, but neither \
                  control.key nor control.tls_* is set, so anyone could disconnect users and \
@@ -206,6 +216,12 @@ impl ControlConfig {
                 )));
             }
             return Ok(bound.to_string());
+        }
+        let allowed = |c: char| c.is_ascii_alphanumeric() || ".-_:[]".contains(c);
+        if !advertise.chars().all(allowed) {
+            return Err(ConfigError::Invalid(format!(
+                "control.advertise {advertise:?} is not a host or host:port"
+            )));
         }
         let has_port = match advertise.rsplit_once(':') {
             // `[v6]:port`, `host:port`; a bare IPv6 address has colons but no brackets.
@@ -1019,7 +1035,10 @@ mod tests {
         control.listen = "0.0.0.0:3102".parse().unwrap();
         let refusal = control.check_exposure().unwrap_err().to_string();
         assert!(refusal.contains("HERALD_CONTROL__KEY"), "{refusal}");
-        control.key = "k".into();
+        control.key = "short".into();
+        let refusal = control.check_exposure().unwrap_err().to_string();
+        assert!(refusal.contains("at least 16"), "{refusal}");
+        control.key = "a-key-of-16-char".into();
         assert!(control.check_exposure().is_ok());
         control.key.clear();
         control.tls_ca_file = "ca.pem".into();
@@ -1054,6 +1073,10 @@ mod tests {
                 expected,
                 "{advertise}"
             );
+        }
+        for bad in ["http://gw:1", "gw 1", "gw/1"] {
+            control.advertise = bad.into();
+            assert!(control.advertised(wildcard).is_err(), "{bad}");
         }
     }
 
