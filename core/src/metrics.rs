@@ -78,6 +78,10 @@ pub const SYNC_SNAPSHOTS: &str = "herald_sync_snapshots_total";
 /// Compare-and-set retries of sync patches, when another router patched the same
 /// document first.
 pub const SYNC_RETRIES: &str = "herald_sync_retries_total";
+/// Calls of routers to gateways' control services; label `outcome` (`ok`, `unavailable`:
+/// no connection, `timeout`: no answer within `control.timeout`, `refused`: the gateway
+/// said no, such as to another control key).
+pub const CONTROL_CALLS: &str = "herald_control_calls_total";
 /// Calls of hooks to the app's backend; labels `hook` (`connect`, `refresh`, `subscribe`,
 /// `publish`, `rpc`), `namespace` (the `hooks.namespaces` entry, `default`, or
 /// `connection` for connect, refresh and rpc) and `result` (`ok`, `refused`: the backend
@@ -204,6 +208,10 @@ fn describe() {
     describe_counter!(REDIS_ERRORS, "Redis operations that failed.");
     describe_gauge!(REDIS_UP, "1 when the last Redis ping succeeded.");
     describe_counter!(PUBLICATIONS, "Publications accepted, stored and published.");
+    describe_counter!(
+        CONTROL_CALLS,
+        "Calls of routers to gateways' control services, by outcome."
+    );
     describe_counter!(
         HOOK_CALLS,
         "Calls of hooks to the app's backend, by result."

@@ -4,8 +4,8 @@
 use std::time::Instant;
 
 use herald_core::metrics::{
-    PRESENCE_CHANGES, PRESENCE_SIZE, PUBLICATIONS, REDIS_DURATION, REDIS_ERRORS, SYNC_PATCHES,
-    SYNC_RETRIES, SYNC_SNAPSHOTS,
+    CONTROL_CALLS, PRESENCE_CHANGES, PRESENCE_SIZE, PUBLICATIONS, REDIS_DURATION, REDIS_ERRORS,
+    SYNC_PATCHES, SYNC_RETRIES, SYNC_SNAPSHOTS,
 };
 use metrics::{counter, histogram};
 
@@ -62,7 +62,13 @@ pub fn initialize() {
         counter!(SYNC_SNAPSHOTS, "reason" => reason).absolute(0);
     }
     counter!(SYNC_RETRIES).absolute(0);
+    for outcome in CONTROL_OUTCOMES {
+        counter!(CONTROL_CALLS, "outcome" => outcome).absolute(0);
+    }
 }
+
+/// The `outcome` label of calls to gateways' control services.
+const CONTROL_OUTCOMES: [&str; 4] = ["ok", "unavailable", "timeout", "refused"];
 
 /// One Redis operation, timed from [`start`](Self::start) until dropped.
 pub(crate) struct Operation {

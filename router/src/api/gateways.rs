@@ -12,6 +12,7 @@ use futures_util::future::join_all;
 use herald_core::call_key::{AddKey, InvalidKey};
 use herald_core::config::ControlConfig;
 use herald_core::control::{self, CONTROL_KEY, NODE_METADATA, TlsFileError};
+use herald_core::metrics::CONTROL_CALLS;
 use herald_proto::api::v1::NodeFailure;
 use herald_proto::bus::v1::NodeStatus;
 use herald_proto::control::v1::gateway_control_client::GatewayControlClient;
@@ -166,6 +167,13 @@ impl Gateways {
                 self.timeout
             ))),
         };
+        let outcome = match &answer {
+            Ok(_) => "ok",
+            Err(status) if status.code() == tonic::Code::DeadlineExceeded => "timeout",
+            Err(status) if broken(status) => "unavailable",
+            Err(_) => "refused",
+        };
+        metrics::counter!(CONTROL_CALLS, "outcome" => outcome).increment(1);
         if let Err(status) = &answer
             && broken(status)
         {

@@ -103,6 +103,16 @@ async fn a_command_reaches_the_live_gateways_and_names_the_one_that_died() {
     assert_eq!(channels.gateways, 2, "{channels:?}");
     assert_eq!(channels.failures.len(), 1, "{channels:?}");
     assert_eq!(channels.failures[0].node, "gateway-3");
+
+    // The router counts every call by outcome: the ones to the dead gateway failed.
+    let counted = |outcome| {
+        let scrape = crate::metrics::scrape(cluster.routers[0].addr());
+        let labels = [("outcome", outcome)];
+        crate::metrics::sample(&scrape, "herald_control_calls_total", &labels).unwrap_or(0.0)
+    };
+    // Bob's disconnect, alice's on two gateways, Channels on two.
+    assert!(counted("ok") >= 5.0, "{}", counted("ok"));
+    assert!(counted("unavailable") >= 2.0, "{}", counted("unavailable"));
 }
 
 /// The control service of `addr`, over `tls` when given.

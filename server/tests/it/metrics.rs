@@ -10,7 +10,7 @@ use serde_json::json;
 use crate::{PATIENCE, client, herald, publications, publish, refused, subscribe};
 
 /// The `/metrics` exposition of the node at `addr`.
-fn scrape(addr: SocketAddr) -> String {
+pub fn scrape(addr: SocketAddr) -> String {
     let (status, body) = http_get(addr, "/metrics").expect("a scrape");
     assert_eq!(status, 200, "{body}");
     body
@@ -18,7 +18,7 @@ fn scrape(addr: SocketAddr) -> String {
 
 /// Sum of the samples of `name` whose labels include every one of `labels`; `None` when
 /// there is no such series.
-fn sample(exposition: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+pub fn sample(exposition: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
     let mut found = None;
     for line in exposition.lines().filter(|l| !l.starts_with('#')) {
         let Some((series, value)) = line.rsplit_once(' ') else {
