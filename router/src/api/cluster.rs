@@ -34,12 +34,14 @@ pub async fn command(
     command: Command,
     who: ClientSelector,
 ) -> (u32, Vec<NodeFailure>) {
-    let holder = match who.user.is_empty() {
-        true => native_holder(&gateways.listed(), &who.client),
-        false => None,
-    };
+    let mut concerned = gateways.listed();
+    if who.user.is_empty()
+        && let Some(holder) = native_holder(&concerned, &who.client)
+    {
+        concerned.retain(|g| g.id == holder);
+    }
     let reached = gateways
-        .all(holder.as_deref(), |mut client: Client| {
+        .all(concerned, |mut client: Client| {
             let who = who.clone();
             async move {
                 match command {
@@ -57,7 +59,7 @@ pub async fn command(
 /// The channels matching `pattern` with their subscribers, added up over the gateways.
 pub async fn channels(gateways: &Gateways, pattern: String) -> ChannelsResponse {
     let reached = gateways
-        .all(None, |mut client: Client| {
+        .all(gateways.listed(), |mut client: Client| {
             let query = ChannelsQuery {
                 pattern: pattern.clone(),
             };

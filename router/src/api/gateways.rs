@@ -198,16 +198,12 @@ impl Gateways {
         listed
     }
 
-    /// Calls `call` on every gateway at once, or only on gateway `only` when given.
-    pub async fn all<T, F, Fut>(&self, only: Option<&str>, call: F) -> Reached<T>
+    /// Calls `call` on each of `gateways` (from [`Self::listed`]) at once.
+    pub async fn all<T, F, Fut>(&self, gateways: Vec<NodeStatus>, call: F) -> Reached<T>
     where
         F: Fn(Client) -> Fut,
         Fut: Future<Output = Result<Response<T>, Status>>,
     {
-        let mut gateways = self.listed();
-        if let Some(only) = only {
-            gateways.retain(|g| g.id == only);
-        }
         let calls = gateways.iter().map(|gateway| self.call(gateway, &call));
         let mut reached = Reached {
             answers: Vec::new(),

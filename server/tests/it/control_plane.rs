@@ -13,12 +13,15 @@ use herald_testkit::{Cluster, wait_for_async};
 use tonic::Code;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
 
+use crate::server_api::api;
 use crate::{PATIENCE, client_with_token, close_frame, herald, tokens};
 
-async fn api(addr: SocketAddr) -> HeraldApiClient<Channel> {
-    HeraldApiClient::connect(format!("http://{addr}"))
-        .await
-        .expect("connect to the API")
+/// Disconnect every connection of `user`.
+fn user(user: &str) -> DisconnectRequest {
+    DisconnectRequest {
+        user: user.into(),
+        client: String::new(),
+    }
 }
 
 /// Waits until the router's `Info` lists `gateways` gateways.
@@ -76,10 +79,7 @@ async fn a_command_reaches_the_live_gateways_and_names_the_one_that_died() {
 
     let started = std::time::Instant::now();
     let reply = api
-        .disconnect(DisconnectRequest {
-            user: "alice".into(),
-            client: String::new(),
-        })
+        .disconnect(user("alice"))
         .await
         .expect("a partial success is a success")
         .into_inner();
@@ -161,14 +161,7 @@ async fn with_mutual_tls_gateways_answer_only_the_clusters_certificates() {
     let mut api = api(cluster.routers[0].api_addr()).await;
     listed(&api, 1).await;
     let (alice, _) = client_with_token(&cluster.ws_url(0), &tokens::user("alice", 600)).await;
-    let reply = api
-        .disconnect(DisconnectRequest {
-            user: "alice".into(),
-            client: String::new(),
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let reply = api.disconnect(user("alice")).await.unwrap().into_inner();
     assert_eq!(
         (reply.connections, reply.failures.len()),
         (1, 0),

@@ -29,7 +29,7 @@ use crate::{
     PATIENCE, client, client_with_token, close_frame, herald, publications, standalone, subscribe,
 };
 
-async fn api(addr: SocketAddr) -> HeraldApiClient<Channel> {
+pub async fn api(addr: SocketAddr) -> HeraldApiClient<Channel> {
     HeraldApiClient::connect(format!("http://{addr}"))
         .await
         .expect("connect to the API")
